@@ -1,0 +1,247 @@
+/**
+ * The secure boot flow: finish an interrupted swap, or take the boot decision and install,
+ * refuse or revert; then validate the primary image (hash, signature chained to the ROM root,
+ * security counter) on every boot; fall back to the previous image if the primary is corrupt,
+ * or stop in recovery when nothing valid is left. Every step goes to the boot log.
+ *
+ * All state comes from flash: the function keeps nothing between boots.
+ *
+ * @module
+ */
+
+import type { Clock } from "../lib/clock.ts";
+import type { Certificate, VerificationCache } from "./codesign.ts";
+import type { FlashArea } from "./flash_area.ts";
+import { compareVersions, type DecodedImage, decodeImage, formatVersion } from "./image_format.ts";
+import { validateImage, type ValidationResult } from "./image_validate.ts";
+import type { DeviceAreas } from "./layout.ts";
+import { PsaStatus } from "./psa_status.ts";
+import { SecurityCounter } from "./security_counter.ts";
+import { decideBoot } from "./boot_decision.ts";
+import { continueSwap, performSwap } from "./swap.ts";
+import { readSwapStatus } from "./swap_status.ts";
+import {
+  eraseTrailer,
+  readTrailer,
+  type SlotTrailer,
+  writeTrailerFailure,
+  writeTrailerFlag,
+} from "./trailer.ts";
+
+/** The immutable part of the device: what its boot ROM holds. */
+export interface BootRom {
+  /** Trust anchor for code signing. */
+  readonly root: Certificate;
+  /** Code-signer certificates the OTA PAL may read by path (PEM or DER). */
+  readonly certificates?: ReadonlyMap<string, string | Uint8Array>;
+  /** Shared signature-result cache (a simulator optimisation; results are exact). */
+  readonly verificationCache?: VerificationCache;
+}
+
+/** What the boot ROM hands to the running image (MCUboot's shared boot data). */
+export interface BootRecord {
+  /** The image now running from the primary slot. */
+  readonly image: DecodedImage;
+  /** SHA-256 of its hashed region. */
+  readonly digest: Uint8Array;
+  /** True on the first boot of an unconfirmed image: it must confirm or be reverted. */
+  readonly trial: boolean;
+  /** Security counter after this boot. */
+  readonly securityCounter: number;
+  /** What the bootloader did this boot. */
+  readonly action: "none" | "installed" | "reverted" | "resumed" | "refused" | "fell-back";
+}
+
+/** Outcome of a boot. */
+export type BootOutcome =
+  | { readonly kind: "run"; readonly record: BootRecord; readonly log: readonly string[] }
+  | { readonly kind: "recovery"; readonly reason: string; readonly log: readonly string[] };
+
+/** Inputs of {@linkcode boot}. */
+export interface BootContext {
+  readonly areas: DeviceAreas;
+  readonly rom: BootRom;
+  readonly clock: Clock;
+}
+
+function describe(trailer: SlotTrailer): string {
+  const flags = `magic=${trailer.magic} image_ok=${trailer.imageOk} copy_done=${trailer.copyDone}`;
+  return trailer.failed === "unset"
+    ? flags
+    : `${flags} failed=${trailer.failed}(${trailer.failReason})`;
+}
+
+function imageSource(area: FlashArea) {
+  const size = (area.sectorCount - 1) * area.sectorSize;
+  return { size, read: (offset: number, length: number) => area.read(offset, length) };
+}
+
+function sectorsFor(areas: DeviceAreas, ...images: (DecodedImage | undefined)[]): number {
+  const slotSectors = areas.primary.sectorCount - 1;
+  let bytes = 0;
+  for (const image of images) {
+    if (!image) return slotSectors; // unknown extent: exchange the whole image region
+    bytes = Math.max(bytes, image.totalSize);
+  }
+  return Math.min(slotSectors, Math.max(1, Math.ceil(bytes / areas.primary.sectorSize)));
+}
+
+/** Erases the candidate and records why, so it is never tried again. */
+function refuseCandidate(areas: DeviceAreas, reason: number, detail: string): void {
+  const { secondary } = areas;
+  // Image sectors first: until the trailer goes, a cut here just repeats the refusal.
+  for (let sector = 0; sector < secondary.sectorCount - 1; sector++) {
+    secondary.eraseSectorIfNeeded(sector);
+  }
+  eraseTrailer(secondary);
+  writeTrailerFailure(secondary, reason, detail);
+}
+
+function failureCode(result: ValidationResult): number {
+  if (result.ok) return PsaStatus.SUCCESS;
+  return /security counter|downgrade/.test(result.reason)
+    ? PsaStatus.ERROR_NOT_PERMITTED
+    : result.image
+    ? PsaStatus.ERROR_INVALID_SIGNATURE
+    : PsaStatus.ERROR_DATA_INVALID;
+}
+
+/**
+ * Boots the device from its flash.
+ *
+ * @example
+ * ```ts ignore
+ * const outcome = await boot({ areas, rom, clock });
+ * if (outcome.kind === "run") console.log(formatVersion(outcome.record.image.header.version));
+ * ```
+ */
+export async function boot(context: BootContext): Promise<BootOutcome> {
+  const { areas, rom, clock } = context;
+  const log: string[] = [];
+  const fuses = new SecurityCounter(areas.fuses);
+  const slotSectors = areas.primary.sectorCount - 1;
+  let action: BootRecord["action"] = "none";
+  const validate = (area: FlashArea, options: { at?: Date } = {}) =>
+    validateImage(imageSource(area), {
+      root: rom.root,
+      minimumSecurityCounter: fuses.read(),
+      ...(rom.verificationCache ? { cache: rom.verificationCache } : {}),
+      ...options,
+    });
+
+  const status = readSwapStatus(areas.swapStatus, slotSectors);
+  const primaryTrailer = readTrailer(areas.primary);
+  const secondaryTrailer = readTrailer(areas.secondary);
+  log.push(`primary trailer: ${describe(primaryTrailer)}`);
+  log.push(`secondary trailer: ${describe(secondaryTrailer)}`);
+  log.push(`security counter: ${fuses.read()}`);
+  const decision = decideBoot({
+    primary: primaryTrailer,
+    secondary: secondaryTrailer,
+    swapInProgress: status.state === "in-progress",
+  });
+  log.push(`decision row ${decision.row}: ${decision.swap} (${decision.why})`);
+
+  if (decision.swap === "resume" && status.state === "in-progress") {
+    const done = status.progress.filter((steps) => steps === 3).length;
+    log.push(`resuming ${status.kind} swap: ${done}/${status.sectors} sectors done`);
+    continueSwap(areas, status, (line) => log.push(line));
+    action = "resumed";
+  } else if (decision.swap === "test" || decision.swap === "perm") {
+    const candidate = await validate(areas.secondary, { at: new Date(clock.now()) });
+    const running = decodeImage(imageSource(areas.primary));
+    let refusal: { code: number; detail: string } | null = null;
+    if (!candidate.ok) {
+      refusal = { code: failureCode(candidate), detail: candidate.reason };
+    } else if (
+      running.ok &&
+      compareVersions(candidate.image.header.version, running.image.header.version) < 0
+    ) {
+      refusal = {
+        code: PsaStatus.ERROR_NOT_PERMITTED,
+        detail: `downgrade from ${formatVersion(running.image.header.version)} to ${
+          formatVersion(candidate.image.header.version)
+        } refused`,
+      };
+    }
+    if (refusal || !candidate.ok) {
+      const detail = refusal?.detail ?? "invalid candidate";
+      log.push(`candidate refused and erased: ${detail}`);
+      refuseCandidate(areas, refusal?.code ?? PsaStatus.ERROR_INVALID_SIGNATURE, detail);
+      action = "refused";
+    } else {
+      log.push(`candidate ${formatVersion(candidate.image.header.version)} verified`);
+      const sectors = sectorsFor(areas, candidate.image, running.ok ? running.image : undefined);
+      performSwap(areas, decision.swap, sectors, (line) => log.push(line));
+      action = "installed";
+    }
+  } else if (decision.swap === "revert") {
+    const previous = await validate(areas.secondary);
+    if (previous.ok) {
+      const running = decodeImage(imageSource(areas.primary));
+      const sectors = sectorsFor(areas, previous.image, running.ok ? running.image : undefined);
+      performSwap(areas, "revert", sectors, (line) => log.push(line));
+      action = "reverted";
+    } else {
+      // Nothing valid to go back to: keep the tested image rather than brick (MCUboot's FAIL).
+      log.push(
+        `previous image invalid (${previous.reason}): keeping the tested image as confirmed`,
+      );
+      writeTrailerFlag(areas.primary, "imageOk");
+    }
+  } else if (decision.refuseRequest && secondaryTrailer.failed === "unset") {
+    writeTrailerFailure(
+      areas.secondary,
+      PsaStatus.ERROR_INSTALL_INTERRUPTED,
+      decision.refuseRequest,
+    );
+    action = "refused";
+  }
+
+  let primary = await validate(areas.primary);
+  if (!primary.ok) {
+    log.push(`primary image invalid: ${primary.reason}`);
+    const previous = await validate(areas.secondary);
+    if (previous.ok) {
+      log.push(
+        `falling back to the previous image ${
+          formatVersion(previous.image.header.version)
+        } in the secondary slot`,
+      );
+      performSwap(areas, "fallback", slotSectors, (line) => log.push(line));
+      action = "fell-back";
+      primary = await validate(areas.primary);
+    }
+    if (!primary.ok) {
+      log.push(`no valid image left: entering recovery`);
+      return { kind: "recovery", reason: `no valid image: ${primary.reason}`, log };
+    }
+  }
+
+  const trailer = readTrailer(areas.primary);
+  const trial = trailer.magic === "good" && trailer.imageOk === "unset" &&
+    trailer.copyDone === "set";
+  if (
+    !trial && primary.image.securityCounter !== null && primary.image.securityCounter > fuses.read()
+  ) {
+    // Confirmed images (and factory images, which were never swapped) lock the counter in.
+    fuses.raiseTo(Math.min(primary.image.securityCounter, fuses.capacity));
+    log.push(`security counter raised to ${fuses.read()}`);
+  }
+  log.push(
+    `booting ${formatVersion(primary.image.header.version)} from the primary slot${
+      trial ? " (trial: must confirm)" : ""
+    }`,
+  );
+  return {
+    kind: "run",
+    record: {
+      image: primary.image,
+      digest: primary.digest,
+      trial,
+      securityCounter: fuses.read(),
+      action,
+    },
+    log,
+  };
+}

@@ -1,0 +1,332 @@
+/**
+ * One simulated device below the agent: its flash chip (the only state that survives a reset),
+ * its boot ROM, the bootloader, a watchdog, and the simulated application whose behaviour comes
+ * from the manifest inside the signed image it boots. Every power-on rebuilds all RAM state
+ * from flash (a lesson of MCUboot's simulator, where a variable surviving a simulated reset hid
+ * a brick).
+ *
+ * @module
+ */
+
+import { type Clock, systemClock, type TimerId } from "../lib/clock.ts";
+import { boot, type BootOutcome, type BootRecord, type BootRom } from "./bootloader.ts";
+import { type Behavior, readManifest } from "./firmware.ts";
+import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
+import { FirmwareUpdateService, fwuStateName } from "./fwu.ts";
+import { formatVersion } from "./image_format.ts";
+import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
+import { OtaPal } from "./ota_pal.ts";
+import { SecurityCounter } from "./security_counter.ts";
+import { readTrailer, type SlotTrailer } from "./trailer.ts";
+
+/** Power and run state. */
+export type DeviceState = "off" | "running" | "recovery" | "boot-loop";
+
+/** Options for {@linkcode Device}. */
+export interface DeviceOptions {
+  /** Partition map. */
+  readonly layout: DeviceLayout;
+  /** Boot ROM contents. */
+  readonly rom: BootRom;
+  /** An existing chip (e.g. a clone of a factory chip); a blank one otherwise. */
+  readonly flash?: NorFlash;
+  /** Time source. @default {systemClock} */
+  readonly clock?: Clock;
+  /** Watchdog period: an application that stops feeding it is reset. @default {30000} */
+  readonly watchdogMs?: number;
+  /** Consecutive crashes before the device gives up booting. @default {4} */
+  readonly maxBootAttempts?: number;
+}
+
+/** What the application that runs looks like from outside. */
+export interface RunningFirmware {
+  readonly version: string;
+  readonly behavior: Behavior;
+  readonly trial: boolean;
+  readonly securityCounter: number;
+}
+
+/** A reset and why it happened. */
+export interface ResetEvent {
+  readonly reason: string;
+  readonly at: number;
+}
+
+/** Snapshot of the device for reports and assertions. */
+export interface DeviceReport {
+  readonly state: DeviceState;
+  readonly running: RunningFirmware | null;
+  readonly securityCounter: number;
+  readonly primary: SlotTrailer;
+  readonly secondary: SlotTrailer;
+  readonly updateState: string | null;
+  readonly lastBootLog: readonly string[];
+}
+
+/**
+ * A simulated device.
+ *
+ * @example
+ * ```ts ignore
+ * const device = new Device({ layout, rom, flash: factoryFlash.clone() });
+ * await device.powerOn();
+ * device.running?.version; // "1.0.0+0"
+ * ```
+ */
+export class Device {
+  /** The chip. */
+  readonly flash: NorFlash;
+  /** Partition map. */
+  readonly layout: DeviceLayout;
+  /** Opened areas. */
+  readonly areas: DeviceAreas;
+  /** Boot ROM. */
+  readonly rom: BootRom;
+  /** Time source. */
+  readonly clock: Clock;
+  /** Boot logs, oldest first (the last 16 boots). */
+  readonly bootLogs: string[][] = [];
+  /** Resets, oldest first. */
+  readonly resets: ResetEvent[] = [];
+  readonly #watchdogMs: number;
+  readonly #maxBootAttempts: number;
+  #state: DeviceState = "off";
+  #record: BootRecord | null = null;
+  #behavior: Behavior = "ok";
+  #fwu: FirmwareUpdateService | null = null;
+  #pal: OtaPal | null = null;
+  #watchdog: TimerId | null = null;
+  #pending: Promise<void> | null = null;
+  #pendingError: unknown = null;
+
+  /** Builds a powered-off device. */
+  constructor(options: DeviceOptions) {
+    this.layout = options.layout;
+    this.rom = options.rom;
+    this.clock = options.clock ?? systemClock;
+    this.flash = options.flash ?? createFlash(options.layout);
+    this.areas = openAreas(this.flash, options.layout);
+    this.#watchdogMs = options.watchdogMs ?? 30_000;
+    this.#maxBootAttempts = options.maxBootAttempts ?? 4;
+  }
+
+  /** Power and run state. */
+  get state(): DeviceState {
+    return this.#state;
+  }
+
+  /** The running application, when there is one. */
+  get running(): RunningFirmware | null {
+    if (this.#state !== "running" || !this.#record) return null;
+    return {
+      version: formatVersion(this.#record.image.header.version),
+      behavior: this.#behavior,
+      trial: this.#record.trial,
+      securityCounter: this.#record.securityCounter,
+    };
+  }
+
+  /** The boot ROM's report for the current boot. */
+  get bootRecord(): BootRecord | null {
+    return this.#state === "running" ? this.#record : null;
+  }
+
+  /** The firmware-update service of the running image. */
+  get fwu(): FirmwareUpdateService {
+    if (!this.#fwu || this.#state !== "running") {
+      throw new Error(`Cannot use the update service: device is ${this.#state}`);
+    }
+    return this.#fwu;
+  }
+
+  /** The OTA PAL of the running image. */
+  get pal(): OtaPal {
+    if (!this.#pal || this.#state !== "running") {
+      throw new Error(`Cannot use the OTA PAL: device is ${this.#state}`);
+    }
+    return this.#pal;
+  }
+
+  /** Arms a power cut at a future flash operation. */
+  cutPowerAt(plan: PowerCutPlan): void {
+    this.flash.cutPowerAt(plan);
+  }
+
+  /**
+   * Powers on and boots. An image that crashes on boot resets the device at once (and the
+   * bootloader reverts it if it was on trial); after `maxBootAttempts` crashes in a row the
+   * device stays in "boot-loop". A power cut during boot leaves the device off and rethrows.
+   */
+  async powerOn(): Promise<BootOutcome> {
+    this.flash.powerOn();
+    for (let attempt = 1;; attempt++) {
+      this.#clearRam();
+      let outcome: BootOutcome;
+      try {
+        outcome = await boot({ areas: this.areas, rom: this.rom, clock: this.clock });
+      } catch (error) {
+        if (isPowerCut(error)) this.#state = "off";
+        throw error;
+      }
+      this.#remember(outcome.log as string[]);
+      if (outcome.kind === "recovery") {
+        this.#state = "recovery";
+        return outcome;
+      }
+      const record = outcome.record;
+      const payload = this.areas.primary.read(
+        record.image.payloadOffset,
+        Math.min(record.image.header.payloadSize, 2048),
+      );
+      const reading = readManifest(payload);
+      this.#record = record;
+      this.#behavior = reading.manifest.behavior;
+      const log = outcome.log as string[];
+      if (reading.source === "malformed") {
+        log.push(`firmware manifest malformed: ${reading.reason}`);
+      }
+      if (this.#behavior === "crash-on-boot") {
+        log.push("application crashed on boot: reset");
+        this.resets.push({ reason: "crash on boot", at: this.clock.now() });
+        if (attempt >= this.#maxBootAttempts) {
+          this.#state = "boot-loop";
+          this.#record = null;
+          return outcome;
+        }
+        continue;
+      }
+      this.#state = "running";
+      this.#fwu = new FirmwareUpdateService({
+        areas: this.areas,
+        rom: this.rom,
+        clock: this.clock,
+        bootRecord: record,
+        requestReboot: () => this.#scheduleReset("reboot requested by software"),
+      });
+      this.#pal = new OtaPal({ fwu: this.#fwu, rom: this.rom, clock: this.clock });
+      if (this.#behavior === "hang") {
+        // A hung application stops feeding the watchdog, which then resets the device.
+        this.#watchdog = this.clock.setTimer(this.#watchdogMs, () => {
+          this.#watchdog = null;
+          this.#scheduleReset("watchdog");
+        });
+      }
+      return outcome;
+    }
+  }
+
+  /** Cuts power now. RAM state is gone; flash keeps what it had. */
+  powerOff(): void {
+    this.flash.powerOff();
+    this.#clearRam();
+    this.#state = "off";
+  }
+
+  /** Power-cycles the device. */
+  async reset(reason: string): Promise<BootOutcome> {
+    this.resets.push({ reason, at: this.clock.now() });
+    this.powerOff();
+    return await this.powerOn();
+  }
+
+  /** Waits for a reset the device scheduled itself (software reboot, watchdog). */
+  async settle(): Promise<void> {
+    while (this.#pending) {
+      const pending = this.#pending;
+      await pending;
+      if (this.#pending === pending) this.#pending = null;
+    }
+    if (this.#pendingError) {
+      const error = this.#pendingError;
+      this.#pendingError = null;
+      throw error;
+    }
+  }
+
+  /**
+   * Runs the application's self-test as its behaviour dictates: `no-network` cannot reach the
+   * cloud and `fail-self-test` fails its own checks.
+   */
+  selfTest(): { passed: boolean; reason: string } {
+    if (this.#state !== "running") return { passed: false, reason: `device is ${this.#state}` };
+    switch (this.#behavior) {
+      case "no-network":
+        return { passed: false, reason: "cannot connect to the network after the update" };
+      case "fail-self-test":
+        return { passed: false, reason: "application self-test failed" };
+      case "hang":
+        return { passed: false, reason: "application hangs" };
+      default:
+        return { passed: true, reason: "self-test passed" };
+    }
+  }
+
+  /** A snapshot for reports and assertions (reads flash; needs power). */
+  report(): DeviceReport {
+    const poweredOn = this.flash.poweredOn;
+    if (!poweredOn) this.flash.powerOn();
+    try {
+      return {
+        state: this.#state,
+        running: this.running,
+        securityCounter: new SecurityCounter(this.areas.fuses).read(),
+        primary: readTrailer(this.areas.primary),
+        secondary: readTrailer(this.areas.secondary),
+        updateState: this.#fwu && this.#state === "running" ? fwuStateName(this.#fwu.state) : null,
+        lastBootLog: this.bootLogs[this.bootLogs.length - 1] ?? [],
+      };
+    } finally {
+      if (!poweredOn) this.flash.powerOff();
+    }
+  }
+
+  #scheduleReset(reason: string): void {
+    const previous = this.#pending ?? Promise.resolve();
+    this.#pending = previous.then(async () => {
+      try {
+        await this.reset(reason);
+      } catch (error) {
+        this.#pendingError = error;
+      }
+    });
+  }
+
+  #remember(log: string[]): void {
+    // The same array: lines the device adds after the boot ROM is done still belong to this boot.
+    this.bootLogs.push(log);
+    if (this.bootLogs.length > 16) this.bootLogs.shift();
+  }
+
+  #clearRam(): void {
+    if (this.#watchdog !== null) this.clock.clearTimer(this.#watchdog);
+    this.#watchdog = null;
+    this.#record = null;
+    this.#fwu = null;
+    this.#pal = null;
+    this.#behavior = "ok";
+  }
+}
+
+/**
+ * Writes a factory image into the primary slot of a blank chip, as a production line would
+ * (no trailer: the bootloader treats a never-swapped primary as confirmed).
+ *
+ * @example
+ * ```ts ignore
+ * const factory = createFlash(layout);
+ * flashFactoryImage(factory, layout, signedImage);
+ * ```
+ */
+export function flashFactoryImage(flash: NorFlash, layout: DeviceLayout, image: Uint8Array): void {
+  const { primary } = openAreas(flash, layout);
+  const capacity = (primary.sectorCount - 1) * primary.sectorSize;
+  if (image.length > capacity) {
+    throw new RangeError(
+      `Cannot flash a factory image of ${image.length} bytes: the slot holds ${capacity}`,
+    );
+  }
+  const padded = new Uint8Array(Math.ceil(image.length / primary.writeUnit) * primary.writeUnit)
+    .fill(0xff);
+  padded.set(image);
+  primary.program(0, padded);
+}

@@ -1,0 +1,549 @@
+/**
+ * A NOR flash chip: erase sets a whole sector to 0xFF, programming can only clear bits, and a
+ * power cut can stop (and tear) any program or erase.
+ *
+ * Memory: an erased sector holds no buffer at all, and a sector whose last write unit has just
+ * been programmed is interned in a process-wide pool, so a thousand devices holding the same
+ * image share one copy of each sector (copy-on-write on the next program).
+ *
+ * @module
+ */
+
+import { isFilledWith } from "../lib/bytes.ts";
+import { type Random, seededRandom } from "../lib/random.ts";
+
+/** The erased value of every byte. */
+export const ERASED = 0xff;
+
+/** Shape of the chip. */
+export interface FlashGeometry {
+  /** Bytes per erase sector. @default {4096} */
+  readonly sectorSize: number;
+  /** Program granularity: offsets and lengths must be multiples of it. @default {8} */
+  readonly writeUnit: number;
+  /** Number of sectors. */
+  readonly sectorCount: number;
+  /** Erases a sector survives; the next one fails. @default {10000} */
+  readonly eraseCycleLimit: number;
+}
+
+/** Options for {@linkcode NorFlash}. */
+export interface NorFlashOptions extends Partial<FlashGeometry> {
+  /** Number of sectors (required). */
+  readonly sectorCount: number;
+  /**
+   * Refuse any second program of a write unit that is not fully erased (MCUboot's simulator
+   * does this). When false, a program may clear more bits of a unit but never set one.
+   * @default {true}
+   */
+  readonly strict?: boolean;
+  /** Seed of the generator that decides how a torn operation tears. @default {1} */
+  readonly seed?: number;
+}
+
+/** Why a flash operation was refused. */
+export type FlashErrorCode =
+  | "out-of-range"
+  | "misaligned"
+  | "not-erased"
+  | "bit-set"
+  | "worn-out"
+  | "powered-off";
+
+/** A refused flash operation; the chip is unchanged. */
+export class FlashError extends Error {
+  /** Machine-readable reason. */
+  readonly code: FlashErrorCode;
+  /** Builds the error. */
+  constructor(code: FlashErrorCode, message: string) {
+    super(message);
+    this.name = "FlashError";
+    this.code = code;
+  }
+}
+
+/** Thrown by the flash operation at which power was cut; the device is now off. */
+export class PowerCutError extends Error {
+  /** 1-based index of the interrupted operation (programs and erases are counted). */
+  readonly operation: number;
+  /** Whether the interrupted operation was partly carried out. */
+  readonly torn: boolean;
+  /** Builds the error. */
+  constructor(operation: number, torn: boolean) {
+    super(`Power cut at flash operation ${operation}${torn ? " (torn)" : ""}`);
+    this.name = "PowerCutError";
+    this.operation = operation;
+    this.torn = torn;
+  }
+}
+
+/**
+ * True when `error` is a power cut, which no layer above the flash may swallow.
+ *
+ * @example
+ * ```ts
+ * import { isPowerCut, PowerCutError } from "./flash.ts";
+ * isPowerCut(new PowerCutError(3, false)); // true
+ * ```
+ */
+export function isPowerCut(error: unknown): error is PowerCutError {
+  return error instanceof PowerCutError;
+}
+
+/** Operation counters. */
+export interface FlashStats {
+  /** Read calls. */
+  reads: number;
+  /** Bytes read. */
+  bytesRead: number;
+  /** Program calls that changed the chip (or were cut). */
+  programs: number;
+  /** Bytes programmed. */
+  bytesProgrammed: number;
+  /** Sector erases (including cut ones). */
+  erases: number;
+  /** Programs + erases: the index a power cut counts in. */
+  operations: number;
+}
+
+/** When and how the next power cut happens. */
+export interface PowerCutPlan {
+  /** 1-based operation index (programs and erases since the plan was set) to interrupt. */
+  readonly atOperation: number;
+  /** Tear the operation (partial program / partial erase) instead of skipping it. */
+  readonly torn: boolean;
+}
+
+/** Process-wide pool of interned sector contents, keyed by a content hash. */
+const sectorPool = new Map<string, WeakRef<Uint8Array>>();
+const poolCleanup = new FinalizationRegistry<string>((key) => {
+  const ref = sectorPool.get(key);
+  if (ref && ref.deref() === undefined) sectorPool.delete(key);
+});
+
+function contentKey(bytes: Uint8Array): string {
+  // Two independent 32-bit FNV-1a variants; a hit is still confirmed byte by byte.
+  let a = 0x811c9dc5;
+  let b = 0x01000193;
+  for (let i = 0; i < bytes.length; i++) {
+    a = Math.imul(a ^ bytes[i]!, 0x01000193);
+    b = Math.imul(b ^ bytes[i]!, 0x5bd1e995) ^ (b >>> 13);
+  }
+  return `${bytes.length}:${(a >>> 0).toString(36)}:${(b >>> 0).toString(36)}`;
+}
+
+function intern(bytes: Uint8Array): Uint8Array {
+  const key = contentKey(bytes);
+  const existing = sectorPool.get(key)?.deref();
+  if (existing && existing.length === bytes.length) {
+    let same = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (existing[i] !== bytes[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return existing;
+  }
+  if (!existing) {
+    sectorPool.set(key, new WeakRef(bytes));
+    poolCleanup.register(bytes, key);
+  }
+  return bytes;
+}
+
+/**
+ * A NOR flash chip.
+ *
+ * @example
+ * ```ts
+ * import { NorFlash } from "./flash.ts";
+ * const flash = new NorFlash({ sectorCount: 4 });
+ * flash.program(0, new Uint8Array(8).fill(0x12));
+ * flash.read(0, 2); // Uint8Array [0x12, 0x12]
+ * flash.eraseSector(0);
+ * flash.read(0, 1); // Uint8Array [0xff]
+ * ```
+ */
+export class NorFlash {
+  /** The chip's shape. */
+  readonly geometry: FlashGeometry;
+  /** Strict single-program mode. */
+  readonly strict: boolean;
+  #sectors: (Uint8Array | null)[];
+  /** Sector buffers that may be referenced by other chips or the pool: copy before writing. */
+  #shared: boolean[];
+  #wear: number[];
+  #stats: FlashStats = {
+    reads: 0,
+    bytesRead: 0,
+    programs: 0,
+    bytesProgrammed: 0,
+    erases: 0,
+    operations: 0,
+  };
+  #cut: PowerCutPlan | null = null;
+  #operationsSincePlan = 0;
+  #poweredOn = true;
+  #random: Random;
+
+  /** Creates an erased chip. */
+  constructor(options: NorFlashOptions) {
+    const geometry: FlashGeometry = {
+      sectorSize: options.sectorSize ?? 4096,
+      writeUnit: options.writeUnit ?? 8,
+      sectorCount: options.sectorCount,
+      eraseCycleLimit: options.eraseCycleLimit ?? 10_000,
+    };
+    validateGeometry(geometry);
+    this.geometry = geometry;
+    this.strict = options.strict ?? true;
+    this.#sectors = new Array(geometry.sectorCount).fill(null);
+    this.#shared = new Array(geometry.sectorCount).fill(false);
+    this.#wear = new Array(geometry.sectorCount).fill(0);
+    this.#random = seededRandom(options.seed ?? 1);
+  }
+
+  /** Total bytes. */
+  get size(): number {
+    return this.geometry.sectorSize * this.geometry.sectorCount;
+  }
+
+  /** A snapshot of the counters. */
+  get stats(): Readonly<FlashStats> {
+    return { ...this.#stats };
+  }
+
+  /** Erase count of one sector. */
+  wear(sector: number): number {
+    this.#checkSector(sector);
+    return this.#wear[sector]!;
+  }
+
+  /** Whether the chip has power. */
+  get poweredOn(): boolean {
+    return this.#poweredOn;
+  }
+
+  /**
+   * Arms a power cut: the `atOperation`-th program or erase from now is interrupted (torn
+   * or not carried out at all), throws {@linkcode PowerCutError}, and the chip stays off until
+   * {@linkcode NorFlash.powerOn}.
+   */
+  cutPowerAt(plan: PowerCutPlan): void {
+    if (!Number.isInteger(plan.atOperation) || plan.atOperation < 1) {
+      throw new RangeError(
+        `Cannot arm a power cut: 'atOperation' must be a positive integer: current value is ${plan.atOperation}`,
+      );
+    }
+    this.#cut = plan;
+    this.#operationsSincePlan = 0;
+  }
+
+  /** Disarms a pending power cut. */
+  cancelPowerCut(): void {
+    this.#cut = null;
+  }
+
+  /** Cuts power now, between operations. */
+  powerOff(): void {
+    this.#poweredOn = false;
+    this.#cut = null;
+  }
+
+  /** Restores power. Contents are what the flash held when power went. */
+  powerOn(): void {
+    this.#poweredOn = true;
+  }
+
+  /** Reads `length` bytes at `offset` into a new array. */
+  read(offset: number, length: number): Uint8Array {
+    this.#checkPower();
+    this.#checkRange(offset, length, "read");
+    this.#stats.reads++;
+    this.#stats.bytesRead += length;
+    const out = new Uint8Array(length);
+    const { sectorSize } = this.geometry;
+    let done = 0;
+    while (done < length) {
+      const at = offset + done;
+      const sector = Math.floor(at / sectorSize);
+      const within = at % sectorSize;
+      const chunk = Math.min(length - done, sectorSize - within);
+      const data = this.#sectors[sector];
+      if (data) out.set(data.subarray(within, within + chunk), done);
+      else out.fill(ERASED, done, done + chunk);
+      done += chunk;
+    }
+    return out;
+  }
+
+  /** True when the range reads as erased (a blank check; counts as a read). */
+  isErased(offset: number, length: number): boolean {
+    this.#checkPower();
+    this.#checkRange(offset, length, "blank-check");
+    this.#stats.reads++;
+    const { sectorSize } = this.geometry;
+    let done = 0;
+    while (done < length) {
+      const at = offset + done;
+      const sector = Math.floor(at / sectorSize);
+      const within = at % sectorSize;
+      const chunk = Math.min(length - done, sectorSize - within);
+      const data = this.#sectors[sector];
+      if (data && !isFilledWith(data.subarray(within, within + chunk), ERASED)) return false;
+      done += chunk;
+    }
+    return true;
+  }
+
+  /**
+   * Programs `data` at `offset`. Offset and length must be write-unit aligned. Bits can only
+   * go from 1 to 0; in strict mode every target unit must be fully erased.
+   */
+  program(offset: number, data: Uint8Array): void {
+    this.#checkPower();
+    this.#checkRange(offset, data.length, "program");
+    const { writeUnit, sectorSize } = this.geometry;
+    if (offset % writeUnit !== 0 || data.length % writeUnit !== 0) {
+      throw new FlashError(
+        "misaligned",
+        `Cannot program ${data.length} bytes at 0x${
+          offset.toString(16)
+        }: offset and length must be multiples of the ${writeUnit}-byte write unit`,
+      );
+    }
+    if (data.length === 0) return;
+    for (let unit = 0; unit < data.length; unit += writeUnit) {
+      this.#checkUnitProgrammable(offset + unit, data.subarray(unit, unit + writeUnit));
+    }
+    const cut = this.#countOperation();
+    this.#stats.programs++;
+    let units = data.length / writeUnit;
+    let partialUnit = false;
+    if (cut) {
+      if (!cut.torn) throw this.#powerCut(false);
+      units = this.#random.below(units);
+      partialUnit = true;
+    }
+    for (let unit = 0; unit < units; unit++) {
+      this.#programUnit(
+        offset + unit * writeUnit,
+        data.subarray(unit * writeUnit, (unit + 1) * writeUnit),
+        null,
+      );
+    }
+    this.#stats.bytesProgrammed += units * writeUnit;
+    if (partialUnit) {
+      // The unit being programmed when power went has a random subset of its 0 bits written.
+      const at = units * writeUnit;
+      this.#programUnit(offset + at, data.subarray(at, at + writeUnit), this.#random);
+      throw this.#powerCut(true);
+    }
+    const end = offset + data.length;
+    if (end % sectorSize === 0) this.#internSector(end / sectorSize - 1);
+  }
+
+  /** Erases one sector to 0xFF. */
+  eraseSector(sector: number): void {
+    this.#checkPower();
+    this.#checkSector(sector);
+    if (this.#wear[sector]! >= this.geometry.eraseCycleLimit) {
+      throw new FlashError(
+        "worn-out",
+        `Cannot erase sector ${sector}: it is worn out after ${this.#wear[sector]} erase cycles`,
+      );
+    }
+    const cut = this.#countOperation();
+    this.#stats.erases++;
+    if (cut && !cut.torn) throw this.#powerCut(false);
+    this.#wear[sector]!++;
+    if (cut) {
+      // A torn erase pushes some bits towards 1: bytes end up erased, unchanged or in between.
+      const old = this.#sectors[sector];
+      if (old) {
+        const torn = new Uint8Array(old);
+        const progress = this.#random.next();
+        for (let i = 0; i < torn.length; i++) {
+          torn[i] = this.#random.next() < progress
+            ? ERASED
+            : torn[i]! | (this.#random.byte() & this.#random.byte());
+        }
+        this.#sectors[sector] = torn;
+        this.#shared[sector] = false;
+      }
+      throw this.#powerCut(true);
+    }
+    this.#sectors[sector] = null;
+    this.#shared[sector] = false;
+  }
+
+  /** Erases every sector that overlaps `[offset, offset + length)`; both must be sector aligned. */
+  erase(offset: number, length: number): void {
+    this.#checkRange(offset, length, "erase");
+    const { sectorSize } = this.geometry;
+    if (offset % sectorSize !== 0 || length % sectorSize !== 0) {
+      throw new FlashError(
+        "misaligned",
+        `Cannot erase ${length} bytes at 0x${
+          offset.toString(16)
+        }: erase must cover whole ${sectorSize}-byte sectors`,
+      );
+    }
+    for (let s = offset / sectorSize; s < (offset + length) / sectorSize; s++) this.eraseSector(s);
+  }
+
+  /**
+   * A new chip with the same contents and wear, sharing every sector buffer copy-on-write.
+   * Counters and power-cut plans are not copied.
+   */
+  clone(options: { seed?: number } = {}): NorFlash {
+    const copy = new NorFlash({ ...this.geometry, strict: this.strict, seed: options.seed ?? 1 });
+    copy.#sectors = [...this.#sectors];
+    copy.#wear = [...this.#wear];
+    copy.#shared = this.#sectors.map((data) => data !== null);
+    for (let s = 0; s < this.#sectors.length; s++) if (this.#sectors[s]) this.#shared[s] = true;
+    return copy;
+  }
+
+  /** Memory held by this chip: private sector buffers and buffers it shares with others. */
+  memoryUsage(): { privateBytes: number; sharedBytes: number; erasedSectors: number } {
+    let privateBytes = 0;
+    let sharedBytes = 0;
+    let erasedSectors = 0;
+    for (let s = 0; s < this.#sectors.length; s++) {
+      const data = this.#sectors[s];
+      if (!data) erasedSectors++;
+      else if (this.#shared[s]) sharedBytes += data.length;
+      else privateBytes += data.length;
+    }
+    return { privateBytes, sharedBytes, erasedSectors };
+  }
+
+  /** True when sector `a` of this chip and sector `b` of `other` are the same buffer. */
+  sharesSectorWith(sector: number, other: NorFlash, otherSector = sector): boolean {
+    const mine = this.#sectors[sector];
+    return mine !== null && mine !== undefined && mine === other.#sectors[otherSector];
+  }
+
+  #countOperation(): PowerCutPlan | null {
+    this.#stats.operations++;
+    if (!this.#cut) return null;
+    this.#operationsSincePlan++;
+    if (this.#operationsSincePlan < this.#cut.atOperation) return null;
+    const plan = this.#cut;
+    this.#cut = null;
+    this.#poweredOn = false;
+    return plan;
+  }
+
+  #powerCut(torn: boolean): PowerCutError {
+    return new PowerCutError(this.#operationsSincePlan, torn);
+  }
+
+  #checkUnitProgrammable(offset: number, next: Uint8Array): void {
+    const current = this.#unitBytes(offset, next.length);
+    if (!current) return;
+    for (let i = 0; i < next.length; i++) {
+      const old = current[i]!;
+      if (this.strict && old !== ERASED) {
+        throw new FlashError(
+          "not-erased",
+          `Cannot program the write unit at 0x${
+            offset.toString(16)
+          }: it was already programmed and strict mode refuses a second program`,
+        );
+      }
+      if ((next[i]! & ~old & 0xff) !== 0) {
+        throw new FlashError(
+          "bit-set",
+          `Cannot program 0x${(offset + i).toString(16)}: 0x${old.toString(16)} -> 0x${
+            next[i]!.toString(16)
+          } needs a 0->1 change, which only an erase can make`,
+        );
+      }
+    }
+  }
+
+  #unitBytes(offset: number, length: number): Uint8Array | null {
+    const { sectorSize } = this.geometry;
+    const data = this.#sectors[Math.floor(offset / sectorSize)];
+    if (!data) return null;
+    const within = offset % sectorSize;
+    return data.subarray(within, within + length);
+  }
+
+  #programUnit(offset: number, data: Uint8Array, tear: Random | null): void {
+    const { sectorSize } = this.geometry;
+    const sector = Math.floor(offset / sectorSize);
+    let buffer = this.#sectors[sector];
+    if (!buffer) {
+      buffer = new Uint8Array(sectorSize).fill(ERASED);
+      this.#sectors[sector] = buffer;
+      this.#shared[sector] = false;
+    } else if (this.#shared[sector]) {
+      buffer = new Uint8Array(buffer);
+      this.#sectors[sector] = buffer;
+      this.#shared[sector] = false;
+    }
+    const within = offset % sectorSize;
+    for (let i = 0; i < data.length; i++) {
+      const clear = tear ? (~data[i]! & tear.byte()) & 0xff : ~data[i]! & 0xff;
+      buffer[within + i] = buffer[within + i]! & ~clear & 0xff;
+    }
+  }
+
+  #internSector(sector: number): void {
+    const data = this.#sectors[sector];
+    if (!data || this.#shared[sector]) return;
+    const pooled = intern(data);
+    this.#sectors[sector] = pooled;
+    this.#shared[sector] = true;
+  }
+
+  #checkPower(): void {
+    if (!this.#poweredOn) {
+      throw new FlashError("powered-off", "Cannot access the flash: the device has no power");
+    }
+  }
+
+  #checkSector(sector: number): void {
+    if (!Number.isInteger(sector) || sector < 0 || sector >= this.geometry.sectorCount) {
+      throw new FlashError(
+        "out-of-range",
+        `Cannot use sector ${sector}: the chip has sectors 0..${this.geometry.sectorCount - 1}`,
+      );
+    }
+  }
+
+  #checkRange(offset: number, length: number, action: string): void {
+    if (
+      !Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 ||
+      offset + length > this.size
+    ) {
+      throw new FlashError(
+        "out-of-range",
+        `Cannot ${action} ${length} bytes at ${offset}: the chip holds ${this.size} bytes`,
+      );
+    }
+  }
+}
+
+function validateGeometry(g: FlashGeometry): void {
+  const positive = (name: string, value: number) => {
+    if (!Number.isInteger(value) || value <= 0) {
+      throw new RangeError(
+        `Cannot create flash: '${name}' must be a positive integer: current value is ${value}`,
+      );
+    }
+  };
+  positive("sectorSize", g.sectorSize);
+  positive("writeUnit", g.writeUnit);
+  positive("sectorCount", g.sectorCount);
+  positive("eraseCycleLimit", g.eraseCycleLimit);
+  if ((g.writeUnit & (g.writeUnit - 1)) !== 0 || g.sectorSize % g.writeUnit !== 0) {
+    throw new RangeError(
+      `Cannot create flash: 'writeUnit' must be a power of two dividing the sector size: current value is ${g.writeUnit}`,
+    );
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The flash-area API (MCUboot's `flash_area_*`): a named window onto the chip with offsets
+ * relative to the area, and the device's partition map.
+ *
+ * @module
+ */
+
+import { FlashError, type NorFlash } from "./flash.ts";
+
+/** Where an area sits on the chip. */
+export interface AreaSpec {
+  /** Name used in logs. */
+  readonly name: string;
+  /** First sector of the area. */
+  readonly firstSector: number;
+  /** Number of sectors. */
+  readonly sectorCount: number;
+}
+
+/**
+ * A window onto the flash chip; every offset is relative to the area and checked against it.
+ *
+ * @example
+ * ```ts
+ * import { NorFlash } from "./flash.ts";
+ * import { FlashArea } from "./flash_area.ts";
+ * const area = new FlashArea(new NorFlash({ sectorCount: 8 }), {
+ *   name: "scratch",
+ *   firstSector: 2,
+ *   sectorCount: 1,
+ * });
+ * area.size; // 4096
+ * ```
+ */
+export class FlashArea {
+  /** Name used in logs. */
+  readonly name: string;
+  /** Absolute offset of the area on the chip. */
+  readonly offset: number;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Erase sector size. */
+  readonly sectorSize: number;
+  /** Program granularity. */
+  readonly writeUnit: number;
+  /** Number of sectors. */
+  readonly sectorCount: number;
+  readonly #flash: NorFlash;
+  readonly #firstSector: number;
+
+  /** Opens `spec` on `flash`. */
+  constructor(flash: NorFlash, spec: AreaSpec) {
+    const { sectorSize, writeUnit, sectorCount } = flash.geometry;
+    if (
+      !Number.isInteger(spec.firstSector) || !Number.isInteger(spec.sectorCount) ||
+      spec.firstSector < 0 || spec.sectorCount < 1 ||
+      spec.firstSector + spec.sectorCount > sectorCount
+    ) {
+      throw new RangeError(
+        `Cannot open flash area '${spec.name}': sectors ${spec.firstSector}..${
+          spec.firstSector + spec.sectorCount - 1
+        } are outside the chip's 0..${sectorCount - 1}`,
+      );
+    }
+    this.#flash = flash;
+    this.#firstSector = spec.firstSector;
+    this.name = spec.name;
+    this.sectorSize = sectorSize;
+    this.writeUnit = writeUnit;
+    this.sectorCount = spec.sectorCount;
+    this.offset = spec.firstSector * sectorSize;
+    this.size = spec.sectorCount * sectorSize;
+  }
+
+  /** Reads bytes at an area offset. */
+  read(offset: number, length: number): Uint8Array {
+    this.#check(offset, length, "read");
+    return this.#flash.read(this.offset + offset, length);
+  }
+
+  /** Programs bytes at an area offset (write-unit aligned). */
+  program(offset: number, data: Uint8Array): void {
+    this.#check(offset, data.length, "program");
+    this.#flash.program(this.offset + offset, data);
+  }
+
+  /** Erases one sector of the area (index within the area). */
+  eraseSector(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.sectorCount) {
+      throw new FlashError(
+        "out-of-range",
+        `Cannot erase sector ${index} of '${this.name}': it has sectors 0..${this.sectorCount - 1}`,
+      );
+    }
+    this.#flash.eraseSector(this.#firstSector + index);
+  }
+
+  /** Erases a sector unless a blank check shows it already erased (saves wear and time). */
+  eraseSectorIfNeeded(index: number): void {
+    if (!this.isErased(index * this.sectorSize, this.sectorSize)) this.eraseSector(index);
+  }
+
+  /** Blank check of a range. */
+  isErased(offset: number, length: number): boolean {
+    this.#check(offset, length, "blank-check");
+    return this.#flash.isErased(this.offset + offset, length);
+  }
+
+  #check(offset: number, length: number, action: string): void {
+    if (
+      !Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 ||
+      offset + length > this.size
+    ) {
+      throw new FlashError(
+        "out-of-range",
+        `Cannot ${action} ${length} bytes at ${offset} of '${this.name}': the area holds ${this.size} bytes`,
+      );
+    }
+  }
+}

@@ -1,0 +1,443 @@
+/**
+ * Firmware-update service with the PSA Certified Firmware Update API 1.0 component model
+ * (one component, id 0: the application image). Staging is non-volatile: WRITING and CANDIDATE
+ * survive a reboot, which is what lets an agent resume a download after a power cut.
+ *
+ * The component state is never kept only in RAM (except REJECTED, which the spec makes
+ * volatile): it is derived at start-up from the slot trailers and the boot record, so a reset at
+ * any point leaves a state the spec allows.
+ *
+ * @module
+ */
+
+import type { Clock } from "../lib/clock.ts";
+import { alignUp, isFilledWith } from "../lib/bytes.ts";
+import type { BootRecord, BootRom } from "./bootloader.ts";
+import { ERASED, FlashError, isPowerCut } from "./flash.ts";
+import { compareVersions, decodeImage, formatVersion, type ImageVersion } from "./image_format.ts";
+import { validateImage } from "./image_validate.ts";
+import type { DeviceAreas } from "./layout.ts";
+import { PsaStatus } from "./psa_status.ts";
+import { SecurityCounter } from "./security_counter.ts";
+import {
+  eraseTrailer,
+  readTrailer,
+  writeTrailerFailure,
+  writeTrailerFlag,
+  writeTrailerMagic,
+} from "./trailer.ts";
+
+/** Component states (`PSA_FWU_*`). */
+export const FwuState = {
+  READY: 0,
+  WRITING: 1,
+  CANDIDATE: 2,
+  STAGED: 3,
+  FAILED: 4,
+  TRIAL: 5,
+  REJECTED: 6,
+  UPDATED: 7,
+} as const;
+/** A component state. */
+export type FwuStateValue = typeof FwuState[keyof typeof FwuState];
+
+/**
+ * Name of a state.
+ *
+ * @example
+ * ```ts
+ * import { fwuStateName } from "./fwu.ts";
+ * fwuStateName(5); // "TRIAL"
+ * ```
+ */
+export function fwuStateName(state: number): string {
+  return Object.entries(FwuState).find(([, value]) => value === state)?.[0] ?? `state ${state}`;
+}
+
+/** Operations that change state. */
+export type FwuOperation =
+  | "start"
+  | "write"
+  | "finish"
+  | "cancel"
+  | "install"
+  | "accept"
+  | "reject"
+  | "clean";
+
+/** One legal transition. */
+export interface FwuTransition {
+  readonly operation: FwuOperation;
+  readonly from: FwuStateValue;
+  readonly to: FwuStateValue;
+  /** Status returned on success. */
+  readonly status: number;
+  /** State taken when the operation fails after it started changing the store. */
+  readonly onFailure?: FwuStateValue;
+}
+
+const S = FwuState;
+/** The component state model (spec figure "standard component state model"), as data. */
+export const FWU_TRANSITIONS: readonly FwuTransition[] = [
+  { operation: "start", from: S.READY, to: S.WRITING, status: PsaStatus.SUCCESS },
+  {
+    operation: "write",
+    from: S.WRITING,
+    to: S.WRITING,
+    status: PsaStatus.SUCCESS,
+    onFailure: S.FAILED,
+  },
+  {
+    operation: "finish",
+    from: S.WRITING,
+    to: S.CANDIDATE,
+    status: PsaStatus.SUCCESS,
+    onFailure: S.FAILED,
+  },
+  { operation: "cancel", from: S.WRITING, to: S.FAILED, status: PsaStatus.SUCCESS },
+  { operation: "cancel", from: S.CANDIDATE, to: S.FAILED, status: PsaStatus.SUCCESS },
+  {
+    operation: "install",
+    from: S.CANDIDATE,
+    to: S.STAGED,
+    status: PsaStatus.SUCCESS_REBOOT,
+    onFailure: S.FAILED,
+  },
+  { operation: "reject", from: S.STAGED, to: S.FAILED, status: PsaStatus.SUCCESS },
+  { operation: "reject", from: S.TRIAL, to: S.REJECTED, status: PsaStatus.SUCCESS_REBOOT },
+  { operation: "accept", from: S.TRIAL, to: S.UPDATED, status: PsaStatus.SUCCESS },
+  { operation: "clean", from: S.FAILED, to: S.READY, status: PsaStatus.SUCCESS },
+  { operation: "clean", from: S.UPDATED, to: S.READY, status: PsaStatus.SUCCESS },
+];
+
+/**
+ * The legal transition of `operation` from `state`, if any.
+ *
+ * @example
+ * ```ts
+ * import { FwuState, fwuTransition } from "./fwu.ts";
+ * fwuTransition("accept", FwuState.TRIAL)?.to === FwuState.UPDATED; // true
+ * ```
+ */
+export function fwuTransition(
+  operation: FwuOperation,
+  state: FwuStateValue,
+): FwuTransition | undefined {
+  return FWU_TRANSITIONS.find((t) => t.operation === operation && t.from === state);
+}
+
+/** `psa_fwu_component_info_t`. */
+export interface FwuComponentInfo {
+  readonly state: FwuStateValue;
+  /** Why the second image is FAILED or REJECTED. */
+  readonly error: number;
+  /** Human-readable detail of `error`. */
+  readonly errorDetail: string | null;
+  /** Version of the active image. */
+  readonly version: ImageVersion;
+  /** Largest image the staging slot holds. */
+  readonly maxSize: number;
+  /** `PSA_FWU_FLAG_*`: 0, staging is not volatile. */
+  readonly flags: number;
+  /** Implementation detail: SHA-256 of the candidate's hashed region once verified. */
+  readonly candidateDigest: Uint8Array | null;
+}
+
+/** The one component. */
+export const FIRMWARE_COMPONENT = 0;
+/** Largest block one `write` takes. */
+export const FWU_MAX_WRITE_SIZE = 64 * 1024;
+
+/** Dependencies of the service. */
+export interface FwuContext {
+  readonly areas: DeviceAreas;
+  readonly rom: BootRom;
+  readonly clock: Clock;
+  /** What the bootloader reported for this boot. */
+  readonly bootRecord: BootRecord;
+  /** Asks the device to reboot (the call returns; the reset happens after it). */
+  readonly requestReboot: () => void;
+}
+
+/**
+ * The firmware-update service of a running device.
+ *
+ * @example
+ * ```ts ignore
+ * const fwu = new FirmwareUpdateService(context);
+ * fwu.start(0);
+ * fwu.write(0, 0, imageBytes);
+ * await fwu.finish(0);
+ * fwu.install(); // PSA_SUCCESS_REBOOT
+ * ```
+ */
+export class FirmwareUpdateService {
+  readonly #context: FwuContext;
+  readonly #fuses: SecurityCounter;
+  #rejected = false;
+  #candidateDigest: Uint8Array | null = null;
+
+  /** Opens the service; the state is read from flash. */
+  constructor(context: FwuContext) {
+    this.#context = context;
+    this.#fuses = new SecurityCounter(context.areas.fuses);
+  }
+
+  /** The staging slot's image capacity. */
+  get maxSize(): number {
+    const { secondary } = this.#context.areas;
+    return (secondary.sectorCount - 1) * secondary.sectorSize;
+  }
+
+  /** Current state, derived from flash. */
+  get state(): FwuStateValue {
+    const { primary, secondary } = this.#context.areas;
+    const staging = readTrailer(secondary);
+    if (staging.failed !== "unset") return S.FAILED;
+    if (this.#context.bootRecord.trial) {
+      const active = readTrailer(primary);
+      if (active.imageOk === "unset") return this.#rejected ? S.REJECTED : S.TRIAL;
+    }
+    if (staging.magic !== "unset") return S.STAGED;
+    if (staging.candidate !== "unset") return S.CANDIDATE;
+    if (staging.writing !== "unset") return S.WRITING;
+    const stagingHoldsData = !secondary.isErased(0, Math.min(secondary.sectorSize, this.maxSize));
+    return stagingHoldsData ? S.UPDATED : S.READY;
+  }
+
+  /** `psa_fwu_query`. */
+  query(component: number): { status: number; info?: FwuComponentInfo } {
+    if (component !== FIRMWARE_COMPONENT) return { status: PsaStatus.ERROR_DOES_NOT_EXIST };
+    const staging = readTrailer(this.#context.areas.secondary);
+    const state = this.state;
+    return {
+      status: PsaStatus.SUCCESS,
+      info: {
+        state,
+        error: state === S.FAILED
+          ? staging.failReason ?? PsaStatus.ERROR_STORAGE_FAILURE
+          : state === S.REJECTED
+          ? PsaStatus.ERROR_NOT_PERMITTED
+          : PsaStatus.SUCCESS,
+        errorDetail: state === S.FAILED ? staging.failDetail : null,
+        version: this.#context.bootRecord.image.header.version,
+        maxSize: this.maxSize,
+        flags: 0,
+        candidateDigest: state === S.CANDIDATE || state === S.STAGED ? this.#candidateDigest : null,
+      },
+    };
+  }
+
+  /** `psa_fwu_start`: READY -> WRITING, erasing the staging slot. */
+  start(component: number, manifest?: Uint8Array): number {
+    const guard = this.#guard(component, "start");
+    if (guard !== PsaStatus.SUCCESS) return guard;
+    if (manifest && manifest.length > 0) return PsaStatus.ERROR_NOT_SUPPORTED; // manifests are bundled
+    const { secondary } = this.#context.areas;
+    return this.#storage(() => {
+      for (let sector = 0; sector < secondary.sectorCount; sector++) {
+        secondary.eraseSectorIfNeeded(sector);
+      }
+      writeTrailerFlag(secondary, "writing");
+      this.#candidateDigest = null;
+    });
+  }
+
+  /**
+   * `psa_fwu_write`: programs a block at `offset` (write-unit aligned; a trailing partial unit is
+   * padded with erased bytes). Rewriting bytes already there is accepted, so a block torn by a
+   * power cut can be written again only if it did not reach the flash differently.
+   */
+  write(component: number, offset: number, block: Uint8Array): number {
+    const guard = this.#guard(component, "write");
+    if (guard !== PsaStatus.SUCCESS) return guard;
+    const { secondary } = this.#context.areas;
+    const unit = secondary.writeUnit;
+    if (!Number.isInteger(offset) || offset < 0 || offset % unit !== 0) {
+      return PsaStatus.ERROR_INVALID_ARGUMENT;
+    }
+    if (block.length === 0 || block.length > FWU_MAX_WRITE_SIZE) {
+      return PsaStatus.ERROR_INVALID_ARGUMENT;
+    }
+    if (offset + block.length > this.maxSize) return PsaStatus.ERROR_INSUFFICIENT_STORAGE;
+    const padded = new Uint8Array(alignUp(block.length, unit)).fill(ERASED);
+    padded.set(block);
+    const existing = secondary.read(offset, padded.length);
+    for (let at = 0; at < padded.length; at += unit) {
+      const have = existing.subarray(at, at + unit);
+      const want = padded.subarray(at, at + unit);
+      if (!isFilledWith(have, ERASED) && have.some((b, i) => b !== want[i])) {
+        return this.#fail(
+          PsaStatus.ERROR_STORAGE_FAILURE,
+          `block at ${offset} conflicts with data already written`,
+        );
+      }
+    }
+    const status = this.#storage(() => {
+      let runStart = -1;
+      const flush = (end: number) => {
+        if (runStart >= 0) secondary.program(offset + runStart, padded.subarray(runStart, end));
+        runStart = -1;
+      };
+      for (let at = 0; at < padded.length; at += unit) {
+        if (isFilledWith(existing.subarray(at, at + unit), ERASED)) {
+          if (runStart < 0) runStart = at;
+        } else {
+          flush(at);
+        }
+      }
+      flush(padded.length);
+    });
+    return status === PsaStatus.SUCCESS
+      ? status
+      : this.#fail(status, `flash program at ${offset} failed`);
+  }
+
+  /** `psa_fwu_finish`: verifies the written image as the bootloader would; WRITING -> CANDIDATE. */
+  async finish(component: number): Promise<number> {
+    const guard = this.#guard(component, "finish");
+    if (guard !== PsaStatus.SUCCESS) return guard;
+    const { secondary } = this.#context.areas;
+    const result = await validateImage(
+      { size: this.maxSize, read: (offset, length) => secondary.read(offset, length) },
+      {
+        root: this.#context.rom.root,
+        minimumSecurityCounter: this.#fuses.read(),
+        at: new Date(this.#context.clock.now()),
+        ...(this.#context.rom.verificationCache
+          ? { cache: this.#context.rom.verificationCache }
+          : {}),
+      },
+    );
+    if (!result.ok) {
+      return this.#fail(
+        result.image ? PsaStatus.ERROR_INVALID_SIGNATURE : PsaStatus.ERROR_DATA_INVALID,
+        result.reason,
+      );
+    }
+    const status = this.#storage(() => writeTrailerFlag(secondary, "candidate"));
+    if (status === PsaStatus.SUCCESS) this.#candidateDigest = result.digest;
+    return status;
+  }
+
+  /** `psa_fwu_cancel`: WRITING/CANDIDATE -> FAILED. */
+  cancel(component: number): number {
+    const guard = this.#guard(component, "cancel");
+    if (guard !== PsaStatus.SUCCESS) return guard;
+    return this.#storage(() =>
+      writeTrailerFailure(
+        this.#context.areas.secondary,
+        PsaStatus.ERROR_NOT_PERMITTED,
+        "update cancelled",
+      )
+    );
+  }
+
+  /**
+   * `psa_fwu_install`: CANDIDATE -> STAGED (returns PSA_SUCCESS_REBOOT). A candidate older than
+   * the running image, or below the security counter, fails here already (the bootloader would
+   * refuse it too).
+   */
+  install(): number {
+    const state = this.state;
+    if (state !== S.CANDIDATE) return PsaStatus.ERROR_BAD_STATE;
+    const { secondary } = this.#context.areas;
+    const candidate = decodeImage({ size: this.maxSize, read: (o, l) => secondary.read(o, l) });
+    if (!candidate.ok) return this.#fail(PsaStatus.ERROR_DATA_INVALID, candidate.reason);
+    const running = this.#context.bootRecord.image.header.version;
+    const next = candidate.image.header.version;
+    if (compareVersions(next, running) < 0) {
+      return this.#fail(
+        PsaStatus.ERROR_NOT_PERMITTED,
+        `downgrade from ${formatVersion(running)} to ${formatVersion(next)} refused`,
+      );
+    }
+    if ((candidate.image.securityCounter ?? -1) < this.#fuses.read()) {
+      return this.#fail(
+        PsaStatus.ERROR_NOT_PERMITTED,
+        "candidate security counter is below the device's",
+      );
+    }
+    const status = this.#storage(() => writeTrailerMagic(secondary));
+    return status === PsaStatus.SUCCESS ? PsaStatus.SUCCESS_REBOOT : status;
+  }
+
+  /** `psa_fwu_accept`: TRIAL -> UPDATED; confirms the image and raises the security counter. */
+  accept(): number {
+    if (this.state !== S.TRIAL) return PsaStatus.ERROR_BAD_STATE;
+    return this.#storage(() => {
+      writeTrailerFlag(this.#context.areas.primary, "imageOk");
+      const counter = this.#context.bootRecord.image.securityCounter ?? 0;
+      this.#fuses.raiseTo(Math.min(counter, this.#fuses.capacity));
+    });
+  }
+
+  /**
+   * `psa_fwu_reject`: STAGED -> FAILED (the request is marked failed, so the bootloader ignores
+   * it), or TRIAL -> REJECTED (PSA_SUCCESS_REBOOT: the reboot reverts).
+   */
+  reject(error: number): number {
+    const state = this.state;
+    if (state === S.STAGED) {
+      return this.#storage(() =>
+        writeTrailerFailure(
+          this.#context.areas.secondary,
+          error || PsaStatus.ERROR_NOT_PERMITTED,
+          "install rejected",
+        )
+      );
+    }
+    if (state === S.TRIAL) {
+      this.#rejected = true;
+      return PsaStatus.SUCCESS_REBOOT;
+    }
+    return PsaStatus.ERROR_BAD_STATE;
+  }
+
+  /** `psa_fwu_clean`: FAILED/UPDATED -> READY, erasing the staging slot. */
+  clean(component: number): number {
+    const guard = this.#guard(component, "clean");
+    if (guard !== PsaStatus.SUCCESS) return guard;
+    const { secondary } = this.#context.areas;
+    return this.#storage(() => {
+      for (let sector = 0; sector < secondary.sectorCount - 1; sector++) {
+        secondary.eraseSectorIfNeeded(sector);
+      }
+      eraseTrailer(secondary);
+      this.#candidateDigest = null;
+    });
+  }
+
+  /** The first `length` bytes of the staging slot (what the agent received). */
+  readStaged(length: number): Uint8Array {
+    return this.#context.areas.secondary.read(0, Math.max(0, Math.min(length, this.maxSize)));
+  }
+
+  /** `psa_fwu_request_reboot`. */
+  requestReboot(): number {
+    this.#context.requestReboot();
+    return PsaStatus.SUCCESS;
+  }
+
+  #guard(component: number, operation: FwuOperation): number {
+    if (component !== FIRMWARE_COMPONENT) return PsaStatus.ERROR_DOES_NOT_EXIST;
+    return fwuTransition(operation, this.state) ? PsaStatus.SUCCESS : PsaStatus.ERROR_BAD_STATE;
+  }
+
+  /** Records a failure in the staging trailer (-> FAILED) and returns `code`. */
+  #fail(code: number, detail: string): number {
+    this.#storage(() => writeTrailerFailure(this.#context.areas.secondary, code, detail));
+    return code;
+  }
+
+  /** Runs a flash change; a refused flash operation is a storage failure, a power cut propagates. */
+  #storage(change: () => void): number {
+    try {
+      change();
+      return PsaStatus.SUCCESS;
+    } catch (error) {
+      if (isPowerCut(error) || !(error instanceof FlashError)) throw error;
+      return PsaStatus.ERROR_STORAGE_FAILURE;
+    }
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Authenticates an image the way the bootloader does before running it: structure, SHA-256 of
+ * the hashed region, signer certificate chained to the ROM root with the code-signing EKU, key
+ * hash, ECDSA signature, and the anti-rollback security counter.
+ *
+ * @module
+ */
+
+import { bytesEqual } from "../lib/bytes.ts";
+import { createHash } from "node:crypto";
+import {
+  type Certificate,
+  checkCodeSigner,
+  parseCertificate,
+  type VerificationCache,
+  verifySignature,
+} from "./codesign.ts";
+import { type ByteSource, type DecodedImage, decodeImage } from "./image_format.ts";
+
+/** Options for {@linkcode validateImage}. */
+export interface ValidateOptions {
+  /** The trust anchor from the boot ROM. */
+  readonly root: Certificate;
+  /** Current security counter: an image below it is refused. */
+  readonly minimumSecurityCounter?: number;
+  /** Check the signer certificate's validity period at this time. */
+  readonly at?: Date;
+  /** Signature result cache. */
+  readonly cache?: VerificationCache;
+}
+
+/** Outcome of {@linkcode validateImage}. */
+export type ValidationResult =
+  | { readonly ok: true; readonly image: DecodedImage; readonly digest: Uint8Array }
+  | { readonly ok: false; readonly reason: string; readonly image?: DecodedImage };
+
+const READ_CHUNK = 16 * 1024;
+
+/**
+ * SHA-256 of `length` bytes of `source`, read in chunks (no full copy of the slot).
+ *
+ * @example
+ * ```ts
+ * import { digestSource } from "./image_validate.ts";
+ * import { bytesSource } from "./image_format.ts";
+ * digestSource(bytesSource(new Uint8Array(3)), 3).length; // 32
+ * ```
+ */
+export function digestSource(source: ByteSource, length: number): Uint8Array {
+  const hash = createHash("sha256");
+  for (let at = 0; at < length; at += READ_CHUNK) {
+    hash.update(source.read(at, Math.min(READ_CHUNK, length - at)));
+  }
+  return new Uint8Array(hash.digest());
+}
+
+/**
+ * Validates the image at the start of `source`. Never throws for a bad image.
+ *
+ * @example
+ * ```ts ignore
+ * const result = await validateImage(areas.secondary, { root, minimumSecurityCounter: 3 });
+ * if (!result.ok) log(result.reason);
+ * ```
+ */
+export async function validateImage(
+  source: ByteSource,
+  options: ValidateOptions,
+): Promise<ValidationResult> {
+  const decoded = decodeImage(source);
+  if (!decoded.ok) return decoded;
+  const image = decoded.image;
+  const refuse = (reason: string): ValidationResult => ({ ok: false, reason, image });
+  if (!image.sha256) return refuse("image has no SHA256 TLV");
+  const digest = digestSource(source, image.hashedSize);
+  if (!bytesEqual(digest, image.sha256)) return refuse("image hash does not match its SHA256 TLV");
+  if (!image.signature) return refuse("image is not signed (no ECDSA_SIG TLV)");
+  if (!image.keyHash) return refuse("image has a signature but no KEYHASH TLV");
+  if (!image.signerCertificate) return refuse("image has no SIGNER_CERT TLV");
+  const cert = parseCertificate(image.signerCertificate);
+  if (!cert.ok) return refuse(`signer certificate: ${cert.reason}`);
+  const signer = await checkCodeSigner(
+    cert.value,
+    options.root,
+    options.at ? { at: options.at } : {},
+  );
+  if (!signer.ok) return refuse(signer.reason);
+  if (!bytesEqual(signer.value.verifier.keyHash, image.keyHash)) {
+    return refuse("KEYHASH does not match the signer certificate's key");
+  }
+  const region = source.read(0, image.hashedSize);
+  const valid = await verifySignature(
+    signer.value.verifier,
+    region,
+    digest,
+    image.signature,
+    options.cache,
+  );
+  if (!valid) return refuse("image signature does not verify");
+  if (image.securityCounter === null) return refuse("image has no security counter");
+  const minimum = options.minimumSecurityCounter ?? 0;
+  if (image.securityCounter < minimum) {
+    return refuse(
+      `image security counter ${image.securityCounter} is below the device's ${minimum}`,
+    );
+  }
+  return { ok: true, image, digest };
+}

@@ -1,0 +1,149 @@
+/**
+ * The device's partition map: two image slots (each ending in its own trailer sector), one
+ * scratch sector, one swap-status sector, the agent's two-sector persistent area and the
+ * security-counter fuse bank.
+ *
+ * @module
+ */
+
+import { FlashArea } from "./flash_area.ts";
+import { type FlashGeometry, NorFlash } from "./flash.ts";
+
+/** Sector counts of each area. */
+export interface LayoutOptions {
+  /** Image sectors per slot (the trailer sector comes on top). @default {128} */
+  readonly slotSectors?: number;
+  /** Flash geometry overrides. */
+  readonly geometry?: Partial<FlashGeometry>;
+}
+
+/** Resolved layout, in sectors. */
+export interface DeviceLayout {
+  /** Flash geometry of the chip. */
+  readonly geometry: FlashGeometry;
+  /** Image sectors per slot. */
+  readonly slotSectors: number;
+  /** Running image slot (image sectors + trailer sector). */
+  readonly primary: { firstSector: number; sectorCount: number };
+  /** Update slot (image sectors + trailer sector). */
+  readonly secondary: { firstSector: number; sectorCount: number };
+  /** One sector the swap moves data through. */
+  readonly scratch: { firstSector: number; sectorCount: number };
+  /** One sector recording swap progress. */
+  readonly swapStatus: { firstSector: number; sectorCount: number };
+  /** Two sectors, A/B, for the agent's resume state. */
+  readonly agentState: { firstSector: number; sectorCount: number };
+  /** One sector of one-time-programmable fuses holding the security counter. */
+  readonly fuses: { firstSector: number; sectorCount: number };
+}
+
+/** Opened areas of one chip. */
+export interface DeviceAreas {
+  /** Running image slot. */
+  readonly primary: FlashArea;
+  /** Update slot. */
+  readonly secondary: FlashArea;
+  /** Swap scratch sector. */
+  readonly scratch: FlashArea;
+  /** Swap status sector. */
+  readonly swapStatus: FlashArea;
+  /** Agent resume-state area. */
+  readonly agentState: FlashArea;
+  /** Security counter fuses. */
+  readonly fuses: FlashArea;
+}
+
+/** Fixed units written in the swap-status sector before the per-sector records. */
+export const SWAP_STATUS_HEADER_UNITS = 5;
+
+/**
+ * Builds a layout and checks that the swap-status sector can record every image sector.
+ *
+ * @example
+ * ```ts
+ * import { deviceLayout } from "./layout.ts";
+ * const layout = deviceLayout({ slotSectors: 16 });
+ * layout.secondary.firstSector; // 17
+ * ```
+ */
+export function deviceLayout(options: LayoutOptions = {}): DeviceLayout {
+  const slotSectors = options.slotSectors ?? 128;
+  const geometryIn = options.geometry ?? {};
+  const sectorSize = geometryIn.sectorSize ?? 4096;
+  const writeUnit = geometryIn.writeUnit ?? 8;
+  if (!Number.isInteger(slotSectors) || slotSectors < 1) {
+    throw new RangeError(
+      `Cannot build layout: 'slotSectors' must be a positive integer: current value is ${slotSectors}`,
+    );
+  }
+  const statusUnits = sectorSize / writeUnit;
+  const maxSlotSectors = Math.floor((statusUnits - SWAP_STATUS_HEADER_UNITS) / 3);
+  if (slotSectors > maxSlotSectors) {
+    throw new RangeError(
+      `Cannot build layout: ${slotSectors} sectors per slot need more swap-status records than one ${sectorSize}-byte sector holds (at most ${maxSlotSectors})`,
+    );
+  }
+  let next = 0;
+  const take = (count: number) => {
+    const area = { firstSector: next, sectorCount: count };
+    next += count;
+    return area;
+  };
+  const primary = take(slotSectors + 1);
+  const secondary = take(slotSectors + 1);
+  const scratch = take(1);
+  const swapStatus = take(1);
+  const agentState = take(2);
+  const fuses = take(1);
+  const geometry: FlashGeometry = {
+    sectorSize,
+    writeUnit,
+    sectorCount: next,
+    eraseCycleLimit: geometryIn.eraseCycleLimit ?? 10_000,
+  };
+  return { geometry, slotSectors, primary, secondary, scratch, swapStatus, agentState, fuses };
+}
+
+/**
+ * Creates an erased chip sized for `layout`.
+ *
+ * @example
+ * ```ts
+ * import { createFlash, deviceLayout } from "./layout.ts";
+ * createFlash(deviceLayout({ slotSectors: 4 })).geometry.sectorCount; // 16
+ * ```
+ */
+export function createFlash(
+  layout: DeviceLayout,
+  options: { seed?: number; strict?: boolean } = {},
+): NorFlash {
+  return new NorFlash({ ...layout.geometry, ...options });
+}
+
+/**
+ * Opens every area of `layout` on `flash`.
+ *
+ * @example
+ * ```ts
+ * import { createFlash, deviceLayout, openAreas } from "./layout.ts";
+ * const layout = deviceLayout({ slotSectors: 4 });
+ * openAreas(createFlash(layout), layout).primary.size; // 20480
+ * ```
+ */
+export function openAreas(flash: NorFlash, layout: DeviceLayout): DeviceAreas {
+  const open = (name: string, spec: { firstSector: number; sectorCount: number }) =>
+    new FlashArea(flash, { name, ...spec });
+  return {
+    primary: open("primary", layout.primary),
+    secondary: open("secondary", layout.secondary),
+    scratch: open("scratch", layout.scratch),
+    swapStatus: open("swap-status", layout.swapStatus),
+    agentState: open("agent-state", layout.agentState),
+    fuses: open("fuses", layout.fuses),
+  };
+}
+
+/** Largest signed image (header + payload + TLVs) a slot holds. */
+export function maxImageSize(layout: DeviceLayout): number {
+  return layout.slotSectors * layout.geometry.sectorSize;
+}

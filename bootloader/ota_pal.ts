@@ -1,0 +1,366 @@
+/**
+ * The OTA PAL (AWS IoT OTA platform abstraction layer) of a file-system-less flash device,
+ * implemented on the PSA firmware-update service, with the AWS status codes.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { checkCodeSigner, parseCertificate, verifySignature } from "./codesign.ts";
+import { FIRMWARE_COMPONENT, type FirmwareUpdateService, FwuState } from "./fwu.ts";
+import { PsaStatus, psaStatusName } from "./psa_status.ts";
+import type { BootRom } from "./bootloader.ts";
+import type { Clock } from "../lib/clock.ts";
+
+/** `OtaPalMainStatus_t` (top 8 bits of an `OtaPalStatus_t`). */
+export const OtaPalMainStatus = {
+  Success: 0x00,
+  Uninitialized: 0xe0,
+  OutOfMemory: 0xe1,
+  NullFileContext: 0xe2,
+  SignatureCheckFailed: 0xe3,
+  RxFileCreateFailed: 0xe4,
+  RxFileTooLarge: 0xe5,
+  BootInfoCreateFailed: 0xe6,
+  BadSignerCert: 0xe7,
+  BadImageState: 0xe8,
+  AbortFailed: 0xe9,
+  RejectFailed: 0xea,
+  CommitFailed: 0xeb,
+  ActivateFailed: 0xec,
+  FileAbort: 0xed,
+  FileClose: 0xee,
+} as const;
+
+/**
+ * Combines a main code and a 24-bit platform sub-code (`OTA_PAL_COMBINE_ERR`).
+ *
+ * @example
+ * ```ts
+ * import { otaPalStatus, OtaPalMainStatus } from "./ota_pal.ts";
+ * otaPalStatus(OtaPalMainStatus.SignatureCheckFailed, 0) === 0xe3000000; // true
+ * ```
+ */
+export function otaPalStatus(main: number, sub = 0): number {
+  return ((main & 0xff) << 24 >>> 0) + (sub & 0xffffff);
+}
+
+/** Main code of a status (`OTA_PAL_MAIN_ERR`). */
+export function otaPalMain(status: number): number {
+  return status >>> 24;
+}
+
+/** Sub code of a status (`OTA_PAL_SUB_ERR`). */
+export function otaPalSub(status: number): number {
+  return status & 0xffffff;
+}
+
+/** `OtaImageState_t`. */
+export const OtaImageState = {
+  Unknown: 0,
+  Testing: 1,
+  Accepted: 2,
+  Rejected: 3,
+  Aborted: 4,
+} as const;
+/** `OtaPalImageState_t`. */
+export const OtaPalImageState = { Unknown: 0, PendingCommit: 1, Valid: 2, Invalid: 3 } as const;
+
+/** Handle of the file being received. */
+export interface OtaFileHandle {
+  readonly component: number;
+  readonly path: string;
+}
+
+/** `OtaFileContext_t`: what the agent knows of the file being received. */
+export interface OtaFileContext {
+  /** Path of the file on the device (job document `filepath`). */
+  filePath: string;
+  /** Declared size. */
+  fileSize: number;
+  /** Detached DER ECDSA signature (job document `sig-sha256-ecdsa`, base64-decoded). */
+  signature: Uint8Array | null;
+  /** Path of the signer certificate (job document `certfile`). */
+  certFilePath: string;
+  /** Open file; null when none. */
+  fileHandle: OtaFileHandle | null;
+}
+
+/** Dependencies of the PAL. */
+export interface OtaPalContext {
+  readonly fwu: FirmwareUpdateService;
+  readonly rom: BootRom;
+  readonly clock: Clock;
+}
+
+/** PSA status in the low 24 bits of a PAL status, for diagnosis. */
+function sub(psa: number): number {
+  return Math.abs(psa) & 0xffffff;
+}
+
+/**
+ * The OTA PAL.
+ *
+ * @example
+ * ```ts ignore
+ * const pal = new OtaPal({ fwu, rom, clock });
+ * pal.createFileForRx(file);
+ * pal.writeBlock(file, 0, block);
+ * await pal.closeFile(file);
+ * pal.activateNewImage(file);
+ * ```
+ */
+export class OtaPal {
+  readonly #context: OtaPalContext;
+  /** Why the last call failed, for logs and job status details. */
+  lastError: string | null = null;
+
+  /** Builds the PAL over a firmware-update service. */
+  constructor(context: OtaPalContext) {
+    this.#context = context;
+  }
+
+  #error(main: number, detail: string, psa = 0): number {
+    this.lastError = detail;
+    return otaPalStatus(main, sub(psa));
+  }
+
+  /** `otaPal_CreateFileForRx`: opens the staging slot for a new file (a stale one is discarded). */
+  createFileForRx(file: OtaFileContext | null): number {
+    if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
+    const { fwu } = this.#context;
+    if (!Number.isInteger(file.fileSize) || file.fileSize <= 0) {
+      return this.#error(OtaPalMainStatus.RxFileCreateFailed, `invalid file size ${file.fileSize}`);
+    }
+    if (file.fileSize > fwu.maxSize) {
+      return this.#error(
+        OtaPalMainStatus.RxFileTooLarge,
+        `file of ${file.fileSize} bytes exceeds the ${fwu.maxSize}-byte slot`,
+      );
+    }
+    const state = fwu.state;
+    if (state === FwuState.WRITING || state === FwuState.CANDIDATE) fwu.cancel(FIRMWARE_COMPONENT);
+    if (fwu.state === FwuState.FAILED || fwu.state === FwuState.UPDATED) {
+      fwu.clean(FIRMWARE_COMPONENT);
+    }
+    const status = fwu.start(FIRMWARE_COMPONENT);
+    if (status !== PsaStatus.SUCCESS) {
+      return this.#error(
+        OtaPalMainStatus.RxFileCreateFailed,
+        `cannot start an update in state ${fwu.state}: ${psaStatusName(status)}`,
+        status,
+      );
+    }
+    file.fileHandle = { component: FIRMWARE_COMPONENT, path: file.filePath };
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /** `otaPal_WriteBlock`: returns the bytes written, or a negative value on error. */
+  writeBlock(file: OtaFileContext | null, offset: number, data: Uint8Array): number {
+    if (!file?.fileHandle) {
+      this.lastError = "no open file";
+      return -1;
+    }
+    if (!Number.isInteger(offset) || offset < 0 || offset + data.length > file.fileSize) {
+      this.lastError =
+        `block of ${data.length} bytes at ${offset} is outside the ${file.fileSize}-byte file`;
+      return -1;
+    }
+    const status = this.#context.fwu.write(file.fileHandle.component, offset, data);
+    if (status !== PsaStatus.SUCCESS) {
+      this.lastError = `write at ${offset} failed: ${psaStatusName(status)}`;
+      return -1;
+    }
+    return data.length;
+  }
+
+  /** `otaPal_ReadAndAssumeCertificate`: the signer certificate at `path`, or null. */
+  readAndAssumeCertificate(path: string): { certificate: Uint8Array; size: number } | null {
+    const stored = this.#context.rom.certificates?.get(path);
+    if (stored === undefined) return null;
+    const certificate = typeof stored === "string" ? new TextEncoder().encode(stored) : stored;
+    return { certificate, size: certificate.length };
+  }
+
+  /**
+   * `otaPal_CheckFileSignature`: verifies the detached signature over the received file with the
+   * certificate at `certFilePath`, which must chain to the ROM root and be a valid code signer.
+   */
+  async checkFileSignature(file: OtaFileContext | null): Promise<number> {
+    if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
+    const stored = this.readAndAssumeCertificate(file.certFilePath);
+    if (!stored) {
+      return this.#error(
+        OtaPalMainStatus.BadSignerCert,
+        `no signer certificate at '${file.certFilePath}'`,
+      );
+    }
+    const text = new TextDecoder().decode(stored.certificate);
+    const parsed = parseCertificate(text.includes("-----BEGIN") ? text : stored.certificate);
+    if (!parsed.ok) return this.#error(OtaPalMainStatus.BadSignerCert, parsed.reason);
+    const signer = await checkCodeSigner(parsed.value, this.#context.rom.root, {
+      at: new Date(this.#context.clock.now()),
+    });
+    if (!signer.ok) return this.#error(OtaPalMainStatus.BadSignerCert, signer.reason);
+    if (!file.signature || file.signature.length === 0) {
+      return this.#error(OtaPalMainStatus.SignatureCheckFailed, "no signature in the file context");
+    }
+    const bytes = this.#context.fwu.readStaged(file.fileSize);
+    const digest = new Uint8Array(createHash("sha256").update(bytes).digest());
+    const valid = await verifySignature(
+      signer.value.verifier,
+      bytes,
+      digest,
+      file.signature,
+      this.#context.rom.verificationCache,
+    );
+    if (!valid) {
+      return this.#error(OtaPalMainStatus.SignatureCheckFailed, "file signature does not verify");
+    }
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /**
+   * `otaPal_CloseFile`: checks the detached signature, then has the update service verify the
+   * image as the bootloader will; any failure leaves the update FAILED.
+   */
+  async closeFile(file: OtaFileContext | null): Promise<number> {
+    if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
+    if (!file.fileHandle) return this.#error(OtaPalMainStatus.FileClose, "no open file");
+    const { fwu } = this.#context;
+    const signature = await this.checkFileSignature(file);
+    if (otaPalMain(signature) !== OtaPalMainStatus.Success) {
+      const detail = this.lastError ?? "signature check failed";
+      fwu.cancel(FIRMWARE_COMPONENT);
+      this.lastError = detail;
+      return signature;
+    }
+    const status = await fwu.finish(file.fileHandle.component);
+    if (status !== PsaStatus.SUCCESS) {
+      const detail = fwu.query(FIRMWARE_COMPONENT).info?.errorDetail ?? psaStatusName(status);
+      return this.#error(
+        OtaPalMainStatus.SignatureCheckFailed,
+        `image verification failed: ${detail}`,
+        status,
+      );
+    }
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /**
+   * `otaPal_Abort`: abandons the open file. Safe on a null context or handle; a verified
+   * (closed) image is never erased by it.
+   */
+  abort(file: OtaFileContext | null): number {
+    if (!file?.fileHandle) {
+      if (file) file.fileHandle = null;
+      return otaPalStatus(OtaPalMainStatus.Success);
+    }
+    const { fwu } = this.#context;
+    if (fwu.state === FwuState.WRITING) {
+      const cancel = fwu.cancel(FIRMWARE_COMPONENT);
+      const clean = fwu.clean(FIRMWARE_COMPONENT);
+      if (cancel !== PsaStatus.SUCCESS || clean !== PsaStatus.SUCCESS) {
+        return this.#error(
+          OtaPalMainStatus.FileAbort,
+          `abort failed: ${psaStatusName(cancel || clean)}`,
+        );
+      }
+    }
+    file.fileHandle = null;
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /** `otaPal_ActivateNewImage`: installs the candidate and asks for the reboot that tests it. */
+  activateNewImage(file: OtaFileContext | null): number {
+    const { fwu } = this.#context;
+    const status = fwu.install();
+    if (status !== PsaStatus.SUCCESS_REBOOT && status !== PsaStatus.SUCCESS_RESTART) {
+      return this.#error(
+        OtaPalMainStatus.ActivateFailed,
+        `install failed: ${psaStatusName(status)}`,
+        status,
+      );
+    }
+    if (file) file.fileHandle = null;
+    fwu.requestReboot();
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /** `otaPal_ResetDevice`. */
+  resetDevice(_file: OtaFileContext | null): number {
+    this.#context.fwu.requestReboot();
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /** `otaPal_SetPlatformImageState`. */
+  setPlatformImageState(file: OtaFileContext | null, state: number): number {
+    const { fwu } = this.#context;
+    const current = fwu.state;
+    switch (state) {
+      case OtaImageState.Testing:
+        // Nothing to do: an installed update always boots first as a test.
+        if (
+          current === FwuState.WRITING || current === FwuState.CANDIDATE ||
+          current === FwuState.STAGED ||
+          current === FwuState.TRIAL
+        ) return otaPalStatus(OtaPalMainStatus.Success);
+        return this.#error(OtaPalMainStatus.BadImageState, `no update to test in state ${current}`);
+      case OtaImageState.Accepted: {
+        if (current === FwuState.UPDATED) return otaPalStatus(OtaPalMainStatus.Success);
+        if (current !== FwuState.TRIAL) {
+          return this.#error(
+            OtaPalMainStatus.CommitFailed,
+            "no image on trial to accept (was it closed and booted?)",
+          );
+        }
+        const status = fwu.accept();
+        return status === PsaStatus.SUCCESS ? otaPalStatus(OtaPalMainStatus.Success) : this.#error(
+          OtaPalMainStatus.CommitFailed,
+          `accept failed: ${psaStatusName(status)}`,
+          status,
+        );
+      }
+      case OtaImageState.Rejected:
+      case OtaImageState.Aborted: {
+        const failure = state === OtaImageState.Rejected
+          ? OtaPalMainStatus.RejectFailed
+          : OtaPalMainStatus.AbortFailed;
+        let status: number = PsaStatus.SUCCESS;
+        if (current === FwuState.TRIAL || current === FwuState.STAGED) {
+          status = fwu.reject(PsaStatus.ERROR_NOT_PERMITTED);
+        } else if (current === FwuState.WRITING || current === FwuState.CANDIDATE) {
+          status = fwu.cancel(FIRMWARE_COMPONENT);
+        } else if (current === FwuState.UPDATED && state === OtaImageState.Rejected) {
+          return this.#error(failure, "the image was already accepted");
+        }
+        if (status < 0) {
+          return this.#error(failure, `reject failed: ${psaStatusName(status)}`, status);
+        }
+        if (state === OtaImageState.Aborted && fwu.state === FwuState.FAILED) {
+          fwu.clean(FIRMWARE_COMPONENT);
+        }
+        if (file) file.fileHandle = null;
+        return otaPalStatus(OtaPalMainStatus.Success);
+      }
+      default:
+        return this.#error(
+          OtaPalMainStatus.BadImageState,
+          `image state ${state} is not Testing, Accepted, Rejected or Aborted`,
+        );
+    }
+  }
+
+  /** `otaPal_GetPlatformImageState`. */
+  getPlatformImageState(_file: OtaFileContext | null): number {
+    switch (this.#context.fwu.state) {
+      case FwuState.TRIAL:
+        return OtaPalImageState.PendingCommit;
+      case FwuState.FAILED:
+      case FwuState.REJECTED:
+        return OtaPalImageState.Invalid;
+      default:
+        return OtaPalImageState.Valid;
+    }
+  }
+}

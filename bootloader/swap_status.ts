@@ -1,0 +1,115 @@
+/**
+ * The swap-status sector: records the swap in progress (type, size) and, per image sector, how
+ * far its three-step exchange through the scratch sector got, so a swap interrupted by a power
+ * cut is completed on the next boot.
+ *
+ * Records are written in order and never rewritten; a record that is not erased counts as
+ * written, because the step it records had finished before the record was programmed (a torn
+ * record write therefore means "done", and needs no second program).
+ *
+ * @module
+ */
+
+import { alignUp, bytesEqual, isFilledWith, viewOf } from "../lib/bytes.ts";
+import { ERASED } from "./flash.ts";
+import type { FlashArea } from "./flash_area.ts";
+import { TRAILER_MAGIC } from "./trailer.ts";
+
+/** Kinds of swap. */
+export type SwapKind = "test" | "perm" | "revert" | "fallback";
+
+const KIND_CODES: Record<SwapKind, number> = { test: 2, perm: 3, revert: 4, fallback: 6 };
+
+/** What the swap-status sector says. */
+export type SwapStatus =
+  | { readonly state: "idle" }
+  | { readonly state: "done" }
+  | {
+    readonly state: "in-progress";
+    readonly kind: SwapKind;
+    /** Image sectors being exchanged (from index 0). */
+    readonly sectors: number;
+    /** Steps done (0..3) for each image sector. */
+    readonly progress: readonly number[];
+  };
+
+function positions(area: FlashArea) {
+  const field = Math.max(8, area.writeUnit);
+  const kind = 0;
+  const size = field;
+  const magic = 2 * field;
+  const done = magic + alignUp(16, field);
+  const records = done + field;
+  return { field, kind, size, magic, done, records };
+}
+
+/**
+ * How many image sectors one status sector can track.
+ *
+ * @example
+ * ```ts
+ * import { swapStatusCapacity } from "./swap_status.ts";
+ * swapStatusCapacity(4096, 8); // 168
+ * ```
+ */
+export function swapStatusCapacity(sectorSize: number, writeUnit: number): number {
+  const field = Math.max(8, writeUnit);
+  const header = 3 * field + alignUp(16, field) + field;
+  return Math.floor((sectorSize - header) / (3 * writeUnit));
+}
+
+/** Reads the swap status. A torn erase or torn header never reads as a swap in progress. */
+export function readSwapStatus(area: FlashArea, maxSectors: number): SwapStatus {
+  const p = positions(area);
+  const head = area.read(0, p.records);
+  const magic = head.subarray(p.magic, p.magic + 16);
+  if (!bytesEqual(magic, TRAILER_MAGIC)) return { state: "idle" };
+  if (!isFilledWith(head.subarray(p.done, p.done + p.field), ERASED)) return { state: "done" };
+  const kindCode = head[p.kind];
+  const kind = (Object.keys(KIND_CODES) as SwapKind[]).find((k) => KIND_CODES[k] === kindCode);
+  const sectors = viewOf(head).getUint32(p.size, true);
+  if (!kind || sectors < 1 || sectors > maxSectors) return { state: "idle" };
+  const records = area.read(p.records, sectors * 3 * area.writeUnit);
+  const progress: number[] = [];
+  for (let sector = 0; sector < sectors; sector++) {
+    let steps = 0;
+    while (steps < 3) {
+      const at = (sector * 3 + steps) * area.writeUnit;
+      if (isFilledWith(records.subarray(at, at + area.writeUnit), ERASED)) break;
+      steps++;
+    }
+    progress.push(steps);
+  }
+  return { state: "in-progress", kind, sectors, progress };
+}
+
+/** Starts recording a swap: erase, kind, size, then the magic that makes it "in progress". */
+export function beginSwapStatus(area: FlashArea, kind: SwapKind, sectors: number): void {
+  const p = positions(area);
+  area.eraseSectorIfNeeded(0);
+  const kindUnit = new Uint8Array(p.field).fill(ERASED);
+  kindUnit[0] = KIND_CODES[kind];
+  area.program(p.kind, kindUnit);
+  const sizeUnit = new Uint8Array(p.field).fill(ERASED);
+  viewOf(sizeUnit).setUint32(0, sectors, true);
+  area.program(p.size, sizeUnit);
+  const magicUnit = new Uint8Array(alignUp(16, p.field)).fill(ERASED);
+  magicUnit.set(TRAILER_MAGIC);
+  area.program(p.magic, magicUnit);
+}
+
+/** Records that `step` (0..2) of image sector `sector` is complete. */
+export function recordSwapStep(area: FlashArea, sector: number, step: number): void {
+  const p = positions(area);
+  const record = new Uint8Array(area.writeUnit).fill(ERASED);
+  record[0] = step + 1;
+  area.program(p.records + (sector * 3 + step) * area.writeUnit, record);
+}
+
+/** Marks the swap finished. */
+export function endSwapStatus(area: FlashArea): void {
+  const p = positions(area);
+  const unit = new Uint8Array(p.field).fill(ERASED);
+  unit[0] = 0x01;
+  area.program(p.done, unit);
+}

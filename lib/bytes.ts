@@ -1,0 +1,111 @@
+/**
+ * Small byte helpers shared by the codecs: little-endian access, hex, comparison.
+ *
+ * @module
+ */
+
+/**
+ * Concatenates byte arrays into one new array.
+ *
+ * @example
+ * ```ts
+ * import { concatBytes } from "./bytes.ts";
+ * concatBytes([new Uint8Array([1]), new Uint8Array([2, 3])]); // Uint8Array [1, 2, 3]
+ * ```
+ */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const part of parts) total += part.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/**
+ * True when both arrays hold the same bytes.
+ *
+ * @example
+ * ```ts
+ * import { bytesEqual } from "./bytes.ts";
+ * bytesEqual(new Uint8Array([1]), new Uint8Array([1])); // true
+ * ```
+ */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Lower-case hex of the bytes.
+ *
+ * @example
+ * ```ts
+ * import { toHex } from "./bytes.ts";
+ * toHex(new Uint8Array([0xde, 0xad])); // "dead"
+ * ```
+ */
+export function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+/**
+ * True when every byte equals `value` (0xFF for erased NOR flash).
+ *
+ * @example
+ * ```ts
+ * import { isFilledWith } from "./bytes.ts";
+ * isFilledWith(new Uint8Array([0xff, 0xff]), 0xff); // true
+ * ```
+ */
+export function isFilledWith(bytes: Uint8Array, value: number): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== value) return false;
+  return true;
+}
+
+/**
+ * A DataView over exactly the bytes of `bytes` (which may be a window into a larger buffer).
+ *
+ * @example
+ * ```ts
+ * import { viewOf } from "./bytes.ts";
+ * viewOf(new Uint8Array([1, 0])).getUint16(0, true); // 1
+ * ```
+ */
+export function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Copies `bytes` into a fresh ArrayBuffer-backed array, as WebCrypto wants.
+ *
+ * @example
+ * ```ts
+ * import { toArrayBuffer } from "./bytes.ts";
+ * toArrayBuffer(new Uint8Array([1])).byteLength; // 1
+ * ```
+ */
+export function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
+/**
+ * Rounds `value` up to a multiple of `unit`.
+ *
+ * @example
+ * ```ts
+ * import { alignUp } from "./bytes.ts";
+ * alignUp(9, 8); // 16
+ * ```
+ */
+export function alignUp(value: number, unit: number): number {
+  return Math.ceil(value / unit) * unit;
+}

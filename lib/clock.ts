@@ -1,0 +1,103 @@
+/**
+ * Time as a port: everything that waits (watchdogs, certificate validity, later the agent's
+ * timers and rollout rates) reads an injected clock, so tests run in fake time and simulations
+ * at any time scale.
+ *
+ * @module
+ */
+
+/** Handle of a scheduled timer. */
+export type TimerId = number;
+
+/** The clock interface every time-dependent part takes. */
+export interface Clock {
+  /** Milliseconds since the epoch, in this clock's time. */
+  now(): number;
+  /** Calls `callback` after `ms` of this clock's time. */
+  setTimer(ms: number, callback: () => void): TimerId;
+  /** Cancels a timer; unknown ids are ignored. */
+  clearTimer(id: TimerId): void;
+}
+
+/**
+ * The real clock.
+ *
+ * @example
+ * ```ts
+ * import { systemClock } from "./clock.ts";
+ * systemClock.now() > 0; // true
+ * ```
+ */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  // Deno returns a number; node typings (pulled in by node: imports) claim a Timeout object.
+  setTimer: (ms, callback) => setTimeout(callback, ms) as unknown as TimerId,
+  clearTimer: (id) => clearTimeout(id as unknown as Parameters<typeof clearTimeout>[0]),
+};
+
+/**
+ * A clock that only moves when told to: `advance(ms)` fires due timers in time order.
+ *
+ * @example
+ * ```ts
+ * import { ManualClock } from "./clock.ts";
+ * const clock = new ManualClock(0);
+ * let fired = false;
+ * clock.setTimer(100, () => fired = true);
+ * clock.advance(100);
+ * fired; // true
+ * ```
+ */
+export class ManualClock implements Clock {
+  #now: number;
+  #nextId = 1;
+  #timers = new Map<TimerId, { due: number; callback: () => void }>();
+
+  /** Starts the clock at `startMs`. */
+  constructor(startMs = Date.UTC(2026, 0, 1)) {
+    this.#now = startMs;
+  }
+
+  /** Current fake time. */
+  now(): number {
+    return this.#now;
+  }
+
+  /** Schedules `callback` at now + ms. */
+  setTimer(ms: number, callback: () => void): TimerId {
+    const id = this.#nextId++;
+    this.#timers.set(id, { due: this.#now + Math.max(0, ms), callback });
+    return id;
+  }
+
+  /** Cancels a timer. */
+  clearTimer(id: TimerId): void {
+    this.#timers.delete(id);
+  }
+
+  /** Number of timers still pending. */
+  get pendingTimers(): number {
+    return this.#timers.size;
+  }
+
+  /** Moves time forward by `ms`, firing every timer that falls due, earliest first. */
+  advance(ms: number): void {
+    const target = this.#now + ms;
+    for (;;) {
+      let nextId: TimerId | undefined;
+      let nextDue = Infinity;
+      for (const [id, timer] of this.#timers) {
+        if (timer.due <= target && timer.due < nextDue) {
+          nextDue = timer.due;
+          nextId = id;
+        }
+      }
+      if (nextId === undefined) break;
+      const timer = this.#timers.get(nextId)!;
+      this.#timers.delete(nextId);
+      this.#now = timer.due;
+      timer.callback();
+    }
+    this.#now = target;
+  }
+}

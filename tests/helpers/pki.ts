@@ -1,0 +1,140 @@
+/**
+ * Test fixtures: a code-signing PKI (root, signer, untrusted signer), signed simulated images
+ * and factory devices. Built once per test module and reused.
+ *
+ * @module
+ */
+
+import {
+  type Certificate,
+  certificateDer,
+  createRootCertificate,
+  generateSigningKeys,
+  issueCodeSigningCertificate,
+  pemEncode,
+  type SigningKeys,
+} from "../../bootloader/codesign.ts";
+import { type BootRom } from "../../bootloader/bootloader.ts";
+import { Device, flashFactoryImage } from "../../bootloader/device.ts";
+import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
+import { parseVersion } from "../../bootloader/image_format.ts";
+import { signImage } from "../../bootloader/image_sign.ts";
+import { createFlash, type DeviceLayout, deviceLayout } from "../../bootloader/layout.ts";
+import { ManualClock } from "../../lib/clock.ts";
+
+/** The test PKI. */
+export interface TestPki {
+  readonly rootKeys: SigningKeys;
+  readonly root: Certificate;
+  readonly signerKeys: SigningKeys;
+  readonly signer: Certificate;
+  /** A signer chained to another root. */
+  readonly rogueKeys: SigningKeys;
+  readonly rogue: Certificate;
+  /** The ROM every test device gets. */
+  readonly rom: BootRom;
+}
+
+/** Path under which the trusted signer certificate is stored on devices. */
+export const SIGNER_CERT_PATH = "/certs/ota_signer.pem";
+
+export const VALIDITY = {
+  notBefore: new Date("2025-01-01T00:00:00Z"),
+  notAfter: new Date("2035-01-01T00:00:00Z"),
+};
+
+let cached: Promise<TestPki> | null = null;
+
+/** Builds (once) the PKI. */
+export function testPki(): Promise<TestPki> {
+  cached ??= (async () => {
+    const rootKeys = await generateSigningKeys();
+    const root = await createRootCertificate(rootKeys, {
+      subject: "CN=Test OTA Root",
+      ...VALIDITY,
+    });
+    const signerKeys = await generateSigningKeys();
+    const signer = await issueCodeSigningCertificate(
+      root,
+      rootKeys.privateKey,
+      signerKeys.publicKey,
+      {
+        subject: "CN=Test Firmware Signer",
+        ...VALIDITY,
+      },
+    );
+    const otherRootKeys = await generateSigningKeys();
+    const otherRoot = await createRootCertificate(otherRootKeys, {
+      subject: "CN=Test OTA Root",
+      ...VALIDITY,
+    });
+    const rogueKeys = await generateSigningKeys();
+    const rogue = await issueCodeSigningCertificate(
+      otherRoot,
+      otherRootKeys.privateKey,
+      rogueKeys.publicKey,
+      {
+        subject: "CN=Rogue Signer",
+        ...VALIDITY,
+      },
+    );
+    const rom: BootRom = {
+      root,
+      certificates: new Map([[SIGNER_CERT_PATH, pemEncode("CERTIFICATE", certificateDer(signer))]]),
+    };
+    return { rootKeys, root, signerKeys, signer, rogueKeys, rogue, rom };
+  })();
+  return cached;
+}
+
+/** Options of {@linkcode testImage}. */
+export interface TestImageOptions {
+  readonly version: string;
+  readonly behavior?: Behavior;
+  readonly securityCounter?: number;
+  readonly payloadSize?: number;
+  readonly signer?: "trusted" | "rogue";
+}
+
+/** A signed simulated image. */
+export async function testImage(options: TestImageOptions): Promise<Uint8Array> {
+  const pki = await testPki();
+  const payload = buildFirmware(
+    { behavior: options.behavior ?? "ok", version: options.version },
+    options.payloadSize ?? 8 * 1024,
+  );
+  const rogue = options.signer === "rogue";
+  return await signImage(
+    {
+      payload,
+      version: parseVersion(options.version)!,
+      securityCounter: options.securityCounter ?? 1,
+    },
+    {
+      privateKey: rogue ? pki.rogueKeys.privateKey : pki.signerKeys.privateKey,
+      certificate: rogue ? pki.rogue : pki.signer,
+    },
+  );
+}
+
+/** A small layout for fast tests: 16 sectors of 4 KiB per slot. */
+export function smallLayout(slotSectors = 16): DeviceLayout {
+  return deviceLayout({ slotSectors });
+}
+
+/** A powered-off device whose primary slot holds `factoryImage`. */
+export async function factoryDevice(
+  options: {
+    layout?: DeviceLayout;
+    factory?: TestImageOptions;
+    clock?: ManualClock;
+    seed?: number;
+  } = {},
+): Promise<{ device: Device; clock: ManualClock; pki: TestPki }> {
+  const pki = await testPki();
+  const layout = options.layout ?? smallLayout();
+  const clock = options.clock ?? new ManualClock(Date.parse("2026-06-01T00:00:00Z"));
+  const flash = createFlash(layout, { seed: options.seed ?? 1 });
+  flashFactoryImage(flash, layout, await testImage(options.factory ?? { version: "1.0.0" }));
+  return { device: new Device({ layout, rom: pki.rom, clock, flash }), clock, pki };
+}
