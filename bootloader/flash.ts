@@ -245,10 +245,9 @@ export class NorFlash {
     this.#cut = null;
   }
 
-  /** Cuts power now, between operations. */
+  /** Cuts power now, between operations. An armed cut stays armed: it counts across resets. */
   powerOff(): void {
     this.#poweredOn = false;
-    this.#cut = null;
   }
 
   /** Restores power. Contents are what the flash held when power went. */

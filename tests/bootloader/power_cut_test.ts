@@ -1,0 +1,175 @@
+/**
+ * Exhaustive power-cut sweep, in the manner of MCUboot's simulator but also with torn
+ * operations: for a complete update of a 64 KiB image and for a revert, power is cut at every
+ * single flash operation (once cleanly, once tearing the operation), the device is rebooted,
+ * and the invariants are checked before the update is carried through to the end.
+ */
+import assert from "node:assert/strict";
+import { sha256 } from "../../bootloader/codesign.ts";
+import { Device } from "../../bootloader/device.ts";
+import { isPowerCut, type NorFlash } from "../../bootloader/flash.ts";
+import { FwuState } from "../../bootloader/fwu.ts";
+import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { OtaImageState } from "../../bootloader/ota_pal.ts";
+import { toHex } from "../../lib/bytes.ts";
+import { factoryDevice, smallLayout, testImage, testPki } from "../helpers/pki.ts";
+import { installUpdate } from "../helpers/update.ts";
+
+const IMAGE_PAYLOAD = 64 * 1024;
+const layout = smallLayout(24);
+
+function digestOf(image: Uint8Array): string {
+  const decoded = decodeImage(bytesSource(image));
+  if (!decoded.ok) throw new Error(decoded.reason);
+  return toHex(sha256(image.subarray(0, decoded.image.hashedSize)));
+}
+
+const oldImage = await testImage({
+  version: "1.0.0",
+  securityCounter: 1,
+  payloadSize: IMAGE_PAYLOAD,
+});
+const newImage = await testImage({
+  version: "1.1.0",
+  securityCounter: 2,
+  payloadSize: IMAGE_PAYLOAD,
+});
+const trusted = new Set([digestOf(oldImage), digestOf(newImage)]);
+
+/** Runs `step`, treating a power cut as the end of the attempt. Returns whether it was cut. */
+async function cutTolerant(step: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await step();
+    return false;
+  } catch (error) {
+    if (isPowerCut(error)) return true;
+    throw error;
+  }
+}
+
+/** The whole update as the agent drives it: download, verify, activate, reboot, test, confirm. */
+async function fullUpdate(device: Device): Promise<void> {
+  await installUpdate(device, newImage);
+  assert.equal(device.running?.version, "1.1.0+0");
+  assert.equal(device.selfTest().passed, true);
+  assert.equal(device.pal.setPlatformImageState(null, OtaImageState.Accepted), 0);
+}
+
+/** Carries an update through from whatever state a power cut left, as a retrying agent would. */
+async function carryThrough(device: Device): Promise<void> {
+  for (let round = 0; round < 4; round++) {
+    const running = device.running!;
+    if (running.version === "1.1.0+0") {
+      if (running.trial) device.pal.setPlatformImageState(null, OtaImageState.Accepted);
+      return;
+    }
+    if (device.fwu.state === FwuState.STAGED) {
+      await device.reset("staged update waiting for its reboot");
+      continue;
+    }
+    await fullUpdate(device);
+  }
+  throw new Error("update could not be carried through");
+}
+
+function checkBooted(device: Device, context: string, minimumCounter: number): void {
+  assert.equal(device.state, "running", `${context}: device must boot, not ${device.state}`);
+  const record = device.bootRecord!;
+  assert.ok(
+    trusted.has(toHex(record.digest)),
+    `${context}: booted an image that is neither old nor new`,
+  );
+  assert.ok(
+    device.report().securityCounter >= minimumCounter,
+    `${context}: security counter fell to ${device.report().securityCounter}`,
+  );
+}
+
+async function baseline(): Promise<NorFlash> {
+  const { device } = await factoryDevice({
+    layout,
+    factory: { version: "1.0.0", securityCounter: 1, payloadSize: IMAGE_PAYLOAD },
+  });
+  await device.powerOn();
+  return device.flash;
+}
+
+function deviceOn(flash: NorFlash, seed: number): Device {
+  return new Device({ layout, rom: device0Rom, flash: flash.clone({ seed }) });
+}
+
+const device0Rom = (await testPki()).rom;
+
+Deno.test("power cut at every flash operation of a complete update never bricks the device", async () => {
+  const factory = await baseline();
+  const probe = deviceOn(factory, 0);
+  await probe.powerOn();
+  const before = probe.flash.stats.operations;
+  await fullUpdate(probe);
+  const total = probe.flash.stats.operations - before;
+  assert.ok(total > 300, `a 64 KiB update should take hundreds of flash operations, took ${total}`);
+
+  let covered = 0;
+  for (let cutAt = 1; cutAt <= total; cutAt++) {
+    for (const torn of [false, true]) {
+      const device = deviceOn(factory, cutAt * 2 + Number(torn));
+      await device.powerOn();
+      device.cutPowerAt({ atOperation: cutAt, torn });
+      const wasCut = await cutTolerant(() => fullUpdate(device));
+      assert.ok(wasCut, `operation ${cutAt} should have been cut`);
+      const context = `update cut at op ${cutAt}/${total}${torn ? " (torn)" : ""}`;
+      await device.powerOn();
+      checkBooted(device, context, 1);
+      await carryThrough(device);
+      await device.reset("final check");
+      assert.equal(device.running?.version, "1.1.0+0", context);
+      assert.equal(device.running?.trial, false, context);
+      assert.equal(device.report().securityCounter, 2, context);
+      covered++;
+    }
+  }
+  console.log(
+    `update sweep: ${total} flash operations, ${covered} cut points (clean and torn) covered`,
+  );
+});
+
+Deno.test("power cut at every flash operation of a revert always ends on the previous image", async () => {
+  const factory = await baseline();
+  const setup = deviceOn(factory, 0);
+  await setup.powerOn();
+  await installUpdate(setup, newImage);
+  assert.equal(setup.running?.trial, true);
+  setup.powerOff();
+  const trialFlash = setup.flash;
+  trialFlash.powerOn();
+
+  const probe = deviceOn(trialFlash, 1);
+  const before = probe.flash.stats.operations;
+  await probe.powerOn();
+  assert.equal(probe.running?.version, "1.0.0+0");
+  const total = probe.flash.stats.operations - before;
+  assert.ok(total > 100, `a revert should take many flash operations, took ${total}`);
+
+  let covered = 0;
+  for (let cutAt = 1; cutAt <= total; cutAt++) {
+    for (const torn of [false, true]) {
+      const device = deviceOn(trialFlash, cutAt * 2 + Number(torn));
+      device.cutPowerAt({ atOperation: cutAt, torn });
+      const wasCut = await cutTolerant(() => device.powerOn());
+      assert.ok(wasCut, `operation ${cutAt} should have been cut`);
+      const context = `revert cut at op ${cutAt}/${total}${torn ? " (torn)" : ""}`;
+      await device.powerOn();
+      checkBooted(device, context, 1);
+      assert.equal(device.running?.version, "1.0.0+0", `${context}: the revert must complete`);
+      assert.equal(device.running?.trial, false, context);
+      await device.reset("second boot");
+      assert.equal(device.running?.version, "1.0.0+0", `${context}: stays reverted`);
+      await carryThrough(device);
+      assert.equal(device.running?.version, "1.1.0+0", context);
+      covered++;
+    }
+  }
+  console.log(
+    `revert sweep: ${total} flash operations, ${covered} cut points (clean and torn) covered`,
+  );
+});
