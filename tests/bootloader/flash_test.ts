@@ -1,0 +1,197 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { ERASED, FlashError, isPowerCut, NorFlash } from "../../bootloader/flash.ts";
+
+const unit = 8;
+
+Deno.test("NorFlash starts erased, programs clear bits and erase restores 0xFF", () => {
+  const flash = new NorFlash({ sectorCount: 2 });
+  assert.deepEqual(flash.read(0, 4), new Uint8Array(4).fill(ERASED));
+  flash.program(8, new Uint8Array(8).fill(0x5a));
+  assert.deepEqual(flash.read(8, 8), new Uint8Array(8).fill(0x5a));
+  flash.eraseSector(0);
+  assert.deepEqual(flash.read(8, 8), new Uint8Array(8).fill(ERASED));
+  assert.equal(flash.wear(0), 1);
+  assert.equal(flash.wear(1), 0);
+});
+
+Deno.test("NorFlash refuses misaligned and out-of-range access instead of clipping", () => {
+  const flash = new NorFlash({ sectorCount: 1 });
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (error) {
+      assert.ok(error instanceof FlashError);
+      return error.code;
+    }
+    return "no error";
+  };
+  assert.equal(code(() => flash.program(4, new Uint8Array(8))), "misaligned");
+  assert.equal(code(() => flash.program(0, new Uint8Array(5))), "misaligned");
+  assert.equal(code(() => flash.program(4096, new Uint8Array(8))), "out-of-range");
+  assert.equal(code(() => flash.read(4090, 8)), "out-of-range");
+  assert.equal(code(() => flash.read(-1, 1)), "out-of-range");
+  assert.equal(code(() => flash.eraseSector(1)), "out-of-range");
+  assert.equal(code(() => flash.erase(0, 100)), "misaligned");
+  assert.equal(flash.stats.operations, 0, "refused operations change nothing");
+});
+
+Deno.test("NorFlash strict mode refuses a second program; relaxed mode refuses only 0->1 changes", () => {
+  const strict = new NorFlash({ sectorCount: 1 });
+  strict.program(0, new Uint8Array(8).fill(0xf0));
+  assert.throws(() => strict.program(0, new Uint8Array(8).fill(0x00)), { code: "not-erased" });
+  const relaxed = new NorFlash({ sectorCount: 1, strict: false });
+  relaxed.program(0, new Uint8Array(8).fill(0xf0));
+  relaxed.program(0, new Uint8Array(8).fill(0x30));
+  assert.deepEqual(relaxed.read(0, 1), new Uint8Array([0x30]));
+  assert.throws(() => relaxed.program(0, new Uint8Array(8).fill(0x31)), { code: "bit-set" });
+});
+
+Deno.test("NorFlash refuses to erase a sector past its erase-cycle limit", () => {
+  const flash = new NorFlash({ sectorCount: 1, eraseCycleLimit: 3 });
+  for (let i = 0; i < 3; i++) flash.eraseSector(0);
+  assert.throws(() => flash.eraseSector(0), { code: "worn-out" });
+});
+
+Deno.test("NorFlash counts reads, programs, erases and operations", () => {
+  const flash = new NorFlash({ sectorCount: 2 });
+  flash.program(0, new Uint8Array(16));
+  flash.read(0, 4);
+  flash.eraseSector(1);
+  assert.deepEqual(flash.stats, {
+    reads: 1,
+    bytesRead: 4,
+    programs: 1,
+    bytesProgrammed: 16,
+    erases: 1,
+    operations: 2,
+  });
+});
+
+Deno.test("NorFlash: a clean power cut skips the operation and leaves the chip off", () => {
+  const flash = new NorFlash({ sectorCount: 1 });
+  flash.cutPowerAt({ atOperation: 2, torn: false });
+  flash.program(0, new Uint8Array(8).fill(1));
+  assert.throws(() => flash.program(8, new Uint8Array(8).fill(2)), isPowerCut);
+  assert.throws(() => flash.read(0, 1), { code: "powered-off" });
+  flash.powerOn();
+  assert.deepEqual(
+    flash.read(0, 16),
+    new Uint8Array([...new Array(8).fill(1), ...new Array(8).fill(ERASED)]),
+  );
+});
+
+Deno.test("NorFlash: property: a torn program writes a prefix of whole units and one partial unit", () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 32 }), fc.integer(), (units, seed) => {
+      const flash = new NorFlash({ sectorCount: 1, seed });
+      const data = new Uint8Array(units * unit).fill(0x00);
+      flash.cutPowerAt({ atOperation: 1, torn: true });
+      assert.throws(() => flash.program(0, data), isPowerCut);
+      flash.powerOn();
+      const after = flash.read(0, data.length);
+      let whole = 0;
+      while (
+        whole < units && after.subarray(whole * unit, (whole + 1) * unit).every((b) => b === 0)
+      ) whole++;
+      assert.ok(whole < units, "a torn program never completes");
+      for (let u = whole + 1; u < units; u++) {
+        assert.ok(
+          after.subarray(u * unit, (u + 1) * unit).every((b) => b === ERASED),
+          `unit ${u} after the tear is untouched`,
+        );
+      }
+    }),
+  );
+});
+
+Deno.test("NorFlash: property: a torn erase only sets bits (old | noise), never clears one", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 4096, maxLength: 4096 }),
+      fc.integer(),
+      (content, seed) => {
+        const flash = new NorFlash({ sectorCount: 1, seed });
+        flash.program(0, content);
+        flash.cutPowerAt({ atOperation: 1, torn: true });
+        assert.throws(() => flash.eraseSector(0), isPowerCut);
+        flash.powerOn();
+        const after = flash.read(0, 4096);
+        for (let i = 0; i < 4096; i++) {
+          assert.equal(
+            after[i]! & content[i]!,
+            content[i]!,
+            `byte ${i} lost a 1 bit`,
+          );
+        }
+        assert.equal(flash.wear(0), 1, "an interrupted erase still wears the sector");
+      },
+    ),
+    { numRuns: 30 },
+  );
+});
+
+Deno.test("NorFlash: property: random operations agree with a byte-array model", () => {
+  const sectorSize = 256;
+  const sectors = 4;
+  const op = fc.oneof(
+    fc.record({
+      kind: fc.constant("program" as const),
+      unitIndex: fc.integer({ min: 0, max: (sectorSize * sectors) / unit - 1 }),
+      units: fc.integer({ min: 1, max: 8 }),
+      value: fc.integer({ min: 0, max: 255 }),
+    }),
+    fc.record({
+      kind: fc.constant("erase" as const),
+      sector: fc.integer({ min: 0, max: sectors - 1 }),
+    }),
+  );
+  fc.assert(
+    fc.property(fc.boolean(), fc.array(op, { maxLength: 60 }), (strict, ops) => {
+      const flash = new NorFlash({ sectorCount: sectors, sectorSize, strict });
+      const model = new Uint8Array(sectorSize * sectors).fill(ERASED);
+      for (const o of ops) {
+        if (o.kind === "erase") {
+          flash.eraseSector(o.sector);
+          model.fill(ERASED, o.sector * sectorSize, (o.sector + 1) * sectorSize);
+          continue;
+        }
+        const offset = o.unitIndex * unit;
+        const length = Math.min(o.units * unit, model.length - offset);
+        const data = new Uint8Array(length).fill(o.value);
+        const target = model.subarray(offset, offset + length);
+        const expectError = strict
+          ? target.some((b) => b !== ERASED)
+          : target.some((b) => (o.value & ~b & 0xff) !== 0);
+        if (expectError) {
+          assert.throws(() => flash.program(offset, data), FlashError);
+        } else {
+          flash.program(offset, data);
+          for (let i = 0; i < length; i++) target[i] = target[i]! & o.value;
+        }
+      }
+      assert.deepEqual(flash.read(0, model.length), model);
+    }),
+  );
+});
+
+Deno.test("NorFlash shares identical sector contents between chips, copy-on-write", () => {
+  const content = new Uint8Array(4096).map((_, i) => i * 7);
+  const a = new NorFlash({ sectorCount: 4 });
+  const b = new NorFlash({ sectorCount: 4 });
+  a.program(4096, content);
+  b.program(4096, content);
+  assert.ok(a.sharesSectorWith(1, b), "identical fully written sectors are one buffer");
+  assert.equal(a.memoryUsage().erasedSectors, 3, "erased sectors hold no buffer");
+  const c = a.clone();
+  assert.ok(c.sharesSectorWith(1, a));
+  c.eraseSector(1);
+  c.program(4096, new Uint8Array(8).fill(1));
+  assert.deepEqual(
+    a.read(4096, 8),
+    content.subarray(0, 8),
+    "a write to the clone never reaches the original",
+  );
+  assert.deepEqual(b.read(4096, 8), content.subarray(0, 8));
+  assert.equal(c.memoryUsage().privateBytes, 4096);
+});
