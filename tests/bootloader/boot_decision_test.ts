@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { BOOT_DECISION_TABLE, type BootInputs, decideBoot } from "../../bootloader/boot_decision.ts";
+import {
+  BOOT_DECISION_TABLE,
+  type BootInputs,
+  decideBoot,
+} from "../../bootloader/boot_decision.ts";
 import type { SlotTrailer } from "../../bootloader/trailer.ts";
 
 const blank: SlotTrailer = {
@@ -13,8 +17,16 @@ const blank: SlotTrailer = {
   failDetail: null,
 };
 
-function inputs(primary: Partial<SlotTrailer>, secondary: Partial<SlotTrailer>, swapInProgress = false): BootInputs {
-  return { primary: { ...blank, ...primary }, secondary: { ...blank, ...secondary }, swapInProgress };
+function inputs(
+  primary: Partial<SlotTrailer>,
+  secondary: Partial<SlotTrailer>,
+  swapInProgress = false,
+): BootInputs {
+  return {
+    primary: { ...blank, ...primary },
+    secondary: { ...blank, ...secondary },
+    swapInProgress,
+  };
 }
 
 const confirmed = { magic: "good", imageOk: "set", copyDone: "set" } as const;
@@ -54,12 +66,22 @@ Deno.test("decideBoot(): an interrupted swap wins over every trailer state", () 
 
 Deno.test("decideBoot(): a trial image is reverted whatever the secondary magic says (MCUboot #1966)", () => {
   for (const magic of ["unset", "bad", "good"] as const) {
-    assert.equal(decideBoot(inputs(onTrial, { magic, failed: "set" })).swap, "revert", `${magic}, failed`);
-    assert.equal(decideBoot(inputs(onTrial, { magic, failed: "bad" })).swap, "revert", `${magic}, torn failure`);
+    assert.equal(
+      decideBoot(inputs(onTrial, { magic, failed: "set" })).swap,
+      "revert",
+      `${magic}, failed`,
+    );
+    assert.equal(
+      decideBoot(inputs(onTrial, { magic, failed: "bad" })).swap,
+      "revert",
+      `${magic}, torn failure`,
+    );
   }
   assert.equal(decideBoot(inputs(onTrial, { magic: "bad" })).swap, "revert");
 });
 
 Deno.test("decideBoot(): only row 7 asks for a torn request to be recorded as refused", () => {
-  for (const row of BOOT_DECISION_TABLE) assert.equal(row.refuseRequest !== undefined, row.row === 7, `row ${row.row}`);
+  for (const row of BOOT_DECISION_TABLE) {
+    assert.equal(row.refuseRequest !== undefined, row.row === 7, `row ${row.row}`);
+  }
 });

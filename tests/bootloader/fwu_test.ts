@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import type { Device } from "../../bootloader/device.ts";
-import { FWU_TRANSITIONS, FwuState, fwuStateName, type FwuStateValue, fwuTransition } from "../../bootloader/fwu.ts";
+import {
+  FWU_TRANSITIONS,
+  FwuState,
+  fwuStateName,
+  type FwuStateValue,
+  fwuTransition,
+} from "../../bootloader/fwu.ts";
 import { PsaStatus } from "../../bootloader/psa_status.ts";
 import { factoryDevice, testImage } from "../helpers/pki.ts";
 import { installUpdate } from "../helpers/update.ts";
@@ -86,16 +92,28 @@ for (const [name, row] of Object.entries(EXPECTED)) {
         assert.equal(device.fwu.state, state, "setup");
         const [status, next] = row[op] ?? [BAD, state];
         assert.equal(await run(device, op), status, `${name} --${op}--> status`);
-        assert.equal(fwuStateName(device.fwu.state), fwuStateName(next), `${name} --${op}--> state`);
-        assert.equal(fwuTransition(op, state)?.to, row[op]?.[1], "the transition table agrees with the spec");
+        assert.equal(
+          fwuStateName(device.fwu.state),
+          fwuStateName(next),
+          `${name} --${op}--> state`,
+        );
+        assert.equal(
+          fwuTransition(op, state)?.to,
+          row[op]?.[1],
+          "the transition table agrees with the spec",
+        );
       });
     }
   });
 }
 
 Deno.test("FWU transition table has exactly the spec's transitions", () => {
-  const fromSpec = Object.entries(EXPECTED).flatMap(([name, row]) => Object.entries(row).map(([op, [, to]]) => `${name}-${op}->${fwuStateName(to)}`));
-  const fromTable = FWU_TRANSITIONS.map((t) => `${fwuStateName(t.from)}-${t.operation}->${fwuStateName(t.to)}`);
+  const fromSpec = Object.entries(EXPECTED).flatMap(([name, row]) =>
+    Object.entries(row).map(([op, [, to]]) => `${name}-${op}->${fwuStateName(to)}`)
+  );
+  const fromTable = FWU_TRANSITIONS.map((t) =>
+    `${fwuStateName(t.from)}-${t.operation}->${fwuStateName(t.to)}`
+  );
   assert.deepEqual(fromTable.sort(), fromSpec.sort());
 });
 
@@ -125,7 +143,10 @@ Deno.test("FWU errors: unknown component, misaligned and oversized writes, garba
   assert.equal(fwu.start(0, new Uint8Array(4)), PsaStatus.ERROR_NOT_SUPPORTED);
   assert.equal(fwu.start(0), 0);
   assert.equal(fwu.write(0, 3, new Uint8Array(8)), PsaStatus.ERROR_INVALID_ARGUMENT);
-  assert.equal(fwu.write(0, fwu.maxSize - 8, new Uint8Array(16)), PsaStatus.ERROR_INSUFFICIENT_STORAGE);
+  assert.equal(
+    fwu.write(0, fwu.maxSize - 8, new Uint8Array(16)),
+    PsaStatus.ERROR_INSUFFICIENT_STORAGE,
+  );
   assert.equal(fwu.state, S.WRITING, "argument errors change nothing");
   assert.equal(fwu.write(0, 0, new Uint8Array(100).fill(7)), 0);
   assert.equal(await fwu.finish(0), PsaStatus.ERROR_DATA_INVALID);
@@ -147,7 +168,11 @@ Deno.test("FWU write accepts a repeat of bytes already written and refuses diffe
   const device = await deviceIn(S.READY);
   assert.equal(device.fwu.start(0), 0);
   assert.equal(device.fwu.write(0, 0, padded.subarray(0, 1024)), 0);
-  assert.equal(device.fwu.write(0, 512, padded.subarray(512, 2048)), 0, "overlapping identical data is fine");
+  assert.equal(
+    device.fwu.write(0, 512, padded.subarray(512, 2048)),
+    0,
+    "overlapping identical data is fine",
+  );
   assert.equal(device.fwu.write(0, 0, new Uint8Array(8)), PsaStatus.ERROR_STORAGE_FAILURE);
   assert.equal(device.fwu.state, S.FAILED);
 });
