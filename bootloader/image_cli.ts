@@ -1,0 +1,267 @@
+/**
+ * `deno task image`: create signing keys and certificates, build simulated firmware, sign
+ * images (and detached signatures for job documents), and inspect images.
+ *
+ * Exit codes: 0 success, 1 the operation failed (e.g. a signature does not verify), 2 bad usage.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { parseSize } from "../lib/units.ts";
+import { toHex } from "../lib/bytes.ts";
+import {
+  certificateDer,
+  checkCodeSigner,
+  createRootCertificate,
+  exportPrivateKeyPem,
+  generateSigningKeys,
+  importPrivateKeyPem,
+  issueCodeSigningCertificate,
+  parseCertificate,
+  pemEncode,
+  signData,
+} from "./codesign.ts";
+import { BEHAVIORS, type Behavior, buildFirmware, readManifest } from "./firmware.ts";
+import { bytesSource, decodeImage, formatVersion, parseVersion, TlvType } from "./image_format.ts";
+import { signImage } from "./image_sign.ts";
+import { validateImage } from "./image_validate.ts";
+
+/** A usage error: message shown, exit code 2. */
+export class UsageError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+const USAGE = `Usage: deno task image <command> [options]
+
+Commands:
+  keygen   --out-dir DIR [--days N]
+           Create root.key/root.pem (the device ROM's trust anchor) and signer.key/signer.pem
+           (an ECDSA P-256 code-signing certificate issued by the root).
+  firmware --version X.Y.Z --behavior ${BEHAVIORS.join("|")} --size N[KiB|MiB] --out FILE
+           Build a simulated firmware payload that starts with a behaviour manifest.
+  sign     --payload FILE --version X.Y.Z[+B] --security-counter N --key FILE --cert FILE --out FILE
+           [--header-size N]
+           Build and sign an image (keys: PEM, SEC1 or PKCS#8; certificates: PEM or DER).
+  sign-detached --key FILE --in FILE [--out FILE]
+           DER ECDSA-SHA256 signature of a whole file (the job document's sig-sha256-ecdsa);
+           prints it in base64.
+  inspect  FILE [--root FILE]
+           Print every header field and TLV, and whether the signature verifies against --root.
+`;
+
+type Output = (line: string) => void;
+
+function required(values: Record<string, unknown>, name: string): string {
+  const value = values[name];
+  if (typeof value !== "string" || value.length === 0) throw new UsageError(`Missing required option --${name}`);
+  return value;
+}
+
+function integer(text: string, name: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`);
+  }
+  return value;
+}
+
+async function readFile(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (error) {
+    throw new UsageError(`Cannot read ${what} '${path}': ${(error as Error).message}`);
+  }
+}
+
+async function loadCertificate(path: string) {
+  const bytes = await readFile(path, "certificate");
+  const text = new TextDecoder().decode(bytes);
+  const parsed = parseCertificate(text.includes("-----BEGIN") ? text : bytes);
+  if (!parsed.ok) throw new UsageError(`Cannot use certificate '${path}': ${parsed.reason}`);
+  return parsed.value;
+}
+
+async function loadKey(path: string) {
+  const keys = await importPrivateKeyPem(new TextDecoder().decode(await readFile(path, "private key")));
+  if (!keys.ok) throw new UsageError(`Cannot use private key '${path}': ${keys.reason}`);
+  return keys.value;
+}
+
+async function keygen(args: string[], out: Output): Promise<number> {
+  const { values } = parseArgs({ args, options: { "out-dir": { type: "string" }, days: { type: "string" } }, strict: true });
+  const dir = required(values, "out-dir");
+  const days = integer(values.days ?? "3650", "days", 1, 36500);
+  await Deno.mkdir(dir, { recursive: true });
+  const notBefore = new Date(Date.now() - 60_000);
+  const notAfter = new Date(notBefore.getTime() + days * 86_400_000);
+  const rootKeys = await generateSigningKeys();
+  const root = await createRootCertificate(rootKeys, { subject: "CN=OTA Device Root CA", notBefore, notAfter });
+  const signerKeys = await generateSigningKeys();
+  const signer = await issueCodeSigningCertificate(root, rootKeys.privateKey, signerKeys.publicKey, {
+    subject: "CN=OTA Firmware Signer",
+    notBefore,
+    notAfter,
+  });
+  await Deno.writeTextFile(`${dir}/root.key`, await exportPrivateKeyPem(rootKeys.privateKey), { mode: 0o600 });
+  await Deno.writeTextFile(`${dir}/root.pem`, pemEncode("CERTIFICATE", certificateDer(root)));
+  await Deno.writeTextFile(`${dir}/signer.key`, await exportPrivateKeyPem(signerKeys.privateKey), { mode: 0o600 });
+  await Deno.writeTextFile(`${dir}/signer.pem`, pemEncode("CERTIFICATE", certificateDer(signer)));
+  out(`wrote ${dir}/root.key, ${dir}/root.pem, ${dir}/signer.key, ${dir}/signer.pem (valid ${days} days)`);
+  return 0;
+}
+
+async function firmware(args: string[], out: Output): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { version: { type: "string" }, behavior: { type: "string" }, size: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  const version = required(values, "version");
+  if (!parseVersion(version)) throw new UsageError(`Invalid --version: expected X.Y.Z[+B]: current value is '${version}'`);
+  const behavior = values.behavior ?? "ok";
+  if (!(BEHAVIORS as readonly string[]).includes(behavior)) {
+    throw new UsageError(`Invalid --behavior: expected one of ${BEHAVIORS.join(", ")}: current value is '${behavior}'`);
+  }
+  const sizeText = required(values, "size");
+  const size = parseSize(sizeText);
+  if (size === null || size < 64 || size > 16 * 1024 * 1024) {
+    throw new UsageError(`Invalid --size: expected 64 bytes..16MiB (e.g. 256KiB): current value is '${sizeText}'`);
+  }
+  const path = required(values, "out");
+  await Deno.writeFile(path, buildFirmware({ behavior: behavior as Behavior, version }, size));
+  out(`wrote ${path}: ${size} bytes, behavior ${behavior}, version ${version}`);
+  return 0;
+}
+
+async function sign(args: string[], out: Output): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      payload: { type: "string" },
+      version: { type: "string" },
+      "security-counter": { type: "string" },
+      key: { type: "string" },
+      cert: { type: "string" },
+      out: { type: "string" },
+      "header-size": { type: "string" },
+    },
+    strict: true,
+  });
+  const versionText = required(values, "version");
+  const version = parseVersion(versionText);
+  if (!version) throw new UsageError(`Invalid --version: expected X.Y.Z[+B]: current value is '${versionText}'`);
+  const securityCounter = integer(required(values, "security-counter"), "security-counter", 0, 0xffffffff);
+  const headerSize = integer(values["header-size"] ?? "32", "header-size", 32, 0xffff);
+  const payload = await readFile(required(values, "payload"), "payload");
+  const keys = await loadKey(required(values, "key"));
+  const certificate = await loadCertificate(required(values, "cert"));
+  const image = await signImage({ payload, version, securityCounter, headerSize }, { privateKey: keys.privateKey, certificate });
+  const path = required(values, "out");
+  await Deno.writeFile(path, image);
+  out(`wrote ${path}: ${image.length} bytes, version ${formatVersion(version)}, security counter ${securityCounter}`);
+  return 0;
+}
+
+async function signDetached(args: string[], out: Output): Promise<number> {
+  const { values } = parseArgs({ args, options: { key: { type: "string" }, in: { type: "string" }, out: { type: "string" } }, strict: true });
+  const keys = await loadKey(required(values, "key"));
+  const data = await readFile(required(values, "in"), "input");
+  const signature = await signData(keys.privateKey, data);
+  if (values.out) await Deno.writeFile(values.out, signature);
+  out(btoa(String.fromCharCode(...signature)));
+  return 0;
+}
+
+const TLV_NAMES: Record<number, string> = Object.fromEntries(Object.entries(TlvType).map(([name, type]) => [type, name]));
+
+async function inspect(args: string[], out: Output): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: { root: { type: "string" } }, allowPositionals: true, strict: true });
+  if (positionals.length !== 1) throw new UsageError("inspect takes exactly one image file");
+  const bytes = await readFile(positionals[0]!, "image");
+  const decoded = decodeImage(bytesSource(bytes));
+  if (!decoded.ok) {
+    out(`invalid image: ${decoded.reason}`);
+    return 1;
+  }
+  const { header } = decoded.image;
+  out(`file:               ${positionals[0]} (${bytes.length} bytes)`);
+  out(`magic:              0x96f3b83d`);
+  out(`load address:       0x${header.loadAddress.toString(16)}`);
+  out(`header size:        ${header.headerSize}`);
+  out(`protected TLV size: ${header.protectedTlvSize}`);
+  out(`payload size:       ${header.payloadSize}`);
+  out(`flags:              0x${header.flags.toString(16)}`);
+  out(`version:            ${formatVersion(header.version)}`);
+  out(`image size:         ${decoded.image.totalSize}`);
+  for (const tlv of decoded.image.tlvs) {
+    const name = TLV_NAMES[tlv.type] ?? `0x${tlv.type.toString(16)}`;
+    let value = toHex(tlv.value);
+    if (tlv.type === TlvType.SEC_CNT) value = String(decoded.image.securityCounter);
+    if (tlv.type === TlvType.SIGNER_CERT) {
+      const cert = parseCertificate(tlv.value);
+      value = cert.ok ? `subject "${cert.value.subject}", issuer "${cert.value.issuer}", valid ${cert.value.notBefore.toISOString()} .. ${cert.value.notAfter.toISOString()}` : `unparsable: ${cert.reason}`;
+    }
+    out(`TLV ${tlv.protected ? "(protected) " : ""}${name} [${tlv.value.length}]: ${value}`);
+  }
+  const manifest = readManifest(bytes.subarray(header.headerSize, header.headerSize + header.payloadSize));
+  out(`firmware manifest:  ${manifest.source === "manifest" ? JSON.stringify(manifest.manifest) : manifest.source}`);
+  if (!values.root) {
+    out("signature:          not checked (pass --root FILE)");
+    return 0;
+  }
+  const root = await loadCertificate(values.root);
+  const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
+  if (result.ok) {
+    out(`signature:          verifies against root "${root.subject}"`);
+    return 0;
+  }
+  out(`signature:          DOES NOT VERIFY: ${result.reason}`);
+  return 1;
+}
+
+/**
+ * Runs the tool with `args`, writing to `out` and `err`; returns the exit code.
+ *
+ * @example
+ * ```ts ignore
+ * const code = await runImageCli(["inspect", "app.img"], console.log, console.error);
+ * ```
+ */
+export async function runImageCli(args: string[], out: Output, err: Output): Promise<number> {
+  const [command, ...rest] = args;
+  const commands: Record<string, (args: string[], out: Output) => Promise<number>> = {
+    keygen,
+    firmware,
+    sign,
+    "sign-detached": signDetached,
+    inspect,
+  };
+  if (!command || command === "--help" || command === "help") {
+    out(USAGE);
+    return command ? 0 : 2;
+  }
+  const run = commands[command];
+  if (!run) {
+    err(`Unknown command '${command}'\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await run(rest, out);
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      err(`${(error as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    err(`image ${command} failed: ${(error as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await runImageCli(Deno.args, (line) => console.log(line), (line) => console.error(line)));
+}

@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { runImageCli } from "../../bootloader/image_cli.ts";
+import { openssl, opensslDir } from "../helpers/openssl.ts";
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runImageCli(args, (l) => out.push(l), (l) => err.push(l));
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+Deno.test("image CLI: keygen, firmware, sign and inspect make an image that verifies against the root", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-image-cli-" });
+  try {
+    assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
+    assert.equal((await cli(["firmware", "--version", "1.1.0", "--behavior", "hang", "--size", "8KiB", "--out", `${dir}/fw.bin`])).code, 0);
+    assert.equal((await Deno.stat(`${dir}/fw.bin`)).size, 8192);
+    const signed = await cli(["sign", "--payload", `${dir}/fw.bin`, "--version", "1.1.0+7", "--security-counter", "3", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`, "--out", `${dir}/app.img`, "--header-size", "512"]);
+    assert.equal(signed.code, 0, signed.err);
+    const inspected = await cli(["inspect", `${dir}/app.img`, "--root", `${dir}/root.pem`]);
+    assert.equal(inspected.code, 0, inspected.out);
+    for (const line of [/header size:\s+512/, /version:\s+1\.1\.0\+7/, /SEC_CNT \[4\]: 3/, /KEYHASH \[32\]/, /ECDSA_SIG/, /SIGNER_CERT .*OTA Firmware Signer/, /"behavior":"hang"/, /verifies against root/]) {
+      assert.match(inspected.out, line);
+    }
+    const image = await Deno.readFile(`${dir}/app.img`);
+    image[600]! ^= 1;
+    await Deno.writeFile(`${dir}/bad.img`, image);
+    const bad = await cli(["inspect", `${dir}/bad.img`, "--root", `${dir}/root.pem`]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.out, /DOES NOT VERIFY: image hash does not match/);
+    await Deno.writeFile(`${dir}/junk.img`, new Uint8Array(100));
+    const junk = await cli(["inspect", `${dir}/junk.img`]);
+    assert.equal(junk.code, 1);
+    assert.match(junk.out, /invalid image: bad header magic/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("image CLI: signs with an openssl SEC1 key and its detached signature verifies in openssl", async () => {
+  const dir = await opensslDir();
+  try {
+    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "signer.key"]);
+    await openssl(dir, ["req", "-x509", "-new", "-key", "signer.key", "-subj", "/CN=x", "-out", "self.pem", "-days", "1"]);
+    await openssl(dir, ["pkey", "-in", "signer.key", "-pubout", "-out", "pub.pem"]);
+    await dir.write("file.bin", new Uint8Array(5000).fill(9));
+    const result = await cli(["sign-detached", "--key", `${dir.path}/signer.key`, "--in", `${dir.path}/file.bin`, "--out", `${dir.path}/sig.der`]);
+    assert.equal(result.code, 0, result.err);
+    assert.match(result.out, /^[A-Za-z0-9+/]+=*$/);
+    const verified = await dir.run(["dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.der", "file.bin"]);
+    assert.equal(verified.code, 0, verified.stderr);
+  } finally {
+    await dir.dispose();
+  }
+});
+
+Deno.test("image CLI: bad flags are clear errors with exit code 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [[], /Usage/],
+    [["frobnicate"], /Unknown command 'frobnicate'/],
+    [["firmware", "--version", "1.0.0", "--size", "12", "--out", "x"], /Invalid --size/],
+    [["firmware", "--version", "1.0", "--size", "1KiB", "--out", "x"], /Invalid --version/],
+    [["firmware", "--version", "1.0.0", "--behavior", "explode", "--size", "1KiB", "--out", "x"], /Invalid --behavior/],
+    [["sign", "--version", "1.0.0"], /Missing required option --security-counter/],
+    [["sign", "--version", "1.0.0", "--security-counter=-1"], /Invalid --security-counter/],
+    [["sign", "--version", "1.0.0", "--security-counter", "abc"], /Invalid --security-counter/],
+    [["keygen", "--nope"], /Unknown option/],
+    [["sign", "--payload", "/nonexistent", "--version", "1.0.0", "--security-counter", "1", "--key", "k", "--cert", "c", "--out", "o"], /Cannot read payload/],
+    [["inspect"], /exactly one image file/],
+  ];
+  for (const [args, message] of cases) {
+    const result = await cli(args);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.match(result.err + result.out, message, args.join(" "));
+  }
+});
+
+Deno.test("image CLI as a process exits 2 on bad usage", async () => {
+  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--allow-read", "--allow-write", "--allow-env", new URL("../../bootloader/image_cli.ts", import.meta.url).pathname, "sign", "--version", "x"], stdout: "piped", stderr: "piped" }).output();
+  assert.equal(out.code, 2);
+  assert.match(new TextDecoder().decode(out.stderr), /Invalid --version/);
+});
