@@ -9,8 +9,10 @@
 
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { AsnConvert } from "@peculiar/asn1-schema";
+import { Certificate as AsnCertificate } from "@peculiar/asn1-x509";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
-import { concatBytes, toArrayBuffer, toHex } from "../lib/bytes.ts";
+import { bytesEqual, concatBytes, toArrayBuffer, toHex } from "../lib/bytes.ts";
 
 x509.cryptoProvider.set(crypto);
 
@@ -377,6 +379,14 @@ export function parseCertificate(input: string | Uint8Array): Checked<Certificat
     der = input;
   }
   try {
+    // The ASN.1 parser is lenient (it takes, e.g., a BIT STRING with a wrong unused-bits count);
+    // only canonical DER, which re-encodes to the same bytes, is accepted.
+    const reencoded = new Uint8Array(
+      AsnConvert.serialize(AsnConvert.parse(toArrayBuffer(der), AsnCertificate)),
+    );
+    if (!bytesEqual(reencoded, der)) {
+      return { ok: false, reason: "certificate is not canonical DER" };
+    }
     return { ok: true, value: new x509.X509Certificate(toArrayBuffer(der)) };
   } catch (error) {
     return { ok: false, reason: `cannot parse certificate: ${(error as Error).message}` };
@@ -517,9 +527,17 @@ async function checkIssuedBy(cert: Certificate, root: Certificate): Promise<Chec
   ) {
     result = { ok: false, reason: `certificate is signed with an unsupported algorithm` };
   } else {
+    // Verified here rather than with the library's verify(), whose DER-to-raw conversion of
+    // the signature is lenient: only a canonical DER signature over the exact TBS bytes counts.
     let verified = false;
     try {
-      verified = await cert.verify({ publicKey: root.publicKey, signatureOnly: true });
+      const asn = AsnConvert.parse(cert.rawData, AsnCertificate);
+      const raw = derSignatureToRaw(new Uint8Array(asn.signatureValue));
+      if (raw.ok) {
+        const rootKey = await root.publicKey.export(ECDSA_P256, ["verify"]);
+        const tbs = AsnConvert.serialize(asn.tbsCertificate);
+        verified = await crypto.subtle.verify(ECDSA_SHA256, rootKey, toArrayBuffer(raw.value), tbs);
+      }
     } catch {
       verified = false;
     }
@@ -557,6 +575,19 @@ export async function checkCodeSigner(
   cert: Certificate,
   root: Certificate,
   options: { at?: Date } = {},
+): Promise<Checked<CodeSigner>> {
+  try {
+    return await checkCodeSignerUnguarded(cert, root, options);
+  } catch (error) {
+    // Fields are parsed lazily by the X.509 library: a malformed one surfaces only here.
+    return { ok: false, reason: `cannot check signer certificate: ${(error as Error).message}` };
+  }
+}
+
+async function checkCodeSignerUnguarded(
+  cert: Certificate,
+  root: Certificate,
+  options: { at?: Date },
 ): Promise<Checked<CodeSigner>> {
   const rootAlgorithm = root.publicKey.algorithm as EcKeyAlgorithm;
   if (rootAlgorithm.name !== "ECDSA" || rootAlgorithm.namedCurve !== "P-256") {

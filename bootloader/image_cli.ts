@@ -12,7 +12,6 @@ import { parseSize } from "../lib/units.ts";
 import { toHex } from "../lib/bytes.ts";
 import {
   certificateDer,
-  checkCodeSigner,
   createRootCertificate,
   exportPrivateKeyPem,
   generateSigningKeys,
@@ -22,7 +21,7 @@ import {
   pemEncode,
   signData,
 } from "./codesign.ts";
-import { BEHAVIORS, type Behavior, buildFirmware, readManifest } from "./firmware.ts";
+import { type Behavior, BEHAVIORS, buildFirmware, readManifest } from "./firmware.ts";
 import { bytesSource, decodeImage, formatVersion, parseVersion, TlvType } from "./image_format.ts";
 import { signImage } from "./image_sign.ts";
 import { validateImage } from "./image_validate.ts";
@@ -58,14 +57,18 @@ type Output = (line: string) => void;
 
 function required(values: Record<string, unknown>, name: string): string {
   const value = values[name];
-  if (typeof value !== "string" || value.length === 0) throw new UsageError(`Missing required option --${name}`);
+  if (typeof value !== "string" || value.length === 0) {
+    throw new UsageError(`Missing required option --${name}`);
+  }
   return value;
 }
 
 function integer(text: string, name: string, min: number, max: number): number {
   const value = Number(text);
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new UsageError(`Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`);
+    throw new UsageError(
+      `Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`,
+    );
   }
   return value;
 }
@@ -87,50 +90,82 @@ async function loadCertificate(path: string) {
 }
 
 async function loadKey(path: string) {
-  const keys = await importPrivateKeyPem(new TextDecoder().decode(await readFile(path, "private key")));
+  const keys = await importPrivateKeyPem(
+    new TextDecoder().decode(await readFile(path, "private key")),
+  );
   if (!keys.ok) throw new UsageError(`Cannot use private key '${path}': ${keys.reason}`);
   return keys.value;
 }
 
 async function keygen(args: string[], out: Output): Promise<number> {
-  const { values } = parseArgs({ args, options: { "out-dir": { type: "string" }, days: { type: "string" } }, strict: true });
+  const { values } = parseArgs({
+    args,
+    options: { "out-dir": { type: "string" }, days: { type: "string" } },
+    strict: true,
+  });
   const dir = required(values, "out-dir");
   const days = integer(values.days ?? "3650", "days", 1, 36500);
   await Deno.mkdir(dir, { recursive: true });
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(notBefore.getTime() + days * 86_400_000);
   const rootKeys = await generateSigningKeys();
-  const root = await createRootCertificate(rootKeys, { subject: "CN=OTA Device Root CA", notBefore, notAfter });
-  const signerKeys = await generateSigningKeys();
-  const signer = await issueCodeSigningCertificate(root, rootKeys.privateKey, signerKeys.publicKey, {
-    subject: "CN=OTA Firmware Signer",
+  const root = await createRootCertificate(rootKeys, {
+    subject: "CN=OTA Device Root CA",
     notBefore,
     notAfter,
   });
-  await Deno.writeTextFile(`${dir}/root.key`, await exportPrivateKeyPem(rootKeys.privateKey), { mode: 0o600 });
+  const signerKeys = await generateSigningKeys();
+  const signer = await issueCodeSigningCertificate(
+    root,
+    rootKeys.privateKey,
+    signerKeys.publicKey,
+    {
+      subject: "CN=OTA Firmware Signer",
+      notBefore,
+      notAfter,
+    },
+  );
+  await Deno.writeTextFile(`${dir}/root.key`, await exportPrivateKeyPem(rootKeys.privateKey), {
+    mode: 0o600,
+  });
   await Deno.writeTextFile(`${dir}/root.pem`, pemEncode("CERTIFICATE", certificateDer(root)));
-  await Deno.writeTextFile(`${dir}/signer.key`, await exportPrivateKeyPem(signerKeys.privateKey), { mode: 0o600 });
+  await Deno.writeTextFile(`${dir}/signer.key`, await exportPrivateKeyPem(signerKeys.privateKey), {
+    mode: 0o600,
+  });
   await Deno.writeTextFile(`${dir}/signer.pem`, pemEncode("CERTIFICATE", certificateDer(signer)));
-  out(`wrote ${dir}/root.key, ${dir}/root.pem, ${dir}/signer.key, ${dir}/signer.pem (valid ${days} days)`);
+  out(
+    `wrote ${dir}/root.key, ${dir}/root.pem, ${dir}/signer.key, ${dir}/signer.pem (valid ${days} days)`,
+  );
   return 0;
 }
 
 async function firmware(args: string[], out: Output): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { version: { type: "string" }, behavior: { type: "string" }, size: { type: "string" }, out: { type: "string" } },
+    options: {
+      version: { type: "string" },
+      behavior: { type: "string" },
+      size: { type: "string" },
+      out: { type: "string" },
+    },
     strict: true,
   });
   const version = required(values, "version");
-  if (!parseVersion(version)) throw new UsageError(`Invalid --version: expected X.Y.Z[+B]: current value is '${version}'`);
+  if (!parseVersion(version)) {
+    throw new UsageError(`Invalid --version: expected X.Y.Z[+B]: current value is '${version}'`);
+  }
   const behavior = values.behavior ?? "ok";
   if (!(BEHAVIORS as readonly string[]).includes(behavior)) {
-    throw new UsageError(`Invalid --behavior: expected one of ${BEHAVIORS.join(", ")}: current value is '${behavior}'`);
+    throw new UsageError(
+      `Invalid --behavior: expected one of ${BEHAVIORS.join(", ")}: current value is '${behavior}'`,
+    );
   }
   const sizeText = required(values, "size");
   const size = parseSize(sizeText);
   if (size === null || size < 64 || size > 16 * 1024 * 1024) {
-    throw new UsageError(`Invalid --size: expected 64 bytes..16MiB (e.g. 256KiB): current value is '${sizeText}'`);
+    throw new UsageError(
+      `Invalid --size: expected 64 bytes..16MiB (e.g. 256KiB): current value is '${sizeText}'`,
+    );
   }
   const path = required(values, "out");
   await Deno.writeFile(path, buildFirmware({ behavior: behavior as Behavior, version }, size));
@@ -154,21 +189,41 @@ async function sign(args: string[], out: Output): Promise<number> {
   });
   const versionText = required(values, "version");
   const version = parseVersion(versionText);
-  if (!version) throw new UsageError(`Invalid --version: expected X.Y.Z[+B]: current value is '${versionText}'`);
-  const securityCounter = integer(required(values, "security-counter"), "security-counter", 0, 0xffffffff);
+  if (!version) {
+    throw new UsageError(
+      `Invalid --version: expected X.Y.Z[+B]: current value is '${versionText}'`,
+    );
+  }
+  const securityCounter = integer(
+    required(values, "security-counter"),
+    "security-counter",
+    0,
+    0xffffffff,
+  );
   const headerSize = integer(values["header-size"] ?? "32", "header-size", 32, 0xffff);
   const payload = await readFile(required(values, "payload"), "payload");
   const keys = await loadKey(required(values, "key"));
   const certificate = await loadCertificate(required(values, "cert"));
-  const image = await signImage({ payload, version, securityCounter, headerSize }, { privateKey: keys.privateKey, certificate });
+  const image = await signImage({ payload, version, securityCounter, headerSize }, {
+    privateKey: keys.privateKey,
+    certificate,
+  });
   const path = required(values, "out");
   await Deno.writeFile(path, image);
-  out(`wrote ${path}: ${image.length} bytes, version ${formatVersion(version)}, security counter ${securityCounter}`);
+  out(
+    `wrote ${path}: ${image.length} bytes, version ${
+      formatVersion(version)
+    }, security counter ${securityCounter}`,
+  );
   return 0;
 }
 
 async function signDetached(args: string[], out: Output): Promise<number> {
-  const { values } = parseArgs({ args, options: { key: { type: "string" }, in: { type: "string" }, out: { type: "string" } }, strict: true });
+  const { values } = parseArgs({
+    args,
+    options: { key: { type: "string" }, in: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
   const keys = await loadKey(required(values, "key"));
   const data = await readFile(required(values, "in"), "input");
   const signature = await signData(keys.privateKey, data);
@@ -177,10 +232,17 @@ async function signDetached(args: string[], out: Output): Promise<number> {
   return 0;
 }
 
-const TLV_NAMES: Record<number, string> = Object.fromEntries(Object.entries(TlvType).map(([name, type]) => [type, name]));
+const TLV_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(TlvType).map(([name, type]) => [type, name]),
+);
 
 async function inspect(args: string[], out: Output): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { root: { type: "string" } }, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({
+    args,
+    options: { root: { type: "string" } },
+    allowPositionals: true,
+    strict: true,
+  });
   if (positionals.length !== 1) throw new UsageError("inspect takes exactly one image file");
   const bytes = await readFile(positionals[0]!, "image");
   const decoded = decodeImage(bytesSource(bytes));
@@ -204,12 +266,20 @@ async function inspect(args: string[], out: Output): Promise<number> {
     if (tlv.type === TlvType.SEC_CNT) value = String(decoded.image.securityCounter);
     if (tlv.type === TlvType.SIGNER_CERT) {
       const cert = parseCertificate(tlv.value);
-      value = cert.ok ? `subject "${cert.value.subject}", issuer "${cert.value.issuer}", valid ${cert.value.notBefore.toISOString()} .. ${cert.value.notAfter.toISOString()}` : `unparsable: ${cert.reason}`;
+      value = cert.ok
+        ? `subject "${cert.value.subject}", issuer "${cert.value.issuer}", valid ${cert.value.notBefore.toISOString()} .. ${cert.value.notAfter.toISOString()}`
+        : `unparsable: ${cert.reason}`;
     }
     out(`TLV ${tlv.protected ? "(protected) " : ""}${name} [${tlv.value.length}]: ${value}`);
   }
-  const manifest = readManifest(bytes.subarray(header.headerSize, header.headerSize + header.payloadSize));
-  out(`firmware manifest:  ${manifest.source === "manifest" ? JSON.stringify(manifest.manifest) : manifest.source}`);
+  const manifest = readManifest(
+    bytes.subarray(header.headerSize, header.headerSize + header.payloadSize),
+  );
+  out(
+    `firmware manifest:  ${
+      manifest.source === "manifest" ? JSON.stringify(manifest.manifest) : manifest.source
+    }`,
+  );
   if (!values.root) {
     out("signature:          not checked (pass --root FILE)");
     return 0;
@@ -253,7 +323,9 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
   try {
     return await run(rest, out);
   } catch (error) {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    if (
+      error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+    ) {
       err(`${(error as Error).message}\n\n${USAGE}`);
       return 2;
     }
@@ -263,5 +335,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
 }
 
 if (import.meta.main) {
-  Deno.exit(await runImageCli(Deno.args, (line) => console.log(line), (line) => console.error(line)));
+  Deno.exit(
+    await runImageCli(Deno.args, (line) => console.log(line), (line) => console.error(line)),
+  );
 }

@@ -13,13 +13,53 @@ Deno.test("image CLI: keygen, firmware, sign and inspect make an image that veri
   const dir = await Deno.makeTempDir({ prefix: "ota-image-cli-" });
   try {
     assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
-    assert.equal((await cli(["firmware", "--version", "1.1.0", "--behavior", "hang", "--size", "8KiB", "--out", `${dir}/fw.bin`])).code, 0);
+    assert.equal(
+      (await cli([
+        "firmware",
+        "--version",
+        "1.1.0",
+        "--behavior",
+        "hang",
+        "--size",
+        "8KiB",
+        "--out",
+        `${dir}/fw.bin`,
+      ])).code,
+      0,
+    );
     assert.equal((await Deno.stat(`${dir}/fw.bin`)).size, 8192);
-    const signed = await cli(["sign", "--payload", `${dir}/fw.bin`, "--version", "1.1.0+7", "--security-counter", "3", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`, "--out", `${dir}/app.img`, "--header-size", "512"]);
+    const signed = await cli([
+      "sign",
+      "--payload",
+      `${dir}/fw.bin`,
+      "--version",
+      "1.1.0+7",
+      "--security-counter",
+      "3",
+      "--key",
+      `${dir}/signer.key`,
+      "--cert",
+      `${dir}/signer.pem`,
+      "--out",
+      `${dir}/app.img`,
+      "--header-size",
+      "512",
+    ]);
     assert.equal(signed.code, 0, signed.err);
     const inspected = await cli(["inspect", `${dir}/app.img`, "--root", `${dir}/root.pem`]);
     assert.equal(inspected.code, 0, inspected.out);
-    for (const line of [/header size:\s+512/, /version:\s+1\.1\.0\+7/, /SEC_CNT \[4\]: 3/, /KEYHASH \[32\]/, /ECDSA_SIG/, /SIGNER_CERT .*OTA Firmware Signer/, /"behavior":"hang"/, /verifies against root/]) {
+    for (
+      const line of [
+        /header size:\s+512/,
+        /version:\s+1\.1\.0\+7/,
+        /SEC_CNT \[4\]: 3/,
+        /KEYHASH \[32\]/,
+        /ECDSA_SIG/,
+        /SIGNER_CERT .*OTA Firmware Signer/,
+        /"behavior":"hang"/,
+        /verifies against root/,
+      ]
+    ) {
       assert.match(inspected.out, line);
     }
     const image = await Deno.readFile(`${dir}/app.img`);
@@ -40,14 +80,50 @@ Deno.test("image CLI: keygen, firmware, sign and inspect make an image that veri
 Deno.test("image CLI: signs with an openssl SEC1 key and its detached signature verifies in openssl", async () => {
   const dir = await opensslDir();
   try {
-    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "signer.key"]);
-    await openssl(dir, ["req", "-x509", "-new", "-key", "signer.key", "-subj", "/CN=x", "-out", "self.pem", "-days", "1"]);
+    await openssl(dir, [
+      "ecparam",
+      "-name",
+      "prime256v1",
+      "-genkey",
+      "-noout",
+      "-out",
+      "signer.key",
+    ]);
+    await openssl(dir, [
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      "signer.key",
+      "-subj",
+      "/CN=x",
+      "-out",
+      "self.pem",
+      "-days",
+      "1",
+    ]);
     await openssl(dir, ["pkey", "-in", "signer.key", "-pubout", "-out", "pub.pem"]);
     await dir.write("file.bin", new Uint8Array(5000).fill(9));
-    const result = await cli(["sign-detached", "--key", `${dir.path}/signer.key`, "--in", `${dir.path}/file.bin`, "--out", `${dir.path}/sig.der`]);
+    const result = await cli([
+      "sign-detached",
+      "--key",
+      `${dir.path}/signer.key`,
+      "--in",
+      `${dir.path}/file.bin`,
+      "--out",
+      `${dir.path}/sig.der`,
+    ]);
     assert.equal(result.code, 0, result.err);
     assert.match(result.out, /^[A-Za-z0-9+/]+=*$/);
-    const verified = await dir.run(["dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.der", "file.bin"]);
+    const verified = await dir.run([
+      "dgst",
+      "-sha256",
+      "-verify",
+      "pub.pem",
+      "-signature",
+      "sig.der",
+      "file.bin",
+    ]);
     assert.equal(verified.code, 0, verified.stderr);
   } finally {
     await dir.dispose();
@@ -60,12 +136,29 @@ Deno.test("image CLI: bad flags are clear errors with exit code 2", async () => 
     [["frobnicate"], /Unknown command 'frobnicate'/],
     [["firmware", "--version", "1.0.0", "--size", "12", "--out", "x"], /Invalid --size/],
     [["firmware", "--version", "1.0", "--size", "1KiB", "--out", "x"], /Invalid --version/],
-    [["firmware", "--version", "1.0.0", "--behavior", "explode", "--size", "1KiB", "--out", "x"], /Invalid --behavior/],
+    [
+      ["firmware", "--version", "1.0.0", "--behavior", "explode", "--size", "1KiB", "--out", "x"],
+      /Invalid --behavior/,
+    ],
     [["sign", "--version", "1.0.0"], /Missing required option --security-counter/],
     [["sign", "--version", "1.0.0", "--security-counter=-1"], /Invalid --security-counter/],
     [["sign", "--version", "1.0.0", "--security-counter", "abc"], /Invalid --security-counter/],
     [["keygen", "--nope"], /Unknown option/],
-    [["sign", "--payload", "/nonexistent", "--version", "1.0.0", "--security-counter", "1", "--key", "k", "--cert", "c", "--out", "o"], /Cannot read payload/],
+    [[
+      "sign",
+      "--payload",
+      "/nonexistent",
+      "--version",
+      "1.0.0",
+      "--security-counter",
+      "1",
+      "--key",
+      "k",
+      "--cert",
+      "c",
+      "--out",
+      "o",
+    ], /Cannot read payload/],
     [["inspect"], /exactly one image file/],
   ];
   for (const [args, message] of cases) {
@@ -76,7 +169,20 @@ Deno.test("image CLI: bad flags are clear errors with exit code 2", async () => 
 });
 
 Deno.test("image CLI as a process exits 2 on bad usage", async () => {
-  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--allow-read", "--allow-write", "--allow-env", new URL("../../bootloader/image_cli.ts", import.meta.url).pathname, "sign", "--version", "x"], stdout: "piped", stderr: "piped" }).output();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      new URL("../../bootloader/image_cli.ts", import.meta.url).pathname,
+      "sign",
+      "--version",
+      "x",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
   assert.equal(out.code, 2);
   assert.match(new TextDecoder().decode(out.stderr), /Invalid --version/);
 });

@@ -1,0 +1,206 @@
+/**
+ * `deno task fleet` (until the fleet simulator exists): one simulated device walks through the
+ * update paths the platform is about, printing what its bootloader decided at every boot.
+ *
+ *   1. factory image 1.0.0 boots; 1.1.0 is downloaded through the OTA PAL, verified, installed,
+ *      tested and confirmed;
+ *   2. 1.2.0 crashes on boot and is reverted without help;
+ *   3. power is cut in the middle of the swap that installs 1.3.0, and the swap resumes;
+ *   4. a downgrade to 1.0.5 is refused.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ManualClock } from "../lib/clock.ts";
+import { parseSize } from "../lib/units.ts";
+import {
+  createRootCertificate,
+  generateSigningKeys,
+  issueCodeSigningCertificate,
+  signData,
+} from "../bootloader/codesign.ts";
+import { Device, flashFactoryImage } from "../bootloader/device.ts";
+import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
+import { isPowerCut } from "../bootloader/flash.ts";
+import { fwuStateName } from "../bootloader/fwu.ts";
+import { parseVersion } from "../bootloader/image_format.ts";
+import { signImage } from "../bootloader/image_sign.ts";
+import { createFlash, deviceLayout } from "../bootloader/layout.ts";
+import { type OtaFileContext, OtaImageState, otaPalMain } from "../bootloader/ota_pal.ts";
+
+const USAGE = `Usage: deno task fleet [--image-size SIZE] [--block-size SIZE]
+
+Single-device demo of the secure update path (the fleet simulator comes with issue #5).
+  --image-size  firmware payload size, e.g. 256KiB (default 256KiB, at most 480KiB)
+  --block-size  download block size, a power of two from 256 bytes to 64KiB (default 4KiB)`;
+
+function fail(message: string): never {
+  console.error(`${message}\n\n${USAGE}`);
+  Deno.exit(2);
+}
+
+let values;
+try {
+  ({ values } = parseArgs({
+    args: Deno.args,
+    options: {
+      "image-size": { type: "string" },
+      "block-size": { type: "string" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  }));
+} catch (error) {
+  fail((error as Error).message);
+}
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const imageSize = parseSize(values["image-size"] ?? "256KiB");
+if (imageSize === null || imageSize < 1024 || imageSize > 480 * 1024) {
+  fail(`Invalid --image-size: expected 1KiB..480KiB: current value is '${values["image-size"]}'`);
+}
+const blockSize = parseSize(values["block-size"] ?? "4KiB");
+if (
+  blockSize === null || blockSize < 256 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0
+) {
+  fail(
+    `Invalid --block-size: expected a power of two from 256 to 65536: current value is '${
+      values["block-size"]
+    }'`,
+  );
+}
+
+const clock = new ManualClock(Date.now());
+const validity = {
+  notBefore: new Date(clock.now() - 86_400_000),
+  notAfter: new Date(clock.now() + 3650 * 86_400_000),
+};
+const rootKeys = await generateSigningKeys();
+const root = await createRootCertificate(rootKeys, { subject: "CN=Demo Device Root", ...validity });
+const signerKeys = await generateSigningKeys();
+const signer = await issueCodeSigningCertificate(root, rootKeys.privateKey, signerKeys.publicKey, {
+  subject: "CN=Demo Firmware Signer",
+  ...validity,
+});
+const certPath = "/certs/signer.pem";
+const rom = { root, certificates: new Map([[certPath, signer.toString("pem")]]) };
+
+async function image(
+  version: string,
+  securityCounter: number,
+  behavior: Behavior = "ok",
+): Promise<Uint8Array> {
+  return await signImage(
+    {
+      payload: buildFirmware({ behavior, version }, imageSize!),
+      version: parseVersion(version)!,
+      securityCounter,
+    },
+    { privateKey: signerKeys.privateKey, certificate: signer },
+  );
+}
+
+const layout = deviceLayout({ slotSectors: 128 });
+const flash = createFlash(layout);
+flashFactoryImage(flash, layout, await image("1.0.0", 1));
+const device = new Device({ layout, rom, clock, flash });
+
+function showBoot(title: string): void {
+  console.log(`\n-- ${title}`);
+  for (const line of device.bootLogs[device.bootLogs.length - 1] ?? []) {
+    console.log(`   boot: ${line}`);
+  }
+  const running = device.running;
+  console.log(
+    `   => ${device.state}${
+      running ? ` ${running.version}${running.trial ? " (trial)" : ""}` : ""
+    }, security counter ${device.report().securityCounter}`,
+  );
+}
+
+async function download(bytes: Uint8Array): Promise<OtaFileContext | null> {
+  const file: OtaFileContext = {
+    filePath: "firmware.bin",
+    fileSize: bytes.length,
+    signature: await signData(signerKeys.privateKey, bytes),
+    certFilePath: certPath,
+    fileHandle: null,
+  };
+  const pal = device.pal;
+  if (pal.createFileForRx(file) !== 0) throw new Error(`create failed: ${pal.lastError}`);
+  for (let offset = 0; offset < bytes.length; offset += blockSize!) {
+    const block = bytes.subarray(offset, Math.min(bytes.length, offset + blockSize!));
+    if (pal.writeBlock(file, offset, block) !== block.length) {
+      throw new Error(`write failed: ${pal.lastError}`);
+    }
+  }
+  const closed = await pal.closeFile(file);
+  console.log(
+    `   downloaded ${bytes.length} bytes in ${
+      Math.ceil(bytes.length / blockSize!)
+    } blocks; close: ${otaPalMain(closed) === 0 ? "signature verified" : pal.lastError}`,
+  );
+  return otaPalMain(closed) === 0 ? file : null;
+}
+
+await device.powerOn();
+showBoot("factory boot");
+
+console.log("\n== update to 1.1.0");
+let file = await download(await image("1.1.0", 2));
+device.pal.activateNewImage(file);
+await device.settle();
+showBoot("boot after activation");
+const test = device.selfTest();
+console.log(`   self-test: ${test.reason}`);
+device.pal.setPlatformImageState(null, OtaImageState.Accepted);
+console.log(
+  `   accepted: update state ${
+    fwuStateName(device.fwu.state)
+  }, security counter ${device.report().securityCounter}`,
+);
+
+console.log("\n== update to 1.2.0, an image that crashes on boot");
+file = await download(await image("1.2.0", 2, "crash-on-boot"));
+device.pal.activateNewImage(file);
+await device.settle();
+showBoot(`after ${device.resets.filter((r) => r.reason === "crash on boot").length} crash(es)`);
+console.log(
+  `   update state ${fwuStateName(device.fwu.state)}: ${device.fwu.query(0).info?.errorDetail}`,
+);
+
+console.log("\n== update to 1.3.0 with a power cut in the middle of the swap");
+file = await download(await image("1.3.0", 3));
+device.cutPowerAt({ atOperation: 60, torn: true });
+device.pal.activateNewImage(file);
+try {
+  await device.settle();
+} catch (error) {
+  if (!isPowerCut(error)) throw error;
+  console.log(`   ${(error as Error).message}: device is ${device.state}`);
+}
+await device.powerOn();
+showBoot("power restored");
+device.pal.setPlatformImageState(null, OtaImageState.Accepted);
+
+console.log("\n== downgrade to 1.0.5");
+file = await download(await image("1.0.5", 3));
+const activated = device.pal.activateNewImage(file);
+console.log(`   activate: ${activated === 0 ? "accepted" : `refused (${device.pal.lastError})`}`);
+
+const stats = flash.stats;
+const memory = flash.memoryUsage();
+let maxWear = 0;
+for (let s = 0; s < layout.geometry.sectorCount; s++) maxWear = Math.max(maxWear, flash.wear(s));
+console.log(`
+summary
+  running            ${device.running?.version} (security counter ${device.report().securityCounter})
+  boots / resets     ${device.bootLogs.length} logged / ${device.resets.length}
+  flash operations   ${stats.programs} programs, ${stats.erases} erases, ${stats.reads} reads
+  max sector wear    ${maxWear} erase cycles
+  flash memory       ${(memory.privateBytes / 1024).toFixed(0)} KiB private, ${
+  (memory.sharedBytes / 1024).toFixed(0)
+} KiB shared, ${memory.erasedSectors} erased sectors`);
