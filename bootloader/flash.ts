@@ -262,17 +262,9 @@ export class NorFlash {
     this.#stats.reads++;
     this.#stats.bytesRead += length;
     const out = new Uint8Array(length);
-    const { sectorSize } = this.geometry;
-    let done = 0;
-    while (done < length) {
-      const at = offset + done;
-      const sector = Math.floor(at / sectorSize);
-      const within = at % sectorSize;
-      const chunk = Math.min(length - done, sectorSize - within);
-      const data = this.#sectors[sector];
-      if (data) out.set(data.subarray(within, within + chunk), done);
+    for (const { data, done, chunk } of this.#spans(offset, length)) {
+      if (data) out.set(data, done);
       else out.fill(ERASED, done, done + chunk);
-      done += chunk;
     }
     return out;
   }
@@ -282,18 +274,27 @@ export class NorFlash {
     this.#checkPower();
     this.#checkRange(offset, length, "blank-check");
     this.#stats.reads++;
+    for (const { data } of this.#spans(offset, length)) {
+      if (data && !isFilledWith(data, ERASED)) return false;
+    }
+    return true;
+  }
+
+  /** The per-sector pieces of a range: the stored bytes, or null where the sector is erased. */
+  *#spans(
+    offset: number,
+    length: number,
+  ): Generator<{ data: Uint8Array | null; done: number; chunk: number }> {
     const { sectorSize } = this.geometry;
     let done = 0;
     while (done < length) {
       const at = offset + done;
-      const sector = Math.floor(at / sectorSize);
       const within = at % sectorSize;
       const chunk = Math.min(length - done, sectorSize - within);
-      const data = this.#sectors[sector];
-      if (data && !isFilledWith(data.subarray(within, within + chunk), ERASED)) return false;
+      const stored = this.#sectors[Math.floor(at / sectorSize)];
+      yield { data: stored ? stored.subarray(within, within + chunk) : null, done, chunk };
       done += chunk;
     }
-    return true;
   }
 
   /**

@@ -2,9 +2,8 @@ import assert from "node:assert/strict";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { OtaImageState } from "../../bootloader/ota_pal.ts";
 import { PsaStatus } from "../../bootloader/psa_status.ts";
-import { writeTrailerMagic } from "../../bootloader/trailer.ts";
 import { factoryDevice, testImage } from "../helpers/pki.ts";
-import { installUpdate } from "../helpers/update.ts";
+import { installUpdate, plantCandidate } from "../helpers/update.ts";
 
 Deno.test("boot() runs a factory image and locks its security counter into the fuses", async () => {
   const { device } = await factoryDevice({ factory: { version: "1.0.0", securityCounter: 2 } });
@@ -71,10 +70,7 @@ Deno.test("a downgrade written behind the update service is refused and erased b
   const { device } = await factoryDevice({ factory: { version: "2.0.0" } });
   await device.powerOn();
   const old = await testImage({ version: "1.9.0" });
-  const padded = new Uint8Array(Math.ceil(old.length / 8) * 8).fill(0xff);
-  padded.set(old);
-  device.areas.secondary.program(0, padded);
-  writeTrailerMagic(device.areas.secondary);
+  plantCandidate(device, old);
   await device.reset("attacker reboots");
   assert.equal(device.running?.version, "2.0.0+0");
   assert.match(device.report().lastBootLog.join("\n"), /downgrade/);
@@ -86,10 +82,7 @@ Deno.test("an image below the security counter never boots, even with a higher v
   const { device } = await factoryDevice({ factory: { version: "1.0.0", securityCounter: 5 } });
   await device.powerOn();
   const image = await testImage({ version: "1.2.0", securityCounter: 4 });
-  const padded = new Uint8Array(Math.ceil(image.length / 8) * 8).fill(0xff);
-  padded.set(image);
-  device.areas.secondary.program(0, padded);
-  writeTrailerMagic(device.areas.secondary);
+  plantCandidate(device, image);
   await device.reset("attacker reboots");
   assert.equal(device.running?.version, "1.0.0+0");
   assert.match(
@@ -107,10 +100,7 @@ for (const attack of ["rogue signer", "tampered payload"] as const) {
       signer: attack === "rogue signer" ? "rogue" : "trusted",
     });
     if (attack === "tampered payload") image[100]! ^= 0x01;
-    const padded = new Uint8Array(Math.ceil(image.length / 8) * 8).fill(0xff);
-    padded.set(image);
-    device.areas.secondary.program(0, padded);
-    writeTrailerMagic(device.areas.secondary);
+    plantCandidate(device, image);
     await device.reset("attacker reboots");
     assert.equal(device.running?.version, "1.0.0+0");
     const log = device.report().lastBootLog.join("\n");

@@ -8,6 +8,8 @@
 import { signData } from "../../bootloader/codesign.ts";
 import type { Device } from "../../bootloader/device.ts";
 import { type OtaFileContext, otaPalMain, OtaPalMainStatus } from "../../bootloader/ota_pal.ts";
+import { writeTrailerMagic } from "../../bootloader/trailer.ts";
+import { alignUp } from "../../lib/bytes.ts";
 import { SIGNER_CERT_PATH, testPki } from "./pki.ts";
 
 /** A file context for `image`, signed by the trusted signer unless a signature is given. */
@@ -57,4 +59,15 @@ export async function installUpdate(
   const activated = device.pal.activateNewImage(file);
   if (activated !== 0) throw new Error(`activateNewImage failed: ${device.pal.lastError}`);
   await device.settle();
+}
+
+/**
+ * Puts `image` in the secondary slot with an install request, behind the update service's back
+ * (what an attacker with flash access, or a buggy update client, could do).
+ */
+export function plantCandidate(device: Device, image: Uint8Array): void {
+  const padded = new Uint8Array(alignUp(image.length, device.areas.secondary.writeUnit)).fill(0xff);
+  padded.set(image);
+  device.areas.secondary.program(0, padded);
+  writeTrailerMagic(device.areas.secondary);
 }
