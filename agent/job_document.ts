@@ -1,0 +1,384 @@
+/**
+ * Parser of AWS IoT Jobs messages carrying `afr_ota` job documents (`$next/get/accepted` and
+ * `notify-next` payloads). Strict and total: any input gives a typed result, never an exception.
+ *
+ * Unlike the AWS agent, a job may carry several files (processed one after the other, firmware
+ * last), numbers must be JSON numbers, and every file is checked against the device before any
+ * byte is downloaded.
+ *
+ * @module
+ */
+
+import { failedReason, JobParseErr } from "./job_status.ts";
+import { OtaPalMainStatus } from "../bootloader/ota_pal.ts";
+
+/** Data protocols a job can offer. */
+export type DataProtocol = "MQTT" | "HTTP";
+
+/** One file of an OTA job. */
+export interface OtaFileSpec {
+  readonly filePath: string;
+  readonly fileSize: number;
+  readonly fileId: number;
+  readonly certFile: string;
+  /** Detached DER ECDSA signature (base64-decoded `sig-sha256-ecdsa`). */
+  readonly signature: Uint8Array;
+  /** 0 = firmware (goes through the PAL and the bootloader); others are data files. */
+  readonly fileType: number;
+  readonly updateDataUrl: string | null;
+  readonly authScheme: string | null;
+  readonly attributes: number | null;
+}
+
+/** A valid OTA job. */
+export interface OtaJob {
+  readonly jobId: string;
+  readonly versionNumber: number | null;
+  readonly executionStatus: string | null;
+  readonly statusDetails: Readonly<Record<string, string>>;
+  /** `statusDetails.self_test`, present after the device activated the image. */
+  readonly selfTest: string | null;
+  readonly protocols: readonly DataProtocol[];
+  readonly streamName: string | null;
+  readonly files: readonly OtaFileSpec[];
+}
+
+/** What a jobs message says. */
+export type JobMessage =
+  | { readonly kind: "no-job" }
+  | { readonly kind: "job"; readonly job: OtaJob }
+  | {
+    readonly kind: "invalid";
+    /** The job to report against, when the message names one. */
+    readonly jobId: string | null;
+    readonly status: "FAILED" | "REJECTED";
+    /** AWS-format reason for `statusDetails.reason`. */
+    readonly reason: string;
+    /** Human-readable explanation. */
+    readonly detail: string;
+  };
+
+/** What the device accepts. */
+export interface JobDocumentLimits {
+  /** Largest firmware file (the update slot). */
+  readonly maxFirmwareSize: number;
+  /** Largest data (non-firmware) file, kept in RAM. @default {65536} */
+  readonly maxDataFileSize?: number;
+  /** Largest message. @default {32768} */
+  readonly maxDocumentBytes?: number;
+  /** Which file paths the device accepts. @default {safe relative names} */
+  readonly isAllowedPath?: (path: string) => boolean;
+  /** Most files per job. @default {8} */
+  readonly maxFiles?: number;
+}
+
+const JOB_ID = /^[a-zA-Z0-9_-]{1,64}$/;
+const STREAM_NAME = /^[a-zA-Z0-9_-]{1,128}$/;
+const SAFE_PATH = /^[A-Za-z0-9_.\-/]{1,128}$/;
+const SIGNATURE_KEYS = /^sig-/;
+
+/**
+ * The default file-path rule: 1..128 characters of `[A-Za-z0-9_.-/]`, no `..` segment, not absolute.
+ *
+ * @example
+ * ```ts
+ * import { defaultPathRule } from "./job_document.ts";
+ * defaultPathRule("firmware.bin"); // true
+ * defaultPathRule("../etc/passwd"); // false
+ * ```
+ */
+export function defaultPathRule(path: string): boolean {
+  return SAFE_PATH.test(path) && !path.startsWith("/") && !path.split("/").includes("..");
+}
+
+class Refusal {
+  constructor(
+    readonly status: "FAILED" | "REJECTED",
+    readonly reason: string,
+    readonly detail: string,
+  ) {}
+}
+
+const malformed = (detail: string) =>
+  new Refusal("FAILED", failedReason(12, JobParseErr.NonConformingJobDoc), detail);
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function stringField(
+  obj: Record<string, unknown>,
+  key: string,
+  where: string,
+  pattern?: RegExp,
+): string {
+  const value = obj[key];
+  if (typeof value !== "string") throw malformed(`${where}.${key} must be a string`);
+  if (pattern && !pattern.test(value)) {
+    throw malformed(`${where}.${key} '${value.slice(0, 80)}' is not allowed`);
+  }
+  return value;
+}
+
+function optionalString(obj: Record<string, unknown>, key: string, where: string): string | null {
+  return obj[key] === undefined ? null : stringField(obj, key, where);
+}
+
+function integerField(
+  obj: Record<string, unknown>,
+  key: string,
+  where: string,
+  max: number,
+): number {
+  const value = obj[key];
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
+    throw malformed(`${where}.${key} must be an integer 0..${max}`);
+  }
+  return value;
+}
+
+function decodeBase64(text: string): Uint8Array | null {
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) return null;
+  try {
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaFileSpec {
+  const where = `files[${index}]`;
+  if (!isObject(raw)) throw malformed(`${where} must be an object`);
+  const filePath = stringField(raw, "filepath", where);
+  if (!(limits.isAllowedPath ?? defaultPathRule)(filePath)) {
+    throw new Refusal(
+      "REJECTED",
+      failedReason(OtaPalMainStatus.RxFileCreateFailed, 0),
+      `${where}.filepath '${filePath.slice(0, 80)}' is outside the device's allowed names`,
+    );
+  }
+  const fileSize = integerField(raw, "filesize", where, 0xffffffff);
+  if (fileSize === 0) {
+    throw new Refusal(
+      "FAILED",
+      failedReason(12, JobParseErr.ZeroFileSize),
+      `${where}.filesize is 0`,
+    );
+  }
+  const fileId = integerField(raw, "fileid", where, 255);
+  const certFile = stringField(raw, "certfile", where);
+  const fileType = raw.fileType === undefined ? 0 : integerField(raw, "fileType", where, 255);
+  const attributes = raw.attr === undefined ? null : integerField(raw, "attr", where, 0xffffffff);
+  const signatureKeys = Object.keys(raw).filter((key) => SIGNATURE_KEYS.test(key));
+  if (signatureKeys.length !== 1) {
+    throw malformed(
+      `${where} must carry exactly one signature (sig-sha256-ecdsa), found ${signatureKeys.length}`,
+    );
+  }
+  const algorithm = signatureKeys[0]!;
+  if (algorithm !== "sig-sha256-ecdsa") {
+    throw new Refusal(
+      "REJECTED",
+      failedReason(OtaPalMainStatus.SignatureCheckFailed, 0),
+      `${where}: unsupported signature algorithm '${algorithm}' (only sig-sha256-ecdsa)`,
+    );
+  }
+  const signatureText = stringField(raw, algorithm, where);
+  const signature = decodeBase64(signatureText);
+  if (!signature || signature.length < 8 || signature.length > 72) {
+    throw malformed(`${where}.${algorithm} is not a base64 DER ECDSA signature`);
+  }
+  const limit = fileType === 0 ? limits.maxFirmwareSize : (limits.maxDataFileSize ?? 65536);
+  if (fileSize > limit) {
+    throw new Refusal(
+      "REJECTED",
+      failedReason(OtaPalMainStatus.RxFileTooLarge, 0),
+      `${where}: ${fileSize} bytes exceed the device's ${limit}-byte limit`,
+    );
+  }
+  const updateDataUrl = optionalString(raw, "update_data_url", where);
+  if (updateDataUrl !== null && !/^https?:\/\/[^\s]+$/.test(updateDataUrl)) {
+    throw malformed(`${where}.update_data_url is not an http(s) URL`);
+  }
+  return {
+    filePath,
+    fileSize,
+    fileId,
+    certFile,
+    signature,
+    fileType,
+    updateDataUrl,
+    authScheme: optionalString(raw, "auth_scheme", where),
+    attributes,
+  };
+}
+
+function parseExecution(
+  execution: Record<string, unknown>,
+  jobId: string,
+  limits: JobDocumentLimits,
+): OtaJob {
+  let versionNumber: number | null = null;
+  if (execution.versionNumber !== undefined) {
+    versionNumber = integerField(execution, "versionNumber", "execution", 0x7fffffff);
+  }
+  const executionStatus = optionalString(execution, "status", "execution");
+  const statusDetails: Record<string, string> = {};
+  if (execution.statusDetails !== undefined) {
+    if (!isObject(execution.statusDetails)) {
+      throw malformed("execution.statusDetails must be an object");
+    }
+    for (const [key, value] of Object.entries(execution.statusDetails)) {
+      if (typeof value !== "string") {
+        throw malformed(`execution.statusDetails.${key} must be a string`);
+      }
+      statusDetails[key] = value;
+    }
+  }
+  const document = execution.jobDocument;
+  if (!isObject(document)) throw malformed("execution.jobDocument must be an object");
+  const ota = document.afr_ota;
+  if (!isObject(ota)) {
+    throw new Refusal(
+      "REJECTED",
+      failedReason(12, JobParseErr.NonConformingJobDoc),
+      "not an afr_ota job: this device runs only OTA jobs",
+    );
+  }
+  const protocolsRaw = ota.protocols;
+  if (
+    !Array.isArray(protocolsRaw) || protocolsRaw.length === 0 ||
+    protocolsRaw.some((p) => typeof p !== "string")
+  ) {
+    throw malformed("afr_ota.protocols must be a non-empty array of strings");
+  }
+  const protocols = protocolsRaw.filter((p): p is DataProtocol => p === "MQTT" || p === "HTTP");
+  if (protocols.length === 0) {
+    throw new Refusal(
+      "REJECTED",
+      failedReason(13, 0),
+      `no supported data protocol in ${JSON.stringify(protocolsRaw).slice(0, 80)}`,
+    );
+  }
+  const streamName = ota.streamname === undefined
+    ? null
+    : stringField(ota, "streamname", "afr_ota", STREAM_NAME);
+  const filesRaw = ota.files;
+  const maxFiles = limits.maxFiles ?? 8;
+  if (!Array.isArray(filesRaw) || filesRaw.length === 0 || filesRaw.length > maxFiles) {
+    throw malformed(`afr_ota.files must be an array of 1..${maxFiles} files`);
+  }
+  const files = filesRaw.map((raw, index) => parseFile(raw, index, limits));
+  if (files.filter((f) => f.fileType === 0).length > 1) {
+    throw new Refusal(
+      "REJECTED",
+      failedReason(12, JobParseErr.BadModelInitParams),
+      "a job may carry at most one firmware file (fileType 0)",
+    );
+  }
+  const ids = new Set(files.map((f) => f.fileId));
+  if (ids.size !== files.length) throw malformed("afr_ota.files have duplicate fileid values");
+  const usable = files.every((f) =>
+    (protocols.includes("MQTT") && streamName !== null) ||
+    (protocols.includes("HTTP") && f.updateDataUrl !== null)
+  );
+  if (!usable) {
+    throw malformed(
+      "a file can be fetched neither over MQTT (no streamname) nor over HTTP (no update_data_url)",
+    );
+  }
+  return {
+    jobId,
+    versionNumber,
+    executionStatus,
+    statusDetails,
+    selfTest: statusDetails.self_test ?? null,
+    protocols,
+    streamName,
+    files,
+  };
+}
+
+/**
+ * Parses a jobs message (`$next/get/accepted` or `notify-next` payload).
+ *
+ * @example
+ * ```ts
+ * import { parseJobMessage } from "./job_document.ts";
+ * parseJobMessage(new TextEncoder().encode('{"clientToken":"t","timestamp":1}'), { maxFirmwareSize: 1 << 20 });
+ * // { kind: "no-job" }
+ * ```
+ */
+export function parseJobMessage(payload: Uint8Array, limits: JobDocumentLimits): JobMessage {
+  const maxBytes = limits.maxDocumentBytes ?? 32 * 1024;
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
+  } catch {
+    return {
+      kind: "invalid",
+      jobId: null,
+      status: "FAILED",
+      reason: failedReason(12, JobParseErr.NonConformingJobDoc),
+      detail: "message is not UTF-8",
+    };
+  }
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch (error) {
+    return {
+      kind: "invalid",
+      jobId: null,
+      status: "FAILED",
+      reason: failedReason(12, JobParseErr.NonConformingJobDoc),
+      detail: `message is not JSON: ${(error as Error).message}`,
+    };
+  }
+  if (!isObject(message)) {
+    return {
+      kind: "invalid",
+      jobId: null,
+      status: "FAILED",
+      reason: failedReason(12, JobParseErr.NonConformingJobDoc),
+      detail: "message is not a JSON object",
+    };
+  }
+  if (message.execution === undefined) return { kind: "no-job" };
+  const execution = message.execution;
+  const jobId =
+    isObject(execution) && typeof execution.jobId === "string" && JOB_ID.test(execution.jobId)
+      ? execution.jobId
+      : null;
+  try {
+    if (!isObject(execution)) throw malformed("execution must be an object");
+    if (jobId === null) {
+      throw malformed("execution.jobId must be 1..64 characters of [a-zA-Z0-9_-]");
+    }
+    if (payload.length > maxBytes) {
+      throw new Refusal(
+        "REJECTED",
+        failedReason(12, JobParseErr.NonConformingJobDoc),
+        `job document of ${payload.length} bytes exceeds ${maxBytes}`,
+      );
+    }
+    return { kind: "job", job: parseExecution(execution, jobId, limits) };
+  } catch (error) {
+    if (error instanceof Refusal) {
+      return {
+        kind: "invalid",
+        jobId,
+        status: error.status,
+        reason: error.reason,
+        detail: error.detail,
+      };
+    }
+    return {
+      kind: "invalid",
+      jobId,
+      status: "FAILED",
+      reason: failedReason(12, JobParseErr.NonConformingJobDoc),
+      detail: `cannot parse job: ${(error as Error).message}`,
+    };
+  }
+}

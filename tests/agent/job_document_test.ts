@@ -1,0 +1,245 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { parseJobMessage } from "../../agent/job_document.ts";
+
+const limits = { maxFirmwareSize: 64 * 1024 };
+const SIG = btoa(String.fromCharCode(0x30, 0x44, ...new Array(68).fill(1)));
+
+function file(overrides: Record<string, unknown> = {}) {
+  return {
+    filepath: "firmware.bin",
+    filesize: 10240,
+    fileid: 0,
+    certfile: "/certs/ota_signer.pem",
+    "sig-sha256-ecdsa": SIG,
+    ...overrides,
+  };
+}
+function message(ota: Record<string, unknown>, execution: Record<string, unknown> = {}) {
+  return new TextEncoder().encode(JSON.stringify({
+    clientToken: "0:dev",
+    timestamp: 1,
+    execution: {
+      jobId: "AFR_OTA-job1",
+      status: "QUEUED",
+      versionNumber: 1,
+      jobDocument: { afr_ota: ota },
+      ...execution,
+    },
+  }));
+}
+const valid = { protocols: ["MQTT"], streamname: "AFR_OTA-stream", files: [file()] };
+
+Deno.test("parseJobMessage() reads the AWS example document", () => {
+  const result = parseJobMessage(
+    message(valid, { statusDetails: { self_test: "ready", updatedBy: "0x01000000" } }),
+    limits,
+  );
+  assert.equal(result.kind, "job");
+  if (result.kind !== "job") return;
+  const { job } = result;
+  assert.equal(job.jobId, "AFR_OTA-job1");
+  assert.equal(job.versionNumber, 1);
+  assert.equal(job.selfTest, "ready");
+  assert.deepEqual(job.protocols, ["MQTT"]);
+  assert.equal(job.streamName, "AFR_OTA-stream");
+  assert.equal(job.files[0]!.fileSize, 10240);
+  assert.equal(job.files[0]!.signature.length, 70);
+  assert.equal(job.files[0]!.fileType, 0);
+});
+
+Deno.test("parseJobMessage() takes HTTP jobs and several files", () => {
+  const result = parseJobMessage(
+    message({
+      protocols: ["HTTP"],
+      files: [
+        file({
+          fileid: 1,
+          fileType: 3,
+          filepath: "config/app.json",
+          filesize: 100,
+          update_data_url: "https://s3.example/cfg?X-Amz-Expires=60",
+          auth_scheme: "aws.s3.presigned",
+        }),
+        file({ update_data_url: "https://s3.example/fw?X-Amz-Expires=60" }),
+      ],
+    }),
+    limits,
+  );
+  assert.equal(result.kind, "job");
+  if (result.kind === "job") assert.equal(result.job.files.length, 2);
+});
+
+Deno.test("parseJobMessage() treats a message without an execution as no job, not an error", () => {
+  assert.deepEqual(
+    parseJobMessage(new TextEncoder().encode('{"clientToken":"x","timestamp":5}'), limits),
+    { kind: "no-job" },
+  );
+});
+
+const corpus: [string, Uint8Array, "FAILED" | "REJECTED" | "none", RegExp][] = [
+  ["not JSON", new TextEncoder().encode("{nope"), "FAILED", /not JSON/],
+  ["not UTF-8", new Uint8Array([0xff, 0xfe]), "FAILED", /UTF-8/],
+  ["array", new TextEncoder().encode("[1,2]"), "FAILED", /not a JSON object/],
+  [
+    "missing jobId",
+    new TextEncoder().encode('{"execution":{"jobDocument":{}}}'),
+    "FAILED",
+    /jobId/,
+  ],
+  ["bad jobId", message(valid, { jobId: "a/b" }), "FAILED", /jobId/],
+  [
+    "no afr_ota",
+    message(valid, { jobDocument: { custom: true } }),
+    "REJECTED",
+    /not an afr_ota job/,
+  ],
+  ["protocols not array", message({ ...valid, protocols: "MQTT" }), "FAILED", /protocols/],
+  [
+    "unsupported protocol",
+    message({ ...valid, protocols: ["COAP"] }),
+    "REJECTED",
+    /no supported data protocol/,
+  ],
+  [
+    "files missing",
+    message({ protocols: ["MQTT"], streamname: "s" }),
+    "FAILED",
+    /files must be an array/,
+  ],
+  [
+    "filesize as string",
+    message({ ...valid, files: [file({ filesize: "10240" })] }),
+    "FAILED",
+    /filesize must be an integer/,
+  ],
+  ["zero size", message({ ...valid, files: [file({ filesize: 0 })] }), "FAILED", /filesize is 0/],
+  [
+    "too large",
+    message({ ...valid, files: [file({ filesize: 64 * 1024 + 1 })] }),
+    "REJECTED",
+    /exceed the device/,
+  ],
+  [
+    "path traversal",
+    message({ ...valid, files: [file({ filepath: "../../etc/shadow" })] }),
+    "REJECTED",
+    /allowed names/,
+  ],
+  [
+    "absolute path",
+    message({ ...valid, files: [file({ filepath: "/bin/sh" })] }),
+    "REJECTED",
+    /allowed names/,
+  ],
+  [
+    "RSA signature",
+    message({
+      ...valid,
+      files: [{ ...file(), "sig-sha256-ecdsa": undefined, "sig-sha256-rsa": SIG }],
+    }),
+    "REJECTED",
+    /unsupported signature algorithm/,
+  ],
+  [
+    "two signatures",
+    message({ ...valid, files: [file({ "sig-sha1-rsa": SIG })] }),
+    "FAILED",
+    /exactly one signature/,
+  ],
+  [
+    "bad base64",
+    message({ ...valid, files: [file({ "sig-sha256-ecdsa": "!!notbase64" })] }),
+    "FAILED",
+    /base64/,
+  ],
+  [
+    "two firmware files",
+    message({ ...valid, files: [file(), file({ fileid: 1 })] }),
+    "REJECTED",
+    /at most one firmware/,
+  ],
+  [
+    "duplicate file ids",
+    message({ ...valid, files: [file(), file({ fileType: 2, filesize: 10 })] }),
+    "FAILED",
+    /duplicate fileid/,
+  ],
+  [
+    "no way to fetch",
+    message({ protocols: ["HTTP"], files: [file()] }),
+    "FAILED",
+    /neither over MQTT/,
+  ],
+  [
+    "statusDetails not strings",
+    message(valid, { statusDetails: { n: 1 } }),
+    "FAILED",
+    /statusDetails/,
+  ],
+  [
+    "oversized document",
+    message({ ...valid, pad: "x".repeat(33 * 1024) }),
+    "REJECTED",
+    /exceeds 32768/,
+  ],
+  [
+    "bad url",
+    message({ protocols: ["HTTP"], files: [file({ update_data_url: "ftp://x" })] }),
+    "FAILED",
+    /http\(s\) URL/,
+  ],
+];
+for (const [name, bytes, status, detail] of corpus) {
+  Deno.test(`parseJobMessage() refuses a malformed document: ${name}`, () => {
+    const result = parseJobMessage(bytes, limits);
+    assert.equal(result.kind, "invalid");
+    if (result.kind !== "invalid") return;
+    assert.equal(result.status, status);
+    assert.match(result.detail, detail);
+    assert.match(result.reason, /^0x[0-9a-f]{8}: 0x[0-9a-f]{8}$/);
+  });
+}
+
+Deno.test("parseJobMessage(): property: any JSON value in, a typed result out, no throw", () => {
+  fc.assert(
+    fc.property(fc.jsonValue(), (value) => {
+      const result = parseJobMessage(new TextEncoder().encode(JSON.stringify(value)), limits);
+      assert.ok(["no-job", "job", "invalid"].includes(result.kind));
+    }),
+    { numRuns: 1000 },
+  );
+  const anyFile = fc.dictionary(
+    fc.constantFrom(
+      "filepath",
+      "filesize",
+      "fileid",
+      "certfile",
+      "sig-sha256-ecdsa",
+      "fileType",
+      "attr",
+      "update_data_url",
+    ),
+    fc.jsonValue(),
+  );
+  fc.assert(
+    fc.property(
+      fc.record({
+        protocols: fc.jsonValue(),
+        streamname: fc.jsonValue(),
+        files: fc.array(anyFile),
+      }),
+      (ota) => {
+        const result = parseJobMessage(message(ota), limits);
+        if (result.kind === "invalid") {
+          assert.equal(
+            result.jobId,
+            "AFR_OTA-job1",
+            "a named job is reported against its id",
+          );
+        }
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});
