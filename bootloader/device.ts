@@ -46,6 +46,14 @@ export interface RunningFirmware {
   readonly securityCounter: number;
 }
 
+/** What the software running on the device (agent, connection) is told. */
+export interface DeviceHooks {
+  /** The device booted an image and the application runs. */
+  onBoot?(device: Device): void;
+  /** Power went (reset, power cut, watchdog): RAM, and with it the application, is gone. */
+  onPowerOff?(device: Device): void;
+}
+
 /** A reset and why it happened. */
 export interface ResetEvent {
   readonly reason: string;
@@ -98,6 +106,7 @@ export class Device {
   #watchdog: TimerId | null = null;
   #pending: Promise<void> | null = null;
   #pendingError: unknown = null;
+  #hooks: DeviceHooks = {};
 
   /** Builds a powered-off device. */
   constructor(options: DeviceOptions) {
@@ -107,6 +116,13 @@ export class Device {
     this.flash = options.flash ?? createFlash(options.layout);
     this.areas = openAreas(this.flash, options.layout);
     this.#watchdogMs = options.watchdogMs ?? 30_000;
+    // A cut can strike any flash operation the running software makes, not only the boot ROM's.
+    this.flash.onPowerCut = () => {
+      if (this.#state === "off") return;
+      this.#clearRam();
+      this.#state = "off";
+      this.#hooks.onPowerOff?.(this);
+    };
     this.#maxBootAttempts = options.maxBootAttempts ?? 4;
   }
 
@@ -121,7 +137,8 @@ export class Device {
     return {
       version: formatVersion(this.#record.image.header.version),
       behavior: this.#behavior,
-      trial: this.#record.trial,
+      // Still on trial until the image confirms itself (the boot record only knows how it booted).
+      trial: this.#record.trial && readTrailer(this.areas.primary).imageOk === "unset",
       securityCounter: this.#record.securityCounter,
     };
   }
@@ -147,6 +164,11 @@ export class Device {
     return this.#pal;
   }
 
+  /** Sets who hears of boots and power loss (the agent runtime). */
+  setHooks(hooks: DeviceHooks): void {
+    this.#hooks = hooks;
+  }
+
   /** Arms a power cut at a future flash operation. */
   cutPowerAt(plan: PowerCutPlan): void {
     this.flash.cutPowerAt(plan);
@@ -165,7 +187,10 @@ export class Device {
       try {
         outcome = await boot({ areas: this.areas, rom: this.rom, clock: this.clock });
       } catch (error) {
-        if (isPowerCut(error)) this.#state = "off";
+        if (isPowerCut(error)) {
+          this.#state = "off";
+          this.#hooks.onPowerOff?.(this);
+        }
         throw error;
       }
       this.#remember(outcome.log as string[]);
@@ -211,15 +236,18 @@ export class Device {
           this.#scheduleReset("watchdog");
         });
       }
+      this.#hooks.onBoot?.(this);
       return outcome;
     }
   }
 
   /** Cuts power now. RAM state is gone; flash keeps what it had. */
   powerOff(): void {
+    const wasOn = this.#state !== "off";
     this.flash.powerOff();
     this.#clearRam();
     this.#state = "off";
+    if (wasOn) this.#hooks.onPowerOff?.(this);
   }
 
   /** Power-cycles the device. */

@@ -186,6 +186,8 @@ export class NorFlash {
   #operationsSincePlan = 0;
   #poweredOn = true;
   #random: Random;
+  /** Told when a power cut strikes an operation (the device uses it to lose its RAM). */
+  onPowerCut: (() => void) | null = null;
 
   /** Creates an erased chip. */
   constructor(options: NorFlashOptions) {
@@ -438,7 +440,9 @@ export class NorFlash {
   }
 
   #powerCut(torn: boolean): PowerCutError {
-    return new PowerCutError(this.#operationsSincePlan, torn);
+    const error = new PowerCutError(this.#operationsSincePlan, torn);
+    this.onPowerCut?.();
+    return error;
   }
 
   #checkUnitProgrammable(offset: number, next: Uint8Array): void {

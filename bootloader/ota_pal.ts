@@ -155,6 +155,19 @@ export class OtaPal {
     return otaPalStatus(OtaPalMainStatus.Success);
   }
 
+  /**
+   * Reopens a download that a reset interrupted (an extension of the AWS PAL): succeeds only when
+   * the staging slot is still being written, so blocks already in flash are kept.
+   */
+  resumeFileForRx(file: OtaFileContext | null): number {
+    if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
+    if (this.#context.fwu.state !== FwuState.WRITING) {
+      return this.#error(OtaPalMainStatus.RxFileCreateFailed, "no interrupted download to resume");
+    }
+    file.fileHandle = { component: FIRMWARE_COMPONENT, path: file.filePath };
+    return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
   /** `otaPal_WriteBlock`: returns the bytes written, or a negative value on error. */
   writeBlock(file: OtaFileContext | null, offset: number, data: Uint8Array): number {
     if (!file?.fileHandle) {
@@ -188,11 +201,27 @@ export class OtaPal {
    */
   async checkFileSignature(file: OtaFileContext | null): Promise<number> {
     if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
-    const stored = this.readAndAssumeCertificate(file.certFilePath);
+    return await this.checkDataSignature(
+      this.#context.fwu.readStaged(file.fileSize),
+      file.signature,
+      file.certFilePath,
+    );
+  }
+
+  /**
+   * Verifies a detached signature over `bytes` (a received file that is not firmware, kept in
+   * RAM) with the certificate at `certFilePath`, under the same rules as firmware.
+   */
+  async checkDataSignature(
+    bytes: Uint8Array,
+    signature: Uint8Array | null,
+    certFilePath: string,
+  ): Promise<number> {
+    const stored = this.readAndAssumeCertificate(certFilePath);
     if (!stored) {
       return this.#error(
         OtaPalMainStatus.BadSignerCert,
-        `no signer certificate at '${file.certFilePath}'`,
+        `no signer certificate at '${certFilePath}'`,
       );
     }
     const text = new TextDecoder().decode(stored.certificate);
@@ -202,16 +231,15 @@ export class OtaPal {
       at: new Date(this.#context.clock.now()),
     });
     if (!signer.ok) return this.#error(OtaPalMainStatus.BadSignerCert, signer.reason);
-    if (!file.signature || file.signature.length === 0) {
+    if (!signature || signature.length === 0) {
       return this.#error(OtaPalMainStatus.SignatureCheckFailed, "no signature in the file context");
     }
-    const bytes = this.#context.fwu.readStaged(file.fileSize);
     const digest = new Uint8Array(createHash("sha256").update(bytes).digest());
     const valid = await verifySignature(
       signer.value.verifier,
       bytes,
       digest,
-      file.signature,
+      signature,
       this.#context.rom.verificationCache,
     );
     if (!valid) {

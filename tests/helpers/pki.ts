@@ -20,7 +20,7 @@ import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
 import { parseVersion } from "../../bootloader/image_format.ts";
 import { signImage } from "../../bootloader/image_sign.ts";
 import { createFlash, type DeviceLayout, deviceLayout } from "../../bootloader/layout.ts";
-import { ManualClock } from "../../lib/clock.ts";
+import { ManualClock, systemClock } from "../../lib/clock.ts";
 
 /** The test PKI. */
 export interface TestPki {
@@ -128,6 +128,8 @@ export async function factoryDevice(
     layout?: DeviceLayout;
     factory?: TestImageOptions;
     clock?: ManualClock;
+    /** Run the device on real time (end-to-end tests over real sockets). */
+    systemTime?: boolean;
     seed?: number;
   } = {},
 ): Promise<{ device: Device; clock: ManualClock; pki: TestPki }> {
@@ -136,5 +138,6 @@ export async function factoryDevice(
   const clock = options.clock ?? new ManualClock(Date.parse("2026-06-01T00:00:00Z"));
   const flash = createFlash(layout, { seed: options.seed ?? 1 });
   flashFactoryImage(flash, layout, await testImage(options.factory ?? { version: "1.0.0" }));
-  return { device: new Device({ layout, rom: pki.rom, clock, flash }), clock, pki };
+  const deviceClock = options.systemTime ? systemClock : clock;
+  return { device: new Device({ layout, rom: pki.rom, clock: deviceClock, flash }), clock, pki };
 }

@@ -1,0 +1,1311 @@
+/**
+ * The OTA agent: a mailbox that handles one event at a time through the transition table, and
+ * handlers that reach the world only through ports (MQTT, HTTP, PAL, platform, store, clock).
+ *
+ * What it does beyond the AWS agent (../shared/reference/aws-ota-agent.md §8):
+ * - a lost `$next/get` reply or status acknowledgement is retried with backoff;
+ * - a job document arriving mid-download continues the same job or cleanly drops the file;
+ * - a stalled download fails the job with a reason and the agent keeps running;
+ * - blocks are checked (size, file id, optional SHA-256) before they touch flash;
+ * - the job id, file and bitmap are kept in the device's agent area, so a download resumes after
+ *   a reset or power cut from the blocks already in flash;
+ * - the job is reported SUCCEEDED and acknowledged before the image is confirmed (AWS #506);
+ * - several files per job (data files first, firmware last).
+ *
+ * @module
+ */
+
+import type { AgentStateStore } from "../bootloader/agent_store.ts";
+import { sha256 } from "../bootloader/codesign.ts";
+import { compareVersions, IMAGE_MAGIC, type ImageVersion } from "../bootloader/image_format.ts";
+import {
+  type OtaFileContext,
+  OtaImageState,
+  type OtaPal,
+  OtaPalImageState,
+  otaPalMain,
+  OtaPalMainStatus,
+  otaPalSub,
+} from "../bootloader/ota_pal.ts";
+import { FwuState } from "../bootloader/fwu.ts";
+import { bytesEqual } from "../lib/bytes.ts";
+import type { Clock, TimerId } from "../lib/clock.ts";
+import { BlockBitmap } from "./bitmap.ts";
+import {
+  type DataProtocol,
+  type JobMessage,
+  type OtaFileSpec,
+  type OtaJob,
+  parseJobMessage,
+} from "./job_document.ts";
+import { acceptedReason, failedReason, OtaErr, stateReason, versionWord } from "./job_status.ts";
+import { decodeStreamBlock, encodeGetStreamRequest } from "./stream_codec.ts";
+import { classifyTopic, type ThingTopics, thingTopics } from "./topics.ts";
+import {
+  type AgentEventType,
+  type AgentState,
+  findTransition,
+  type HandlerName,
+} from "./transition_table.ts";
+
+/** The MQTT connection, as the agent sees it. */
+export interface MqttPort {
+  publish(topic: string, payload: Uint8Array | string, qos: 0 | 1): Promise<void>;
+  subscribe(topic: string, qos: 0 | 1): Promise<void>;
+  unsubscribe(topic: string): Promise<void>;
+}
+
+/** Ranged HTTP GET (pre-signed URLs). */
+export interface HttpPort {
+  /** GET `url` with `Range: bytes=start-end` (inclusive). */
+  getRange(url: string, start: number, end: number): Promise<{ status: number; body: Uint8Array }>;
+}
+
+/** What the agent needs from the device it runs on. */
+export interface AgentPlatform {
+  readonly pal: OtaPal;
+  /** Version of the image running now. */
+  readonly runningVersion: ImageVersion;
+  /** The application's self-test (must reach the cloud, must not crash). */
+  selfTest(): { passed: boolean; reason: string };
+  /** The update service state name (for resume and rollback decisions). */
+  updateState(): number;
+  /** Why the last update failed, if the update service knows. */
+  updateFailure(): string | null;
+}
+
+/** Application callback events (AWS `OtaJobEvent_t`). */
+export type AgentCallbackEvent =
+  | { readonly type: "Activate"; readonly jobId: string }
+  | {
+    readonly type: "Fail";
+    readonly jobId: string;
+    readonly reason: string;
+    readonly detail: string;
+  }
+  | { readonly type: "StartTest"; readonly jobId: string }
+  | { readonly type: "Processed" }
+  | { readonly type: "SelfTestFailed"; readonly jobId: string; readonly reason: string }
+  | { readonly type: "ReceivedJob"; readonly jobId: string }
+  | {
+    readonly type: "UpdateComplete";
+    readonly jobId: string;
+    readonly file: OtaFileSpec;
+    readonly data: Uint8Array | null;
+  }
+  | { readonly type: "NoActiveJob" };
+
+/** Tunables (AWS `otaconfig*` equivalents). */
+export interface AgentConfig {
+  /** Stream block size, a power of two 256..131072. @default {4096} */
+  readonly blockSize: number;
+  /** Blocks asked for per GetStream request (`n`). @default {8} */
+  readonly blocksPerRequest: number;
+  /** Idle time before a request is repeated. @default {10000} */
+  readonly requestTimeoutMs: number;
+  /** Unanswered requests before the job fails. @default {32} */
+  readonly maxMomentum: number;
+  /** Progress is reported every N blocks (and at the first). @default {64} */
+  readonly statusFrequency: number;
+  /** A trial image that has not passed its self-test by then resets. @default {16000} */
+  readonly selfTestTimeoutMs: number;
+  /** First and largest delay between `$next/get` retries. @default {2000, 60000} */
+  readonly jobRequestBackoffMs: readonly [number, number];
+  /** Wait for a status acknowledgement before retrying. @default {5000} */
+  readonly statusAckTimeoutMs: number;
+  /** Status retries before giving up. @default {10} */
+  readonly maxStatusRetries: number;
+  /** The download record is saved every N blocks. @default {16} */
+  readonly persistEveryBlocks: number;
+  /** Accept the same or an older version. @default {false} */
+  readonly allowDowngrade: boolean;
+  /** Preferred data protocol when a job offers both. @default {"MQTT"} */
+  readonly preferredProtocol: DataProtocol;
+  /** Largest firmware file (the update slot). */
+  readonly maxFirmwareSize: number;
+  /** Largest data file. @default {65536} */
+  readonly maxDataFileSize: number;
+}
+
+/** Defaults for {@linkcode AgentConfig} (less `maxFirmwareSize`, which the device sets). */
+export const DEFAULT_AGENT_CONFIG: Omit<AgentConfig, "maxFirmwareSize"> = {
+  blockSize: 4096,
+  blocksPerRequest: 8,
+  requestTimeoutMs: 10_000,
+  maxMomentum: 32,
+  statusFrequency: 64,
+  selfTestTimeoutMs: 16_000,
+  jobRequestBackoffMs: [2_000, 60_000],
+  statusAckTimeoutMs: 5_000,
+  maxStatusRetries: 10,
+  persistEveryBlocks: 16,
+  allowDowngrade: false,
+  preferredProtocol: "MQTT",
+  maxDataFileSize: 65_536,
+};
+
+/** Counters (AWS `OtaAgentStatistics_t`). */
+export interface AgentStatistics {
+  packetsReceived: number;
+  packetsQueued: number;
+  packetsProcessed: number;
+  packetsDropped: number;
+}
+
+/** Options of {@linkcode OtaAgent}. */
+export interface OtaAgentOptions {
+  readonly thingName: string;
+  readonly mqtt: MqttPort;
+  readonly http?: HttpPort;
+  readonly platform: AgentPlatform;
+  readonly store: AgentStateStore;
+  readonly clock: Clock;
+  readonly config: Partial<AgentConfig> & { maxFirmwareSize: number };
+  readonly onEvent?: (event: AgentCallbackEvent) => void;
+  readonly log?: (line: string) => void;
+}
+
+type BlockInput = { readonly cbor: Uint8Array } | {
+  readonly blockId: number;
+  readonly payload: Uint8Array;
+};
+interface QueuedEvent {
+  readonly type: AgentEventType;
+  readonly payload?: Uint8Array;
+  readonly block?: BlockInput;
+}
+type Outcome = "done" | "stay" | { readonly error: string };
+
+/** A download in progress (RAM; its resumable part is persisted). */
+interface ActiveFile {
+  readonly job: OtaJob;
+  readonly index: number;
+  readonly spec: OtaFileSpec;
+  readonly protocol: DataProtocol;
+  readonly blockCount: number;
+  bitmap: BlockBitmap;
+  url: string | null;
+  palFile: OtaFileContext | null;
+  data: Uint8Array | null;
+  opened: boolean;
+  momentum: number;
+  toReceive: number;
+  sincePersist: number;
+  restarted: boolean;
+  urlRefreshPending: boolean;
+}
+
+/** Persisted download record. */
+interface ResumeRecord {
+  readonly v: 1;
+  readonly jobId: string;
+  readonly fileIndex: number;
+  readonly fileId: number;
+  readonly fileSize: number;
+  readonly blockSize: number;
+  readonly signature: string;
+  readonly bitmap: string;
+}
+
+const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
+const unb64 = (text: string) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+
+/**
+ * The device-side OTA agent.
+ *
+ * @example
+ * ```ts ignore
+ * const agent = new OtaAgent({ thingName, mqtt, platform, store, clock, config: { maxFirmwareSize } });
+ * client.on("message", (topic, payload) => agent.handleMessage(topic, payload));
+ * agent.start();
+ * ```
+ */
+export class OtaAgent {
+  readonly #thing: string;
+  readonly #topics: ThingTopics;
+  readonly #mqtt: MqttPort;
+  readonly #http: HttpPort | undefined;
+  readonly #platform: AgentPlatform;
+  readonly #store: AgentStateStore;
+  readonly #clock: Clock;
+  readonly #config: AgentConfig;
+  readonly #onEvent: (event: AgentCallbackEvent) => void;
+  readonly #log: (line: string) => void;
+  #state: AgentState = "Init";
+  #queue: QueuedEvent[] = [];
+  #running: Promise<void> | null = null;
+  #requestTimer: TimerId | null = null;
+  #selfTestTimer: TimerId | null = null;
+  #jobBackoff = 0;
+  #active: ActiveFile | null = null;
+  #jobVersion = new Map<string, number>();
+  #pendingAcks = new Map<string, (accepted: { ok: boolean; code: string | null }) => void>();
+  #tokenCounter = 0;
+  #background = new Set<Promise<unknown>>();
+  #generation = 0;
+  /** Counters. */
+  readonly statistics: AgentStatistics = {
+    packetsReceived: 0,
+    packetsQueued: 0,
+    packetsProcessed: 0,
+    packetsDropped: 0,
+  };
+  /** Events that matched no row (state, event). */
+  readonly unexpected: string[] = [];
+
+  /** Builds a stopped agent; call {@linkcode OtaAgent.start}. */
+  constructor(options: OtaAgentOptions) {
+    this.#thing = options.thingName;
+    this.#topics = thingTopics(options.thingName);
+    this.#mqtt = options.mqtt;
+    this.#http = options.http;
+    this.#platform = options.platform;
+    this.#store = options.store;
+    this.#clock = options.clock;
+    this.#config = { ...DEFAULT_AGENT_CONFIG, ...options.config };
+    const { blockSize } = this.#config;
+    if (
+      !Number.isInteger(blockSize) || blockSize < 256 || blockSize > 131072 ||
+      (blockSize & (blockSize - 1)) !== 0
+    ) {
+      throw new RangeError(
+        `Cannot create the agent: 'blockSize' must be a power of two 256..131072: current value is ${blockSize}`,
+      );
+    }
+    this.#onEvent = options.onEvent ?? (() => {});
+    this.#log = options.log ?? (() => {});
+  }
+
+  /** Current state. */
+  get state(): AgentState {
+    return this.#state;
+  }
+
+  /** The job being downloaded, if any. */
+  get activeJobId(): string | null {
+    return this.#active?.job.jobId ?? null;
+  }
+
+  /** Blocks still needed by the current download. */
+  get blocksRemaining(): number | null {
+    return this.#active ? this.#active.bitmap.remaining : null;
+  }
+
+  /** Starts the agent (Init -> Ready -> Start). */
+  start(): void {
+    if (this.#state !== "Init" && this.#state !== "Stopped") return;
+    this.#state = "Ready";
+    this.#signal({ type: "Start" });
+  }
+
+  /** Asks for the next job now (`OTA_CheckForUpdate`). */
+  checkForUpdate(): void {
+    this.#signal({ type: "RequestJobDocument" });
+  }
+
+  /** Suspends (on disconnect): timers stop, incoming blocks are dropped. */
+  suspend(): void {
+    this.#stopRequestTimer();
+    this.#signal({ type: "Suspend" });
+  }
+
+  /** Resumes (on reconnect): asks for the job again and continues from the bitmap. */
+  resume(): void {
+    this.#signal({ type: "Resume" });
+  }
+
+  /** Aborts the current job (`OTA_SetImageState(Aborted)`). */
+  abort(): void {
+    this.#signal({ type: "UserAbort" });
+  }
+
+  /** Stops the agent; a download in progress stays resumable. */
+  async shutdown(): Promise<void> {
+    this.#signal({ type: "Shutdown" });
+    await this.idle();
+  }
+
+  /**
+   * Stops at once, as a power loss does: timers cleared, queue and pending waits dropped, nothing
+   * sent. Flash keeps whatever was last persisted.
+   */
+  halt(): void {
+    this.#generation++;
+    this.#stopRequestTimer();
+    this.#stopSelfTestTimer();
+    for (const resolve of this.#pendingAcks.values()) resolve({ ok: false, code: "Shutdown" });
+    this.#pendingAcks.clear();
+    this.#queue = [];
+    this.#active = null;
+    this.#state = "Stopped";
+  }
+
+  /** Resolves when the mailbox is empty and no background work (fetch, ack wait) is left. */
+  async idle(): Promise<void> {
+    for (;;) {
+      if (this.#running) {
+        await this.#running;
+        continue;
+      }
+      if (this.#background.size > 0) {
+        await Promise.all([...this.#background]);
+        continue;
+      }
+      if (this.#queue.length === 0) return;
+    }
+  }
+
+  /** Routes an incoming MQTT message. Never throws. */
+  handleMessage(topic: string, payload: Uint8Array): void {
+    const kind = classifyTopic(this.#thing, topic);
+    switch (kind.kind) {
+      case "notify-next":
+      case "next-get-accepted":
+        this.#signal({ type: "ReceivedJobDocument", payload });
+        return;
+      case "next-get-rejected":
+        this.#log(`$next/get rejected: ${new TextDecoder().decode(payload).slice(0, 200)}`);
+        return;
+      case "update-accepted":
+      case "update-rejected":
+        this.#onUpdateReply(kind.jobId, kind.kind === "update-accepted", payload);
+        return;
+      case "stream-data":
+        this.statistics.packetsReceived++;
+        if (!this.#active || kind.stream !== this.#active.job.streamName) {
+          this.statistics.packetsDropped++;
+          return;
+        }
+        this.#signal({ type: "ReceivedFileBlock", block: { cbor: payload } });
+        return;
+      default:
+        return;
+    }
+  }
+
+  // ---- mailbox -------------------------------------------------------------------------------
+
+  #signal(event: QueuedEvent): void {
+    if (this.#state === "Stopped" && event.type !== "Start") return;
+    this.#queue.push(event);
+    if (event.type === "ReceivedFileBlock") this.statistics.packetsQueued++;
+    // Deferred by a microtask so that #running is set before any handler can signal again.
+    if (!this.#running) this.#running = Promise.resolve().then(() => this.#drain());
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      for (let event = this.#queue.shift(); event; event = this.#queue.shift()) {
+        await this.#dispatch(event);
+      }
+    } finally {
+      this.#running = null;
+    }
+  }
+
+  async #dispatch(event: QueuedEvent): Promise<void> {
+    const row = findTransition(this.#state, event.type);
+    if (!row) {
+      this.unexpected.push(`${this.#state}/${event.type}`);
+      this.#log(`unexpected event ${event.type} in state ${this.#state}: dropped`);
+      if (event.type === "ReceivedFileBlock") this.statistics.packetsDropped++;
+      if (event.type === "ReceivedJobDocument" || event.type === "ReceivedFileBlock") {
+        this.#onEvent({ type: "Processed" });
+      }
+      return;
+    }
+    let outcome: Outcome;
+    try {
+      outcome = await this.#run(row.handler, event);
+    } catch (error) {
+      outcome = { error: (error as Error).message };
+    }
+    if (outcome === "done") {
+      this.#state = row.next;
+    } else if (outcome !== "stay") {
+      this.#log(`${row.handler} failed in ${this.#state} on ${event.type}: ${outcome.error}`);
+    }
+  }
+
+  #run(handler: HandlerName, event: QueuedEvent): Promise<Outcome> | Outcome {
+    switch (handler) {
+      case "start":
+        return this.#startHandler();
+      case "requestJob":
+        return this.#requestJobHandler();
+      case "processJob":
+        return this.#processJobHandler(event.payload!);
+      case "inSelfTest":
+        return this.#inSelfTestHandler();
+      case "initFile":
+        return this.#initFileHandler();
+      case "requestData":
+        return this.#requestDataHandler();
+      case "processData":
+        return this.#processDataHandler(event.block!);
+      case "jobNotification":
+        return this.#jobNotificationHandler(event.payload!);
+      case "closeFile":
+        return this.#closeFileHandler();
+      case "suspend":
+        this.#stopRequestTimer();
+        this.#log(`suspended in ${this.#state}`);
+        return "done";
+      case "resume":
+        return this.#resumeHandler();
+      case "userAbort":
+        return this.#userAbortHandler();
+      case "shutdown":
+        return this.#shutdownHandler();
+    }
+  }
+
+  // ---- handlers ------------------------------------------------------------------------------
+
+  async #startHandler(): Promise<Outcome> {
+    if (this.#platform.pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit) {
+      // A trial image has this long to prove itself; then the device resets and reverts.
+      this.#selfTestTimer = this.#clock.setTimer(this.#config.selfTestTimeoutMs, () => {
+        this.#selfTestTimer = null;
+        this.#log("self-test timer expired: resetting");
+        this.#platform.pal.resetDevice(null);
+      });
+    }
+    await this.#subscribeControl();
+    this.#signal({ type: "RequestJobDocument" });
+    return "done";
+  }
+
+  async #subscribeControl(): Promise<void> {
+    await this.#mqtt.subscribe(this.#topics.notifyNext, 1);
+    await this.#mqtt.subscribe(this.#topics.nextGetReplies, 1);
+    await this.#mqtt.subscribe(this.#topics.updateReplies, 1);
+  }
+
+  async #requestJobHandler(): Promise<Outcome> {
+    const [first, max] = this.#config.jobRequestBackoffMs;
+    this.#jobBackoff = this.#jobBackoff === 0 ? first : Math.min(max, this.#jobBackoff * 2);
+    // Armed before publishing: a lost request or reply is asked again (the AWS agent waits forever).
+    this.#startRequestTimer(this.#jobBackoff);
+    try {
+      await this.#mqtt.publish(
+        this.#topics.nextGet,
+        JSON.stringify({ clientToken: this.#token() }),
+        1,
+      );
+    } catch (error) {
+      return { error: `cannot request the job: ${(error as Error).message}` };
+    }
+    return "done";
+  }
+
+  async #processJobHandler(payload: Uint8Array): Promise<Outcome> {
+    this.#stopRequestTimer();
+    this.#jobBackoff = 0;
+    const message = this.#parse(payload);
+    this.#onEvent({ type: "Processed" });
+    if (message.kind === "no-job") return this.#noJob();
+    if (message.kind === "invalid") return await this.#refuseJob(message);
+    const job = message.job;
+    if (job.versionNumber !== null) this.#jobVersion.set(job.jobId, job.versionNumber);
+    if (
+      job.selfTest !== null ||
+      this.#platform.pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit
+    ) {
+      this.#pendingSelfTestJob = job;
+      this.#signal({ type: "StartSelfTest" });
+      return "done";
+    }
+    if (this.#active && this.#active.job.jobId === job.jobId) {
+      // The download we were doing before a suspend: continue from the bitmap.
+      this.#refreshUrls(job);
+      this.#signal({ type: "CreateFile" });
+      return "done";
+    }
+    this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
+    this.#active = this.#openFile(job, this.#firstFileIndex(job));
+    this.#signal({ type: "CreateFile" });
+    return "done";
+  }
+
+  #pendingSelfTestJob: OtaJob | null = null;
+
+  #noJob(): Outcome {
+    this.#onEvent({ type: "NoActiveJob" });
+    const pal = this.#platform.pal;
+    if (this.#loadRecord() !== null || this.#platform.updateState() === FwuState.WRITING) {
+      this.#log("no active job: dropping the interrupted download");
+      pal.setPlatformImageState(null, OtaImageState.Aborted);
+      this.#clearRecord();
+    }
+    if (pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit) {
+      // The job this trial image belongs to is gone (cancelled or timed out): follow the cloud.
+      this.#log("trial image without a job: rejecting it");
+      pal.setPlatformImageState(null, OtaImageState.Rejected);
+      pal.resetDevice(null);
+    }
+    return "stay";
+  }
+
+  async #refuseJob(message: Extract<JobMessage, { kind: "invalid" }>): Promise<Outcome> {
+    this.#log(`job ${message.jobId ?? "(unnamed)"} refused: ${message.detail}`);
+    if (message.jobId !== null) {
+      this.#onEvent({
+        type: "Fail",
+        jobId: message.jobId,
+        reason: message.reason,
+        detail: message.detail,
+      });
+      await this.#report(message.jobId, message.status, {
+        reason: message.reason,
+        detail: message.detail,
+      }, true);
+      this.#signal({ type: "RequestJobDocument" });
+    }
+    return "stay";
+  }
+
+  async #inSelfTestHandler(): Promise<Outcome> {
+    const job = this.#pendingSelfTestJob;
+    this.#pendingSelfTestJob = null;
+    if (!job) return { error: "no job to self-test" };
+    const pal = this.#platform.pal;
+    const running = this.#platform.runningVersion;
+    if (pal.getPlatformImageState(null) !== OtaPalImageState.PendingCommit) {
+      const state = this.#platform.updateState();
+      if (state === FwuState.CANDIDATE || state === FwuState.STAGED) {
+        this.#log(
+          `job ${job.jobId}: verified image was never activated (reset before activation): activating`,
+        );
+        this.#activate(job.jobId);
+        return "done";
+      }
+      const detail = this.#platform.updateFailure() ?? "the new image is not running";
+      const sameAsBefore = job.statusDetails.updatedBy === versionWord(running);
+      const reason = stateReason(
+        "rejected",
+        sameAsBefore ? OtaErr.SameFirmwareVersion : OtaErr.ImageStateMismatch,
+      );
+      this.#onEvent({ type: "Fail", jobId: job.jobId, reason, detail });
+      await this.#report(job.jobId, "FAILED", { reason, detail }, true);
+      pal.setPlatformImageState(null, OtaImageState.Aborted);
+      this.#signal({ type: "RequestJobDocument" });
+      return "done";
+    }
+    this.#onEvent({ type: "StartTest", jobId: job.jobId });
+    const before = job.statusDetails.updatedBy;
+    if (!this.#config.allowDowngrade && before !== undefined && /^0x[0-9a-f]{8}$/i.test(before)) {
+      const previous = parseInt(before, 16);
+      const now = parseInt(versionWord(running), 16);
+      if (now <= previous) {
+        return await this.#failSelfTest(
+          job,
+          stateReason(
+            "rejected",
+            now === previous ? OtaErr.SameFirmwareVersion : OtaErr.DowngradeNotAllowed,
+          ),
+          "running version is not newer than the one that downloaded it",
+        );
+      }
+    }
+    const test = this.#platform.selfTest();
+    if (!test.passed) {
+      return await this.#failSelfTest(
+        job,
+        stateReason("rejected", OtaErr.ImageStateMismatch),
+        test.reason,
+      );
+    }
+    // The image is good; only the cloud's acknowledgement is pending now.
+    this.#stopSelfTestTimer();
+    const acked = await this.#report(job.jobId, "SUCCEEDED", {
+      reason: acceptedReason(running),
+      updatedBy: versionWord(running),
+    }, true);
+    if (!acked) {
+      // Never confirm an image the cloud has not heard about (AWS #506): stay on trial, ask again.
+      this.#log(`job ${job.jobId}: SUCCEEDED not acknowledged: the image stays on trial`);
+      this.#pendingSelfTestJob = null;
+      this.#signal({ type: "RequestJobDocument" });
+      return "stay";
+    }
+    this.#log(`job ${job.jobId}: SUCCEEDED acknowledged: confirming the image`);
+    const accepted = pal.setPlatformImageState(null, OtaImageState.Accepted);
+    if (otaPalMain(accepted) !== OtaPalMainStatus.Success) {
+      return { error: `commit failed: ${pal.lastError}` };
+    }
+    this.#onEvent({
+      type: "UpdateComplete",
+      jobId: job.jobId,
+      file: job.files.find((f) => f.fileType === 0) ?? job.files[0]!,
+      data: null,
+    });
+    this.#signal({ type: "RequestJobDocument" });
+    return "done";
+  }
+
+  async #failSelfTest(job: OtaJob, reason: string, detail: string): Promise<Outcome> {
+    this.#onEvent({ type: "SelfTestFailed", jobId: job.jobId, reason });
+    await this.#report(job.jobId, "FAILED", { reason, detail }, true);
+    this.#platform.pal.setPlatformImageState(null, OtaImageState.Rejected);
+    this.#platform.pal.resetDevice(null);
+    return "done";
+  }
+
+  async #initFileHandler(): Promise<Outcome> {
+    const active = this.#active;
+    if (!active) return { error: "no file to create" };
+    if (!active.opened) {
+      const opened = this.#openStorage(active);
+      if (!opened.ok) return await this.#failActive(opened.reason, opened.detail);
+      active.opened = true;
+    }
+    if (active.protocol === "MQTT") {
+      try {
+        await this.#mqtt.subscribe(this.#topics.streamData(active.job.streamName!), 0);
+      } catch (error) {
+        this.#startRequestTimer(this.#config.requestTimeoutMs);
+        return { error: `cannot subscribe to the stream: ${(error as Error).message}` };
+      }
+    }
+    this.statistics.packetsReceived = 0;
+    this.statistics.packetsQueued = 0;
+    this.statistics.packetsProcessed = 0;
+    this.statistics.packetsDropped = 0;
+    active.momentum = 0;
+    if (active.bitmap.remaining === 0) this.#signal({ type: "CloseFile" });
+    else this.#signal({ type: "RequestFileBlock" });
+    return "done";
+  }
+
+  async #requestDataHandler(): Promise<Outcome> {
+    const active = this.#active;
+    if (!active || active.bitmap.remaining === 0) return "stay";
+    if (active.momentum >= this.#config.maxMomentum) {
+      return await this.#failActive(
+        failedReason(OtaErr.MomentumAbort, active.momentum),
+        `no block arrived for ${active.momentum} requests`,
+      );
+    }
+    active.momentum++;
+    this.#startRequestTimer(this.#config.requestTimeoutMs);
+    const count = Math.min(this.#config.blocksPerRequest, active.bitmap.remaining);
+    active.toReceive = count;
+    if (active.protocol === "MQTT") {
+      const request = encodeGetStreamRequest({
+        clientToken: "rdy",
+        fileId: active.spec.fileId,
+        blockSize: this.#config.blockSize,
+        offset: 0,
+        numberOfBlocks: count,
+        bitmap: active.bitmap.toBytes(),
+      });
+      try {
+        await this.#mqtt.publish(this.#topics.streamGet(active.job.streamName!), request, 0);
+      } catch (error) {
+        return { error: `cannot request blocks: ${(error as Error).message}` };
+      }
+      return "done";
+    }
+    if (active.urlRefreshPending) return "done";
+    this.#fetchBlocks(active, active.bitmap.neededBlocks(count));
+    return "done";
+  }
+
+  #fetchBlocks(active: ActiveFile, blocks: number[]): void {
+    const http = this.#http;
+    const url = active.url;
+    if (!http || !url) return;
+    const generation = this.#generation;
+    const work = (async () => {
+      for (const blockId of blocks) {
+        const start = blockId * this.#config.blockSize;
+        const end = Math.min(active.spec.fileSize, start + this.#config.blockSize) - 1;
+        let response;
+        try {
+          response = await http.getRange(url, start, end);
+        } catch (error) {
+          this.#log(`GET block ${blockId} failed: ${(error as Error).message}`);
+          return;
+        }
+        if (generation !== this.#generation || this.#active !== active) return;
+        if (response.status === 403) {
+          // Pre-signed URL expired: the job document carries a fresh one.
+          this.#log("pre-signed URL expired: asking for the job document again");
+          active.urlRefreshPending = true;
+          await this.#mqtt.publish(
+            this.#topics.nextGet,
+            JSON.stringify({ clientToken: this.#token() }),
+            1,
+          ).catch(() => {});
+          return;
+        }
+        if (response.status !== 206 && response.status !== 200) {
+          this.#log(`GET block ${blockId}: HTTP ${response.status}`);
+          continue;
+        }
+        this.statistics.packetsReceived++;
+        this.#signal({ type: "ReceivedFileBlock", block: { blockId, payload: response.body } });
+      }
+    })();
+    this.#track(work);
+  }
+
+  async #processDataHandler(input: BlockInput): Promise<Outcome> {
+    const active = this.#active;
+    if (!active) {
+      this.statistics.packetsDropped++;
+      return "stay";
+    }
+    const block = this.#checkBlock(active, input);
+    this.#onEvent({ type: "Processed" });
+    if (!block.ok) {
+      this.statistics.packetsDropped++;
+      this.#log(`block dropped: ${block.reason}`);
+      return "stay";
+    }
+    const { blockId, payload } = block;
+    this.#startRequestTimer(this.#config.requestTimeoutMs);
+    if (!active.bitmap.needs(blockId)) return "stay"; // duplicate: accepted once already
+    if (active.spec.fileType === 0 && blockId === 0 && !this.#config.allowDowngrade) {
+      const refusal = this.#versionRefusal(payload);
+      if (refusal) return await this.#failActive(refusal.reason, refusal.detail, "REJECTED");
+    }
+    const offset = blockId * this.#config.blockSize;
+    if (active.spec.fileType === 0) {
+      let written = this.#platform.pal.writeBlock(active.palFile, offset, payload);
+      if (written !== payload.length && !active.restarted) {
+        // A block torn by a power cut cannot be rewritten in place: start the file over, once.
+        this.#log(
+          `write of block ${blockId} failed (${this.#platform.pal.lastError}): restarting the file`,
+        );
+        active.restarted = true;
+        active.bitmap = new BlockBitmap(active.blockCount);
+        this.#clearRecord();
+        const reopened = this.#openStorage(active);
+        if (!reopened.ok) return await this.#failActive(reopened.reason, reopened.detail);
+        written = this.#platform.pal.writeBlock(active.palFile, offset, payload);
+      }
+      if (written !== payload.length) {
+        return await this.#failActive(
+          failedReason(OtaPalMainStatus.FileClose, 0),
+          `cannot write block ${blockId}: ${this.#platform.pal.lastError}`,
+        );
+      }
+    } else {
+      active.data!.set(payload, offset);
+    }
+    active.bitmap.markReceived(blockId);
+    active.momentum = 0;
+    this.statistics.packetsProcessed++;
+    const received = active.blockCount - active.bitmap.remaining;
+    if (active.spec.fileType === 0 && ++active.sincePersist >= this.#config.persistEveryBlocks) {
+      this.#persist(active);
+    }
+    if (received === 1 || received % this.#config.statusFrequency === 0) {
+      this.#track(
+        this.#report(active.job.jobId, "IN_PROGRESS", {
+          receive: `${received}/${active.blockCount}`,
+        }, false),
+      );
+    }
+    if (active.bitmap.remaining === 0) {
+      this.#stopRequestTimer();
+      this.#signal({ type: "CloseFile" });
+    } else if (--active.toReceive <= 0) {
+      this.#signal({ type: "RequestFileBlock" });
+    }
+    return "stay";
+  }
+
+  #checkBlock(
+    active: ActiveFile,
+    input: BlockInput,
+  ): { ok: true; blockId: number; payload: Uint8Array } | { ok: false; reason: string } {
+    let blockId: number;
+    let payload: Uint8Array;
+    if ("cbor" in input) {
+      const decoded = decodeStreamBlock(input.cbor);
+      if (!decoded.ok) return decoded;
+      const block = decoded.value;
+      if (block.fileId !== active.spec.fileId) {
+        return { ok: false, reason: `file id ${block.fileId}, expected ${active.spec.fileId}` };
+      }
+      if (block.blockSize !== this.#config.blockSize) {
+        return {
+          ok: false,
+          reason: `block size ${block.blockSize}, expected ${this.#config.blockSize}`,
+        };
+      }
+      if (block.hash && !bytesEqual(sha256(block.payload), block.hash)) {
+        return { ok: false, reason: `block ${block.blockId} fails its SHA-256 check` };
+      }
+      blockId = block.blockId;
+      payload = block.payload;
+    } else {
+      blockId = input.blockId;
+      payload = input.payload;
+    }
+    if (blockId >= active.blockCount) {
+      return {
+        ok: false,
+        reason: `block ${blockId} is past the file's ${active.blockCount} blocks`,
+      };
+    }
+    const expected = blockId === active.blockCount - 1
+      ? active.spec.fileSize - blockId * this.#config.blockSize
+      : this.#config.blockSize;
+    if (payload.length !== expected) {
+      return {
+        ok: false,
+        reason: `block ${blockId} has ${payload.length} bytes, expected ${expected}`,
+      };
+    }
+    return { ok: true, blockId, payload };
+  }
+
+  /** Same or older image than the one running, read from the header in block 0. */
+  #versionRefusal(firstBlock: Uint8Array): { reason: string; detail: string } | null {
+    const view = new DataView(firstBlock.buffer, firstBlock.byteOffset, firstBlock.byteLength);
+    if (firstBlock.length < 28 || view.getUint32(0, true) !== IMAGE_MAGIC) return null;
+    const version = {
+      major: firstBlock[20]!,
+      minor: firstBlock[21]!,
+      revision: view.getUint16(22, true),
+      build: 0,
+    };
+    const order = compareVersions(version, this.#platform.runningVersion);
+    if (order > 0) return null;
+    const text = `${version.major}.${version.minor}.${version.revision}`;
+    return order === 0
+      ? {
+        reason: stateReason("rejected", OtaErr.SameFirmwareVersion),
+        detail: `image ${text} is the version already running`,
+      }
+      : {
+        reason: stateReason("rejected", OtaErr.DowngradeNotAllowed),
+        detail: `image ${text} is older than the running version`,
+      };
+  }
+
+  async #jobNotificationHandler(payload: Uint8Array): Promise<Outcome> {
+    const active = this.#active;
+    const message = this.#parse(payload);
+    this.#onEvent({ type: "Processed" });
+    if (
+      active && message.kind === "job" && message.job.jobId === active.job.jobId &&
+      message.job.selfTest === null
+    ) {
+      // Same job (a repeated notification, or the fresh URL we asked for): keep going.
+      if (message.job.versionNumber !== null) {
+        this.#jobVersion.set(message.job.jobId, message.job.versionNumber);
+      }
+      this.#refreshUrls(message.job);
+      if (active.urlRefreshPending) {
+        active.urlRefreshPending = false;
+        this.#signal({ type: "RequestFileBlock" });
+      }
+      return "stay";
+    }
+    // Cancelled, or replaced by another job: drop the file cleanly, then take whatever is next.
+    this.#log(`job ${active?.job.jobId ?? "?"} is no longer current: abandoning its download`);
+    await this.#dropActive();
+    this.#signal({ type: "RequestJobDocument" });
+    return "done";
+  }
+
+  async #closeFileHandler(): Promise<Outcome> {
+    const active = this.#active;
+    if (!active) return { error: "no file to close" };
+    this.#stopRequestTimer();
+    if (active.protocol === "MQTT") {
+      await this.#mqtt.unsubscribe(this.#topics.streamData(active.job.streamName!)).catch(() => {});
+    }
+    const pal = this.#platform.pal;
+    if (active.spec.fileType !== 0) {
+      const status = await pal.checkDataSignature(
+        active.data!,
+        active.spec.signature,
+        active.spec.certFile,
+      );
+      if (otaPalMain(status) !== OtaPalMainStatus.Success) {
+        return await this.#failActive(
+          failedReason(otaPalMain(status), otaPalSub(status)),
+          pal.lastError ?? "signature check failed",
+        );
+      }
+      this.#onEvent({
+        type: "UpdateComplete",
+        jobId: active.job.jobId,
+        file: active.spec,
+        data: active.data,
+      });
+      return await this.#nextFile(active);
+    }
+    const status = await pal.closeFile(active.palFile);
+    this.#clearRecord();
+    if (otaPalMain(status) !== OtaPalMainStatus.Success) {
+      return await this.#failActive(
+        failedReason(otaPalMain(status), otaPalSub(status)),
+        pal.lastError ?? "close failed",
+      );
+    }
+    await this.#report(active.job.jobId, "IN_PROGRESS", {
+      self_test: "ready",
+      updatedBy: versionWord(this.#platform.runningVersion),
+    }, true);
+    this.#activate(active.job.jobId);
+    return "done";
+  }
+
+  async #nextFile(active: ActiveFile): Promise<Outcome> {
+    const next = this.#nextFileIndex(active.job, active.index);
+    if (next === null) {
+      this.#active = null;
+      await this.#report(active.job.jobId, "SUCCEEDED", {
+        reason: `accepted  v0.0.${active.spec.fileType}`,
+      }, true);
+      this.#signal({ type: "RequestJobDocument" });
+      return "done";
+    }
+    this.#active = this.#openFile(active.job, next);
+    this.#signal({ type: "CreateFile" });
+    return "done";
+  }
+
+  #activate(jobId: string): void {
+    this.#active = null;
+    this.#onEvent({ type: "Activate", jobId });
+    const pal = this.#platform.pal;
+    pal.setPlatformImageState(null, OtaImageState.Testing);
+    const status = pal.activateNewImage(null);
+    if (otaPalMain(status) !== OtaPalMainStatus.Success) {
+      this.#log(`activation failed: ${pal.lastError}`);
+    }
+  }
+
+  async #resumeHandler(): Promise<Outcome> {
+    this.#log(
+      `resumed${this.#active ? ` with ${this.#active.bitmap.remaining} blocks to go` : ""}`,
+    );
+    await this.#subscribeControl().catch((error) =>
+      this.#log(`resubscribe failed: ${(error as Error).message}`)
+    );
+    this.#signal({ type: "RequestJobDocument" });
+    return "done";
+  }
+
+  async #userAbortHandler(): Promise<Outcome> {
+    const active = this.#active;
+    if (!active) return { error: "no active job" };
+    await this.#dropActive();
+    await this.#report(active.job.jobId, "FAILED", {
+      reason: stateReason("aborted", OtaErr.UserAbort),
+    }, true);
+    return "done";
+  }
+
+  async #shutdownHandler(): Promise<Outcome> {
+    this.#generation++;
+    for (
+      const topic of [
+        this.#topics.notifyNext,
+        this.#topics.nextGetReplies,
+        this.#topics.updateReplies,
+      ]
+    ) {
+      await this.#mqtt.unsubscribe(topic).catch(() => {});
+    }
+    this.#stopRequestTimer();
+    this.#stopSelfTestTimer();
+    for (const resolve of this.#pendingAcks.values()) resolve({ ok: false, code: "Shutdown" });
+    this.#pendingAcks.clear();
+    this.#queue = [];
+    if (this.#active?.spec.fileType === 0 && this.#active.palFile) this.#persist(this.#active);
+    this.#active = null;
+    return "done";
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  #parse(payload: Uint8Array): JobMessage {
+    return parseJobMessage(payload, {
+      maxFirmwareSize: this.#config.maxFirmwareSize,
+      maxDataFileSize: this.#config.maxDataFileSize,
+    });
+  }
+
+  #firstFileIndex(job: OtaJob): number {
+    const record = this.#loadRecord();
+    if (record && record.jobId === job.jobId) {
+      const spec = job.files[record.fileIndex];
+      if (spec && spec.fileId === record.fileId && spec.fileSize === record.fileSize) {
+        return record.fileIndex;
+      }
+    }
+    return this.#nextFileIndex(job, -1)!;
+  }
+
+  /** Data files first, firmware last (activating the firmware resets the device). */
+  #nextFileIndex(job: OtaJob, after: number): number | null {
+    const order = job.files.map((f, i) => ({ f, i })).sort((a, b) =>
+      Number(a.f.fileType === 0) - Number(b.f.fileType === 0) || a.i - b.i
+    );
+    const position = order.findIndex((e) => e.i === after);
+    return order[position + 1]?.i ?? null;
+  }
+
+  #openFile(job: OtaJob, index: number): ActiveFile {
+    const spec = job.files[index]!;
+    const preferred = this.#config.preferredProtocol;
+    const usable = (p: DataProtocol) =>
+      job.protocols.includes(p) &&
+      (p === "MQTT"
+        ? job.streamName !== null
+        : spec.updateDataUrl !== null && this.#http !== undefined);
+    const protocol: DataProtocol = usable(preferred)
+      ? preferred
+      : preferred === "MQTT"
+      ? "HTTP"
+      : "MQTT";
+    const blockCount = Math.ceil(spec.fileSize / this.#config.blockSize);
+    return {
+      job,
+      index,
+      spec,
+      protocol,
+      blockCount,
+      bitmap: new BlockBitmap(blockCount),
+      url: spec.updateDataUrl,
+      palFile: null,
+      data: null,
+      opened: false,
+      momentum: 0,
+      toReceive: 0,
+      sincePersist: 0,
+      restarted: false,
+      urlRefreshPending: false,
+    };
+  }
+
+  #openStorage(active: ActiveFile): { ok: true } | { ok: false; reason: string; detail: string } {
+    if (active.spec.fileType !== 0) {
+      active.data = new Uint8Array(active.spec.fileSize);
+      return { ok: true };
+    }
+    const pal = this.#platform.pal;
+    const file: OtaFileContext = {
+      filePath: active.spec.filePath,
+      fileSize: active.spec.fileSize,
+      signature: active.spec.signature,
+      certFilePath: active.spec.certFile,
+      fileHandle: null,
+    };
+    const record = this.#loadRecord();
+    if (
+      record && record.jobId === active.job.jobId && record.fileIndex === active.index &&
+      record.fileSize === active.spec.fileSize && record.blockSize === this.#config.blockSize &&
+      record.signature === b64(active.spec.signature)
+    ) {
+      const bitmap = BlockBitmap.fromBytes(unb64(record.bitmap), active.blockCount);
+      if (bitmap && otaPalMain(pal.resumeFileForRx(file)) === OtaPalMainStatus.Success) {
+        this.#log(
+          `resuming ${active.spec.filePath} of job ${active.job.jobId}: ${bitmap.remaining}/${active.blockCount} blocks to go`,
+        );
+        active.bitmap = bitmap;
+        active.palFile = file;
+        return { ok: true };
+      }
+    }
+    const status = pal.createFileForRx(file);
+    if (otaPalMain(status) !== OtaPalMainStatus.Success) {
+      return {
+        ok: false,
+        reason: failedReason(otaPalMain(status), otaPalSub(status)),
+        detail: pal.lastError ?? "cannot create the file",
+      };
+    }
+    active.palFile = file;
+    this.#persist(active);
+    return { ok: true };
+  }
+
+  #refreshUrls(job: OtaJob): void {
+    const active = this.#active;
+    if (!active) return;
+    const spec = job.files[active.index];
+    if (spec?.updateDataUrl) active.url = spec.updateDataUrl;
+  }
+
+  /** Fails the current job with a reason and goes back to waiting for the next one. */
+  async #failActive(
+    reason: string,
+    detail: string,
+    status: "FAILED" | "REJECTED" = "FAILED",
+  ): Promise<Outcome> {
+    const active = this.#active;
+    if (!active) return { error: detail };
+    this.#log(`job ${active.job.jobId} ${status}: ${detail}`);
+    await this.#dropActive();
+    this.#onEvent({ type: "Fail", jobId: active.job.jobId, reason, detail });
+    await this.#report(active.job.jobId, status, { reason, detail }, true);
+    this.#signal({ type: "RequestJobDocument" });
+    return "stay";
+  }
+
+  /** Abandons the current file: the PAL cancels and cleans it, the record goes. */
+  async #dropActive(): Promise<void> {
+    const active = this.#active;
+    this.#active = null;
+    this.#stopRequestTimer();
+    if (!active) return;
+    if (active.protocol === "MQTT" && active.job.streamName) {
+      await this.#mqtt.unsubscribe(this.#topics.streamData(active.job.streamName)).catch(() => {});
+    }
+    if (active.spec.fileType === 0 && active.opened) {
+      this.#platform.pal.setPlatformImageState(active.palFile, OtaImageState.Aborted);
+    }
+    this.#clearRecord();
+  }
+
+  #loadRecord(): ResumeRecord | null {
+    const bytes = this.#store.load();
+    if (!bytes || bytes.length === 0) return null;
+    try {
+      const record = JSON.parse(new TextDecoder().decode(bytes));
+      return record && record.v === 1 && typeof record.jobId === "string"
+        ? record as ResumeRecord
+        : null;
+    } catch {
+      return null;
+    }
+  }
+
+  #persist(active: ActiveFile): void {
+    active.sincePersist = 0;
+    const record: ResumeRecord = {
+      v: 1,
+      jobId: active.job.jobId,
+      fileIndex: active.index,
+      fileId: active.spec.fileId,
+      fileSize: active.spec.fileSize,
+      blockSize: this.#config.blockSize,
+      signature: b64(active.spec.signature),
+      bitmap: b64(active.bitmap.toBytes()),
+    };
+    this.#store.save(new TextEncoder().encode(JSON.stringify(record)));
+  }
+
+  #clearRecord(): void {
+    if (this.#store.load() !== null && this.#store.load()!.length > 0) {
+      this.#store.save(new Uint8Array(0));
+    }
+  }
+
+  #token(): string {
+    return `${this.#tokenCounter++}:${this.#thing}`.slice(0, 64);
+  }
+
+  /**
+   * Publishes a job status. With `awaitAck`, waits for `update/accepted` and retries with backoff
+   * (a lost acknowledgement is not a lost update); returns whether it was acknowledged.
+   */
+  async #report(
+    jobId: string,
+    status: string,
+    details: Record<string, string>,
+    awaitAck: boolean,
+  ): Promise<boolean> {
+    const generation = this.#generation;
+    let delay = this.#config.statusAckTimeoutMs;
+    for (let attempt = 0; attempt <= (awaitAck ? this.#config.maxStatusRetries : 0); attempt++) {
+      if (generation !== this.#generation) return false;
+      const clientToken = this.#token();
+      const body: Record<string, unknown> = { status, statusDetails: details, clientToken };
+      // Progress is fire-and-forget and may overtake other updates: only acknowledged updates
+      // carry expectedVersion (a mismatch is then answered, and retried without it).
+      const expected = this.#jobVersion.get(jobId);
+      if (awaitAck && expected !== undefined) body.expectedVersion = expected;
+      const reply = awaitAck ? this.#awaitReply(clientToken, delay) : null;
+      try {
+        await this.#mqtt.publish(
+          this.#topics.jobUpdate(jobId),
+          JSON.stringify(body),
+          awaitAck ? 1 : 0,
+        );
+      } catch (error) {
+        this.#log(`status ${status} for ${jobId} not sent: ${(error as Error).message}`);
+      }
+      if (!reply) return true;
+      const answer = await reply;
+      if (answer.ok) return true;
+      if (answer.code === "VersionMismatch") this.#jobVersion.delete(jobId);
+      else if (answer.code !== null && answer.code !== "timeout") {
+        this.#log(`status ${status} for ${jobId} rejected: ${answer.code}`);
+        return false;
+      }
+      delay = Math.min(delay * 2, 60_000);
+    }
+    return false;
+  }
+
+  #awaitReply(
+    clientToken: string,
+    timeoutMs: number,
+  ): Promise<{ ok: boolean; code: string | null }> {
+    return new Promise((resolve) => {
+      const timer = this.#clock.setTimer(timeoutMs, () => {
+        this.#pendingAcks.delete(clientToken);
+        resolve({ ok: false, code: "timeout" });
+      });
+      this.#pendingAcks.set(clientToken, (answer) => {
+        this.#clock.clearTimer(timer);
+        this.#pendingAcks.delete(clientToken);
+        resolve(answer);
+      });
+    });
+  }
+
+  #onUpdateReply(jobId: string, accepted: boolean, payload: Uint8Array): void {
+    let reply: Record<string, unknown>;
+    try {
+      const parsed = JSON.parse(new TextDecoder().decode(payload));
+      if (typeof parsed !== "object" || parsed === null) return;
+      reply = parsed;
+    } catch {
+      return;
+    }
+    const state = reply.executionState as Record<string, unknown> | undefined;
+    if (accepted && typeof state?.versionNumber === "number") {
+      this.#jobVersion.set(jobId, state.versionNumber);
+    }
+    const token = typeof reply.clientToken === "string" ? reply.clientToken : null;
+    const resolve = token ? this.#pendingAcks.get(token) : undefined;
+    if (resolve) {
+      resolve({ ok: accepted, code: accepted ? null : String(reply.code ?? "Rejected") });
+    }
+  }
+
+  #startRequestTimer(ms: number): void {
+    this.#stopRequestTimer();
+    this.#requestTimer = this.#clock.setTimer(ms, () => {
+      this.#requestTimer = null;
+      this.#signal({ type: "RequestTimer" });
+    });
+  }
+
+  #stopRequestTimer(): void {
+    if (this.#requestTimer !== null) this.#clock.clearTimer(this.#requestTimer);
+    this.#requestTimer = null;
+  }
+
+  #stopSelfTestTimer(): void {
+    if (this.#selfTestTimer !== null) this.#clock.clearTimer(this.#selfTestTimer);
+    this.#selfTestTimer = null;
+  }
+
+  #track(work: Promise<unknown>): void {
+    this.#background.add(work);
+    work.finally(() => this.#background.delete(work));
+  }
+}

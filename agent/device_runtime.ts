@@ -1,0 +1,154 @@
+/**
+ * One device with its software: the simulated device below, and above it, after every boot, a
+ * fresh OTA agent on a fresh MQTT connection (RAM does not survive a reset). A device whose
+ * firmware cannot reach the network gets an agent whose every network call fails.
+ *
+ * @module
+ */
+
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { AgentStateStore } from "../bootloader/agent_store.ts";
+import type { Device } from "../bootloader/device.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type AgentCallbackEvent, type AgentConfig, type HttpPort, OtaAgent } from "./agent.ts";
+import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
+
+/** Options of {@linkcode DeviceRuntime}. */
+export interface DeviceRuntimeOptions {
+  readonly device: Device;
+  readonly thingName: string;
+  readonly brokerUrl: string;
+  readonly clock?: Clock;
+  readonly agentConfig?: Partial<AgentConfig>;
+  readonly http?: HttpPort;
+  readonly mqttOptions?: IClientOptions;
+  readonly log?: (line: string) => void;
+}
+
+/**
+ * Runs a device and its agent.
+ *
+ * @example
+ * ```ts ignore
+ * const runtime = new DeviceRuntime({ device, thingName: "dev-1", brokerUrl });
+ * await runtime.start();
+ * ```
+ */
+export class DeviceRuntime {
+  /** The device. */
+  readonly device: Device;
+  /** Every callback event of every agent this device ran, oldest first. */
+  readonly events: AgentCallbackEvent[] = [];
+  /** Log lines. */
+  readonly log: string[] = [];
+  readonly #options: DeviceRuntimeOptions;
+  #agent: OtaAgent | null = null;
+  #client: MqttClient | null = null;
+  #detach: (() => void) | null = null;
+  #stopped = false;
+
+  /** Wires the device's boot and power-loss hooks. */
+  constructor(options: DeviceRuntimeOptions) {
+    this.device = options.device;
+    this.#options = options;
+    this.device.setHooks({ onBoot: () => this.#onBoot(), onPowerOff: () => this.#onPowerOff() });
+  }
+
+  /** The agent of the current boot. */
+  get agent(): OtaAgent | null {
+    return this.#agent;
+  }
+
+  /** The MQTT client of the current boot. */
+  get client(): MqttClient | null {
+    return this.#client;
+  }
+
+  /** Powers the device on (it boots, then the agent starts). */
+  async start(): Promise<void> {
+    this.#stopped = false;
+    await this.device.powerOn();
+  }
+
+  /** Breaks the TCP connection (mqtt.js reconnects by itself). */
+  dropConnection(): void {
+    this.#client?.stream?.destroy();
+  }
+
+  /** Waits until the device has finished any reset it scheduled and the agent is idle. */
+  async settle(): Promise<void> {
+    await this.device.settle();
+    await this.#agent?.idle();
+  }
+
+  /** Stops the agent and closes the connection; the device keeps its flash. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.device.settle().catch(() => {});
+    const agent = this.#agent;
+    if (agent) {
+      await agent.shutdown().catch(() => {});
+      agent.halt();
+    }
+    await this.#closeClient();
+  }
+
+  #record(line: string): void {
+    this.log.push(line);
+    this.#options.log?.(`[${this.#options.thingName}] ${line}`);
+  }
+
+  #onBoot(): void {
+    if (this.#stopped) return;
+    const { device, thingName } = this.#options;
+    const running = device.running!;
+    this.#record(`booted ${running.version}${running.trial ? " (trial)" : ""}`);
+    const common = {
+      thingName,
+      platform: {
+        pal: device.pal,
+        runningVersion: device.bootRecord!.image.header.version,
+        selfTest: () => device.selfTest(),
+        updateState: () => device.fwu.state,
+        updateFailure: () => device.fwu.query(0).info?.errorDetail ?? null,
+      },
+      store: new AgentStateStore(device.areas.agentState),
+      clock: this.#options.clock ?? systemClock,
+      config: { maxFirmwareSize: device.fwu.maxSize, ...this.#options.agentConfig },
+      onEvent: (event: AgentCallbackEvent) => this.events.push(event),
+      log: (line: string) => this.#record(line),
+      ...(this.#options.http ? { http: this.#options.http } : {}),
+    };
+    if (running.behavior === "no-network") {
+      this.#agent = new OtaAgent({ ...common, mqtt: unreachableMqtt });
+      this.#agent.start();
+      return;
+    }
+    const client = mqtt.connect(this.#options.brokerUrl, {
+      clientId: thingName,
+      reconnectPeriod: 100,
+      connectTimeout: 5_000,
+      ...this.#options.mqttOptions,
+    });
+    this.#client = client;
+    client.on("error", (error) => this.#record(`mqtt: ${error.message}`));
+    const agent = new OtaAgent({ ...common, mqtt: mqttPort(client) });
+    this.#agent = agent;
+    this.#detach = attachAgent(client, agent);
+    client.once("connect", () => agent.start());
+  }
+
+  #onPowerOff(): void {
+    this.#agent?.halt();
+    this.#agent = null;
+    void this.#closeClient();
+  }
+
+  async #closeClient(): Promise<void> {
+    this.#detach?.();
+    this.#detach = null;
+    const client = this.#client;
+    this.#client = null;
+    if (client) await client.endAsync(true).catch(() => {});
+  }
+}

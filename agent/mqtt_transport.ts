@@ -1,0 +1,77 @@
+/**
+ * The agent's MQTT port over an mqtt.js client: promise-based publish/subscribe, incoming
+ * messages routed to the agent, and the connection's ups and downs turned into suspend/resume.
+ *
+ * @module
+ */
+
+import type { MqttClient } from "mqtt";
+import type { MqttPort, OtaAgent } from "./agent.ts";
+
+/**
+ * Wraps a connected mqtt.js client.
+ *
+ * @example
+ * ```ts ignore
+ * const port = mqttPort(client);
+ * attachAgent(client, agent);
+ * ```
+ */
+export function mqttPort(client: MqttClient): MqttPort {
+  return {
+    async publish(topic, payload, qos) {
+      if (!client.connected) throw new Error("not connected");
+      await client.publishAsync(
+        topic,
+        typeof payload === "string" ? payload : Buffer.from(payload),
+        { qos },
+      );
+    },
+    async subscribe(topic, qos) {
+      if (!client.connected) throw new Error("not connected");
+      const granted = await client.subscribeAsync(topic, { qos });
+      if (granted.some((g) => g.qos === 128)) throw new Error(`subscription to '${topic}' refused`);
+    },
+    async unsubscribe(topic) {
+      if (!client.connected) throw new Error("not connected");
+      await client.unsubscribeAsync(topic);
+    },
+  };
+}
+
+/** A port for a device that cannot reach the network (every call fails). */
+export const unreachableMqtt: MqttPort = {
+  publish: () => Promise.reject(new Error("no network")),
+  subscribe: () => Promise.reject(new Error("no network")),
+  unsubscribe: () => Promise.reject(new Error("no network")),
+};
+
+/**
+ * Routes `client`'s messages to `agent`, suspends it when the connection drops and resumes it
+ * when the connection comes back. Returns a function that detaches it.
+ */
+export function attachAgent(client: MqttClient, agent: OtaAgent): () => void {
+  let suspended = false;
+  const onMessage = (topic: string, payload: Uint8Array) =>
+    agent.handleMessage(topic, new Uint8Array(payload));
+  const onDown = () => {
+    if (suspended) return;
+    suspended = true;
+    agent.suspend();
+  };
+  const onUp = () => {
+    if (!suspended) return;
+    suspended = false;
+    agent.resume();
+  };
+  client.on("message", onMessage);
+  client.on("close", onDown);
+  client.on("offline", onDown);
+  client.on("connect", onUp);
+  return () => {
+    client.off("message", onMessage);
+    client.off("close", onDown);
+    client.off("offline", onDown);
+    client.off("connect", onUp);
+  };
+}

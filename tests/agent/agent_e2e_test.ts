@@ -1,0 +1,348 @@
+/**
+ * The agent end to end: a real aedes broker on a TCP port, mqtt.js clients, a test job/stream
+ * responder, and a simulated device whose agent is rebuilt after every reset.
+ */
+import assert from "node:assert/strict";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { fetchHttpPort } from "../../agent/http_fetch.ts";
+import { startEmbeddedBroker } from "../../broker/embedded.ts";
+import { signData } from "../../bootloader/codesign.ts";
+import { FwuState } from "../../bootloader/fwu.ts";
+import { type Behavior } from "../../bootloader/firmware.ts";
+import {
+  factoryDevice,
+  SIGNER_CERT_PATH,
+  smallLayout,
+  testImage,
+  testPki,
+} from "../helpers/pki.ts";
+import { firmwareJobDocument, TestFileServer, TestOtaCloud } from "../helpers/ota_cloud.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+export const AGENT_TEST_CONFIG = {
+  blockSize: 1024,
+  blocksPerRequest: 8,
+  requestTimeoutMs: 400,
+  maxMomentum: 200,
+  statusFrequency: 4,
+  selfTestTimeoutMs: 15_000,
+  statusAckTimeoutMs: 1_000,
+  jobRequestBackoffMs: [300, 2_000] as const,
+  persistEveryBlocks: 2,
+};
+
+export interface Rig {
+  readonly cloud: TestOtaCloud;
+  readonly runtime: DeviceRuntime;
+  readonly thing: string;
+  close(): Promise<void>;
+}
+
+/** Broker (aedes unless `brokerUrl` is given), test cloud and one device on factory image 1.0.0. */
+export async function rig(
+  options: { brokerUrl?: string; http?: boolean; factoryVersion?: string } = {},
+): Promise<Rig> {
+  const embedded = options.brokerUrl ? null : await startEmbeddedBroker();
+  const url = options.brokerUrl ?? embedded!.url;
+  const cloud = await TestOtaCloud.connect(url);
+  const thing = `dev-${crypto.randomUUID().slice(0, 8)}`;
+  const { device } = await factoryDevice({
+    layout: smallLayout(24),
+    systemTime: true,
+    factory: { version: options.factoryVersion ?? "1.0.0", securityCounter: 1 },
+  });
+  const runtime = new DeviceRuntime({
+    device,
+    thingName: thing,
+    brokerUrl: url,
+    agentConfig: AGENT_TEST_CONFIG,
+    ...(options.http ? { http: fetchHttpPort } : {}),
+  });
+  return {
+    cloud,
+    runtime,
+    thing,
+    async close() {
+      await runtime.stop();
+      await cloud.close();
+      await embedded?.close();
+    },
+  };
+}
+
+export async function signedUpdate(
+  version: string,
+  behavior: Behavior = "ok",
+  payloadSize = 16 * 1024,
+) {
+  const image = await testImage({ version, behavior, securityCounter: 2, payloadSize });
+  const signature = await signData((await testPki()).signerKeys.privateKey, image);
+  return { image, signature };
+}
+
+/** Runs the happy path and checks both sides; returns the execution. */
+export async function happyUpdate(r: Rig) {
+  const { image, signature } = await signedUpdate("1.1.0");
+  r.cloud.addStream("stream-1", new Map([[0, image]]));
+  await r.runtime.start();
+  await r.cloud.createJob(
+    r.thing,
+    "job-1",
+    firmwareJobDocument({
+      stream: "stream-1",
+      size: image.length,
+      signature,
+      certFile: SIGNER_CERT_PATH,
+    }),
+  );
+  const execution = r.cloud.execution(r.thing, "job-1");
+  await r.cloud.waitFor(() => execution.status === "SUCCEEDED", "SUCCEEDED");
+  await waitUntil(
+    () =>
+      r.runtime.device.running?.trial === false && r.runtime.device.running.version === "1.1.0+0",
+    "the image to be confirmed",
+  );
+  assert.equal(execution.statusDetails.reason, "accepted  v1.1.0");
+  const statuses = execution.history.map((h) =>
+    h.statusDetails.self_test ?? h.statusDetails.receive ?? h.status
+  );
+  assert.ok(statuses.includes("ready"), `self_test ready reported: ${statuses}`);
+  assert.ok(
+    execution.history.some((h) => /^\d+\/17$/.test(h.statusDetails.receive ?? "")),
+    "progress reported as received/total",
+  );
+  assert.equal(r.runtime.device.fwu.state, FwuState.UPDATED);
+  assert.equal(r.runtime.device.report().securityCounter, 2);
+  return execution;
+}
+
+Deno.test("agent e2e (aedes): a happy update is downloaded, verified, tested, reported SUCCEEDED and confirmed", async () => {
+  const r = await rig();
+  try {
+    await happyUpdate(r);
+  } finally {
+    await r.close();
+  }
+});
+
+function startJob(
+  r: Rig,
+  image: Uint8Array,
+  signature: Uint8Array,
+  jobId = "job-1",
+  stream = "stream-1",
+) {
+  r.cloud.addStream(stream, new Map([[0, image]]));
+  return r.cloud.createJob(
+    r.thing,
+    jobId,
+    firmwareJobDocument({ stream, size: image.length, signature, certFile: SIGNER_CERT_PATH }),
+  );
+}
+
+const requestedAfter = (r: Rig, index: number) =>
+  r.cloud.streamRequests.slice(index).flatMap((q) => q.blocks);
+
+Deno.test("agent e2e (aedes): a disconnect suspends the download and the reconnect resumes it, asking only for missing blocks", async () => {
+  const r = await rig();
+  try {
+    const { image, signature } = await signedUpdate("1.1.0");
+    for (let b = 10; b < 17; b++) r.cloud.faults.withhold.add(b);
+    await r.runtime.start();
+    await startJob(r, image, signature);
+    await waitUntil(() => r.runtime.agent?.blocksRemaining === 7, "10 blocks to arrive");
+    const mark = r.cloud.streamRequests.length;
+    r.runtime.dropConnection();
+    await waitUntil(
+      () => r.runtime.log.some((l) => l.startsWith("suspended")),
+      "the agent to suspend",
+    );
+    r.cloud.faults.withhold.clear();
+    const execution = r.cloud.execution(r.thing, "job-1");
+    await r.cloud.waitFor(() => execution.status === "SUCCEEDED", "SUCCEEDED after the reconnect");
+    assert.ok(
+      r.runtime.log.some((l) => /^resumed with 7 blocks to go/.test(l)),
+      r.runtime.log.join("\n"),
+    );
+    const after = requestedAfter(r, mark);
+    assert.ok(
+      after.length > 0 && after.every((b) => b >= 10),
+      `after the reconnect only blocks 10..16 are asked for: ${after}`,
+    );
+    await waitUntil(() => r.runtime.device.running?.trial === false, "confirmation");
+    assert.equal(r.runtime.device.running?.version, "1.1.0+0");
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("agent e2e (aedes): a job cancelled mid-download is dropped cleanly and the next job runs", async () => {
+  const r = await rig();
+  try {
+    const { image, signature } = await signedUpdate("1.1.0");
+    for (let b = 5; b < 17; b++) r.cloud.faults.withhold.add(b);
+    await r.runtime.start();
+    await startJob(r, image, signature, "job-1");
+    await waitUntil(() => r.runtime.agent?.blocksRemaining === 12, "5 blocks to arrive");
+    await r.cloud.cancelJob(r.thing, "job-1");
+    await waitUntil(
+      () => r.runtime.agent?.activeJobId === null && r.runtime.device.fwu.state === FwuState.READY,
+      "the download to be dropped",
+    );
+    assert.equal(r.runtime.device.running?.version, "1.0.0+0");
+    const first = r.cloud.execution(r.thing, "job-1");
+    assert.equal(first.status, "CANCELED");
+    assert.ok(
+      !first.history.some((h) => h.status === "FAILED" || h.status === "SUCCEEDED"),
+      "nothing reported after the cancel",
+    );
+    r.cloud.faults.withhold.clear();
+    await startJob(r, image, signature, "job-2", "stream-2");
+    const second = r.cloud.execution(r.thing, "job-2");
+    await r.cloud.waitFor(() => second.status === "SUCCEEDED", "job-2 SUCCEEDED");
+    await waitUntil(() => r.runtime.device.running?.trial === false, "confirmation");
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("agent e2e (aedes): a block corrupted in transit is dropped and re-requested, never written", async () => {
+  const r = await rig();
+  try {
+    r.cloud.faults.corruptOnce.add(3);
+    r.cloud.faults.corruptOnce.add(16);
+    const execution = await happyUpdate(r);
+    assert.equal(r.cloud.faults.corruptOnce.size, 0, "both corrupt deliveries happened");
+    assert.equal(r.runtime.log.filter((l) => /fails its SHA-256 check/.test(l)).length, 2);
+    const asked = r.cloud.streamRequests.flatMap((q) => q.blocks);
+    assert.ok(
+      asked.filter((b) => b === 3).length >= 2 && asked.filter((b) => b === 16).length >= 2,
+      "corrupt blocks asked again",
+    );
+    assert.equal(execution.status, "SUCCEEDED");
+  } finally {
+    await r.close();
+  }
+});
+
+for (const torn of [false, true]) {
+  Deno.test(`agent e2e (aedes): after a ${torn ? "torn " : ""}power cut mid-download the agent resumes from the blocks in flash`, async () => {
+    const r = await rig();
+    try {
+      const { image, signature } = await signedUpdate("1.1.0");
+      for (let b = 9; b < 17; b++) r.cloud.faults.withhold.add(b);
+      await r.runtime.start();
+      await startJob(r, image, signature);
+      await waitUntil(() => r.runtime.agent?.blocksRemaining === 8, "9 blocks to arrive");
+      if (torn) {
+        // The next flash operation (writing block 9) is torn and the power goes.
+        r.runtime.device.cutPowerAt({ atOperation: 1, torn: true });
+        r.cloud.faults.withhold.delete(9);
+        await waitUntil(() => r.runtime.device.state === "off", "the power cut");
+      } else {
+        r.runtime.device.powerOff();
+      }
+      r.cloud.faults.withhold.clear();
+      const mark = r.cloud.streamRequests.length;
+      await r.runtime.start();
+      const execution = r.cloud.execution(r.thing, "job-1");
+      await r.cloud.waitFor(
+        () => execution.status === "SUCCEEDED",
+        "SUCCEEDED after power returns",
+      );
+      assert.ok(
+        r.runtime.log.some((l) =>
+          /^resuming firmware.bin of job job-1: \d+\/17 blocks to go/.test(l)
+        ),
+        r.runtime.log.join("\n"),
+      );
+      const after = requestedAfter(r, mark);
+      if (torn) {
+        // The torn block cannot be programmed again in place: the file starts over, once.
+        assert.ok(
+          r.runtime.log.some((l) => /write of block 9 failed .*restarting the file/.test(l)),
+          r.runtime.log.join("\n"),
+        );
+      } else {
+        assert.ok(
+          after.length > 0 && Math.min(...after) >= 8,
+          `only blocks not yet in flash are fetched again: ${after}`,
+        );
+      }
+      await waitUntil(() => r.runtime.device.running?.trial === false, "confirmation");
+    } finally {
+      await r.close();
+    }
+  });
+}
+
+Deno.test("agent e2e (aedes): an expired pre-signed URL is refreshed through the job document and the download continues", async () => {
+  const files = new TestFileServer();
+  const r = await rig({ http: true });
+  try {
+    const { image, signature } = await signedUpdate("1.1.0");
+    files.addFile("fw.bin", image);
+    const firstUrl = files.presign("fw.bin", 6);
+    r.cloud.documentFor = (execution) => {
+      // Documents carry the first URL (good for 6 requests) until it has expired, then fresh ones.
+      const url = files.expiredRequests === 0 ? firstUrl : files.presign("fw.bin");
+      return firmwareJobDocument({
+        url,
+        size: image.length,
+        signature,
+        certFile: SIGNER_CERT_PATH,
+        ...execution.document,
+      });
+    };
+    await r.runtime.start();
+    await r.cloud.createJob(
+      r.thing,
+      "job-http",
+      firmwareJobDocument({
+        url: firstUrl,
+        size: image.length,
+        signature,
+        certFile: SIGNER_CERT_PATH,
+      }),
+    );
+    const execution = r.cloud.execution(r.thing, "job-http");
+    await r.cloud.waitFor(() => execution.status === "SUCCEEDED", "SUCCEEDED over HTTP");
+    assert.ok(files.expiredRequests >= 1, "the URL expired once");
+    assert.ok(r.runtime.log.some((l) => /pre-signed URL expired/.test(l)));
+    assert.ok(
+      files.requests - files.expiredRequests <= 17 + 2,
+      `blocks were not fetched again from the start: ${files.requests} requests`,
+    );
+    await waitUntil(() => r.runtime.device.running?.trial === false, "confirmation");
+  } finally {
+    await r.close();
+    await files.close();
+  }
+});
+
+for (
+  const [version, reason] of [["1.0.0", "rejected: 0x00000010"], [
+    "0.9.0",
+    "rejected: 0x0000000f",
+  ]] as const
+) {
+  Deno.test(`agent e2e (aedes): a job for ${version === "1.0.0" ? "the same" : "an older"} version is rejected with the AWS reason`, async () => {
+    const r = await rig();
+    try {
+      const { image, signature } = await signedUpdate(version);
+      await r.runtime.start();
+      await startJob(r, image, signature);
+      const execution = r.cloud.execution(r.thing, "job-1");
+      await r.cloud.waitFor(() => execution.status === "REJECTED", "REJECTED");
+      assert.equal(execution.statusDetails.reason, reason);
+      await waitUntil(
+        () => r.runtime.device.fwu.state === FwuState.READY,
+        "the staging slot to be cleaned",
+      );
+      assert.equal(r.runtime.device.running?.version, "1.0.0+0");
+      assert.ok(r.cloud.blocksSent < 17, "the download stopped at the header");
+    } finally {
+      await r.close();
+    }
+  });
+}
