@@ -175,6 +175,12 @@ interface QueuedEvent {
   readonly block?: BlockInput;
 }
 type Outcome = "done" | "stay" | { readonly error: string };
+/** An answer to an update or a describe: accepted or not, the rejection code, the status seen. */
+interface Reply {
+  readonly ok: boolean;
+  readonly code: string | null;
+  readonly status?: string;
+}
 
 /** A download in progress (RAM; its resumable part is persisted). */
 interface ActiveFile {
@@ -239,7 +245,7 @@ export class OtaAgent {
   #jobBackoff = 0;
   #active: ActiveFile | null = null;
   #jobVersion = new Map<string, number>();
-  #pendingAcks = new Map<string, (accepted: { ok: boolean; code: string | null }) => void>();
+  #pendingAcks = new Map<string, (answer: Reply) => void>();
   #tokenCounter = 0;
   #background = new Set<Promise<unknown>>();
   #generation = 0;
@@ -368,7 +374,13 @@ export class OtaAgent {
         return;
       case "update-accepted":
       case "update-rejected":
-        this.#onUpdateReply(kind.jobId, kind.kind === "update-accepted", payload);
+      case "get-accepted":
+      case "get-rejected":
+        this.#onUpdateReply(
+          kind.jobId,
+          kind.kind === "update-accepted" || kind.kind === "get-accepted",
+          payload,
+        );
         return;
       case "stream-data":
         this.statistics.packetsReceived++;
@@ -480,6 +492,7 @@ export class OtaAgent {
     await this.#mqtt.subscribe(this.#topics.notifyNext, 1);
     await this.#mqtt.subscribe(this.#topics.nextGetReplies, 1);
     await this.#mqtt.subscribe(this.#topics.updateReplies, 1);
+    await this.#mqtt.subscribe(this.#topics.getReplies, 1);
   }
 
   async #requestJobHandler(): Promise<Outcome> {
@@ -1012,6 +1025,7 @@ export class OtaAgent {
         this.#topics.notifyNext,
         this.#topics.nextGetReplies,
         this.#topics.updateReplies,
+        this.#topics.getReplies,
       ]
     ) {
       await this.#mqtt.unsubscribe(topic).catch(() => {});
@@ -1241,7 +1255,17 @@ export class OtaAgent {
       if (answer.ok) return true;
       if (answer.code === "VersionMismatch") this.#jobVersion.delete(jobId);
       else if (answer.code !== null && answer.code !== "timeout") {
-        this.#log(`status ${status} for ${jobId} rejected: ${answer.code}`);
+        // Our earlier attempt may have landed with only its acknowledgement lost: ask.
+        const seen = await this.#describe(jobId);
+        if (seen === status) {
+          this.#log(`status ${status} for ${jobId} was already recorded (acknowledgement lost)`);
+          return true;
+        }
+        this.#log(
+          `status ${status} for ${jobId} rejected: ${answer.code} (execution is ${
+            seen ?? "unknown"
+          })`,
+        );
         return false;
       }
       delay = Math.min(delay * 2, 60_000);
@@ -1249,10 +1273,21 @@ export class OtaAgent {
     return false;
   }
 
-  #awaitReply(
-    clientToken: string,
-    timeoutMs: number,
-  ): Promise<{ ok: boolean; code: string | null }> {
+  /** DescribeJobExecution (`<jobId>/get`): the execution's status, or null. */
+  async #describe(jobId: string): Promise<string | null> {
+    const clientToken = this.#token();
+    const reply = this.#awaitReply(clientToken, this.#config.statusAckTimeoutMs);
+    try {
+      const body = JSON.stringify({ clientToken, includeJobDocument: false });
+      await this.#mqtt.publish(this.#topics.jobGet(jobId), body, 1);
+    } catch {
+      return null;
+    }
+    const answer = await reply;
+    return answer.ok ? answer.status ?? null : null;
+  }
+
+  #awaitReply(clientToken: string, timeoutMs: number): Promise<Reply> {
     return new Promise((resolve) => {
       const timer = this.#clock.setTimer(timeoutMs, () => {
         this.#pendingAcks.delete(clientToken);
@@ -1275,15 +1310,16 @@ export class OtaAgent {
     } catch {
       return;
     }
-    const state = reply.executionState as Record<string, unknown> | undefined;
+    const state = (reply.executionState ?? reply.execution) as Record<string, unknown> | undefined;
     if (accepted && typeof state?.versionNumber === "number") {
       this.#jobVersion.set(jobId, state.versionNumber);
     }
     const token = typeof reply.clientToken === "string" ? reply.clientToken : null;
     const resolve = token ? this.#pendingAcks.get(token) : undefined;
-    if (resolve) {
-      resolve({ ok: accepted, code: accepted ? null : String(reply.code ?? "Rejected") });
-    }
+    if (!resolve) return;
+    const status = typeof state?.status === "string" ? state.status : undefined;
+    const code = accepted ? null : String(reply.code ?? "Rejected");
+    resolve({ ok: accepted, code, ...(status ? { status } : {}) });
   }
 
   #startRequestTimer(ms: number): void {

@@ -11,6 +11,7 @@ export interface ThingTopics {
   readonly nextGet: string;
   readonly nextGetReplies: string;
   readonly updateReplies: string;
+  readonly getReplies: string;
   jobUpdate(jobId: string): string;
   jobGet(jobId: string): string;
   streamGet(stream: string): string;
@@ -34,6 +35,7 @@ export function thingTopics(thingName: string): ThingTopics {
     nextGet: `${jobs}/$next/get`,
     nextGetReplies: `${jobs}/$next/get/+`,
     updateReplies: `${jobs}/+/update/+`,
+    getReplies: `${jobs}/+/get/+`,
     jobUpdate: (jobId) => `${jobs}/${jobId}/update`,
     jobGet: (jobId) => `${jobs}/${jobId}/get`,
     streamGet: (stream) => `${streams}/${stream}/get/cbor`,
@@ -48,6 +50,8 @@ export type IncomingTopic =
   | { readonly kind: "next-get-rejected" }
   | { readonly kind: "update-accepted"; readonly jobId: string }
   | { readonly kind: "update-rejected"; readonly jobId: string }
+  | { readonly kind: "get-accepted"; readonly jobId: string }
+  | { readonly kind: "get-rejected"; readonly jobId: string }
   | { readonly kind: "stream-data"; readonly stream: string }
   | { readonly kind: "other" };
 
@@ -73,6 +77,10 @@ export function classifyTopic(thingName: string, topic: string): IncomingTopic {
     if (rest.length === 4 && rest[2] === "update" && rest[1] !== "$next") {
       if (rest[3] === "accepted") return { kind: "update-accepted", jobId: rest[1]! };
       if (rest[3] === "rejected") return { kind: "update-rejected", jobId: rest[1]! };
+    }
+    if (rest.length === 4 && rest[2] === "get" && rest[1] !== "$next") {
+      if (rest[3] === "accepted") return { kind: "get-accepted", jobId: rest[1]! };
+      if (rest[3] === "rejected") return { kind: "get-rejected", jobId: rest[1]! };
     }
   }
   if (rest[0] === "streams" && rest.length === 4 && rest[2] === "data" && rest[3] === "cbor") {

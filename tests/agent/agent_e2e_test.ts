@@ -239,3 +239,29 @@ for (
     }
   });
 }
+
+Deno.test("agent e2e (aedes): lost $next/get replies are asked again with backoff", async () => {
+  const r = await rig();
+  try {
+    r.cloud.faults.dropNextGet = 2;
+    await happyUpdate(r, { createJobFirst: true });
+    assert.ok(r.cloud.nextGetRequests >= 3, `requests: ${r.cloud.nextGetRequests}`);
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("agent e2e (aedes): a lost SUCCEEDED acknowledgement is retried and the image is confirmed only once the cloud has it", async () => {
+  const r = await rig();
+  try {
+    r.cloud.faults.dropUpdateAcks = 1; // the cloud records SUCCEEDED but its acknowledgement is lost
+    const execution = await happyUpdate(r);
+    assert.equal(execution.status, "SUCCEEDED");
+    assert.ok(
+      r.runtime.log.some((l) => /SUCCEEDED for job-1 was already recorded/.test(l)),
+      r.runtime.log.join("\n"),
+    );
+  } finally {
+    await r.close();
+  }
+});

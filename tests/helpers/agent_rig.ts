@@ -75,20 +75,18 @@ export async function signedUpdate(
 }
 
 /** Runs the happy path and checks both sides; returns the execution. */
-export async function happyUpdate(r: Rig) {
+export async function happyUpdate(r: Rig, options: { createJobFirst?: boolean } = {}) {
   const { image, signature } = await signedUpdate("1.1.0");
   r.cloud.addStream("stream-1", new Map([[0, image]]));
+  const document = firmwareJobDocument({
+    stream: "stream-1",
+    size: image.length,
+    signature,
+    certFile: SIGNER_CERT_PATH,
+  });
+  if (options.createJobFirst) await r.cloud.createJob(r.thing, "job-1", document);
   await r.runtime.start();
-  await r.cloud.createJob(
-    r.thing,
-    "job-1",
-    firmwareJobDocument({
-      stream: "stream-1",
-      size: image.length,
-      signature,
-      certFile: SIGNER_CERT_PATH,
-    }),
-  );
+  if (!options.createJobFirst) await r.cloud.createJob(r.thing, "job-1", document);
   const execution = r.cloud.execution(r.thing, "job-1");
   await r.cloud.waitFor(() => execution.status === "SUCCEEDED", "SUCCEEDED");
   await waitUntil(

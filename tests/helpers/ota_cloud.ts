@@ -44,6 +44,8 @@ export class TestOtaCloud {
     dropUpdateAcks: 0,
   };
   readonly streamRequests: { thing: string; stream: string; blocks: number[] }[] = [];
+  /** `$next/get` requests received (answered or not). */
+  nextGetRequests = 0;
   /** Blocks published, by thing. */
   blocksSent = 0;
   readonly #streams = new Map<string, Map<number, Uint8Array>>();
@@ -65,6 +67,7 @@ export class TestOtaCloud {
     await client.subscribeAsync([
       "$aws/things/+/jobs/$next/get",
       "$aws/things/+/jobs/+/update",
+      "$aws/things/+/jobs/+/get",
       "$aws/things/+/streams/+/get/cbor",
     ], { qos: 1 });
     return cloud;
@@ -165,6 +168,8 @@ export class TestOtaCloud {
     const thing = parts[2]!;
     if (parts[3] === "jobs" && parts[4] === "$next" && parts[5] === "get") {
       void this.#onNextGet(thing, payload);
+    } else if (parts[3] === "jobs" && parts[5] === "get" && parts.length === 6) {
+      void this.#onDescribe(thing, parts[4]!, payload);
     } else if (parts[3] === "jobs" && parts[5] === "update") {
       void this.#onUpdate(thing, parts[4]!, payload);
     } else if (parts[3] === "streams" && parts[5] === "get") {
@@ -172,7 +177,38 @@ export class TestOtaCloud {
     }
   }
 
+  async #onDescribe(thing: string, jobId: string, payload: Uint8Array): Promise<void> {
+    let clientToken: unknown;
+    try {
+      clientToken = JSON.parse(new TextDecoder().decode(payload)).clientToken;
+    } catch {
+      clientToken = undefined;
+    }
+    const execution = this.executions.find((e) => e.thing === thing && e.jobId === jobId);
+    const topic = `$aws/things/${thing}/jobs/${jobId}/get`;
+    if (!execution) {
+      await this.client.publishAsync(
+        `${topic}/rejected`,
+        JSON.stringify({ clientToken, code: "ResourceNotFound" }),
+        { qos: 1 },
+      );
+      return;
+    }
+    const body = {
+      clientToken,
+      timestamp: Date.now(),
+      execution: {
+        jobId,
+        status: execution.status,
+        statusDetails: execution.statusDetails,
+        versionNumber: execution.versionNumber,
+      },
+    };
+    await this.client.publishAsync(`${topic}/accepted`, JSON.stringify(body), { qos: 1 });
+  }
+
   async #onNextGet(thing: string, payload: Uint8Array): Promise<void> {
+    this.nextGetRequests++;
     if (this.faults.dropNextGet > 0) {
       this.faults.dropNextGet--;
       this.#changed();
