@@ -483,7 +483,10 @@ export class OtaAgent {
         this.#platform.pal.resetDevice(null);
       });
     }
-    await this.#subscribeControl();
+    // Not fatal: the job request below retries with backoff, and a reconnect subscribes again.
+    await this.#subscribeControl().catch((error) =>
+      this.#log(`subscribe failed: ${(error as Error).message}`)
+    );
     this.#signal({ type: "RequestJobDocument" });
     return "done";
   }

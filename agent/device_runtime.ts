@@ -119,6 +119,11 @@ export class DeviceRuntime {
       log: (line: string) => this.#record(line),
       ...(this.#options.http ? { http: this.#options.http } : {}),
     };
+    if (running.behavior === "hang") {
+      // A hung application runs nothing, the agent included; the watchdog will reset it.
+      this.#record("application hangs");
+      return;
+    }
     if (running.behavior === "no-network") {
       this.#agent = new OtaAgent({ ...common, mqtt: unreachableMqtt });
       this.#agent.start();

@@ -265,3 +265,45 @@ Deno.test("agent e2e (aedes): a lost SUCCEEDED acknowledgement is retried and th
     await r.close();
   }
 });
+
+for (
+  const [behavior, what, reason, detail] of [
+    [
+      "crash-on-boot",
+      "crashes on boot",
+      "rejected: 0x00000010",
+      /trial image was not confirmed: reverted/,
+    ],
+    ["fail-self-test", "fails its self-test", "rejected: 0x00000011", /self-test failed/],
+    [
+      "no-network",
+      "cannot reach the network",
+      "rejected: 0x00000010",
+      /trial image was not confirmed: reverted/,
+    ],
+    ["hang", "hangs", "rejected: 0x00000010", /trial image was not confirmed: reverted/],
+  ] as const
+) {
+  Deno.test(`agent e2e (aedes): an image that ${what} never confirms: the device reverts and the job ends FAILED`, async () => {
+    const r = await rig({ watchdogMs: 1_000, agentConfig: { selfTestTimeoutMs: 1_000 } });
+    try {
+      const { image, signature } = await signedUpdate("1.1.0", behavior);
+      await r.runtime.start();
+      await startJob(r, image, signature);
+      const execution = r.cloud.execution(r.thing, "job-1");
+      await r.cloud.waitFor(() => execution.status === "FAILED", "FAILED");
+      assert.equal(execution.statusDetails.reason, reason);
+      assert.match(execution.statusDetails.detail ?? "", detail);
+      assert.ok(!execution.history.some((h) => h.status === "SUCCEEDED"), "never SUCCEEDED");
+      await waitUntil(() => r.runtime.device.running?.version === "1.0.0+0", "the revert");
+      assert.equal(r.runtime.device.running?.trial, false);
+      assert.equal(
+        r.runtime.device.report().securityCounter,
+        1,
+        "the counter never rose for an unconfirmed image",
+      );
+    } finally {
+      await r.close();
+    }
+  });
+}

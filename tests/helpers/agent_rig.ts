@@ -34,7 +34,13 @@ export interface Rig {
 
 /** Broker (aedes unless `brokerUrl` is given), test cloud and one device on factory image 1.0.0. */
 export async function rig(
-  options: { brokerUrl?: string; http?: boolean; factoryVersion?: string } = {},
+  options: {
+    brokerUrl?: string;
+    http?: boolean;
+    factoryVersion?: string;
+    agentConfig?: Partial<typeof AGENT_TEST_CONFIG>;
+    watchdogMs?: number;
+  } = {},
 ): Promise<Rig> {
   const embedded = options.brokerUrl ? null : await startEmbeddedBroker();
   const url = options.brokerUrl ?? embedded!.url;
@@ -44,12 +50,13 @@ export async function rig(
     layout: smallLayout(24),
     systemTime: true,
     factory: { version: options.factoryVersion ?? "1.0.0", securityCounter: 1 },
+    ...(options.watchdogMs ? { watchdogMs: options.watchdogMs } : {}),
   });
   const runtime = new DeviceRuntime({
     device,
     thingName: thing,
     brokerUrl: url,
-    agentConfig: AGENT_TEST_CONFIG,
+    agentConfig: { ...AGENT_TEST_CONFIG, ...options.agentConfig },
     ...(options.http ? { http: fetchHttpPort } : {}),
   });
   return {

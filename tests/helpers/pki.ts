@@ -130,6 +130,8 @@ export async function factoryDevice(
     clock?: ManualClock;
     /** Run the device on real time (end-to-end tests over real sockets). */
     systemTime?: boolean;
+    /** Watchdog period of the device. */
+    watchdogMs?: number;
     seed?: number;
   } = {},
 ): Promise<{ device: Device; clock: ManualClock; pki: TestPki }> {
@@ -139,5 +141,12 @@ export async function factoryDevice(
   const flash = createFlash(layout, { seed: options.seed ?? 1 });
   flashFactoryImage(flash, layout, await testImage(options.factory ?? { version: "1.0.0" }));
   const deviceClock = options.systemTime ? systemClock : clock;
-  return { device: new Device({ layout, rom: pki.rom, clock: deviceClock, flash }), clock, pki };
+  const device = new Device({
+    layout,
+    rom: pki.rom,
+    clock: deviceClock,
+    flash,
+    ...(options.watchdogMs ? { watchdogMs: options.watchdogMs } : {}),
+  });
+  return { device, clock, pki };
 }
