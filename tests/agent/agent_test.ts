@@ -1,0 +1,302 @@
+/**
+ * The agent on fake ports and fake time: the transition table row by row, and the behaviours
+ * that depend on timers (retries, backoff, momentum) or on events arriving in the wrong state.
+ */
+import assert from "node:assert/strict";
+import { type MqttPort, OtaAgent } from "../../agent/agent.ts";
+import { encodeStreamBlock } from "../../agent/stream_codec.ts";
+import {
+  AGENT_EVENTS,
+  AGENT_STATES,
+  type AgentEventType,
+  type AgentState,
+  findTransition,
+  TRANSITIONS,
+} from "../../agent/transition_table.ts";
+import { AgentStateStore } from "../../bootloader/agent_store.ts";
+import { signData } from "../../bootloader/codesign.ts";
+import { FwuState } from "../../bootloader/fwu.ts";
+import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
+import { factoryDevice, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
+
+/** The rows, written out from the AWS table plus this project's additions. */
+const EXPECTED: [AgentState | "All", AgentEventType, string, AgentState][] = [
+  ["Ready", "Start", "start", "RequestingJob"],
+  ["RequestingJob", "RequestJobDocument", "requestJob", "WaitingForJob"],
+  ["RequestingJob", "RequestTimer", "requestJob", "WaitingForJob"],
+  ["WaitingForJob", "ReceivedJobDocument", "processJob", "CreatingFile"],
+  ["WaitingForJob", "RequestTimer", "requestJob", "WaitingForJob"],
+  ["WaitingForJob", "RequestJobDocument", "requestJob", "WaitingForJob"],
+  ["CreatingFile", "StartSelfTest", "inSelfTest", "WaitingForJob"],
+  ["CreatingFile", "CreateFile", "initFile", "RequestingFileBlock"],
+  ["CreatingFile", "RequestTimer", "initFile", "RequestingFileBlock"],
+  ["CreatingFile", "RequestJobDocument", "requestJob", "WaitingForJob"],
+  ["RequestingFileBlock", "RequestFileBlock", "requestData", "WaitingForFileBlock"],
+  ["RequestingFileBlock", "RequestTimer", "requestData", "WaitingForFileBlock"],
+  ["RequestingFileBlock", "RequestJobDocument", "requestJob", "WaitingForJob"],
+  ["WaitingForFileBlock", "ReceivedFileBlock", "processData", "WaitingForFileBlock"],
+  ["WaitingForFileBlock", "RequestTimer", "requestData", "WaitingForFileBlock"],
+  ["WaitingForFileBlock", "RequestFileBlock", "requestData", "WaitingForFileBlock"],
+  ["WaitingForFileBlock", "RequestJobDocument", "requestJob", "WaitingForJob"],
+  ["WaitingForFileBlock", "ReceivedJobDocument", "jobNotification", "RequestingJob"],
+  ["WaitingForFileBlock", "CloseFile", "closeFile", "ClosingFile"],
+  ["ClosingFile", "CreateFile", "initFile", "RequestingFileBlock"],
+  ["ClosingFile", "RequestJobDocument", "requestJob", "WaitingForJob"],
+  ["Suspended", "Resume", "resume", "RequestingJob"],
+  ["All", "Suspend", "suspend", "Suspended"],
+  ["All", "UserAbort", "userAbort", "WaitingForJob"],
+  ["All", "Shutdown", "shutdown", "Stopped"],
+];
+
+for (const [state, event, handler, next] of EXPECTED) {
+  Deno.test(`transition table: ${state} + ${event} -> ${handler} -> ${next}`, () => {
+    const states = state === "All"
+      ? AGENT_STATES.filter((s) => s !== "Stopped" && s !== "ShuttingDown")
+      : [state];
+    for (const s of states) {
+      const row = findTransition(s, event);
+      assert.ok(row, `${s} + ${event} has a row`);
+      assert.equal(row.handler, handler);
+      assert.equal(row.next, next);
+    }
+  });
+}
+
+Deno.test("transition table: every other (state, event) pair has no row, and Stopped takes nothing", () => {
+  assert.equal(TRANSITIONS.length, EXPECTED.length);
+  for (const state of AGENT_STATES) {
+    for (const event of AGENT_EVENTS) {
+      const listed = EXPECTED.some(([s, e]) =>
+        e === event &&
+        (s === state || (s === "All" && state !== "Stopped" && state !== "ShuttingDown"))
+      );
+      assert.equal(findTransition(state, event) !== undefined, listed, `${state} + ${event}`);
+    }
+  }
+});
+
+const encoder = new TextEncoder();
+
+/** A fake MQTT port that records what the agent sends. */
+class FakeMqtt implements MqttPort {
+  readonly published: { topic: string; payload: string | Uint8Array; qos: number }[] = [];
+  readonly subscribed: string[] = [];
+  /** Acknowledges QoS 1 status updates, as the Jobs service would. */
+  agent: OtaAgent | null = null;
+  publish(topic: string, payload: Uint8Array | string, qos: 0 | 1) {
+    this.published.push({ topic, payload, qos });
+    if (this.agent && qos === 1 && topic.endsWith("/update")) {
+      const { clientToken } = JSON.parse(String(payload));
+      const agent = this.agent;
+      queueMicrotask(() =>
+        agent.handleMessage(`${topic}/accepted`, encoder.encode(JSON.stringify({ clientToken })))
+      );
+    }
+    return Promise.resolve();
+  }
+  subscribe(topic: string) {
+    this.subscribed.push(topic);
+    return Promise.resolve();
+  }
+  unsubscribe() {
+    return Promise.resolve();
+  }
+  count(suffix: string): number {
+    return this.published.filter((p) => p.topic.endsWith(suffix)).length;
+  }
+  statuses(): Record<string, unknown>[] {
+    return this.published.filter((p) => p.topic.endsWith("/update")).map((p) =>
+      JSON.parse(String(p.payload))
+    );
+  }
+}
+
+async function agentOnFakes(config: Record<string, unknown> = {}) {
+  const { device, clock } = await factoryDevice();
+  await device.powerOn();
+  const mqtt = new FakeMqtt();
+  const agent = new OtaAgent({
+    thingName: "dev-1",
+    mqtt,
+    platform: {
+      pal: device.pal,
+      runningVersion: device.bootRecord!.image.header.version,
+      selfTest: () => device.selfTest(),
+      updateState: () => device.fwu.state,
+      updateFailure: () => device.fwu.query(0).info?.errorDetail ?? null,
+    },
+    store: new AgentStateStore(device.areas.agentState),
+    clock,
+    config: {
+      maxFirmwareSize: device.fwu.maxSize,
+      blockSize: 1024,
+      requestTimeoutMs: 1000,
+      statusAckTimeoutMs: 500,
+      maxStatusRetries: 0,
+      ...config,
+    },
+  });
+  mqtt.agent = agent;
+  return { device, clock, mqtt, agent };
+}
+
+async function jobPayload(size = 4096) {
+  const image = await testImage({ version: "1.1.0", payloadSize: size });
+  const signature = await signData((await testPki()).signerKeys.privateKey, image);
+  const document = firmwareJobDocument({
+    stream: "s1",
+    size: image.length,
+    signature,
+    certFile: SIGNER_CERT_PATH,
+  });
+  return {
+    image,
+    payload: encoder.encode(
+      JSON.stringify({
+        clientToken: "x",
+        execution: { jobId: "job-1", status: "QUEUED", versionNumber: 1, jobDocument: document },
+      }),
+    ),
+  };
+}
+
+Deno.test("agent: a lost $next/get reply is asked again with exponential backoff (the AWS agent waits forever)", async () => {
+  const { clock, mqtt, agent } = await agentOnFakes({ jobRequestBackoffMs: [1000, 8000] });
+  agent.start();
+  await agent.idle();
+  assert.equal(mqtt.count("$next/get"), 1);
+  assert.equal(agent.state, "WaitingForJob");
+  const at: number[] = [];
+  for (const step of [999, 1, 1999, 1, 3999, 1, 7999, 1, 7999, 1]) {
+    clock.advance(step);
+    await agent.idle();
+    at.push(mqtt.count("$next/get"));
+  }
+  assert.deepEqual(
+    at,
+    [1, 2, 2, 3, 3, 4, 4, 5, 5, 6],
+    "retries after 1 s, 2 s, 4 s, then every 8 s",
+  );
+  await agent.shutdown();
+});
+
+Deno.test("agent: a stalled download fails the job with the momentum reason and the agent keeps running", async () => {
+  const { device, clock, mqtt, agent } = await agentOnFakes({ maxMomentum: 3 });
+  const { payload } = await jobPayload();
+  agent.start();
+  await agent.idle();
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  assert.equal(agent.state, "WaitingForFileBlock");
+  assert.equal(device.fwu.state, FwuState.WRITING);
+  for (let i = 0; i < 4; i++) {
+    clock.advance(1000);
+    await agent.idle();
+  }
+  assert.equal(mqtt.count("/get/cbor"), 3, "three unanswered requests");
+  const failed = mqtt.statuses().find((s) => s.status === "FAILED")!;
+  assert.match(String((failed.statusDetails as Record<string, string>).reason), /^0x0000000e: /);
+  assert.equal(agent.state, "WaitingForJob", "back to waiting, not shut down");
+  assert.equal(device.fwu.state, FwuState.READY, "the partial download is cleaned");
+  await agent.shutdown();
+});
+
+Deno.test("agent: blocks outside a download are dropped and counted; bad blocks never reach flash", async () => {
+  const { device, mqtt, agent } = await agentOnFakes();
+  const { payload, image } = await jobPayload();
+  agent.start();
+  await agent.idle();
+  const block = (
+    i: number,
+    data: Uint8Array,
+    extra: Partial<{ fileId: number; blockSize: number }> = {},
+  ) =>
+    encodeStreamBlock({
+      fileId: 0,
+      blockId: i,
+      blockSize: 1024,
+      payload: data,
+      hash: null,
+      ...extra,
+    });
+  agent.handleMessage("$aws/things/dev-1/streams/s1/data/cbor", block(0, image.subarray(0, 1024)));
+  await agent.idle();
+  assert.equal(agent.statistics.packetsDropped, 1, "no download: dropped");
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  const before = device.flash.stats.programs;
+  for (
+    const bad of [
+      block(0, image.subarray(0, 1000)), // wrong size
+      block(0, image.subarray(0, 1024), { fileId: 9 }), // wrong file
+      block(0, image.subarray(0, 1024), { blockSize: 2048 }), // wrong block size
+      block(99, image.subarray(0, 1024)), // past the end
+      new Uint8Array([0xff, 0x00, 0x13]), // not CBOR
+    ]
+  ) {
+    agent.handleMessage("$aws/things/dev-1/streams/s1/data/cbor", bad);
+  }
+  agent.handleMessage(
+    "$aws/things/dev-1/streams/other/data/cbor",
+    block(0, image.subarray(0, 1024)),
+  );
+  await agent.idle();
+  assert.equal(device.flash.stats.programs, before, "nothing written");
+  assert.ok(agent.statistics.packetsDropped >= 5, `dropped: ${agent.statistics.packetsDropped}`);
+  agent.handleMessage("$aws/things/dev-1/streams/s1/data/cbor", block(0, image.subarray(0, 1024)));
+  agent.handleMessage("$aws/things/dev-1/streams/s1/data/cbor", block(0, image.subarray(0, 1024)));
+  await agent.idle();
+  assert.equal(agent.statistics.packetsProcessed, 1, "a duplicate is accepted once");
+  assert.ok(
+    mqtt.statuses().some((s) => (s.statusDetails as Record<string, string>).receive === "1/5"),
+  );
+  await agent.shutdown();
+});
+
+Deno.test("agent: a user abort fails the job as aborted and leaves the PAL clean", async () => {
+  const { device, mqtt, agent } = await agentOnFakes();
+  const { payload } = await jobPayload();
+  agent.start();
+  await agent.idle();
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  agent.abort();
+  await agent.idle();
+  const failed = mqtt.statuses().find((s) => s.status === "FAILED")!;
+  assert.equal((failed.statusDetails as Record<string, string>).reason, "aborted: 0x00000013");
+  assert.equal(device.fwu.state, FwuState.READY);
+  assert.equal(agent.state, "WaitingForJob");
+  await agent.shutdown();
+  assert.equal(agent.state, "Stopped");
+});
+
+Deno.test("agent: suspended, it drops blocks; resumed, it asks for the job again", async () => {
+  const { mqtt, agent } = await agentOnFakes();
+  const { payload, image } = await jobPayload();
+  agent.start();
+  await agent.idle();
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  agent.suspend();
+  await agent.idle();
+  assert.equal(agent.state, "Suspended");
+  agent.handleMessage(
+    "$aws/things/dev-1/streams/s1/data/cbor",
+    encodeStreamBlock({
+      fileId: 0,
+      blockId: 0,
+      blockSize: 1024,
+      payload: image.subarray(0, 1024),
+      hash: null,
+    }),
+  );
+  await agent.idle();
+  assert.equal(agent.statistics.packetsProcessed, 0);
+  assert.ok(agent.unexpected.includes("Suspended/ReceivedFileBlock"));
+  const requests = mqtt.count("$next/get");
+  agent.resume();
+  await agent.idle();
+  assert.equal(mqtt.count("$next/get"), requests + 1);
+  assert.equal(agent.blocksRemaining, 5, "the bitmap survives the suspension");
+  await agent.shutdown();
+});
