@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { FwuState } from "../../bootloader/fwu.ts";
-import { SIGNER_CERT_PATH } from "../helpers/pki.ts";
+import { SIGNER_CERT_PATH, testPki } from "../helpers/pki.ts";
+import { signData } from "../../bootloader/codesign.ts";
 import { firmwareJobDocument, TestFileServer } from "../helpers/ota_cloud.ts";
 import { happyUpdate, type Rig, rig, signedUpdate } from "../helpers/agent_rig.ts";
 import { waitUntil } from "../helpers/wait.ts";
@@ -307,3 +308,49 @@ for (
     }
   });
 }
+
+Deno.test("agent e2e (aedes): a job with a data file and a firmware file delivers both (data first, firmware last)", async () => {
+  const r = await rig();
+  try {
+    const { image, signature } = await signedUpdate("1.1.0");
+    const config = new TextEncoder().encode(
+      JSON.stringify({ sampleRateHz: 50, endpoint: "telemetry" }).repeat(40),
+    );
+    const configSignature = await signData((await testPki()).signerKeys.privateKey, config);
+    r.cloud.addStream("stream-1", new Map([[0, image], [7, config]]));
+    const document = firmwareJobDocument({
+      stream: "stream-1",
+      size: image.length,
+      signature,
+      certFile: SIGNER_CERT_PATH,
+    });
+    const files = (document.afr_ota as { files: Record<string, unknown>[] }).files;
+    files.push({
+      filepath: "config/app.json",
+      filesize: config.length,
+      fileid: 7,
+      fileType: 3,
+      certfile: SIGNER_CERT_PATH,
+      "sig-sha256-ecdsa": btoa(String.fromCharCode(...configSignature)),
+    });
+    await r.runtime.start();
+    await r.cloud.createJob(r.thing, "job-1", document);
+    const execution = r.cloud.execution(r.thing, "job-1");
+    await r.cloud.waitFor(() => execution.status === "SUCCEEDED", "SUCCEEDED");
+    const delivered = r.runtime.events.find((e) => e.type === "UpdateComplete" && e.data !== null);
+    assert.ok(delivered && delivered.type === "UpdateComplete");
+    assert.equal(delivered.file.filePath, "config/app.json");
+    assert.deepEqual(delivered.data, config);
+    const events = r.runtime.events;
+    assert.ok(
+      events.indexOf(delivered) < events.findIndex((e) => e.type === "Activate"),
+      "data file before activation",
+    );
+    await waitUntil(
+      () => r.runtime.device.running?.version === "1.1.0+0" && !r.runtime.device.running.trial,
+      "confirmation",
+    );
+  } finally {
+    await r.close();
+  }
+});

@@ -300,3 +300,35 @@ Deno.test("agent: suspended, it drops blocks; resumed, it asks for the job again
   assert.equal(agent.blocksRemaining, 5, "the bitmap survives the suspension");
   await agent.shutdown();
 });
+
+Deno.test("agent: a job it cannot take is reported REJECTED with a reason and the agent asks for the next one", async () => {
+  const { mqtt, agent } = await agentOnFakes();
+  agent.start();
+  await agent.idle();
+  const requests = mqtt.count("$next/get");
+  const document = {
+    afr_ota: {
+      protocols: ["MQTT"],
+      streamname: "s1",
+      files: [{
+        filepath: "../../etc/passwd",
+        filesize: 100,
+        fileid: 0,
+        certfile: "c",
+        "sig-sha256-ecdsa": btoa("0123456789abcdef"),
+      }],
+    },
+  };
+  const payload = encoder.encode(
+    JSON.stringify({ execution: { jobId: "bad-job", status: "QUEUED", jobDocument: document } }),
+  );
+  agent.handleMessage("$aws/things/dev-1/jobs/notify-next", payload);
+  await agent.idle();
+  const status = mqtt.statuses().find((s) => s.status === "REJECTED")!;
+  assert.ok(status, "REJECTED reported");
+  assert.match(String((status.statusDetails as Record<string, string>).detail), /allowed names/);
+  assert.ok(mqtt.published.some((p) => p.topic === "$aws/things/dev-1/jobs/bad-job/update"));
+  assert.equal(mqtt.count("$next/get"), requests + 1, "asks for the next job");
+  assert.equal(agent.state, "WaitingForJob");
+  await agent.shutdown();
+});
