@@ -10,8 +10,34 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { type AgentCallbackEvent, type AgentConfig, type HttpPort, OtaAgent } from "./agent.ts";
+import {
+  type AgentCallbackEvent,
+  type AgentConfig,
+  type AgentPlatform,
+  type HttpPort,
+  OtaAgent,
+} from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
+
+/**
+ * What the agent needs from a running device: its PAL, running version, self-test and update
+ * state.
+ *
+ * @example
+ * ```ts ignore
+ * const platform = devicePlatform(device);
+ * platform.runningVersion; // { major: 1, minor: 0, revision: 0, build: 0 }
+ * ```
+ */
+export function devicePlatform(device: Device): AgentPlatform {
+  return {
+    pal: device.pal,
+    runningVersion: device.bootRecord!.image.header.version,
+    selfTest: () => device.selfTest(),
+    updateState: () => device.fwu.state,
+    updateFailure: () => device.fwu.query(0).info?.errorDetail ?? null,
+  };
+}
 
 /** Options of {@linkcode DeviceRuntime}. */
 export interface DeviceRuntimeOptions {
@@ -105,13 +131,7 @@ export class DeviceRuntime {
     this.#record(`booted ${running.version}${running.trial ? " (trial)" : ""}`);
     const common = {
       thingName,
-      platform: {
-        pal: device.pal,
-        runningVersion: device.bootRecord!.image.header.version,
-        selfTest: () => device.selfTest(),
-        updateState: () => device.fwu.state,
-        updateFailure: () => device.fwu.query(0).info?.errorDetail ?? null,
-      },
+      platform: devicePlatform(device),
       store: new AgentStateStore(device.areas.agentState),
       clock: this.#options.clock ?? systemClock,
       config: { maxFirmwareSize: device.fwu.maxSize, ...this.#options.agentConfig },

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { type MqttPort, OtaAgent } from "../../agent/agent.ts";
 import { encodeStreamBlock } from "../../agent/stream_codec.ts";
+import { devicePlatform } from "../../agent/device_runtime.ts";
 import {
   AGENT_EVENTS,
   AGENT_STATES,
@@ -118,13 +119,7 @@ async function agentOnFakes(config: Record<string, unknown> = {}) {
   const agent = new OtaAgent({
     thingName: "dev-1",
     mqtt,
-    platform: {
-      pal: device.pal,
-      runningVersion: device.bootRecord!.image.header.version,
-      selfTest: () => device.selfTest(),
-      updateState: () => device.fwu.state,
-      updateFailure: () => device.fwu.query(0).info?.errorDetail ?? null,
-    },
+    platform: devicePlatform(device),
     store: new AgentStateStore(device.areas.agentState),
     clock,
     config: {
