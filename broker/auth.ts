@@ -1,0 +1,196 @@
+/**
+ * Who may connect and what they may touch, as aedes hooks (authenticate, authorizePublish,
+ * authorizeSubscribe): a device authenticates as its thing (client id = user name = thing
+ * name, password = its secret) and may publish and subscribe only under its own
+ * `$aws/things/<thing>/`; the cloud services have their own role. Oversized payloads and floods
+ * get the client disconnected; nobody else notices.
+ *
+ * @module
+ */
+
+import { randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import type { Clock } from "../lib/clock.ts";
+
+/** Who a connected client is. */
+export type Principal = { readonly role: "device"; readonly thing: string } | {
+  readonly role: "service";
+};
+
+/** Stored device credentials (the secret itself is never kept). */
+export interface StoredSecret {
+  readonly salt: string;
+  readonly hash: string;
+}
+
+/**
+ * Derives what to store for a secret (scrypt, random salt).
+ *
+ * @example
+ * ```ts
+ * import { hashSecret, secretMatches } from "./auth.ts";
+ * secretMatches(hashSecret("s3cret"), "s3cret"); // true
+ * ```
+ */
+export function hashSecret(secret: string): StoredSecret {
+  const salt = randomBytes(16);
+  return { salt: salt.toString("hex"), hash: scryptSync(secret, salt, 32).toString("hex") };
+}
+
+/** Constant-time check of a secret against what was stored. */
+export function secretMatches(stored: StoredSecret, secret: string): boolean {
+  const expected = Buffer.from(stored.hash, "hex");
+  const actual = scryptSync(secret, Buffer.from(stored.salt, "hex"), 32);
+  return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+/** Where the hooks look credentials up. */
+export interface CredentialSource {
+  /** The stored secret of a thing, or null when the thing is unknown. */
+  thingSecret(thing: string): StoredSecret | null;
+  /** The cloud services' shared secret. */
+  readonly serviceSecret: StoredSecret;
+}
+
+/** Limits on what one client may send. */
+export interface ClientLimits {
+  /** Largest PUBLISH payload. @default {135168} (a 128 KiB block plus framing) */
+  readonly maxPayloadBytes?: number;
+  /** Messages per second a device may publish before it is disconnected. @default {200} */
+  readonly maxMessagesPerSecond?: number;
+}
+
+/** The user name of the cloud services. */
+export const SERVICE_USER = "ota-cloud-service";
+const THING_NAME = /^[a-zA-Z0-9:_-]{1,128}$/;
+/** Reply and notification topics only the service may publish, even under a device's prefix. */
+const SERVICE_ONLY = /\/(accepted|rejected|notify|notify-next)$|\/data\/(cbor|json)$/;
+
+/** A client as the hooks see it (aedes' client object). */
+export interface HookClient {
+  readonly id: string;
+}
+
+type ConnectCallback = (error: (Error & { returnCode?: number }) | null, success?: boolean) => void;
+
+/** The hooks to pass to `Aedes.createBroker`. */
+export interface AuthHooks {
+  authenticate(
+    client: HookClient,
+    username: string | undefined,
+    password: Uint8Array | undefined,
+    done: ConnectCallback,
+  ): void;
+  authorizePublish(
+    client: HookClient | null,
+    packet: { topic: string; payload: Uint8Array | string },
+    done: (error?: Error | null) => void,
+  ): void;
+  authorizeSubscribe(
+    client: HookClient,
+    subscription: { topic: string; qos: number },
+    done: (error: Error | null, subscription?: { topic: string; qos: number } | null) => void,
+  ): void;
+  /** The principal of a connected client. */
+  principalOf(client: HookClient): Principal | undefined;
+  /** Refusals so far, for logs and tests. */
+  readonly refusals: string[];
+}
+
+function refuseConnect(code: number, message: string): Error & { returnCode: number } {
+  return Object.assign(new Error(message), { returnCode: code });
+}
+
+/** Whether `topic` (a filter when subscribing) stays under the thing's own prefix. */
+export function isOwnTopic(thing: string, topic: string): boolean {
+  const prefix = `$aws/things/${thing}/`;
+  return topic.startsWith(prefix) && !topic.slice(0, prefix.length).includes("+") &&
+    !topic.slice(0, prefix.length).includes("#");
+}
+
+/**
+ * Builds the hooks.
+ *
+ * @example
+ * ```ts ignore
+ * const hooks = createAuthHooks(credentials, clock);
+ * const broker = await Aedes.createBroker({ ...hooks });
+ * ```
+ */
+export function createAuthHooks(
+  credentials: CredentialSource,
+  clock: Clock,
+  limits: ClientLimits = {},
+): AuthHooks {
+  const principals = new WeakMap<HookClient, Principal>();
+  const rates = new WeakMap<HookClient, { second: number; count: number }>();
+  const refusals: string[] = [];
+  const maxPayload = limits.maxPayloadBytes ?? 128 * 1024 + 4096;
+  const maxRate = limits.maxMessagesPerSecond ?? 200;
+  const refuse = (line: string) => {
+    refusals.push(line);
+    if (refusals.length > 1000) refusals.shift();
+  };
+  return {
+    refusals,
+    principalOf: (client) => principals.get(client),
+    authenticate(client, username, password, done) {
+      const secret = password ? new TextDecoder().decode(password) : "";
+      if (username === SERVICE_USER) {
+        if (secretMatches(credentials.serviceSecret, secret)) {
+          principals.set(client, { role: "service" });
+          return done(null, true);
+        }
+        refuse(`service login refused for client ${client.id}`);
+        return done(refuseConnect(4, "Bad user name or password"), false);
+      }
+      if (!username || !THING_NAME.test(username) || client.id !== username) {
+        refuse(`connect refused: client id '${client.id}' must equal the thing name`);
+        return done(refuseConnect(5, "Not authorized"), false);
+      }
+      const stored = credentials.thingSecret(username);
+      if (!stored || !secretMatches(stored, secret)) {
+        refuse(`connect refused: bad credentials for '${username}'`);
+        return done(refuseConnect(4, "Bad user name or password"), false);
+      }
+      principals.set(client, { role: "device", thing: username });
+      done(null, true);
+    },
+    authorizePublish(client, packet, done) {
+      if (!client) return done(null); // the broker's own publications
+      const principal = principals.get(client);
+      const size = typeof packet.payload === "string"
+        ? packet.payload.length
+        : packet.payload.length;
+      if (size > maxPayload) {
+        refuse(`${client.id}: payload of ${size} bytes refused`);
+        return done(new Error("payload too large"));
+      }
+      if (principal?.role === "service") return done(null);
+      if (!principal) return done(new Error("not authenticated"));
+      const second = Math.floor(clock.now() / 1000);
+      const rate = rates.get(client);
+      if (rate && rate.second === second) {
+        if (++rate.count > maxRate) {
+          refuse(`${client.id}: more than ${maxRate} messages per second`);
+          return done(new Error("flood"));
+        }
+      } else {
+        rates.set(client, { second, count: 1 });
+      }
+      if (!isOwnTopic(principal.thing, packet.topic) || SERVICE_ONLY.test(packet.topic)) {
+        refuse(`${client.id}: publish to '${packet.topic}' refused`);
+        return done(new Error("not authorized"));
+      }
+      done(null);
+    },
+    authorizeSubscribe(client, subscription, done) {
+      const principal = principals.get(client);
+      if (principal?.role === "service") return done(null, subscription);
+      if (principal?.role === "device" && isOwnTopic(principal.thing, subscription.topic)) {
+        return done(null, subscription);
+      }
+      refuse(`${client.id}: subscribe to '${subscription.topic}' refused`);
+      done(null, null);
+    },
+  };
+}
