@@ -6,8 +6,12 @@
  */
 
 import mqtt, { type MqttClient } from "mqtt";
-import { decodeGetStreamRequest, encodeStreamBlock } from "../../agent/stream_codec.ts";
-import { sha256 } from "../../bootloader/codesign.ts";
+import {
+  decodeGetStreamRequest,
+  decodeStreamBlock,
+  encodeStreamBlock,
+} from "../../agent/stream_codec.ts";
+import { StreamService } from "../../broker/stream_service.ts";
 
 /** One job execution as the cloud sees it. */
 export interface Execution {
@@ -48,6 +52,7 @@ export class TestOtaCloud {
   nextGetRequests = 0;
   /** Blocks published, by thing. */
   blocksSent = 0;
+  readonly streams: StreamService;
   readonly #streams = new Map<string, Map<number, Uint8Array>>();
   readonly #listeners = new Set<() => void>();
   /** Rewrites a job document each time it is served (fresh pre-signed URLs). */
@@ -55,6 +60,25 @@ export class TestOtaCloud {
 
   private constructor(client: MqttClient) {
     this.client = client;
+    // The real stream service answers; the faults act on its messages on their way out.
+    this.streams = new StreamService({
+      publish: (topic, payload, qos) =>
+        this.client.publishAsync(
+          topic,
+          typeof payload === "string" ? payload : Buffer.from(payload),
+          { qos },
+        ).then(() => {}),
+    });
+    this.streams.blockFilter = (_thing, blockId, encoded) => {
+      if (this.faults.withhold.has(blockId)) return null;
+      this.blocksSent++;
+      if (!this.faults.corruptOnce.delete(blockId)) return encoded;
+      const block = decodeStreamBlock(encoded);
+      if (!block.ok) return encoded;
+      const payload = block.value.payload.slice();
+      payload[0]! ^= 0xff;
+      return encodeStreamBlock({ ...block.value, payload });
+    };
     client.on("message", (topic, payload) => this.#onMessage(topic, new Uint8Array(payload)));
   }
 
@@ -75,6 +99,7 @@ export class TestOtaCloud {
 
   addStream(name: string, files: Map<number, Uint8Array>): void {
     this.#streams.set(name, files);
+    this.streams.addStream(name, files);
   }
 
   async createJob(
@@ -297,26 +322,7 @@ export class TestOtaCloud {
     }
     this.streamRequests.push({ thing, stream, blocks });
     this.#changed();
-    for (const blockId of blocks) {
-      if (this.faults.withhold.has(blockId)) continue;
-      const data = file.subarray(
-        blockId * blockSize,
-        Math.min(file.length, (blockId + 1) * blockSize),
-      );
-      let sent = data;
-      const hash = sha256(data);
-      if (this.faults.corruptOnce.delete(blockId)) {
-        sent = data.slice();
-        sent[0]! ^= 0xff;
-      }
-      const message = encodeStreamBlock({ fileId, blockId, blockSize, payload: sent, hash });
-      await this.client.publishAsync(
-        `$aws/things/${thing}/streams/${stream}/data/cbor`,
-        Buffer.from(message),
-        { qos: 0 },
-      );
-      this.blocksSent++;
-    }
+    await this.streams.handleRequest(thing, stream, payload);
   }
 }
 

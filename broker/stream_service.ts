@@ -1,0 +1,192 @@
+/**
+ * MQTT-based file delivery (AWS IoT streams): answers CBOR GetStream requests on
+ * `$aws/things/<thing>/streams/<stream>/get/cbor` with one message per block on `.../data/cbor`,
+ * and refuses bad requests on `.../rejected/cbor` with the AWS error codes. Each block's encoded
+ * message is built once and reused for every device that asks for it.
+ *
+ * @module
+ */
+
+import { encode } from "cborg";
+import { sha256 } from "../bootloader/codesign.ts";
+import { decodeGetStreamRequest, encodeStreamBlock } from "../agent/stream_codec.ts";
+
+/** Where the service publishes. */
+export interface Publisher {
+  publish(topic: string, payload: Uint8Array | string, qos: 0 | 1): Promise<void>;
+}
+
+/** AWS stream error codes. */
+export type StreamErrorCode =
+  | "InvalidCbor"
+  | "InvalidRequest"
+  | "BlockSizeOutOfBounds"
+  | "OffsetOutOfBounds"
+  | "BlockCountLimitExceeded"
+  | "BlockBitmapLimitExceeded"
+  | "ResourceNotFound";
+
+/** Most data one request returns (AWS: 128 KB). */
+export const MAX_DATA_PER_REQUEST = 128 * 1024;
+
+/** Fault hook: replaces (or withholds, with null) a block on its way to one device. */
+export type BlockFilter = (
+  thing: string,
+  blockId: number,
+  encoded: Uint8Array,
+) => Uint8Array | null;
+
+/**
+ * The stream service.
+ *
+ * @example
+ * ```ts ignore
+ * const streams = new StreamService(publisher);
+ * streams.addStream("fw-1-1-0", new Map([[0, imageBytes]]));
+ * // route "$aws/things/+/streams/+/get/cbor" messages to streams.handleRequest(...)
+ * ```
+ */
+export class StreamService {
+  readonly #publisher: Publisher;
+  readonly #streams = new Map<string, Map<number, Uint8Array>>();
+  readonly #encoded = new Map<string, Uint8Array>();
+  /** Blocks sent and encodings built, for benchmarks and tests. */
+  readonly stats = { requests: 0, rejected: 0, blocksSent: 0, blocksEncoded: 0 };
+  /** Optional fault hook (tests, fault injection). */
+  blockFilter: BlockFilter | null = null;
+
+  /** Builds the service over a publisher. */
+  constructor(publisher: Publisher) {
+    this.#publisher = publisher;
+  }
+
+  /** Adds (or replaces) a stream of files, by file id. */
+  addStream(streamId: string, files: ReadonlyMap<number, Uint8Array>): void {
+    this.#streams.set(streamId, new Map(files));
+    for (const key of this.#encoded.keys()) {
+      if (key.startsWith(`${streamId}/`)) this.#encoded.delete(key);
+    }
+  }
+
+  /** Removes a stream. */
+  deleteStream(streamId: string): void {
+    this.#streams.delete(streamId);
+    for (const key of this.#encoded.keys()) {
+      if (key.startsWith(`${streamId}/`)) this.#encoded.delete(key);
+    }
+  }
+
+  /** Answers one GetStream request. Never throws for a bad request. */
+  async handleRequest(thing: string, streamId: string, payload: Uint8Array): Promise<void> {
+    this.stats.requests++;
+    const base = `$aws/things/${thing}/streams/${streamId}`;
+    const decoded = decodeGetStreamRequest(payload);
+    if (!decoded.ok) return await this.#reject(base, codeFor(decoded.reason), decoded.reason, "");
+    const request = decoded.value;
+    const file = this.#streams.get(streamId)?.get(request.fileId);
+    if (!file) {
+      return await this.#reject(
+        base,
+        "ResourceNotFound",
+        `no file ${request.fileId} in stream '${streamId}'`,
+        request.clientToken,
+      );
+    }
+    const blockCount = Math.ceil(file.length / request.blockSize);
+    if (request.offset >= blockCount) {
+      return await this.#reject(
+        base,
+        "OffsetOutOfBounds",
+        `offset ${request.offset} is past the file's ${blockCount} blocks`,
+        request.clientToken,
+      );
+    }
+    const limit = Math.floor(MAX_DATA_PER_REQUEST / request.blockSize);
+    if (request.numberOfBlocks > limit) {
+      return await this.#reject(
+        base,
+        "BlockCountLimitExceeded",
+        `at most ${limit} blocks of ${request.blockSize} bytes per request`,
+        request.clientToken,
+      );
+    }
+    const blocks: number[] = [];
+    const bitmap = request.bitmap;
+    if (bitmap.length === 0) {
+      for (let i = request.offset; i < blockCount && blocks.length < request.numberOfBlocks; i++) {
+        blocks.push(i);
+      }
+    } else {
+      for (let bit = 0; bit < bitmap.length * 8 && blocks.length < request.numberOfBlocks; bit++) {
+        const blockId = request.offset + bit;
+        if (blockId >= blockCount) break;
+        if (bitmap[bit >> 3]! & (1 << (bit & 7))) blocks.push(blockId);
+      }
+    }
+    for (const blockId of blocks) {
+      let message: Uint8Array | null = this.#block(
+        streamId,
+        request.fileId,
+        request.blockSize,
+        blockId,
+        file,
+      );
+      if (this.blockFilter) message = this.blockFilter(thing, blockId, message);
+      if (!message) continue;
+      await this.#publisher.publish(`${base}/data/cbor`, message, 0);
+      this.stats.blocksSent++;
+    }
+  }
+
+  #block(
+    streamId: string,
+    fileId: number,
+    blockSize: number,
+    blockId: number,
+    file: Uint8Array,
+  ): Uint8Array {
+    const key = `${streamId}/${fileId}/${blockSize}/${blockId}`;
+    let message = this.#encoded.get(key);
+    if (!message) {
+      const payload = file.subarray(
+        blockId * blockSize,
+        Math.min(file.length, (blockId + 1) * blockSize),
+      );
+      message = encodeStreamBlock({ fileId, blockId, blockSize, payload, hash: sha256(payload) });
+      this.#encoded.set(key, message);
+      this.stats.blocksEncoded++;
+    }
+    return message;
+  }
+
+  async #reject(
+    base: string,
+    code: StreamErrorCode,
+    message: string,
+    clientToken: string,
+  ): Promise<void> {
+    this.stats.rejected++;
+    await this.#publisher.publish(
+      `${base}/rejected/cbor`,
+      encode({ o: code, m: message, c: clientToken }),
+      0,
+    );
+  }
+}
+
+function codeFor(reason: string): StreamErrorCode {
+  if (/^(invalid CBOR|empty CBOR)/.test(reason)) return "InvalidCbor";
+  const field = /^key '(\w)'/.exec(reason)?.[1];
+  switch (field) {
+    case "l":
+      return "BlockSizeOutOfBounds";
+    case "o":
+      return "OffsetOutOfBounds";
+    case "n":
+      return "BlockCountLimitExceeded";
+    case "b":
+      return "BlockBitmapLimitExceeded";
+    default:
+      return "InvalidRequest";
+  }
+}
