@@ -312,7 +312,7 @@ export class TestOtaCloud {
     const request = decodeGetStreamRequest(payload);
     const file = this.#streams.get(stream)?.get(request.ok ? request.value.fileId : -1);
     if (!request.ok || !file) return;
-    const { blockSize, offset, numberOfBlocks, bitmap, fileId } = request.value;
+    const { blockSize, offset, numberOfBlocks, bitmap } = request.value;
     const blockCount = Math.ceil(file.length / blockSize);
     const blocks: number[] = [];
     for (let bit = 0; bit < bitmap.length * 8 && blocks.length < numberOfBlocks; bit++) {

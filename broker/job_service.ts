@@ -1,0 +1,837 @@
+/**
+ * The job service, with AWS IoT Jobs semantics: jobs with a document and targets (things and
+ * thing groups, SNAPSHOT or CONTINUOUS), executions rolled out at a fixed or exponential rate,
+ * abort criteria (cancel, or pause: an extension operators ask for), in-progress and step
+ * timeouts, retries, scheduled start and end, cancel and force-cancel, health-gated waves; and
+ * the device MQTT API (`jobs/get`, `$next/get`, `start-next`, `<jobId>/get`, `<jobId>/update`,
+ * `notify-next`). All state is in the store; all time comes from the clock (scale it to run a
+ * 1000-per-minute rollout in seconds).
+ *
+ * @module
+ */
+
+import type { Clock, TimerId } from "../lib/clock.ts";
+import {
+  applyDeviceUpdate,
+  applyServiceChange,
+  type ExecutionStatus,
+  parseUpdateRequest,
+  type RejectionCode,
+  TERMINAL_STATUSES,
+} from "./job_execution.ts";
+import {
+  type AbortCriterion,
+  firedAbortCriterion,
+  notificationsAllowed,
+  ratePerMinute,
+  type RetryCriterion,
+  type RolloutConfig,
+  rolloutConfigProblems,
+  shouldRetry,
+  timeoutDeadline,
+} from "./rollout.ts";
+import type { Publisher } from "./stream_service.ts";
+import type { CloudStore, ExecutionRecord, JobRecord } from "./store.ts";
+
+/** A job creation request. */
+export interface JobSpec {
+  readonly jobId: string;
+  readonly document: Readonly<Record<string, unknown>>;
+  readonly targets: { readonly things?: readonly string[]; readonly groups?: readonly string[] };
+  readonly targetSelection?: "SNAPSHOT" | "CONTINUOUS";
+  readonly rollout?: RolloutConfig;
+  readonly abort?: readonly AbortCriterion[];
+  readonly timeout?: { readonly inProgressTimeoutInMinutes: number };
+  readonly retry?: readonly RetryCriterion[];
+  readonly scheduling?: {
+    readonly startTime?: number;
+    readonly endTime?: number;
+    readonly endBehavior?: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL";
+  };
+  /** Waves of this many things; a wave starts only when every execution before it ended SUCCEEDED or failed. */
+  readonly healthGate?: { readonly waveSize: number };
+  readonly description?: string;
+}
+
+/** Outcome of an operator action. */
+export type ServiceResult<T = true> = { readonly ok: true; readonly value: T } | {
+  readonly ok: false;
+  readonly reason: string;
+};
+
+const JOB_ID = /^[a-zA-Z0-9_-]{1,64}$/;
+const MAX_DOCUMENT = 32 * 1024;
+
+/**
+ * Problems with a job spec (empty when it is valid).
+ *
+ * @example
+ * ```ts
+ * import { jobSpecProblems } from "./job_service.ts";
+ * jobSpecProblems({ jobId: "a b", document: {}, targets: {} }).length; // 2
+ * ```
+ */
+export function jobSpecProblems(spec: JobSpec): string[] {
+  const problems: string[] = [];
+  if (typeof spec.jobId !== "string" || !JOB_ID.test(spec.jobId)) {
+    problems.push("jobId must be 1..64 characters of [a-zA-Z0-9_-]");
+  }
+  if (typeof spec.document !== "object" || spec.document === null || Array.isArray(spec.document)) {
+    problems.push("document must be a JSON object");
+  } else if (new TextEncoder().encode(JSON.stringify(spec.document)).length > MAX_DOCUMENT) {
+    problems.push(`document must be at most ${MAX_DOCUMENT} bytes`);
+  }
+  const things = spec.targets?.things ?? [];
+  const groups = spec.targets?.groups ?? [];
+  if (things.length + groups.length === 0) {
+    problems.push("targets must name at least one thing or group");
+  }
+  if (
+    spec.targetSelection && spec.targetSelection !== "SNAPSHOT" &&
+    spec.targetSelection !== "CONTINUOUS"
+  ) {
+    problems.push("targetSelection must be SNAPSHOT or CONTINUOUS");
+  }
+  if (spec.rollout) problems.push(...rolloutConfigProblems(spec.rollout));
+  for (const [i, c] of (spec.abort ?? []).entries()) {
+    if (!["FAILED", "REJECTED", "TIMED_OUT", "ALL"].includes(c.failureType)) {
+      problems.push(`abort[${i}].failureType is invalid`);
+    }
+    if (c.action !== "CANCEL" && c.action !== "PAUSE") {
+      problems.push(`abort[${i}].action must be CANCEL or PAUSE`);
+    }
+    if (!(c.thresholdPercentage >= 0 && c.thresholdPercentage <= 100)) {
+      problems.push(`abort[${i}].thresholdPercentage must be 0..100`);
+    }
+    if (!Number.isInteger(c.minNumberOfExecutedThings) || c.minNumberOfExecutedThings < 1) {
+      problems.push(`abort[${i}].minNumberOfExecutedThings must be >= 1`);
+    }
+  }
+  const timeout = spec.timeout?.inProgressTimeoutInMinutes;
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 1 || timeout > 10080)) {
+    problems.push("timeout.inProgressTimeoutInMinutes must be 1..10080");
+  }
+  for (const [i, r] of (spec.retry ?? []).entries()) {
+    if (!["FAILED", "TIMED_OUT", "ALL"].includes(r.failureType)) {
+      problems.push(`retry[${i}].failureType is invalid`);
+    }
+    if (!Number.isInteger(r.numberOfRetries) || r.numberOfRetries < 0 || r.numberOfRetries > 10) {
+      problems.push(`retry[${i}].numberOfRetries must be 0..10`);
+    }
+  }
+  if ((spec.retry ?? []).length > 2) problems.push("retry holds at most 2 criteria");
+  if (
+    spec.healthGate && (!Number.isInteger(spec.healthGate.waveSize) || spec.healthGate.waveSize < 1)
+  ) {
+    problems.push("healthGate.waveSize must be a positive integer");
+  }
+  return problems;
+}
+
+/** Counts per execution status, plus what is not rolled out yet. */
+export type JobCounts = Record<ExecutionStatus, number> & { readonly pending: number };
+
+/** Options of {@linkcode JobService}. */
+export interface JobServiceOptions {
+  readonly store: CloudStore;
+  readonly publisher: Publisher;
+  readonly clock: Clock;
+  /** How often (in the clock's time) rollouts, timeouts and schedules are looked at. @default {1000} */
+  readonly tickMs?: number;
+  readonly log?: (line: string) => void;
+  /** Told after every change of a job or execution (for progress streams). */
+  readonly onChange?: (jobId: string) => void;
+}
+
+const MINUTE = 60_000;
+
+/**
+ * The job service.
+ *
+ * @example
+ * ```ts ignore
+ * const jobs = new JobService({ store, publisher, clock });
+ * jobs.createJob({ jobId: "ota-1", document, targets: { groups: ["fleet"] } });
+ * jobs.start();
+ * ```
+ */
+export class JobService {
+  readonly #store: CloudStore;
+  readonly #publisher: Publisher;
+  readonly #clock: Clock;
+  readonly #tickMs: number;
+  readonly #log: (line: string) => void;
+  readonly #onChange: (jobId: string) => void;
+  #timer: TimerId | null = null;
+  readonly #outbox = new Set<Promise<unknown>>();
+
+  /** Builds the service; call {@linkcode JobService.start} to run its timer. */
+  constructor(options: JobServiceOptions) {
+    this.#store = options.store;
+    this.#publisher = options.publisher;
+    this.#clock = options.clock;
+    this.#tickMs = options.tickMs ?? 1000;
+    this.#log = options.log ?? (() => {});
+    this.#onChange = options.onChange ?? (() => {});
+  }
+
+  /** Starts the periodic tick. */
+  start(): void {
+    if (this.#timer !== null) return;
+    const loop = () => {
+      this.#timer = this.#clock.setTimer(this.#tickMs, () => {
+        this.tick();
+        loop();
+      });
+    };
+    this.tick();
+    loop();
+  }
+
+  /** Stops the tick and waits for messages in flight. */
+  async stop(): Promise<void> {
+    if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
+    this.#timer = null;
+    await this.flush();
+  }
+
+  /** Waits until every message published so far has been handed to the broker. */
+  async flush(): Promise<void> {
+    while (this.#outbox.size > 0) await Promise.allSettled([...this.#outbox]);
+  }
+
+  // ---- operator side -------------------------------------------------------------------------
+
+  /** Creates a job. Its executions are rolled out by {@linkcode JobService.tick}. */
+  createJob(spec: JobSpec): ServiceResult<JobRecord> {
+    const problems = jobSpecProblems(spec);
+    if (problems.length > 0) return { ok: false, reason: problems.join("; ") };
+    if (this.#store.getJob(spec.jobId)) {
+      return { ok: false, reason: `job '${spec.jobId}' already exists` };
+    }
+    const now = this.#clock.now();
+    const job: JobRecord = {
+      jobId: spec.jobId,
+      status: spec.scheduling?.startTime !== undefined && spec.scheduling.startTime > now
+        ? "SCHEDULED"
+        : "IN_PROGRESS",
+      spec: spec as unknown as Record<string, unknown>,
+      createdAt: now,
+      pending: this.#targetsOf(spec),
+      notifiedAt: [],
+      reason: null,
+    };
+    this.#store.transaction(() => {
+      this.#store.putJob(job);
+      this.#audit(job.jobId, null, "job-created", {
+        targets: job.pending.length,
+        status: job.status,
+      });
+    });
+    this.#onChange(job.jobId);
+    if (job.status === "IN_PROGRESS") this.#rollOut(job.jobId);
+    return { ok: true, value: job };
+  }
+
+  /**
+   * Cancels a job: no more rollout, queued executions CANCELED; with `force`, executions in
+   * progress too.
+   */
+  cancelJob(jobId: string, options: { force?: boolean; reason?: string } = {}): ServiceResult {
+    const job = this.#store.getJob(jobId);
+    if (!job) return { ok: false, reason: `no job '${jobId}'` };
+    if (job.status === "CANCELED" || job.status === "COMPLETED") {
+      return { ok: false, reason: `job '${jobId}' is ${job.status}` };
+    }
+    this.#cancel(job, options.force ?? false, options.reason ?? "canceled by operator");
+    return { ok: true, value: true };
+  }
+
+  /** Stops rolling out (queued executions stay queued). */
+  pauseJob(jobId: string, reason = "paused by operator"): ServiceResult {
+    const job = this.#store.getJob(jobId);
+    if (!job || job.status !== "IN_PROGRESS") {
+      return { ok: false, reason: `job '${jobId}' is not in progress` };
+    }
+    this.#putJob({ ...job, status: "PAUSED", reason });
+    this.#audit(jobId, null, "job-paused", { reason });
+    return { ok: true, value: true };
+  }
+
+  /** Resumes a paused job. */
+  resumeJob(jobId: string): ServiceResult {
+    const job = this.#store.getJob(jobId);
+    if (!job || job.status !== "PAUSED") {
+      return { ok: false, reason: `job '${jobId}' is not paused` };
+    }
+    this.#putJob({ ...job, status: "IN_PROGRESS", reason: null });
+    this.#audit(jobId, null, "job-resumed", {});
+    this.#rollOut(jobId);
+    return { ok: true, value: true };
+  }
+
+  /**
+   * Adds a thing to a group. Continuous jobs that target the group get an execution for it at
+   * once (not rate limited, as in AWS); a thing that rejoins starts its retries from 0.
+   */
+  addThingToGroup(group: string, thing: string): void {
+    this.#store.addToGroup(group, thing);
+    for (const job of this.#store.listJobs()) {
+      const spec = job.spec as unknown as JobSpec;
+      if (spec.targetSelection !== "CONTINUOUS" || !(spec.targets.groups ?? []).includes(group)) {
+        continue;
+      }
+      if (job.status === "CANCELED" || job.status === "COMPLETED") continue;
+      const existing = this.#store.getExecution(job.jobId, thing);
+      if (existing && !TERMINAL_STATUSES.has(existing.status)) continue;
+      if (existing?.status === "SUCCEEDED") continue;
+      this.#queueExecution(job, thing, 1);
+    }
+  }
+
+  /** Removes a thing from a group: its unfinished executions of jobs it was targeted through become REMOVED. */
+  removeThingFromGroup(group: string, thing: string): void {
+    this.#store.removeFromGroup(group, thing);
+    for (const job of this.#store.listJobs()) {
+      const spec = job.spec as unknown as JobSpec;
+      if (
+        !(spec.targets.groups ?? []).includes(group) || (spec.targets.things ?? []).includes(thing)
+      ) continue;
+      if (this.#store.groupsOf(thing).some((g) => (spec.targets.groups ?? []).includes(g))) {
+        continue;
+      }
+      this.#serviceChange(job.jobId, thing, "REMOVED", false, { reason: `left group ${group}` });
+      if (job.pending.includes(thing)) {
+        this.#putJob({
+          ...job,
+          pending: job.pending.filter((t) => t !== thing),
+        });
+      }
+    }
+  }
+
+  /** Counts of a job's executions by status (and things not rolled out yet). */
+  counts(jobId: string): JobCounts {
+    const counts = {
+      QUEUED: 0,
+      IN_PROGRESS: 0,
+      SUCCEEDED: 0,
+      FAILED: 0,
+      TIMED_OUT: 0,
+      REJECTED: 0,
+      REMOVED: 0,
+      CANCELED: 0,
+      pending: this.#store.getJob(jobId)?.pending.length ?? 0,
+    };
+    for (const e of this.#store.executionsOfJob(jobId)) counts[e.status]++;
+    return counts;
+  }
+
+  // ---- time ----------------------------------------------------------------------------------
+
+  /** Schedules, timeouts, rollouts, aborts and completion, as of now. */
+  tick(): void {
+    const now = this.#clock.now();
+    for (const job of this.#store.listJobs()) {
+      if (job.status === "COMPLETED" || job.status === "CANCELED") continue;
+      const spec = job.spec as unknown as JobSpec;
+      if (job.status === "SCHEDULED" && (spec.scheduling?.startTime ?? 0) <= now) {
+        this.#putJob({ ...job, status: "IN_PROGRESS" });
+        this.#audit(job.jobId, null, "job-started", {});
+      }
+      const end = spec.scheduling?.endTime;
+      if (end !== undefined && end <= now) {
+        this.#endOfSchedule(job.jobId, spec.scheduling?.endBehavior ?? "STOP_ROLLOUT");
+      }
+      for (const e of this.#store.executionsOfJob(job.jobId)) {
+        if (e.status === "IN_PROGRESS" && e.deadline !== null && e.deadline <= now) {
+          this.#serviceChange(job.jobId, e.thing, "TIMED_OUT", false, { reason: "timed out" });
+        }
+      }
+      this.#rollOut(job.jobId);
+      this.#finishIfDone(job.jobId);
+    }
+  }
+
+  #endOfSchedule(jobId: string, behavior: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL"): void {
+    const job = this.#store.getJob(jobId)!;
+    if (behavior === "STOP_ROLLOUT") {
+      if (job.pending.length > 0) {
+        this.#putJob({ ...job, pending: [] });
+        this.#audit(jobId, null, "rollout-stopped", {
+          reason: "end of schedule",
+          left: job.pending.length,
+        });
+      }
+      return;
+    }
+    this.#cancel(job, behavior === "FORCE_CANCEL", "end of schedule");
+  }
+
+  #rollOut(jobId: string): void {
+    const job = this.#store.getJob(jobId);
+    if (!job || job.status !== "IN_PROGRESS" || job.pending.length === 0) return;
+    const spec = job.spec as unknown as JobSpec;
+    const now = this.#clock.now();
+    const executions = this.#store.executionsOfJob(jobId);
+    const notified = executions.length;
+    const succeeded = executions.filter((e) => e.status === "SUCCEEDED").length;
+    const recent = job.notifiedAt.filter((at) => at > now - MINUTE);
+    let allowed = notificationsAllowed(
+      ratePerMinute(spec.rollout ?? {}, { notified, succeeded }),
+      recent,
+      now,
+    );
+    if (spec.healthGate) {
+      const { waveSize } = spec.healthGate;
+      const open = executions.some((e) => !TERMINAL_STATUSES.has(e.status));
+      const inWave = notified % waveSize;
+      // A new wave opens only once the previous one has entirely ended.
+      allowed = inWave === 0 && open ? 0 : Math.min(allowed, waveSize - inWave);
+    }
+    if (allowed <= 0) return;
+    const batch = job.pending.slice(0, allowed);
+    this.#putJob({
+      ...job,
+      pending: job.pending.slice(batch.length),
+      notifiedAt: [...recent, ...batch.map(() => now)],
+    });
+    for (const thing of batch) this.#queueExecution(this.#store.getJob(jobId)!, thing, 1);
+  }
+
+  #finishIfDone(jobId: string): void {
+    const job = this.#store.getJob(jobId);
+    if (!job || job.status !== "IN_PROGRESS" || job.pending.length > 0) return;
+    if ((job.spec as unknown as JobSpec).targetSelection === "CONTINUOUS") return;
+    const executions = this.#store.executionsOfJob(jobId);
+    if (executions.every((e) => TERMINAL_STATUSES.has(e.status))) {
+      this.#putJob({ ...job, status: "COMPLETED" });
+      this.#audit(jobId, null, "job-completed", this.counts(jobId));
+    }
+  }
+
+  #cancel(job: JobRecord, force: boolean, reason: string): void {
+    this.#putJob({ ...job, status: "CANCELED", pending: [], reason });
+    this.#audit(job.jobId, null, "job-canceled", { force, reason });
+    for (const e of this.#store.executionsOfJob(job.jobId)) {
+      if (e.status === "QUEUED" || (force && e.status === "IN_PROGRESS")) {
+        this.#serviceChange(job.jobId, e.thing, "CANCELED", force, { reason });
+      }
+    }
+  }
+
+  // ---- executions ----------------------------------------------------------------------------
+
+  #queueExecution(job: JobRecord, thing: string, executionNumber: number): void {
+    const before = this.#nextFor(thing);
+    const now = this.#clock.now();
+    const previous = this.#store.getExecution(job.jobId, thing);
+    const execution: ExecutionRecord = {
+      jobId: job.jobId,
+      thing,
+      status: "QUEUED",
+      statusDetails: {},
+      versionNumber: (previous?.versionNumber ?? 0) + 1,
+      executionNumber,
+      queuedAt: now,
+      startedAt: null,
+      updatedAt: now,
+      deadline: null,
+    };
+    this.#store.transaction(() => {
+      this.#store.putExecution(execution);
+      this.#audit(job.jobId, thing, "queued", { executionNumber });
+    });
+    this.#onChange(job.jobId);
+    this.#notifyIfNextChanged(thing, before);
+  }
+
+  /** A change the service makes (cancel, remove, time out), then retries and aborts. */
+  #serviceChange(
+    jobId: string,
+    thing: string,
+    to: ExecutionStatus,
+    force: boolean,
+    details: Record<string, string>,
+  ): void {
+    const execution = this.#store.getExecution(jobId, thing);
+    if (!execution) return;
+    const before = this.#nextFor(thing);
+    const result = applyServiceChange(execution, to, {
+      force,
+      statusDetails: { ...execution.statusDetails, ...details },
+    });
+    if (!result.ok) return;
+    const updated: ExecutionRecord = {
+      ...execution,
+      ...result.state,
+      updatedAt: this.#clock.now(),
+      deadline: null,
+    };
+    this.#store.transaction(() => {
+      this.#store.putExecution(updated);
+      this.#audit(jobId, thing, to.toLowerCase(), details);
+    });
+    this.#onChange(jobId);
+    this.#afterTerminal(updated);
+    this.#notifyIfNextChanged(thing, before);
+  }
+
+  /** Retries and abort checks after an execution ended. */
+  #afterTerminal(execution: ExecutionRecord): void {
+    if (!TERMINAL_STATUSES.has(execution.status)) return;
+    const job = this.#store.getJob(execution.jobId);
+    if (!job) return;
+    const spec = job.spec as unknown as JobSpec;
+    if (
+      job.status !== "CANCELED" &&
+      shouldRetry(spec.retry ?? [], execution.status, execution.executionNumber - 1)
+    ) {
+      this.#audit(job.jobId, execution.thing, "retry", {
+        after: execution.status,
+        executionNumber: execution.executionNumber + 1,
+      });
+      this.#queueExecution(job, execution.thing, execution.executionNumber + 1);
+      return;
+    }
+    const fired = firedAbortCriterion(spec.abort ?? [], this.counts(job.jobId));
+    if (fired && job.status === "IN_PROGRESS") {
+      const reason =
+        `abort criterion: ${fired.failureType} reached ${fired.thresholdPercentage}% after ${fired.minNumberOfExecutedThings} things`;
+      if (fired.action === "PAUSE") this.pauseJob(job.jobId, reason);
+      else this.#cancel(job, false, reason);
+    }
+    this.#finishIfDone(job.jobId);
+    this.#rollOut(job.jobId);
+  }
+
+  /** The execution a thing should work on next: the oldest in progress, else the oldest queued. */
+  #nextFor(thing: string): ExecutionRecord | null {
+    const open = this.#store.executionsOfThing(thing).filter((e) =>
+      e.status === "IN_PROGRESS" || e.status === "QUEUED"
+    );
+    const running = open.filter((e) => e.status === "IN_PROGRESS").sort((a, b) =>
+      (a.startedAt ?? 0) - (b.startedAt ?? 0)
+    );
+    if (running[0]) return running[0];
+    return open.sort((a, b) => a.queuedAt - b.queuedAt)[0] ?? null;
+  }
+
+  #notifyIfNextChanged(thing: string, before: ExecutionRecord | null): void {
+    const after = this.#nextFor(thing);
+    if (
+      (before?.jobId ?? null) === (after?.jobId ?? null) &&
+      before?.executionNumber === after?.executionNumber
+    ) return;
+    const body: Record<string, unknown> = { timestamp: this.#seconds() };
+    if (after) body.execution = this.#executionView(after, true);
+    this.#send(`$aws/things/${thing}/jobs/notify-next`, body);
+  }
+
+  // ---- device MQTT API -----------------------------------------------------------------------
+
+  /**
+   * Handles a message a device published under `$aws/things/<thing>/jobs/`. Never throws: bad
+   * requests get `/rejected` with the AWS code.
+   */
+  handleDeviceMessage(thing: string, topic: string, payload: Uint8Array): void {
+    const prefix = `$aws/things/${thing}/jobs/`;
+    if (!topic.startsWith(prefix)) return;
+    const path = topic.slice(prefix.length).split("/");
+    let request: Record<string, unknown> = {};
+    try {
+      const text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
+      const parsed = text.trim() === "" ? {} : JSON.parse(text);
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+        throw new Error("not an object");
+      }
+      request = parsed;
+    } catch {
+      return this.#reject(topic, "InvalidJson", "request is not a JSON object", undefined);
+    }
+    const clientToken = typeof request.clientToken === "string"
+      ? request.clientToken.slice(0, 64)
+      : undefined;
+    try {
+      if (path.length === 1 && path[0] === "get") {
+        return this.#getPending(thing, topic, clientToken);
+      }
+      if (path.length === 1 && path[0] === "start-next") {
+        return this.#startNext(thing, topic, request, clientToken);
+      }
+      if (path.length === 2 && path[1] === "get") {
+        return this.#describe(thing, path[0]!, topic, request, clientToken);
+      }
+      if (path.length === 2 && path[1] === "update" && path[0] !== "$next") {
+        return this.#update(thing, path[0]!, topic, request, clientToken);
+      }
+      if (path.length === 2 && (path[1] === "accepted" || path[1] === "rejected")) return;
+      this.#reject(
+        topic,
+        "InvalidTopic",
+        `unknown jobs topic '${topic.slice(0, 120)}'`,
+        clientToken,
+      );
+    } catch (error) {
+      this.#log(`jobs API error on ${topic}: ${(error as Error).message}`);
+      this.#reject(topic, "InternalError", "internal error", clientToken);
+    }
+  }
+
+  #getPending(thing: string, topic: string, clientToken: string | undefined): void {
+    const open = this.#store.executionsOfThing(thing).filter((e) =>
+      e.status === "IN_PROGRESS" || e.status === "QUEUED"
+    );
+    const summary = (e: ExecutionRecord) => ({
+      jobId: e.jobId,
+      queuedAt: Math.floor(e.queuedAt / 1000),
+      lastUpdatedAt: Math.floor(e.updatedAt / 1000),
+      versionNumber: e.versionNumber,
+      executionNumber: e.executionNumber,
+    });
+    this.#send(`${topic}/accepted`, {
+      clientToken,
+      timestamp: this.#seconds(),
+      inProgressJobs: open.filter((e) => e.status === "IN_PROGRESS").slice(0, 10).map(summary),
+      queuedJobs: open.filter((e) => e.status === "QUEUED").slice(0, 10).map(summary),
+    });
+  }
+
+  #describe(
+    thing: string,
+    jobId: string,
+    topic: string,
+    request: Record<string, unknown>,
+    clientToken: string | undefined,
+  ): void {
+    const execution = jobId === "$next"
+      ? this.#nextFor(thing)
+      : this.#store.getExecution(jobId, thing);
+    if (!execution) {
+      if (jobId === "$next") {
+        return this.#send(`${topic}/accepted`, { clientToken, timestamp: this.#seconds() });
+      }
+      return this.#reject(
+        topic,
+        "ResourceNotFound",
+        `no execution of job '${jobId.slice(0, 64)}' for this thing`,
+        clientToken,
+      );
+    }
+    const withDocument = jobId === "$next"
+      ? request.includeJobDocument !== false
+      : request.includeJobDocument === true;
+    this.#send(`${topic}/accepted`, {
+      clientToken,
+      timestamp: this.#seconds(),
+      execution: this.#executionView(execution, withDocument),
+    });
+  }
+
+  #startNext(
+    thing: string,
+    topic: string,
+    request: Record<string, unknown>,
+    clientToken: string | undefined,
+  ): void {
+    const next = this.#nextFor(thing);
+    if (!next) return this.#send(`${topic}/accepted`, { clientToken, timestamp: this.#seconds() });
+    if (next.status === "IN_PROGRESS") {
+      return this.#send(`${topic}/accepted`, {
+        clientToken,
+        timestamp: this.#seconds(),
+        execution: this.#executionView(next, true),
+      });
+    }
+    const details = request.statusDetails;
+    const update: Record<string, unknown> = {
+      status: "IN_PROGRESS",
+      ...(details !== undefined ? { statusDetails: details } : {}),
+    };
+    if (request.stepTimeoutInMinutes !== undefined) {
+      update.stepTimeoutInMinutes = request.stepTimeoutInMinutes;
+    }
+    const result = this.#applyUpdate(thing, next.jobId, update);
+    if (!result.ok) {
+      return this.#reject(topic, result.code, result.message, clientToken, result.execution);
+    }
+    this.#send(`${topic}/accepted`, {
+      clientToken,
+      timestamp: this.#seconds(),
+      execution: this.#executionView(result.execution, true),
+    });
+  }
+
+  #update(
+    thing: string,
+    jobId: string,
+    topic: string,
+    request: Record<string, unknown>,
+    clientToken: string | undefined,
+  ): void {
+    const result = this.#applyUpdate(thing, jobId, request);
+    if (!result.ok) {
+      return this.#reject(topic, result.code, result.message, clientToken, result.execution);
+    }
+    const e = result.execution;
+    const body: Record<string, unknown> = { clientToken, timestamp: this.#seconds() };
+    if (request.includeJobExecutionState !== false) {
+      body.executionState = {
+        status: e.status,
+        statusDetails: e.statusDetails,
+        versionNumber: e.versionNumber,
+      };
+    }
+    if (request.includeJobDocument === true) {
+      body.jobDocument = (this.#store.getJob(jobId)?.spec as unknown as JobSpec).document;
+    }
+    this.#send(`${topic}/accepted`, body);
+  }
+
+  #applyUpdate(
+    thing: string,
+    jobId: string,
+    raw: Record<string, unknown>,
+  ): { ok: true; execution: ExecutionRecord } | {
+    ok: false;
+    code: RejectionCode;
+    message: string;
+    execution?: ExecutionRecord;
+  } {
+    const execution = this.#store.getExecution(jobId, thing);
+    if (!execution) {
+      return {
+        ok: false,
+        code: "ResourceNotFound",
+        message: `no execution of job '${jobId.slice(0, 64)}' for this thing`,
+      };
+    }
+    const parsed = parseUpdateRequest(raw);
+    if (!parsed.ok) return { ...parsed, execution };
+    const step = raw.stepTimeoutInMinutes;
+    if (
+      step !== undefined &&
+      (typeof step !== "number" || !Number.isInteger(step) || step < 1 || step > 10080)
+    ) {
+      return {
+        ok: false,
+        code: "InvalidRequest",
+        message: "stepTimeoutInMinutes must be 1..10080",
+        execution,
+      };
+    }
+    const result = applyDeviceUpdate(execution, parsed.value);
+    if (!result.ok) return { ...result, execution };
+    const before = this.#nextFor(thing);
+    const now = this.#clock.now();
+    const startedAt = execution.startedAt ?? (result.state.status === "IN_PROGRESS" ? now : null);
+    const spec = this.#store.getJob(jobId)?.spec as unknown as JobSpec | undefined;
+    const deadline = result.state.status === "IN_PROGRESS" && startedAt !== null
+      ? timeoutDeadline({
+        startedAt,
+        ...(spec?.timeout
+          ? { inProgressTimeoutMinutes: spec.timeout.inProgressTimeoutInMinutes }
+          : {}),
+        ...(typeof step === "number" ? { stepSetAt: now, stepTimeoutMinutes: step } : {}),
+      }) ?? (typeof step === "number" ? null : execution.deadline)
+      : null;
+    const updated: ExecutionRecord = {
+      ...execution,
+      ...result.state,
+      startedAt,
+      updatedAt: now,
+      deadline,
+    };
+    this.#store.transaction(() => {
+      this.#store.putExecution(updated);
+      this.#audit(jobId, thing, "device-update", {
+        status: updated.status,
+        statusDetails: updated.statusDetails,
+      });
+    });
+    this.#onChange(jobId);
+    this.#afterTerminal(updated);
+    this.#notifyIfNextChanged(thing, before);
+    return { ok: true, execution: updated };
+  }
+
+  #executionView(e: ExecutionRecord, withDocument: boolean): Record<string, unknown> {
+    const view: Record<string, unknown> = {
+      jobId: e.jobId,
+      thingName: e.thing,
+      status: e.status,
+      statusDetails: e.statusDetails,
+      queuedAt: Math.floor(e.queuedAt / 1000),
+      lastUpdatedAt: Math.floor(e.updatedAt / 1000),
+      versionNumber: e.versionNumber,
+      executionNumber: e.executionNumber,
+    };
+    if (e.startedAt !== null) view.startedAt = Math.floor(e.startedAt / 1000);
+    if (withDocument) {
+      view.jobDocument =
+        (this.#store.getJob(e.jobId)?.spec as unknown as JobSpec | undefined)?.document ?? {};
+    }
+    return view;
+  }
+
+  // ---- plumbing ------------------------------------------------------------------------------
+
+  #targetsOf(spec: JobSpec): string[] {
+    const things = new Set<string>(spec.targets.things ?? []);
+    for (const group of spec.targets.groups ?? []) {
+      for (const thing of this.#store.groupMembers(group)) {
+        things.add(thing);
+      }
+    }
+    return [...things];
+  }
+
+  #reject(
+    topic: string,
+    code: RejectionCode,
+    message: string,
+    clientToken: string | undefined,
+    execution?: ExecutionRecord,
+  ): void {
+    const body: Record<string, unknown> = {
+      code,
+      message,
+      clientToken,
+      timestamp: this.#seconds(),
+    };
+    if (execution && (code === "VersionMismatch" || code === "InvalidStateTransition")) {
+      body.executionState = {
+        status: execution.status,
+        statusDetails: execution.statusDetails,
+        versionNumber: execution.versionNumber,
+      };
+    }
+    this.#send(`${topic}/rejected`, body);
+  }
+
+  #send(topic: string, body: Record<string, unknown>): void {
+    const sending = this.#publisher.publish(topic, JSON.stringify(body), 1).catch((error) => {
+      this.#log(`publish to ${topic} failed: ${(error as Error).message}`);
+    });
+    this.#outbox.add(sending);
+    sending.finally(() => this.#outbox.delete(sending));
+  }
+
+  #putJob(job: JobRecord): void {
+    this.#store.putJob(job);
+    this.#onChange(job.jobId);
+  }
+
+  #audit(
+    jobId: string | null,
+    thing: string | null,
+    event: string,
+    detail: Record<string, unknown>,
+  ): void {
+    this.#store.audit({ at: this.#clock.now(), jobId, thing, event, detail });
+  }
+
+  #seconds(): number {
+    return Math.floor(this.#clock.now() / 1000);
+  }
+}

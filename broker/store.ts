@@ -1,0 +1,279 @@
+/**
+ * Durable cloud state behind a small interface: things and their credentials, thing groups,
+ * jobs, job executions and the audit log. The default is an embedded SQLite file
+ * (`node:sqlite`, WAL, synchronous commits), so a broker killed mid-rollout restarts on the same
+ * directory without losing an execution; `:memory:` gives a throwaway store for tests.
+ *
+ * @module
+ */
+
+import { DatabaseSync } from "node:sqlite";
+import type { StoredSecret } from "./auth.ts";
+import type { ExecutionStatus } from "./job_execution.ts";
+
+/** A registered thing. */
+export interface ThingRecord {
+  readonly name: string;
+  readonly secret: StoredSecret;
+  readonly attributes: Readonly<Record<string, string>>;
+}
+
+/** A job as stored (the spec is kept whole, as JSON). */
+export interface JobRecord {
+  readonly jobId: string;
+  readonly status: "SCHEDULED" | "IN_PROGRESS" | "PAUSED" | "COMPLETED" | "CANCELED";
+  /** The job's creation request (document, targets, rollout, abort, timeout, retry...). */
+  readonly spec: Readonly<Record<string, unknown>>;
+  readonly createdAt: number;
+  /** Things still to be rolled out to, in order (snapshot of the targets, then joiners). */
+  readonly pending: readonly string[];
+  /** When notifications went out (for the per-minute pacer). */
+  readonly notifiedAt: readonly number[];
+  readonly reason: string | null;
+}
+
+/** One execution of a job on a thing. */
+export interface ExecutionRecord {
+  readonly jobId: string;
+  readonly thing: string;
+  readonly status: ExecutionStatus;
+  readonly statusDetails: Readonly<Record<string, string>>;
+  readonly versionNumber: number;
+  /** 1 + number of retries. */
+  readonly executionNumber: number;
+  readonly queuedAt: number;
+  readonly startedAt: number | null;
+  readonly updatedAt: number;
+  /** Absolute time at which an execution in progress times out. */
+  readonly deadline: number | null;
+}
+
+/** An entry of the audit log / execution history. */
+export interface AuditEntry {
+  readonly at: number;
+  readonly jobId: string | null;
+  readonly thing: string | null;
+  readonly event: string;
+  readonly detail: Readonly<Record<string, unknown>>;
+}
+
+/** The store interface every backend implements. */
+export interface CloudStore {
+  putThing(thing: ThingRecord): void;
+  getThing(name: string): ThingRecord | null;
+  listThings(): ThingRecord[];
+  addToGroup(group: string, thing: string): boolean;
+  removeFromGroup(group: string, thing: string): boolean;
+  groupMembers(group: string): string[];
+  groupsOf(thing: string): string[];
+  putJob(job: JobRecord): void;
+  getJob(jobId: string): JobRecord | null;
+  listJobs(): JobRecord[];
+  putExecution(execution: ExecutionRecord): void;
+  getExecution(jobId: string, thing: string): ExecutionRecord | null;
+  executionsOfJob(jobId: string): ExecutionRecord[];
+  executionsOfThing(thing: string): ExecutionRecord[];
+  audit(entry: AuditEntry): void;
+  history(filter: { jobId?: string; thing?: string }): AuditEntry[];
+  /** Runs `work` in one transaction (all or nothing). */
+  transaction<T>(work: () => T): T;
+  close(): void;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS things (name TEXT PRIMARY KEY, secret TEXT NOT NULL, attributes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS group_members (grp TEXT NOT NULL, thing TEXT NOT NULL, PRIMARY KEY (grp, thing));
+CREATE INDEX IF NOT EXISTS group_members_thing ON group_members (thing);
+CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS executions (
+  job_id TEXT NOT NULL, thing TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (job_id, thing));
+CREATE INDEX IF NOT EXISTS executions_thing ON executions (thing);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, job_id TEXT, thing TEXT,
+  event TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_job ON audit (job_id);
+CREATE INDEX IF NOT EXISTS audit_thing ON audit (thing);
+`;
+
+type Row = Record<string, unknown>;
+
+/**
+ * SQLite store. `path` is a file (created if missing) or `:memory:`.
+ *
+ * @example
+ * ```ts
+ * import { SqliteStore } from "./store.ts";
+ * const store = new SqliteStore(":memory:");
+ * store.addToGroup("fleet", "dev-1");
+ * store.groupMembers("fleet"); // ["dev-1"]
+ * store.close();
+ * ```
+ */
+export class SqliteStore implements CloudStore {
+  readonly #db: DatabaseSync;
+  #depth = 0;
+
+  /** Opens (and migrates) the database. */
+  constructor(path: string) {
+    this.#db = new DatabaseSync(path);
+    // WAL with full sync: a committed execution update survives SIGKILL and power loss.
+    this.#db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;");
+    this.#db.exec(SCHEMA);
+  }
+
+  putThing(thing: ThingRecord): void {
+    this.#db.prepare("INSERT OR REPLACE INTO things (name, secret, attributes) VALUES (?, ?, ?)")
+      .run(
+        thing.name,
+        JSON.stringify(thing.secret),
+        JSON.stringify(thing.attributes),
+      );
+  }
+
+  getThing(name: string): ThingRecord | null {
+    const row = this.#db.prepare("SELECT * FROM things WHERE name = ?").get(name) as
+      | Row
+      | undefined;
+    return row ? thingFrom(row) : null;
+  }
+
+  listThings(): ThingRecord[] {
+    return (this.#db.prepare("SELECT * FROM things ORDER BY name").all() as Row[]).map(thingFrom);
+  }
+
+  addToGroup(group: string, thing: string): boolean {
+    return this.#db.prepare("INSERT OR IGNORE INTO group_members (grp, thing) VALUES (?, ?)").run(
+      group,
+      thing,
+    ).changes > 0;
+  }
+
+  removeFromGroup(group: string, thing: string): boolean {
+    return this.#db.prepare("DELETE FROM group_members WHERE grp = ? AND thing = ?").run(
+      group,
+      thing,
+    ).changes > 0;
+  }
+
+  groupMembers(group: string): string[] {
+    return (this.#db.prepare("SELECT thing FROM group_members WHERE grp = ? ORDER BY rowid").all(
+      group,
+    ) as Row[])
+      .map((r) => String(r.thing));
+  }
+
+  groupsOf(thing: string): string[] {
+    return (this.#db.prepare("SELECT grp FROM group_members WHERE thing = ? ORDER BY grp").all(
+      thing,
+    ) as Row[])
+      .map((r) => String(r.grp));
+  }
+
+  putJob(job: JobRecord): void {
+    this.#db.prepare("INSERT OR REPLACE INTO jobs (job_id, body, created_at) VALUES (?, ?, ?)").run(
+      job.jobId,
+      JSON.stringify(job),
+      job.createdAt,
+    );
+  }
+
+  getJob(jobId: string): JobRecord | null {
+    const row = this.#db.prepare("SELECT body FROM jobs WHERE job_id = ?").get(jobId) as
+      | Row
+      | undefined;
+    return row ? JSON.parse(String(row.body)) : null;
+  }
+
+  listJobs(): JobRecord[] {
+    return (this.#db.prepare("SELECT body FROM jobs ORDER BY created_at, job_id").all() as Row[])
+      .map((r) => JSON.parse(String(r.body)));
+  }
+
+  putExecution(execution: ExecutionRecord): void {
+    this.#db.prepare(
+      "INSERT OR REPLACE INTO executions (job_id, thing, status, body) VALUES (?, ?, ?, ?)",
+    ).run(
+      execution.jobId,
+      execution.thing,
+      execution.status,
+      JSON.stringify(execution),
+    );
+  }
+
+  getExecution(jobId: string, thing: string): ExecutionRecord | null {
+    const row = this.#db.prepare("SELECT body FROM executions WHERE job_id = ? AND thing = ?").get(
+      jobId,
+      thing,
+    ) as
+      | Row
+      | undefined;
+    return row ? JSON.parse(String(row.body)) : null;
+  }
+
+  executionsOfJob(jobId: string): ExecutionRecord[] {
+    return (this.#db.prepare("SELECT body FROM executions WHERE job_id = ? ORDER BY rowid").all(
+      jobId,
+    ) as Row[])
+      .map((r) => JSON.parse(String(r.body)));
+  }
+
+  executionsOfThing(thing: string): ExecutionRecord[] {
+    return (this.#db.prepare("SELECT body FROM executions WHERE thing = ? ORDER BY rowid").all(
+      thing,
+    ) as Row[])
+      .map((r) => JSON.parse(String(r.body)));
+  }
+
+  audit(entry: AuditEntry): void {
+    this.#db.prepare("INSERT INTO audit (at, job_id, thing, event, detail) VALUES (?, ?, ?, ?, ?)")
+      .run(
+        entry.at,
+        entry.jobId,
+        entry.thing,
+        entry.event,
+        JSON.stringify(entry.detail),
+      );
+  }
+
+  history(filter: { jobId?: string; thing?: string }): AuditEntry[] {
+    const rows = this.#db.prepare(
+      "SELECT * FROM audit WHERE (?1 IS NULL OR job_id = ?1) AND (?2 IS NULL OR thing = ?2) ORDER BY id",
+    ).all(filter.jobId ?? null, filter.thing ?? null) as Row[];
+    return rows.map((r) => ({
+      at: Number(r.at),
+      jobId: r.job_id === null ? null : String(r.job_id),
+      thing: r.thing === null ? null : String(r.thing),
+      event: String(r.event),
+      detail: JSON.parse(String(r.detail)),
+    }));
+  }
+
+  transaction<T>(work: () => T): T {
+    if (this.#depth > 0) return work();
+    this.#db.exec("BEGIN IMMEDIATE");
+    this.#depth++;
+    try {
+      const result = work();
+      this.#db.exec("COMMIT");
+      return result;
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
+
+function thingFrom(row: Row): ThingRecord {
+  return {
+    name: String(row.name),
+    secret: JSON.parse(String(row.secret)),
+    attributes: JSON.parse(String(row.attributes)),
+  };
+}

@@ -1,0 +1,386 @@
+/** The job service in fake time over an in-memory SQLite store, the device API driven directly. */
+import assert from "node:assert/strict";
+import { JobService, type JobSpec } from "../../broker/job_service.ts";
+import { SqliteStore } from "../../broker/store.ts";
+import { ManualClock } from "../../lib/clock.ts";
+
+const MIN = 60_000;
+const encoder = new TextEncoder();
+
+function setup(options: { path?: string; clock?: ManualClock } = {}) {
+  const store = new SqliteStore(options.path ?? ":memory:");
+  const clock = options.clock ?? new ManualClock(Date.parse("2026-06-01T00:00:00Z"));
+  const sent: { topic: string; body: Record<string, unknown> }[] = [];
+  const jobs = new JobService({
+    store,
+    clock,
+    publisher: {
+      publish: (topic, payload) => {
+        sent.push({ topic, body: JSON.parse(String(payload)) });
+        return Promise.resolve();
+      },
+    },
+  });
+  const things = (n: number, group = "fleet") => {
+    const names = Array.from({ length: n }, (_, i) => `dev-${String(i).padStart(3, "0")}`);
+    for (const name of names) store.addToGroup(group, name);
+    return names;
+  };
+  const device = (thing: string, path: string, body: Record<string, unknown> = {}) => {
+    const topic = `$aws/things/${thing}/jobs/${path}`;
+    const mark = sent.length;
+    jobs.handleDeviceMessage(thing, topic, encoder.encode(JSON.stringify(body)));
+    return sent.slice(mark).find((m) => m.topic.startsWith(topic + "/"));
+  };
+  /** A device that starts its job and ends it with `status`. */
+  const finish = (thing: string, jobId: string, status: string) => {
+    device(thing, `${jobId}/update`, { status: "IN_PROGRESS" });
+    return device(thing, `${jobId}/update`, { status });
+  };
+  const advance = (ms: number) => {
+    clock.advance(ms);
+    jobs.tick();
+  };
+  return { store, clock, jobs, sent, things, device, finish, advance };
+}
+
+const document = { afr_ota: { protocols: ["MQTT"], streamname: "s", files: [] } };
+const job = (spec: Partial<JobSpec> = {}): JobSpec => ({
+  jobId: "job-1",
+  document,
+  targets: { groups: ["fleet"] },
+  ...spec,
+});
+
+Deno.test("job service: maximumPerMinute rolls a 30-thing job out 10 per minute", () => {
+  const s = setup();
+  s.things(30);
+  assert.ok(s.jobs.createJob(job({ rollout: { maximumPerMinute: 10 } })).ok);
+  const queued = () => s.store.executionsOfJob("job-1").length;
+  assert.equal(queued(), 10);
+  s.advance(30_000);
+  assert.equal(queued(), 10);
+  s.advance(30_000);
+  assert.equal(queued(), 20);
+  s.advance(MIN);
+  assert.equal(queued(), 30);
+  assert.equal(s.jobs.counts("job-1").pending, 0);
+  assert.equal(
+    s.sent.filter((m) => m.topic.endsWith("/notify-next")).length,
+    30,
+    "each thing is notified once",
+  );
+});
+
+Deno.test("job service: the exponential rate steps up with notified things (base 2, x2 every 4 notified)", () => {
+  const s = setup();
+  s.things(40);
+  s.jobs.createJob(
+    job({
+      rollout: {
+        exponentialRate: {
+          baseRatePerMinute: 2,
+          incrementFactor: 2,
+          rateIncreaseCriteria: { numberOfNotifiedThings: 4 },
+        },
+      },
+    }),
+  );
+  const perMinute: number[] = [];
+  let last = 0;
+  for (let minute = 0; minute < 5; minute++) {
+    const now = s.store.executionsOfJob("job-1").length;
+    perMinute.push(now - last);
+    last = now;
+    s.advance(MIN);
+  }
+  assert.deepEqual(
+    perMinute,
+    [2, 2, 4, 8, 24],
+    "rate 2, 2, 4 (4 notified), 8 (8 notified), 32 (16 notified: the last 24 go)",
+  );
+});
+
+Deno.test("job service: device API — $next/get, update with expectedVersion, notify-next, terminal state, describe, start-next", () => {
+  const s = setup();
+  s.things(1);
+  s.jobs.createJob(job({ jobId: "job-1" }));
+  s.jobs.createJob(job({ jobId: "job-2" }));
+  const next = s.device("dev-000", "$next/get", { clientToken: "t1" })!;
+  assert.equal(next.topic, "$aws/things/dev-000/jobs/$next/get/accepted");
+  const execution = next.body.execution as Record<string, unknown>;
+  assert.equal(execution.jobId, "job-1");
+  assert.equal(execution.status, "QUEUED");
+  assert.deepEqual(execution.jobDocument, document);
+  assert.equal(next.body.clientToken, "t1");
+  const started = s.device("dev-000", "job-1/update", {
+    status: "IN_PROGRESS",
+    expectedVersion: 1,
+    clientToken: "t2",
+  })!;
+  assert.equal(started.topic, "$aws/things/dev-000/jobs/job-1/update/accepted");
+  assert.equal((started.body.executionState as Record<string, unknown>).versionNumber, 2);
+  const stale = s.device("dev-000", "job-1/update", { status: "IN_PROGRESS", expectedVersion: 1 })!;
+  assert.equal(stale.body.code, "VersionMismatch");
+  assert.equal((stale.body.executionState as Record<string, unknown>).versionNumber, 2);
+  const mark = s.sent.length;
+  s.device("dev-000", "job-1/update", {
+    status: "SUCCEEDED",
+    statusDetails: { reason: "accepted  v1.1.0" },
+  });
+  const notify = s.sent.slice(mark).find((m) => m.topic.endsWith("/notify-next"))!;
+  assert.equal(
+    (notify.body.execution as Record<string, unknown>).jobId,
+    "job-2",
+    "the next job is pushed",
+  );
+  assert.equal(
+    s.device("dev-000", "job-1/update", { status: "IN_PROGRESS" })!.body.code,
+    "InvalidStateTransition",
+  );
+  const described = s.device("dev-000", "job-1/get", {})!;
+  assert.equal((described.body.execution as Record<string, unknown>).status, "SUCCEEDED");
+  assert.equal((described.body.execution as Record<string, unknown>).jobDocument, undefined);
+  const startNext = s.device("dev-000", "start-next", { statusDetails: { step: "download" } })!;
+  assert.equal((startNext.body.execution as Record<string, unknown>).status, "IN_PROGRESS");
+  const pending = s.device("dev-000", "get", {})!;
+  assert.equal((pending.body.inProgressJobs as unknown[]).length, 1);
+  assert.equal(s.device("dev-000", "nope/get", {})!.body.code, "ResourceNotFound");
+  assert.equal(
+    s.device("dev-000", "job-2/update", { status: "QUEUED" })!.body.code,
+    "InvalidRequest",
+  );
+  assert.equal(s.device("dev-000", "frobnicate", {})!.body.code, "InvalidTopic");
+  const garbage = s.sent.length;
+  s.jobs.handleDeviceMessage(
+    "dev-000",
+    "$aws/things/dev-000/jobs/job-2/update",
+    new Uint8Array([0xff, 0x7b]),
+  );
+  assert.equal(s.sent[garbage]!.body.code, "InvalidJson");
+  assert.ok(
+    s.store.history({ thing: "dev-000", jobId: "job-1" }).some((h) =>
+      h.event === "device-update" && (h.detail as { status: string }).status === "SUCCEEDED"
+    ),
+  );
+});
+
+Deno.test("job service: an abort criterion cancels queued executions and leaves those in progress running", () => {
+  const s = setup();
+  const names = s.things(10);
+  s.jobs.createJob(
+    job({
+      abort: [{
+        failureType: "FAILED",
+        action: "CANCEL",
+        thresholdPercentage: 50,
+        minNumberOfExecutedThings: 4,
+      }],
+    }),
+  );
+  s.finish(names[0]!, "job-1", "FAILED");
+  s.finish(names[1]!, "job-1", "FAILED");
+  s.finish(names[2]!, "job-1", "SUCCEEDED");
+  assert.equal(s.store.getJob("job-1")!.status, "IN_PROGRESS", "3 executed < 4");
+  s.device(names[3]!, "job-1/update", { status: "IN_PROGRESS" });
+  s.finish(names[4]!, "job-1", "FAILED");
+  const job1 = s.store.getJob("job-1")!;
+  assert.equal(job1.status, "CANCELED");
+  assert.match(job1.reason ?? "", /abort criterion/);
+  const counts = s.jobs.counts("job-1");
+  assert.equal(counts.IN_PROGRESS, 1, "in-progress executions keep running");
+  assert.equal(counts.CANCELED, 5);
+  assert.equal(counts.QUEUED, 0);
+});
+
+Deno.test("job service: a PAUSE abort stops the rollout until an operator resumes it", () => {
+  const s = setup();
+  const names = s.things(6);
+  s.jobs.createJob(
+    job({
+      rollout: { maximumPerMinute: 2 },
+      abort: [{
+        failureType: "ALL",
+        action: "PAUSE",
+        thresholdPercentage: 50,
+        minNumberOfExecutedThings: 2,
+      }],
+    }),
+  );
+  s.finish(names[0]!, "job-1", "REJECTED");
+  s.finish(names[1]!, "job-1", "FAILED");
+  assert.equal(s.store.getJob("job-1")!.status, "PAUSED");
+  s.advance(5 * MIN);
+  assert.equal(s.store.executionsOfJob("job-1").length, 2, "nothing rolled out while paused");
+  assert.ok(s.jobs.resumeJob("job-1").ok);
+  assert.equal(s.store.executionsOfJob("job-1").length, 4);
+});
+
+Deno.test("job service: in-progress and step timeouts end executions TIMED_OUT, and retries re-queue them", () => {
+  const s = setup();
+  const [a, b] = s.things(2);
+  s.jobs.createJob(
+    job({
+      timeout: { inProgressTimeoutInMinutes: 10 },
+      retry: [{ failureType: "TIMED_OUT", numberOfRetries: 1 }],
+    }),
+  );
+  s.device(a!, "job-1/update", { status: "IN_PROGRESS" });
+  s.device(b!, "job-1/update", { status: "IN_PROGRESS", stepTimeoutInMinutes: 3 });
+  s.advance(3 * MIN);
+  assert.equal(
+    s.store.getExecution("job-1", b!)!.status,
+    "QUEUED",
+    "b timed out at 3 min and was retried",
+  );
+  assert.equal(s.store.getExecution("job-1", b!)!.executionNumber, 2);
+  assert.equal(s.store.getExecution("job-1", a!)!.status, "IN_PROGRESS");
+  s.advance(7 * MIN);
+  assert.equal(
+    s.store.getExecution("job-1", a!)!.status,
+    "QUEUED",
+    "a timed out at 10 min and was retried",
+  );
+  s.device(a!, "job-1/update", { status: "IN_PROGRESS" });
+  s.advance(10 * MIN);
+  assert.equal(s.store.getExecution("job-1", a!)!.status, "TIMED_OUT", "no retry left");
+  assert.ok(s.store.history({ thing: b!, jobId: "job-1" }).some((h) => h.event === "timed_out"));
+});
+
+Deno.test("job service: FAILED executions are retried up to the configured count", () => {
+  const s = setup();
+  const [a] = s.things(1);
+  s.jobs.createJob(job({ retry: [{ failureType: "FAILED", numberOfRetries: 2 }] }));
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    assert.equal(s.store.getExecution("job-1", a!)!.executionNumber, attempt);
+    s.finish(a!, "job-1", "FAILED");
+  }
+  assert.equal(s.store.getExecution("job-1", a!)!.status, "FAILED");
+  assert.equal(s.store.getJob("job-1")!.status, "COMPLETED");
+});
+
+Deno.test("job service: a CONTINUOUS job reaches a thing that joins its group later; a SNAPSHOT job does not", () => {
+  const s = setup();
+  s.things(2);
+  s.jobs.createJob(job({ jobId: "snap", targetSelection: "SNAPSHOT" }));
+  s.jobs.createJob(job({ jobId: "cont", targetSelection: "CONTINUOUS" }));
+  s.jobs.addThingToGroup("fleet", "late-joiner");
+  assert.equal(s.store.getExecution("cont", "late-joiner")?.status, "QUEUED");
+  assert.equal(s.store.getExecution("snap", "late-joiner"), null);
+  s.jobs.removeThingFromGroup("fleet", "late-joiner");
+  assert.equal(s.store.getExecution("cont", "late-joiner")?.status, "REMOVED");
+  s.jobs.addThingToGroup("fleet", "late-joiner");
+  assert.equal(
+    s.store.getExecution("cont", "late-joiner")?.status,
+    "QUEUED",
+    "a rejoining thing gets the job again",
+  );
+});
+
+Deno.test("job service: health-gated waves start only when the previous wave has ended", () => {
+  const s = setup();
+  const names = s.things(6);
+  s.jobs.createJob(job({ healthGate: { waveSize: 2 } }));
+  assert.equal(s.store.executionsOfJob("job-1").length, 2);
+  s.finish(names[0]!, "job-1", "SUCCEEDED");
+  s.advance(MIN);
+  assert.equal(
+    s.store.executionsOfJob("job-1").length,
+    2,
+    "one device of the wave has not confirmed yet",
+  );
+  s.finish(names[1]!, "job-1", "SUCCEEDED");
+  assert.equal(s.store.executionsOfJob("job-1").length, 4);
+});
+
+Deno.test("job service: scheduled start and end (STOP_ROLLOUT, FORCE_CANCEL), and force-cancel", () => {
+  const s = setup();
+  s.things(4);
+  const now = s.clock.now();
+  s.jobs.createJob(
+    job({
+      jobId: "later",
+      rollout: { maximumPerMinute: 1 },
+      scheduling: {
+        startTime: now + 30 * MIN,
+        endTime: now + 32 * MIN + 1,
+        endBehavior: "STOP_ROLLOUT",
+      },
+    }),
+  );
+  assert.equal(s.store.getJob("later")!.status, "SCHEDULED");
+  assert.equal(s.store.executionsOfJob("later").length, 0);
+  s.advance(30 * MIN);
+  assert.equal(s.store.executionsOfJob("later").length, 1);
+  s.advance(2 * MIN + 1);
+  s.advance(5 * MIN);
+  assert.ok(s.store.executionsOfJob("later").length <= 3, "no rollout after the end");
+  assert.equal(s.jobs.counts("later").pending, 0);
+
+  s.jobs.createJob(job({ jobId: "forced" }));
+  s.device("dev-000", "forced/update", { status: "IN_PROGRESS" });
+  assert.ok(s.jobs.cancelJob("forced").ok);
+  assert.equal(
+    s.store.getExecution("forced", "dev-000")!.status,
+    "IN_PROGRESS",
+    "without force, in progress continues",
+  );
+  s.jobs.createJob(job({ jobId: "forced-2" }));
+  s.device("dev-001", "forced-2/update", { status: "IN_PROGRESS" });
+  s.jobs.cancelJob("forced-2", { force: true });
+  assert.equal(s.store.getExecution("forced-2", "dev-001")!.status, "CANCELED");
+  assert.equal(
+    s.device("dev-001", "forced-2/update", { status: "SUCCEEDED" })!.body.code,
+    "InvalidStateTransition",
+  );
+});
+
+Deno.test("job service: createJob refuses invalid specs with every reason", () => {
+  const s = setup();
+  const result = s.jobs.createJob({
+    jobId: "bad id",
+    document: {},
+    targets: {},
+    rollout: { maximumPerMinute: 0 },
+    timeout: { inProgressTimeoutInMinutes: 0 },
+    retry: [{ failureType: "FAILED", numberOfRetries: 11 }],
+  });
+  assert.ok(!result.ok);
+  for (
+    const fragment of [
+      "jobId",
+      "targets",
+      "maximumPerMinute",
+      "inProgressTimeoutInMinutes",
+      "numberOfRetries",
+    ]
+  ) assert.match(result.reason, new RegExp(fragment));
+  s.things(1);
+  assert.ok(s.jobs.createJob(job()).ok);
+  assert.ok(!s.jobs.createJob(job()).ok, "duplicate job id");
+});
+
+Deno.test("job service: state lives in the SQLite file, so a new service on the same file carries on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-store-" });
+  try {
+    const first = setup({ path: `${dir}/cloud.db` });
+    first.things(5);
+    first.jobs.createJob(job({ rollout: { maximumPerMinute: 2 } }));
+    first.finish("dev-000", "job-1", "SUCCEEDED");
+    first.device("dev-001", "job-1/update", { status: "IN_PROGRESS" });
+    first.store.close();
+    const second = setup({ path: `${dir}/cloud.db`, clock: first.clock });
+    assert.equal(second.store.getExecution("job-1", "dev-000")!.status, "SUCCEEDED");
+    assert.equal(second.store.getExecution("job-1", "dev-001")!.status, "IN_PROGRESS");
+    second.advance(MIN);
+    second.advance(MIN);
+    assert.equal(
+      second.store.executionsOfJob("job-1").length,
+      5,
+      "the rollout continues where it stopped",
+    );
+    second.store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
