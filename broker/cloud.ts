@@ -1,0 +1,148 @@
+/**
+ * The cloud in one process: the embedded aedes broker with device authentication and per-thing
+ * ACLs, the job service and the stream service listening on the device topics, and the durable
+ * store under them. Services publish from inside the broker (no extra client hop, which the
+ * performance floor measured at half the throughput).
+ *
+ * @module
+ */
+
+import type { Aedes, AedesPublishPacket } from "aedes";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { createAuthHooks, hashSecret, type StoredSecret } from "./auth.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
+import { JobService } from "./job_service.ts";
+import { type CloudStore, SqliteStore } from "./store.ts";
+import { type Publisher, StreamService } from "./stream_service.ts";
+
+/** Options of {@linkcode startCloud}. */
+export interface CloudOptions {
+  /** MQTT port (0: any free one). @default {0} */
+  readonly port?: number;
+  /** SQLite file, or `:memory:`. @default {":memory:"} */
+  readonly databasePath?: string;
+  readonly clock?: Clock;
+  /** The cloud services' secret (their MQTT role). @default {random} */
+  readonly serviceSecret?: string;
+  /** Job service tick, in the clock's time. @default {1000} */
+  readonly tickMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+/** A running cloud. */
+export interface Cloud {
+  readonly broker: EmbeddedBroker;
+  readonly store: CloudStore;
+  readonly jobs: JobService;
+  readonly streams: StreamService;
+  readonly url: string;
+  /** Registers (or re-provisions) a thing with its secret; its jobs stay. */
+  provisionThing(name: string, secret: string, attributes?: Record<string, string>): void;
+  /** Login refusals and ACL denials so far. */
+  readonly refusals: readonly string[];
+  close(): Promise<void>;
+}
+
+/** Device request topics the services answer (never their own replies). */
+export const SERVICE_SUBSCRIPTIONS = [
+  "$aws/things/+/jobs/get",
+  "$aws/things/+/jobs/start-next",
+  "$aws/things/+/jobs/+/get",
+  "$aws/things/+/jobs/+/update",
+  "$aws/things/+/streams/+/get/cbor",
+] as const;
+
+/** Publishes from inside aedes. */
+function aedesPublisher(broker: Aedes): Publisher {
+  return {
+    publish: (topic, payload, qos) =>
+      new Promise<void>((resolve, reject) => {
+        const packet = {
+          cmd: "publish",
+          topic,
+          payload: typeof payload === "string"
+            ? Buffer.from(payload)
+            : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
+          qos,
+          retain: false,
+          dup: false,
+        } as unknown as AedesPublishPacket;
+        broker.publish(packet, (error?: Error) => (error ? reject(error) : resolve()));
+      }),
+  };
+}
+
+/**
+ * Starts the cloud.
+ *
+ * @example
+ * ```ts ignore
+ * const cloud = await startCloud({ databasePath: "data/cloud.db" });
+ * cloud.provisionThing("dev-1", "secret");
+ * ```
+ */
+export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
+  const clock = options.clock ?? systemClock;
+  const log = options.log ?? (() => {});
+  const store = new SqliteStore(options.databasePath ?? ":memory:");
+  const serviceSecret: StoredSecret = hashSecret(options.serviceSecret ?? crypto.randomUUID());
+  const secretCache = new Map<string, StoredSecret | null>();
+  const hooks = createAuthHooks({
+    thingSecret: (thing) => {
+      if (!secretCache.has(thing)) secretCache.set(thing, store.getThing(thing)?.secret ?? null);
+      return secretCache.get(thing)!;
+    },
+    serviceSecret,
+  }, clock);
+  const broker = await startEmbeddedBroker({
+    ...(options.port !== undefined ? { port: options.port } : {}),
+    aedes: hooks as never,
+  });
+  const publisher = aedesPublisher(broker.broker);
+  const jobs = new JobService({
+    store,
+    publisher,
+    clock,
+    log,
+    ...(options.tickMs ? { tickMs: options.tickMs } : {}),
+  });
+  const streams = new StreamService(publisher);
+  const route = (packet: AedesPublishPacket, done: () => void) => {
+    const topic = packet.topic;
+    const thing = topic.split("/")[2] ?? "";
+    const payload = new Uint8Array(packet.payload as Uint8Array);
+    if (topic.includes("/streams/")) {
+      void streams.handleRequest(thing, topic.split("/")[4] ?? "", payload).catch((error) =>
+        log(`stream error: ${error}`)
+      );
+    } else {
+      jobs.handleDeviceMessage(thing, topic, payload);
+    }
+    done();
+  };
+  await Promise.all(
+    SERVICE_SUBSCRIPTIONS.map((topic) =>
+      new Promise<void>((resolve) =>
+        broker.broker.subscribe(topic, route as never, () => resolve())
+      )
+    ),
+  );
+  jobs.start();
+  return {
+    broker,
+    store,
+    jobs,
+    streams,
+    url: broker.url,
+    refusals: hooks.refusals,
+    provisionThing(name, secret, attributes = {}) {
+      store.putThing({ name, secret: hashSecret(secret), attributes });
+      secretCache.delete(name);
+    },
+    async close() {
+      await jobs.stop();
+      await broker.close();
+      store.close();
+    },
+  };
+}

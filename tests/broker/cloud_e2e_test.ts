@@ -1,0 +1,105 @@
+/**
+ * The real agent against the real cloud: authenticated devices, the job service and the stream
+ * service on the embedded aedes, state in SQLite.
+ */
+import assert from "node:assert/strict";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { startCloud } from "../../broker/cloud.ts";
+import { FwuState } from "../../bootloader/fwu.ts";
+import { AGENT_TEST_CONFIG, signedUpdate } from "../helpers/agent_rig.ts";
+import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
+import { factoryDevice, SIGNER_CERT_PATH, smallLayout } from "../helpers/pki.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+async function fleet(count: number, cloudUrl: string, secret: (thing: string) => string) {
+  const runtimes: DeviceRuntime[] = [];
+  for (let i = 0; i < count; i++) {
+    const thing = `dev-${i}`;
+    const { device } = await factoryDevice({
+      layout: smallLayout(24),
+      systemTime: true,
+      factory: { version: "1.0.0", securityCounter: 1 },
+      seed: i + 1,
+    });
+    runtimes.push(
+      new DeviceRuntime({
+        device,
+        thingName: thing,
+        brokerUrl: cloudUrl,
+        agentConfig: AGENT_TEST_CONFIG,
+        mqttOptions: { username: thing, password: secret(thing) },
+      }),
+    );
+  }
+  return runtimes;
+}
+
+Deno.test("cloud e2e: four authenticated devices update through the job and stream services", async () => {
+  const cloud = await startCloud({ tickMs: 100 });
+  const runtimes = await fleet(4, cloud.url, (t) => `secret-of-${t}`);
+  try {
+    for (let i = 0; i < runtimes.length; i++) {
+      cloud.provisionThing(`dev-${i}`, `secret-of-dev-${i}`);
+      cloud.jobs.addThingToGroup("fleet", `dev-${i}`);
+    }
+    const { image, signature } = await signedUpdate("1.1.0");
+    cloud.streams.addStream("fw-1-1-0", new Map([[0, image]]));
+    await Promise.all(runtimes.map((r) => r.start()));
+    const created = cloud.jobs.createJob({
+      jobId: "ota-1",
+      document: firmwareJobDocument({
+        stream: "fw-1-1-0",
+        size: image.length,
+        signature,
+        certFile: SIGNER_CERT_PATH,
+      }),
+      targets: { groups: ["fleet"] },
+      rollout: { maximumPerMinute: 1000 },
+    });
+    assert.ok(created.ok);
+    await waitUntil(() => cloud.jobs.counts("ota-1").SUCCEEDED === 4, "all four SUCCEEDED");
+    await waitUntil(
+      () =>
+        runtimes.every((r) => r.device.running?.version === "1.1.0+0" && !r.device.running.trial),
+      "all confirmed",
+    );
+    assert.equal(cloud.store.getJob("ota-1")!.status, "COMPLETED");
+    for (const r of runtimes) assert.equal(r.device.fwu.state, FwuState.UPDATED);
+    const history = cloud.store.history({ jobId: "ota-1", thing: "dev-2" }).map((h) =>
+      h.event === "device-update" ? (h.detail as { status: string }).status : h.event
+    );
+    assert.deepEqual(history.slice(0, 2), ["queued", "IN_PROGRESS"]);
+    assert.equal(history[history.length - 1], "SUCCEEDED");
+    assert.ok(
+      cloud.streams.stats.blocksEncoded <= 17,
+      `each block encoded once for all devices: ${cloud.streams.stats.blocksEncoded}`,
+    );
+    assert.ok(cloud.streams.stats.blocksSent >= 4 * 17);
+  } finally {
+    for (const r of runtimes) await r.stop();
+    await cloud.close();
+  }
+});
+
+Deno.test("cloud e2e: a device with a wrong secret never connects and its execution stays queued", async () => {
+  const cloud = await startCloud({ tickMs: 100 });
+  const [runtime] = await fleet(1, cloud.url, () => "wrong");
+  try {
+    cloud.provisionThing("dev-0", "right");
+    cloud.jobs.addThingToGroup("fleet", "dev-0");
+    cloud.jobs.createJob({
+      jobId: "ota-1",
+      document: { afr_ota: { protocols: ["MQTT"], streamname: "s", files: [] } },
+      targets: { groups: ["fleet"] },
+    });
+    await runtime!.start();
+    await waitUntil(
+      () => cloud.refusals.some((r) => /bad credentials for 'dev-0'/.test(r)),
+      "the refusal",
+    );
+    assert.equal(cloud.store.getExecution("ota-1", "dev-0")!.status, "QUEUED");
+  } finally {
+    await runtime!.stop();
+    await cloud.close();
+  }
+});
