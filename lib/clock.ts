@@ -101,3 +101,46 @@ export class ManualClock implements Clock {
     this.#now = target;
   }
 }
+
+/**
+ * Real time sped up (or slowed down) by `scale`: a minute of this clock passes in 60/scale real
+ * seconds, so a 1000-per-minute rollout or a 30-minute timeout runs in seconds in a simulation.
+ *
+ * @example
+ * ```ts
+ * import { ScaledClock } from "./clock.ts";
+ * const clock = new ScaledClock(60); // one simulated minute per real second
+ * clock.now() > 0; // true
+ * ```
+ */
+export class ScaledClock implements Clock {
+  readonly scale: number;
+  readonly #realStart = Date.now();
+  readonly #start: number;
+
+  /** `scale` > 0; `start` is the simulated time at creation. */
+  constructor(scale: number, start = Date.now()) {
+    if (!(scale > 0) || !Number.isFinite(scale)) {
+      throw new RangeError(
+        `Cannot create a scaled clock: 'scale' must be a positive number: current value is ${scale}`,
+      );
+    }
+    this.scale = scale;
+    this.#start = start;
+  }
+
+  /** Simulated now. */
+  now(): number {
+    return this.#start + (Date.now() - this.#realStart) * this.scale;
+  }
+
+  /** Fires after `ms` of simulated time. */
+  setTimer(ms: number, callback: () => void): TimerId {
+    return systemClock.setTimer(Math.max(0, ms / this.scale), callback);
+  }
+
+  /** Cancels a timer. */
+  clearTimer(id: TimerId): void {
+    systemClock.clearTimer(id);
+  }
+}

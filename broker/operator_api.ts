@@ -1,0 +1,212 @@
+/**
+ * The operator HTTP API: bearer-token authentication (device credentials do not work here), things
+ * and groups, jobs (create, list, describe, cancel, pause, resume), executions by status,
+ * per-device history with every statusDetails and reason, progress counts, and stream upload.
+ *
+ * @module
+ */
+
+import { timingSafeEqual } from "node:crypto";
+import type { Cloud } from "./cloud.ts";
+import { EXECUTION_STATUSES, type ExecutionStatus } from "./job_execution.ts";
+import type { JobSpec } from "./job_service.ts";
+
+/** Largest JSON body accepted. */
+const MAX_JSON_BODY = 1024 * 1024;
+/** Largest stream file accepted. */
+const MAX_FILE_BODY = 16 * 1024 * 1024;
+const NAME = /^[a-zA-Z0-9:_-]{1,128}$/;
+
+const json = (status: number, body: unknown) =>
+  new Response(JSON.stringify(body, null, 2), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+const problem = (status: number, error: string) => json(status, { error });
+
+function tokenMatches(expected: string, header: string | null): boolean {
+  const given = header?.startsWith("Bearer ") ? header.slice(7) : "";
+  const a = new TextEncoder().encode(expected);
+  const b = new TextEncoder().encode(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+async function readBody(request: Request, limit: number): Promise<Uint8Array | Response> {
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > limit) return problem(413, `body larger than ${limit} bytes`);
+  const body = new Uint8Array(await request.arrayBuffer());
+  if (body.length > limit) return problem(413, `body larger than ${limit} bytes`);
+  return body;
+}
+
+async function readJson(request: Request): Promise<Record<string, unknown> | Response> {
+  const body = await readBody(request, MAX_JSON_BODY);
+  if (body instanceof Response) return body;
+  try {
+    const value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      return problem(400, "body must be a JSON object");
+    }
+    return value;
+  } catch (error) {
+    return problem(400, `body is not JSON: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Builds the request handler.
+ *
+ * @example
+ * ```ts ignore
+ * Deno.serve({ port: 8080 }, operatorApi(cloud, { token: "s3cret" }));
+ * ```
+ */
+export function operatorApi(
+  cloud: Cloud,
+  options: { token: string },
+): (request: Request) => Promise<Response> {
+  if (options.token.length < 8) {
+    throw new RangeError(
+      "Cannot serve the operator API: the token must have at least 8 characters",
+    );
+  }
+  return async (request) => {
+    const url = new URL(request.url);
+    if (!url.pathname.startsWith("/api/")) return problem(404, "not found");
+    if (!tokenMatches(options.token, request.headers.get("authorization"))) {
+      await request.body?.cancel();
+      return problem(401, "missing or wrong operator token");
+    }
+    try {
+      return await route(cloud, request, url);
+    } catch (error) {
+      return problem(500, `internal error: ${(error as Error).message}`);
+    }
+  };
+}
+
+async function route(cloud: Cloud, request: Request, url: URL): Promise<Response> {
+  const parts = url.pathname.split("/").slice(2).map(decodeURIComponent);
+  const method = request.method;
+  const { store, jobs } = cloud;
+  const [resource, id, sub, subId] = parts;
+  if (resource === "things" && parts.length === 1 && method === "GET") {
+    return json(
+      200,
+      store.listThings().map((t) => ({
+        name: t.name,
+        attributes: t.attributes,
+        groups: store.groupsOf(t.name),
+      })),
+    );
+  }
+  if (resource === "things" && id && parts.length === 2 && method === "PUT") {
+    if (!NAME.test(id)) {
+      return problem(400, "thing name must be 1..128 characters of [a-zA-Z0-9:_-]");
+    }
+    const body = await readJson(request);
+    if (body instanceof Response) return body;
+    if (typeof body.secret !== "string" || body.secret.length < 8) {
+      return problem(400, "secret must be a string of at least 8 characters");
+    }
+    const attributes = (body.attributes ?? {}) as Record<string, string>;
+    cloud.provisionThing(id, body.secret, attributes);
+    for (const group of Array.isArray(body.groups) ? body.groups : []) {
+      jobs.addThingToGroup(String(group), id);
+    }
+    return json(201, { name: id, groups: store.groupsOf(id) });
+  }
+  if (resource === "things" && id && sub === "history" && method === "GET") {
+    return json(200, {
+      thing: id,
+      executions: store.executionsOfThing(id),
+      history: store.history({ thing: id }),
+    });
+  }
+  if (resource === "groups" && id && sub === "things" && subId && parts.length === 4) {
+    if (!NAME.test(id) || !NAME.test(subId)) {
+      return problem(400, "group and thing names must be 1..128 characters of [a-zA-Z0-9:_-]");
+    }
+    if (method === "PUT") {
+      jobs.addThingToGroup(id, subId);
+      return json(200, { group: id, things: store.groupMembers(id) });
+    }
+    if (method === "DELETE") {
+      jobs.removeThingFromGroup(id, subId);
+      return json(200, { group: id, things: store.groupMembers(id) });
+    }
+  }
+  if (resource === "groups" && id && parts.length === 2 && method === "GET") {
+    return json(200, { group: id, things: store.groupMembers(id) });
+  }
+  if (resource === "jobs" && parts.length === 1 && method === "POST") {
+    const body = await readJson(request);
+    if (body instanceof Response) return body;
+    const created = jobs.createJob(body as unknown as JobSpec);
+    return created.ok
+      ? json(201, { ...created.value, counts: jobs.counts(created.value.jobId) })
+      : problem(400, created.reason);
+  }
+  if (resource === "jobs" && parts.length === 1 && method === "GET") {
+    return json(
+      200,
+      store.listJobs().map((job) => ({
+        jobId: job.jobId,
+        status: job.status,
+        reason: job.reason,
+        createdAt: job.createdAt,
+        counts: jobs.counts(job.jobId),
+      })),
+    );
+  }
+  if (resource === "jobs" && id && parts.length === 2 && method === "GET") {
+    const job = store.getJob(id);
+    return job
+      ? json(200, { ...job, pending: job.pending.length, counts: jobs.counts(id) })
+      : problem(404, `no job '${id}'`);
+  }
+  if (resource === "jobs" && id && sub === "executions" && method === "GET") {
+    const status = url.searchParams.get("status");
+    if (status !== null && !(EXECUTION_STATUSES as readonly string[]).includes(status)) {
+      return problem(400, `unknown status '${status}'`);
+    }
+    if (!store.getJob(id)) return problem(404, `no job '${id}'`);
+    const executions = store.executionsOfJob(id).filter((e) =>
+      status === null || e.status === (status as ExecutionStatus)
+    );
+    return json(200, executions);
+  }
+  if (
+    resource === "jobs" && id && (sub === "cancel" || sub === "pause" || sub === "resume") &&
+    method === "POST"
+  ) {
+    const body = await readJson(request);
+    if (body instanceof Response) return body;
+    const result = sub === "cancel"
+      ? jobs.cancelJob(id, {
+        force: body.force === true,
+        ...(typeof body.reason === "string" ? { reason: body.reason } : {}),
+      })
+      : sub === "pause"
+      ? jobs.pauseJob(id)
+      : jobs.resumeJob(id);
+    return result.ok
+      ? json(200, { jobId: id, status: store.getJob(id)?.status, counts: jobs.counts(id) })
+      : problem(409, result.reason);
+  }
+  if (resource === "streams" && id && parts.length === 2 && method === "PUT") {
+    if (!/^[a-zA-Z0-9_-]{1,128}$/.test(id)) {
+      return problem(400, "stream id must be 1..128 characters of [a-zA-Z0-9_-]");
+    }
+    const fileId = Number(url.searchParams.get("fileId") ?? "0");
+    if (!Number.isInteger(fileId) || fileId < 0 || fileId > 255) {
+      return problem(400, "fileId must be 0..255");
+    }
+    const body = await readBody(request, MAX_FILE_BODY);
+    if (body instanceof Response) return body;
+    if (body.length === 0) return problem(400, "empty file");
+    cloud.streams.addStream(id, new Map([[fileId, body]]));
+    return json(201, { streamId: id, fileId, size: body.length });
+  }
+  return problem(404, `no route for ${method} ${url.pathname}`);
+}

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { startCloud } from "../../broker/cloud.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+
+const TOKEN = "operator-token-123";
+
+async function setup() {
+  const cloud = await startCloud();
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token: TOKEN }),
+  );
+  const base = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  const call = async (
+    method: string,
+    path: string,
+    body?: unknown,
+    token: string | null = TOKEN,
+  ) => {
+    const headers: Record<string, string> = {};
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers,
+      ...(body !== undefined
+        ? {
+          body: typeof body === "string" ? body : JSON.stringify(body),
+        }
+        : {}),
+    });
+    return { status: response.status, body: await response.json() };
+  };
+  return {
+    cloud,
+    call,
+    async close() {
+      await server.shutdown();
+      await cloud.close();
+    },
+  };
+}
+
+Deno.test("operator API: no token, a wrong token or device credentials get 401", async () => {
+  const s = await setup();
+  try {
+    s.cloud.provisionThing("dev-1", "device-secret");
+    assert.equal((await s.call("GET", "/jobs", undefined, null)).status, 401);
+    assert.equal((await s.call("GET", "/jobs", undefined, "nope")).status, 401);
+    assert.equal((await s.call("GET", "/jobs", undefined, "device-secret")).status, 401);
+    assert.equal((await s.call("GET", "/jobs")).status, 200);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("operator API: things, groups, jobs, executions by status, history, cancel", async () => {
+  const s = await setup();
+  try {
+    for (const name of ["dev-1", "dev-2", "dev-3"]) {
+      const created = await s.call("PUT", `/things/${name}`, {
+        secret: `secret-${name}-xyz`,
+        groups: ["fleet"],
+      });
+      assert.equal(created.status, 201);
+    }
+    assert.equal((await s.call("PUT", "/things/bad name", { secret: "12345678" })).status, 400);
+    assert.equal((await s.call("PUT", "/things/dev-9", { secret: "short" })).status, 400);
+    assert.deepEqual((await s.call("GET", "/groups/fleet")).body.things, [
+      "dev-1",
+      "dev-2",
+      "dev-3",
+    ]);
+    const job = await s.call("POST", "/jobs", {
+      jobId: "ota-1",
+      document: { afr_ota: {} },
+      targets: { groups: ["fleet"] },
+    });
+    assert.equal(job.status, 201);
+    assert.equal(job.body.counts.QUEUED, 3);
+    assert.equal(
+      (await s.call("POST", "/jobs", {
+        jobId: "ota-1",
+        document: {},
+        targets: { groups: ["fleet"] },
+      })).status,
+      400,
+    );
+    const bad = await s.call("POST", "/jobs", "{not json");
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.error, /not JSON/);
+    s.cloud.jobs.handleDeviceMessage(
+      "dev-2",
+      "$aws/things/dev-2/jobs/ota-1/update",
+      new TextEncoder().encode(JSON.stringify({ status: "IN_PROGRESS" })),
+    );
+    s.cloud.jobs.handleDeviceMessage(
+      "dev-2",
+      "$aws/things/dev-2/jobs/ota-1/update",
+      new TextEncoder().encode(
+        JSON.stringify({ status: "FAILED", statusDetails: { reason: "0x000000e3: 0x00000095" } }),
+      ),
+    );
+    const failed = await s.call("GET", "/jobs/ota-1/executions?status=FAILED");
+    assert.deepEqual(failed.body.map((e: { thing: string }) => e.thing), ["dev-2"]);
+    assert.equal((await s.call("GET", "/jobs/ota-1/executions?status=BOGUS")).status, 400);
+    const history = await s.call("GET", "/things/dev-2/history");
+    assert.ok(
+      history.body.history.some((h: { detail: { statusDetails?: { reason?: string } } }) =>
+        h.detail.statusDetails?.reason === "0x000000e3: 0x00000095"
+      ),
+    );
+    const canceled = await s.call("POST", "/jobs/ota-1/cancel", { reason: "bad build" });
+    assert.equal(canceled.status, 200);
+    assert.equal(canceled.body.counts.CANCELED, 2);
+    assert.equal((await s.call("POST", "/jobs/ota-1/cancel", {})).status, 409);
+    assert.equal((await s.call("GET", "/jobs/nope")).status, 404);
+    assert.equal((await s.call("GET", "/nothing")).status, 404);
+    const listed = await s.call("GET", "/jobs");
+    assert.equal(listed.body[0].status, "CANCELED");
+  } finally {
+    await s.close();
+  }
+});
