@@ -11,7 +11,9 @@ import type { Aedes, AedesPublishPacket } from "aedes";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { createAuthHooks, hashSecret, type StoredSecret } from "./auth.ts";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
+import { FileService } from "./file_service.ts";
 import { JobService } from "./job_service.ts";
+import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
 import { type CloudStore, SqliteStore } from "./store.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
 
@@ -35,6 +37,9 @@ export interface Cloud {
   readonly store: CloudStore;
   readonly jobs: JobService;
   readonly streams: StreamService;
+  /** Pre-signed file URLs; set `files.baseUrl` to where the HTTP server listens. */
+  readonly files: FileService;
+  readonly otaUpdates: OtaUpdateManager;
   readonly url: string;
   /** Registers (or re-provisions) a thing with its secret; its jobs stay. */
   provisionThing(name: string, secret: string, attributes?: Record<string, string>): void;
@@ -99,14 +104,35 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     aedes: hooks as never,
   });
   const publisher = aedesPublisher(broker.broker);
+  const files = new FileService({
+    secret: crypto.getRandomValues(new Uint8Array(32)),
+    clock,
+    source: (key) => store.getFile(key),
+    baseUrl: "http://127.0.0.1:8080",
+  });
   const jobs = new JobService({
     store,
     publisher,
     clock,
     log,
+    renderDocument: (document) =>
+      renderPresignedUrls(document, (key, seconds) => files.presign(key, seconds)) as Record<
+        string,
+        unknown
+      >,
     ...(options.tickMs ? { tickMs: options.tickMs } : {}),
   });
   const streams = new StreamService(publisher);
+  for (const { streamId, files: keys } of store.listStreams()) {
+    const entries = Object.entries(keys).map(([fileId, key]) =>
+      [Number(fileId), store.getFile(key)] as const
+    );
+    streams.addStream(
+      streamId,
+      new Map(entries.filter((e): e is [number, Uint8Array] => e[1] !== null)),
+    );
+  }
+  const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
   const route = (packet: AedesPublishPacket, done: () => void) => {
     const topic = packet.topic;
     const thing = topic.split("/")[2] ?? "";
@@ -133,6 +159,8 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     store,
     jobs,
     streams,
+    files,
+    otaUpdates,
     url: broker.url,
     refusals: hooks.refusals,
     provisionThing(name, secret, attributes = {}) {

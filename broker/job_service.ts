@@ -141,6 +141,14 @@ export interface JobServiceOptions {
   readonly log?: (line: string) => void;
   /** Told after every change of a job or execution (for progress streams). */
   readonly onChange?: (jobId: string) => void;
+  /**
+   * Renders a job document each time a device is served it (e.g. fresh pre-signed URLs, as AWS
+   * does for `${aws:iot:s3-presigned-url:...}` placeholders).
+   */
+  readonly renderDocument?: (
+    document: Readonly<Record<string, unknown>>,
+    jobId: string,
+  ) => Record<string, unknown>;
 }
 
 const MINUTE = 60_000;
@@ -162,6 +170,10 @@ export class JobService {
   readonly #tickMs: number;
   readonly #log: (line: string) => void;
   readonly #onChange: (jobId: string) => void;
+  readonly #render: (
+    document: Readonly<Record<string, unknown>>,
+    jobId: string,
+  ) => Readonly<Record<string, unknown>>;
   #timer: TimerId | null = null;
   readonly #outbox = new Set<Promise<unknown>>();
 
@@ -173,6 +185,7 @@ export class JobService {
     this.#tickMs = options.tickMs ?? 1000;
     this.#log = options.log ?? (() => {});
     this.#onChange = options.onChange ?? (() => {});
+    this.#render = options.renderDocument ?? ((document) => document);
   }
 
   /** Starts the periodic tick. */
@@ -683,7 +696,7 @@ export class JobService {
       };
     }
     if (request.includeJobDocument === true) {
-      body.jobDocument = (this.#store.getJob(jobId)?.spec as unknown as JobSpec).document;
+      body.jobDocument = this.#documentOf(jobId);
     }
     this.#send(`${topic}/accepted`, body);
   }
@@ -767,11 +780,14 @@ export class JobService {
       executionNumber: e.executionNumber,
     };
     if (e.startedAt !== null) view.startedAt = Math.floor(e.startedAt / 1000);
-    if (withDocument) {
-      view.jobDocument =
-        (this.#store.getJob(e.jobId)?.spec as unknown as JobSpec | undefined)?.document ?? {};
-    }
+    if (withDocument) view.jobDocument = this.#documentOf(e.jobId);
     return view;
+  }
+
+  #documentOf(jobId: string): Readonly<Record<string, unknown>> {
+    const document =
+      (this.#store.getJob(jobId)?.spec as unknown as JobSpec | undefined)?.document ?? {};
+    return this.#render(document, jobId);
   }
 
   // ---- plumbing ------------------------------------------------------------------------------

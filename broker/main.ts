@@ -84,6 +84,7 @@ const server = Deno.serve(
   operatorApi(cloud, { token }),
 );
 const apiPort = (server.addr as Deno.NetAddr).port;
+cloud.files.baseUrl = `http://127.0.0.1:${apiPort}`;
 console.log(
   JSON.stringify({
     mqtt: cloud.url,

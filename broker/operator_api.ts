@@ -72,6 +72,8 @@ export function operatorApi(
   }
   return async (request) => {
     const url = new URL(request.url);
+    // Pre-signed file URLs carry their own authorization (HMAC + expiry), not the operator token.
+    if (url.pathname.startsWith("/files/")) return cloud.files.handle(request);
     if (!url.pathname.startsWith("/api/")) return problem(404, "not found");
     if (!tokenMatches(options.token, request.headers.get("authorization"))) {
       await request.body?.cancel();
@@ -193,6 +195,36 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     return result.ok
       ? json(200, { jobId: id, status: store.getJob(id)?.status, counts: jobs.counts(id) })
       : problem(409, result.reason);
+  }
+  if (resource === "signing-profiles" && parts.length === 1 && method === "POST") {
+    const body = await readJson(request);
+    if (body instanceof Response) return body;
+    const created = await cloud.otaUpdates.createSigningProfile(body as never);
+    return created.ok ? json(201, created.value) : problem(400, created.reason);
+  }
+  if (resource === "ota-updates" && parts.length === 1 && method === "POST") {
+    const body = await readBody(request, MAX_FILE_BODY * 2);
+    if (body instanceof Response) return body;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(new TextDecoder().decode(body));
+    } catch (error) {
+      return problem(400, `body is not JSON: ${(error as Error).message}`);
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      return problem(400, "body must be a JSON object");
+    }
+    const created = await cloud.otaUpdates.createOtaUpdate(parsed as never);
+    return created.ok
+      ? json(201, cloud.otaUpdates.describe(created.value.otaUpdateId))
+      : problem(400, created.reason);
+  }
+  if (resource === "ota-updates" && parts.length === 1 && method === "GET") {
+    return json(200, cloud.otaUpdates.list().map((u) => cloud.otaUpdates.describe(u.otaUpdateId)));
+  }
+  if (resource === "ota-updates" && id && parts.length === 2 && method === "GET") {
+    const update = cloud.otaUpdates.describe(id);
+    return update ? json(200, update) : problem(404, `no OTA update '${id}'`);
   }
   if (resource === "streams" && id && parts.length === 2 && method === "PUT") {
     if (!/^[a-zA-Z0-9_-]{1,128}$/.test(id)) {

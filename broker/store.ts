@@ -75,6 +75,16 @@ export interface CloudStore {
   executionsOfThing(thing: string): ExecutionRecord[];
   audit(entry: AuditEntry): void;
   history(filter: { jobId?: string; thing?: string }): AuditEntry[];
+  /** Stores a file's bytes under a key (images served over MQTT streams and HTTP). */
+  putFile(key: string, bytes: Uint8Array): void;
+  getFile(key: string): Uint8Array | null;
+  /** A stream: file ids mapped to file keys. */
+  putStream(streamId: string, files: Readonly<Record<number, string>>): void;
+  listStreams(): { streamId: string; files: Record<number, string> }[];
+  /** Any JSON record by kind and id (signing profiles, OTA updates). */
+  putRecord(kind: string, id: string, value: unknown): void;
+  getRecord<T>(kind: string, id: string): T | null;
+  listRecords<T>(kind: string): T[];
   /** Runs `work` in one transaction (all or nothing). */
   transaction<T>(work: () => T): T;
   close(): void;
@@ -94,6 +104,9 @@ CREATE TABLE IF NOT EXISTS audit (
   event TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_job ON audit (job_id);
 CREATE INDEX IF NOT EXISTS audit_thing ON audit (thing);
+CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS streams (stream_id TEXT PRIMARY KEY, files TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));
 `;
 
 type Row = Record<string, unknown>;
@@ -247,6 +260,52 @@ export class SqliteStore implements CloudStore {
       event: String(r.event),
       detail: JSON.parse(String(r.detail)),
     }));
+  }
+
+  putFile(key: string, bytes: Uint8Array): void {
+    this.#db.prepare("INSERT OR REPLACE INTO files (key, bytes) VALUES (?, ?)").run(key, bytes);
+  }
+
+  getFile(key: string): Uint8Array | null {
+    const row = this.#db.prepare("SELECT bytes FROM files WHERE key = ?").get(key) as
+      | Row
+      | undefined;
+    return row ? new Uint8Array(row.bytes as Uint8Array) : null;
+  }
+
+  putStream(streamId: string, files: Readonly<Record<number, string>>): void {
+    this.#db.prepare("INSERT OR REPLACE INTO streams (stream_id, files) VALUES (?, ?)").run(
+      streamId,
+      JSON.stringify(files),
+    );
+  }
+
+  listStreams(): { streamId: string; files: Record<number, string> }[] {
+    return (this.#db.prepare("SELECT * FROM streams ORDER BY stream_id").all() as Row[])
+      .map((r) => ({ streamId: String(r.stream_id), files: JSON.parse(String(r.files)) }));
+  }
+
+  putRecord(kind: string, id: string, value: unknown): void {
+    this.#db.prepare("INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)").run(
+      kind,
+      id,
+      JSON.stringify(value),
+    );
+  }
+
+  getRecord<T>(kind: string, id: string): T | null {
+    const row = this.#db.prepare("SELECT body FROM records WHERE kind = ? AND id = ?").get(
+      kind,
+      id,
+    ) as Row | undefined;
+    return row ? JSON.parse(String(row.body)) : null;
+  }
+
+  listRecords<T>(kind: string): T[] {
+    return (this.#db.prepare("SELECT body FROM records WHERE kind = ? ORDER BY rowid").all(
+      kind,
+    ) as Row[])
+      .map((r) => JSON.parse(String(r.body)));
   }
 
   transaction<T>(work: () => T): T {

@@ -1,0 +1,318 @@
+/**
+ * Code-signing profiles and the OTA-update manager (the shape of AWS CreateOTAUpdate): from a
+ * payload and a signing profile (or a file signed elsewhere, e.g. with openssl) it signs, stores
+ * the file, creates the MQTT stream, builds the `afr_ota` job document (with a pre-signed URL
+ * placeholder rendered fresh each time a device asks) and creates the job.
+ *
+ * @module
+ */
+
+import {
+  checkCodeSigner,
+  importPrivateKeyPem,
+  parseCertificate,
+  sha256,
+  signData,
+  verifySignature,
+} from "../bootloader/codesign.ts";
+import { parseVersion } from "../bootloader/image_format.ts";
+import { signImage } from "../bootloader/image_sign.ts";
+import type { FileService } from "./file_service.ts";
+import type { JobService, JobSpec } from "./job_service.ts";
+import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
+import type { CloudStore } from "./store.ts";
+import type { StreamService } from "./stream_service.ts";
+
+/** A signing profile: the device root, the code-signing certificate and its key (PEM). */
+export interface SigningProfile {
+  readonly name: string;
+  readonly rootPem: string;
+  readonly certificatePem: string;
+  readonly privateKeyPem: string;
+}
+
+/** A CreateOTAUpdate request. */
+export interface OtaUpdateRequest {
+  readonly otaUpdateId: string;
+  /** Either a signed image (base64) with its detached signature and certificate... */
+  readonly image?: string;
+  readonly signature?: string;
+  readonly certificatePem?: string;
+  /** ...or an unsigned payload (base64) with version, security counter and a signing profile. */
+  readonly payload?: string;
+  readonly version?: string;
+  readonly securityCounter?: number;
+  readonly signingProfile?: string;
+  /** Where devices find the signer certificate (job document `certfile`). */
+  readonly certFile: string;
+  readonly targets: JobSpec["targets"];
+  readonly targetSelection?: "SNAPSHOT" | "CONTINUOUS";
+  readonly protocols?: readonly ("MQTT" | "HTTP")[];
+  readonly rollout?: RolloutConfig;
+  readonly abort?: readonly AbortCriterion[];
+  readonly timeout?: { readonly inProgressTimeoutInMinutes: number };
+  readonly retry?: readonly RetryCriterion[];
+  readonly healthGate?: { readonly waveSize: number };
+  /** Pre-signed URL lifetime, 60..3600 s. @default {1800} */
+  readonly presignedUrlExpirySeconds?: number;
+}
+
+/** What is stored about an OTA update. */
+export interface OtaUpdateRecord {
+  readonly otaUpdateId: string;
+  readonly jobId: string;
+  readonly streamId: string;
+  readonly fileKey: string;
+  readonly fileSize: number;
+  readonly sha256: string;
+  readonly protocols: readonly string[];
+  readonly createdAt: number;
+}
+
+/** Outcome. */
+export type Created<T> = { readonly ok: true; readonly value: T } | {
+  readonly ok: false;
+  readonly reason: string;
+};
+
+const ID = /^[a-zA-Z0-9_-]{1,50}$/;
+const PLACEHOLDER = /^\$\{ota:presigned-url:([a-zA-Z0-9_.-]{1,128}):(\d{1,5})\}$/;
+
+function fromBase64(text: unknown): Uint8Array | null {
+  if (typeof text !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
+    return null;
+  }
+  try {
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+const toBase64 = (bytes: Uint8Array) => {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+};
+
+/**
+ * Replaces `${ota:presigned-url:<key>:<seconds>}` strings anywhere in a document with fresh URLs.
+ *
+ * @example
+ * ```ts ignore
+ * renderPresignedUrls(document, (key, seconds) => files.presign(key, seconds));
+ * ```
+ */
+export function renderPresignedUrls(
+  value: unknown,
+  presign: (key: string, seconds: number) => string,
+): unknown {
+  if (typeof value === "string") {
+    const match = PLACEHOLDER.exec(value);
+    return match ? presign(match[1]!, Number(match[2])) : value;
+  }
+  if (Array.isArray(value)) return value.map((v) => renderPresignedUrls(v, presign));
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, renderPresignedUrls(v, presign)]),
+    );
+  }
+  return value;
+}
+
+/**
+ * Signing profiles and OTA updates.
+ *
+ * @example
+ * ```ts ignore
+ * const manager = new OtaUpdateManager({ store, jobs, streams, files, clock });
+ * await manager.createSigningProfile(profile);
+ * await manager.createOtaUpdate({ otaUpdateId: "v1-1", payload, version: "1.1.0", ... });
+ * ```
+ */
+export class OtaUpdateManager {
+  readonly #store: CloudStore;
+  readonly #jobs: JobService;
+  readonly #streams: StreamService;
+  readonly #now: () => number;
+
+  /** Builds the manager. */
+  constructor(
+    options: {
+      store: CloudStore;
+      jobs: JobService;
+      streams: StreamService;
+      files: FileService;
+      now: () => number;
+    },
+  ) {
+    this.#store = options.store;
+    this.#jobs = options.jobs;
+    this.#streams = options.streams;
+    this.#now = options.now;
+  }
+
+  /** Checks and stores a signing profile: the key must match a code-signing certificate issued by the root. */
+  async createSigningProfile(
+    profile: SigningProfile,
+  ): Promise<Created<{ name: string; subject: string }>> {
+    if (!ID.test(profile.name ?? "")) {
+      return { ok: false, reason: "name must be 1..50 characters of [a-zA-Z0-9_-]" };
+    }
+    const root = parseCertificate(profile.rootPem ?? "");
+    if (!root.ok) return { ok: false, reason: `root: ${root.reason}` };
+    const cert = parseCertificate(profile.certificatePem ?? "");
+    if (!cert.ok) return { ok: false, reason: `certificate: ${cert.reason}` };
+    const signer = await checkCodeSigner(cert.value, root.value, { at: new Date(this.#now()) });
+    if (!signer.ok) return { ok: false, reason: `certificate: ${signer.reason}` };
+    const keys = await importPrivateKeyPem(profile.privateKeyPem ?? "");
+    if (!keys.ok) return { ok: false, reason: `private key: ${keys.reason}` };
+    const probe = new TextEncoder().encode("signing profile check");
+    const signature = await signData(keys.value.privateKey, probe);
+    if (!(await verifySignature(signer.value.verifier, probe, sha256(probe), signature))) {
+      return { ok: false, reason: "the private key does not belong to the certificate" };
+    }
+    this.#store.putRecord("signing-profile", profile.name, profile);
+    return { ok: true, value: { name: profile.name, subject: cert.value.subject } };
+  }
+
+  /** Creates an OTA update: signs (or checks an external signature), stores, streams, creates the job. */
+  async createOtaUpdate(request: OtaUpdateRequest): Promise<Created<OtaUpdateRecord>> {
+    if (!ID.test(request.otaUpdateId ?? "")) {
+      return { ok: false, reason: "otaUpdateId must be 1..50 characters of [a-zA-Z0-9_-]" };
+    }
+    if (this.#store.getRecord("ota-update", request.otaUpdateId)) {
+      return { ok: false, reason: `OTA update '${request.otaUpdateId}' already exists` };
+    }
+    if (typeof request.certFile !== "string" || request.certFile.length === 0) {
+      return { ok: false, reason: "certFile is required" };
+    }
+    const protocols = request.protocols ?? ["MQTT"];
+    if (protocols.length === 0 || protocols.some((p) => p !== "MQTT" && p !== "HTTP")) {
+      return { ok: false, reason: "protocols must be MQTT, HTTP or both" };
+    }
+    const expiry = request.presignedUrlExpirySeconds ?? 1800;
+    if (!Number.isInteger(expiry) || expiry < 60 || expiry > 3600) {
+      return { ok: false, reason: "presignedUrlExpirySeconds must be 60..3600" };
+    }
+    const signed = await this.#signedFile(request);
+    if (!signed.ok) return signed;
+    const { image, signature } = signed.value;
+    const id = request.otaUpdateId;
+    const record: OtaUpdateRecord = {
+      otaUpdateId: id,
+      jobId: `AFR_OTA-${id}`,
+      streamId: `AFR_OTA-${id}`,
+      fileKey: `ota-${id}.bin`,
+      fileSize: image.length,
+      sha256: Array.from(sha256(image), (b) => b.toString(16).padStart(2, "0")).join(""),
+      protocols,
+      createdAt: this.#now(),
+    };
+    const file: Record<string, unknown> = {
+      filepath: "firmware.bin",
+      filesize: image.length,
+      fileid: 0,
+      certfile: request.certFile,
+      "sig-sha256-ecdsa": toBase64(signature),
+    };
+    if (protocols.includes("HTTP")) {
+      file.update_data_url = `\${ota:presigned-url:${record.fileKey}:${expiry}}`;
+      file.auth_scheme = "aws.s3.presigned";
+    }
+    const ota: Record<string, unknown> = { protocols, files: [file] };
+    if (protocols.includes("MQTT")) ota.streamname = record.streamId;
+    const spec: JobSpec = {
+      jobId: record.jobId,
+      document: { afr_ota: ota },
+      targets: request.targets,
+      ...(request.targetSelection ? { targetSelection: request.targetSelection } : {}),
+      ...(request.rollout ? { rollout: request.rollout } : {}),
+      ...(request.abort ? { abort: request.abort } : {}),
+      ...(request.timeout ? { timeout: request.timeout } : {}),
+      ...(request.retry ? { retry: request.retry } : {}),
+      ...(request.healthGate ? { healthGate: request.healthGate } : {}),
+      description: `OTA update ${id}`,
+    };
+    this.#store.putFile(record.fileKey, image);
+    this.#store.putStream(record.streamId, { 0: record.fileKey });
+    this.#streams.addStream(record.streamId, new Map([[0, image]]));
+    const job = this.#jobs.createJob(spec);
+    if (!job.ok) return { ok: false, reason: job.reason };
+    this.#store.putRecord("ota-update", id, record);
+    return { ok: true, value: record };
+  }
+
+  /** An OTA update with its job's status and counts. */
+  describe(
+    otaUpdateId: string,
+  ): (OtaUpdateRecord & { status: string; counts: Record<string, number> }) | null {
+    const record = this.#store.getRecord<OtaUpdateRecord>("ota-update", otaUpdateId);
+    if (!record) return null;
+    return {
+      ...record,
+      status: this.#store.getJob(record.jobId)?.status ?? "UNKNOWN",
+      counts: this.#jobs.counts(record.jobId),
+    };
+  }
+
+  /** All OTA updates. */
+  list(): OtaUpdateRecord[] {
+    return this.#store.listRecords<OtaUpdateRecord>("ota-update");
+  }
+
+  async #signedFile(
+    request: OtaUpdateRequest,
+  ): Promise<Created<{ image: Uint8Array; signature: Uint8Array }>> {
+    if (request.image !== undefined) {
+      const image = fromBase64(request.image);
+      const signature = fromBase64(request.signature);
+      if (!image || image.length === 0) return { ok: false, reason: "image must be base64" };
+      if (!signature) {
+        return { ok: false, reason: "an externally signed image needs its signature (base64 DER)" };
+      }
+      const cert = parseCertificate(request.certificatePem ?? "");
+      if (!cert.ok) return { ok: false, reason: `certificatePem: ${cert.reason}` };
+      const key = await cert.value.publicKey.export({ name: "ECDSA", namedCurve: "P-256" }, [
+        "verify",
+      ]).catch(() => null);
+      if (!key) return { ok: false, reason: "certificatePem: not an ECDSA P-256 certificate" };
+      const verifier = { key, keyHash: sha256(new Uint8Array(cert.value.publicKey.rawData)) };
+      if (!(await verifySignature(verifier, image, sha256(image), signature))) {
+        return { ok: false, reason: "the signature does not verify with certificatePem" };
+      }
+      return { ok: true, value: { image, signature } };
+    }
+    const payload = fromBase64(request.payload);
+    if (!payload || payload.length === 0) {
+      return {
+        ok: false,
+        reason:
+          "give either image + signature + certificatePem, or payload + version + securityCounter + signingProfile",
+      };
+    }
+    const version = parseVersion(request.version ?? "");
+    if (!version) return { ok: false, reason: "version must be X.Y.Z[+B]" };
+    const counter = request.securityCounter;
+    if (!Number.isInteger(counter) || counter! < 0 || counter! > 0xffffffff) {
+      return { ok: false, reason: "securityCounter must be a u32" };
+    }
+    const profile = this.#store.getRecord<SigningProfile>(
+      "signing-profile",
+      request.signingProfile ?? "",
+    );
+    if (!profile) {
+      return { ok: false, reason: `no signing profile '${request.signingProfile ?? ""}'` };
+    }
+    const keys = await importPrivateKeyPem(profile.privateKeyPem);
+    const cert = parseCertificate(profile.certificatePem);
+    if (!keys.ok || !cert.ok) return { ok: false, reason: "the signing profile is unusable" };
+    const image = await signImage({ payload, version, securityCounter: counter! }, {
+      privateKey: keys.value.privateKey,
+      certificate: cert.value,
+    });
+    return { ok: true, value: { image, signature: await signData(keys.value.privateKey, image) } };
+  }
+}

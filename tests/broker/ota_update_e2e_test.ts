@@ -1,0 +1,185 @@
+/**
+ * The OTA-update manager end to end: a signing profile signs a payload, the manager creates the
+ * stream, the job document and the job, and real agents download over MQTT or over pre-signed
+ * HTTP URLs served by the file service.
+ */
+import assert from "node:assert/strict";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { fetchHttpPort } from "../../agent/http_fetch.ts";
+import { type Cloud, startCloud } from "../../broker/cloud.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+import {
+  certificateDer,
+  exportPrivateKeyPem,
+  pemEncode,
+  signData,
+} from "../../bootloader/codesign.ts";
+import { buildFirmware } from "../../bootloader/firmware.ts";
+import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
+import {
+  factoryDevice,
+  SIGNER_CERT_PATH,
+  smallLayout,
+  testImage,
+  testPki,
+} from "../helpers/pki.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+const b64 = (bytes: Uint8Array) => {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+};
+
+async function world(devices: number) {
+  const cloud = await startCloud({ tickMs: 100 });
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token: "token-12345" }),
+  );
+  cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  const runtimes: DeviceRuntime[] = [];
+  for (let i = 0; i < devices; i++) {
+    const thing = `dev-${i}`;
+    cloud.provisionThing(thing, `secret-${thing}`);
+    cloud.jobs.addThingToGroup("fleet", thing);
+    const { device } = await factoryDevice({
+      layout: smallLayout(24),
+      systemTime: true,
+      factory: { version: "1.0.0", securityCounter: 1 },
+      seed: i + 1,
+    });
+    runtimes.push(
+      new DeviceRuntime({
+        device,
+        thingName: thing,
+        brokerUrl: cloud.url,
+        agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: "HTTP" },
+        http: fetchHttpPort,
+        mqttOptions: { username: thing, password: `secret-${thing}` },
+      }),
+    );
+  }
+  await Promise.all(runtimes.map((r) => r.start()));
+  return {
+    cloud,
+    runtimes,
+    async close() {
+      for (const r of runtimes) await r.stop();
+      await server.shutdown();
+      await cloud.close();
+    },
+  };
+}
+
+async function profile(cloud: Cloud) {
+  const pki = await testPki();
+  return await cloud.otaUpdates.createSigningProfile({
+    name: "release",
+    rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
+    certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+    privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
+  });
+}
+
+async function confirmed(w: Awaited<ReturnType<typeof world>>, otaUpdateId: string) {
+  await waitUntil(
+    () => w.cloud.otaUpdates.describe(otaUpdateId)?.status === "COMPLETED",
+    `${otaUpdateId} to complete`,
+  );
+  await waitUntil(
+    () =>
+      w.runtimes.every((r) => r.device.running?.version === "1.1.0+0" && !r.device.running.trial),
+    "confirmation",
+  );
+  assert.equal(w.cloud.otaUpdates.describe(otaUpdateId)!.counts.SUCCEEDED, w.runtimes.length);
+}
+
+Deno.test("OTA update over HTTP: a signing profile signs the payload and devices fetch it with fresh pre-signed URLs", async () => {
+  const w = await world(2);
+  try {
+    assert.ok((await profile(w.cloud)).ok);
+    const created = await w.cloud.otaUpdates.createOtaUpdate({
+      otaUpdateId: "v1-1-0",
+      payload: b64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
+      version: "1.1.0",
+      securityCounter: 2,
+      signingProfile: "release",
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+      protocols: ["HTTP"],
+      presignedUrlExpirySeconds: 300,
+    });
+    assert.ok(created.ok, !created.ok ? created.reason : "");
+    const document = w.cloud.store.getJob(created.value.jobId)!.spec.document as {
+      afr_ota: { files: { update_data_url: string }[] };
+    };
+    assert.match(
+      document.afr_ota.files[0]!.update_data_url,
+      /^\$\{ota:presigned-url:ota-v1-1-0\.bin:300\}$/,
+      "stored as a placeholder",
+    );
+    await confirmed(w, "v1-1-0");
+    assert.equal(w.cloud.files.refused, 0);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external signature is refused", async () => {
+  const w = await world(2);
+  try {
+    const pki = await testPki();
+    const image = await testImage({ version: "1.1.0", securityCounter: 2, payloadSize: 16 * 1024 });
+    const signature = await signData(pki.signerKeys.privateKey, image);
+    const certificatePem = pemEncode("CERTIFICATE", certificateDer(pki.signer));
+    const tampered = signature.slice();
+    tampered[tampered.length - 1]! ^= 1;
+    const refused = await w.cloud.otaUpdates.createOtaUpdate({
+      otaUpdateId: "bad",
+      image: b64(image),
+      signature: b64(tampered),
+      certificatePem,
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+    });
+    assert.ok(!refused.ok && /does not verify/.test(refused.reason));
+    const created = await w.cloud.otaUpdates.createOtaUpdate({
+      otaUpdateId: "ext",
+      image: b64(image),
+      signature: b64(signature),
+      certificatePem,
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+      protocols: ["MQTT"],
+    });
+    assert.ok(created.ok, !created.ok ? created.reason : "");
+    await confirmed(w, "ext");
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("signing profiles refuse a key that does not match, or a certificate from another root", async () => {
+  const w = await world(0);
+  try {
+    const pki = await testPki();
+    const base = {
+      name: "p",
+      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
+      certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+      privateKeyPem: await exportPrivateKeyPem(pki.rogueKeys.privateKey),
+    };
+    const wrongKey = await w.cloud.otaUpdates.createSigningProfile(base);
+    assert.ok(!wrongKey.ok && /does not belong/.test(wrongKey.reason));
+    const wrongRoot = await w.cloud.otaUpdates.createSigningProfile({
+      ...base,
+      certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.rogue)),
+    });
+    assert.ok(!wrongRoot.ok && /trusted root/.test(wrongRoot.reason));
+  } finally {
+    await w.close();
+  }
+});
