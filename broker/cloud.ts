@@ -45,6 +45,8 @@ export interface Cloud {
   provisionThing(name: string, secret: string, attributes?: Record<string, string>): void;
   /** Login refusals and ACL denials so far. */
   readonly refusals: readonly string[];
+  /** Calls `listener` with the job id after every change of a job or its executions. */
+  onJobChange(listener: (jobId: string) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -104,6 +106,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     aedes: hooks as never,
   });
   const publisher = aedesPublisher(broker.broker);
+  const listeners = new Set<(jobId: string) => void>();
   const files = new FileService({
     secret: crypto.getRandomValues(new Uint8Array(32)),
     clock,
@@ -115,6 +118,9 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     publisher,
     clock,
     log,
+    onChange: (jobId) => {
+      for (const listener of listeners) listener(jobId);
+    },
     renderDocument: (document) =>
       renderPresignedUrls(document, (key, seconds) => files.presign(key, seconds)) as Record<
         string,
@@ -163,6 +169,10 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     otaUpdates,
     url: broker.url,
     refusals: hooks.refusals,
+    onJobChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     provisionThing(name, secret, attributes = {}) {
       store.putThing({ name, secret: hashSecret(secret), attributes });
       secretCache.delete(name);

@@ -167,6 +167,10 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       ? json(200, { ...job, pending: job.pending.length, counts: jobs.counts(id) })
       : problem(404, `no job '${id}'`);
   }
+  if (resource === "jobs" && id && sub === "events" && method === "GET") {
+    if (!store.getJob(id)) return problem(404, `no job '${id}'`);
+    return progressStream(cloud, id);
+  }
   if (resource === "jobs" && id && sub === "executions" && method === "GET") {
     const status = url.searchParams.get("status");
     if (status !== null && !(EXECUTION_STATUSES as readonly string[]).includes(status)) {
@@ -241,4 +245,50 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     return json(201, { streamId: id, fileId, size: body.length });
   }
   return problem(404, `no route for ${method} ${url.pathname}`);
+}
+
+/** Coalescing delay between progress events of one job. */
+const PROGRESS_INTERVAL_MS = 200;
+
+/**
+ * Server-sent events: `progress` with the job's status and counts, at once and then after
+ * changes (at most every 200 ms); `end` when the job completes or is canceled.
+ */
+function progressStream(cloud: Cloud, jobId: string): Response {
+  const encoder = new TextEncoder();
+  let unsubscribe = () => {};
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      const send = () => {
+        timer = undefined;
+        const job = cloud.store.getJob(jobId);
+        const body = {
+          jobId,
+          status: job?.status,
+          reason: job?.reason ?? null,
+          counts: cloud.jobs.counts(jobId),
+        };
+        controller.enqueue(encoder.encode(`event: progress\ndata: ${JSON.stringify(body)}\n\n`));
+        if (job?.status === "COMPLETED" || job?.status === "CANCELED") {
+          controller.enqueue(encoder.encode(`event: end\ndata: ${JSON.stringify(body)}\n\n`));
+          unsubscribe();
+          controller.close();
+        }
+      };
+      unsubscribe = cloud.onJobChange((changed) => {
+        if (changed === jobId && timer === undefined) {
+          timer = setTimeout(send, PROGRESS_INTERVAL_MS);
+        }
+      });
+      send();
+    },
+    cancel() {
+      unsubscribe();
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  });
+  return new Response(stream, {
+    headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
+  });
 }

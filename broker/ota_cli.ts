@@ -1,0 +1,397 @@
+/**
+ * `deno task ota`: the operator CLI over the operator API. Every command accepts `--json`.
+ *
+ *   create     --id ID (--image FILE --signature FILE --certificate FILE | --payload FILE --version X.Y.Z
+ *              --security-counter N --profile NAME) --cert-file PATH (--group G | --thing T)...
+ *              [--protocol MQTT|HTTP|both] [--max-per-minute N] [--abort-failed-percent P --abort-min N]
+ *   list | describe ID | cancel ID [--force] | executions ID [--status S] | history THING | watch ID
+ *
+ * Connection: `--api URL` (or OTA_API, default http://127.0.0.1:8080/api) and `--token` (or
+ * OTA_OPERATOR_TOKEN). Exit codes: 0 ok, 1 the API refused, 2 bad usage.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+// @ts-types="@types/cli-progress"
+import cliProgress from "cli-progress";
+
+const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
+
+Commands:
+  create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
+              and either  --payload FILE --version X.Y.Z --security-counter N --profile NAME
+              or          --image FILE --signature FILE(DER) --certificate FILE(PEM)
+              [--protocol MQTT|HTTP|both] [--max-per-minute N]
+              [--abort-failed-percent P --abort-min N] [--timeout-minutes N] [--retries N]
+  list                       OTA updates with their status and counts
+  describe ID                one OTA update
+  cancel ID [--force]        cancel its job (force: executions in progress too)
+  executions ID [--status S] executions of its job, optionally by status
+  history THING              a device's executions and every status update it sent
+  watch ID                   live progress until the update ends`;
+
+/** A usage error (exit code 2). */
+class UsageError extends Error {}
+
+type Output = (line: string) => void;
+
+interface Io {
+  readonly out: Output;
+  readonly err: Output;
+  readonly env: (name: string) => string | undefined;
+  readonly isTerminal: boolean;
+}
+
+const b64 = (bytes: Uint8Array) => {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+};
+
+async function file(path: string | undefined, what: string): Promise<Uint8Array> {
+  if (!path) throw new UsageError(`Missing required option --${what}`);
+  try {
+    return await Deno.readFile(path);
+  } catch (error) {
+    throw new UsageError(`Cannot read --${what} '${path}': ${(error as Error).message}`);
+  }
+}
+
+function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < 1 || value > max) {
+    throw new UsageError(`Invalid --${name}: expected 1..${max}: current value is '${text}'`);
+  }
+  return value;
+}
+
+function progressLine(body: { status?: string; counts?: Record<string, number> }): string {
+  const c = body.counts ?? {};
+  const total = [
+    "QUEUED",
+    "IN_PROGRESS",
+    "SUCCEEDED",
+    "FAILED",
+    "TIMED_OUT",
+    "REJECTED",
+    "REMOVED",
+    "CANCELED",
+    "pending",
+  ]
+    .reduce((sum, k) => sum + (c[k] ?? 0), 0);
+  const done = (c.SUCCEEDED ?? 0) + (c.FAILED ?? 0) + (c.TIMED_OUT ?? 0) + (c.REJECTED ?? 0) +
+    (c.REMOVED ?? 0) + (c.CANCELED ?? 0);
+  return `${body.status} ${done}/${total} done: succeeded ${c.SUCCEEDED ?? 0}, failed ${
+    c.FAILED ?? 0
+  }, rejected ${c.REJECTED ?? 0}, timed out ${c.TIMED_OUT ?? 0}, in progress ${
+    c.IN_PROGRESS ?? 0
+  }, queued ${c.QUEUED ?? 0}, not notified ${c.pending ?? 0}`;
+}
+
+/**
+ * Runs the CLI; returns the exit code.
+ *
+ * @example
+ * ```ts ignore
+ * const code = await runOtaCli(["list", "--json"], { out: console.log, err: console.error, env: Deno.env.get, isTerminal: false });
+ * ```
+ */
+export async function runOtaCli(args: string[], io: Io): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        api: { type: "string" },
+        token: { type: "string" },
+        json: { type: "boolean" },
+        id: { type: "string" },
+        image: { type: "string" },
+        signature: { type: "string" },
+        certificate: { type: "string" },
+        payload: { type: "string" },
+        version: { type: "string" },
+        "security-counter": { type: "string" },
+        profile: { type: "string" },
+        "cert-file": { type: "string" },
+        group: { type: "string", multiple: true },
+        thing: { type: "string", multiple: true },
+        protocol: { type: "string" },
+        "max-per-minute": { type: "string" },
+        "abort-failed-percent": { type: "string" },
+        "abort-min": { type: "string" },
+        "timeout-minutes": { type: "string" },
+        retries: { type: "string" },
+        force: { type: "boolean" },
+        status: { type: "string" },
+        help: { type: "boolean" },
+      },
+    });
+  } catch (error) {
+    io.err(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [command, target] = positionals;
+  if (values.help || !command) {
+    (values.help ? io.out : io.err)(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const api = (values.api ?? io.env("OTA_API") ?? "http://127.0.0.1:8080/api").replace(/\/$/, "");
+  const token = values.token ?? io.env("OTA_OPERATOR_TOKEN");
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${api}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token ?? ""}`, "content-type": "application/json" },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    let json: unknown = text;
+    try {
+      json = JSON.parse(text);
+    } catch { /* not JSON: keep the text */ }
+    return { status: response.status, json: json as Record<string, unknown> };
+  };
+  const show = (result: { status: number; json: unknown }, human: (json: never) => string[]) => {
+    if (result.status >= 400) {
+      io.err(
+        `error ${result.status}: ${
+          (result.json as { error?: string }).error ?? JSON.stringify(result.json)
+        }`,
+      );
+      return 1;
+    }
+    if (values.json) io.out(JSON.stringify(result.json, null, 2));
+    else for (const line of human(result.json as never)) io.out(line);
+    return 0;
+  };
+  const need = (what: string) => {
+    if (!target) throw new UsageError(`${command} needs ${what}`);
+    return encodeURIComponent(target);
+  };
+  try {
+    if (!token) {
+      throw new UsageError("Missing operator token: pass --token or set OTA_OPERATOR_TOKEN");
+    }
+    switch (command) {
+      case "create": {
+        if (!values.id) throw new UsageError("Missing required option --id");
+        if (!values["cert-file"]) throw new UsageError("Missing required option --cert-file");
+        const targets = { things: values.thing ?? [], groups: values.group ?? [] };
+        if (targets.things.length + targets.groups.length === 0) {
+          throw new UsageError("Give at least one --group or --thing");
+        }
+        const protocol = values.protocol ?? "MQTT";
+        const protocols = protocol === "both" ? ["MQTT", "HTTP"] : [protocol];
+        if (!["MQTT", "HTTP", "both"].includes(protocol)) {
+          throw new UsageError(
+            `Invalid --protocol: expected MQTT, HTTP or both: current value is '${protocol}'`,
+          );
+        }
+        const request: Record<string, unknown> = {
+          otaUpdateId: values.id,
+          certFile: values["cert-file"],
+          targets,
+          protocols,
+        };
+        if (values.image) {
+          request.image = b64(await file(values.image, "image"));
+          request.signature = b64(await file(values.signature, "signature"));
+          request.certificatePem = new TextDecoder().decode(
+            await file(values.certificate, "certificate"),
+          );
+        } else {
+          request.payload = b64(await file(values.payload, "payload"));
+          if (!values.version) throw new UsageError("Missing required option --version");
+          request.version = values.version;
+          request.securityCounter = positiveInt(
+            values["security-counter"] ?? "",
+            "security-counter",
+            0xffffffff,
+          );
+          if (!values.profile) throw new UsageError("Missing required option --profile");
+          request.signingProfile = values.profile;
+        }
+        const max = positiveInt(values["max-per-minute"], "max-per-minute", 1000);
+        if (max !== undefined) request.rollout = { maximumPerMinute: max };
+        const percent = values["abort-failed-percent"];
+        if (percent !== undefined) {
+          const value = Number(percent);
+          if (!(value >= 0 && value <= 100)) {
+            throw new UsageError(
+              `Invalid --abort-failed-percent: expected 0..100: current value is '${percent}'`,
+            );
+          }
+          request.abort = [{
+            failureType: "ALL",
+            action: "CANCEL",
+            thresholdPercentage: value,
+            minNumberOfExecutedThings: positiveInt(
+              values["abort-min"] ?? "1",
+              "abort-min",
+              1_000_000,
+            ),
+          }];
+        }
+        const timeout = positiveInt(values["timeout-minutes"], "timeout-minutes", 10080);
+        if (timeout !== undefined) request.timeout = { inProgressTimeoutInMinutes: timeout };
+        const retries = values.retries === undefined ? undefined : Number(values.retries);
+        if (retries !== undefined) {
+          if (!Number.isInteger(retries) || retries < 0 || retries > 10) {
+            throw new UsageError("Invalid --retries: expected 0..10");
+          }
+          request.retry = [{ failureType: "ALL", numberOfRetries: retries }];
+        }
+        return show(
+          await call("POST", "/ota-updates", request),
+          (
+            u: { otaUpdateId: string; jobId: string; status: string },
+          ) => [`created ${u.otaUpdateId} (job ${u.jobId}): ${u.status}`],
+        );
+      }
+      case "list":
+        return show(
+          await call("GET", "/ota-updates"),
+          (list: { otaUpdateId: string; status: string; counts: Record<string, number> }[]) =>
+            list.length === 0
+              ? ["no OTA updates"]
+              : list.map((u) => `${u.otaUpdateId}  ${progressLine(u)}`),
+        );
+      case "describe":
+        return show(
+          await call("GET", `/ota-updates/${need("an OTA update id")}`),
+          (u: Record<string, unknown> & { counts: Record<string, number> }) => [
+            `OTA update ${u.otaUpdateId}: job ${u.jobId}, ${u.fileSize} bytes, sha256 ${u.sha256}, protocols ${
+              (u.protocols as string[]).join("+")
+            }`,
+            progressLine(u),
+          ],
+        );
+      case "cancel": {
+        const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
+        if (update.status >= 400) return show(update, () => []);
+        return show(
+          await call("POST", `/jobs/${encodeURIComponent(String(update.json.jobId))}/cancel`, {
+            force: values.force === true,
+          }),
+          (
+            r: { status: string; counts: Record<string, number> },
+          ) => [`canceled: ${progressLine(r)}`],
+        );
+      }
+      case "executions": {
+        const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
+        if (update.status >= 400) return show(update, () => []);
+        const query = values.status ? `?status=${encodeURIComponent(values.status)}` : "";
+        return show(
+          await call(
+            "GET",
+            `/jobs/${encodeURIComponent(String(update.json.jobId))}/executions${query}`,
+          ),
+          (
+            list: {
+              thing: string;
+              status: string;
+              statusDetails: Record<string, string>;
+              executionNumber: number;
+            }[],
+          ) =>
+            list.map((e) =>
+              `${e.thing}  ${e.status}  attempt ${e.executionNumber}  ${
+                JSON.stringify(e.statusDetails)
+              }`
+            ),
+        );
+      }
+      case "history":
+        return show(
+          await call("GET", `/things/${need("a thing name")}/history`),
+          (h: { history: { at: number; jobId: string; event: string; detail: unknown }[] }) =>
+            h.history.map((e) =>
+              `${new Date(e.at).toISOString()}  ${e.jobId ?? "-"}  ${e.event}  ${
+                JSON.stringify(e.detail)
+              }`
+            ),
+        );
+      case "watch":
+        return await watch(api, token, need("an OTA update id"), values.json === true, io);
+      default:
+        throw new UsageError(`Unknown command '${command}'`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    io.err(`cannot reach the operator API at ${api}: ${(error as Error).message}`);
+    return 1;
+  }
+}
+
+async function watch(
+  api: string,
+  token: string,
+  id: string,
+  json: boolean,
+  io: Io,
+): Promise<number> {
+  const headers = { authorization: `Bearer ${token}` };
+  const update = await fetch(`${api}/ota-updates/${id}`, { headers });
+  const body = await update.json();
+  if (update.status >= 400) {
+    io.err(`error ${update.status}: ${body.error}`);
+    return 1;
+  }
+  const response = await fetch(`${api}/jobs/${encodeURIComponent(body.jobId)}/events`, { headers });
+  if (!response.body) return 1;
+  const bar = io.isTerminal && !json
+    ? new cliProgress.SingleBar(
+      { format: "{bar} {percentage}% | {value}/{total} done | {line}" },
+      cliProgress.Presets.shades_classic,
+    )
+    : null;
+  let started = false;
+  let last: Record<string, unknown> = {};
+  let buffer = "";
+  for await (const chunk of response.body.pipeThrough(new TextDecoderStream())) {
+    buffer += chunk;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const message = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (\w+)/m.exec(message)?.[1];
+      const data = /^data: (.*)$/m.exec(message)?.[1];
+      if (!data) continue;
+      last = JSON.parse(data);
+      if (json) io.out(JSON.stringify({ event, ...last }));
+      else if (bar) {
+        const c = (last.counts ?? {}) as Record<string, number>;
+        const total = Object.values(c).reduce((a, b) => a + b, 0);
+        const done = total - (c.QUEUED ?? 0) - (c.IN_PROGRESS ?? 0) - (c.pending ?? 0);
+        if (!started) bar.start(total, done, { line: progressLine(last) });
+        else bar.update(done, { line: progressLine(last) });
+        started = true;
+      } else if (event === "progress") io.out(progressLine(last));
+    }
+  }
+  bar?.stop();
+  if (!json) io.out(`ended: ${progressLine(last)}`);
+  return last.status === "COMPLETED" ? 0 : 1;
+}
+
+if (import.meta.main) {
+  Deno.exit(
+    await runOtaCli(Deno.args, {
+      out: (line) => console.log(line),
+      err: (line) => console.error(line),
+      env: (name) => Deno.env.get(name),
+      isTerminal: Deno.stdout.isTerminal(),
+    }),
+  );
+}
