@@ -9,7 +9,8 @@
 
 import type { Aedes, AedesPublishPacket } from "aedes";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { createAuthHooks, hashSecret, type StoredSecret } from "./auth.ts";
+import mqtt from "mqtt";
+import { createAuthHooks, hashSecret, SERVICE_USER, type StoredSecret } from "./auth.ts";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
 import { FileService } from "./file_service.ts";
 import { JobService } from "./job_service.ts";
@@ -29,11 +30,83 @@ export interface CloudOptions {
   /** Job service tick, in the clock's time. @default {1000} */
   readonly tickMs?: number;
   readonly log?: (line: string) => void;
+  /**
+   * Run the services as clients of this external MQTT broker (e.g. mosquitto or a cluster)
+   * instead of the embedded aedes; authentication and ACLs are then that broker's job.
+   */
+  readonly external?: string;
+}
+
+/** How the services meet the devices: the embedded aedes, or an external broker. */
+interface Transport {
+  readonly broker: EmbeddedBroker | null;
+  readonly publisher: Publisher;
+  readonly url: string;
+  listen(route: (topic: string, payload: Uint8Array) => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function embeddedTransport(port: number | undefined, hooks: object): Promise<Transport> {
+  const broker = await startEmbeddedBroker({
+    ...(port !== undefined ? { port } : {}),
+    aedes: hooks as never,
+  });
+  return {
+    broker,
+    publisher: aedesPublisher(broker.broker),
+    url: broker.url,
+    async listen(route) {
+      const deliver = (packet: AedesPublishPacket, done: () => void) => {
+        route(packet.topic, new Uint8Array(packet.payload as Uint8Array));
+        done();
+      };
+      await Promise.all(
+        SERVICE_SUBSCRIPTIONS.map((topic) =>
+          new Promise<void>((resolve) =>
+            broker.broker.subscribe(topic, deliver as never, () => resolve())
+          )
+        ),
+      );
+    },
+    close: () => broker.close(),
+  };
+}
+
+async function externalTransport(
+  url: string,
+  secret: string | undefined,
+  log: (line: string) => void,
+): Promise<Transport> {
+  const client = await mqtt.connectAsync(url, {
+    clientId: `${SERVICE_USER}-${crypto.randomUUID().slice(0, 8)}`,
+    ...(secret ? { username: SERVICE_USER, password: secret } : {}),
+    reconnectPeriod: 500,
+  });
+  client.on("error", (error) => log(`external broker: ${error.message}`));
+  return {
+    broker: null,
+    url,
+    publisher: {
+      publish: async (topic, payload, qos) => {
+        await client.publishAsync(
+          topic,
+          typeof payload === "string" ? payload : Buffer.from(payload),
+          { qos },
+        );
+      },
+    },
+    async listen(route) {
+      client.on("message", (topic, payload) => route(topic, new Uint8Array(payload)));
+      await client.subscribeAsync([...SERVICE_SUBSCRIPTIONS], { qos: 1 });
+    },
+    close: () => client.endAsync(true),
+  };
 }
 
 /** A running cloud. */
 export interface Cloud {
-  readonly broker: EmbeddedBroker;
+  /** The embedded broker, or null when the services run on an external one. */
+  readonly broker: EmbeddedBroker | null;
   readonly store: CloudStore;
   readonly jobs: JobService;
   readonly streams: StreamService;
@@ -101,11 +174,10 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     },
     serviceSecret,
   }, clock);
-  const broker = await startEmbeddedBroker({
-    ...(options.port !== undefined ? { port: options.port } : {}),
-    aedes: hooks as never,
-  });
-  const publisher = aedesPublisher(broker.broker);
+  const transport = options.external
+    ? await externalTransport(options.external, options.serviceSecret, log)
+    : await embeddedTransport(options.port, hooks);
+  const { broker, publisher } = transport;
   const listeners = new Set<(jobId: string) => void>();
   const files = new FileService({
     secret: crypto.getRandomValues(new Uint8Array(32)),
@@ -139,10 +211,8 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     );
   }
   const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
-  const route = (packet: AedesPublishPacket, done: () => void) => {
-    const topic = packet.topic;
+  const route = (topic: string, payload: Uint8Array) => {
     const thing = topic.split("/")[2] ?? "";
-    const payload = new Uint8Array(packet.payload as Uint8Array);
     if (topic.includes("/streams/")) {
       void streams.handleRequest(thing, topic.split("/")[4] ?? "", payload).catch((error) =>
         log(`stream error: ${error}`)
@@ -150,15 +220,8 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     } else {
       jobs.handleDeviceMessage(thing, topic, payload);
     }
-    done();
   };
-  await Promise.all(
-    SERVICE_SUBSCRIPTIONS.map((topic) =>
-      new Promise<void>((resolve) =>
-        broker.broker.subscribe(topic, route as never, () => resolve())
-      )
-    ),
-  );
+  await transport.listen(route);
   jobs.start();
   return {
     broker,
@@ -167,7 +230,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     streams,
     files,
     otaUpdates,
-    url: broker.url,
+    url: transport.url,
     refusals: hooks.refusals,
     onJobChange(listener) {
       listeners.add(listener);
@@ -179,7 +242,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     },
     async close() {
       await jobs.stop();
-      await broker.close();
+      await transport.close();
       store.close();
     },
   };

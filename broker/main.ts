@@ -20,7 +20,9 @@ const USAGE =
   --data          directory of the SQLite state (created if missing) default ./data
   --time-scale    run the cloud's clock N times faster (rollout rates and timeouts)  default 1
   --token         operator API token (or OTA_OPERATOR_TOKEN); generated and printed if absent
-  --service-secret  the cloud services' MQTT secret (or OTA_SERVICE_SECRET)`;
+  --service-secret  the cloud services' MQTT secret (or OTA_SERVICE_SECRET)
+  --external URL  run the services as clients of an external MQTT broker (mqtt://HOST:PORT);
+                  authentication and ACLs are then that broker's job`;
 
 function usage(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -38,6 +40,7 @@ try {
       "time-scale": { type: "string" },
       token: { type: "string" },
       "service-secret": { type: "string" },
+      external: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -65,6 +68,9 @@ if (!(scale > 0) || !Number.isFinite(scale)) {
     `Invalid --time-scale: expected a positive number: current value is '${values["time-scale"]}'`,
   );
 }
+if (values.external !== undefined && !/^mqtts?:\/\/[^\s/]+(:\d+)?\/?$/.test(values.external)) {
+  usage(`Invalid --external: expected mqtt://HOST:PORT: current value is '${values.external}'`);
+}
 const dataDir = values.data ?? "data";
 const token = values.token ?? Deno.env.get("OTA_OPERATOR_TOKEN") ?? crypto.randomUUID();
 if (token.length < 8) usage("Invalid --token: it must have at least 8 characters");
@@ -78,6 +84,7 @@ const cloud = await startCloud({
     ? { serviceSecret: values["service-secret"] ?? Deno.env.get("OTA_SERVICE_SECRET")! }
     : {}),
   log: (line) => console.error(line),
+  ...(values.external ? { external: values.external } : {}),
 });
 const server = Deno.serve(
   { port: httpPort, hostname: "127.0.0.1", onListen: () => {} },

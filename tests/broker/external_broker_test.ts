@@ -1,0 +1,76 @@
+/** The same cloud services as clients of mosquitto instead of the embedded aedes. */
+import assert from "node:assert/strict";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { startCloud } from "../../broker/cloud.ts";
+import { certificateDer, pemEncode, signData } from "../../bootloader/codesign.ts";
+import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
+import { startMosquitto } from "../helpers/mosquitto.ts";
+import {
+  factoryDevice,
+  SIGNER_CERT_PATH,
+  smallLayout,
+  testImage,
+  testPki,
+} from "../helpers/pki.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+const b64 = (bytes: Uint8Array) => {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+};
+
+Deno.test("external broker: jobs and streams run as clients of mosquitto and two devices update through it", async () => {
+  const mosquitto = await startMosquitto();
+  const cloud = await startCloud({ external: mosquitto.url, tickMs: 100 });
+  const runtimes: DeviceRuntime[] = [];
+  try {
+    assert.equal(cloud.broker, null);
+    for (let i = 0; i < 2; i++) {
+      const thing = `ext-${i}`;
+      cloud.jobs.addThingToGroup("fleet", thing);
+      const { device } = await factoryDevice({
+        layout: smallLayout(24),
+        systemTime: true,
+        factory: { version: "1.0.0", securityCounter: 1 },
+        seed: i + 7,
+      });
+      runtimes.push(
+        new DeviceRuntime({
+          device,
+          thingName: thing,
+          brokerUrl: mosquitto.url,
+          agentConfig: AGENT_TEST_CONFIG,
+        }),
+      );
+    }
+    await Promise.all(runtimes.map((r) => r.start()));
+    const pki = await testPki();
+    const image = await testImage({ version: "1.1.0", securityCounter: 2, payloadSize: 16 * 1024 });
+    const created = await cloud.otaUpdates.createOtaUpdate({
+      otaUpdateId: "ext",
+      image: b64(image),
+      signature: b64(await signData(pki.signerKeys.privateKey, image)),
+      certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+    });
+    assert.ok(created.ok, !created.ok ? created.reason : "");
+    await waitUntil(
+      () => cloud.otaUpdates.describe("ext")?.status === "COMPLETED",
+      "the update to complete",
+    );
+    assert.equal(cloud.otaUpdates.describe("ext")!.counts.SUCCEEDED, 2);
+    await waitUntil(
+      () =>
+        runtimes.every((r) => r.device.running?.version === "1.1.0+0" && !r.device.running.trial),
+      "confirmation",
+    );
+  } finally {
+    for (const r of runtimes) await r.stop();
+    await cloud.close();
+    await mosquitto.stop();
+  }
+});
