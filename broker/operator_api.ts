@@ -10,6 +10,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { Cloud } from "./cloud.ts";
 import { EXECUTION_STATUSES, type ExecutionStatus } from "./job_execution.ts";
 import type { JobSpec } from "./job_service.ts";
+import { mqttOverWebSocket } from "./websocket.ts";
 
 /** Largest JSON body accepted. */
 const MAX_JSON_BODY = 1024 * 1024;
@@ -74,6 +75,9 @@ export function operatorApi(
     const url = new URL(request.url);
     // Pre-signed file URLs carry their own authorization (HMAC + expiry), not the operator token.
     if (url.pathname.startsWith("/files/")) return cloud.files.handle(request);
+    if (url.pathname === "/mqtt" && cloud.broker) {
+      return mqttOverWebSocket(cloud.broker.broker, request);
+    }
     if (!url.pathname.startsWith("/api/")) return problem(404, "not found");
     if (!tokenMatches(options.token, request.headers.get("authorization"))) {
       await request.body?.cancel();
