@@ -501,6 +501,53 @@ export async function issueCodeSigningCertificate(
   });
 }
 
+/**
+ * Issues a TLS certificate from the fleet CA: a device identity (`kind: "client"`, subject
+ * CN = thing name, EKU clientAuth) or the broker's own (`kind: "server"`, SAN IP addresses and
+ * DNS names, EKU serverAuth). X.509 v3 with KeyUsage digitalSignature, as TLS stacks require.
+ *
+ * @example
+ * ```ts ignore
+ * const deviceCert = await issueTlsCertificate(fleetCa, fleetKey, deviceKeys.publicKey, {
+ *   kind: "client", subject: "CN=dev-1", notBefore, notAfter });
+ * ```
+ */
+export async function issueTlsCertificate(
+  issuer: Certificate,
+  issuerKey: CryptoKey,
+  subjectKey: CryptoKey,
+  options: CertificateOptions & {
+    kind: "client" | "server";
+    ipAddresses?: string[];
+    dnsNames?: string[];
+  },
+): Promise<Certificate> {
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([
+      options.kind === "client" ? "1.3.6.1.5.5.7.3.2" : "1.3.6.1.5.5.7.3.1",
+    ], false),
+    await x509.SubjectKeyIdentifierExtension.create(subjectKey),
+  ];
+  const names = [
+    ...(options.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
+    ...(options.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
+  ];
+  if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names, false));
+  return await x509.X509CertificateGenerator.create({
+    serialNumber: options.serialNumber ?? randomSerial(),
+    subject: options.subject,
+    issuer: issuer.subject,
+    notBefore: options.notBefore,
+    notAfter: options.notAfter,
+    signingAlgorithm: ECDSA_SHA256,
+    publicKey: subjectKey,
+    signingKey: issuerKey,
+    extensions,
+  });
+}
+
 /** Result of checking that a certificate may sign firmware for a device. */
 export interface CodeSigner {
   /** The signer's key, ready to verify. */

@@ -68,6 +68,19 @@ const SERVICE_ONLY = /\/(accepted|rejected|notify|notify-next)$|\/data\/(cbor|js
 /** A client as the hooks see it (aedes' client object). */
 export interface HookClient {
   readonly id: string;
+  /** The connection; a TLS one carries the verified client certificate. */
+  readonly conn?: {
+    readonly authorized?: boolean;
+    getPeerCertificate?(): { subject?: { CN?: string } } | null;
+  };
+}
+
+/** The thing a client proved with a certificate the broker's TLS layer verified, if any. */
+function certificateThing(client: HookClient): string | null {
+  const conn = client.conn;
+  if (!conn?.authorized || typeof conn.getPeerCertificate !== "function") return null;
+  const cn = conn.getPeerCertificate()?.subject?.CN;
+  return typeof cn === "string" && cn.length > 0 ? cn : null;
 }
 
 type ConnectCallback = (error: (Error & { returnCode?: number }) | null, success?: boolean) => void;
@@ -142,6 +155,20 @@ export function createAuthHooks(
         }
         refuse(`service login refused for client ${client.id}`);
         return done(refuseConnect(4, "Bad user name or password"), false);
+      }
+      const certified = certificateThing(client);
+      if (certified !== null) {
+        // Mutual TLS: the certificate names the thing; client id (and user name, if any) must agree.
+        if (client.id !== certified || (username !== undefined && username !== certified)) {
+          refuse(`connect refused: certificate for '${certified}' used by client '${client.id}'`);
+          return done(refuseConnect(5, "Not authorized"), false);
+        }
+        if (!credentials.thingSecret(certified)) {
+          refuse(`connect refused: certificate for unknown thing '${certified}'`);
+          return done(refuseConnect(5, "Not authorized"), false);
+        }
+        principals.set(client, { role: "device", thing: certified });
+        return done(null, true);
       }
       if (!username || !THING_NAME.test(username) || client.id !== username) {
         refuse(`connect refused: client id '${client.id}' must equal the thing name`);

@@ -11,7 +11,7 @@ import type { Aedes, AedesPublishPacket } from "aedes";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import mqtt from "mqtt";
 import { createAuthHooks, hashSecret, SERVICE_USER, type StoredSecret } from "./auth.ts";
-import { type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
+import { type BrokerTls, type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
 import { FileService } from "./file_service.ts";
 import { JobService } from "./job_service.ts";
 import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
@@ -35,6 +35,8 @@ export interface CloudOptions {
    * instead of the embedded aedes; authentication and ACLs are then that broker's job.
    */
   readonly external?: string;
+  /** An additional TLS listener; with `ca` (the fleet CA), devices may log in with certificates. */
+  readonly tls?: BrokerTls;
 }
 
 /** How the services meet the devices: the embedded aedes, or an external broker. */
@@ -46,9 +48,14 @@ interface Transport {
   close(): Promise<void>;
 }
 
-async function embeddedTransport(port: number | undefined, hooks: object): Promise<Transport> {
+async function embeddedTransport(
+  port: number | undefined,
+  hooks: object,
+  tls?: BrokerTls,
+): Promise<Transport> {
   const broker = await startEmbeddedBroker({
     ...(port !== undefined ? { port } : {}),
+    ...(tls ? { tls } : {}),
     aedes: hooks as never,
   });
   return {
@@ -176,7 +183,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   }, clock);
   const transport = options.external
     ? await externalTransport(options.external, options.serviceSecret, log)
-    : await embeddedTransport(options.port, hooks);
+    : await embeddedTransport(options.port, hooks, options.tls);
   const { broker, publisher } = transport;
   const listeners = new Set<(jobId: string) => void>();
   const files = new FileService({

@@ -7,12 +7,15 @@
 
 import { Aedes, type AedesOptions } from "aedes";
 import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 
 /** A running broker. */
 export interface EmbeddedBroker {
   readonly broker: Aedes;
   readonly port: number;
   readonly url: string;
+  /** `mqtts://...` when a TLS listener was asked for. */
+  readonly tlsUrl: string | null;
   close(): Promise<void>;
 }
 
@@ -26,8 +29,16 @@ export interface EmbeddedBroker {
  * await close();
  * ```
  */
+/** TLS listener settings (PEM); with `ca`, clients must present a certificate issued by it. */
+export interface BrokerTls {
+  readonly port?: number;
+  readonly key: string;
+  readonly cert: string;
+  readonly ca?: string;
+}
+
 export async function startEmbeddedBroker(
-  options: { port?: number; aedes?: AedesOptions } = {},
+  options: { port?: number; aedes?: AedesOptions; tls?: BrokerTls } = {},
 ): Promise<EmbeddedBroker> {
   const broker = await Aedes.createBroker(options.aedes ?? {});
   const sockets = new Set<Socket>();
@@ -42,13 +53,35 @@ export async function startEmbeddedBroker(
     server.listen(options.port ?? 0, "127.0.0.1", () => resolve());
   });
   const port = (server.address() as { port: number }).port;
+  let tlsServer: TlsServer | null = null;
+  let tlsUrl: string | null = null;
+  if (options.tls) {
+    const { key, cert, ca } = options.tls;
+    tlsServer = createTlsServer({
+      key,
+      cert,
+      ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+    }, (socket) => {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      broker.handle(socket);
+    });
+    tlsServer.on("tlsClientError", () => {}); // a refused handshake concerns only that client
+    await new Promise<void>((resolve, reject) => {
+      tlsServer!.once("error", reject);
+      tlsServer!.listen(options.tls!.port ?? 0, "127.0.0.1", () => resolve());
+    });
+    tlsUrl = `mqtts://127.0.0.1:${(tlsServer.address() as { port: number }).port}`;
+  }
   return {
     broker,
     port,
     url: `mqtt://127.0.0.1:${port}`,
+    tlsUrl,
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (tlsServer) await new Promise<void>((resolve) => tlsServer!.close(() => resolve()));
       await new Promise<void>((resolve) => broker.close(() => resolve()));
     },
   };
