@@ -22,7 +22,10 @@ const USAGE =
   --token         operator API token (or OTA_OPERATOR_TOKEN); generated and printed if absent
   --service-secret  the cloud services' MQTT secret (or OTA_SERVICE_SECRET)
   --external URL  run the services as clients of an external MQTT broker (mqtt://HOST:PORT);
-                  authentication and ACLs are then that broker's job`;
+                  authentication and ACLs are then that broker's job
+  --tls-port N --tls-key FILE --tls-cert FILE [--tls-ca FILE]
+                  an MQTT over TLS listener; with --tls-ca (the fleet CA) devices log in with
+                  client certificates whose CN is their thing name`;
 
 function usage(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -41,6 +44,10 @@ try {
       token: { type: "string" },
       "service-secret": { type: "string" },
       external: { type: "string" },
+      "tls-port": { type: "string" },
+      "tls-key": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-ca": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -75,6 +82,22 @@ const dataDir = values.data ?? "data";
 const token = values.token ?? Deno.env.get("OTA_OPERATOR_TOKEN") ?? crypto.randomUUID();
 if (token.length < 8) usage("Invalid --token: it must have at least 8 characters");
 
+const readPem = (name: string, path: string | undefined) => {
+  if (!path) return undefined;
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    return usage(`Cannot read --${name} '${path}': ${(error as Error).message}`);
+  }
+};
+let tls: { port: number; key: string; cert: string; ca?: string } | undefined;
+if (values["tls-port"] !== undefined) {
+  const key = readPem("tls-key", values["tls-key"]);
+  const cert = readPem("tls-cert", values["tls-cert"]);
+  if (!key || !cert) usage("--tls-port needs --tls-key and --tls-cert");
+  const ca = readPem("tls-ca", values["tls-ca"]);
+  tls = { port: port("tls-port", values["tls-port"], 8883), key, cert, ...(ca ? { ca } : {}) };
+}
 await Deno.mkdir(dataDir, { recursive: true });
 const cloud = await startCloud({
   port: mqttPort,
@@ -85,6 +108,7 @@ const cloud = await startCloud({
     : {}),
   log: (line) => console.error(line),
   ...(values.external ? { external: values.external } : {}),
+  ...(tls ? { tls } : {}),
 });
 const server = Deno.serve(
   { port: httpPort, hostname: "127.0.0.1", onListen: () => {} },
@@ -95,6 +119,7 @@ cloud.files.baseUrl = `http://127.0.0.1:${apiPort}`;
 console.log(
   JSON.stringify({
     mqtt: cloud.url,
+    mqtts: cloud.broker?.tlsUrl ?? null,
     api: `http://127.0.0.1:${apiPort}/api/`,
     data: dataDir,
     timeScale: scale,

@@ -103,3 +103,51 @@ Deno.test("cloud e2e: a device with a wrong secret never connects and its execut
     await cloud.close();
   }
 });
+
+Deno.test("cloud e2e: malformed CBOR, bad JSON and garbage bytes are answered or dropped, and the broker keeps serving", async () => {
+  const cloud = await startCloud();
+  try {
+    cloud.provisionThing("dev-x", "secret-x");
+    cloud.jobs.createJob({
+      jobId: "job-x",
+      document: { afr_ota: {} },
+      targets: { things: ["dev-x"] },
+    });
+    const { default: mqtt } = await import("mqtt");
+    const { connect } = await import("node:net");
+    const client = await mqtt.connectAsync(cloud.url, {
+      clientId: "dev-x",
+      username: "dev-x",
+      password: "secret-x",
+      reconnectPeriod: 0,
+    });
+    const replies: string[] = [];
+    client.on("message", (topic) => replies.push(topic));
+    await client.subscribeAsync([
+      "$aws/things/dev-x/streams/s/rejected/cbor",
+      "$aws/things/dev-x/jobs/+/update/rejected",
+      "$aws/things/dev-x/jobs/$next/get/accepted",
+    ], { qos: 1 });
+    await client.publishAsync(
+      "$aws/things/dev-x/streams/s/get/cbor",
+      Buffer.from([0xff, 0x00, 0x13, 0x37]),
+      { qos: 1 },
+    );
+    await client.publishAsync("$aws/things/dev-x/jobs/job-x/update", "{not json", { qos: 1 });
+    const socket = connect(cloud.broker!.port, "127.0.0.1");
+    await new Promise<void>((resolve) => socket.on("connect", () => resolve()));
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.write(new Uint8Array(4096).fill(0xa5));
+    await closed;
+    await client.publishAsync("$aws/things/dev-x/jobs/$next/get", "{}", { qos: 1 });
+    await waitUntil(() => replies.length === 3, "three answers");
+    assert.deepEqual(replies.sort(), [
+      "$aws/things/dev-x/jobs/$next/get/accepted",
+      "$aws/things/dev-x/jobs/job-x/update/rejected",
+      "$aws/things/dev-x/streams/s/rejected/cbor",
+    ]);
+    await client.endAsync();
+  } finally {
+    await cloud.close();
+  }
+});

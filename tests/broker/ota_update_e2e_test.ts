@@ -183,3 +183,36 @@ Deno.test("signing profiles refuse a key that does not match, or a certificate f
     await w.close();
   }
 });
+
+Deno.test("OTA update from a file signed with openssl (key and detached DER signature made by openssl)", async () => {
+  const { openssl, opensslDir } = await import("../helpers/openssl.ts");
+  const w = await world(0);
+  const dir = await opensslDir();
+  try {
+    const pki = await testPki();
+    const image = await testImage({ version: "1.1.0", securityCounter: 2 });
+    await dir.write("signer.key", await exportPrivateKeyPem(pki.signerKeys.privateKey));
+    await dir.write("image.bin", image);
+    await openssl(dir, [
+      "dgst",
+      "-sha256",
+      "-sign",
+      "signer.key",
+      "-out",
+      "image.sig",
+      "image.bin",
+    ]);
+    const created = await w.cloud.otaUpdates.createOtaUpdate({
+      otaUpdateId: "openssl",
+      image: b64(image),
+      signature: b64(await dir.read("image.sig")),
+      certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+    });
+    assert.ok(created.ok, !created.ok ? created.reason : "");
+  } finally {
+    await dir.dispose();
+    await w.close();
+  }
+});
