@@ -49,6 +49,8 @@ export interface DeviceRuntimeOptions {
   readonly http?: HttpPort;
   readonly mqttOptions?: IClientOptions;
   readonly log?: (line: string) => void;
+  /** Damages or drops incoming messages (fault injection on the link). */
+  readonly messageFilter?: (topic: string, payload: Uint8Array) => Uint8Array | null;
 }
 
 /**
@@ -159,7 +161,7 @@ export class DeviceRuntime {
     client.on("error", (error) => this.#record(`mqtt: ${error.message}`));
     const agent = new OtaAgent({ ...common, mqtt: mqttPort(client) });
     this.#agent = agent;
-    this.#detach = attachAgent(client, agent);
+    this.#detach = attachAgent(client, agent, this.#options.messageFilter);
     client.once("connect", () => agent.start());
   }
 

@@ -50,10 +50,17 @@ export const unreachableMqtt: MqttPort = {
  * Routes `client`'s messages to `agent`, suspends it when the connection drops and resumes it
  * when the connection comes back. Returns a function that detaches it.
  */
-export function attachAgent(client: MqttClient, agent: OtaAgent): () => void {
+export function attachAgent(
+  client: MqttClient,
+  agent: OtaAgent,
+  filter?: (topic: string, payload: Uint8Array) => Uint8Array | null,
+): () => void {
   let suspended = false;
-  const onMessage = (topic: string, payload: Uint8Array) =>
-    agent.handleMessage(topic, new Uint8Array(payload));
+  const onMessage = (topic: string, payload: Uint8Array) => {
+    // A filter stands for the radio link: it may damage or lose a message on its way in.
+    const delivered = filter ? filter(topic, new Uint8Array(payload)) : new Uint8Array(payload);
+    if (delivered) agent.handleMessage(topic, delivered);
+  };
   const onDown = () => {
     if (suspended) return;
     suspended = true;

@@ -1,0 +1,227 @@
+/**
+ * A device actor: one simulated device (flash + bootloader + agent + simulated firmware + its own
+ * MQTT connection) and a mailbox of typed messages handled one at a time. A handler that throws
+ * gets the device power-cycled (flash survives, RAM does not); nothing leaves the actor.
+ *
+ * @module
+ */
+
+import { DeviceRuntime } from "../agent/device_runtime.ts";
+import type { AgentConfig } from "../agent/agent.ts";
+import { boot, type BootRom } from "../bootloader/bootloader.ts";
+import { Device, flashFactoryImage } from "../bootloader/device.ts";
+import { isPowerCut, type NorFlash } from "../bootloader/flash.ts";
+import { createFlash, type DeviceLayout, openAreas } from "../bootloader/layout.ts";
+import type { Clock } from "../lib/clock.ts";
+import type { Random } from "../lib/random.ts";
+
+/** Messages a device actor handles. */
+export type ActorMessage =
+  | { readonly type: "power-on" }
+  | { readonly type: "power-off" }
+  | { readonly type: "cut-power"; readonly atOperation: number; readonly torn: boolean }
+  | { readonly type: "disconnect" }
+  | { readonly type: "corrupt-blocks"; readonly count: number }
+  | { readonly type: "throw"; readonly message: string };
+
+/** What the supervisor learns about a device. */
+export interface DeviceTelemetry {
+  readonly thing: string;
+  readonly state: string;
+  readonly version: string | null;
+  readonly trial: boolean;
+  readonly updateState: string | null;
+}
+
+/** Everything a Worker needs to build devices (structured-clone friendly). */
+export interface FleetDeviceSpec {
+  readonly thing: string;
+  readonly secret: string;
+  readonly seed: number;
+}
+
+/** Shared by all devices of a Worker. */
+export interface ActorEnvironment {
+  readonly layout: DeviceLayout;
+  readonly rom: BootRom;
+  /** A chip already holding the factory image; each device starts from a copy-on-write clone. */
+  readonly factory: NorFlash;
+  readonly brokerUrl: string;
+  readonly clock: Clock;
+  readonly agentConfig: Partial<AgentConfig>;
+  readonly random: Random;
+  readonly log: (line: string) => void;
+}
+
+/** Counts of faults an actor injected or suffered. */
+export interface ActorFaults {
+  disconnects: number;
+  corruptedBlocks: number;
+  powerCuts: number;
+  crashes: number;
+}
+
+/**
+ * A device actor.
+ *
+ * @example
+ * ```ts ignore
+ * const actor = new DeviceActor(spec, environment);
+ * actor.send({ type: "power-on" });
+ * ```
+ */
+export class DeviceActor {
+  readonly thing: string;
+  readonly device: Device;
+  readonly runtime: DeviceRuntime;
+  readonly faults: ActorFaults = { disconnects: 0, corruptedBlocks: 0, powerCuts: 0, crashes: 0 };
+  readonly #environment: ActorEnvironment;
+  readonly #mailbox: ActorMessage[] = [];
+  #running: Promise<void> | null = null;
+  #corruptNext = 0;
+  #wantOn = false;
+
+  /** Builds a powered-off device from the factory chip. */
+  constructor(spec: FleetDeviceSpec, environment: ActorEnvironment) {
+    this.thing = spec.thing;
+    this.#environment = environment;
+    this.device = new Device({
+      layout: environment.layout,
+      rom: environment.rom,
+      clock: environment.clock,
+      flash: environment.factory.clone({ seed: spec.seed }),
+    });
+    this.runtime = new DeviceRuntime({
+      device: this.device,
+      thingName: spec.thing,
+      brokerUrl: environment.brokerUrl,
+      clock: environment.clock,
+      agentConfig: environment.agentConfig,
+      mqttOptions: { username: spec.thing, password: spec.secret, reconnectPeriod: 500 },
+      messageFilter: (topic, payload) => this.#filter(topic, payload),
+    });
+  }
+
+  /** Queues a message; messages are handled in order, one at a time. */
+  send(message: ActorMessage): void {
+    this.#mailbox.push(message);
+    if (!this.#running) this.#running = Promise.resolve().then(() => this.#drain());
+  }
+
+  /** Resolves when the mailbox is empty. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  /** The device as the supervisor sees it. */
+  telemetry(): DeviceTelemetry {
+    const running = this.device.running;
+    let updateState: string | null = null;
+    try {
+      updateState = this.device.state === "running" ? this.device.report().updateState : null;
+    } catch {
+      updateState = null;
+    }
+    return {
+      thing: this.thing,
+      state: this.device.state,
+      version: running?.version ?? null,
+      trial: running?.trial ?? false,
+      updateState,
+    };
+  }
+
+  /**
+   * Whether the flash still holds a bootable image from the trusted signer: a boot ROM run on a
+   * copy-on-write clone, so the device itself is not touched.
+   */
+  async bootable(): Promise<boolean> {
+    const flash = this.device.flash.clone();
+    flash.powerOn();
+    const outcome = await boot({
+      areas: openAreas(flash, this.#environment.layout),
+      rom: this.#environment.rom,
+      clock: this.#environment.clock,
+    });
+    return outcome.kind === "run";
+  }
+
+  /** Keeps an unintended power loss (cut, crash loop) from being permanent: power comes back. */
+  async watchdog(): Promise<void> {
+    if (this.#wantOn && this.device.state === "off" && !this.#running) {
+      this.send({ type: "power-on" });
+    }
+    await Promise.resolve();
+  }
+
+  /** Stops the device's software and connection (flash kept). */
+  async stop(): Promise<void> {
+    this.#wantOn = false;
+    await this.idle();
+    await this.runtime.stop();
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      for (let message = this.#mailbox.shift(); message; message = this.#mailbox.shift()) {
+        try {
+          await this.#handle(message);
+        } catch (error) {
+          if (!isPowerCut(error)) {
+            // The actor's own fault: power-cycle the device, keep its flash, tell nobody else.
+            this.faults.crashes++;
+            this.#environment.log(`${this.thing}: ${(error as Error).message}: power-cycling`);
+          }
+          this.device.powerOff();
+        }
+      }
+    } finally {
+      this.#running = null;
+    }
+  }
+
+  async #handle(message: ActorMessage): Promise<void> {
+    switch (message.type) {
+      case "power-on":
+        this.#wantOn = true;
+        if (this.device.state === "off") await this.runtime.start();
+        return;
+      case "power-off":
+        this.#wantOn = false;
+        this.device.powerOff();
+        return;
+      case "cut-power":
+        this.faults.powerCuts++;
+        this.device.cutPowerAt({ atOperation: message.atOperation, torn: message.torn });
+        return;
+      case "disconnect":
+        this.faults.disconnects++;
+        this.runtime.dropConnection();
+        return;
+      case "corrupt-blocks":
+        this.#corruptNext += message.count;
+        return;
+      case "throw":
+        throw new Error(message.message);
+    }
+  }
+
+  #filter(topic: string, payload: Uint8Array): Uint8Array | null {
+    if (this.#corruptNext > 0 && topic.endsWith("/data/cbor") && payload.length > 16) {
+      this.#corruptNext--;
+      this.faults.corruptedBlocks++;
+      const corrupted = payload.slice();
+      const at = 8 + this.#environment.random.below(corrupted.length - 8);
+      corrupted[at]! ^= 0xff;
+      return corrupted;
+    }
+    return payload;
+  }
+}
+
+/** Builds the factory chip every device of a fleet starts from. */
+export function factoryChip(layout: DeviceLayout, factoryImage: Uint8Array): NorFlash {
+  const flash = createFlash(layout);
+  flashFactoryImage(flash, layout, factoryImage);
+  return flash;
+}

@@ -1,0 +1,519 @@
+/**
+ * `deno task fleet`: starts the cloud, provisions a fleet of simulated devices on factory image
+ * 1.0.0 in Web Workers, rolls a signed 1.1.0 out to them while breaking them on purpose, shows the
+ * progress, and writes a JSON report. Exit code 0 when the run ended as the scenario expects,
+ * 1 otherwise, 2 on bad flags.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  certificateDer,
+  createRootCertificate,
+  exportPrivateKeyPem,
+  generateSigningKeys,
+  issueCodeSigningCertificate,
+  pemEncode,
+} from "../bootloader/codesign.ts";
+import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
+import { parseVersion } from "../bootloader/image_format.ts";
+import { signImage } from "../bootloader/image_sign.ts";
+import { startCloud } from "../broker/cloud.ts";
+import { operatorApi } from "../broker/operator_api.ts";
+import { ScaledClock } from "../lib/clock.ts";
+import { seededRandom } from "../lib/random.ts";
+import { parseSize } from "../lib/units.ts";
+import type { FleetDeviceSpec } from "./device_actor.ts";
+import { FleetSupervisor } from "./supervisor.ts";
+
+/** Named experiments. */
+export const SCENARIOS = ["happy", "chaos", "rollback", "canary-abort"] as const;
+type Scenario = typeof SCENARIOS[number];
+
+const USAGE = `Usage: deno task fleet [options]
+
+  --devices N              fleet size (default 200)
+  --image-size SIZE        firmware payload, e.g. 256KiB (default 64KiB)
+  --block-size SIZE        stream block, power of two 256..128KiB (default 4KiB)
+  --protocol mqtt|http     data plane (default mqtt)
+  --workers N              Web Workers (default: cores)
+  --devices-per-worker N   instead of --workers (1 = a Worker per device)
+  --scenario NAME          ${SCENARIOS.join(" | ")} (default happy)
+  --seed N                 fault plan seed (default 1)
+  --time-scale N           cloud and device clocks run N times faster (default 60)
+  --max-per-minute N       rollout rate (default 1000)
+  --disconnect-rate P      share of devices that lose their connection mid-update (0..1)
+  --corrupt-rate P         share of devices that receive corrupted blocks (0..1)
+  --power-cut-rate P       share of devices whose power is cut during the update (0..1)
+  --report FILE            where the JSON report goes (default fleet-report.json)
+  --timeout SECONDS        give up after this much real time (default 600)`;
+
+class UsageError extends Error {}
+
+interface Options {
+  devices: number;
+  imageSize: number;
+  blockSize: number;
+  protocol: "mqtt" | "http";
+  workers?: number;
+  devicesPerWorker?: number;
+  scenario: Scenario;
+  seed: number;
+  timeScale: number;
+  maxPerMinute: number;
+  disconnectRate: number;
+  corruptRate: number;
+  powerCutRate: number;
+  report: string;
+  timeoutSeconds: number;
+}
+
+/** Parses and validates flags (a bad value is a UsageError naming it). */
+export function parseFleetArgs(args: string[]): Options {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      options: Object.fromEntries(
+        [
+          "devices",
+          "image-size",
+          "block-size",
+          "protocol",
+          "workers",
+          "devices-per-worker",
+          "scenario",
+          "seed",
+          "time-scale",
+          "max-per-minute",
+          "disconnect-rate",
+          "corrupt-rate",
+          "power-cut-rate",
+          "report",
+          "timeout",
+        ]
+          .map((name) => [name, { type: "string" as const }]),
+      ),
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = values as Record<string, string | undefined>;
+  const int = (name: string, fallback: number, min: number, max: number) => {
+    const text = v[name];
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || n < min || n > max) {
+      throw new UsageError(
+        `Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`,
+      );
+    }
+    return n;
+  };
+  const rate = (name: string, fallback: number) => {
+    const text = v[name];
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!(n >= 0 && n <= 1) || text.trim() === "") {
+      throw new UsageError(`Invalid --${name}: expected 0..1: current value is '${text}'`);
+    }
+    return n;
+  };
+  const size = (name: string, fallback: string, min: number, max: number) => {
+    const text = v[name] ?? fallback;
+    const n = parseSize(text);
+    if (n === null || n < min || n > max) {
+      throw new UsageError(
+        `Invalid --${name}: expected ${min}..${max} bytes (e.g. 64KiB): current value is '${text}'`,
+      );
+    }
+    return n;
+  };
+  const scenario = (v.scenario ?? "happy") as Scenario;
+  if (!SCENARIOS.includes(scenario)) {
+    throw new UsageError(
+      `Invalid --scenario: expected one of ${
+        SCENARIOS.join(", ")
+      }: current value is '${v.scenario}'`,
+    );
+  }
+  const protocol = v.protocol ?? "mqtt";
+  if (protocol !== "mqtt" && protocol !== "http") {
+    throw new UsageError(
+      `Invalid --protocol: expected mqtt or http: current value is '${protocol}'`,
+    );
+  }
+  const blockSize = size("block-size", "4KiB", 256, 131072);
+  if ((blockSize & (blockSize - 1)) !== 0) {
+    throw new UsageError(
+      `Invalid --block-size: expected a power of two: current value is '${v["block-size"]}'`,
+    );
+  }
+  const timeScale = Number(v["time-scale"] ?? "60");
+  if (!(timeScale > 0 && timeScale <= 10_000)) {
+    throw new UsageError(
+      `Invalid --time-scale: expected 0..10000: current value is '${v["time-scale"]}'`,
+    );
+  }
+  const chaos = scenario === "chaos";
+  const options: Options = {
+    devices: int("devices", 200, 1, 100_000),
+    imageSize: size("image-size", "64KiB", 1024, 448 * 1024),
+    blockSize,
+    protocol,
+    scenario,
+    seed: int("seed", 1, 0, 2 ** 31),
+    timeScale,
+    maxPerMinute: int("max-per-minute", 1000, 1, 1000),
+    disconnectRate: rate("disconnect-rate", chaos ? 0.2 : 0),
+    corruptRate: rate("corrupt-rate", chaos ? 0.2 : 0),
+    powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
+    report: v.report ?? "fleet-report.json",
+    timeoutSeconds: int("timeout", 600, 1, 86_400),
+  };
+  if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
+  if (v["devices-per-worker"] !== undefined) {
+    options.devicesPerWorker = int("devices-per-worker", 1, 1, 100_000);
+  }
+  if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
+    throw new UsageError("Give --workers or --devices-per-worker, not both");
+  }
+  return options;
+}
+
+/** The JSON report. */
+export interface FleetReport {
+  scenario: string;
+  devices: number;
+  imageBytes: number;
+  blockBytes: number;
+  protocol: string;
+  workers: number;
+  outcome: {
+    succeeded: number;
+    failed: number;
+    rejected: number;
+    timedOut: number;
+    canceled: number;
+    other: number;
+  };
+  jobStatus: string;
+  bricked: number;
+  runningVersion: Record<string, number>;
+  faults: {
+    disconnects: number;
+    corruptedBlocks: number;
+    powerCuts: number;
+    crashes: number;
+    workerRestarts: number;
+  };
+  bytesDelivered: number;
+  wallSeconds: number;
+  peakRssBytes: number;
+  series: { t: number; counts: Record<string, number> }[];
+  expected: string;
+  asExpected: boolean;
+}
+
+const b64 = (bytes: Uint8Array) => {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+};
+
+/** Runs a fleet experiment and returns its report. */
+export async function runFleet(
+  options: Options,
+  out: (line: string) => void,
+): Promise<FleetReport> {
+  const started = performance.now();
+  let peakRss = Deno.memoryUsage().rss;
+  const sample = () => (peakRss = Math.max(peakRss, Deno.memoryUsage().rss));
+  const random = seededRandom(options.seed);
+  const clock = new ScaledClock(options.timeScale);
+  const cloud = await startCloud({ clock, tickMs: 1000 });
+  const token = crypto.randomUUID();
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token }),
+  );
+  cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  const slotSectors = Math.ceil((options.imageSize + 4096) / 4096) + 1;
+  const validity = {
+    notBefore: new Date(Date.now() - 86_400_000),
+    notAfter: new Date(Date.now() + 3650 * 86_400_000),
+  };
+  const rootKeys = await generateSigningKeys();
+  const root = await createRootCertificate(rootKeys, {
+    subject: "CN=Fleet Device Root",
+    ...validity,
+  });
+  const signerKeys = await generateSigningKeys();
+  const signer = await issueCodeSigningCertificate(
+    root,
+    rootKeys.privateKey,
+    signerKeys.publicKey,
+    { subject: "CN=Fleet Signer", ...validity },
+  );
+  const certPath = "/certs/ota_signer.pem";
+  const signerPem = pemEncode("CERTIFICATE", certificateDer(signer));
+  const factoryImage = await signImage(
+    {
+      payload: buildFirmware({ behavior: "ok", version: "1.0.0" }, options.imageSize),
+      version: parseVersion("1.0.0")!,
+      securityCounter: 1,
+    },
+    { privateKey: signerKeys.privateKey, certificate: signer },
+  );
+  // rollback: nobody can confirm; canary-abort: the first wave fails and the abort criterion must stop the rest.
+  const behavior: Behavior = options.scenario === "rollback" || options.scenario === "canary-abort"
+    ? "fail-self-test"
+    : "ok";
+  const devices: FleetDeviceSpec[] = [];
+  for (let i = 0; i < options.devices; i++) {
+    const thing = `dev-${String(i).padStart(5, "0")}`;
+    const secret = crypto.randomUUID();
+    cloud.provisionThing(thing, secret);
+    cloud.store.addToGroup("fleet", thing);
+    devices.push({ thing, secret, seed: options.seed * 100_003 + i });
+  }
+  const logs: string[] = [];
+  const fleet = new FleetSupervisor({
+    ...(options.workers !== undefined ? { workers: options.workers } : {}),
+    ...(options.devicesPerWorker !== undefined
+      ? { devicesPerWorker: options.devicesPerWorker }
+      : {}),
+    init: {
+      slotSectors,
+      rootCertificateDer: certificateDer(root),
+      certificates: [[certPath, signerPem]],
+      factoryImage,
+      brokerUrl: cloud.url,
+      timeScale: options.timeScale,
+      agentConfig: {
+        blockSize: options.blockSize,
+        blocksPerRequest: Math.max(1, Math.min(32, Math.floor(32 * 1024 / options.blockSize))),
+        requestTimeoutMs: 20_000,
+        maxMomentum: 60,
+        selfTestTimeoutMs: 120_000,
+        statusAckTimeoutMs: 20_000,
+        jobRequestBackoffMs: [10_000, 120_000],
+        persistEveryBlocks: 16,
+        preferredProtocol: options.protocol === "http" ? "HTTP" : "MQTT",
+      },
+      seed: options.seed,
+      telemetryMs: 250,
+    },
+    log: (line) => logs.push(line),
+  });
+  const series: FleetReport["series"] = [];
+  let report: FleetReport | null = null;
+  try {
+    await fleet.start(devices);
+    out(
+      `fleet: ${options.devices} devices in ${fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}`,
+    );
+    const deadline = performance.now() + options.timeoutSeconds * 1000;
+    const waitFor = async (condition: () => boolean, what: string) => {
+      while (!condition()) {
+        if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        sample();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    await waitFor(
+      () =>
+        [...fleet.telemetry.values()].filter((t) => t.state === "running").length ===
+          options.devices,
+      "every device to boot",
+    );
+    const signed = await cloud.otaUpdates.createSigningProfile({
+      name: "fleet",
+      rootPem: pemEncode("CERTIFICATE", certificateDer(root)),
+      certificatePem: signerPem,
+      privateKeyPem: await exportPrivateKeyPem(signerKeys.privateKey),
+    });
+    if (!signed.ok) throw new Error(signed.reason);
+    const created = await cloud.otaUpdates.createOtaUpdate({
+      otaUpdateId: "fleet-1-1-0",
+      payload: b64(buildFirmware({ behavior, version: "1.1.0" }, options.imageSize)),
+      version: "1.1.0",
+      securityCounter: 2,
+      signingProfile: "fleet",
+      certFile: certPath,
+      targets: { groups: ["fleet"] },
+      protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
+      rollout: { maximumPerMinute: options.maxPerMinute },
+      ...(options.scenario === "canary-abort"
+        ? {
+          abort: [{
+            failureType: "ALL" as const,
+            action: "CANCEL" as const,
+            thresholdPercentage: 20,
+            minNumberOfExecutedThings: Math.min(10, options.devices),
+          }],
+          rollout: {
+            maximumPerMinute: Math.max(
+              1,
+              Math.min(options.maxPerMinute, Math.ceil(options.devices / 10)),
+            ),
+          },
+        }
+        : {}),
+    });
+    if (!created.ok) throw new Error(created.reason);
+    const jobId = created.value.jobId;
+    // The fault plan: who gets which fault, decided by the seed alone.
+    for (const device of devices) {
+      if (random.next() < options.disconnectRate) {
+        setTimeout(
+          () => fleet.send(device.thing, { type: "disconnect" }),
+          200 + random.below(2000),
+        );
+      }
+      if (random.next() < options.corruptRate) {
+        fleet.send(device.thing, { type: "corrupt-blocks", count: 1 + random.below(3) });
+      }
+      if (random.next() < options.powerCutRate) {
+        fleet.send(device.thing, {
+          type: "cut-power",
+          atOperation: 1 + random.below(Math.ceil(options.imageSize / options.blockSize) + 40),
+          torn: random.next() < 0.5,
+        });
+      }
+    }
+    let lastLine = 0;
+    const progress = () => {
+      const counts = cloud.jobs.counts(jobId) as unknown as Record<string, number>;
+      series.push({ t: Math.round(performance.now() - started), counts: { ...counts } });
+      if (performance.now() - lastLine > 1000) {
+        lastLine = performance.now();
+        out(
+          `progress: ${
+            cloud.store.getJob(jobId)?.status
+          } succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending}`,
+        );
+      }
+    };
+    const ended = () => {
+      progress();
+      const status = cloud.store.getJob(jobId)?.status;
+      if (status !== "COMPLETED" && status !== "CANCELED") return false;
+      // Wait for devices to settle: none mid-update, every confirmation landed.
+      return [...fleet.telemetry.values()].every((t) =>
+        t.state === "running" && !t.trial &&
+        (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
+      );
+    };
+    await waitFor(ended, "the update to end");
+    const finals = await fleet.report();
+    const counts = cloud.jobs.counts(jobId);
+    const runningVersion: Record<string, number> = {};
+    for (const d of finals) {
+      const version = d.telemetry.version ?? "none";
+      runningVersion[version] = (runningVersion[version] ?? 0) + 1;
+    }
+    const faults = {
+      disconnects: 0,
+      corruptedBlocks: 0,
+      powerCuts: 0,
+      crashes: 0,
+      workerRestarts: fleet.workerRestarts,
+    };
+    for (const d of finals) {
+      faults.disconnects += d.faults.disconnects;
+      faults.corruptedBlocks += d.faults.corruptedBlocks;
+      faults.powerCuts += d.faults.powerCuts;
+      faults.crashes += d.faults.crashes;
+    }
+    const jobStatus = cloud.store.getJob(jobId)?.status ?? "UNKNOWN";
+    const bricked = finals.filter((d) => !d.bootable).length;
+    const expected = options.scenario === "rollback"
+      ? "every device back on 1.0.0, every execution FAILED"
+      : options.scenario === "canary-abort"
+      ? "job CANCELED by its abort criterion, no device on 1.1.0"
+      : "every device on 1.1.0, every execution SUCCEEDED";
+    const asExpected = bricked === 0 && finals.length === options.devices && (
+      options.scenario === "rollback"
+        ? runningVersion["1.0.0+0"] === options.devices && counts.FAILED === options.devices
+        : options.scenario === "canary-abort"
+        ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0
+        : runningVersion["1.1.0+0"] === options.devices && counts.SUCCEEDED === options.devices
+    );
+    sample();
+    report = {
+      scenario: options.scenario,
+      devices: options.devices,
+      imageBytes: created.value.fileSize,
+      blockBytes: options.blockSize,
+      protocol: options.protocol,
+      workers: fleet.workerCount,
+      outcome: {
+        succeeded: counts.SUCCEEDED,
+        failed: counts.FAILED,
+        rejected: counts.REJECTED,
+        timedOut: counts.TIMED_OUT,
+        canceled: counts.CANCELED,
+        // Everything else: still open, removed, or never notified (a canceled rollout stops there).
+        other: options.devices - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
+          counts.TIMED_OUT - counts.CANCELED,
+      },
+      jobStatus,
+      bricked,
+      runningVersion,
+      faults,
+      bytesDelivered: cloud.streams.stats.blocksSent * options.blockSize,
+      wallSeconds: Math.round((performance.now() - started) / 100) / 10,
+      peakRssBytes: peakRss,
+      series,
+      expected,
+      asExpected,
+    };
+    return report;
+  } finally {
+    if (!report) { for (const line of logs.slice(-20)) out(`log: ${line}`); }
+    await fleet.stop();
+    await server.shutdown();
+    await cloud.close();
+  }
+}
+
+if (import.meta.main) {
+  let options: Options;
+  try {
+    options = parseFleetArgs(Deno.args);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+  try {
+    const report = await runFleet(options, (line) => console.log(line));
+    await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
+    const o = report.outcome;
+    console.log(`
+summary (${report.scenario}: ${report.expected})
+  devices            ${report.devices} in ${report.workers} workers
+  job                ${report.jobStatus}
+  outcome            succeeded ${o.succeeded}, failed ${o.failed}, rejected ${o.rejected}, timed out ${o.timedOut}, canceled ${o.canceled}, other ${o.other}
+  running versions   ${
+      Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
+    }
+  bricked            ${report.bricked}
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts}, crashes ${report.faults.crashes}
+  delivered          ${
+      (report.bytesDelivered / 1e6).toFixed(1)
+    } MB in ${report.wallSeconds} s, peak RSS ${
+      (report.peakRssBytes / 2 ** 20).toFixed(0)
+    } MiB (main process)
+  as expected        ${report.asExpected ? "yes" : "NO"}
+  report             ${options.report}`);
+    Deno.exit(report.asExpected ? 0 : 1);
+  } catch (error) {
+    console.error(`fleet run failed: ${(error as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * Messages between the fleet supervisor (main thread) and its Workers. Everything here is
+ * structured-clone friendly.
+ *
+ * @module
+ */
+
+import type { AgentConfig } from "../agent/agent.ts";
+import type {
+  ActorFaults,
+  ActorMessage,
+  DeviceTelemetry,
+  FleetDeviceSpec,
+} from "./device_actor.ts";
+
+/** What a Worker needs to build its devices. */
+export interface WorkerInit {
+  readonly workerIndex: number;
+  readonly slotSectors: number;
+  readonly rootCertificateDer: Uint8Array;
+  readonly certificates: readonly (readonly [string, string])[];
+  readonly factoryImage: Uint8Array;
+  readonly brokerUrl: string;
+  readonly timeScale: number;
+  readonly agentConfig: Partial<AgentConfig>;
+  readonly seed: number;
+  /** Telemetry batch period, real milliseconds. */
+  readonly telemetryMs: number;
+}
+
+/** Main -> Worker. */
+export type ToWorker =
+  | { readonly type: "init"; readonly init: WorkerInit }
+  | { readonly type: "add"; readonly devices: readonly FleetDeviceSpec[] }
+  | { readonly type: "send"; readonly thing: string; readonly message: ActorMessage }
+  | { readonly type: "report"; readonly requestId: number }
+  | { readonly type: "stop" };
+
+/** One device's final state. */
+export interface DeviceReport {
+  readonly telemetry: DeviceTelemetry;
+  readonly bootable: boolean;
+  readonly faults: ActorFaults;
+}
+
+/** Worker -> main. */
+export type FromWorker =
+  | { readonly type: "ready" }
+  | { readonly type: "telemetry"; readonly states: readonly DeviceTelemetry[] }
+  | { readonly type: "log"; readonly line: string }
+  | {
+    readonly type: "report";
+    readonly requestId: number;
+    readonly devices: readonly DeviceReport[];
+  }
+  | { readonly type: "stopped" };

@@ -1,0 +1,182 @@
+/**
+ * The fleet supervisor (main thread): spreads device actors over Web Workers, routes messages to
+ * them, keeps the latest telemetry (batched by the Workers, never one message per device event),
+ * and restarts the devices of a Worker that dies.
+ *
+ * @module
+ */
+
+import type { ActorMessage, DeviceTelemetry, FleetDeviceSpec } from "./device_actor.ts";
+import type { DeviceReport, FromWorker, ToWorker, WorkerInit } from "./protocol.ts";
+
+/** Options of {@linkcode FleetSupervisor}. */
+export interface SupervisorOptions {
+  /** Number of Workers. @default {navigator.hardwareConcurrency} */
+  readonly workers?: number;
+  /** Devices per Worker; when set, Workers = ceil(devices / this). */
+  readonly devicesPerWorker?: number;
+  readonly init: Omit<WorkerInit, "workerIndex">;
+  readonly log?: (line: string) => void;
+}
+
+interface WorkerSlot {
+  worker: Worker;
+  readonly index: number;
+  readonly devices: FleetDeviceSpec[];
+  restarts: number;
+}
+
+/**
+ * Runs a fleet of device actors.
+ *
+ * @example
+ * ```ts ignore
+ * const fleet = new FleetSupervisor({ init });
+ * await fleet.start(devices);
+ * fleet.telemetry.get("dev-1")?.version;
+ * await fleet.stop();
+ * ```
+ */
+export class FleetSupervisor {
+  /** Latest telemetry per thing. */
+  readonly telemetry = new Map<string, DeviceTelemetry>();
+  /** Worker deaths seen. */
+  workerRestarts = 0;
+  readonly #options: SupervisorOptions;
+  readonly #slots: WorkerSlot[] = [];
+  readonly #where = new Map<string, WorkerSlot>();
+  readonly #reports = new Map<number, (devices: readonly DeviceReport[]) => void>();
+  #nextRequest = 1;
+  #stopping = false;
+
+  /** Builds a supervisor; nothing runs until {@linkcode FleetSupervisor.start}. */
+  constructor(options: SupervisorOptions) {
+    this.#options = options;
+  }
+
+  /** Number of Workers in use. */
+  get workerCount(): number {
+    return this.#slots.length;
+  }
+
+  /** Spawns the Workers and powers every device on. */
+  async start(devices: readonly FleetDeviceSpec[]): Promise<void> {
+    const perWorker = this.#options.devicesPerWorker;
+    const count = Math.max(
+      1,
+      perWorker
+        ? Math.ceil(devices.length / perWorker)
+        : this.#options.workers ?? navigator.hardwareConcurrency,
+    );
+    for (let index = 0; index < count; index++) {
+      this.#slots.push({ worker: null as unknown as Worker, index, devices: [], restarts: 0 });
+    }
+    devices.forEach((device, i) => {
+      const slot = this.#slots[perWorker ? Math.floor(i / perWorker) : i % count]!;
+      slot.devices.push(device);
+      this.#where.set(device.thing, slot);
+    });
+    await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
+  }
+
+  /** Sends a message to a device's actor. */
+  send(thing: string, message: ActorMessage): void {
+    this.#where.get(thing)?.worker.postMessage({ type: "send", thing, message } satisfies ToWorker);
+  }
+
+  /** Kills a Worker the hard way (fault injection); its devices come back in a fresh Worker. */
+  killWorker(index: number): void {
+    const slot = this.#slots[index];
+    if (!slot) return;
+    slot.worker.terminate();
+    void this.#respawn(slot, "killed");
+  }
+
+  /** Final state of every device (waits for each actor's mailbox to drain). */
+  async report(): Promise<DeviceReport[]> {
+    const parts = await Promise.all(this.#slots.map((slot) => {
+      const requestId = this.#nextRequest++;
+      return new Promise<readonly DeviceReport[]>((resolve) => {
+        this.#reports.set(requestId, resolve);
+        slot.worker.postMessage({ type: "report", requestId } satisfies ToWorker);
+      });
+    }));
+    return parts.flat();
+  }
+
+  /** Stops every device and Worker. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all(this.#slots.map((slot) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 10_000);
+        slot.worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+          if (event.data.type === "stopped") {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        slot.worker.postMessage({ type: "stop" } satisfies ToWorker);
+      })
+    ));
+    for (const slot of this.#slots) slot.worker.terminate();
+  }
+
+  async #spawn(slot: WorkerSlot): Promise<void> {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+    slot.worker = worker;
+    const ready = new Promise<void>((resolve) => {
+      worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+        if (event.data.type === "ready") resolve();
+      });
+    });
+    worker.addEventListener(
+      "message",
+      (event: MessageEvent<FromWorker>) => this.#onMessage(event.data),
+    );
+    worker.addEventListener("error", (event) => {
+      event.preventDefault();
+      if (slot.worker === worker) void this.#respawn(slot, event.message);
+    });
+    worker.postMessage(
+      {
+        type: "init",
+        init: {
+          ...this.#options.init,
+          workerIndex: slot.index,
+          seed: this.#options.init.seed + slot.index,
+        },
+      } satisfies ToWorker,
+    );
+    await ready;
+    worker.postMessage({ type: "add", devices: slot.devices } satisfies ToWorker);
+  }
+
+  async #respawn(slot: WorkerSlot, why: string): Promise<void> {
+    if (this.#stopping) return;
+    this.workerRestarts++;
+    slot.restarts++;
+    this.#options.log?.(
+      `worker ${slot.index} died (${why}): restarting its ${slot.devices.length} devices`,
+    );
+    slot.worker.terminate();
+    await this.#spawn(slot);
+  }
+
+  #onMessage(message: FromWorker): void {
+    switch (message.type) {
+      case "telemetry":
+        for (const state of message.states) this.telemetry.set(state.thing, state);
+        return;
+      case "log":
+        this.#options.log?.(message.line);
+        return;
+      case "report":
+        this.#reports.get(message.requestId)?.(message.devices);
+        this.#reports.delete(message.requestId);
+        return;
+      default:
+        return;
+    }
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * A fleet Worker: hosts many device actors, batches their telemetry, answers report requests.
+ * One device throwing is that device's problem (its actor power-cycles it); the Worker goes on.
+ *
+ * @module
+ */
+
+import { parseCertificate } from "../bootloader/codesign.ts";
+import { deviceLayout } from "../bootloader/layout.ts";
+import { ScaledClock, systemClock } from "../lib/clock.ts";
+import { seededRandom } from "../lib/random.ts";
+import { type ActorEnvironment, DeviceActor, factoryChip } from "./device_actor.ts";
+import type { FromWorker, ToWorker } from "./protocol.ts";
+
+const scope = self as unknown as {
+  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+  close(): void;
+};
+const actors = new Map<string, DeviceActor>();
+let environment: ActorEnvironment | null = null;
+let telemetryTimer: ReturnType<typeof setInterval> | undefined;
+
+const post = (message: FromWorker) => scope.postMessage(message);
+
+// Registered before any await, so no message is lost (Deno's Worker docs).
+scope.onmessage = (event) => {
+  void handle(event.data).catch((error) =>
+    post({ type: "log", line: `worker error: ${(error as Error).stack ?? error}` })
+  );
+};
+
+async function handle(message: ToWorker): Promise<void> {
+  switch (message.type) {
+    case "init": {
+      const init = message.init;
+      const root = parseCertificate(init.rootCertificateDer);
+      if (!root.ok) throw new Error(`root certificate: ${root.reason}`);
+      const layout = deviceLayout({ slotSectors: init.slotSectors });
+      environment = {
+        layout,
+        rom: { root: root.value, certificates: new Map(init.certificates) },
+        factory: factoryChip(layout, init.factoryImage),
+        brokerUrl: init.brokerUrl,
+        clock: init.timeScale === 1 ? systemClock : new ScaledClock(init.timeScale),
+        agentConfig: init.agentConfig,
+        random: seededRandom(init.seed),
+        log: (line) => post({ type: "log", line }),
+      };
+      telemetryTimer = setInterval(() => {
+        post({ type: "telemetry", states: [...actors.values()].map((a) => a.telemetry()) });
+        for (const actor of actors.values()) void actor.watchdog();
+      }, init.telemetryMs);
+      post({ type: "ready" });
+      return;
+    }
+    case "add":
+      if (!environment) throw new Error("add before init");
+      for (const spec of message.devices) {
+        const actor = new DeviceActor(spec, environment);
+        actors.set(spec.thing, actor);
+        actor.send({ type: "power-on" });
+      }
+      return;
+    case "send":
+      actors.get(message.thing)?.send(message.message);
+      return;
+    case "report": {
+      const devices = [];
+      for (const actor of actors.values()) {
+        await actor.idle();
+        devices.push({
+          telemetry: actor.telemetry(),
+          bootable: await actor.bootable(),
+          faults: { ...actor.faults },
+        });
+      }
+      post({ type: "report", requestId: message.requestId, devices });
+      return;
+    }
+    case "stop":
+      clearInterval(telemetryTimer);
+      await Promise.all([...actors.values()].map((a) => a.stop()));
+      post({ type: "stopped" });
+      return;
+  }
+}
