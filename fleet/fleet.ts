@@ -311,6 +311,7 @@ export async function runFleet(
     log: (line) => logs.push(line),
   });
   const series: FleetReport["series"] = [];
+  const faultTimers: ReturnType<typeof setTimeout>[] = [];
   let report: FleetReport | null = null;
   try {
     await fleet.start(devices);
@@ -370,10 +371,10 @@ export async function runFleet(
     // The fault plan: who gets which fault, decided by the seed alone.
     for (const device of devices) {
       if (random.next() < options.disconnectRate) {
-        setTimeout(
+        faultTimers.push(setTimeout(
           () => fleet.send(device.thing, { type: "disconnect" }),
           200 + random.below(2000),
-        );
+        ));
       }
       if (random.next() < options.corruptRate) {
         fleet.send(device.thing, { type: "corrupt-blocks", count: 1 + random.below(3) });
@@ -475,6 +476,7 @@ export async function runFleet(
     };
     return report;
   } finally {
+    for (const timer of faultTimers) clearTimeout(timer);
     if (!report) { for (const line of logs.slice(-20)) out(`log: ${line}`); }
     await fleet.stop();
     await server.shutdown();

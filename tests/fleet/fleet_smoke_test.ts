@@ -1,0 +1,92 @@
+/** deno task fleet at small size: the report accounts for every device and nothing is bricked. */
+import assert from "node:assert/strict";
+import { type FleetReport, parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+
+async function run(...args: string[]): Promise<FleetReport> {
+  const lines: string[] = [];
+  const report = await runFleet(
+    parseFleetArgs([...args, "--image-size", "16KiB", "--block-size", "1KiB"]),
+    (l) => lines.push(l),
+  );
+  assert.ok(lines.some((l) => l.startsWith("fleet: ")));
+  return report;
+}
+
+function accounted(report: FleetReport): void {
+  const o = report.outcome;
+  assert.equal(
+    o.succeeded + o.failed + o.rejected + o.timedOut + o.canceled + o.other,
+    report.devices,
+    "every device accounted for",
+  );
+  assert.equal(Object.values(report.runningVersion).reduce((a, b) => a + b, 0), report.devices);
+  assert.equal(report.bricked, 0);
+  assert.ok(report.series.length > 0);
+  assert.ok(report.peakRssBytes > 0 && report.wallSeconds > 0);
+}
+
+Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", async () => {
+  const report = await run("--devices", "16", "--workers", "2", "--scenario", "happy");
+  accounted(report);
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 16 });
+  assert.equal(report.outcome.succeeded, 16);
+  assert.equal(report.jobStatus, "COMPLETED");
+  assert.ok(report.bytesDelivered >= 16 * 16 * 1024);
+  assert.ok(report.asExpected);
+});
+
+Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cuts) still updates everyone", async () => {
+  const report = await run(
+    "--devices",
+    "16",
+    "--workers",
+    "2",
+    "--scenario",
+    "chaos",
+    "--seed",
+    "7",
+    "--disconnect-rate",
+    "0.3",
+    "--corrupt-rate",
+    "0.5",
+    "--power-cut-rate",
+    "0.3",
+  );
+  accounted(report);
+  assert.ok(
+    report.faults.corruptedBlocks > 0 && report.faults.powerCuts > 0,
+    JSON.stringify(report.faults),
+  );
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 16 });
+  assert.ok(report.asExpected);
+});
+
+Deno.test("fleet smoke: one device per Worker", async () => {
+  const report = await run("--devices", "3", "--devices-per-worker", "1");
+  assert.equal(report.workers, 3);
+  accounted(report);
+  assert.ok(report.asExpected);
+});
+
+Deno.test("fleet flags: every bad value is a clear error", () => {
+  for (
+    const args of [
+      ["--devices", "0"],
+      ["--devices", "x"],
+      ["--image-size", "1GiB"],
+      ["--block-size", "3000"],
+      ["--protocol", "coap"],
+      ["--scenario", "nope"],
+      ["--corrupt-rate", "2"],
+      ["--workers", "2", "--devices-per-worker", "1"],
+      ["--bogus"],
+    ]
+  ) {
+    assert.throws(() => parseFleetArgs(args), Error, args.join(" "));
+  }
+  assert.equal(
+    parseFleetArgs(["--scenario", "chaos"]).corruptRate,
+    0.2,
+    "chaos turns every fault on",
+  );
+});
