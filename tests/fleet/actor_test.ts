@@ -1,0 +1,106 @@
+/** The actor runtime: mailbox order, a throwing actor restarted alone, a killed Worker's devices back. */
+import assert from "node:assert/strict";
+import { startCloud } from "../../broker/cloud.ts";
+import { certificateDer, pemEncode } from "../../bootloader/codesign.ts";
+import { type ActorEnvironment, DeviceActor, factoryChip } from "../../fleet/device_actor.ts";
+import { FleetSupervisor } from "../../fleet/supervisor.ts";
+import { systemClock } from "../../lib/clock.ts";
+import { seededRandom } from "../../lib/random.ts";
+import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
+import { SIGNER_CERT_PATH, smallLayout, testImage, testPki } from "../helpers/pki.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+Deno.test("device actors: messages are handled in order, and a throwing actor is power-cycled without disturbing its neighbour", async () => {
+  const cloud = await startCloud();
+  const pki = await testPki();
+  const layout = smallLayout(24);
+  const environment: ActorEnvironment = {
+    layout,
+    rom: pki.rom,
+    factory: factoryChip(layout, await testImage({ version: "1.0.0" })),
+    brokerUrl: cloud.url,
+    clock: systemClock,
+    agentConfig: AGENT_TEST_CONFIG,
+    random: seededRandom(1),
+    log: () => {},
+  };
+  cloud.provisionThing("a-1", "secret-a-1");
+  cloud.provisionThing("a-2", "secret-a-2");
+  const first = new DeviceActor({ thing: "a-1", secret: "secret-a-1", seed: 1 }, environment);
+  const second = new DeviceActor({ thing: "a-2", secret: "secret-a-2", seed: 2 }, environment);
+  try {
+    first.send({ type: "power-on" });
+    second.send({ type: "power-on" });
+    await first.idle();
+    await second.idle();
+    assert.ok(
+      first.device.flash.sharesSectorWith(0, second.device.flash),
+      "both devices share the factory image copy-on-write",
+    );
+    const neighbourBoots = second.device.bootLogs.length;
+    // In order: a disconnect, then a crash (the actor's own bug), then a corruption order.
+    first.send({ type: "disconnect" });
+    first.send({ type: "throw", message: "bug in the simulated application" });
+    first.send({ type: "corrupt-blocks", count: 2 });
+    await first.idle();
+    assert.deepEqual({ ...first.faults }, {
+      disconnects: 1,
+      corruptedBlocks: 0,
+      powerCuts: 0,
+      crashes: 1,
+    });
+    assert.equal(first.device.state, "off", "the crash took the power");
+    await first.watchdog();
+    await first.idle();
+    assert.equal(first.device.state, "running", "the device came back");
+    assert.equal(second.device.bootLogs.length, neighbourBoots, "the neighbour never noticed");
+    assert.equal(second.device.state, "running");
+    assert.ok(await first.bootable());
+  } finally {
+    await first.stop();
+    await second.stop();
+    await cloud.close();
+  }
+});
+
+Deno.test("fleet supervisor: a killed Worker is detected and its devices come back", async () => {
+  const cloud = await startCloud();
+  const pki = await testPki();
+  const devices = ["w-1", "w-2", "w-3", "w-4"].map((thing, i) => ({
+    thing,
+    secret: `secret-${thing}`,
+    seed: i,
+  }));
+  for (const d of devices) cloud.provisionThing(d.thing, d.secret);
+  const fleet = new FleetSupervisor({
+    workers: 2,
+    init: {
+      slotSectors: 24,
+      rootCertificateDer: certificateDer(pki.root),
+      certificates: [[SIGNER_CERT_PATH, pemEncode("CERTIFICATE", certificateDer(pki.signer))]],
+      factoryImage: await testImage({ version: "1.0.0" }),
+      brokerUrl: cloud.url,
+      timeScale: 1,
+      agentConfig: AGENT_TEST_CONFIG,
+      seed: 1,
+      telemetryMs: 50,
+    },
+  });
+  try {
+    await fleet.start(devices);
+    const running = () => [...fleet.telemetry.values()].filter((t) => t.state === "running").length;
+    await waitUntil(() => running() === 4, "four devices running");
+    fleet.telemetry.clear();
+    fleet.killWorker(0);
+    await waitUntil(
+      () => fleet.workerRestarts === 1 && running() === 4,
+      "the killed Worker's devices to come back",
+    );
+    const report = await fleet.report();
+    assert.equal(report.length, 4);
+    assert.ok(report.every((d) => d.bootable && d.telemetry.version === "1.0.0+0"));
+  } finally {
+    await fleet.stop();
+    await cloud.close();
+  }
+});
