@@ -293,15 +293,17 @@ export async function runFleet(
       certificates: [[certPath, signerPem]],
       factoryImage,
       brokerUrl: cloud.url,
-      timeScale: options.timeScale,
+      // Devices keep real time: their request and self-test timers guard real sockets under real
+      // load. The cloud's clock is the scaled one (rollout rates, job timeouts, schedules).
+      timeScale: 1,
       agentConfig: {
         blockSize: options.blockSize,
         blocksPerRequest: Math.max(1, Math.min(32, Math.floor(32 * 1024 / options.blockSize))),
-        requestTimeoutMs: 20_000,
+        requestTimeoutMs: 5_000,
         maxMomentum: 60,
-        selfTestTimeoutMs: 120_000,
-        statusAckTimeoutMs: 20_000,
-        jobRequestBackoffMs: [10_000, 120_000],
+        selfTestTimeoutMs: 30_000,
+        statusAckTimeoutMs: 5_000,
+        jobRequestBackoffMs: [2_000, 30_000],
         persistEveryBlocks: 16,
         preferredProtocol: options.protocol === "http" ? "HTTP" : "MQTT",
       },

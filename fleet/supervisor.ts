@@ -125,10 +125,16 @@ export class FleetSupervisor {
   async #spawn(slot: WorkerSlot): Promise<void> {
     const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
     slot.worker = worker;
-    const ready = new Promise<void>((resolve) => {
+    const ready = new Promise<void>((resolve, reject) => {
       worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
         if (event.data.type === "ready") resolve();
       });
+      // A Worker that fails before it is ready would otherwise be waited for forever.
+      worker.addEventListener(
+        "error",
+        (event) => reject(new Error(`worker ${slot.index} failed to start: ${event.message}`)),
+        { once: true },
+      );
     });
     worker.addEventListener(
       "message",
