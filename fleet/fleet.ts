@@ -28,7 +28,14 @@ import type { FleetDeviceSpec } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 
 /** Named experiments. */
-export const SCENARIOS = ["happy", "chaos", "rollback", "canary-abort"] as const;
+export const SCENARIOS = [
+  "happy",
+  "chaos",
+  "rollback",
+  "canary-abort",
+  "back-to-back",
+  "late-joiners",
+] as const;
 type Scenario = typeof SCENARIOS[number];
 
 const USAGE = `Usage: deno task fleet [options]
@@ -199,6 +206,8 @@ export interface FleetReport {
     canceled: number;
     other: number;
   };
+  /** Every update of the run with its final counts (back-to-back has three). */
+  updates: { jobId: string; status: string; counts: Record<string, number> }[];
   jobStatus: string;
   bricked: number;
   runningVersion: Record<string, number>;
@@ -278,9 +287,16 @@ export async function runFleet(
     const thing = `dev-${String(i).padStart(5, "0")}`;
     const secret = crypto.randomUUID();
     cloud.provisionThing(thing, secret);
-    cloud.store.addToGroup("fleet", thing);
     devices.push({ thing, secret, seed: options.seed * 100_003 + i });
   }
+  // late-joiners: a tenth of the fleet is provisioned but joins the group only during the job.
+  const initialDevices = options.scenario === "late-joiners"
+    ? Math.ceil(options.devices * 0.9)
+    : options.devices;
+  for (const device of devices.slice(0, initialDevices)) {
+    cloud.store.addToGroup("fleet", device.thing);
+  }
+  let imageBytes = 0;
   const logs: string[] = [];
   const fleet = new FleetSupervisor({
     ...(options.workers !== undefined ? { workers: options.workers } : {}),
@@ -316,7 +332,7 @@ export async function runFleet(
   const faultTimers: ReturnType<typeof setTimeout>[] = [];
   let report: FleetReport | null = null;
   try {
-    await fleet.start(devices);
+    await fleet.start(devices.slice(0, initialDevices));
     out(
       `fleet: ${options.devices} devices in ${fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}`,
     );
@@ -331,7 +347,7 @@ export async function runFleet(
     await waitFor(
       () =>
         [...fleet.telemetry.values()].filter((t) => t.state === "running").length ===
-          options.devices,
+          initialDevices,
       "every device to boot",
     );
     const signed = await cloud.otaUpdates.createSigningProfile({
@@ -341,80 +357,127 @@ export async function runFleet(
       privateKeyPem: await exportPrivateKeyPem(signerKeys.privateKey),
     });
     if (!signed.ok) throw new Error(signed.reason);
-    const created = await cloud.otaUpdates.createOtaUpdate({
-      otaUpdateId: "fleet-1-1-0",
-      payload: b64(buildFirmware({ behavior, version: "1.1.0" }, options.imageSize)),
-      version: "1.1.0",
-      securityCounter: 2,
-      signingProfile: "fleet",
-      certFile: certPath,
-      targets: { groups: ["fleet"] },
-      protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
-      rollout: { maximumPerMinute: options.maxPerMinute },
-      ...(options.scenario === "canary-abort"
-        ? {
-          abort: [{
-            failureType: "ALL" as const,
-            action: "CANCEL" as const,
-            thresholdPercentage: 20,
-            minNumberOfExecutedThings: Math.min(10, options.devices),
-          }],
-          rollout: {
-            maximumPerMinute: Math.max(
-              1,
-              Math.min(options.maxPerMinute, Math.ceil(options.devices / 10)),
-            ),
-          },
+    const planFaults = () => {
+      // The fault plan: who gets which fault, decided by the seed alone.
+      for (const device of devices) {
+        if (random.next() < options.disconnectRate) {
+          faultTimers.push(setTimeout(
+            () => fleet.send(device.thing, { type: "disconnect" }),
+            200 + random.below(2000),
+          ));
         }
-        : {}),
-    });
-    if (!created.ok) throw new Error(created.reason);
-    const jobId = created.value.jobId;
-    // The fault plan: who gets which fault, decided by the seed alone.
-    for (const device of devices) {
-      if (random.next() < options.disconnectRate) {
-        faultTimers.push(setTimeout(
-          () => fleet.send(device.thing, { type: "disconnect" }),
-          200 + random.below(2000),
-        ));
+        if (random.next() < options.corruptRate) {
+          fleet.send(device.thing, { type: "corrupt-blocks", count: 1 + random.below(3) });
+        }
+        if (random.next() < options.powerCutRate) {
+          fleet.send(device.thing, {
+            type: "cut-power",
+            atOperation: 1 + random.below(Math.ceil(options.imageSize / options.blockSize) + 40),
+            torn: random.next() < 0.5,
+          });
+        }
       }
-      if (random.next() < options.corruptRate) {
-        fleet.send(device.thing, { type: "corrupt-blocks", count: 1 + random.below(3) });
-      }
-      if (random.next() < options.powerCutRate) {
-        fleet.send(device.thing, {
-          type: "cut-power",
-          atOperation: 1 + random.below(Math.ceil(options.imageSize / options.blockSize) + 40),
-          torn: random.next() < 0.5,
-        });
-      }
-    }
+    };
+    const versions = options.scenario === "back-to-back" ? ["1.1.0", "1.2.0", "1.3.0"] : ["1.1.0"];
+    const jobIds: string[] = [];
+    const lateJoiners = options.scenario === "late-joiners" ? devices.slice(initialDevices) : [];
     let lastLine = 0;
-    const progress = () => {
-      const counts = cloud.jobs.counts(jobId) as unknown as Record<string, number>;
-      series.push({ t: Math.round(performance.now() - started), counts: { ...counts } });
-      if (performance.now() - lastLine > 1000) {
-        lastLine = performance.now();
-        out(
-          `progress: ${
-            cloud.store.getJob(jobId)?.status
-          } succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending}`,
-        );
+    let lastBytes = 0;
+    let lastAt = performance.now();
+    for (const [index, version] of versions.entries()) {
+      const created = await cloud.otaUpdates.createOtaUpdate({
+        otaUpdateId: `fleet-${version.replaceAll(".", "-")}`,
+        payload: b64(buildFirmware({ behavior, version }, options.imageSize)),
+        version,
+        securityCounter: 2 + index,
+        signingProfile: "fleet",
+        certFile: certPath,
+        targets: { groups: ["fleet"] },
+        protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
+        ...(options.scenario === "late-joiners" ? { targetSelection: "CONTINUOUS" as const } : {}),
+        rollout: options.maxPerMinute < 1000
+          ? { maximumPerMinute: options.maxPerMinute }
+          // Exponential by default: a canary of 100 per minute that doubles every 100 notified.
+          : {
+            exponentialRate: {
+              baseRatePerMinute: 100,
+              incrementFactor: 2,
+              rateIncreaseCriteria: { numberOfNotifiedThings: 100 },
+            },
+          },
+        ...(options.scenario === "canary-abort"
+          ? {
+            abort: [{
+              failureType: "ALL" as const,
+              action: "CANCEL" as const,
+              thresholdPercentage: 20,
+              minNumberOfExecutedThings: Math.min(10, options.devices),
+            }],
+            rollout: {
+              maximumPerMinute: Math.max(
+                1,
+                Math.min(options.maxPerMinute, Math.ceil(options.devices / 10)),
+              ),
+            },
+          }
+          : {}),
+      });
+      if (!created.ok) throw new Error(created.reason);
+      const jobId = created.value.jobId;
+      jobIds.push(jobId);
+      imageBytes = created.value.fileSize;
+      if (index === 0) planFaults();
+      if (lateJoiners.length > 0) {
+        // Devices that join the group while the continuous job runs get it without rate limits.
+        await fleet.addDevices(lateJoiners);
+        for (const device of lateJoiners) cloud.jobs.addThingToGroup("fleet", device.thing);
       }
-    };
-    const ended = () => {
-      progress();
-      const status = cloud.store.getJob(jobId)?.status;
-      if (status !== "COMPLETED" && status !== "CANCELED") return false;
-      // Wait for devices to settle: none mid-update, every confirmation landed.
-      return [...fleet.telemetry.values()].every((t) =>
-        t.state === "running" && !t.trial &&
-        (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
-      );
-    };
-    await waitFor(ended, "the update to end");
+      const progress = () => {
+        const counts = cloud.jobs.counts(jobId);
+        series.push({ t: Math.round(performance.now() - started), counts: { ...counts } });
+        if (performance.now() - lastLine > 1000) {
+          const bytes = cloud.streams.stats.blocksSent * options.blockSize;
+          const rate = (bytes - lastBytes) / ((performance.now() - lastAt) / 1000);
+          const done = counts.SUCCEEDED + counts.FAILED + counts.REJECTED + counts.TIMED_OUT +
+            counts.CANCELED;
+          const elapsed = (performance.now() - started) / 1000;
+          const eta = done > 0 ? Math.round((options.devices - done) * elapsed / done) : null;
+          lastLine = lastAt = performance.now();
+          lastBytes = bytes;
+          out(
+            `progress ${version}: ${
+              cloud.store.getJob(jobId)?.status
+            } succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending} | ${
+              (rate / 1e6).toFixed(1)
+            } MB/s | ETA ${eta === null ? "?" : `${eta} s`}`,
+          );
+        }
+      };
+      const ended = () => {
+        progress();
+        const status = cloud.store.getJob(jobId)?.status;
+        const continuousDone = options.scenario === "late-joiners" &&
+          cloud.jobs.counts(jobId).SUCCEEDED === options.devices;
+        if (status !== "COMPLETED" && status !== "CANCELED" && !continuousDone) return false;
+        // Wait for devices to settle: none mid-update, every confirmation landed.
+        return fleet.telemetry.size === options.devices &&
+          [...fleet.telemetry.values()].every((t) =>
+            t.state === "running" && !t.trial &&
+            (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
+          );
+      };
+      await waitFor(ended, `the update to ${version} to end`);
+    }
+    const jobId = jobIds[jobIds.length - 1]!;
+    const expectedVersion = `${versions[versions.length - 1]}+0`;
     const finals = await fleet.report();
     const counts = cloud.jobs.counts(jobId);
+    // Outcome over every update of the run (back-to-back runs three).
+    const total = { SUCCEEDED: 0, FAILED: 0, REJECTED: 0, TIMED_OUT: 0, CANCELED: 0 };
+    for (const id of jobIds) {
+      const c = cloud.jobs.counts(id);
+      for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += c[key];
+    }
     const runningVersion: Record<string, number> = {};
     for (const d of finals) {
       const version = d.telemetry.version ?? "none";
@@ -439,19 +502,20 @@ export async function runFleet(
       ? "every device back on 1.0.0, every execution FAILED"
       : options.scenario === "canary-abort"
       ? "job CANCELED by its abort criterion, no device on 1.1.0"
-      : "every device on 1.1.0, every execution SUCCEEDED";
+      : `every device on ${expectedVersion}, every execution SUCCEEDED`;
     const asExpected = bricked === 0 && finals.length === options.devices && (
       options.scenario === "rollback"
         ? runningVersion["1.0.0+0"] === options.devices && counts.FAILED === options.devices
         : options.scenario === "canary-abort"
         ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0
-        : runningVersion["1.1.0+0"] === options.devices && counts.SUCCEEDED === options.devices
+        : runningVersion[expectedVersion] === options.devices &&
+          total.SUCCEEDED === options.devices * versions.length
     );
     sample();
     report = {
       scenario: options.scenario,
       devices: options.devices,
-      imageBytes: created.value.fileSize,
+      imageBytes,
       blockBytes: options.blockSize,
       protocol: options.protocol,
       workers: fleet.workerCount,
@@ -465,6 +529,11 @@ export async function runFleet(
         other: options.devices - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
           counts.TIMED_OUT - counts.CANCELED,
       },
+      updates: jobIds.map((id) => ({
+        jobId: id,
+        status: cloud.store.getJob(id)?.status ?? "UNKNOWN",
+        counts: cloud.jobs.counts(id) as unknown as Record<string, number>,
+      })),
       jobStatus,
       bricked,
       runningVersion,

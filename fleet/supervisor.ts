@@ -79,6 +79,21 @@ export class FleetSupervisor {
     await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
   }
 
+  /** Adds devices to the running fleet (spread over the existing Workers) and powers them on. */
+  addDevices(devices: readonly FleetDeviceSpec[]): Promise<void> {
+    const bySlot = new Map<WorkerSlot, FleetDeviceSpec[]>();
+    devices.forEach((device, i) => {
+      const slot = this.#slots[i % this.#slots.length]!;
+      slot.devices.push(device);
+      this.#where.set(device.thing, slot);
+      bySlot.set(slot, [...(bySlot.get(slot) ?? []), device]);
+    });
+    for (const [slot, added] of bySlot) {
+      slot.worker.postMessage({ type: "add", devices: added } satisfies ToWorker);
+    }
+    return Promise.resolve();
+  }
+
   /** Sends a message to a device's actor. */
   send(thing: string, message: ActorMessage): void {
     this.#where.get(thing)?.worker.postMessage({ type: "send", thing, message } satisfies ToWorker);

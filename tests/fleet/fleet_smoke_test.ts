@@ -90,3 +90,25 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
     "chaos turns every fault on",
   );
 });
+
+Deno.test("fleet smoke: back-to-back runs three updates and late-joiners reach devices added during a continuous job", async () => {
+  const chain = await run("--devices", "8", "--workers", "2", "--scenario", "back-to-back");
+  accounted(chain);
+  assert.deepEqual(chain.runningVersion, { "1.3.0+0": 8 });
+  assert.deepEqual(chain.updates.map((u) => u.counts.SUCCEEDED), [8, 8, 8]);
+  assert.ok(chain.asExpected);
+  const late = await run("--devices", "10", "--workers", "2", "--scenario", "late-joiners");
+  accounted(late);
+  assert.deepEqual(late.runningVersion, { "1.1.0+0": 10 });
+  assert.equal(late.updates[0]!.status, "IN_PROGRESS", "a continuous job keeps running");
+  assert.ok(late.asExpected);
+});
+
+Deno.test("fleet smoke: canary-abort stops the rollout and leaves nobody on the failing image", async () => {
+  const report = await run("--devices", "20", "--workers", "2", "--scenario", "canary-abort");
+  accounted(report);
+  assert.equal(report.jobStatus, "CANCELED");
+  assert.deepEqual(report.runningVersion, { "1.0.0+0": 20 });
+  assert.ok(report.outcome.failed >= 2 && report.outcome.other > 0, JSON.stringify(report.outcome));
+  assert.ok(report.asExpected);
+});
