@@ -54,7 +54,8 @@ const USAGE = `Usage: deno task fleet [options]
   --corrupt-rate P         share of devices that receive corrupted blocks (0..1)
   --power-cut-rate P       share of devices whose power is cut during the update (0..1)
   --report FILE            where the JSON report goes (default fleet-report.json)
-  --timeout SECONDS        give up after this much real time (default 600)`;
+  --timeout SECONDS        give up after this much real time (default 600)
+  --cancel P               cancel the update once a share P (0..1) of the fleet has ended it`;
 
 class UsageError extends Error {}
 
@@ -73,6 +74,7 @@ interface Options {
   corruptRate: number;
   powerCutRate: number;
   report: string;
+  cancelAt?: number;
   timeoutSeconds: number;
 }
 
@@ -100,6 +102,7 @@ export function parseFleetArgs(args: string[]): Options {
           "power-cut-rate",
           "report",
           "timeout",
+          "cancel",
         ]
           .map((name) => [name, { type: "string" as const }]),
       ),
@@ -179,6 +182,7 @@ export function parseFleetArgs(args: string[]): Options {
     powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
+    ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
   };
   if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
   if (v["devices-per-worker"] !== undefined) {
@@ -453,8 +457,20 @@ export async function runFleet(
           );
         }
       };
+      let canceled = false;
       const ended = () => {
         progress();
+        const done = cloud.jobs.counts(jobId);
+        if (
+          options.cancelAt !== undefined && !canceled &&
+          done.SUCCEEDED + done.FAILED + done.REJECTED + done.TIMED_OUT >=
+            options.cancelAt * options.devices
+        ) {
+          canceled = true;
+          cloud.jobs.cancelJob(jobId, {
+            reason: "canceled by the operator mid-rollout (--cancel)",
+          });
+        }
         const status = cloud.store.getJob(jobId)?.status;
         const continuousDone = options.scenario === "late-joiners" &&
           cloud.jobs.counts(jobId).SUCCEEDED === options.devices;
@@ -498,13 +514,19 @@ export async function runFleet(
     }
     const jobStatus = cloud.store.getJob(jobId)?.status ?? "UNKNOWN";
     const bricked = finals.filter((d) => !d.bootable).length;
-    const expected = options.scenario === "rollback"
+    const expected = options.cancelAt !== undefined
+      ? "job CANCELED mid-rollout, every device on 1.0.0 or the new image, none bricked"
+      : options.scenario === "rollback"
       ? "every device back on 1.0.0, every execution FAILED"
       : options.scenario === "canary-abort"
       ? "job CANCELED by its abort criterion, no device on 1.1.0"
       : `every device on ${expectedVersion}, every execution SUCCEEDED`;
     const asExpected = bricked === 0 && finals.length === options.devices && (
-      options.scenario === "rollback"
+      options.cancelAt !== undefined
+        ? jobStatus === "CANCELED" &&
+          (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) ===
+            options.devices
+        : options.scenario === "rollback"
         ? runningVersion["1.0.0+0"] === options.devices && counts.FAILED === options.devices
         : options.scenario === "canary-abort"
         ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0

@@ -112,3 +112,29 @@ Deno.test("fleet smoke: canary-abort stops the rollout and leaves nobody on the 
   assert.ok(report.outcome.failed >= 2 && report.outcome.other > 0, JSON.stringify(report.outcome));
   assert.ok(report.asExpected);
 });
+
+Deno.test("fleet smoke: --cancel stops a slow rollout midway; devices end on either image, none bricked", async () => {
+  const report = await run(
+    "--devices",
+    "10",
+    "--workers",
+    "2",
+    "--max-per-minute",
+    "1",
+    "--time-scale",
+    "60",
+    "--cancel",
+    "0.2",
+  );
+  accounted(report);
+  assert.equal(report.jobStatus, "CANCELED");
+  assert.ok(
+    report.outcome.succeeded >= 2 && report.outcome.other > 0,
+    JSON.stringify(report.outcome),
+  );
+  assert.equal(
+    (report.runningVersion["1.0.0+0"] ?? 0) + (report.runningVersion["1.1.0+0"] ?? 0),
+    10,
+  );
+  assert.ok(report.asExpected);
+});
