@@ -36,6 +36,12 @@ export interface DeviceOptions {
   readonly watchdogMs?: number;
   /** Consecutive crashes before the device gives up booting. @default {4} */
   readonly maxBootAttempts?: number;
+  /**
+   * Lets a simulation make this one device misbehave with an image that is fine elsewhere (a
+   * hardware revision the new firmware does not support): given the manifest's behaviour and the
+   * booted version, returns the behaviour to simulate.
+   */
+  readonly behaviorOverride?: (behavior: Behavior, version: string) => Behavior;
 }
 
 /** What the application that runs looks like from outside. */
@@ -107,6 +113,7 @@ export class Device {
   #pending: Promise<void> | null = null;
   #pendingError: unknown = null;
   #hooks: DeviceHooks = {};
+  readonly #behaviorOverride: ((behavior: Behavior, version: string) => Behavior) | null;
 
   /** Builds a powered-off device. */
   constructor(options: DeviceOptions) {
@@ -124,6 +131,7 @@ export class Device {
       this.#hooks.onPowerOff?.(this);
     };
     this.#maxBootAttempts = options.maxBootAttempts ?? 4;
+    this.#behaviorOverride = options.behaviorOverride ?? null;
   }
 
   /** Power and run state. */
@@ -205,7 +213,12 @@ export class Device {
       );
       const reading = readManifest(payload);
       this.#record = record;
-      this.#behavior = reading.manifest.behavior;
+      this.#behavior = this.#behaviorOverride
+        ? this.#behaviorOverride(
+          reading.manifest.behavior,
+          formatVersion(record.image.header.version),
+        )
+        : reading.manifest.behavior;
       const log = outcome.log as string[];
       if (reading.source === "malformed") {
         log.push(`firmware manifest malformed: ${reading.reason}`);

@@ -9,6 +9,7 @@
 import { DeviceRuntime } from "../agent/device_runtime.ts";
 import type { AgentConfig } from "../agent/agent.ts";
 import { boot, type BootRom } from "../bootloader/bootloader.ts";
+import type { Behavior } from "../bootloader/firmware.ts";
 import { Device, flashFactoryImage } from "../bootloader/device.ts";
 import { isPowerCut, type NorFlash } from "../bootloader/flash.ts";
 import { createFlash, type DeviceLayout, openAreas } from "../bootloader/layout.ts";
@@ -38,6 +39,8 @@ export interface FleetDeviceSpec {
   readonly thing: string;
   readonly secret: string;
   readonly seed: number;
+  /** How this device behaves on any image other than the factory one (image behaviour mixes). */
+  readonly badImage?: Behavior;
 }
 
 /** Shared by all devices of a Worker. */
@@ -90,6 +93,12 @@ export class DeviceActor {
       rom: environment.rom,
       clock: environment.clock,
       flash: environment.factory.clone({ seed: spec.seed }),
+      ...(spec.badImage
+        ? {
+          behaviorOverride: (behavior: Behavior, version: string) =>
+            version.startsWith("1.0.0") ? behavior : spec.badImage!,
+        }
+        : {}),
     });
     this.runtime = new DeviceRuntime({
       device: this.device,

@@ -55,7 +55,10 @@ const USAGE = `Usage: deno task fleet [options]
   --power-cut-rate P       share of devices whose power is cut during the update (0..1)
   --report FILE            where the JSON report goes (default fleet-report.json)
   --timeout SECONDS        give up after this much real time (default 600)
-  --cancel P               cancel the update once a share P (0..1) of the fleet has ended it`;
+  --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
+  --bad-image-share P      share of devices on which the new image misbehaves (0..1)
+  --bad-image-behavior B   crash-on-boot | no-network | fail-self-test | hang (default crash-on-boot)
+  --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)`;
 
 class UsageError extends Error {}
 
@@ -75,7 +78,20 @@ interface Options {
   powerCutRate: number;
   report: string;
   cancelAt?: number;
+  badImageShare: number;
+  badImageBehavior: Behavior;
+  abortPercent?: number;
   timeoutSeconds: number;
+}
+
+function badBehavior(text: string | undefined): Behavior {
+  const value = text ?? "crash-on-boot";
+  if (!["crash-on-boot", "no-network", "fail-self-test", "hang"].includes(value)) {
+    throw new UsageError(
+      `Invalid --bad-image-behavior: expected crash-on-boot, no-network, fail-self-test or hang: current value is '${value}'`,
+    );
+  }
+  return value as Behavior;
 }
 
 /** Parses and validates flags (a bad value is a UsageError naming it). */
@@ -103,6 +119,9 @@ export function parseFleetArgs(args: string[]): Options {
           "report",
           "timeout",
           "cancel",
+          "bad-image-share",
+          "bad-image-behavior",
+          "abort-percent",
         ]
           .map((name) => [name, { type: "string" as const }]),
       ),
@@ -183,6 +202,9 @@ export function parseFleetArgs(args: string[]): Options {
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
+    badImageShare: rate("bad-image-share", 0),
+    badImageBehavior: badBehavior(v["bad-image-behavior"]),
+    ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
   };
   if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
   if (v["devices-per-worker"] !== undefined) {
@@ -291,7 +313,13 @@ export async function runFleet(
     const thing = `dev-${String(i).padStart(5, "0")}`;
     const secret = crypto.randomUUID();
     cloud.provisionThing(thing, secret);
-    devices.push({ thing, secret, seed: options.seed * 100_003 + i });
+    const bad = random.next() < options.badImageShare;
+    devices.push({
+      thing,
+      secret,
+      seed: options.seed * 100_003 + i,
+      ...(bad ? { badImage: options.badImageBehavior } : {}),
+    });
   }
   // late-joiners: a tenth of the fleet is provisioned but joins the group only during the job.
   const initialDevices = options.scenario === "late-joiners"
@@ -425,6 +453,16 @@ export async function runFleet(
             },
           }
           : {}),
+        ...(options.abortPercent !== undefined
+          ? {
+            abort: [{
+              failureType: "ALL" as const,
+              action: "CANCEL" as const,
+              thresholdPercentage: options.abortPercent,
+              minNumberOfExecutedThings: Math.min(10, options.devices),
+            }],
+          }
+          : {}),
       });
       if (!created.ok) throw new Error(created.reason);
       const jobId = created.value.jobId;
@@ -514,7 +552,16 @@ export async function runFleet(
     }
     const jobStatus = cloud.store.getJob(jobId)?.status ?? "UNKNOWN";
     const bricked = finals.filter((d) => !d.bootable).length;
-    const expected = options.cancelAt !== undefined
+    const badDevices = devices.filter((d) => d.badImage).length;
+    const mixed = badDevices > 0 && options.scenario === "happy";
+    const aborted = mixed && options.abortPercent !== undefined;
+    const expected = aborted
+      ? `the abort criterion (${options.abortPercent}%) stops the rollout; devices on either image, none bricked`
+      : mixed
+      ? `${
+        options.devices - badDevices
+      } devices on ${expectedVersion}; the ${badDevices} with a misbehaving image back on 1.0.0`
+      : options.cancelAt !== undefined
       ? "job CANCELED mid-rollout, every device on 1.0.0 or the new image, none bricked"
       : options.scenario === "rollback"
       ? "every device back on 1.0.0, every execution FAILED"
@@ -522,7 +569,15 @@ export async function runFleet(
       ? "job CANCELED by its abort criterion, no device on 1.1.0"
       : `every device on ${expectedVersion}, every execution SUCCEEDED`;
     const asExpected = bricked === 0 && finals.length === options.devices && (
-      options.cancelAt !== undefined
+      aborted
+        ? jobStatus === "CANCELED" &&
+          (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) ===
+            options.devices
+        : mixed
+        ? runningVersion[expectedVersion] === options.devices - badDevices &&
+          runningVersion["1.0.0+0"] === badDevices &&
+          counts.SUCCEEDED === options.devices - badDevices
+        : options.cancelAt !== undefined
         ? jobStatus === "CANCELED" &&
           (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) ===
             options.devices

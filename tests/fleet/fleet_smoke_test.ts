@@ -138,3 +138,41 @@ Deno.test("fleet smoke: --cancel stops a slow rollout midway; devices end on eit
   );
   assert.ok(report.asExpected);
 });
+
+Deno.test("fleet smoke: an image that crashes on a quarter of the devices trips the abort threshold", async () => {
+  const mixed = await run(
+    "--devices",
+    "20",
+    "--workers",
+    "2",
+    "--bad-image-share",
+    "0.25",
+    "--seed",
+    "3",
+  );
+  accounted(mixed);
+  const bad = mixed.runningVersion["1.0.0+0"] ?? 0;
+  assert.ok(
+    bad > 0 && mixed.outcome.failed === bad,
+    "the devices it crashes on revert and report FAILED",
+  );
+  assert.ok(mixed.asExpected);
+  const stopped = await run(
+    "--devices",
+    "20",
+    "--workers",
+    "2",
+    "--bad-image-share",
+    "0.5",
+    "--abort-percent",
+    "20",
+    "--max-per-minute",
+    "10",
+    "--seed",
+    "3",
+  );
+  accounted(stopped);
+  assert.equal(stopped.jobStatus, "CANCELED");
+  assert.ok(stopped.outcome.other > 0, "the rest of the fleet was never updated");
+  assert.ok(stopped.asExpected);
+});
