@@ -8,6 +8,8 @@
  */
 
 import { parseArgs } from "node:util";
+// @ts-types="@types/cli-progress"
+import cliProgress from "cli-progress";
 import {
   certificateDer,
   createRootCertificate,
@@ -261,9 +263,21 @@ const b64 = (bytes: Uint8Array) => {
 };
 
 /** Runs a fleet experiment and returns its report. */
+/** A progress snapshot (about once a second). */
+export interface FleetProgress {
+  readonly version: string;
+  readonly status: string;
+  readonly done: number;
+  readonly total: number;
+  readonly counts: Record<string, number>;
+  readonly mbPerSecond: number;
+  readonly etaSeconds: number | null;
+}
+
 export async function runFleet(
   options: Options,
   out: (line: string) => void,
+  onProgress?: (progress: FleetProgress) => void,
 ): Promise<FleetReport> {
   const started = performance.now();
   let peakRss = Deno.memoryUsage().rss;
@@ -486,13 +500,24 @@ export async function runFleet(
           const eta = done > 0 ? Math.round((options.devices - done) * elapsed / done) : null;
           lastLine = lastAt = performance.now();
           lastBytes = bytes;
-          out(
-            `progress ${version}: ${
-              cloud.store.getJob(jobId)?.status
-            } succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending} | ${
-              (rate / 1e6).toFixed(1)
-            } MB/s | ETA ${eta === null ? "?" : `${eta} s`}`,
-          );
+          const status = cloud.store.getJob(jobId)?.status ?? "UNKNOWN";
+          if (onProgress) {
+            onProgress({
+              version,
+              status,
+              done,
+              total: options.devices,
+              counts: { ...counts },
+              mbPerSecond: rate / 1e6,
+              etaSeconds: eta,
+            });
+          } else {
+            out(
+              `progress ${version}: ${status} succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending} | ${
+                (rate / 1e6).toFixed(1)
+              } MB/s | ETA ${eta === null ? "?" : `${eta} s`}`,
+            );
+          }
         }
       };
       let canceled = false;
@@ -641,7 +666,30 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   try {
-    const report = await runFleet(options, (line) => console.log(line));
+    // A live bar on a terminal; plain periodic lines otherwise (logs, CI).
+    const bar = Deno.stdout.isTerminal()
+      ? new cliProgress.SingleBar(
+        { format: "{version} {bar} {value}/{total} | {line}" },
+        cliProgress.Presets.shades_classic,
+      )
+      : null;
+    let barStarted = false;
+    const report = await runFleet(
+      options,
+      (line) => console.log(line),
+      bar
+        ? (p) => {
+          const line =
+            `ok ${p.counts.SUCCEEDED} failed ${p.counts.FAILED} in progress ${p.counts.IN_PROGRESS} queued ${p.counts.QUEUED} | ${
+              p.mbPerSecond.toFixed(1)
+            } MB/s | ETA ${p.etaSeconds ?? "?"} s`;
+          if (!barStarted) bar.start(p.total, p.done, { version: p.version, line });
+          else bar.update(p.done, { version: p.version, line });
+          barStarted = true;
+        }
+        : undefined,
+    );
+    bar?.stop();
     await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
     const o = report.outcome;
     console.log(`
