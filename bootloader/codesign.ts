@@ -11,7 +11,7 @@ import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { Certificate as AsnCertificate } from "@peculiar/asn1-x509";
-import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { createECDH, createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { bytesEqual, concatBytes, toArrayBuffer, toHex } from "../lib/bytes.ts";
 
 x509.cryptoProvider.set(crypto);
@@ -696,4 +696,43 @@ async function checkCodeSignerUnguarded(
       verifier: { key, keyHash: sha256(new Uint8Array(cert.publicKey.rawData)) },
     },
   };
+}
+
+/**
+ * A P-256 key pair derived from `material` (SHA-256, re-hashed until it is a valid scalar), so
+ * separate processes that share a secret build the same keys — how fleet shards agree on one
+ * signing PKI without passing private keys around. Never use it for keys that must stay secret
+ * from whoever knows `material`.
+ *
+ * @example
+ * ```ts
+ * import { deriveSigningKeys } from "./codesign.ts";
+ * const a = await deriveSigningKeys("shared secret:root");
+ * const b = await deriveSigningKeys("shared secret:root");
+ * // a and b hold the same key
+ * ```
+ */
+export async function deriveSigningKeys(material: string): Promise<SigningKeys> {
+  const order = BigInt("0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+  let scalar = sha256(new TextEncoder().encode(material));
+  while (BigInt(`0x${toHex(scalar)}`) === 0n || BigInt(`0x${toHex(scalar)}`) >= order) {
+    scalar = sha256(scalar);
+  }
+  const ecdh = createECDH("prime256v1");
+  ecdh.setPrivateKey(scalar);
+  const point = ecdh.getPublicKey();
+  const b64url = (bytes: Uint8Array) =>
+    btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const jwk = {
+    kty: "EC",
+    crv: "P-256",
+    x: b64url(point.subarray(1, 33)),
+    y: b64url(point.subarray(33, 65)),
+    d: b64url(scalar),
+    ext: true,
+  };
+  const privateKey = await crypto.subtle.importKey("jwk", jwk, ECDSA_P256, true, ["sign"]);
+  const { d: _d, ...publicJwk } = jwk;
+  const publicKey = await crypto.subtle.importKey("jwk", publicJwk, ECDSA_P256, true, ["verify"]);
+  return { privateKey, publicKey };
 }

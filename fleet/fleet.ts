@@ -13,6 +13,7 @@ import cliProgress from "cli-progress";
 import {
   certificateDer,
   createRootCertificate,
+  deriveSigningKeys,
   exportPrivateKeyPem,
   generateSigningKeys,
   issueCodeSigningCertificate,
@@ -22,6 +23,7 @@ import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
 import { parseVersion } from "../bootloader/image_format.ts";
 import { signImage } from "../bootloader/image_sign.ts";
 import { startCloud } from "../broker/cloud.ts";
+import { embeddedAccess, remoteAccess } from "./cloud_access.ts";
 import { operatorApi } from "../broker/operator_api.ts";
 import { ScaledClock } from "../lib/clock.ts";
 import { seededRandom } from "../lib/random.ts";
@@ -60,7 +62,10 @@ const USAGE = `Usage: deno task fleet [options]
   --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
   --bad-image-share P      share of devices on which the new image misbehaves (0..1)
   --bad-image-behavior B   crash-on-boot | no-network | fail-self-test | hang (default crash-on-boot)
-  --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)`;
+  --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
+  --broker URL --api URL --token T
+                           join a running cloud (deno task broker) instead of embedding one
+  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)`;
 
 class UsageError extends Error {}
 
@@ -83,7 +88,22 @@ interface Options {
   badImageShare: number;
   badImageBehavior: Behavior;
   abortPercent?: number;
+  remote?: { broker: string; api: string; token: string };
+  shard: { index: number; count: number };
   timeoutSeconds: number;
+}
+
+function parseShard(text: string | undefined): { index: number; count: number } {
+  if (text === undefined) return { index: 1, count: 1 };
+  const match = /^(\d+)\/(\d+)$/.exec(text);
+  const index = Number(match?.[1]);
+  const count = Number(match?.[2]);
+  if (!match || count < 1 || index < 1 || index > count) {
+    throw new UsageError(
+      `Invalid --shard: expected I/N with 1 <= I <= N: current value is '${text}'`,
+    );
+  }
+  return { index, count };
 }
 
 function badBehavior(text: string | undefined): Behavior {
@@ -124,6 +144,10 @@ export function parseFleetArgs(args: string[]): Options {
           "bad-image-share",
           "bad-image-behavior",
           "abort-percent",
+          "broker",
+          "api",
+          "token",
+          "shard",
         ]
           .map((name) => [name, { type: "string" as const }]),
       ),
@@ -205,12 +229,30 @@ export function parseFleetArgs(args: string[]): Options {
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
     badImageShare: rate("bad-image-share", 0),
+    shard: parseShard(v.shard),
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
     ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
   };
   if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
   if (v["devices-per-worker"] !== undefined) {
     options.devicesPerWorker = int("devices-per-worker", 1, 1, 100_000);
+  }
+  if (v.broker !== undefined || v.api !== undefined || v.token !== undefined) {
+    if (!v.broker || !v.api || !v.token) {
+      throw new UsageError("Joining a cloud needs all of --broker, --api and --token");
+    }
+    if (!/^mqtts?:\/\/\S+$/.test(v.broker)) {
+      throw new UsageError(
+        `Invalid --broker: expected mqtt://HOST:PORT: current value is '${v.broker}'`,
+      );
+    }
+    if (!/^https?:\/\/\S+$/.test(v.api)) {
+      throw new UsageError(`Invalid --api: expected an http(s) URL: current value is '${v.api}'`);
+    }
+    options.remote = { broker: v.broker, api: v.api, token: v.token };
+  }
+  if (options.shard.count > 1 && !options.remote) {
+    throw new UsageError("--shard needs --broker, --api and --token (one cloud for all shards)");
   }
   if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
     throw new UsageError("Give --workers or --devices-per-worker, not both");
@@ -284,29 +326,53 @@ export async function runFleet(
   const sample = () => (peakRss = Math.max(peakRss, Deno.memoryUsage().rss));
   const random = seededRandom(options.seed);
   const clock = new ScaledClock(options.timeScale);
-  const cloud = await startCloud({ clock, tickMs: 1000 });
-  const token = crypto.randomUUID();
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    operatorApi(cloud, { token }),
-  );
-  cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  // Embedded cloud, or a running one joined through its operator API (shards share it).
+  const embedded = options.remote ? null : await startCloud({ clock, tickMs: 1000 });
+  const token = options.remote?.token ?? crypto.randomUUID();
+  const server = embedded
+    ? Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+      operatorApi(embedded, { token }),
+    )
+    : null;
+  if (embedded && server) {
+    embedded.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  }
+  const access = embedded
+    ? embeddedAccess(embedded)
+    : remoteAccess(options.remote!.broker, options.remote!.api, token);
   const slotSectors = Math.ceil((options.imageSize + 4096) / 4096) + 1;
-  const validity = {
-    notBefore: new Date(Date.now() - 86_400_000),
-    notAfter: new Date(Date.now() + 3650 * 86_400_000),
-  };
-  const rootKeys = await generateSigningKeys();
+  // Shards must agree on one signing PKI without sharing private keys: when joining a cloud the
+  // keys derive from the operator token and seed; certificates are then equivalent everywhere.
+  const validity = options.remote
+    ? {
+      notBefore: new Date("2020-01-01T00:00:00Z"),
+      notAfter: new Date("2100-01-01T00:00:00Z"),
+      serialNumber: "01",
+    }
+    : {
+      notBefore: new Date(Date.now() - 86_400_000),
+      notAfter: new Date(Date.now() + 3650 * 86_400_000),
+    };
+  const material = `${token}:${options.seed}`;
+  const rootKeys = options.remote
+    ? await deriveSigningKeys(`${material}:root`)
+    : await generateSigningKeys();
   const root = await createRootCertificate(rootKeys, {
     subject: "CN=Fleet Device Root",
     ...validity,
   });
-  const signerKeys = await generateSigningKeys();
+  const signerKeys = options.remote
+    ? await deriveSigningKeys(`${material}:signer`)
+    : await generateSigningKeys();
   const signer = await issueCodeSigningCertificate(
     root,
     rootKeys.privateKey,
     signerKeys.publicKey,
-    { subject: "CN=Fleet Signer", ...validity },
+    {
+      subject: "CN=Fleet Signer",
+      ...validity,
+    },
   );
   const certPath = "/certs/ota_signer.pem";
   const signerPem = pemEncode("CERTIFICATE", certificateDer(signer));
@@ -323,24 +389,24 @@ export async function runFleet(
     ? "fail-self-test"
     : "ok";
   const devices: FleetDeviceSpec[] = [];
+  let globalBad = 0;
   for (let i = 0; i < options.devices; i++) {
-    const thing = `dev-${String(i).padStart(5, "0")}`;
-    const secret = crypto.randomUUID();
-    cloud.provisionThing(thing, secret);
     const bad = random.next() < options.badImageShare;
+    if (bad) globalBad++;
+    if (i % options.shard.count !== options.shard.index - 1) continue;
     devices.push({
-      thing,
-      secret,
+      thing: `dev-${String(i).padStart(5, "0")}`,
+      secret: crypto.randomUUID(),
       seed: options.seed * 100_003 + i,
       ...(bad ? { badImage: options.badImageBehavior } : {}),
     });
   }
+  /** Devices this process runs (all of them, or its shard's share). */
+  const local = devices.length;
   // late-joiners: a tenth of the fleet is provisioned but joins the group only during the job.
-  const initialDevices = options.scenario === "late-joiners"
-    ? Math.ceil(options.devices * 0.9)
-    : options.devices;
-  for (const device of devices.slice(0, initialDevices)) {
-    cloud.store.addToGroup("fleet", device.thing);
+  const initialDevices = options.scenario === "late-joiners" ? Math.ceil(local * 0.9) : local;
+  for (const [index, device] of devices.entries()) {
+    await access.provisionThing(device.thing, device.secret, index < initialDevices);
   }
   let imageBytes = 0;
   const logs: string[] = [];
@@ -354,7 +420,7 @@ export async function runFleet(
       rootCertificateDer: certificateDer(root),
       certificates: [[certPath, signerPem]],
       factoryImage,
-      brokerUrl: cloud.url,
+      brokerUrl: access.brokerUrl,
       // Devices keep real time: their request and self-test timers guard real sockets under real
       // load. The cloud's clock is the scaled one (rollout rates, job timeouts, schedules).
       timeScale: 1,
@@ -383,8 +449,8 @@ export async function runFleet(
       `fleet: ${options.devices} devices in ${fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}`,
     );
     const deadline = performance.now() + options.timeoutSeconds * 1000;
-    const waitFor = async (condition: () => boolean, what: string) => {
-      while (!condition()) {
+    const waitFor = async (condition: () => boolean | Promise<boolean>, what: string) => {
+      while (!(await condition())) {
         if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
         sample();
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -396,13 +462,16 @@ export async function runFleet(
           initialDevices,
       "every device to boot",
     );
-    const signed = await cloud.otaUpdates.createSigningProfile({
-      name: "fleet",
-      rootPem: pemEncode("CERTIFICATE", certificateDer(root)),
-      certificatePem: signerPem,
-      privateKeyPem: await exportPrivateKeyPem(signerKeys.privateKey),
-    });
-    if (!signed.ok) throw new Error(signed.reason);
+    // One shard (the first) creates the signing profile and the updates; the others wait for them.
+    const leader = options.shard.index === 1;
+    if (leader) {
+      await access.createSigningProfile({
+        name: "fleet",
+        rootPem: pemEncode("CERTIFICATE", certificateDer(root)),
+        certificatePem: signerPem,
+        privateKeyPem: await exportPrivateKeyPem(signerKeys.privateKey),
+      });
+    }
     const planFaults = () => {
       // The fault plan: who gets which fault, decided by the seed alone.
       for (const device of devices) {
@@ -431,68 +500,77 @@ export async function runFleet(
     let lastBytes = 0;
     let lastAt = performance.now();
     for (const [index, version] of versions.entries()) {
-      const created = await cloud.otaUpdates.createOtaUpdate({
-        otaUpdateId: `fleet-${version.replaceAll(".", "-")}`,
-        payload: b64(buildFirmware({ behavior, version }, options.imageSize)),
-        version,
-        securityCounter: 2 + index,
-        signingProfile: "fleet",
-        certFile: certPath,
-        targets: { groups: ["fleet"] },
-        protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
-        ...(options.scenario === "late-joiners" ? { targetSelection: "CONTINUOUS" as const } : {}),
-        rollout: options.maxPerMinute < 1000
-          ? { maximumPerMinute: options.maxPerMinute }
-          // Exponential by default: a canary of 100 per minute that doubles every 100 notified.
-          : {
-            exponentialRate: {
-              baseRatePerMinute: 100,
-              incrementFactor: 2,
-              rateIncreaseCriteria: { numberOfNotifiedThings: 100 },
+      const otaUpdateId = `fleet-${version.replaceAll(".", "-")}`;
+      let created = leader ? null : await access.findOtaUpdate(otaUpdateId);
+      if (!leader) {
+        await waitFor(
+          async () => (created = await access.findOtaUpdate(otaUpdateId)) !== null,
+          `shard 1 to create ${otaUpdateId}`,
+        );
+      } else {created = await access.createOtaUpdate({
+          otaUpdateId,
+          payload: b64(buildFirmware({ behavior, version }, options.imageSize)),
+          version,
+          securityCounter: 2 + index,
+          signingProfile: "fleet",
+          certFile: certPath,
+          targets: { groups: ["fleet"] },
+          protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
+          ...(options.scenario === "late-joiners"
+            ? { targetSelection: "CONTINUOUS" as const }
+            : {}),
+          rollout: options.maxPerMinute < 1000
+            ? { maximumPerMinute: options.maxPerMinute }
+            // Exponential by default: a canary of 100 per minute that doubles every 100 notified.
+            : {
+              exponentialRate: {
+                baseRatePerMinute: 100,
+                incrementFactor: 2,
+                rateIncreaseCriteria: { numberOfNotifiedThings: 100 },
+              },
             },
-          },
-        ...(options.scenario === "canary-abort"
-          ? {
-            abort: [{
-              failureType: "ALL" as const,
-              action: "CANCEL" as const,
-              thresholdPercentage: 20,
-              minNumberOfExecutedThings: Math.min(10, options.devices),
-            }],
-            rollout: {
-              maximumPerMinute: Math.max(
-                1,
-                Math.min(options.maxPerMinute, Math.ceil(options.devices / 10)),
-              ),
-            },
-          }
-          : {}),
-        ...(options.abortPercent !== undefined
-          ? {
-            abort: [{
-              failureType: "ALL" as const,
-              action: "CANCEL" as const,
-              thresholdPercentage: options.abortPercent,
-              minNumberOfExecutedThings: Math.min(10, options.devices),
-            }],
-          }
-          : {}),
-      });
-      if (!created.ok) throw new Error(created.reason);
-      const jobId = created.value.jobId;
+          ...(options.scenario === "canary-abort"
+            ? {
+              abort: [{
+                failureType: "ALL" as const,
+                action: "CANCEL" as const,
+                thresholdPercentage: 20,
+                minNumberOfExecutedThings: Math.min(10, options.devices),
+              }],
+              rollout: {
+                maximumPerMinute: Math.max(
+                  1,
+                  Math.min(options.maxPerMinute, Math.ceil(options.devices / 10)),
+                ),
+              },
+            }
+            : {}),
+          ...(options.abortPercent !== undefined
+            ? {
+              abort: [{
+                failureType: "ALL" as const,
+                action: "CANCEL" as const,
+                thresholdPercentage: options.abortPercent,
+                minNumberOfExecutedThings: Math.min(10, options.devices),
+              }],
+            }
+            : {}),
+        });}
+      const { jobId, fileSize } = created!;
       jobIds.push(jobId);
-      imageBytes = created.value.fileSize;
+      imageBytes = fileSize;
       if (index === 0) planFaults();
       if (lateJoiners.length > 0) {
         // Devices that join the group while the continuous job runs get it without rate limits.
         await fleet.addDevices(lateJoiners);
-        for (const device of lateJoiners) cloud.jobs.addThingToGroup("fleet", device.thing);
+        for (const device of lateJoiners) await access.addToGroup(device.thing);
       }
-      const progress = () => {
-        const counts = cloud.jobs.counts(jobId);
+      const progress = async () => {
+        const state = await access.jobState(jobId);
+        const counts = state.counts;
         series.push({ t: Math.round(performance.now() - started), counts: { ...counts } });
         if (performance.now() - lastLine > 1000) {
-          const bytes = cloud.streams.stats.blocksSent * options.blockSize;
+          const bytes = access.bytesDelivered(options.blockSize) ?? 0;
           const rate = (bytes - lastBytes) / ((performance.now() - lastAt) / 1000);
           const done = counts.SUCCEEDED + counts.FAILED + counts.REJECTED + counts.TIMED_OUT +
             counts.CANCELED;
@@ -500,7 +578,7 @@ export async function runFleet(
           const eta = done > 0 ? Math.round((options.devices - done) * elapsed / done) : null;
           lastLine = lastAt = performance.now();
           lastBytes = bytes;
-          const status = cloud.store.getJob(jobId)?.status ?? "UNKNOWN";
+          const status = state.status;
           if (onProgress) {
             onProgress({
               version,
@@ -519,27 +597,26 @@ export async function runFleet(
             );
           }
         }
+        return state;
       };
       let canceled = false;
-      const ended = () => {
-        progress();
-        const done = cloud.jobs.counts(jobId);
+      const ended = async () => {
+        const state = await progress();
+        const done = state.counts;
         if (
           options.cancelAt !== undefined && !canceled &&
           done.SUCCEEDED + done.FAILED + done.REJECTED + done.TIMED_OUT >=
             options.cancelAt * options.devices
         ) {
           canceled = true;
-          cloud.jobs.cancelJob(jobId, {
-            reason: "canceled by the operator mid-rollout (--cancel)",
-          });
+          await access.cancelJob(jobId, "canceled by the operator mid-rollout (--cancel)");
         }
-        const status = cloud.store.getJob(jobId)?.status;
+        const status = state.status;
         const continuousDone = options.scenario === "late-joiners" &&
-          cloud.jobs.counts(jobId).SUCCEEDED === options.devices;
+          done.SUCCEEDED === options.devices;
         if (status !== "COMPLETED" && status !== "CANCELED" && !continuousDone) return false;
         // Wait for devices to settle: none mid-update, every confirmation landed.
-        return fleet.telemetry.size === options.devices &&
+        return fleet.telemetry.size === local &&
           [...fleet.telemetry.values()].every((t) =>
             t.state === "running" && !t.trial &&
             (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
@@ -550,11 +627,12 @@ export async function runFleet(
     const jobId = jobIds[jobIds.length - 1]!;
     const expectedVersion = `${versions[versions.length - 1]}+0`;
     const finals = await fleet.report();
-    const counts = cloud.jobs.counts(jobId);
+    const last = await access.jobState(jobId);
+    const counts = last.counts;
     // Outcome over every update of the run (back-to-back runs three).
     const total = { SUCCEEDED: 0, FAILED: 0, REJECTED: 0, TIMED_OUT: 0, CANCELED: 0 };
     for (const id of jobIds) {
-      const c = cloud.jobs.counts(id);
+      const c = (await access.jobState(id)).counts;
       for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += c[key];
     }
     const runningVersion: Record<string, number> = {};
@@ -575,17 +653,20 @@ export async function runFleet(
       faults.powerCuts += d.faults.powerCuts;
       faults.crashes += d.faults.crashes;
     }
-    const jobStatus = cloud.store.getJob(jobId)?.status ?? "UNKNOWN";
+    const jobStatus = last.status;
     const bricked = finals.filter((d) => !d.bootable).length;
+    // Job counts cover the whole fleet (every shard); versions and boots cover this process's devices.
     const badDevices = devices.filter((d) => d.badImage).length;
-    const mixed = badDevices > 0 && options.scenario === "happy";
+    const mixed = globalBad > 0 && options.scenario === "happy";
     const aborted = mixed && options.abortPercent !== undefined;
+    const either =
+      (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) === local;
     const expected = aborted
       ? `the abort criterion (${options.abortPercent}%) stops the rollout; devices on either image, none bricked`
       : mixed
       ? `${
-        options.devices - badDevices
-      } devices on ${expectedVersion}; the ${badDevices} with a misbehaving image back on 1.0.0`
+        options.devices - globalBad
+      } devices on ${expectedVersion}; the ${globalBad} with a misbehaving image back on 1.0.0`
       : options.cancelAt !== undefined
       ? "job CANCELED mid-rollout, every device on 1.0.0 or the new image, none bricked"
       : options.scenario === "rollback"
@@ -593,30 +674,35 @@ export async function runFleet(
       : options.scenario === "canary-abort"
       ? "job CANCELED by its abort criterion, no device on 1.1.0"
       : `every device on ${expectedVersion}, every execution SUCCEEDED`;
-    const asExpected = bricked === 0 && finals.length === options.devices && (
+    const asExpected = bricked === 0 && finals.length === local && (
       aborted
-        ? jobStatus === "CANCELED" &&
-          (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) ===
-            options.devices
+        ? jobStatus === "CANCELED" && either
         : mixed
-        ? runningVersion[expectedVersion] === options.devices - badDevices &&
-          runningVersion["1.0.0+0"] === badDevices &&
-          counts.SUCCEEDED === options.devices - badDevices
+        ? (runningVersion[expectedVersion] ?? 0) === local - badDevices &&
+          (runningVersion["1.0.0+0"] ?? 0) === badDevices &&
+          counts.SUCCEEDED === options.devices - globalBad
         : options.cancelAt !== undefined
-        ? jobStatus === "CANCELED" &&
-          (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) ===
-            options.devices
+        ? jobStatus === "CANCELED" && either
         : options.scenario === "rollback"
-        ? runningVersion["1.0.0+0"] === options.devices && counts.FAILED === options.devices
+        ? runningVersion["1.0.0+0"] === local && counts.FAILED === options.devices
         : options.scenario === "canary-abort"
         ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0
-        : runningVersion[expectedVersion] === options.devices &&
+        : runningVersion[expectedVersion] === local &&
           total.SUCCEEDED === options.devices * versions.length
     );
+    const updates = [];
+    for (const id of jobIds) {
+      const state = await access.jobState(id);
+      updates.push({
+        jobId: id,
+        status: state.status,
+        counts: state.counts as unknown as Record<string, number>,
+      });
+    }
     sample();
     report = {
       scenario: options.scenario,
-      devices: options.devices,
+      devices: local,
       imageBytes,
       blockBytes: options.blockSize,
       protocol: options.protocol,
@@ -628,19 +714,16 @@ export async function runFleet(
         timedOut: counts.TIMED_OUT,
         canceled: counts.CANCELED,
         // Everything else: still open, removed, or never notified (a canceled rollout stops there).
-        other: options.devices - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
+        other: local - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
           counts.TIMED_OUT - counts.CANCELED,
       },
-      updates: jobIds.map((id) => ({
-        jobId: id,
-        status: cloud.store.getJob(id)?.status ?? "UNKNOWN",
-        counts: cloud.jobs.counts(id) as unknown as Record<string, number>,
-      })),
+      updates,
       jobStatus,
       bricked,
       runningVersion,
       faults,
-      bytesDelivered: cloud.streams.stats.blocksSent * options.blockSize,
+      // A remote cloud does not say what its stream service sent: estimate from the image size.
+      bytesDelivered: access.bytesDelivered(options.blockSize) ?? imageBytes * total.SUCCEEDED,
       wallSeconds: Math.round((performance.now() - started) / 100) / 10,
       peakRssBytes: peakRss,
       series,
@@ -652,8 +735,8 @@ export async function runFleet(
     for (const timer of faultTimers) clearTimeout(timer);
     if (!report) { for (const line of logs.slice(-20)) out(`log: ${line}`); }
     await fleet.stop();
-    await server.shutdown();
-    await cloud.close();
+    await server?.shutdown();
+    await embedded?.close();
   }
 }
 

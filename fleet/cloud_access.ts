@@ -1,0 +1,156 @@
+/**
+ * What the fleet needs from the cloud, whether it embeds one (`startCloud`) or joins an existing
+ * one through its operator API (`--broker/--api/--token`, so several fleet processes, one per
+ * shard, can drive one fleet against one broker).
+ *
+ * @module
+ */
+
+import type { Cloud } from "../broker/cloud.ts";
+import type { OtaUpdateRequest, SigningProfile } from "../broker/ota_updates.ts";
+
+/** Counts of one job's executions, plus things not notified yet. */
+export type Counts = Record<
+  | "QUEUED"
+  | "IN_PROGRESS"
+  | "SUCCEEDED"
+  | "FAILED"
+  | "TIMED_OUT"
+  | "REJECTED"
+  | "REMOVED"
+  | "CANCELED"
+  | "pending",
+  number
+>;
+
+/** The cloud as the fleet uses it. */
+export interface CloudAccess {
+  readonly brokerUrl: string;
+  provisionThing(thing: string, secret: string, inGroup: boolean): Promise<void>;
+  addToGroup(thing: string): Promise<void>;
+  createSigningProfile(profile: SigningProfile): Promise<void>;
+  /** Creates an OTA update; returns its job id and file size. */
+  createOtaUpdate(request: OtaUpdateRequest): Promise<{ jobId: string; fileSize: number }>;
+  /** An OTA update created by someone else (another shard): null until it exists. */
+  findOtaUpdate(otaUpdateId: string): Promise<{ jobId: string; fileSize: number } | null>;
+  jobState(jobId: string): Promise<{ status: string; counts: Counts }>;
+  cancelJob(jobId: string, reason: string): Promise<void>;
+  /** Bytes the stream service sent (null when the cloud is remote and does not say). */
+  bytesDelivered(blockSize: number): number | null;
+}
+
+/**
+ * Access to an embedded cloud.
+ *
+ * @example
+ * ```ts ignore
+ * const access = embeddedAccess(await startCloud());
+ * ```
+ */
+export function embeddedAccess(cloud: Cloud): CloudAccess {
+  return {
+    brokerUrl: cloud.url,
+    provisionThing(thing, secret, inGroup) {
+      cloud.provisionThing(thing, secret);
+      if (inGroup) cloud.store.addToGroup("fleet", thing);
+      return Promise.resolve();
+    },
+    addToGroup(thing) {
+      cloud.jobs.addThingToGroup("fleet", thing);
+      return Promise.resolve();
+    },
+    async createSigningProfile(profile) {
+      const created = await cloud.otaUpdates.createSigningProfile(profile);
+      if (!created.ok) throw new Error(created.reason);
+    },
+    async createOtaUpdate(request) {
+      const created = await cloud.otaUpdates.createOtaUpdate(request);
+      if (!created.ok) throw new Error(created.reason);
+      return { jobId: created.value.jobId, fileSize: created.value.fileSize };
+    },
+    findOtaUpdate(otaUpdateId) {
+      const found = cloud.otaUpdates.describe(otaUpdateId);
+      return Promise.resolve(found ? { jobId: found.jobId, fileSize: found.fileSize } : null);
+    },
+    jobState(jobId) {
+      return Promise.resolve({
+        status: cloud.store.getJob(jobId)?.status ?? "UNKNOWN",
+        counts: cloud.jobs.counts(jobId),
+      });
+    },
+    cancelJob(jobId, reason) {
+      cloud.jobs.cancelJob(jobId, { reason });
+      return Promise.resolve();
+    },
+    bytesDelivered: (blockSize) => cloud.streams.stats.blocksSent * blockSize,
+  };
+}
+
+/**
+ * Access to a running cloud through its operator API.
+ *
+ * @example
+ * ```ts ignore
+ * const access = remoteAccess("mqtt://10.0.0.5:1883", "http://10.0.0.5:8080/api", token);
+ * ```
+ */
+export function remoteAccess(brokerUrl: string, api: string, token: string): CloudAccess {
+  const base = api.replace(/\/$/, "");
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const json = await response.json().catch(() => ({}));
+    return { status: response.status, json: json as Record<string, unknown> };
+  };
+  const ok = (result: { status: number; json: Record<string, unknown> }, what: string) => {
+    if (result.status >= 400) {
+      throw new Error(`${what}: HTTP ${result.status}: ${result.json.error ?? ""}`);
+    }
+    return result.json;
+  };
+  return {
+    brokerUrl,
+    async provisionThing(thing, secret, inGroup) {
+      ok(
+        await call("PUT", `/things/${encodeURIComponent(thing)}`, {
+          secret,
+          groups: inGroup ? ["fleet"] : [],
+        }),
+        `provision ${thing}`,
+      );
+    },
+    async addToGroup(thing) {
+      ok(
+        await call("PUT", `/groups/fleet/things/${encodeURIComponent(thing)}`),
+        `add ${thing} to the group`,
+      );
+    },
+    async createSigningProfile(profile) {
+      ok(await call("POST", "/signing-profiles", profile), "create the signing profile");
+    },
+    async createOtaUpdate(request) {
+      const json = ok(await call("POST", "/ota-updates", request), "create the OTA update");
+      return { jobId: String(json.jobId), fileSize: Number(json.fileSize) };
+    },
+    async findOtaUpdate(otaUpdateId) {
+      const result = await call("GET", `/ota-updates/${encodeURIComponent(otaUpdateId)}`);
+      if (result.status === 404) return null;
+      const json = ok(result, "find the OTA update");
+      return { jobId: String(json.jobId), fileSize: Number(json.fileSize) };
+    },
+    async jobState(jobId) {
+      const json = ok(await call("GET", `/jobs/${encodeURIComponent(jobId)}`), "read the job");
+      return { status: String(json.status), counts: json.counts as Counts };
+    },
+    async cancelJob(jobId, reason) {
+      ok(
+        await call("POST", `/jobs/${encodeURIComponent(jobId)}/cancel`, { reason }),
+        "cancel the job",
+      );
+    },
+    bytesDelivered: () => null,
+  };
+}

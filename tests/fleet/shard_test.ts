@@ -1,0 +1,73 @@
+/** Two fleet processes' worth of shards join one running cloud through its operator API. */
+import assert from "node:assert/strict";
+import { startCloud } from "../../broker/cloud.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+import { parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+
+Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update one fleet together", async () => {
+  const cloud = await startCloud({ tickMs: 100 });
+  const token = "shard-test-token";
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token }),
+  );
+  const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  try {
+    const shard = (i: number) =>
+      runFleet(
+        parseFleetArgs([
+          "--devices",
+          "8",
+          "--workers",
+          "1",
+          "--image-size",
+          "16KiB",
+          "--block-size",
+          "1KiB",
+          "--broker",
+          cloud.url,
+          "--api",
+          api,
+          "--token",
+          token,
+          "--shard",
+          `${i}/2`,
+        ]),
+        () => {},
+      );
+    const [first, second] = await Promise.all([shard(1), shard(2)]);
+    assert.equal(first.devices + second.devices, 8);
+    assert.ok(
+      first.asExpected && second.asExpected,
+      JSON.stringify([first.expected, first.runningVersion, second.runningVersion]),
+    );
+    assert.equal(
+      cloud.otaUpdates.describe("fleet-1-1-0")!.counts.SUCCEEDED,
+      8,
+      "one update served both shards",
+    );
+    assert.equal(cloud.store.listThings().length, 8);
+  } finally {
+    await server.shutdown();
+    await cloud.close();
+  }
+});
+
+Deno.test("fleet flags: joining a cloud needs --broker, --api and --token together; --shard needs them", () => {
+  assert.throws(() => parseFleetArgs(["--api", "http://x/api"]), /--broker, --api and --token/);
+  assert.throws(() => parseFleetArgs(["--shard", "1/2"]), /--shard needs/);
+  assert.throws(
+    () =>
+      parseFleetArgs([
+        "--broker",
+        "mqtt://x:1",
+        "--api",
+        "http://x",
+        "--token",
+        "t",
+        "--shard",
+        "3/2",
+      ]),
+    /Invalid --shard/,
+  );
+});
