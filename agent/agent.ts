@@ -15,6 +15,7 @@
  * @module
  */
 
+import { fromBase64, toBase64 } from "../lib/base64.ts";
 import type { AgentStateStore } from "../bootloader/agent_store.ts";
 import { sha256 } from "../bootloader/codesign.ts";
 import { compareVersions, IMAGE_MAGIC, type ImageVersion } from "../bootloader/image_format.ts";
@@ -212,9 +213,6 @@ interface ResumeRecord {
   readonly signature: string;
   readonly bitmap: string;
 }
-
-const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
-const unb64 = (text: string) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 
 /**
  * The device-side OTA agent.
@@ -1122,9 +1120,12 @@ export class OtaAgent {
     if (
       record && record.jobId === active.job.jobId && record.fileIndex === active.index &&
       record.fileSize === active.spec.fileSize && record.blockSize === this.#config.blockSize &&
-      record.signature === b64(active.spec.signature)
+      record.signature === toBase64(active.spec.signature)
     ) {
-      const bitmap = BlockBitmap.fromBytes(unb64(record.bitmap), active.blockCount);
+      const bitmap = BlockBitmap.fromBytes(
+        fromBase64(record.bitmap) ?? new Uint8Array(0),
+        active.blockCount,
+      );
       if (bitmap && otaPalMain(pal.resumeFileForRx(file)) === OtaPalMainStatus.Success) {
         this.#log(
           `resuming ${active.spec.filePath} of job ${active.job.jobId}: ${bitmap.remaining}/${active.blockCount} blocks to go`,
@@ -1207,8 +1208,8 @@ export class OtaAgent {
       fileId: active.spec.fileId,
       fileSize: active.spec.fileSize,
       blockSize: this.#config.blockSize,
-      signature: b64(active.spec.signature),
-      bitmap: b64(active.bitmap.toBytes()),
+      signature: toBase64(active.spec.signature),
+      bitmap: toBase64(active.bitmap.toBytes()),
     };
     this.#store.save(new TextEncoder().encode(JSON.stringify(record)));
   }

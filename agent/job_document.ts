@@ -9,6 +9,7 @@
  * @module
  */
 
+import { fromBase64 } from "../lib/base64.ts";
 import { failedReason, JobParseErr } from "./job_status.ts";
 import { OtaPalMainStatus } from "../bootloader/ota_pal.ts";
 
@@ -137,15 +138,6 @@ function integerField(
   return value;
 }
 
-function decodeBase64(text: string): Uint8Array | null {
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) return null;
-  try {
-    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-  } catch {
-    return null;
-  }
-}
-
 function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaFileSpec {
   const where = `files[${index}]`;
   if (!isObject(raw)) throw malformed(`${where} must be an object`);
@@ -184,7 +176,7 @@ function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaF
     );
   }
   const signatureText = stringField(raw, algorithm, where);
-  const signature = decodeBase64(signatureText);
+  const signature = fromBase64(signatureText);
   if (!signature || signature.length < 8 || signature.length > 72) {
     throw malformed(`${where}.${algorithm} is not a base64 DER ECDSA signature`);
   }

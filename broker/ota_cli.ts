@@ -12,6 +12,7 @@
  * @module
  */
 
+import { toBase64 } from "../lib/base64.ts";
 import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
@@ -42,14 +43,6 @@ interface Io {
   readonly env: (name: string) => string | undefined;
   readonly isTerminal: boolean;
 }
-
-const b64 = (bytes: Uint8Array) => {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-};
 
 async function file(path: string | undefined, what: string): Promise<Uint8Array> {
   if (!path) throw new UsageError(`Missing required option --${what}`);
@@ -201,13 +194,13 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           protocols,
         };
         if (values.image) {
-          request.image = b64(await file(values.image, "image"));
-          request.signature = b64(await file(values.signature, "signature"));
+          request.image = toBase64(await file(values.image, "image"));
+          request.signature = toBase64(await file(values.signature, "signature"));
           request.certificatePem = new TextDecoder().decode(
             await file(values.certificate, "certificate"),
           );
         } else {
-          request.payload = b64(await file(values.payload, "payload"));
+          request.payload = toBase64(await file(values.payload, "payload"));
           if (!values.version) throw new UsageError("Missing required option --version");
           request.version = values.version;
           request.securityCounter = positiveInt(

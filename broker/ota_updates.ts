@@ -7,6 +7,7 @@
  * @module
  */
 
+import { fromBase64, toBase64 } from "../lib/base64.ts";
 import {
   checkCodeSigner,
   importPrivateKeyPem,
@@ -77,25 +78,6 @@ export type Created<T> = { readonly ok: true; readonly value: T } | {
 
 const ID = /^[a-zA-Z0-9_-]{1,50}$/;
 const PLACEHOLDER = /^\$\{ota:presigned-url:([a-zA-Z0-9_.-]{1,128}):(\d{1,5})\}$/;
-
-function fromBase64(text: unknown): Uint8Array | null {
-  if (typeof text !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
-    return null;
-  }
-  try {
-    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-  } catch {
-    return null;
-  }
-}
-
-const toBase64 = (bytes: Uint8Array) => {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-};
 
 /**
  * Replaces `${ota:presigned-url:<key>:<seconds>}` strings anywhere in a document with fresh URLs.

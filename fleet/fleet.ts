@@ -7,6 +7,7 @@
  * @module
  */
 
+import { toBase64 } from "../lib/base64.ts";
 import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
@@ -296,14 +297,6 @@ export interface FleetReport {
   asExpected: boolean;
 }
 
-const b64 = (bytes: Uint8Array) => {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-};
-
 /** Runs a fleet experiment and returns its report. */
 /** A progress snapshot (about once a second). */
 export interface FleetProgress {
@@ -509,7 +502,7 @@ export async function runFleet(
         );
       } else {created = await access.createOtaUpdate({
           otaUpdateId,
-          payload: b64(buildFirmware({ behavior, version }, options.imageSize)),
+          payload: toBase64(buildFirmware({ behavior, version }, options.imageSize)),
           version,
           securityCounter: 2 + index,
           signingProfile: "fleet",

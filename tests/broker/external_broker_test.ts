@@ -1,4 +1,5 @@
 /** The same cloud services as clients of mosquitto instead of the embedded aedes. */
+import { toBase64 } from "../../lib/base64.ts";
 import assert from "node:assert/strict";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { startCloud } from "../../broker/cloud.ts";
@@ -13,14 +14,6 @@ import {
   testPki,
 } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
-
-const b64 = (bytes: Uint8Array) => {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-};
 
 Deno.test("external broker: jobs and streams run as clients of mosquitto and two devices update through it", async () => {
   const mosquitto = await startMosquitto();
@@ -51,8 +44,8 @@ Deno.test("external broker: jobs and streams run as clients of mosquitto and two
     const image = await testImage({ version: "1.1.0", securityCounter: 2, payloadSize: 16 * 1024 });
     const created = await cloud.otaUpdates.createOtaUpdate({
       otaUpdateId: "ext",
-      image: b64(image),
-      signature: b64(await signData(pki.signerKeys.privateKey, image)),
+      image: toBase64(image),
+      signature: toBase64(await signData(pki.signerKeys.privateKey, image)),
       certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },

@@ -3,6 +3,7 @@
  * stream, the job document and the job, and real agents download over MQTT or over pre-signed
  * HTTP URLs served by the file service.
  */
+import { toBase64 } from "../../lib/base64.ts";
 import assert from "node:assert/strict";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
@@ -24,14 +25,6 @@ import {
   testPki,
 } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
-
-const b64 = (bytes: Uint8Array) => {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-};
 
 async function world(devices: number) {
   const cloud = await startCloud({ tickMs: 100 });
@@ -103,7 +96,7 @@ Deno.test("OTA update over HTTP: a signing profile signs the payload and devices
     assert.ok((await profile(w.cloud)).ok);
     const created = await w.cloud.otaUpdates.createOtaUpdate({
       otaUpdateId: "v1-1-0",
-      payload: b64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
+      payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
       version: "1.1.0",
       securityCounter: 2,
       signingProfile: "release",
@@ -139,8 +132,8 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
     tampered[tampered.length - 1]! ^= 1;
     const refused = await w.cloud.otaUpdates.createOtaUpdate({
       otaUpdateId: "bad",
-      image: b64(image),
-      signature: b64(tampered),
+      image: toBase64(image),
+      signature: toBase64(tampered),
       certificatePem,
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
@@ -148,8 +141,8 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
     assert.ok(!refused.ok && /does not verify/.test(refused.reason));
     const created = await w.cloud.otaUpdates.createOtaUpdate({
       otaUpdateId: "ext",
-      image: b64(image),
-      signature: b64(signature),
+      image: toBase64(image),
+      signature: toBase64(signature),
       certificatePem,
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
@@ -204,8 +197,8 @@ Deno.test("OTA update from a file signed with openssl (key and detached DER sign
     ]);
     const created = await w.cloud.otaUpdates.createOtaUpdate({
       otaUpdateId: "openssl",
-      image: b64(image),
-      signature: b64(await dir.read("image.sig")),
+      image: toBase64(image),
+      signature: toBase64(await dir.read("image.sig")),
       certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
