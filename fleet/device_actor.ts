@@ -54,6 +54,26 @@ export interface ActorEnvironment {
   readonly agentConfig: Partial<AgentConfig>;
   readonly random: Random;
   readonly log: (line: string) => void;
+  /** The link every device of this Worker sees (incoming direction). */
+  readonly network?: NetworkProfile;
+}
+
+/**
+ * A device's radio link, applied to what it receives over MQTT: latency (with +-25% jitter,
+ * order kept), bandwidth (bytes queue behind each other) and loss (stream data blocks silently
+ * dropped). The HTTP data plane is not shaped.
+ *
+ * @example
+ * ```ts
+ * const edgeLink: NetworkProfile = { latencyMs: 300, bandwidthBytesPerSecond: 32 * 1024, loss: 0.05 };
+ * ```
+ */
+export interface NetworkProfile {
+  readonly latencyMs: number;
+  /** Bytes per second; 0 = unlimited. */
+  readonly bandwidthBytesPerSecond: number;
+  /** Probability of losing a message, 0..1. */
+  readonly loss: number;
 }
 
 /** Counts of faults an actor injected or suffered. */
@@ -62,6 +82,8 @@ export interface ActorFaults {
   corruptedBlocks: number;
   powerCuts: number;
   crashes: number;
+  /** Messages the simulated link lost. */
+  lostMessages: number;
 }
 
 /**
@@ -77,7 +99,15 @@ export class DeviceActor {
   readonly thing: string;
   readonly device: Device;
   readonly runtime: DeviceRuntime;
-  readonly faults: ActorFaults = { disconnects: 0, corruptedBlocks: 0, powerCuts: 0, crashes: 0 };
+  readonly faults: ActorFaults = {
+    disconnects: 0,
+    corruptedBlocks: 0,
+    powerCuts: 0,
+    crashes: 0,
+    lostMessages: 0,
+  };
+  readonly #inFlight = new Set<ReturnType<typeof setTimeout>>();
+  #linkFreeAt = 0;
   readonly #environment: ActorEnvironment;
   readonly #mailbox: ActorMessage[] = [];
   #running: Promise<void> | null = null;
@@ -166,6 +196,8 @@ export class DeviceActor {
   /** Stops the device's software and connection (flash kept). */
   async stop(): Promise<void> {
     this.#wantOn = false;
+    for (const timer of this.#inFlight) clearTimeout(timer);
+    this.#inFlight.clear();
     await this.idle();
     await this.runtime.stop();
   }
@@ -216,6 +248,40 @@ export class DeviceActor {
   }
 
   #filter(topic: string, payload: Uint8Array): Uint8Array | null {
+    const damaged = this.#damage(topic, payload);
+    const network = this.#environment.network;
+    if (
+      !network ||
+      (network.latencyMs === 0 && network.bandwidthBytesPerSecond === 0 && network.loss === 0)
+    ) {
+      return damaged;
+    }
+    const random = this.#environment.random;
+    // Only stream data is lost: AWS publishes it at QoS 0, while Jobs messages are QoS 1 and
+    // survive a lossy radio as retransmissions, i.e. as latency.
+    if (topic.endsWith("/data/cbor") && random.next() < network.loss) {
+      this.faults.lostMessages++;
+      return null;
+    }
+    // Deliver later, in order: each message waits for the link to be free, then for its bytes.
+    const now = performance.now();
+    const transfer = network.bandwidthBytesPerSecond > 0
+      ? (damaged.length * 1000) / network.bandwidthBytesPerSecond
+      : 0;
+    const latency = network.latencyMs * (0.75 + 0.5 * random.next());
+    this.#linkFreeAt = Math.max(this.#linkFreeAt, now) + transfer;
+    const deliverAt = Math.max(this.#linkFreeAt, now + latency);
+    const agent = this.runtime.agent;
+    const timer = setTimeout(() => {
+      this.#inFlight.delete(timer);
+      // A message that arrives after a reset finds a new agent that never asked for it: drop it.
+      if (agent && this.runtime.agent === agent) agent.handleMessage(topic, damaged);
+    }, deliverAt - now);
+    this.#inFlight.add(timer);
+    return null;
+  }
+
+  #damage(topic: string, payload: Uint8Array): Uint8Array {
     if (this.#corruptNext > 0 && topic.endsWith("/data/cbor") && payload.length > 16) {
       this.#corruptNext--;
       this.faults.corruptedBlocks++;

@@ -29,7 +29,7 @@ import { operatorApi } from "../broker/operator_api.ts";
 import { ScaledClock } from "../lib/clock.ts";
 import { seededRandom } from "../lib/random.ts";
 import { parseSize } from "../lib/units.ts";
-import type { FleetDeviceSpec } from "./device_actor.ts";
+import type { FleetDeviceSpec, NetworkProfile } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 
 /** Named experiments. */
@@ -66,7 +66,10 @@ const USAGE = `Usage: deno task fleet [options]
   --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
   --broker URL --api URL --token T
                            join a running cloud (deno task broker) instead of embedding one
-  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)`;
+  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)
+  --latency MS             every message to a device arrives MS later (+-25% jitter, order kept)
+  --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
+  --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)`;
 
 class UsageError extends Error {}
 
@@ -89,6 +92,7 @@ interface Options {
   badImageShare: number;
   badImageBehavior: Behavior;
   abortPercent?: number;
+  network?: NetworkProfile;
   remote?: { broker: string; api: string; token: string };
   shard: { index: number; count: number };
   timeoutSeconds: number;
@@ -149,6 +153,9 @@ export function parseFleetArgs(args: string[]): Options {
           "api",
           "token",
           "shard",
+          "latency",
+          "bandwidth",
+          "loss",
         ]
           .map((name) => [name, { type: "string" as const }]),
       ),
@@ -157,6 +164,8 @@ export function parseFleetArgs(args: string[]): Options {
     throw new UsageError((error as Error).message);
   }
   const v = values as Record<string, string | undefined>;
+  // Bandwidth reads naturally as a rate; the unit suffix is optional.
+  if (v.bandwidth !== undefined) v.bandwidth = v.bandwidth.replace(/\/s$/, "");
   const int = (name: string, fallback: number, min: number, max: number) => {
     const text = v[name];
     if (text === undefined) return fallback;
@@ -234,6 +243,18 @@ export function parseFleetArgs(args: string[]): Options {
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
     ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
   };
+  if (v.latency !== undefined || v.bandwidth !== undefined || v.loss !== undefined) {
+    options.network = {
+      latencyMs: int("latency", 0, 0, 60_000),
+      bandwidthBytesPerSecond: v.bandwidth === undefined ? 0 : size("bandwidth", "0", 100, 2 ** 30),
+      loss: rate("loss", 0),
+    };
+    if (options.network.loss > 0.5) {
+      throw new UsageError(
+        `Invalid --loss: expected 0..0.5: current value is '${v.loss}'`,
+      );
+    }
+  }
   if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
   if (v["devices-per-worker"] !== undefined) {
     options.devicesPerWorker = int("devices-per-worker", 1, 1, 100_000);
@@ -287,6 +308,7 @@ export interface FleetReport {
     corruptedBlocks: number;
     powerCuts: number;
     crashes: number;
+    lostMessages: number;
     workerRestarts: number;
   };
   bytesDelivered: number;
@@ -430,6 +452,7 @@ export async function runFleet(
       },
       seed: options.seed,
       telemetryMs: 250,
+      ...(options.network ? { network: options.network } : {}),
     },
     log: (line) => logs.push(line),
   });
@@ -638,6 +661,7 @@ export async function runFleet(
       corruptedBlocks: 0,
       powerCuts: 0,
       crashes: 0,
+      lostMessages: 0,
       workerRestarts: fleet.workerRestarts,
     };
     for (const d of finals) {
@@ -645,6 +669,7 @@ export async function runFleet(
       faults.corruptedBlocks += d.faults.corruptedBlocks;
       faults.powerCuts += d.faults.powerCuts;
       faults.crashes += d.faults.crashes;
+      faults.lostMessages += d.faults.lostMessages;
     }
     const jobStatus = last.status;
     const bricked = finals.filter((d) => !d.bootable).length;
@@ -777,7 +802,7 @@ summary (${report.scenario}: ${report.expected})
       Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
     }
   bricked            ${report.bricked}
-  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts}, crashes ${report.faults.crashes}
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts}, crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}
   delivered          ${
       (report.bytesDelivered / 1e6).toFixed(1)
     } MB in ${report.wallSeconds} s, peak RSS ${

@@ -11,6 +11,7 @@ import type {
   ActorMessage,
   DeviceTelemetry,
   FleetDeviceSpec,
+  NetworkProfile,
 } from "./device_actor.ts";
 
 /** What a Worker needs to build its devices. */
@@ -26,6 +27,8 @@ export interface WorkerInit {
   readonly seed: number;
   /** Telemetry batch period, real milliseconds. */
   readonly telemetryMs: number;
+  /** The simulated radio link of every device (none: the loopback socket as is). */
+  readonly network?: NetworkProfile;
 }
 
 /** Main -> Worker. */

@@ -46,6 +46,7 @@ async function handle(message: ToWorker): Promise<void> {
         agentConfig: init.agentConfig,
         random: seededRandom(init.seed),
         log: (line) => post({ type: "log", line }),
+        ...(init.network ? { network: init.network } : {}),
       };
       telemetryTimer = setInterval(() => {
         post({ type: "telemetry", states: [...actors.values()].map((a) => a.telemetry()) });

@@ -61,6 +61,31 @@ Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cut
   assert.ok(report.asExpected);
 });
 
+Deno.test("fleet smoke: a slow, lossy link (latency, bandwidth, lost QoS 0 blocks) delays but does not stop the update", async () => {
+  assert.deepEqual(
+    parseFleetArgs(["--latency", "40", "--bandwidth", "32KiB/s", "--loss", "0.2"]).network,
+    { latencyMs: 40, bandwidthBytesPerSecond: 32 * 1024, loss: 0.2 },
+  );
+  const report = await run(
+    "--devices",
+    "6",
+    "--workers",
+    "2",
+    "--seed",
+    "3",
+    "--latency",
+    "40",
+    "--bandwidth",
+    "64KiB/s",
+    "--loss",
+    "0.2",
+  );
+  accounted(report);
+  assert.ok(report.faults.lostMessages > 0, JSON.stringify(report.faults));
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 6 });
+  assert.ok(report.asExpected);
+});
+
 Deno.test("fleet smoke: one device per Worker", async () => {
   const report = await run("--devices", "3", "--devices-per-worker", "1");
   assert.equal(report.workers, 3);
@@ -80,6 +105,9 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
       ["--corrupt-rate", "2"],
       ["--workers", "2", "--devices-per-worker", "1"],
       ["--bogus"],
+      ["--latency", "-1"],
+      ["--bandwidth", "fast"],
+      ["--loss", "0.9"],
     ]
   ) {
     assert.throws(() => parseFleetArgs(args), Error, args.join(" "));
