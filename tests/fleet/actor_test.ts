@@ -48,6 +48,7 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
       corruptedBlocks: 0,
       powerCuts: 0,
       crashes: 1,
+      lostMessages: 0,
     });
     assert.equal(first.device.state, "off", "the crash took the power");
     await first.watchdog();
