@@ -316,9 +316,7 @@ export class NorFlash {
       );
     }
     if (data.length === 0) return;
-    for (let unit = 0; unit < data.length; unit += writeUnit) {
-      this.#checkUnitProgrammable(offset + unit, data.subarray(unit, unit + writeUnit));
-    }
+    this.#checkProgrammable(offset, data);
     const cut = this.#countOperation();
     this.#stats.programs++;
     let units = data.length / writeUnit;
@@ -328,18 +326,12 @@ export class NorFlash {
       units = this.#random.below(units);
       partialUnit = true;
     }
-    for (let unit = 0; unit < units; unit++) {
-      this.#programUnit(
-        offset + unit * writeUnit,
-        data.subarray(unit * writeUnit, (unit + 1) * writeUnit),
-        null,
-      );
-    }
+    this.#programBytes(offset, data.subarray(0, units * writeUnit), null);
     this.#stats.bytesProgrammed += units * writeUnit;
     if (partialUnit) {
       // The unit being programmed when power went has a random subset of its 0 bits written.
       const at = units * writeUnit;
-      this.#programUnit(offset + at, data.subarray(at, at + writeUnit), this.#random);
+      this.#programBytes(offset + at, data.subarray(at, at + writeUnit), this.#random);
       throw this.#powerCut(true);
     }
     const end = offset + data.length;
@@ -445,56 +437,77 @@ export class NorFlash {
     return error;
   }
 
-  #checkUnitProgrammable(offset: number, next: Uint8Array): void {
-    const current = this.#unitBytes(offset, next.length);
-    if (!current) return;
-    for (let i = 0; i < next.length; i++) {
-      const old = current[i]!;
-      if (this.strict && old !== ERASED) {
-        throw new FlashError(
-          "not-erased",
-          `Cannot program the write unit at 0x${
-            offset.toString(16)
-          }: it was already programmed and strict mode refuses a second program`,
-        );
-      }
-      if ((next[i]! & ~old & 0xff) !== 0) {
-        throw new FlashError(
-          "bit-set",
-          `Cannot program 0x${(offset + i).toString(16)}: 0x${old.toString(16)} -> 0x${
-            next[i]!.toString(16)
-          } needs a 0->1 change, which only an erase can make`,
-        );
-      }
+  /**
+   * Walks `[offset, offset + length)` sector by sector, handing each piece's sector index, the
+   * index within the sector of its first byte and its range in the caller's data. Working on
+   * ranges rather than per-unit subarrays matters: a swap programs a whole image 1 KiB at a time.
+   */
+  #forEachSectorSpan(
+    offset: number,
+    length: number,
+    visit: (sector: number, within: number, from: number, to: number) => void,
+  ): void {
+    const { sectorSize } = this.geometry;
+    for (let from = 0; from < length;) {
+      const at = offset + from;
+      const within = at % sectorSize;
+      const to = Math.min(length, from + sectorSize - within);
+      visit(Math.floor(at / sectorSize), within, from, to);
+      from = to;
     }
   }
 
-  #unitBytes(offset: number, length: number): Uint8Array | null {
-    const { sectorSize } = this.geometry;
-    const data = this.#sectors[Math.floor(offset / sectorSize)];
-    if (!data) return null;
-    const within = offset % sectorSize;
-    return data.subarray(within, within + length);
+  #checkProgrammable(offset: number, next: Uint8Array): void {
+    const { writeUnit } = this.geometry;
+    this.#forEachSectorSpan(offset, next.length, (sector, within, from, to) => {
+      const current = this.#sectors[sector];
+      if (!current) return;
+      for (let i = from, c = within; i < to; i++, c++) {
+        const old = current[c]!;
+        if (this.strict && old !== ERASED) {
+          throw new FlashError(
+            "not-erased",
+            `Cannot program the write unit at 0x${
+              (offset + i - (i % writeUnit)).toString(16)
+            }: it was already programmed and strict mode refuses a second program`,
+          );
+        }
+        if ((next[i]! & ~old & 0xff) !== 0) {
+          throw new FlashError(
+            "bit-set",
+            `Cannot program 0x${(offset + i).toString(16)}: 0x${old.toString(16)} -> 0x${
+              next[i]!.toString(16)
+            } needs a 0->1 change, which only an erase can make`,
+          );
+        }
+      }
+    });
   }
 
-  #programUnit(offset: number, data: Uint8Array, tear: Random | null): void {
-    const { sectorSize } = this.geometry;
-    const sector = Math.floor(offset / sectorSize);
+  /** Clears the 0 bits of `data` at `offset`; with `tear`, only a random subset of them. */
+  #programBytes(offset: number, data: Uint8Array, tear: Random | null): void {
+    this.#forEachSectorSpan(offset, data.length, (sector, within, from, to) => {
+      const buffer = this.#writableSector(sector);
+      for (let i = from, b = within; i < to; i++, b++) {
+        const clear = tear ? (~data[i]! & tear.byte()) & 0xff : ~data[i]! & 0xff;
+        buffer[b] = buffer[b]! & ~clear & 0xff;
+      }
+    });
+  }
+
+  /** The sector's own buffer, materialized from erased or copied from a shared one. */
+  #writableSector(sector: number): Uint8Array {
     let buffer = this.#sectors[sector];
     if (!buffer) {
-      buffer = new Uint8Array(sectorSize).fill(ERASED);
-      this.#sectors[sector] = buffer;
-      this.#shared[sector] = false;
+      buffer = new Uint8Array(this.geometry.sectorSize).fill(ERASED);
     } else if (this.#shared[sector]) {
       buffer = new Uint8Array(buffer);
-      this.#sectors[sector] = buffer;
-      this.#shared[sector] = false;
+    } else {
+      return buffer;
     }
-    const within = offset % sectorSize;
-    for (let i = 0; i < data.length; i++) {
-      const clear = tear ? (~data[i]! & tear.byte()) & 0xff : ~data[i]! & 0xff;
-      buffer[within + i] = buffer[within + i]! & ~clear & 0xff;
-    }
+    this.#sectors[sector] = buffer;
+    this.#shared[sector] = false;
+    return buffer;
   }
 
   #internSector(sector: number): void {
