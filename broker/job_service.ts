@@ -336,7 +336,9 @@ export class JobService {
       CANCELED: 0,
       pending: this.#store.getJob(jobId)?.pending.length ?? 0,
     };
-    for (const e of this.#store.executionsOfJob(jobId)) counts[e.status]++;
+    for (const [status, n] of Object.entries(this.#store.executionStatusCounts(jobId))) {
+      counts[status as ExecutionStatus] += n;
+    }
     return counts;
   }
 
@@ -356,8 +358,8 @@ export class JobService {
       if (end !== undefined && end <= now) {
         this.#endOfSchedule(job.jobId, spec.scheduling?.endBehavior ?? "STOP_ROLLOUT");
       }
-      for (const e of this.#store.executionsOfJob(job.jobId)) {
-        if (e.status === "IN_PROGRESS" && e.deadline !== null && e.deadline <= now) {
+      for (const e of this.#store.executionsOfJob(job.jobId, "IN_PROGRESS")) {
+        if (e.deadline !== null && e.deadline <= now) {
           this.#serviceChange(job.jobId, e.thing, "TIMED_OUT", false, { reason: "timed out" });
         }
       }
@@ -386,9 +388,12 @@ export class JobService {
     if (!job || job.status !== "IN_PROGRESS" || job.pending.length === 0) return;
     const spec = job.spec as unknown as JobSpec;
     const now = this.#clock.now();
-    const executions = this.#store.executionsOfJob(jobId);
-    const notified = executions.length;
-    const succeeded = executions.filter((e) => e.status === "SUCCEEDED").length;
+    const byStatus = Object.entries(this.#store.executionStatusCounts(jobId));
+    const notified = byStatus.reduce((sum, [, n]) => sum + n, 0);
+    const succeeded = byStatus.find(([status]) => status === "SUCCEEDED")?.[1] ?? 0;
+    const open = byStatus.some(([status, n]) =>
+      n > 0 && !TERMINAL_STATUSES.has(status as ExecutionStatus)
+    );
     const recent = job.notifiedAt.filter((at) => at > now - MINUTE);
     let allowed = notificationsAllowed(
       ratePerMinute(spec.rollout ?? {}, { notified, succeeded }),
@@ -397,7 +402,6 @@ export class JobService {
     );
     if (spec.healthGate) {
       const { waveSize } = spec.healthGate;
-      const open = executions.some((e) => !TERMINAL_STATUSES.has(e.status));
       const inWave = notified % waveSize;
       // A new wave opens only once the previous one has entirely ended.
       allowed = inWave === 0 && open ? 0 : Math.min(allowed, waveSize - inWave);
@@ -416,8 +420,8 @@ export class JobService {
     const job = this.#store.getJob(jobId);
     if (!job || job.status !== "IN_PROGRESS" || job.pending.length > 0) return;
     if ((job.spec as unknown as JobSpec).targetSelection === "CONTINUOUS") return;
-    const executions = this.#store.executionsOfJob(jobId);
-    if (executions.every((e) => TERMINAL_STATUSES.has(e.status))) {
+    const byStatus = Object.entries(this.#store.executionStatusCounts(jobId));
+    if (byStatus.every(([status]) => TERMINAL_STATUSES.has(status as ExecutionStatus))) {
       this.#putJob({ ...job, status: "COMPLETED" });
       this.#audit(jobId, null, "job-completed", this.counts(jobId));
     }
