@@ -358,10 +358,8 @@ export class JobService {
       if (end !== undefined && end <= now) {
         this.#endOfSchedule(job.jobId, spec.scheduling?.endBehavior ?? "STOP_ROLLOUT");
       }
-      for (const e of this.#store.executionsOfJob(job.jobId, "IN_PROGRESS")) {
-        if (e.deadline !== null && e.deadline <= now) {
-          this.#serviceChange(job.jobId, e.thing, "TIMED_OUT", false, { reason: "timed out" });
-        }
+      for (const e of this.#store.overdueExecutions(job.jobId, now)) {
+        this.#serviceChange(job.jobId, e.thing, "TIMED_OUT", false, { reason: "timed out" });
       }
       this.#rollOut(job.jobId);
       this.#finishIfDone(job.jobId);

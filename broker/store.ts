@@ -71,8 +71,9 @@ export interface CloudStore {
   listJobs(): JobRecord[];
   putExecution(execution: ExecutionRecord): void;
   getExecution(jobId: string, thing: string): ExecutionRecord | null;
-  /** A job's executions in creation order, optionally only those in `status`. */
-  executionsOfJob(jobId: string, status?: string): ExecutionRecord[];
+  executionsOfJob(jobId: string): ExecutionRecord[];
+  /** A job's executions in progress whose deadline is at or before `now`. */
+  overdueExecutions(jobId: string, now: number): ExecutionRecord[];
   /** How many of a job's executions are in each status (absent statuses are absent). */
   executionStatusCounts(jobId: string): Record<string, number>;
   executionsOfThing(thing: string): ExecutionRecord[];
@@ -227,13 +228,20 @@ export class SqliteStore implements CloudStore {
     return row ? JSON.parse(String(row.body)) : null;
   }
 
-  executionsOfJob(jobId: string, status?: string): ExecutionRecord[] {
-    const rows = status === undefined
-      ? this.#db.prepare("SELECT body FROM executions WHERE job_id = ? ORDER BY rowid").all(jobId)
-      : this.#db.prepare(
-        "SELECT body FROM executions WHERE job_id = ? AND status = ? ORDER BY rowid",
-      ).all(jobId, status);
-    return (rows as Row[]).map((r) => JSON.parse(String(r.body)));
+  executionsOfJob(jobId: string): ExecutionRecord[] {
+    return (this.#db.prepare("SELECT body FROM executions WHERE job_id = ? ORDER BY rowid").all(
+      jobId,
+    ) as Row[])
+      .map((r) => JSON.parse(String(r.body)));
+  }
+
+  overdueExecutions(jobId: string, now: number): ExecutionRecord[] {
+    // The job service asks on every tick (many per second at a scaled clock): filtering in SQLite
+    // spares parsing every execution in progress. A null deadline never compares true.
+    return (this.#db.prepare(
+      "SELECT body FROM executions WHERE job_id = ? AND status = 'IN_PROGRESS'" +
+        " AND json_extract(body, '$.deadline') <= ? ORDER BY rowid",
+    ).all(jobId, now) as Row[]).map((r) => JSON.parse(String(r.body)));
   }
 
   executionStatusCounts(jobId: string): Record<string, number> {

@@ -1,4 +1,4 @@
-/** The SQLite store's execution queries: status filter and counts agree with the records. */
+/** The SQLite store's execution queries: counts and overdue executions agree with the records. */
 import assert from "node:assert/strict";
 import { type ExecutionRecord, SqliteStore } from "../../broker/store.ts";
 import type { ExecutionStatus } from "../../broker/job_execution.ts";
@@ -18,7 +18,7 @@ function execution(jobId: string, thing: string, status: ExecutionStatus): Execu
   };
 }
 
-Deno.test("store: execution counts by status and the status filter follow every update", () => {
+Deno.test("store: execution counts by status and overdue executions follow every update", () => {
   const directory = Deno.makeTempDirSync();
   const store = new SqliteStore(`${directory}/cloud.db`);
   try {
@@ -35,11 +35,14 @@ Deno.test("store: execution counts by status and the status filter follow every 
       SUCCEEDED: 1,
     });
     assert.deepEqual(store.executionStatusCounts("job-b"), { SUCCEEDED: 1 });
-    assert.deepEqual(
-      store.executionsOfJob("job-a", "IN_PROGRESS").map((e) => e.thing),
-      ["t3"],
-    );
     assert.deepEqual(store.executionsOfJob("job-a").map((e) => e.thing), ["t1", "t3", "t2"]);
+    // Overdue: in progress with a deadline at or before now; no deadline is never overdue.
+    store.putExecution({ ...execution("job-a", "t4", "IN_PROGRESS"), deadline: 5_000 });
+    store.putExecution({ ...execution("job-a", "t5", "IN_PROGRESS"), deadline: 9_000 });
+    store.putExecution({ ...execution("job-a", "t6", "SUCCEEDED"), deadline: 1_000 });
+    assert.deepEqual(store.overdueExecutions("job-a", 4_999).map((e) => e.thing), []);
+    assert.deepEqual(store.overdueExecutions("job-a", 5_000).map((e) => e.thing), ["t4"]);
+    assert.deepEqual(store.overdueExecutions("job-a", 10_000).map((e) => e.thing), ["t4", "t5"]);
   } finally {
     store.close();
     Deno.removeSync(directory, { recursive: true });
