@@ -19,6 +19,14 @@ export interface EmbeddedBroker {
   close(): Promise<void>;
 }
 
+/** TLS listener settings (PEM); with `ca`, clients must present a certificate issued by it. */
+export interface BrokerTls {
+  readonly port?: number;
+  readonly key: string;
+  readonly cert: string;
+  readonly ca?: string;
+}
+
 /**
  * Starts aedes on `127.0.0.1:port`.
  *
@@ -29,14 +37,6 @@ export interface EmbeddedBroker {
  * await close();
  * ```
  */
-/** TLS listener settings (PEM); with `ca`, clients must present a certificate issued by it. */
-export interface BrokerTls {
-  readonly port?: number;
-  readonly key: string;
-  readonly cert: string;
-  readonly ca?: string;
-}
-
 export async function startEmbeddedBroker(
   options: { port?: number; aedes?: AedesOptions; tls?: BrokerTls } = {},
 ): Promise<EmbeddedBroker> {

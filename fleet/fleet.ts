@@ -121,6 +121,19 @@ function badBehavior(text: string | undefined): Behavior {
   return value as Behavior;
 }
 
+/**
+ * Blocks a fleet device asks for per stream request: up to 32 KiB at a time, so one round trip
+ * carries as much as an MCU's receive buffer would hold.
+ *
+ * @example
+ * ```ts
+ * blocksPerRequestFor(4096); // 8
+ * ```
+ */
+export function blocksPerRequestFor(blockSize: number): number {
+  return Math.max(1, Math.min(32, Math.floor(32 * 1024 / blockSize)));
+}
+
 /** Parses and validates flags (a bad value is a UsageError naming it). */
 export function parseFleetArgs(args: string[]): Options {
   let values;
@@ -441,7 +454,7 @@ export async function runFleet(
       timeScale: 1,
       agentConfig: {
         blockSize: options.blockSize,
-        blocksPerRequest: Math.max(1, Math.min(32, Math.floor(32 * 1024 / options.blockSize))),
+        blocksPerRequest: blocksPerRequestFor(options.blockSize),
         requestTimeoutMs: 5_000,
         maxMomentum: 60,
         selfTestTimeoutMs: 30_000,
