@@ -138,11 +138,20 @@ if (import.meta.main) {
       mbPerSecond: report.bytesDelivered / 1e6 / report.wallSeconds,
       asExpected: report.asExpected,
       peakRssBytes: report.peakRssBytes,
+      phases: report.phases,
+      // The part comparable to the floor: from creating the update to every device settled.
+      updateSeconds: Object.entries(report.phases)
+        .filter(([name]) => name.startsWith("update "))
+        .reduce((sum, [, seconds]) => sum + seconds, 0),
     };
     console.log(
       `fleet: ${fleet.bytes / 1e6} MB in ${fleet.seconds} s (${
         fleet.mbPerSecond.toFixed(1)
-      } MB/s), ${(fleet.seconds / floor.seconds).toFixed(1)}x the floor`,
+      } MB/s), ${(fleet.seconds / floor.seconds).toFixed(1)}x the floor; the update alone ${
+        fleet.updateSeconds.toFixed(1)
+      } s, ${(fleet.updateSeconds / floor.seconds).toFixed(1)}x; phases ${
+        JSON.stringify(fleet.phases)
+      }`,
     );
   }
   const result = {
@@ -155,6 +164,7 @@ if (import.meta.main) {
     floor,
     fleet,
     fleetOverFloor: fleet ? fleet.seconds / floor.seconds : null,
+    updateOverFloor: fleet ? fleet.updateSeconds / floor.seconds : null,
   };
   Deno.writeTextFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
   console.log(`results: ${values.out}`);

@@ -326,6 +326,12 @@ export interface FleetReport {
   };
   bytesDelivered: number;
   wallSeconds: number;
+  /**
+   * Where the wall time went, in order: `setup` (cloud, PKI, provisioning, Workers), `boot` (every
+   * device running), `update <version>` (signing, rollout, download, swap, self-test, settle) per
+   * update, `report` (final state and the boot ROM check of every flash).
+   */
+  phases: Record<string, number>;
   peakRssBytes: number;
   series: { t: number; counts: Record<string, number> }[];
   expected: string;
@@ -350,6 +356,13 @@ export async function runFleet(
   onProgress?: (progress: FleetProgress) => void,
 ): Promise<FleetReport> {
   const started = performance.now();
+  const phases: Record<string, number> = {};
+  let phaseStart = started;
+  const endPhase = (name: string) => {
+    const now = performance.now();
+    phases[name] = Math.round((now - phaseStart) / 100) / 10;
+    phaseStart = now;
+  };
   let peakRss = Deno.memoryUsage().rss;
   const sample = () => (peakRss = Math.max(peakRss, Deno.memoryUsage().rss));
   const random = seededRandom(options.seed);
@@ -474,6 +487,7 @@ export async function runFleet(
   let report: FleetReport | null = null;
   try {
     await fleet.start(devices.slice(0, initialDevices));
+    endPhase("setup");
     out(
       `fleet: ${options.devices} devices in ${fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}`,
     );
@@ -491,6 +505,7 @@ export async function runFleet(
           initialDevices,
       "every device to boot",
     );
+    endPhase("boot");
     // One shard (the first) creates the signing profile and the updates; the others wait for them.
     const leader = options.shard.index === 1;
     if (leader) {
@@ -652,6 +667,7 @@ export async function runFleet(
           );
       };
       await waitFor(ended, `the update to ${version} to end`);
+      endPhase(`update ${version}`);
     }
     const jobId = jobIds[jobIds.length - 1]!;
     const expectedVersion = `${versions[versions.length - 1]}+0`;
@@ -731,6 +747,7 @@ export async function runFleet(
       });
     }
     sample();
+    endPhase("report");
     report = {
       scenario: options.scenario,
       devices: local,
@@ -756,6 +773,7 @@ export async function runFleet(
       // A remote cloud does not say what its stream service sent: estimate from the image size.
       bytesDelivered: access.bytesDelivered(options.blockSize) ?? imageBytes * total.SUCCEEDED,
       wallSeconds: Math.round((performance.now() - started) / 100) / 10,
+      phases,
       peakRssBytes: peakRss,
       series,
       expected,
@@ -821,6 +839,9 @@ summary (${report.scenario}: ${report.expected})
     } MB in ${report.wallSeconds} s, peak RSS ${
       (report.peakRssBytes / 2 ** 20).toFixed(0)
     } MiB (main process)
+  phases             ${
+      Object.entries(report.phases).map(([name, s]) => `${name} ${s} s`).join(", ")
+    }
   as expected        ${report.asExpected ? "yes" : "NO"}
   report             ${options.report}`);
     Deno.exit(report.asExpected ? 0 : 1);

@@ -23,6 +23,16 @@ function accounted(report: FleetReport): void {
   assert.equal(report.bricked, 0);
   assert.ok(report.series.length > 0);
   assert.ok(report.peakRssBytes > 0 && report.wallSeconds > 0);
+  const phases = Object.keys(report.phases);
+  assert.deepEqual(phases.slice(0, 2), ["setup", "boot"]);
+  assert.equal(phases.at(-1), "report");
+  assert.ok(phases.slice(2, -1).every((name) => name.startsWith("update ")), phases.join(", "));
+  // Phases are consecutive slices of the wall time (each rounded to 0.1 s).
+  const sum = Object.values(report.phases).reduce((a, b) => a + b, 0);
+  assert.ok(
+    Math.abs(sum - report.wallSeconds) <= 0.1 * phases.length + 0.1,
+    `${sum} vs ${report.wallSeconds}`,
+  );
 }
 
 Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", async () => {
