@@ -480,6 +480,23 @@ export async function issueCodeSigningCertificate(
   subjectKey: CryptoKey,
   options: CodeSigningCertificateOptions,
 ): Promise<Certificate> {
+  return await issueLeafCertificate(issuer, issuerKey, subjectKey, options, [
+    new x509.KeyUsagesExtension(options.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension(
+      [...(options.extendedKeyUsages ?? [EKU_CODE_SIGNING])],
+      false,
+    ),
+  ]);
+}
+
+/** An end-entity certificate (not a CA) carrying `usages` and its subject key identifier. */
+async function issueLeafCertificate(
+  issuer: Certificate,
+  issuerKey: CryptoKey,
+  subjectKey: CryptoKey,
+  options: CertificateOptions,
+  usages: readonly x509.Extension[],
+): Promise<Certificate> {
   return await x509.X509CertificateGenerator.create({
     serialNumber: options.serialNumber ?? randomSerial(),
     subject: options.subject,
@@ -491,11 +508,7 @@ export async function issueCodeSigningCertificate(
     signingKey: issuerKey,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(options.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension(
-        [...(options.extendedKeyUsages ?? [EKU_CODE_SIGNING])],
-        false,
-      ),
+      ...usages,
       await x509.SubjectKeyIdentifierExtension.create(subjectKey),
     ],
   });
@@ -522,30 +535,17 @@ export async function issueTlsCertificate(
     dnsNames?: string[];
   },
 ): Promise<Certificate> {
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([
-      options.kind === "client" ? "1.3.6.1.5.5.7.3.2" : "1.3.6.1.5.5.7.3.1",
-    ], false),
-    await x509.SubjectKeyIdentifierExtension.create(subjectKey),
-  ];
   const names = [
     ...(options.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
     ...(options.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
   ];
-  if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names, false));
-  return await x509.X509CertificateGenerator.create({
-    serialNumber: options.serialNumber ?? randomSerial(),
-    subject: options.subject,
-    issuer: issuer.subject,
-    notBefore: options.notBefore,
-    notAfter: options.notAfter,
-    signingAlgorithm: ECDSA_SHA256,
-    publicKey: subjectKey,
-    signingKey: issuerKey,
-    extensions,
-  });
+  return await issueLeafCertificate(issuer, issuerKey, subjectKey, options, [
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([
+      options.kind === "client" ? "1.3.6.1.5.5.7.3.2" : "1.3.6.1.5.5.7.3.1",
+    ], false),
+    ...(names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names, false)] : []),
+  ]);
 }
 
 /** Result of checking that a certificate may sign firmware for a device. */

@@ -13,6 +13,7 @@
  */
 
 import { toBase64 } from "../lib/base64.ts";
+import { EXECUTION_STATUSES } from "./job_execution.ts";
 import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
@@ -64,17 +65,7 @@ function positiveInt(text: string | undefined, name: string, max: number): numbe
 
 function progressLine(body: { status?: string; counts?: Record<string, number> }): string {
   const c = body.counts ?? {};
-  const total = [
-    "QUEUED",
-    "IN_PROGRESS",
-    "SUCCEEDED",
-    "FAILED",
-    "TIMED_OUT",
-    "REJECTED",
-    "REMOVED",
-    "CANCELED",
-    "pending",
-  ]
+  const total = [...EXECUTION_STATUSES, "pending"]
     .reduce((sum, k) => sum + (c[k] ?? 0), 0);
   const done = (c.SUCCEEDED ?? 0) + (c.FAILED ?? 0) + (c.TIMED_OUT ?? 0) + (c.REJECTED ?? 0) +
     (c.REMOVED ?? 0) + (c.CANCELED ?? 0);

@@ -3,30 +3,24 @@
  * service on the embedded aedes, state in SQLite.
  */
 import assert from "node:assert/strict";
+import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { startCloud } from "../../broker/cloud.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
-import { AGENT_TEST_CONFIG, signedUpdate } from "../helpers/agent_rig.ts";
+import { signedUpdate } from "../helpers/agent_rig.ts";
 import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
-import { factoryDevice, SIGNER_CERT_PATH, smallLayout } from "../helpers/pki.ts";
+import { SIGNER_CERT_PATH } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 async function fleet(count: number, cloudUrl: string, secret: (thing: string) => string) {
   const runtimes: DeviceRuntime[] = [];
   for (let i = 0; i < count; i++) {
     const thing = `dev-${i}`;
-    const { device } = await factoryDevice({
-      layout: smallLayout(24),
-      systemTime: true,
-      factory: { version: "1.0.0", securityCounter: 1 },
-      seed: i + 1,
-    });
     runtimes.push(
-      new DeviceRuntime({
-        device,
+      await cloudDevice({
+        seed: i + 1,
         thingName: thing,
         brokerUrl: cloudUrl,
-        agentConfig: AGENT_TEST_CONFIG,
         mqttOptions: { username: thing, password: secret(thing) },
       }),
     );

@@ -1,18 +1,12 @@
 /** The same cloud services as clients of mosquitto instead of the embedded aedes. */
 import { toBase64 } from "../../lib/base64.ts";
 import assert from "node:assert/strict";
+import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { startCloud } from "../../broker/cloud.ts";
 import { certificateDer, pemEncode, signData } from "../../bootloader/codesign.ts";
-import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import { startMosquitto } from "../helpers/mosquitto.ts";
-import {
-  factoryDevice,
-  SIGNER_CERT_PATH,
-  smallLayout,
-  testImage,
-  testPki,
-} from "../helpers/pki.ts";
+import { SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 Deno.test("external broker: jobs and streams run as clients of mosquitto and two devices update through it", async () => {
@@ -24,19 +18,8 @@ Deno.test("external broker: jobs and streams run as clients of mosquitto and two
     for (let i = 0; i < 2; i++) {
       const thing = `ext-${i}`;
       cloud.jobs.addThingToGroup("fleet", thing);
-      const { device } = await factoryDevice({
-        layout: smallLayout(24),
-        systemTime: true,
-        factory: { version: "1.0.0", securityCounter: 1 },
-        seed: i + 7,
-      });
       runtimes.push(
-        new DeviceRuntime({
-          device,
-          thingName: thing,
-          brokerUrl: mosquitto.url,
-          agentConfig: AGENT_TEST_CONFIG,
-        }),
+        await cloudDevice({ seed: i + 7, thingName: thing, brokerUrl: mosquitto.url }),
       );
     }
     await Promise.all(runtimes.map((r) => r.start()));

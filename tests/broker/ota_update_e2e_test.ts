@@ -5,6 +5,7 @@
  */
 import { toBase64 } from "../../lib/base64.ts";
 import assert from "node:assert/strict";
+import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
 import { type Cloud, startCloud } from "../../broker/cloud.ts";
@@ -17,13 +18,7 @@ import {
 } from "../../bootloader/codesign.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
-import {
-  factoryDevice,
-  SIGNER_CERT_PATH,
-  smallLayout,
-  testImage,
-  testPki,
-} from "../helpers/pki.ts";
+import { SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 async function world(devices: number) {
@@ -38,15 +33,9 @@ async function world(devices: number) {
     const thing = `dev-${i}`;
     cloud.provisionThing(thing, `secret-${thing}`);
     cloud.jobs.addThingToGroup("fleet", thing);
-    const { device } = await factoryDevice({
-      layout: smallLayout(24),
-      systemTime: true,
-      factory: { version: "1.0.0", securityCounter: 1 },
-      seed: i + 1,
-    });
     runtimes.push(
-      new DeviceRuntime({
-        device,
+      await cloudDevice({
+        seed: i + 1,
         thingName: thing,
         brokerUrl: cloud.url,
         agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: "HTTP" },
