@@ -39,7 +39,23 @@ export interface NorFlashOptions extends Partial<FlashGeometry> {
   readonly strict?: boolean;
   /** Seed of the generator that decides how a torn operation tears. @default {1} */
   readonly seed?: number;
+  /**
+   * Keep sector buffers in SharedArrayBuffers and record which sectors change, so another
+   * thread can hold the chip's contents ({@linkcode NorFlash.takeChanges}) and outlive the
+   * thread that runs the device. @default {false}
+   */
+  readonly sharedSectors?: boolean;
 }
+
+/**
+ * Sectors that changed: index, contents (null = erased) and erase count. Applied in order to a
+ * chip that held the same contents before, they give the chip's state at the time they were taken.
+ */
+export type FlashChanges = readonly (readonly [
+  sector: number,
+  data: Uint8Array | null,
+  wear: number,
+])[];
 
 /** Why a flash operation was refused. */
 export type FlashErrorCode =
@@ -186,6 +202,8 @@ export class NorFlash {
   #operationsSincePlan = 0;
   #poweredOn = true;
   #random: Random;
+  /** Sectors changed since the last {@linkcode NorFlash.takeChanges}; null when not tracked. */
+  #changed: Set<number> | null;
   /** Told when a power cut strikes an operation (the device uses it to lose its RAM). */
   onPowerCut: (() => void) | null = null;
 
@@ -204,6 +222,7 @@ export class NorFlash {
     this.#shared = new Array(geometry.sectorCount).fill(false);
     this.#wear = new Array(geometry.sectorCount).fill(0);
     this.#random = seededRandom(options.seed ?? 1);
+    this.#changed = options.sharedSectors ? new Set() : null;
   }
 
   /** Total bytes. */
@@ -352,11 +371,12 @@ export class NorFlash {
     this.#stats.erases++;
     if (cut && !cut.torn) throw this.#powerCut(false);
     this.#wear[sector]!++;
+    this.#changed?.add(sector);
     if (cut) {
       // A torn erase pushes some bits towards 1: bytes end up erased, unchanged or in between.
       const old = this.#sectors[sector];
       if (old) {
-        const torn = new Uint8Array(old);
+        const torn = this.#newSector(old);
         const progress = this.#random.next();
         for (let i = 0; i < torn.length; i++) {
           torn[i] = this.#random.next() < progress
@@ -391,13 +411,64 @@ export class NorFlash {
    * A new chip with the same contents and wear, sharing every sector buffer copy-on-write.
    * Counters and power-cut plans are not copied.
    */
-  clone(options: { seed?: number } = {}): NorFlash {
-    const copy = new NorFlash({ ...this.geometry, strict: this.strict, seed: options.seed ?? 1 });
+  clone(options: { seed?: number; sharedSectors?: boolean } = {}): NorFlash {
+    const copy = new NorFlash({
+      ...this.geometry,
+      strict: this.strict,
+      seed: options.seed ?? 1,
+      sharedSectors: options.sharedSectors ?? false,
+    });
     copy.#sectors = [...this.#sectors];
     copy.#wear = [...this.#wear];
     copy.#shared = this.#sectors.map((data) => data !== null);
     for (let s = 0; s < this.#sectors.length; s++) if (this.#sectors[s]) this.#shared[s] = true;
     return copy;
+  }
+
+  /**
+   * The sectors that changed since the last call (only with `sharedSectors`). The buffers handed
+   * out are frozen: the chip copies a sector before programming it again, so what the caller
+   * holds stays the chip's state at this instant (a consistent cut, like a clean power loss).
+   *
+   * @example
+   * ```ts
+   * import { NorFlash } from "./flash.ts";
+   * const chip = new NorFlash({ sectorCount: 2, sharedSectors: true });
+   * chip.program(0, new Uint8Array(8));
+   * const mirror = new NorFlash({ sectorCount: 2 });
+   * mirror.applyChanges(chip.takeChanges());
+   * mirror.read(0, 1); // Uint8Array [0]
+   * ```
+   */
+  takeChanges(): FlashChanges {
+    if (!this.#changed || this.#changed.size === 0) return [];
+    const changes: [number, Uint8Array | null, number][] = [];
+    for (const sector of this.#changed) {
+      const data = this.#sectors[sector] ?? null;
+      if (data) this.#shared[sector] = true;
+      changes.push([sector, data, this.#wear[sector]!]);
+    }
+    this.#changed.clear();
+    return changes;
+  }
+
+  /**
+   * Replaces sectors with changes taken from a chip of the same geometry. The buffers stay
+   * shared with whoever else holds them (copy-on-write).
+   */
+  applyChanges(changes: FlashChanges): void {
+    const { sectorSize } = this.geometry;
+    for (const [sector, data, wear] of changes) {
+      this.#checkSector(sector);
+      if (data && data.length !== sectorSize) {
+        throw new RangeError(
+          `Cannot apply a change to sector ${sector}: it holds ${data.length} bytes, not ${sectorSize}`,
+        );
+      }
+      this.#sectors[sector] = data;
+      this.#shared[sector] = data !== null;
+      this.#wear[sector] = wear;
+    }
   }
 
   /** Memory held by this chip: private sector buffers and buffers it shares with others. */
@@ -499,14 +570,26 @@ export class NorFlash {
   #writableSector(sector: number): Uint8Array {
     let buffer = this.#sectors[sector];
     if (!buffer) {
-      buffer = new Uint8Array(this.geometry.sectorSize).fill(ERASED);
+      buffer = this.#newSector(null);
     } else if (this.#shared[sector]) {
-      buffer = new Uint8Array(buffer);
+      buffer = this.#newSector(buffer);
     } else {
       return buffer;
     }
     this.#sectors[sector] = buffer;
     this.#shared[sector] = false;
+    this.#changed?.add(sector);
+    return buffer;
+  }
+
+  /** A private sector buffer: a copy of `from`, or erased. */
+  #newSector(from: Uint8Array | null): Uint8Array {
+    const { sectorSize } = this.geometry;
+    const buffer = this.#changed
+      ? new Uint8Array(new SharedArrayBuffer(sectorSize))
+      : new Uint8Array(sectorSize);
+    if (from) buffer.set(from);
+    else buffer.fill(ERASED);
     return buffer;
   }
 
@@ -516,6 +599,7 @@ export class NorFlash {
     const pooled = intern(data);
     this.#sectors[sector] = pooled;
     this.#shared[sector] = true;
+    if (pooled !== data) this.#changed?.add(sector);
   }
 
   #checkPower(): void {

@@ -11,7 +11,7 @@ import type { AgentConfig } from "../agent/agent.ts";
 import { boot, type BootRom } from "../bootloader/bootloader.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
 import { Device, flashFactoryImage } from "../bootloader/device.ts";
-import { isPowerCut, type NorFlash } from "../bootloader/flash.ts";
+import { type FlashChanges, isPowerCut, type NorFlash } from "../bootloader/flash.ts";
 import { createFlash, type DeviceLayout, openAreas } from "../bootloader/layout.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Random } from "../lib/random.ts";
@@ -41,6 +41,8 @@ export interface FleetDeviceSpec {
   readonly seed: number;
   /** How this device behaves on any image other than the factory one (image behaviour mixes). */
   readonly badImage?: Behavior;
+  /** Its flash's changes since the factory (a device that outlived its Worker). */
+  readonly flash?: FlashChanges;
 }
 
 /** Shared by all devices of a Worker. */
@@ -114,15 +116,17 @@ export class DeviceActor {
   #corruptNext = 0;
   #wantOn = false;
 
-  /** Builds a powered-off device from the factory chip. */
+  /** Builds a powered-off device from the factory chip (and the changes its flash went through). */
   constructor(spec: FleetDeviceSpec, environment: ActorEnvironment) {
     this.thing = spec.thing;
     this.#environment = environment;
+    const flash = environment.factory.clone({ seed: spec.seed, sharedSectors: true });
+    if (spec.flash) flash.applyChanges(spec.flash);
     this.device = new Device({
       layout: environment.layout,
       rom: environment.rom,
       clock: environment.clock,
-      flash: environment.factory.clone({ seed: spec.seed }),
+      flash,
       ...(spec.badImage
         ? {
           behaviorOverride: (behavior: Behavior, version: string) =>

@@ -58,6 +58,8 @@ const USAGE = `Usage: deno task fleet [options]
   --disconnect-rate P      share of devices that lose their connection mid-update (0..1)
   --corrupt-rate P         share of devices that receive corrupted blocks (0..1)
   --power-cut-rate P       share of devices whose power is cut during the update (0..1)
+  --worker-crashes N       Workers that die of an uncaught error mid-update; their devices come
+                           back with their flash (default 0, chaos 1)
   --report FILE            where the JSON report goes (default fleet-report.json)
   --timeout SECONDS        give up after this much real time (default 600)
   --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
@@ -87,6 +89,7 @@ interface Options {
   disconnectRate: number;
   corruptRate: number;
   powerCutRate: number;
+  workerCrashes: number;
   report: string;
   cancelAt?: number;
   badImageShare: number;
@@ -248,6 +251,7 @@ export function parseFleetArgs(args: string[]): Options {
     disconnectRate: rate("disconnect-rate", chaos ? 0.2 : 0),
     corruptRate: rate("corrupt-rate", chaos ? 0.2 : 0),
     powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
+    workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
@@ -322,6 +326,9 @@ export interface FleetReport {
     powerCuts: number;
     crashes: number;
     lostMessages: number;
+    /** Workers made to crash (`--worker-crashes`). */
+    workerCrashes: number;
+    /** Worker deaths the supervisor saw and recovered from. */
     workerRestarts: number;
   };
   bytesDelivered: number;
@@ -484,6 +491,11 @@ export async function runFleet(
   });
   const series: FleetReport["series"] = [];
   const faultTimers: ReturnType<typeof setTimeout>[] = [];
+  // Worker crashes strike when a drawn share (10..90%) of the fleet has ended the first update, so
+  // some of the dead Worker's devices already run the new image and must come back with it.
+  const crashPlan = Array.from({ length: options.workerCrashes }, () => 0.1 + 0.8 * random.next())
+    .sort((a, b) => a - b);
+  let crashesDone = 0;
   let report: FleetReport | null = null;
   try {
     await fleet.start(devices.slice(0, initialDevices));
@@ -655,10 +667,18 @@ export async function runFleet(
           canceled = true;
           await access.cancelJob(jobId, "canceled by the operator mid-rollout (--cancel)");
         }
+        const doneShare = (done.SUCCEEDED + done.FAILED + done.REJECTED + done.TIMED_OUT) /
+          options.devices;
+        while (crashesDone < crashPlan.length && doneShare >= crashPlan[crashesDone]!) {
+          fleet.crashWorker(random.below(fleet.workerCount));
+          crashesDone++;
+        }
         const status = state.status;
         const continuousDone = options.scenario === "late-joiners" &&
           done.SUCCEEDED === options.devices;
         if (status !== "COMPLETED" && status !== "CANCELED" && !continuousDone) return false;
+        // A crash just ordered has not been seen yet: its devices' telemetry is not news yet.
+        if (fleet.workerRestarts < crashesDone) return false;
         // Wait for devices to settle: none mid-update, every confirmation landed.
         return fleet.telemetry.size === local &&
           [...fleet.telemetry.values()].every((t) =>
@@ -691,6 +711,7 @@ export async function runFleet(
       powerCuts: 0,
       crashes: 0,
       lostMessages: 0,
+      workerCrashes: crashesDone,
       workerRestarts: fleet.workerRestarts,
     };
     for (const d of finals) {
@@ -833,7 +854,7 @@ summary (${report.scenario}: ${report.expected})
       Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
     }
   bricked            ${report.bricked}
-  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts}, crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts}, crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
   delivered          ${
       (report.bytesDelivered / 1e6).toFixed(1)
     } MB in ${report.wallSeconds} s, peak RSS ${

@@ -6,6 +6,7 @@
  */
 
 import type { AgentConfig } from "../agent/agent.ts";
+import type { FlashChanges } from "../bootloader/flash.ts";
 import type {
   ActorFaults,
   ActorMessage,
@@ -37,6 +38,8 @@ export type ToWorker =
   | { readonly type: "add"; readonly devices: readonly FleetDeviceSpec[] }
   | { readonly type: "send"; readonly thing: string; readonly message: ActorMessage }
   | { readonly type: "report"; readonly requestId: number }
+  /** Die of an uncaught error (fault injection). */
+  | { readonly type: "crash" }
   | { readonly type: "stop" };
 
 /** One device's final state. */
@@ -49,7 +52,15 @@ export interface DeviceReport {
 /** Worker -> main. */
 export type FromWorker =
   | { readonly type: "ready" }
-  | { readonly type: "telemetry"; readonly states: readonly DeviceTelemetry[] }
+  | {
+    readonly type: "telemetry";
+    readonly states: readonly DeviceTelemetry[];
+    /**
+     * Flash sectors each device changed since the last batch, in SharedArrayBuffers: the
+     * supervisor holds them so a device outlives its Worker with its flash as of this batch.
+     */
+    readonly flash: readonly (readonly [thing: string, changes: FlashChanges])[];
+  }
   | { readonly type: "log"; readonly line: string }
   | {
     readonly type: "report";

@@ -1,11 +1,12 @@
 /**
  * The fleet supervisor (main thread): spreads device actors over Web Workers, routes messages to
  * them, keeps the latest telemetry (batched by the Workers, never one message per device event),
- * and restarts the devices of a Worker that dies.
+ * and restarts the devices of a Worker that dies, flash included (held in shared memory).
  *
  * @module
  */
 
+import type { FlashChanges } from "../bootloader/flash.ts";
 import type { ActorMessage, DeviceTelemetry, FleetDeviceSpec } from "./device_actor.ts";
 import type { DeviceReport, FromWorker, ToWorker, WorkerInit } from "./protocol.ts";
 
@@ -45,6 +46,8 @@ export class FleetSupervisor {
   readonly #options: SupervisorOptions;
   readonly #slots: WorkerSlot[] = [];
   readonly #where = new Map<string, WorkerSlot>();
+  /** Each device's flash sectors that differ from the factory chip, as of its last batch. */
+  readonly #flash = new Map<string, Map<number, FlashChanges[number]>>();
   readonly #reports = new Map<number, (devices: readonly DeviceReport[]) => void>();
   #nextRequest = 1;
   #stopping = false;
@@ -99,12 +102,12 @@ export class FleetSupervisor {
     this.#where.get(thing)?.worker.postMessage({ type: "send", thing, message } satisfies ToWorker);
   }
 
-  /** Kills a Worker the hard way (fault injection); its devices come back in a fresh Worker. */
-  killWorker(index: number): void {
-    const slot = this.#slots[index];
-    if (!slot) return;
-    slot.worker.terminate();
-    void this.#respawn(slot, "killed");
+  /**
+   * Makes a Worker die of an uncaught error (fault injection). Its devices come back in a fresh
+   * Worker with their flash as it was at the crash; their RAM (agents, connections) is gone.
+   */
+  crashWorker(index: number): void {
+    this.#slots[index]?.worker.postMessage({ type: "crash" } satisfies ToWorker);
   }
 
   /** Final state of every device (waits for each actor's mailbox to drain). */
@@ -170,7 +173,11 @@ export class FleetSupervisor {
       } satisfies ToWorker,
     );
     await ready;
-    worker.postMessage({ type: "add", devices: slot.devices } satisfies ToWorker);
+    const devices = slot.devices.map((spec) => {
+      const flash = this.#flash.get(spec.thing);
+      return flash ? { ...spec, flash: [...flash.values()] } : spec;
+    });
+    worker.postMessage({ type: "add", devices } satisfies ToWorker);
   }
 
   async #respawn(slot: WorkerSlot, why: string): Promise<void> {
@@ -181,6 +188,8 @@ export class FleetSupervisor {
       `worker ${slot.index} died (${why}): restarting its ${slot.devices.length} devices`,
     );
     slot.worker.terminate();
+    // What they said before dying is stale until the new Worker reports.
+    for (const device of slot.devices) this.telemetry.delete(device.thing);
     await this.#spawn(slot);
   }
 
@@ -188,6 +197,11 @@ export class FleetSupervisor {
     switch (message.type) {
       case "telemetry":
         for (const state of message.states) this.telemetry.set(state.thing, state);
+        for (const [thing, changes] of message.flash) {
+          let sectors = this.#flash.get(thing);
+          if (!sectors) this.#flash.set(thing, sectors = new Map());
+          for (const change of changes) sectors.set(change[0], change);
+        }
         return;
       case "log":
         this.#options.log?.(message.line);

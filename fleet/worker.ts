@@ -6,6 +6,7 @@
  */
 
 import { parseCertificate } from "../bootloader/codesign.ts";
+import type { FlashChanges } from "../bootloader/flash.ts";
 import { deviceLayout } from "../bootloader/layout.ts";
 import { ScaledClock, systemClock } from "../lib/clock.ts";
 import { seededRandom } from "../lib/random.ts";
@@ -22,6 +23,21 @@ let environment: ActorEnvironment | null = null;
 let telemetryTimer: ReturnType<typeof setInterval> | undefined;
 
 const post = (message: FromWorker) => scope.postMessage(message);
+
+/** Device states and, in the same message, the flash sectors each device changed since. */
+function postTelemetry(): void {
+  const flash: [string, FlashChanges][] = [];
+  for (const actor of actors.values()) {
+    const changes = actor.device.flash.takeChanges();
+    if (changes.length > 0) flash.push([actor.thing, changes]);
+  }
+  post({ type: "telemetry", states: [...actors.values()].map((a) => a.telemetry()), flash });
+}
+
+// A Worker dying of an uncaught error still gets its messages out before the host hears of the
+// error: the devices' flash goes with them exactly as it is at the moment of death.
+self.addEventListener("error", postTelemetry);
+self.addEventListener("unhandledrejection", postTelemetry);
 
 // Registered before any await, so no message is lost (Deno's Worker docs).
 scope.onmessage = (event) => {
@@ -49,7 +65,7 @@ async function handle(message: ToWorker): Promise<void> {
         ...(init.network ? { network: init.network } : {}),
       };
       telemetryTimer = setInterval(() => {
-        post({ type: "telemetry", states: [...actors.values()].map((a) => a.telemetry()) });
+        postTelemetry();
         for (const actor of actors.values()) void actor.watchdog();
       }, init.telemetryMs);
       post({ type: "ready" });
@@ -79,6 +95,12 @@ async function handle(message: ToWorker): Promise<void> {
       post({ type: "report", requestId: message.requestId, devices });
       return;
     }
+    case "crash":
+      // Out of every handler and promise, so nothing catches it: the Worker dies as on a bug.
+      setTimeout(() => {
+        throw new Error("simulated Worker crash (fault injection)");
+      });
+      return;
     case "stop":
       clearInterval(telemetryTimer);
       await Promise.all([...actors.values()].map((a) => a.stop()));

@@ -195,3 +195,73 @@ Deno.test("NorFlash shares identical sector contents between chips, copy-on-writ
   assert.deepEqual(b.read(4096, 8), content.subarray(0, 8));
   assert.equal(c.memoryUsage().privateBytes, 4096);
 });
+
+Deno.test("NorFlash: property: taken changes rebuild the chip as it was when they were taken", () => {
+  const sectorSize = 256;
+  const sectors = 4;
+  const size = sectorSize * sectors;
+  const op = fc.oneof(
+    fc.record({
+      kind: fc.constant("program" as const),
+      unitIndex: fc.integer({ min: 0, max: size / unit - 1 }),
+      units: fc.integer({ min: 1, max: 40 }),
+      value: fc.integer({ min: 0, max: 255 }),
+    }),
+    fc.record({ kind: fc.constant("erase" as const), sector: fc.nat(sectors - 1) }),
+    fc.record({ kind: fc.constant("torn-cut" as const), after: fc.integer({ min: 1, max: 3 }) }),
+    fc.record({ kind: fc.constant("take" as const) }),
+  );
+  fc.assert(
+    fc.property(fc.integer(), fc.array(op, { maxLength: 50 }), (seed, ops) => {
+      const chip = new NorFlash({
+        sectorCount: sectors,
+        sectorSize,
+        strict: false,
+        seed,
+        sharedSectors: true,
+      });
+      const mirror = new NorFlash({ sectorCount: sectors, sectorSize });
+      let taken = chip.read(0, size);
+      const wearOf = (flash: NorFlash) => Array.from({ length: sectors }, (_, s) => flash.wear(s));
+      let takenWear = wearOf(chip);
+      for (const o of ops) {
+        chip.powerOn();
+        try {
+          if (o.kind === "program") {
+            const offset = o.unitIndex * unit;
+            chip.program(offset, new Uint8Array(Math.min(o.units * unit, size - offset)));
+          } else if (o.kind === "erase") {
+            chip.eraseSector(o.sector);
+          } else if (o.kind === "torn-cut") {
+            chip.cutPowerAt({ atOperation: o.after, torn: true });
+          } else {
+            mirror.applyChanges(chip.takeChanges());
+            taken = chip.read(0, size);
+            takenWear = wearOf(chip);
+          }
+        } catch (error) {
+          if (!(error instanceof FlashError) && !isPowerCut(error)) throw error;
+        }
+        // What the mirror holds never moves with the chip's later writes.
+        assert.deepEqual(mirror.read(0, size), taken);
+        assert.deepEqual(wearOf(mirror), takenWear);
+      }
+    }),
+  );
+});
+
+Deno.test("NorFlash with shared sectors keeps them in SharedArrayBuffers another thread can hold", () => {
+  const chip = new NorFlash({ sectorCount: 2, sharedSectors: true });
+  chip.program(8, new Uint8Array(8).fill(0x11));
+  const [change] = chip.takeChanges();
+  assert.ok(change);
+  assert.equal(change[0], 0);
+  assert.ok(change[1]?.buffer instanceof SharedArrayBuffer);
+  assert.deepEqual(chip.takeChanges(), [], "nothing changed since");
+  chip.program(16, new Uint8Array(8).fill(0x22));
+  assert.equal(change[1]?.[16], ERASED, "a frozen sector is copied before the next program");
+  assert.throws(
+    () => new NorFlash({ sectorCount: 2 }).applyChanges([[0, new Uint8Array(3), 0]]),
+    /holds 3 bytes, not 4096/,
+  );
+});

@@ -1,4 +1,4 @@
-/** The actor runtime: mailbox order, a throwing actor restarted alone, a killed Worker's devices back. */
+/** The actor runtime: mailbox order, a throwing actor restarted alone, a crashed Worker's devices back. */
 import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
 import { certificateDer, pemEncode } from "../../bootloader/codesign.ts";
@@ -64,7 +64,7 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
   }
 });
 
-Deno.test("fleet supervisor: a killed Worker is detected and its devices come back", async () => {
+Deno.test("fleet supervisor: a crashed Worker is detected and its devices come back", async () => {
   const cloud = await startCloud();
   const pki = await testPki();
   const devices = ["w-1", "w-2", "w-3", "w-4"].map((thing, i) => ({
@@ -92,10 +92,10 @@ Deno.test("fleet supervisor: a killed Worker is detected and its devices come ba
     const running = () => [...fleet.telemetry.values()].filter((t) => t.state === "running").length;
     await waitUntil(() => running() === 4, "four devices running");
     fleet.telemetry.clear();
-    fleet.killWorker(0);
+    fleet.crashWorker(0);
     await waitUntil(
       () => fleet.workerRestarts === 1 && running() === 4,
-      "the killed Worker's devices to come back",
+      "the crashed Worker's devices to come back",
     );
     const report = await fleet.report();
     assert.equal(report.length, 4);

@@ -45,7 +45,7 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   assert.ok(report.asExpected);
 });
 
-Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cuts) still updates everyone", async () => {
+Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cuts, a Worker crash) still updates everyone", async () => {
   const report = await run(
     "--devices",
     "16",
@@ -67,6 +67,10 @@ Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cut
     report.faults.corruptedBlocks > 0 && report.faults.powerCuts > 0,
     JSON.stringify(report.faults),
   );
+  // The crashed Worker's devices came back with their flash: those already updated stayed on
+  // 1.1.0 (a factory reset would leave them on 1.0.0 with a SUCCEEDED execution).
+  assert.equal(report.faults.workerCrashes, 1);
+  assert.equal(report.faults.workerRestarts, 1);
   assert.deepEqual(report.runningVersion, { "1.1.0+0": 16 });
   assert.ok(report.asExpected);
 });
