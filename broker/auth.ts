@@ -8,7 +8,7 @@
  * @module
  */
 
-import { randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import { createHmac, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../lib/clock.ts";
 
 /** Who a connected client is. */
@@ -51,6 +51,48 @@ export function secretMatches(stored: StoredSecret, secret: string): boolean {
   const expected = Buffer.from(stored.hash, "hex");
   const actual = scryptSync(secret, Buffer.from(stored.salt, "hex"), 32, SCRYPT_COST);
   return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+/**
+ * {@linkcode secretMatches} that remembers what it verified: a device reconnecting with the
+ * secret scrypt already accepted is checked against a keyed hash of it instead (a device
+ * connects at least twice per update, before and after its reboot, and each scrypt costs ~1 ms
+ * of the broker's only thread). The key is random per process and never stored; an entry is
+ * tied to one stored record, so re-provisioning a secret invalidates it.
+ *
+ * @example
+ * ```ts
+ * import { hashSecret, SecretVerifier } from "./auth.ts";
+ * const verifier = new SecretVerifier();
+ * const stored = hashSecret("s3cret");
+ * verifier.matches(stored, "s3cret"); // true (scrypt)
+ * verifier.matches(stored, "s3cret"); // true (remembered)
+ * verifier.matches(stored, "guess"); // false (scrypt)
+ * ```
+ */
+export class SecretVerifier {
+  readonly #key = randomBytes(32);
+  /** Keyed hash of the accepted secret, by stored scrypt hash (unique: salts are random). */
+  readonly #accepted = new Map<string, Buffer>();
+  readonly #limit: number;
+
+  /** Remembers at most `limit` accepted secrets (the oldest go first). */
+  constructor(limit = 200_000) {
+    this.#limit = limit;
+  }
+
+  /** Whether `secret` is the one `stored` was derived from. */
+  matches(stored: StoredSecret, secret: string): boolean {
+    const keyed = createHmac("sha256", this.#key).update(secret).digest();
+    const known = this.#accepted.get(stored.hash);
+    if (known && timingSafeEqual(known, keyed)) return true;
+    if (!secretMatches(stored, secret)) return false;
+    if (this.#accepted.size >= this.#limit) {
+      this.#accepted.delete(this.#accepted.keys().next().value!);
+    }
+    this.#accepted.set(stored.hash, keyed);
+    return true;
+  }
 }
 
 /** Where the hooks look credentials up. */
@@ -147,6 +189,7 @@ export function createAuthHooks(
   const principals = new WeakMap<HookClient, Principal>();
   const rates = new WeakMap<HookClient, { second: number; count: number }>();
   const refusals: string[] = [];
+  const verifier = new SecretVerifier();
   const maxPayload = limits.maxPayloadBytes ?? 128 * 1024 + 4096;
   const maxRate = limits.maxMessagesPerSecond ?? 200;
   const refuse = (line: string) => {
@@ -159,7 +202,7 @@ export function createAuthHooks(
     authenticate(client, username, password, done) {
       const secret = password ? new TextDecoder().decode(password) : "";
       if (username === SERVICE_USER) {
-        if (secretMatches(credentials.serviceSecret, secret)) {
+        if (verifier.matches(credentials.serviceSecret, secret)) {
           principals.set(client, { role: "service" });
           return done(null, true);
         }
@@ -185,7 +228,7 @@ export function createAuthHooks(
         return done(refuseConnect(5, "Not authorized"), false);
       }
       const stored = credentials.thingSecret(username);
-      if (!stored || !secretMatches(stored, secret)) {
+      if (!stored || !verifier.matches(stored, secret)) {
         refuse(`connect refused: bad credentials for '${username}'`);
         return done(refuseConnect(4, "Bad user name or password"), false);
       }

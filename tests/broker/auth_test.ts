@@ -2,7 +2,13 @@
 import assert from "node:assert/strict";
 import mqtt, { type MqttClient } from "mqtt";
 import { connect } from "node:net";
-import { createAuthHooks, hashSecret, SERVICE_USER, type StoredSecret } from "../../broker/auth.ts";
+import {
+  createAuthHooks,
+  hashSecret,
+  SecretVerifier,
+  SERVICE_USER,
+  type StoredSecret,
+} from "../../broker/auth.ts";
 import { startEmbeddedBroker } from "../../broker/embedded.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { waitUntil } from "../helpers/wait.ts";
@@ -73,6 +79,36 @@ Deno.test("broker auth: unknown things, wrong secrets and borrowed client ids ar
   } finally {
     await s.close();
   }
+});
+
+Deno.test("broker auth: a remembered secret still refuses a wrong one, and re-provisioning forgets the old one", async () => {
+  const s = await setup();
+  try {
+    const first = await s.open("dev-b", "dev-b", "secret-b");
+    await first.endAsync();
+    assert.ok((await s.open("dev-b", "dev-b", "secret-b")).connected, "reconnect accepted");
+    assert.equal(await s.refusedCode("dev-b", "dev-b", "secret-b "), 4, "near miss refused");
+    secrets.set("dev-b", hashSecret("secret-b2"));
+    assert.equal(await s.refusedCode("dev-b", "dev-b", "secret-b"), 4, "old secret forgotten");
+    assert.ok((await s.open("dev-b", "dev-b", "secret-b2")).connected);
+  } finally {
+    secrets.set("dev-b", hashSecret("secret-b"));
+    await s.close();
+  }
+});
+
+Deno.test("SecretVerifier: only the exact secret passes, whether remembered, evicted or never seen", () => {
+  const verifier = new SecretVerifier(2);
+  const records = ["a", "b", "c"].map((secret) => ({ secret, stored: hashSecret(secret) }));
+  for (const { secret, stored } of records) {
+    assert.ok(verifier.matches(stored, secret));
+    assert.ok(verifier.matches(stored, secret));
+    assert.ok(!verifier.matches(stored, `${secret}x`));
+    assert.ok(!verifier.matches(stored, ""));
+  }
+  // "a" was evicted: still accepted through scrypt, still exact.
+  assert.ok(verifier.matches(records[0]!.stored, "a"));
+  assert.ok(!verifier.matches(records[0]!.stored, "b"));
 });
 
 Deno.test("broker ACL: a device may subscribe only under its own $aws/things/<thing>/", async () => {
