@@ -1,12 +1,14 @@
 /**
  * The fleet against its raw floor: the same number of devices moving the same bytes in the same
- * blocks through the same aedes, once as plain mqtt.js request/response clients in Workers (no
- * OTA logic: the floor) and once as `deno task fleet`. Writes both figures and their ratio to
- * bench/results.json, so a change to the fleet shows how far it moved from what the broker and
- * sockets allow.
+ * blocks through aedes, once as plain mqtt.js request/response clients in Workers (no OTA logic:
+ * the floor) and once as `deno task fleet`. Both run as a deployment would: the broker in one
+ * process (`deno task broker` for the fleet), the devices in another (`--broker`), which is also
+ * what lets 10,000 devices fit under a process's 20,000 open files. Writes every figure and the
+ * ratios to bench/results.json, so a change to the fleet shows how far it moved from what the
+ * broker and sockets allow.
  *
  * ```sh
- * deno task bench:fleet --devices 1000 --image-size 256KiB
+ * deno task bench:fleet --devices 1000,10000 --image-size 256KiB
  * ```
  *
  * @module
@@ -15,9 +17,10 @@ import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import type { AedesPublishPacket } from "aedes";
 import { startEmbeddedBroker } from "../broker/embedded.ts";
-import { blocksPerRequestFor, parseFleetArgs, runFleet } from "../fleet/fleet.ts";
+import type { FleetReport } from "../fleet/fleet.ts";
 import { parseSize } from "../lib/units.ts";
-import type { FloorWorkerJob, FloorWorkerReport } from "./floor_worker.ts";
+import { runFloorClients } from "./floor_clients.ts";
+import { sampleResidentMemory, spawnDeno } from "./processes.ts";
 
 /** What one floor run measured. */
 export interface FloorResult {
@@ -26,9 +29,21 @@ export interface FloorResult {
   readonly mbPerSecond: number;
 }
 
-/** Runs the floor: `devices` clients in `workers` Workers each fetch `imageSize` bytes. */
+/** The shape of one run. */
+export interface BenchShape {
+  readonly devices: number;
+  readonly imageSize: number;
+  readonly blockSize: number;
+  readonly workers: number;
+}
+
+/**
+ * Runs the floor: an aedes that answers each `floor/<id>/get` with that many blocks, and
+ * `devices` clients in `workers` Workers each fetching `imageSize` bytes, in this process or
+ * (`clients: "process"`) in a child process.
+ */
 export async function measureFloor(
-  options: { devices: number; imageSize: number; blockSize: number; workers: number },
+  options: BenchShape & { readonly clients?: "workers" | "process" },
 ): Promise<FloorResult> {
   const embedded = await startEmbeddedBroker();
   const block = Buffer.alloc(options.blockSize, 0xa5);
@@ -48,41 +63,137 @@ export async function measureFloor(
       }, () => {});
     }
   });
-  const blocks = Math.ceil(options.imageSize / options.blockSize);
-  const workers: Worker[] = [];
   try {
-    const ask = (worker: Worker, message: unknown, type: FloorWorkerReport["type"]) =>
-      new Promise<FloorWorkerReport>((resolve, reject) => {
-        worker.onmessage = (event: MessageEvent<FloorWorkerReport>) => {
-          if (event.data.type === type) resolve(event.data);
-        };
-        worker.onerror = (event) => reject(new Error(`floor worker: ${event.message}`));
-        worker.postMessage(message);
-      });
-    const jobs: FloorWorkerJob[] = [];
-    for (let w = 0; w < options.workers; w++) {
-      const clientIds: string[] = [];
-      for (let d = w; d < options.devices; d += options.workers) clientIds.push(`floor-${d}`);
-      jobs.push({
-        brokerUrl: embedded.url,
-        clientIds,
-        blocks,
-        blocksPerRequest: blocksPerRequestFor(options.blockSize),
-      });
-      workers.push(new Worker(new URL("./floor_worker.ts", import.meta.url), { type: "module" }));
-    }
-    await Promise.all(
-      workers.map((w, i) => ask(w, { type: "connect", job: jobs[i] }, "connected")),
-    );
-    const started = performance.now();
-    const reports = await Promise.all(workers.map((w) => ask(w, { type: "go" }, "done")));
-    const seconds = (performance.now() - started) / 1000;
-    const bytes = reports.reduce((sum, r) => sum + (r.type === "done" ? r.bytes : 0), 0);
-    await Promise.all(workers.map((w) => ask(w, { type: "close" }, "closed")));
+    const { seconds, bytes } = options.clients === "process"
+      ? await floorClientsProcess(embedded.url, options)
+      : await runFloorClients({ brokerUrl: embedded.url, ...options });
     return { seconds, bytes, mbPerSecond: bytes / 1e6 / seconds };
   } finally {
-    for (const worker of workers) worker.terminate();
     await embedded.close();
+  }
+}
+
+async function floorClientsProcess(brokerUrl: string, shape: BenchShape) {
+  const child = spawnDeno(new URL("./floor_clients.ts", import.meta.url).pathname, [
+    "--broker",
+    brokerUrl,
+    "--devices",
+    String(shape.devices),
+    "--image-size",
+    String(shape.imageSize),
+    "--block-size",
+    String(shape.blockSize),
+    "--workers",
+    String(shape.workers),
+  ]);
+  const line = await child.line((l) => l.startsWith("{"), "the floor's result");
+  await child.status;
+  return JSON.parse(line) as { seconds: number; bytes: number };
+}
+
+/** What one fleet run measured (broker and fleet in their own processes). */
+export interface FleetResult {
+  readonly seconds: number;
+  readonly bytes: number;
+  readonly mbPerSecond: number;
+  readonly asExpected: boolean;
+  /** Peak of the broker's and every fleet process's resident memory, summed. */
+  readonly peakRssBytes: number;
+  readonly phases: Record<string, number>;
+  /** From creating the update to every device settled: the part comparable to the floor. */
+  readonly updateSeconds: number;
+}
+
+/**
+ * Starts `deno task broker` and `shards` fleet processes that join it, and waits for the run.
+ *
+ * @example
+ * ```ts ignore
+ * const fleet = await measureFleet({ devices: 1000, imageSize: 262144, blockSize: 4096, workers: 2, shards: 1 });
+ * ```
+ */
+export async function measureFleet(
+  options: BenchShape & { readonly shards: number },
+): Promise<FleetResult> {
+  const dir = await Deno.makeTempDir({ prefix: "bench-fleet-" });
+  const token = crypto.randomUUID();
+  const script = (path: string) => new URL(path, import.meta.url).pathname;
+  const broker = spawnDeno(script("../broker/main.ts"), [
+    "--port",
+    "0",
+    "--http-port",
+    "0",
+    "--data",
+    `${dir}/cloud`,
+    "--time-scale",
+    "60",
+    "--token",
+    token,
+  ]);
+  const shards: ReturnType<typeof spawnDeno>[] = [];
+  const memory = sampleResidentMemory(() => [broker.pid, ...shards.map((s) => s.pid)]);
+  try {
+    const ready = JSON.parse(await broker.line((l) => l.startsWith("{"), "its address")) as {
+      mqtt: string;
+      api: string;
+    };
+    for (let shard = 1; shard <= options.shards; shard++) {
+      shards.push(spawnDeno(script("../fleet/fleet.ts"), [
+        "--devices",
+        String(options.devices),
+        "--image-size",
+        String(options.imageSize),
+        "--block-size",
+        String(options.blockSize),
+        "--workers",
+        String(options.workers),
+        "--broker",
+        ready.mqtt,
+        "--api",
+        ready.api,
+        "--token",
+        token,
+        "--shard",
+        `${shard}/${options.shards}`,
+        "--report",
+        `${dir}/report-${shard}.json`,
+      ]));
+    }
+    const reports: FleetReport[] = [];
+    for (const [index, shard] of shards.entries()) {
+      const status = await shard.status;
+      try {
+        reports.push(JSON.parse(await Deno.readTextFile(`${dir}/report-${index + 1}.json`)));
+      } catch {
+        throw new Error(
+          `fleet shard ${index + 1} exited ${status.code} without a report: ${
+            shard.stderrTail.join("\n")
+          }\n${shard.stdout.slice(-10).join("\n")}`,
+        );
+      }
+    }
+    const peakRssBytes = memory.stop();
+    const seconds = Math.max(...reports.map((r) => r.wallSeconds));
+    // Every shard sees the whole update's counts; the first one's figures stand for the run.
+    const first = reports[0]!;
+    const bytes = first.bytesDelivered;
+    return {
+      seconds,
+      bytes,
+      mbPerSecond: bytes / 1e6 / seconds,
+      asExpected: reports.every((r) => r.asExpected),
+      peakRssBytes,
+      phases: first.phases,
+      updateSeconds: Object.entries(first.phases)
+        .filter(([name]) => name.startsWith("update "))
+        .reduce((sum, [, s]) => sum + s, 0),
+    };
+  } finally {
+    memory.stop();
+    for (const shard of shards) shard.kill("SIGKILL");
+    broker.kill();
+    await Promise.all([broker.status, ...shards.map((s) => s.status)]);
+    await Deno.remove(dir, { recursive: true });
   }
 }
 
@@ -91,80 +202,69 @@ if (import.meta.main) {
     args: Deno.args,
     strict: true,
     options: {
-      devices: { type: "string", default: "1000" },
+      devices: { type: "string", default: "1000,10000" },
       "image-size": { type: "string", default: "256KiB" },
       "block-size": { type: "string", default: "4KiB" },
       workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+      shards: { type: "string", default: "1" },
       out: { type: "string", default: "bench/results.json" },
       "floor-only": { type: "boolean", default: false },
     },
   });
-  const devices = Number(values.devices);
+  const sizes = values.devices.split(",").map(Number);
   const workers = Number(values.workers);
+  const shards = Number(values.shards);
   const imageSize = parseSize(values["image-size"]);
   const blockSize = parseSize(values["block-size"]);
-  if (!(devices >= 1) || !(workers >= 1) || imageSize === null || blockSize === null) {
+  if (
+    !sizes.every((n) => Number.isInteger(n) && n >= 1) || !(workers >= 1) || !(shards >= 1) ||
+    imageSize === null || blockSize === null
+  ) {
     console.error(
-      "Usage: deno task bench:fleet [--devices N] [--image-size SIZE] [--block-size SIZE] [--workers N] [--out FILE] [--floor-only]",
+      "Usage: deno task bench:fleet [--devices N[,N...]] [--image-size SIZE] [--block-size SIZE] [--workers N] [--shards N] [--out FILE] [--floor-only]",
     );
     Deno.exit(2);
   }
-  const floor = await measureFloor({ devices, imageSize, blockSize, workers });
-  console.log(
-    `floor: ${floor.bytes / 1e6} MB in ${floor.seconds.toFixed(1)} s (${
-      floor.mbPerSecond.toFixed(1)
-    } MB/s)`,
-  );
-  let fleet = null;
-  if (!values["floor-only"]) {
-    const report = await runFleet(
-      parseFleetArgs([
-        "--devices",
-        String(devices),
-        "--image-size",
-        values["image-size"],
-        "--block-size",
-        values["block-size"],
-        "--workers",
-        String(workers),
-        "--report",
-        `${Deno.makeTempDirSync()}/fleet-report.json`,
-      ]),
-      () => {},
-    );
-    fleet = {
-      seconds: report.wallSeconds,
-      bytes: report.bytesDelivered,
-      mbPerSecond: report.bytesDelivered / 1e6 / report.wallSeconds,
-      asExpected: report.asExpected,
-      peakRssBytes: report.peakRssBytes,
-      phases: report.phases,
-      // The part comparable to the floor: from creating the update to every device settled.
-      updateSeconds: Object.entries(report.phases)
-        .filter(([name]) => name.startsWith("update "))
-        .reduce((sum, [, seconds]) => sum + seconds, 0),
-    };
+  const runs = [];
+  for (const devices of sizes) {
+    const shape = { devices, imageSize, blockSize, workers };
+    const floor = await measureFloor({ ...shape, clients: "process" });
     console.log(
-      `fleet: ${fleet.bytes / 1e6} MB in ${fleet.seconds} s (${
-        fleet.mbPerSecond.toFixed(1)
-      } MB/s), ${(fleet.seconds / floor.seconds).toFixed(1)}x the floor; the update alone ${
-        fleet.updateSeconds.toFixed(1)
-      } s, ${(fleet.updateSeconds / floor.seconds).toFixed(1)}x; phases ${
-        JSON.stringify(fleet.phases)
-      }`,
+      `${devices} devices: floor ${floor.bytes / 1e6} MB in ${floor.seconds.toFixed(1)} s (${
+        floor.mbPerSecond.toFixed(1)
+      } MB/s)`,
     );
+    const fleet = values["floor-only"] ? null : await measureFleet({ ...shape, shards });
+    if (fleet) {
+      console.log(
+        `${devices} devices: fleet ${fleet.bytes / 1e6} MB in ${fleet.seconds} s (${
+          fleet.mbPerSecond.toFixed(1)
+        } MB/s), ${(fleet.seconds / floor.seconds).toFixed(1)}x the floor; the update alone ${
+          fleet.updateSeconds.toFixed(1)
+        } s, ${(fleet.updateSeconds / floor.seconds).toFixed(1)}x; peak RSS ${
+          (fleet.peakRssBytes / 2 ** 20).toFixed(0)
+        } MiB (${(fleet.peakRssBytes / devices / 1024).toFixed(0)} KiB per device); ${
+          fleet.asExpected ? "as expected" : "NOT as expected"
+        }; phases ${JSON.stringify(fleet.phases)}`,
+      );
+    }
+    runs.push({
+      devices,
+      floor,
+      fleet,
+      fleetOverFloor: fleet ? fleet.seconds / floor.seconds : null,
+      updateOverFloor: fleet ? fleet.updateSeconds / floor.seconds : null,
+      memoryPerDeviceBytes: fleet ? Math.round(fleet.peakRssBytes / devices) : null,
+    });
   }
   const result = {
     at: new Date().toISOString(),
     cores: navigator.hardwareConcurrency,
-    devices,
     imageBytes: imageSize,
     blockBytes: blockSize,
     workers,
-    floor,
-    fleet,
-    fleetOverFloor: fleet ? fleet.seconds / floor.seconds : null,
-    updateOverFloor: fleet ? fleet.updateSeconds / floor.seconds : null,
+    shards,
+    runs,
   };
   Deno.writeTextFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
   console.log(`results: ${values.out}`);
