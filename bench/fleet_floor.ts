@@ -52,7 +52,11 @@ export async function measureFloor(
     const match = client ? requestTopic.exec(packet.topic) : null;
     if (!match) return;
     const count = Number(packet.payload.toString());
-    for (let i = 0; i < count; i++) {
+    // One block after the other, as the stream service awaits each publish: queueing a whole
+    // burst at 10,000 clients made mqemitter release its queue recursively past the stack.
+    let sent = 0;
+    const sendNext = () => {
+      if (sent++ === count) return;
       embedded.broker.publish({
         cmd: "publish",
         topic: `floor/${match[1]}/data`,
@@ -60,8 +64,9 @@ export async function measureFloor(
         qos: 0,
         retain: false,
         dup: false,
-      }, () => {});
-    }
+      }, sendNext);
+    };
+    sendNext();
   });
   try {
     const { seconds, bytes } = options.clients === "process"

@@ -36,9 +36,20 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
  */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  let i = 0;
+  // Four bytes at a time where both sides allow it: flash sectors are compared whole.
+  if (a.length >= WORDWISE && a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
+    const wa = new Uint32Array(a.buffer, a.byteOffset, a.length >>> 2);
+    const wb = new Uint32Array(b.buffer, b.byteOffset, a.length >>> 2);
+    for (let w = 0; w < wa.length; w++) if (wa[w] !== wb[w]) return false;
+    i = wa.length * 4;
+  }
+  for (; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/** Below this many bytes a word view costs more than it saves. */
+const WORDWISE = 64;
 
 /**
  * Lower-case hex of the bytes.
@@ -65,7 +76,14 @@ export function toHex(bytes: Uint8Array): string {
  * ```
  */
 export function isFilledWith(bytes: Uint8Array, value: number): boolean {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== value) return false;
+  let i = 0;
+  if (bytes.length >= WORDWISE && bytes.byteOffset % 4 === 0 && value === (value & 0xff)) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
+    const word = ((value & 0xff) * 0x01010101) >>> 0;
+    for (let w = 0; w < words.length; w++) if (words[w] !== word) return false;
+    i = words.length * 4;
+  }
+  for (; i < bytes.length; i++) if (bytes[i] !== value) return false;
   return true;
 }
 

@@ -1,0 +1,45 @@
+/** The byte helpers' word-at-a-time paths agree with the plain definitions. */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { bytesEqual, isFilledWith } from "../../lib/bytes.ts";
+
+/** A window into a larger buffer, so offsets and lengths hit every alignment. */
+const window = fc.record({
+  bytes: fc.uint8Array({ minLength: 0, maxLength: 300 }),
+  start: fc.nat(8),
+  trim: fc.nat(8),
+}).map(({ bytes, start, trim }) =>
+  bytes.subarray(Math.min(start, bytes.length), Math.max(start, bytes.length - trim))
+);
+
+Deno.test("bytesEqual: property: same answer as comparing byte by byte, at any alignment", () => {
+  fc.assert(
+    fc.property(window, fc.nat(8), fc.option(fc.nat(299)), (a, shift, flip) => {
+      const host = new Uint8Array(a.length + shift);
+      host.set(a, shift);
+      const b = host.subarray(shift);
+      if (flip !== null && flip < b.length) b[flip]! ^= 1 << (flip % 8);
+      const naive = a.length === b.length && a.every((v, i) => v === b[i]);
+      assert.equal(bytesEqual(a, b), naive);
+    }),
+  );
+});
+
+Deno.test("isFilledWith: property: same answer as checking byte by byte, at any alignment", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 255 }),
+      fc.nat(300),
+      fc.nat(8),
+      fc.option(fc.nat(299)),
+      fc.integer({ min: -1, max: 256 }),
+      (value, length, offset, poke, probe) => {
+        const host = new Uint8Array(length + offset).fill(value);
+        const bytes = host.subarray(offset);
+        if (poke !== null && poke < bytes.length) bytes[poke] = (value + 1) & 0xff;
+        assert.equal(isFilledWith(bytes, value), bytes.every((v) => v === value));
+        assert.equal(isFilledWith(bytes, probe), bytes.every((v) => v === probe));
+      },
+    ),
+  );
+});
