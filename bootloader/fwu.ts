@@ -263,17 +263,32 @@ export class FirmwareUpdateService {
     const padded = new Uint8Array(alignUp(block.length, unit)).fill(ERASED);
     padded.set(block);
     const existing = secondary.read(offset, padded.length);
+    // The common case, a block landing on erased flash, is one program: the unit-by-unit walk
+    // (a block rewritten after a power cut) costs three subarrays per 8-byte unit.
+    const status = isFilledWith(existing, ERASED)
+      ? this.#storage(() => secondary.program(offset, padded))
+      : this.#rewrite(offset, padded, existing);
+    if (status === "conflict") {
+      return this.#fail(
+        PsaStatus.ERROR_STORAGE_FAILURE,
+        `block at ${offset} conflicts with data already written`,
+      );
+    }
+    return status === PsaStatus.SUCCESS
+      ? status
+      : this.#fail(status, `flash program at ${offset} failed`);
+  }
+
+  /** Programs the still-erased units of a block whose other units already hold the same bytes. */
+  #rewrite(offset: number, padded: Uint8Array, existing: Uint8Array): number | "conflict" {
+    const { secondary } = this.#context.areas;
+    const unit = secondary.writeUnit;
     for (let at = 0; at < padded.length; at += unit) {
       const have = existing.subarray(at, at + unit);
       const want = padded.subarray(at, at + unit);
-      if (!isFilledWith(have, ERASED) && have.some((b, i) => b !== want[i])) {
-        return this.#fail(
-          PsaStatus.ERROR_STORAGE_FAILURE,
-          `block at ${offset} conflicts with data already written`,
-        );
-      }
+      if (!isFilledWith(have, ERASED) && have.some((b, i) => b !== want[i])) return "conflict";
     }
-    const status = this.#storage(() => {
+    return this.#storage(() => {
       let runStart = -1;
       const flush = (end: number) => {
         if (runStart >= 0) secondary.program(offset + runStart, padded.subarray(runStart, end));
@@ -288,9 +303,6 @@ export class FirmwareUpdateService {
       }
       flush(padded.length);
     });
-    return status === PsaStatus.SUCCESS
-      ? status
-      : this.#fail(status, `flash program at ${offset} failed`);
   }
 
   /** `psa_fwu_finish`: verifies the written image as the bootloader would; WRITING -> CANDIDATE. */
