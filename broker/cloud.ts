@@ -24,6 +24,8 @@ export interface CloudOptions {
   readonly port?: number;
   /** SQLite file, or `:memory:`. @default {":memory:"} */
   readonly databasePath?: string;
+  /** fsync every commit (survives power loss of the host, not only the process dying). */
+  readonly powerLossDurable?: boolean;
   readonly clock?: Clock;
   /** The cloud services' secret (their MQTT role). @default {random} */
   readonly serviceSecret?: string;
@@ -171,7 +173,9 @@ function aedesPublisher(broker: Aedes): Publisher {
 export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? (() => {});
-  const store = new SqliteStore(options.databasePath ?? ":memory:");
+  const store = new SqliteStore(options.databasePath ?? ":memory:", {
+    powerLossDurable: options.powerLossDurable ?? false,
+  });
   const serviceSecret: StoredSecret = hashSecret(options.serviceSecret ?? crypto.randomUUID());
   const secretCache = new Map<string, StoredSecret | null>();
   const hooks = createAuthHooks({

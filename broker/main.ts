@@ -25,7 +25,9 @@ const USAGE =
                   authentication and ACLs are then that broker's job
   --tls-port N --tls-key FILE --tls-cert FILE [--tls-ca FILE]
                   an MQTT over TLS listener; with --tls-ca (the fleet CA) devices log in with
-                  client certificates whose CN is their thing name`;
+                  client certificates whose CN is their thing name
+  --power-loss-durable  fsync every commit: state survives the host losing power, not only the
+                  broker process dying (costs one fsync per device status update)`;
 
 function usage(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -48,6 +50,7 @@ try {
       "tls-key": { type: "string" },
       "tls-cert": { type: "string" },
       "tls-ca": { type: "string" },
+      "power-loss-durable": { type: "boolean" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -102,6 +105,7 @@ await Deno.mkdir(dataDir, { recursive: true });
 const cloud = await startCloud({
   port: mqttPort,
   databasePath: `${dataDir}/cloud.db`,
+  powerLossDurable: values["power-loss-durable"] ?? false,
   clock: scale === 1 ? systemClock : new ScaledClock(scale),
   ...(values["service-secret"] ?? Deno.env.get("OTA_SERVICE_SECRET")
     ? { serviceSecret: values["service-secret"] ?? Deno.env.get("OTA_SERVICE_SECRET")! }

@@ -1,8 +1,8 @@
 /**
  * Durable cloud state behind a small interface: things and their credentials, thing groups,
  * jobs, job executions and the audit log. The default is an embedded SQLite file
- * (`node:sqlite`, WAL, synchronous commits), so a broker killed mid-rollout restarts on the same
- * directory without losing an execution; `:memory:` gives a throwaway store for tests.
+ * (`node:sqlite`, WAL), so a broker killed mid-rollout restarts on the same directory without
+ * losing an execution; `:memory:` gives a throwaway store for tests.
  *
  * @module
  */
@@ -131,12 +131,26 @@ export class SqliteStore implements CloudStore {
   readonly #db: DatabaseSync;
   #depth = 0;
 
-  /** Opens (and migrates) the database. */
-  constructor(path: string) {
+  /**
+   * Opens (and migrates) the database. Commits always survive the process dying (WAL,
+   * `synchronous=NORMAL`); with `powerLossDurable` each commit is also fsynced
+   * (`synchronous=FULL`), so it survives the host losing power, at one fsync per device status
+   * update on the broker's only thread (6 s of a 3,000-device rollout here).
+   */
+  constructor(path: string, options: { readonly powerLossDurable?: boolean } = {}) {
     this.#db = new DatabaseSync(path);
-    // WAL with full sync: a committed execution update survives SIGKILL and power loss.
-    this.#db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;");
+    this.#db.exec(
+      `PRAGMA journal_mode=WAL; PRAGMA synchronous=${
+        options.powerLossDurable ? "FULL" : "NORMAL"
+      }; PRAGMA busy_timeout=5000;`,
+    );
     this.#db.exec(SCHEMA);
+  }
+
+  /** How commits reach the disk: `FULL` (fsync each) or `NORMAL` (WAL, fsync at checkpoints). */
+  get synchronous(): "FULL" | "NORMAL" | "OTHER" {
+    const row = this.#db.prepare("PRAGMA synchronous").get() as { synchronous: number };
+    return row.synchronous === 2 ? "FULL" : row.synchronous === 1 ? "NORMAL" : "OTHER";
   }
 
   putThing(thing: ThingRecord): void {

@@ -48,3 +48,21 @@ Deno.test("store: execution counts by status and overdue executions follow every
     Deno.removeSync(directory, { recursive: true });
   }
 });
+
+Deno.test("store: commits are WAL + NORMAL by default, fsynced each with powerLossDurable, and survive reopening", () => {
+  const directory = Deno.makeTempDirSync();
+  try {
+    const quick = new SqliteStore(`${directory}/quick.db`);
+    const durable = new SqliteStore(`${directory}/durable.db`, { powerLossDurable: true });
+    assert.equal(quick.synchronous, "NORMAL");
+    assert.equal(durable.synchronous, "FULL");
+    quick.putExecution(execution("job-a", "t1", "SUCCEEDED"));
+    quick.close();
+    durable.close();
+    const reopened = new SqliteStore(`${directory}/quick.db`);
+    assert.deepEqual(reopened.executionStatusCounts("job-a"), { SUCCEEDED: 1 });
+    reopened.close();
+  } finally {
+    Deno.removeSync(directory, { recursive: true });
+  }
+});
