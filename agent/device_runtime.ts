@@ -49,6 +49,8 @@ export interface DeviceRuntimeOptions {
   readonly http?: HttpPort;
   readonly mqttOptions?: IClientOptions;
   readonly log?: (line: string) => void;
+  /** Told of every agent callback event as it happens (they are also kept in `events`). */
+  readonly onEvent?: (event: AgentCallbackEvent) => void;
   /** Damages or drops incoming messages (fault injection on the link). */
   readonly messageFilter?: (topic: string, payload: Uint8Array) => Uint8Array | null;
 }
@@ -65,9 +67,9 @@ export interface DeviceRuntimeOptions {
 export class DeviceRuntime {
   /** The device. */
   readonly device: Device;
-  /** Every callback event of every agent this device ran, oldest first. */
+  /** The callback events of the agents this device ran, oldest first (the last 1,000). */
   readonly events: AgentCallbackEvent[] = [];
-  /** Log lines. */
+  /** Log lines (the last 1,000). */
   readonly log: string[] = [];
   readonly #options: DeviceRuntimeOptions;
   #agent: OtaAgent | null = null;
@@ -122,7 +124,7 @@ export class DeviceRuntime {
   }
 
   #record(line: string): void {
-    this.log.push(line);
+    keepLast(this.log, line);
     this.#options.log?.(`[${this.#options.thingName}] ${line}`);
   }
 
@@ -137,7 +139,10 @@ export class DeviceRuntime {
       store: new AgentStateStore(device.areas.agentState),
       clock: this.#options.clock ?? systemClock,
       config: { maxFirmwareSize: device.fwu.maxSize, ...this.#options.agentConfig },
-      onEvent: (event: AgentCallbackEvent) => this.events.push(event),
+      onEvent: (event: AgentCallbackEvent) => {
+        keepLast(this.events, event);
+        this.#options.onEvent?.(event);
+      },
       log: (line: string) => this.#record(line),
       ...(this.#options.http ? { http: this.#options.http } : {}),
     };
@@ -178,4 +183,12 @@ export class DeviceRuntime {
     this.#client = null;
     if (client) await client.endAsync(true).catch(() => {});
   }
+}
+
+/** A device runs for as long as a soak lasts: its history is bounded (one event per block). */
+const HISTORY = 1_000;
+
+function keepLast<T>(history: T[], item: T): void {
+  history.push(item);
+  if (history.length > HISTORY) history.splice(0, history.length - HISTORY);
 }

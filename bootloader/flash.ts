@@ -230,6 +230,14 @@ export class NorFlash {
     return { ...this.#stats };
   }
 
+  /**
+   * Programs and erases so far (refused ones excluded): a state derived from the contents
+   * (trailers, update state) is still valid while this number has not moved.
+   */
+  get generation(): number {
+    return this.#stats.operations;
+  }
+
   /** Erase count of one sector. */
   wear(sector: number): number {
     this.#checkSector(sector);

@@ -7,10 +7,11 @@
  */
 
 import { DeviceRuntime } from "../agent/device_runtime.ts";
-import type { AgentConfig } from "../agent/agent.ts";
+import type { AgentCallbackEvent, AgentConfig } from "../agent/agent.ts";
 import { boot, type BootRom } from "../bootloader/bootloader.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
 import { Device, flashFactoryImage } from "../bootloader/device.ts";
+import { fwuStateName } from "../bootloader/fwu.ts";
 import { type FlashChanges, isPowerCut, type NorFlash } from "../bootloader/flash.ts";
 import { createFlash, type DeviceLayout, openAreas } from "../bootloader/layout.ts";
 import type { Clock } from "../lib/clock.ts";
@@ -25,6 +26,19 @@ export type ActorMessage =
   | { readonly type: "corrupt-blocks"; readonly count: number }
   | { readonly type: "throw"; readonly message: string };
 
+/**
+ * When (epoch ms, comparable across Workers and processes) a device passed each stage of its
+ * latest job: the agent accepted it, activated the downloaded image (download and signature
+ * check done, reboot next), started the self-test on the new image, and completed the update.
+ */
+export interface UpdateMarks {
+  readonly jobId: string;
+  received: number;
+  activated?: number;
+  selfTest?: number;
+  complete?: number;
+}
+
 /** What the supervisor learns about a device. */
 export interface DeviceTelemetry {
   readonly thing: string;
@@ -32,6 +46,7 @@ export interface DeviceTelemetry {
   readonly version: string | null;
   readonly trial: boolean;
   readonly updateState: string | null;
+  readonly marks: UpdateMarks | null;
 }
 
 /** Everything a Worker needs to build devices (structured-clone friendly). */
@@ -115,6 +130,10 @@ export class DeviceActor {
   #running: Promise<void> | null = null;
   #corruptNext = 0;
   #wantOn = false;
+  #marks: UpdateMarks | null = null;
+  /** The last telemetry and what it was derived from: rebuilding it reads flash. */
+  #telemetry: { readonly key: string; readonly value: DeviceTelemetry } | null = null;
+  #marksChanged = 0;
 
   /** Builds a powered-off device from the factory chip (and the changes its flash went through). */
   constructor(spec: FleetDeviceSpec, environment: ActorEnvironment) {
@@ -142,7 +161,21 @@ export class DeviceActor {
       agentConfig: environment.agentConfig,
       mqttOptions: { username: spec.thing, password: spec.secret, reconnectPeriod: 500 },
       messageFilter: (topic, payload) => this.#filter(topic, payload),
+      onEvent: (event) => this.#mark(event),
     });
+  }
+
+  #mark(event: AgentCallbackEvent): void {
+    const now = Date.now();
+    this.#marksChanged++;
+    if (event.type === "ReceivedJob") {
+      // A job received again after the reboot (self-test) is the same update going on.
+      if (this.#marks?.jobId !== event.jobId) this.#marks = { jobId: event.jobId, received: now };
+    } else if (this.#marks && "jobId" in event && event.jobId === this.#marks.jobId) {
+      if (event.type === "Activate") this.#marks.activated ??= now;
+      else if (event.type === "StartTest") this.#marks.selfTest ??= now;
+      else if (event.type === "UpdateComplete") this.#marks.complete ??= now;
+    }
   }
 
   /** Queues a message; messages are handled in order, one at a time. */
@@ -156,12 +189,27 @@ export class DeviceActor {
     while (this.#running) await this.#running;
   }
 
-  /** The device as the supervisor sees it. */
+  /**
+   * The device as the supervisor sees it. The same object as last time while nothing it is made
+   * of changed (flash, power state, running image, update marks), so callers can send only news.
+   */
   telemetry(): DeviceTelemetry {
+    const running = this.device.running;
+    const key =
+      `${this.device.flash.generation}:${this.device.state}:${running?.version}:${running?.trial}:${this.#marksChanged}`;
+    if (this.#telemetry?.key === key) return this.#telemetry.value;
+    const value = this.#buildTelemetry();
+    this.#telemetry = { key, value };
+    return value;
+  }
+
+  #buildTelemetry(): DeviceTelemetry {
     const running = this.device.running;
     let updateState: string | null = null;
     try {
-      updateState = this.device.state === "running" ? this.device.report().updateState : null;
+      updateState = this.device.state === "running" && this.device.flash.poweredOn
+        ? fwuStateName(this.device.fwu.state)
+        : null;
     } catch {
       updateState = null;
     }
@@ -171,6 +219,7 @@ export class DeviceActor {
       version: running?.version ?? null,
       trial: running?.trial ?? false,
       updateState,
+      marks: this.#marks ? { ...this.#marks } : null,
     };
   }
 

@@ -29,7 +29,7 @@ import { operatorApi } from "../broker/operator_api.ts";
 import { ScaledClock } from "../lib/clock.ts";
 import { seededRandom } from "../lib/random.ts";
 import { parseSize } from "../lib/units.ts";
-import type { FleetDeviceSpec, NetworkProfile } from "./device_actor.ts";
+import type { FleetDeviceSpec, NetworkProfile, UpdateMarks } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 
 /** Named experiments. */
@@ -339,10 +339,69 @@ export interface FleetReport {
    * update, `report` (final state and the boot ROM check of every flash).
    */
   phases: Record<string, number>;
+  /**
+   * Per update, how long devices spent in each stage (seconds: median, 90th percentile, max over
+   * the devices that passed it): `accept` from the update's creation to the agent accepting the
+   * job (rollout wait included), `download` to the image activated (blocks, close, signature),
+   * `reboot` to the self-test on the new image (swap, boot, reconnect, job fetched again),
+   * `confirm` to the update complete (self-test, SUCCEEDED acknowledged, image confirmed).
+   */
+  stages: Record<string, Record<UpdateStage, StageTimes>>;
   peakRssBytes: number;
   series: { t: number; counts: Record<string, number> }[];
   expected: string;
   asExpected: boolean;
+}
+
+/** The stages of one device's update, in order. */
+export type UpdateStage = "accept" | "download" | "reboot" | "confirm";
+
+/** Seconds a stage took across devices. */
+export interface StageTimes {
+  readonly devices: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly max: number;
+}
+
+/** Stage times of one update from the devices' marks (see {@linkcode FleetReport.stages}). */
+export function stageTimes(
+  createdAt: number,
+  marks: readonly (UpdateMarks | null)[],
+  jobId: string,
+): Record<UpdateStage, StageTimes> {
+  const spans: Record<UpdateStage, number[]> = {
+    accept: [],
+    download: [],
+    reboot: [],
+    confirm: [],
+  };
+  for (const m of marks) {
+    if (!m || m.jobId !== jobId) continue;
+    spans.accept.push(m.received - createdAt);
+    if (m.activated !== undefined) spans.download.push(m.activated - m.received);
+    if (m.activated !== undefined && m.selfTest !== undefined) {
+      spans.reboot.push(m.selfTest - m.activated);
+    }
+    if (m.selfTest !== undefined && m.complete !== undefined) {
+      spans.confirm.push(m.complete - m.selfTest);
+    }
+  }
+  const summary = (ms: number[]): StageTimes => {
+    const sorted = ms.sort((a, b) => a - b);
+    const at = (q: number) =>
+      sorted.length === 0
+        ? 0
+        : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! / 10) /
+          100;
+    return { devices: sorted.length, p50: at(0.5), p90: at(0.9), max: at(1) };
+  };
+  return {
+    accept: summary(spans.accept),
+    download: summary(spans.download),
+    reboot: summary(spans.reboot),
+    confirm: summary(spans.confirm),
+  };
 }
 
 /** Runs a fleet experiment and returns its report. */
@@ -364,6 +423,7 @@ export async function runFleet(
 ): Promise<FleetReport> {
   const started = performance.now();
   const phases: Record<string, number> = {};
+  const stages: FleetReport["stages"] = {};
   let phaseStart = started;
   const endPhase = (name: string) => {
     const now = performance.now();
@@ -613,6 +673,7 @@ export async function runFleet(
             : {}),
         });}
       const { jobId, fileSize } = created!;
+      const createdAt = Date.now();
       jobIds.push(jobId);
       imageBytes = fileSize;
       if (index === 0) planFaults();
@@ -688,6 +749,11 @@ export async function runFleet(
       };
       await waitFor(ended, `the update to ${version} to end`);
       endPhase(`update ${version}`);
+      stages[version] = stageTimes(
+        createdAt,
+        [...fleet.telemetry.values()].map((t) => t.marks),
+        jobId,
+      );
     }
     const jobId = jobIds[jobIds.length - 1]!;
     const expectedVersion = `${versions[versions.length - 1]}+0`;
@@ -795,6 +861,7 @@ export async function runFleet(
       bytesDelivered: access.bytesDelivered(options.blockSize) ?? imageBytes * total.SUCCEEDED,
       wallSeconds: Math.round((performance.now() - started) / 100) / 10,
       phases,
+      stages,
       peakRssBytes: peakRss,
       series,
       expected,
@@ -862,6 +929,13 @@ summary (${report.scenario}: ${report.expected})
     } MiB (main process)
   phases             ${
       Object.entries(report.phases).map(([name, s]) => `${name} ${s} s`).join(", ")
+    }${
+      Object.entries(report.stages).map(([version, stages]) =>
+        `\n  stages ${version.padEnd(10)} ${
+          Object.entries(stages).map(([stage, t]) => `${stage} ${t.p50}/${t.p90}/${t.max} s`)
+            .join(", ")
+        } (median/p90/max)`
+      ).join("")
     }
   as expected        ${report.asExpected ? "yes" : "NO"}
   report             ${options.report}`);

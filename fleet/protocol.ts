@@ -54,6 +54,7 @@ export type FromWorker =
   | { readonly type: "ready" }
   | {
     readonly type: "telemetry";
+    /** The devices whose state changed since the last batch. */
     readonly states: readonly DeviceTelemetry[];
     /**
      * Flash sectors each device changed since the last batch, in SharedArrayBuffers: the

@@ -10,7 +10,12 @@ import type { FlashChanges } from "../bootloader/flash.ts";
 import { deviceLayout } from "../bootloader/layout.ts";
 import { ScaledClock, systemClock } from "../lib/clock.ts";
 import { seededRandom } from "../lib/random.ts";
-import { type ActorEnvironment, DeviceActor, factoryChip } from "./device_actor.ts";
+import {
+  type ActorEnvironment,
+  DeviceActor,
+  type DeviceTelemetry,
+  factoryChip,
+} from "./device_actor.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 
 const scope = self as unknown as {
@@ -24,14 +29,23 @@ let telemetryTimer: ReturnType<typeof setInterval> | undefined;
 
 const post = (message: FromWorker) => scope.postMessage(message);
 
-/** Device states and, in the same message, the flash sectors each device changed since. */
+/** What each device last told the supervisor: only news is sent again. */
+const sent = new WeakMap<DeviceActor, DeviceTelemetry>();
+
+/** Device states that changed and, in the same message, the flash sectors changed since. */
 function postTelemetry(): void {
   const flash: [string, FlashChanges][] = [];
+  const states: DeviceTelemetry[] = [];
   for (const actor of actors.values()) {
     const changes = actor.device.flash.takeChanges();
     if (changes.length > 0) flash.push([actor.thing, changes]);
+    const state = actor.telemetry();
+    if (sent.get(actor) !== state) {
+      sent.set(actor, state);
+      states.push(state);
+    }
   }
-  post({ type: "telemetry", states: [...actors.values()].map((a) => a.telemetry()), flash });
+  if (states.length > 0 || flash.length > 0) post({ type: "telemetry", states, flash });
 }
 
 // A Worker dying of an uncaught error still gets its messages out before the host hears of the

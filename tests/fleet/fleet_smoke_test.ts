@@ -1,6 +1,6 @@
 /** deno task fleet at small size: the report accounts for every device and nothing is bricked. */
 import assert from "node:assert/strict";
-import { type FleetReport, parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+import { type FleetReport, parseFleetArgs, runFleet, stageTimes } from "../../fleet/fleet.ts";
 
 async function run(...args: string[]): Promise<FleetReport> {
   const lines: string[] = [];
@@ -43,6 +43,28 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   assert.equal(report.jobStatus, "COMPLETED");
   assert.ok(report.bytesDelivered >= 16 * 16 * 1024);
   assert.ok(report.asExpected);
+  // Every device passed every stage of the update, and the figures are ordered.
+  const stages = report.stages["1.1.0"]!;
+  assert.deepEqual(Object.keys(stages), ["accept", "download", "reboot", "confirm"]);
+  for (const [stage, t] of Object.entries(stages)) {
+    assert.equal(t.devices, 16, stage);
+    assert.ok(0 <= t.p50 && t.p50 <= t.p90 && t.p90 <= t.max, `${stage}: ${JSON.stringify(t)}`);
+  }
+});
+
+Deno.test("stageTimes: spans between marks, only for the job asked about, ordered statistics", () => {
+  const marks = [
+    { jobId: "j", received: 1_500, activated: 2_500, selfTest: 4_500, complete: 5_000 },
+    { jobId: "j", received: 1_000, activated: 4_000 },
+    { jobId: "other", received: 0, activated: 9_000, selfTest: 9_500, complete: 9_900 },
+    null,
+  ];
+  assert.deepEqual(stageTimes(1_000, marks, "j"), {
+    accept: { devices: 2, p50: 0.5, p90: 0.5, max: 0.5 },
+    download: { devices: 2, p50: 3, p90: 3, max: 3 },
+    reboot: { devices: 1, p50: 2, p90: 2, max: 2 },
+    confirm: { devices: 1, p50: 0.5, p90: 0.5, max: 0.5 },
+  });
 });
 
 Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cuts, a Worker crash) still updates everyone", async () => {
