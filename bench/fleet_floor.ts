@@ -107,6 +107,11 @@ export interface FleetResult {
   readonly phases: Record<string, number>;
   /** From creating the update to every device settled: the part comparable to the floor. */
   readonly updateSeconds: number;
+  /** What the first shard's report says of the outcome (whole-fleet job counts). */
+  readonly report: Pick<
+    FleetReport,
+    "expected" | "outcome" | "runningVersion" | "bricked" | "faults" | "stages"
+  >;
 }
 
 /**
@@ -192,6 +197,18 @@ export async function measureFleet(
       updateSeconds: Object.entries(first.phases)
         .filter(([name]) => name.startsWith("update "))
         .reduce((sum, [, s]) => sum + s, 0),
+      report: {
+        expected: first.expected,
+        outcome: first.outcome,
+        // Versions and bricked devices are each shard's own devices: add them up.
+        runningVersion: reports.reduce<Record<string, number>>((all, r) => {
+          for (const [v, n] of Object.entries(r.runningVersion)) all[v] = (all[v] ?? 0) + n;
+          return all;
+        }, {}),
+        bricked: reports.reduce((sum, r) => sum + r.bricked, 0),
+        faults: first.faults,
+        stages: first.stages,
+      },
     };
   } finally {
     memory.stop();
@@ -250,7 +267,11 @@ if (import.meta.main) {
           (fleet.peakRssBytes / 2 ** 20).toFixed(0)
         } MiB (${(fleet.peakRssBytes / devices / 1024).toFixed(0)} KiB per device); ${
           fleet.asExpected ? "as expected" : "NOT as expected"
-        }; phases ${JSON.stringify(fleet.phases)}`,
+        }; phases ${JSON.stringify(fleet.phases)}; outcome ${
+          JSON.stringify(fleet.report.outcome)
+        }; versions ${JSON.stringify(fleet.report.runningVersion)}; stages ${
+          JSON.stringify(fleet.report.stages)
+        }`,
       );
     }
     runs.push({
