@@ -518,7 +518,7 @@ export class OtaAgent {
     this.#jobBackoff = 0;
     const message = this.#parse(payload);
     this.#onEvent({ type: "Processed" });
-    if (message.kind === "no-job") return this.#noJob();
+    if (message.kind === "no-job") return await this.#noJob();
     if (message.kind === "invalid") return await this.#refuseJob(message);
     const job = message.job;
     if (job.versionNumber !== null) this.#jobVersion.set(job.jobId, job.versionNumber);
@@ -543,8 +543,10 @@ export class OtaAgent {
   }
 
   #pendingSelfTestJob: OtaJob | null = null;
+  /** The job whose SUCCEEDED this trial image reported without hearing back. */
+  #unacknowledgedSuccess: OtaJob | null = null;
 
-  #noJob(): Outcome {
+  async #noJob(): Promise<Outcome> {
     this.#onEvent({ type: "NoActiveJob" });
     const pal = this.#platform.pal;
     if (this.#loadRecord() !== null || this.#platform.updateState() === FwuState.WRITING) {
@@ -553,6 +555,21 @@ export class OtaAgent {
       this.#clearRecord();
     }
     if (pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit) {
+      const unacknowledged = this.#unacknowledgedSuccess;
+      if (unacknowledged) {
+        const seen = await this.#describeAnswered(unacknowledged.jobId);
+        if (seen === "SUCCEEDED") {
+          this.#log(`job ${unacknowledged.jobId}: SUCCEEDED had landed: confirming the image`);
+          const confirmed = this.#confirmTrial(unacknowledged);
+          return confirmed === "done" ? "stay" : confirmed;
+        }
+        if (seen === null) {
+          // No answer at all: keep the trial (a reset reverts it), ask again later.
+          this.#log(`job ${unacknowledged.jobId}: the cloud does not answer: still on trial`);
+          this.#startRequestTimer(this.#config.jobRequestBackoffMs[1]);
+          return "stay";
+        }
+      }
       // The job this trial image belongs to is gone (cancelled or timed out): follow the cloud.
       this.#log("trial image without a job: rejecting it");
       pal.setPlatformImageState(null, OtaImageState.Rejected);
@@ -638,12 +655,22 @@ export class OtaAgent {
     }, true);
     if (!acked) {
       // Never confirm an image the cloud has not heard about (AWS #506): stay on trial, ask again.
+      // The report may still have landed (a loaded broker answers late): if the job is gone from
+      // $next, #noJob asks the cloud about this one before giving the image up.
       this.#log(`job ${job.jobId}: SUCCEEDED not acknowledged: the image stays on trial`);
       this.#pendingSelfTestJob = null;
+      this.#unacknowledgedSuccess = job;
       this.#signal({ type: "RequestJobDocument" });
       return "stay";
     }
     this.#log(`job ${job.jobId}: SUCCEEDED acknowledged: confirming the image`);
+    return this.#confirmTrial(job);
+  }
+
+  /** The cloud has the update as SUCCEEDED: make the trial image permanent. */
+  #confirmTrial(job: OtaJob): Outcome {
+    const pal = this.#platform.pal;
+    this.#unacknowledgedSuccess = null;
     const accepted = pal.setPlatformImageState(null, OtaImageState.Accepted);
     if (otaPalMain(accepted) !== OtaPalMainStatus.Success) {
       return { error: `commit failed: ${pal.lastError}` };
@@ -1260,7 +1287,7 @@ export class OtaAgent {
       if (answer.code === "VersionMismatch") this.#jobVersion.delete(jobId);
       else if (answer.code !== null && answer.code !== "timeout") {
         // Our earlier attempt may have landed with only its acknowledgement lost: ask.
-        const seen = await this.#describe(jobId);
+        const seen = await this.#describeAnswered(jobId);
         if (seen === status) {
           this.#log(`status ${status} for ${jobId} was already recorded (acknowledgement lost)`);
           return true;
@@ -1277,10 +1304,30 @@ export class OtaAgent {
     return false;
   }
 
+  /**
+   * DescribeJobExecution asked again with backoff while the cloud does not answer (a loaded
+   * broker answers late, and the answer decides whether an image is kept): null only when no
+   * attempt was answered.
+   */
+  async #describeAnswered(jobId: string): Promise<string | null> {
+    const generation = this.#generation;
+    let delay = this.#config.statusAckTimeoutMs;
+    for (let attempt = 0; attempt <= this.#config.maxStatusRetries; attempt++) {
+      if (generation !== this.#generation) return null;
+      const seen = await this.#describe(jobId, delay);
+      if (seen !== null) return seen;
+      delay = Math.min(delay * 2, 60_000);
+    }
+    return null;
+  }
+
   /** DescribeJobExecution (`<jobId>/get`): the execution's status, or null. */
-  async #describe(jobId: string): Promise<string | null> {
+  async #describe(
+    jobId: string,
+    timeoutMs = this.#config.statusAckTimeoutMs,
+  ): Promise<string | null> {
     const clientToken = this.#token();
-    const reply = this.#awaitReply(clientToken, this.#config.statusAckTimeoutMs);
+    const reply = this.#awaitReply(clientToken, timeoutMs);
     try {
       const body = JSON.stringify({ clientToken, includeJobDocument: false });
       await this.#mqtt.publish(this.#topics.jobGet(jobId), body, 1);

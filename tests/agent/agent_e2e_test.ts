@@ -267,6 +267,27 @@ Deno.test("agent e2e (aedes): a lost SUCCEEDED acknowledgement is retried and th
   }
 });
 
+Deno.test("agent e2e (aedes): a SUCCEEDED that landed without any answer in time is found by asking again, and the image is kept", async () => {
+  // A loaded broker: the acknowledgement is lost and the first describes go unanswered, so the
+  // report gives up and the job has left $next. Giving the trial image up would leave the cloud
+  // saying SUCCEEDED for a device back on 1.0.0 (seen at 10,000 devices).
+  const r = await rig({ agentConfig: { maxStatusRetries: 1, statusAckTimeoutMs: 300 } });
+  try {
+    r.cloud.faults.dropUpdateAcks = 1;
+    r.cloud.faults.dropDescribes = 5;
+    const execution = await happyUpdate(r);
+    assert.equal(execution.status, "SUCCEEDED");
+    assert.equal(r.cloud.faults.dropDescribes, 0, "every lost describe was asked again");
+    assert.ok(
+      r.runtime.log.some((l) => /SUCCEEDED had landed: confirming the image/.test(l)),
+      r.runtime.log.join("\n"),
+    );
+    assert.equal(r.runtime.device.report().securityCounter, 2);
+  } finally {
+    await r.close();
+  }
+});
+
 for (
   const [behavior, what, reason, detail] of [
     [

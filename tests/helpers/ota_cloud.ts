@@ -36,6 +36,8 @@ export interface CloudFaults {
   withhold: Set<number>;
   /** Status updates whose acknowledgement is lost. */
   dropUpdateAcks: number;
+  /** DescribeJobExecution (`<jobId>/get`) requests to ignore (reply lost). */
+  dropDescribes: number;
 }
 
 export class TestOtaCloud {
@@ -46,6 +48,7 @@ export class TestOtaCloud {
     corruptOnce: new Set(),
     withhold: new Set(),
     dropUpdateAcks: 0,
+    dropDescribes: 0,
   };
   readonly streamRequests: { thing: string; stream: string; blocks: number[] }[] = [];
   /** `$next/get` requests received (answered or not). */
@@ -203,6 +206,10 @@ export class TestOtaCloud {
   }
 
   async #onDescribe(thing: string, jobId: string, payload: Uint8Array): Promise<void> {
+    if (this.faults.dropDescribes > 0) {
+      this.faults.dropDescribes--;
+      return;
+    }
     let clientToken: unknown;
     try {
       clientToken = JSON.parse(new TextDecoder().decode(payload)).clientToken;
