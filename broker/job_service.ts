@@ -406,12 +406,15 @@ export class JobService {
     }
     if (allowed <= 0) return;
     const batch = job.pending.slice(0, allowed);
-    this.#putJob({
+    const released: JobRecord = {
       ...job,
       pending: job.pending.slice(batch.length),
       notifiedAt: [...recent, ...batch.map(() => now)],
-    });
-    for (const thing of batch) this.#queueExecution(this.#store.getJob(jobId)!, thing, 1);
+    };
+    this.#putJob(released);
+    // One job record for the whole batch: reading it back per thing parsed its pending list (all
+    // the fleet at first) once per released thing, quadratic in the fleet.
+    for (const thing of batch) this.#queueExecution(released, thing, 1);
   }
 
   #finishIfDone(jobId: string): void {
