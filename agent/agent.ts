@@ -188,7 +188,8 @@ interface ActiveFile {
   readonly job: OtaJob;
   readonly index: number;
   readonly spec: OtaFileSpec;
-  readonly protocol: DataProtocol;
+  /** Null when the job offers no data protocol this device can use. */
+  readonly protocol: DataProtocol | null;
   readonly blockCount: number;
   bitmap: BlockBitmap;
   url: string | null;
@@ -522,13 +523,19 @@ export class OtaAgent {
     if (message.kind === "invalid") return await this.#refuseJob(message);
     const job = message.job;
     if (job.versionNumber !== null) this.#jobVersion.set(job.jobId, job.versionNumber);
-    if (
-      job.selfTest !== null ||
-      this.#platform.pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit
-    ) {
+    if (job.selfTest !== null) {
       this.#pendingSelfTestJob = job;
       this.#signal({ type: "StartSelfTest" });
       return "done";
+    }
+    if (this.#platform.pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit) {
+      // A trial image, and a job that is not testing it: the job that staged the image is gone
+      // (cancelled while the device rebooted). Back to the confirmed image; the job then comes
+      // again from $next and starts from a clean slate.
+      this.#log(`trial image does not belong to job ${job.jobId}: rejecting it first`);
+      this.#platform.pal.setPlatformImageState(null, OtaImageState.Rejected);
+      this.#platform.pal.resetDevice(null);
+      return "stay";
     }
     if (this.#active && this.#active.job.jobId === job.jobId) {
       // The download we were doing before a suspend: continue from the bitmap.
@@ -696,6 +703,14 @@ export class OtaAgent {
   async #initFileHandler(): Promise<Outcome> {
     const active = this.#active;
     if (!active) return { error: "no file to create" };
+    if (active.protocol === null) {
+      return await this.#failActive(
+        failedReason(OtaErr.InvalidDataProtocol, 0),
+        `no usable data protocol: the job offers ${active.job.protocols.join(", ")}${
+          this.#http ? "" : " and this device has no HTTP client"
+        }`,
+      );
+    }
     if (!active.opened) {
       const opened = this.#openStorage(active);
       if (!opened.ok) return await this.#failActive(opened.reason, opened.detail);
@@ -991,10 +1006,19 @@ export class OtaAgent {
         pal.lastError ?? "close failed",
       );
     }
-    await this.#report(active.job.jobId, "IN_PROGRESS", {
+    const ready = await this.#report(active.job.jobId, "IN_PROGRESS", {
       self_test: "ready",
       updatedBy: versionWord(this.#platform.runningVersion),
     }, true);
+    if (!ready) {
+      // Only a job the cloud still has in progress may reboot the device into its image (the
+      // job comes back with self_test after the reboot); a cancelled one leaves it staged.
+      this.#log(`job ${active.job.jobId}: self-test not acknowledged: not activating`);
+      this.#active = null;
+      pal.setPlatformImageState(null, OtaImageState.Aborted);
+      this.#signal({ type: "RequestJobDocument" });
+      return "done";
+    }
     this.#activate(active.job.jobId);
     return "done";
   }
@@ -1105,11 +1129,8 @@ export class OtaAgent {
       (p === "MQTT"
         ? job.streamName !== null
         : spec.updateDataUrl !== null && this.#http !== undefined);
-    const protocol: DataProtocol = usable(preferred)
-      ? preferred
-      : preferred === "MQTT"
-      ? "HTTP"
-      : "MQTT";
+    const other: DataProtocol = preferred === "MQTT" ? "HTTP" : "MQTT";
+    const protocol = usable(preferred) ? preferred : usable(other) ? other : null;
     const blockCount = Math.ceil(spec.fileSize / this.#config.blockSize);
     return {
       job,

@@ -214,6 +214,34 @@ Deno.test("agent e2e (aedes): an expired pre-signed URL is refreshed through the
   }
 });
 
+Deno.test("agent e2e (aedes): a job over a data plane the device cannot use fails at once with InvalidDataProtocol", async () => {
+  const r = await rig(); // no HTTP client
+  try {
+    const { image, signature } = await signedUpdate("1.1.0");
+    await r.runtime.start();
+    await r.cloud.createJob(
+      r.thing,
+      "job-http-only",
+      firmwareJobDocument({
+        url: "http://127.0.0.1:9/fw.bin",
+        size: image.length,
+        signature,
+        certFile: SIGNER_CERT_PATH,
+      }),
+    );
+    const execution = r.cloud.execution(r.thing, "job-http-only");
+    await r.cloud.waitFor(() => execution.status === "FAILED", "FAILED");
+    assert.equal(execution.statusDetails.reason, "0x0000000d: 0x00000000");
+    assert.match(
+      execution.statusDetails.detail ?? "",
+      /no usable data protocol: the job offers HTTP/,
+    );
+    assert.equal(r.runtime.device.running?.version, "1.0.0+0");
+  } finally {
+    await r.close();
+  }
+});
+
 for (
   const [version, reason] of [["1.0.0", "rejected: 0x00000010"], [
     "0.9.0",
