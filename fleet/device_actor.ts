@@ -7,6 +7,7 @@
  */
 
 import { DeviceRuntime } from "../agent/device_runtime.ts";
+import { fetchHttpPort } from "../agent/http_fetch.ts";
 import type { AgentCallbackEvent, AgentConfig } from "../agent/agent.ts";
 import { boot, type BootRom } from "../bootloader/bootloader.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
@@ -73,6 +74,8 @@ export interface ActorEnvironment {
   readonly log: (line: string) => void;
   /** The link every device of this Worker sees (incoming direction). */
   readonly network?: NetworkProfile;
+  /** Send every device's own log lines (boot, agent) to `log` too, not only actor events. */
+  readonly deviceLogs?: boolean;
 }
 
 /**
@@ -160,8 +163,11 @@ export class DeviceActor {
       clock: environment.clock,
       agentConfig: environment.agentConfig,
       mqttOptions: { username: spec.thing, password: spec.secret, reconnectPeriod: 500 },
+      // Fleet devices have both data planes; the job document says which to use.
+      http: fetchHttpPort,
       messageFilter: (topic, payload) => this.#filter(topic, payload),
       onEvent: (event) => this.#mark(event),
+      ...(environment.deviceLogs ? { log: environment.log } : {}),
     });
   }
 

@@ -52,6 +52,14 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   }
 });
 
+Deno.test("fleet smoke: --protocol http, devices fetch the image through pre-signed URLs", async () => {
+  const report = await run("--devices", "8", "--workers", "2", "--protocol", "http");
+  accounted(report);
+  assert.equal(report.protocol, "http");
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 8 });
+  assert.ok(report.asExpected, report.expected);
+});
+
 Deno.test("stageTimes: spans between marks, only for the job asked about, ordered statistics", () => {
   const marks = [
     { jobId: "j", received: 1_500, activated: 2_500, selfTest: 4_500, complete: 5_000 },
