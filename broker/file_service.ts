@@ -31,6 +31,8 @@ export class FileService {
   baseUrl: string;
   /** Requests refused, for tests and logs. */
   refused = 0;
+  /** Requests answered with file bytes (whole or ranged). */
+  served = 0;
 
   /** Builds the service. */
   constructor(options: { secret: Uint8Array; clock: Clock; source: FileSource; baseUrl: string }) {
@@ -79,6 +81,7 @@ export class FileService {
     if (!file) return refuse(404, "no such file");
     const range = request.headers.get("range");
     if (range === null) {
+      this.served++;
       return new Response(file.slice(), {
         status: 200,
         headers: { "content-length": String(file.length) },
@@ -94,6 +97,7 @@ export class FileService {
         headers: { "content-range": `bytes */${file.length}` },
       });
     }
+    this.served++;
     return new Response(file.slice(start, end + 1), {
       status: 206,
       headers: {

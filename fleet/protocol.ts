@@ -6,6 +6,7 @@
  */
 
 import type { AgentConfig } from "../agent/agent.ts";
+import type { DeviceReport as DeviceSnapshot } from "../bootloader/device.ts";
 import type { FlashChanges } from "../bootloader/flash.ts";
 import type {
   ActorFaults,
@@ -30,6 +31,8 @@ export interface WorkerInit {
   readonly telemetryMs: number;
   /** The simulated radio link of every device (none: the loopback socket as is). */
   readonly network?: NetworkProfile;
+  /** Forward the devices' own log lines (agent, boot) as `log` messages; for small runs. */
+  readonly deviceLogs?: boolean;
 }
 
 /** Main -> Worker. */
@@ -47,6 +50,8 @@ export interface DeviceReport {
   readonly telemetry: DeviceTelemetry;
   readonly bootable: boolean;
   readonly faults: ActorFaults;
+  /** What the device's flash says: slot trailers, security counter, update state, last boot log. */
+  readonly device: DeviceSnapshot;
 }
 
 /** Worker -> main. */

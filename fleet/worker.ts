@@ -77,6 +77,7 @@ async function handle(message: ToWorker): Promise<void> {
         random: seededRandom(init.seed),
         log: (line) => post({ type: "log", line }),
         ...(init.network ? { network: init.network } : {}),
+        ...(init.deviceLogs ? { deviceLogs: true } : {}),
       };
       telemetryTimer = setInterval(() => {
         postTelemetry();
@@ -104,6 +105,7 @@ async function handle(message: ToWorker): Promise<void> {
           telemetry: actor.telemetry(),
           bootable: await actor.bootable(),
           faults: { ...actor.faults },
+          device: actor.device.report(),
         });
       }
       post({ type: "report", requestId: message.requestId, devices });

@@ -1,0 +1,251 @@
+/**
+ * The world of the OTA end-to-end qualification cases: the real cloud (embedded aedes over TCP,
+ * job, stream and file services, OTA-update manager, operator API serving pre-signed URLs) and
+ * one device actor in its own Web Worker, on factory image 1.0.0 with security counter 1.
+ *
+ * @module
+ */
+import { toBase64 } from "../../lib/base64.ts";
+import mqtt from "mqtt";
+import type { AgentConfig } from "../../agent/agent.ts";
+import {
+  certificateDer,
+  exportPrivateKeyPem,
+  pemEncode,
+  signData,
+} from "../../bootloader/codesign.ts";
+import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
+import { type Cloud, startCloud } from "../../broker/cloud.ts";
+import type { ExecutionRecord } from "../../broker/store.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+import type { DeviceReport } from "../../fleet/protocol.ts";
+import { FleetSupervisor } from "../../fleet/supervisor.ts";
+import { AGENT_TEST_CONFIG } from "./agent_rig.ts";
+import { SIGNER_CERT_PATH, testImage, testPki } from "./pki.ts";
+import { waitUntil } from "./wait.ts";
+import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
+
+/** Real time, plus an offset a test moves forward (an expiry passing without waiting for it). */
+export class ManualOffsetClock implements Clock {
+  #offset = 0;
+  /** Moves this clock `ms` ahead of real time. */
+  advance(ms: number): void {
+    this.#offset += ms;
+  }
+  now(): number {
+    return systemClock.now() + this.#offset;
+  }
+  setTimer(ms: number, callback: () => void): TimerId {
+    return systemClock.setTimer(ms, callback);
+  }
+  clearTimer(id: TimerId): void {
+    systemClock.clearTimer(id);
+  }
+}
+
+/** The data plane a case runs over. */
+export type DataProtocol = "MQTT" | "HTTP";
+
+/** Payload size of every test image (16 KiB: 16 blocks of 1 KiB). */
+export const IMAGE_PAYLOAD = 16 * 1024;
+const THING = "qualified-device";
+
+/** One qualification world. */
+export interface QualificationWorld {
+  readonly cloud: Cloud;
+  readonly fleet: FleetSupervisor;
+  readonly thing: string;
+  readonly protocol: DataProtocol;
+  /** The cloud's clock: real time plus whatever a case jumps it ahead by. */
+  readonly clock: ManualOffsetClock;
+  /** The device's log lines (boot, agent), for a failing case to show. */
+  readonly logs: readonly string[];
+  /** How many times the device's MQTT connection was closed so far. */
+  disconnects(): number;
+  /** Creates an OTA update of a payload signed by the cloud's signing profile; returns the job id. */
+  update(
+    id: string,
+    options: {
+      version: string;
+      securityCounter?: number;
+      behavior?: Behavior;
+      presignedUrlExpirySeconds?: number;
+    },
+  ): Promise<string>;
+  /**
+   * Publishes a job whose file the cloud did not sign or check (a compromised or mistaken cloud):
+   * `document` rewrites the file entry of the job document.
+   */
+  rawJob(
+    id: string,
+    image: Uint8Array,
+    file: (entry: Record<string, unknown>) => Record<string, unknown>,
+  ): string;
+  /** The device's execution of a job. */
+  execution(jobId: string): ExecutionRecord | null;
+  /** Waits for the execution to reach `status` (and the job to settle on the device). */
+  ended(jobId: string, status: string): Promise<ExecutionRecord>;
+  /** The device's state, read from its Worker (flash trailers, counter, running image). */
+  device(): Promise<DeviceReport>;
+  close(): Promise<void>;
+}
+
+/** Starts the cloud and the device; the device boots 1.0.0 and waits for jobs. */
+export async function qualificationWorld(
+  protocol: DataProtocol,
+  agentConfig: Partial<AgentConfig> = {},
+): Promise<QualificationWorld> {
+  const pki = await testPki();
+  const clock = new ManualOffsetClock();
+  const cloud = await startCloud({ tickMs: 100, clock });
+  let disconnects = 0;
+  cloud.broker?.broker.on("clientDisconnect", (client: { id: string }) => {
+    if (client.id === THING) disconnects++;
+  });
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token: "qualification-token" }),
+  );
+  cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  const signerPem = pemEncode("CERTIFICATE", certificateDer(pki.signer));
+  const profile = await cloud.otaUpdates.createSigningProfile({
+    name: "release",
+    rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
+    certificatePem: signerPem,
+    privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
+  });
+  if (!profile.ok) throw new Error(profile.reason);
+  cloud.provisionThing(THING, "qualified-secret");
+  cloud.jobs.addThingToGroup("fleet", THING);
+  const logs: string[] = [];
+  const fleet = new FleetSupervisor({
+    log: (line) => logs.push(line),
+    devicesPerWorker: 1,
+    init: {
+      slotSectors: 24,
+      rootCertificateDer: certificateDer(pki.root),
+      certificates: [[SIGNER_CERT_PATH, signerPem]],
+      factoryImage: await testImage({ version: "1.0.0", payloadSize: IMAGE_PAYLOAD }),
+      brokerUrl: cloud.url,
+      timeScale: 1,
+      agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: protocol, ...agentConfig },
+      seed: 1,
+      telemetryMs: 50,
+      deviceLogs: true,
+    },
+  });
+  await fleet.start([{ thing: THING, secret: "qualified-secret", seed: 7 }]);
+  await waitUntil(
+    () => fleet.telemetry.get(THING)?.state === "running" && cloud.broker !== null,
+    "the device to boot 1.0.0",
+  );
+  const execution = (jobId: string) => cloud.store.getExecution(jobId, THING);
+  const device = async () => (await fleet.report())[0]!;
+  return {
+    cloud,
+    fleet,
+    thing: THING,
+    protocol,
+    clock,
+    logs,
+    disconnects: () => disconnects,
+    async update(id, options) {
+      const created = await cloud.otaUpdates.createOtaUpdate({
+        otaUpdateId: id,
+        payload: toBase64(
+          buildFirmware(
+            { behavior: options.behavior ?? "ok", version: options.version },
+            IMAGE_PAYLOAD,
+          ),
+        ),
+        version: options.version,
+        securityCounter: options.securityCounter ?? 1,
+        signingProfile: "release",
+        certFile: SIGNER_CERT_PATH,
+        targets: { things: [THING] },
+        protocols: [protocol],
+        ...(options.presignedUrlExpirySeconds
+          ? { presignedUrlExpirySeconds: options.presignedUrlExpirySeconds }
+          : {}),
+      });
+      if (!created.ok) throw new Error(created.reason);
+      return created.value.jobId;
+    },
+    rawJob(id, image, file) {
+      const jobId = `AFR_OTA-${id}`;
+      const fileKey = `raw-${id}.bin`;
+      cloud.store.putFile(fileKey, image);
+      cloud.streams.addStream(jobId, new Map([[0, image]]));
+      const entry: Record<string, unknown> = {
+        filepath: "firmware.bin",
+        filesize: image.length,
+        fileid: 0,
+        certfile: SIGNER_CERT_PATH,
+      };
+      if (protocol === "HTTP") {
+        entry.update_data_url = `\${ota:presigned-url:${fileKey}:300}`;
+        entry.auth_scheme = "aws.s3.presigned";
+      }
+      const created = cloud.jobs.createJob({
+        jobId,
+        document: {
+          afr_ota: {
+            protocols: [protocol],
+            ...(protocol === "MQTT" ? { streamname: jobId } : {}),
+            files: [file(entry)],
+          },
+        },
+        targets: { things: [THING] },
+      });
+      if (!created.ok) throw new Error(created.reason);
+      return jobId;
+    },
+    execution,
+    async ended(jobId, status) {
+      await waitUntil(() => execution(jobId)?.status === status, `${jobId} to be ${status}`);
+      // The device has settled: it runs a confirmed image, no update is under way, and a refused
+      // one has been cleaned away (FAILED lasts until the agent aborts the staged image).
+      await waitUntil(() => {
+        const t = fleet.telemetry.get(THING);
+        return t?.state === "running" && !t.trial &&
+          (t.updateState === "READY" || t.updateState === "UPDATED");
+      }, "the device to settle");
+      return execution(jobId)!;
+    },
+    device,
+    async close() {
+      await fleet.stop();
+      await server.shutdown();
+      await cloud.close();
+    },
+  };
+}
+
+/** An image signed by the trusted signer, with its detached signature (base64). */
+export async function signedImage(
+  options: { version: string; securityCounter?: number; signer?: "trusted" | "rogue" },
+): Promise<{ image: Uint8Array; signature: string }> {
+  const pki = await testPki();
+  const image = await testImage({
+    version: options.version,
+    securityCounter: options.securityCounter ?? 1,
+    payloadSize: IMAGE_PAYLOAD,
+    signer: options.signer ?? "trusted",
+  });
+  const key = options.signer === "rogue" ? pki.rogueKeys : pki.signerKeys;
+  return { image, signature: toBase64(await signData(key.privateKey, image)) };
+}
+
+/**
+ * Takes the device's MQTT session over with its own client id and credentials, as AWS IoT Core's
+ * qualification does to disconnect a device, then lets go.
+ */
+export async function takeOverSession(world: QualificationWorld): Promise<void> {
+  const intruder = await mqtt.connectAsync(world.cloud.url, {
+    clientId: world.thing,
+    username: world.thing,
+    password: "qualified-secret",
+    reconnectPeriod: 0,
+  });
+  await intruder.endAsync();
+}
