@@ -163,7 +163,13 @@ export class DeviceRuntime {
       ...this.#options.mqttOptions,
     });
     this.#client = client;
-    client.on("error", (error) => this.#record(`mqtt: ${error.message}`));
+    client.on("error", (error) => {
+      this.#record(`mqtt: ${error.message}`);
+      // mqtt.js reconnects when its socket closes; under Deno a socket that failed a write to a
+      // peer that had ended it (EPIPE after a session takeover) may never emit 'close', which
+      // left the device offline until the keepalive noticed. Closing it ourselves is idempotent.
+      if (client.stream && !client.stream.destroyed) client.stream.destroy();
+    });
     const agent = new OtaAgent({ ...common, mqtt: mqttPort(client) });
     this.#agent = agent;
     this.#detach = attachAgent(client, agent, this.#options.messageFilter);

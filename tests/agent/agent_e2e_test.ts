@@ -70,6 +70,33 @@ Deno.test("agent e2e (aedes): a disconnect suspends the download and the reconne
   }
 });
 
+Deno.test("agent e2e (aedes): a socket that fails a write and never closes is closed by the device, which reconnects and resumes", async () => {
+  // Seen under load after a session takeover: EPIPE on the socket and no 'close', so mqtt.js
+  // never reconnected and the device sat offline until the keepalive.
+  const r = await rig();
+  try {
+    const { image, signature } = await signedUpdate("1.1.0");
+    for (let b = 10; b < 17; b++) r.cloud.faults.withhold.add(b);
+    await r.runtime.start();
+    await startJob(r, image, signature);
+    await waitUntil(() => r.runtime.agent?.blocksRemaining === 7, "10 blocks to arrive");
+    const client = r.runtime.client!;
+    let connects = 0;
+    client.on("connect", () => connects++);
+    client.stream.emit(
+      "error",
+      Object.assign(new Error("This socket has been ended by the other party"), { code: "EPIPE" }),
+    );
+    await waitUntil(() => connects >= 1, "the device to reconnect");
+    r.cloud.faults.withhold.clear();
+    const execution = r.cloud.execution(r.thing, "job-1");
+    await r.cloud.waitFor(() => execution.status === "SUCCEEDED", "SUCCEEDED after the reconnect");
+    assert.ok(r.runtime.log.some((l) => /^resumed with 7 blocks to go/.test(l)));
+  } finally {
+    await r.close();
+  }
+});
+
 Deno.test("agent e2e (aedes): a job cancelled mid-download is dropped cleanly and the next job runs", async () => {
   const r = await rig();
   try {
