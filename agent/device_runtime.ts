@@ -163,6 +163,8 @@ export class DeviceRuntime {
       ...this.#options.mqttOptions,
     });
     this.#client = client;
+    client.on("close", () => this.#record("mqtt: connection closed"));
+    client.on("reconnect", () => this.#record("mqtt: reconnecting"));
     client.on("error", (error) => {
       this.#record(`mqtt: ${error.message}`);
       // mqtt.js reconnects when its socket closes; under Deno a socket that failed a write to a

@@ -9,32 +9,53 @@ import type { MqttClient } from "mqtt";
 import type { MqttPort, OtaAgent } from "./agent.ts";
 
 /**
- * Wraps a connected mqtt.js client.
+ * Wraps a connected mqtt.js client. Every call settles within `timeoutMs`: a QoS 1 publish whose
+ * PUBACK is lost with its connection would otherwise keep the agent's one-at-a-time mailbox
+ * waiting for good, suspend and resume events included.
  *
  * @example
  * ```ts ignore
- * const port = mqttPort(client);
- * attachAgent(client, agent);
+ * const port = mqttPort(client, { timeoutMs: 10_000 });
+ * await port.publish("$aws/things/dev-1/jobs/$next/get", "{}", 1);
  * ```
  */
-export function mqttPort(client: MqttClient): MqttPort {
+export function mqttPort(client: MqttClient, options: { timeoutMs?: number } = {}): MqttPort {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const settled = async <T>(what: string, work: () => Promise<T>): Promise<T> => {
+    if (!client.connected) throw new Error("not connected");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        work(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`${what} not acknowledged within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   return {
     async publish(topic, payload, qos) {
-      if (!client.connected) throw new Error("not connected");
-      await client.publishAsync(
-        topic,
-        typeof payload === "string" ? payload : Buffer.from(payload),
-        { qos },
+      await settled(
+        "publish",
+        () =>
+          client.publishAsync(
+            topic,
+            typeof payload === "string" ? payload : Buffer.from(payload),
+            { qos },
+          ),
       );
     },
     async subscribe(topic, qos) {
-      if (!client.connected) throw new Error("not connected");
-      const granted = await client.subscribeAsync(topic, { qos });
+      const granted = await settled("subscribe", () => client.subscribeAsync(topic, { qos }));
       if (granted.some((g) => g.qos === 128)) throw new Error(`subscription to '${topic}' refused`);
     },
     async unsubscribe(topic) {
-      if (!client.connected) throw new Error("not connected");
-      await client.unsubscribeAsync(topic);
+      await settled("unsubscribe", () => client.unsubscribeAsync(topic));
     },
   };
 }

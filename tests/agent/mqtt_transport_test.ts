@@ -1,0 +1,27 @@
+/** The agent's MQTT port: no call may keep the agent waiting for ever. */
+import assert from "node:assert/strict";
+import type { MqttClient } from "mqtt";
+import { mqttPort } from "../../agent/mqtt_transport.ts";
+
+/** A client whose broker never answers (a PUBACK lost with its connection). */
+function silentClient(connected: boolean): MqttClient {
+  const never = () => new Promise<never>(() => {});
+  return {
+    connected,
+    publishAsync: never,
+    subscribeAsync: never,
+    unsubscribeAsync: never,
+  } as unknown as MqttClient;
+}
+
+Deno.test("mqttPort: a publish, subscribe or unsubscribe nobody answers fails after the timeout", async () => {
+  const port = mqttPort(silentClient(true), { timeoutMs: 30 });
+  await assert.rejects(port.publish("t", "x", 1), /publish not acknowledged within 30 ms/);
+  await assert.rejects(port.subscribe("t", 0), /subscribe not acknowledged within 30 ms/);
+  await assert.rejects(port.unsubscribe("t"), /unsubscribe not acknowledged within 30 ms/);
+});
+
+Deno.test("mqttPort: a disconnected client fails at once", async () => {
+  const port = mqttPort(silentClient(false), { timeoutMs: 60_000 });
+  await assert.rejects(port.publish("t", "x", 0), /not connected/);
+});
