@@ -384,3 +384,107 @@ Deno.test("job service: state lives in the SQLite file, so a new service on the 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("job service: a malformed job spec is refused with every problem named, and nothing is stored", () => {
+  const s = setup();
+  s.things(2);
+  const bad = {
+    jobId: "bad job id!",
+    document: ["not", "an", "object"],
+    targets: {},
+    targetSelection: "SOMETIMES",
+    abort: [{
+      failureType: "BORED",
+      action: "PANIC",
+      thresholdPercentage: 101,
+      minNumberOfExecutedThings: 0,
+    }],
+    timeout: { inProgressTimeoutInMinutes: 0 },
+    retry: [
+      { failureType: "NEVER", numberOfRetries: 11 },
+      { failureType: "FAILED", numberOfRetries: 1 },
+      { failureType: "FAILED", numberOfRetries: 1 },
+    ],
+    healthGate: { waveSize: 0 },
+  } as unknown as JobSpec;
+  const refused = s.jobs.createJob(bad);
+  assert.ok(!refused.ok);
+  for (
+    const problem of [
+      "document must be a JSON object",
+      "targets must name at least one thing or group",
+      "targetSelection must be SNAPSHOT or CONTINUOUS",
+      "abort[0].failureType is invalid",
+      "abort[0].action must be CANCEL or PAUSE",
+      "abort[0].thresholdPercentage must be 0..100",
+      "abort[0].minNumberOfExecutedThings must be >= 1",
+      "timeout.inProgressTimeoutInMinutes must be 1..10080",
+      "retry[0].failureType is invalid",
+      "retry[0].numberOfRetries must be 0..10",
+      "retry holds at most 2 criteria",
+      "healthGate.waveSize must be a positive integer",
+    ]
+  ) {
+    assert.ok(refused.reason.includes(problem), `${problem} in: ${refused.reason}`);
+  }
+  const huge = s.jobs.createJob(job({ document: { blob: "x".repeat(40 * 1024) } }));
+  assert.ok(!huge.ok && /document must be at most \d+ bytes/.test(huge.reason));
+  assert.deepEqual(s.store.listJobs(), []);
+  assert.deepEqual(s.sent, [], "nobody was notified");
+});
+
+Deno.test("job service: pause and resume only from the states they apply to", () => {
+  const s = setup();
+  s.things(3);
+  assert.ok(!s.jobs.pauseJob("missing").ok);
+  assert.ok(!s.jobs.resumeJob("missing").ok);
+  assert.ok(s.jobs.createJob(job({ rollout: { maximumPerMinute: 1 } })).ok);
+  assert.ok(!s.jobs.resumeJob("job-1").ok, "an active job is not paused");
+  assert.ok(s.jobs.pauseJob("job-1").ok);
+  assert.ok(!s.jobs.pauseJob("job-1").ok, "already paused");
+  s.advance(5 * MIN);
+  assert.equal(s.store.executionsOfJob("job-1").length, 1, "a paused job rolls out no further");
+  assert.ok(s.jobs.resumeJob("job-1").ok);
+  assert.equal(s.store.executionsOfJob("job-1").length, 2, "resuming rolls out at once");
+  s.advance(MIN);
+  assert.equal(s.store.executionsOfJob("job-1").length, 3);
+});
+
+Deno.test("job service: device updates for unknown jobs and bad step timeouts are refused with AWS codes", () => {
+  const s = setup();
+  s.things(1);
+  s.jobs.createJob(job());
+  assert.equal(
+    s.device("dev-000", "job-2/update", { status: "IN_PROGRESS" })!.body.code,
+    "ResourceNotFound",
+  );
+  for (const stepTimeoutInMinutes of [0, 10081, 1.5, "3"]) {
+    const reply = s.device("dev-000", "job-1/update", {
+      status: "IN_PROGRESS",
+      stepTimeoutInMinutes,
+    })!;
+    assert.equal(reply.topic.endsWith("/rejected"), true, String(stepTimeoutInMinutes));
+    assert.equal(reply.body.code, "InvalidRequest");
+  }
+  assert.equal(s.store.getExecution("job-1", "dev-000")!.status, "QUEUED", "nothing changed");
+  // start-next with a step timeout starts the queued execution; asked again, it returns it.
+  const started = s.device("dev-000", "start-next", { stepTimeoutInMinutes: 5 })!;
+  assert.equal((started.body.execution as { status: string }).status, "IN_PROGRESS");
+  const again = s.device("dev-000", "start-next", {})!;
+  assert.equal((again.body.execution as { jobId: string }).jobId, "job-1");
+  s.finish("dev-000", "job-1", "SUCCEEDED");
+  assert.equal(s.device("dev-000", "start-next", {})!.body.execution, undefined, "nothing next");
+});
+
+Deno.test("job service: a thing leaving the group before its turn is dropped from the rollout", () => {
+  const s = setup();
+  const [first, second, third] = s.things(3);
+  s.jobs.createJob(job({ rollout: { maximumPerMinute: 1 } }));
+  s.jobs.removeThingFromGroup("fleet", third!);
+  assert.equal(s.jobs.counts("job-1").pending, 1, `${second} still waits, ${third} does not`);
+  s.jobs.removeThingFromGroup("fleet", first!);
+  assert.equal(s.store.getExecution("job-1", first!)!.status, "REMOVED");
+  s.advance(2 * MIN);
+  assert.equal(s.store.getExecution("job-1", third!), null, "never queued");
+  assert.equal(s.store.getExecution("job-1", second!)!.status, "QUEUED");
+});
