@@ -7,7 +7,7 @@ import { FwuState } from "../../bootloader/fwu.ts";
 import { SIGNER_CERT_PATH, testPki } from "../helpers/pki.ts";
 import { signData } from "../../bootloader/codesign.ts";
 import { firmwareJobDocument, TestFileServer } from "../helpers/ota_cloud.ts";
-import { happyUpdate, type Rig, rig, signedUpdate } from "../helpers/agent_rig.ts";
+import { happyUpdate, type Rig, rig, signedUpdate, startJob } from "../helpers/agent_rig.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 Deno.test("agent e2e (aedes): a happy update is downloaded, verified, tested, reported SUCCEEDED and confirmed", async () => {
@@ -18,21 +18,6 @@ Deno.test("agent e2e (aedes): a happy update is downloaded, verified, tested, re
     await r.close();
   }
 });
-
-function startJob(
-  r: Rig,
-  image: Uint8Array,
-  signature: Uint8Array,
-  jobId = "job-1",
-  stream = "stream-1",
-) {
-  r.cloud.addStream(stream, new Map([[0, image]]));
-  return r.cloud.createJob(
-    r.thing,
-    jobId,
-    firmwareJobDocument({ stream, size: image.length, signature, certFile: SIGNER_CERT_PATH }),
-  );
-}
 
 const requestedAfter = (r: Rig, index: number) =>
   r.cloud.streamRequests.slice(index).flatMap((q) => q.blocks);

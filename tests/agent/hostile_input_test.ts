@@ -6,9 +6,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
-import { rig, signedUpdate } from "../helpers/agent_rig.ts";
-import { SIGNER_CERT_PATH } from "../helpers/pki.ts";
+import { rig, signedUpdate, startJob } from "../helpers/agent_rig.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 /** Every topic the agent subscribes to, for a thing, job and stream. */
@@ -43,18 +41,8 @@ Deno.test("hostile input: random bytes on every subscribed topic mid-download ch
     fc.asyncProperty(garbage, async (messages) => {
       const r = await rig();
       try {
-        r.cloud.addStream("stream-1", new Map([[0, image]]));
         await r.runtime.start();
-        await r.cloud.createJob(
-          r.thing,
-          "job-1",
-          firmwareJobDocument({
-            stream: "stream-1",
-            size: image.length,
-            signature,
-            certFile: SIGNER_CERT_PATH,
-          }),
-        );
+        await startJob(r, image, signature);
         await waitUntil(
           () => (r.runtime.agent?.blocksRemaining ?? 99) < 17,
           "the download to start",

@@ -83,6 +83,22 @@ export async function signedUpdate(
 }
 
 /** Runs the happy path and checks both sides; returns the execution. */
+/** Publishes `image` as stream `stream` and creates the job for the rig's device. */
+export function startJob(
+  r: Rig,
+  image: Uint8Array,
+  signature: Uint8Array,
+  jobId = "job-1",
+  stream = "stream-1",
+): ReturnType<TestOtaCloud["createJob"]> {
+  r.cloud.addStream(stream, new Map([[0, image]]));
+  return r.cloud.createJob(
+    r.thing,
+    jobId,
+    firmwareJobDocument({ stream, size: image.length, signature, certFile: SIGNER_CERT_PATH }),
+  );
+}
+
 export async function happyUpdate(r: Rig, options: { createJobFirst?: boolean } = {}) {
   const { image, signature } = await signedUpdate("1.1.0");
   r.cloud.addStream("stream-1", new Map([[0, image]]));
