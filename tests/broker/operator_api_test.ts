@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
 
@@ -117,6 +118,44 @@ Deno.test("operator API: things, groups, jobs, executions by status, history, ca
     assert.equal((await s.call("GET", "/nothing")).status, 404);
     const listed = await s.call("GET", "/jobs");
     assert.equal(listed.body[0].status, "CANCELED");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("operator API: property: any JSON (or not-JSON) body on any write endpoint gets a 2xx or 4xx with a reason, never a 5xx, and the API keeps serving", async () => {
+  const s = await setup();
+  try {
+    const endpoints = [
+      ["PUT", "/things/fuzzed-thing"],
+      ["PUT", "/groups/fuzz/things/fuzzed-thing"],
+      ["POST", "/jobs"],
+      ["POST", "/jobs/some-job/cancel"],
+      ["POST", "/jobs/some-job/pause"],
+      ["POST", "/jobs/some-job/resume"],
+      ["POST", "/signing-profiles"],
+      ["POST", "/ota-updates"],
+      ["PUT", "/streams/fuzz-stream"],
+    ] as const;
+    const body = fc.oneof(
+      fc.jsonValue().map((v) => JSON.stringify(v)),
+      fc.string({ maxLength: 200 }),
+      fc.constant("{"),
+      fc.record({ jobId: fc.string(), targets: fc.jsonValue(), document: fc.jsonValue() }).map((
+        v,
+      ) => JSON.stringify(v)),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...endpoints), body, async ([method, path], text) => {
+        const reply = await s.call(method, path, text);
+        assert.ok(reply.status < 500, `${method} ${path} ${text} -> ${reply.status}`);
+        if (reply.status >= 400) {
+          assert.equal(typeof reply.body.error, "string", JSON.stringify(reply.body));
+        }
+      }),
+      { numRuns: 150 },
+    );
+    assert.equal((await s.call("GET", "/things")).status, 200, "still serving");
   } finally {
     await s.close();
   }
