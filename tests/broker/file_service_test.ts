@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { FileService } from "../../broker/file_service.ts";
 import { ManualClock } from "../../lib/clock.ts";
 
@@ -66,4 +67,45 @@ Deno.test("FileService refuses expired, tampered and foreign URLs with 403", asy
   assert.equal(await expired.text(), "Request has expired");
   assert.equal(files.refused, 6);
   assert.throws(() => files.presign("../x", 60), RangeError);
+});
+
+Deno.test("FileService: property: a tampered pre-signed URL or range never gets bytes it was not signed for, and never a 5xx", () => {
+  const { files, file } = service();
+  const url = new URL(files.presign("fw.bin", 60));
+  const signature = url.searchParams.get("X-Ota-Signature")!;
+  const expires = url.searchParams.get("X-Ota-Expires")!;
+  fc.assert(
+    fc.property(
+      fc.record({
+        key: fc.oneof(fc.constant("fw.bin"), fc.string({ maxLength: 40 })),
+        expires: fc.oneof(fc.constant(expires), fc.string({ maxLength: 20 })),
+        signature: fc.oneof(
+          fc.constant(signature),
+          fc.string({ maxLength: 70 }),
+          fc.nat(63).map((i) =>
+            signature.slice(0, i) + (signature[i] === "0" ? "1" : "0") + signature.slice(i + 1)
+          ),
+        ),
+        range: fc.option(
+          fc.oneof(
+            fc.string({ maxLength: 30 }),
+            fc.tuple(fc.nat(6000), fc.nat(6000)).map(([a, b]) => `bytes=${a}-${b}`),
+          ),
+        ),
+      }),
+      (t) => {
+        const tampered = `http://h/files/${encodeURIComponent(t.key)}?X-Ota-Expires=${
+          encodeURIComponent(t.expires)
+        }&X-Ota-Signature=${encodeURIComponent(t.signature)}`;
+        const response = get(files, tampered, t.range ?? undefined);
+        assert.ok(response.status < 500, `${tampered} -> ${response.status}`);
+        const genuine = t.key === "fw.bin" && t.expires === expires && t.signature === signature;
+        if (!genuine) assert.equal(response.status, 403, tampered);
+        if (response.status === 200) {
+          assert.equal(response.headers.get("content-length"), String(file.length));
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
