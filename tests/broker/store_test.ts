@@ -1,4 +1,5 @@
 /** The SQLite store's execution queries: counts and overdue executions agree with the records. */
+import { DatabaseSync } from "node:sqlite";
 import assert from "node:assert/strict";
 import { type ExecutionRecord, SqliteStore } from "../../broker/store.ts";
 import type { ExecutionStatus } from "../../broker/job_execution.ts";
@@ -62,6 +63,35 @@ Deno.test("store: commits are WAL + NORMAL by default, fsynced each with powerLo
     const reopened = new SqliteStore(`${directory}/quick.db`);
     assert.deepEqual(reopened.executionStatusCounts("job-a"), { SUCCEEDED: 1 });
     reopened.close();
+  } finally {
+    Deno.removeSync(directory, { recursive: true });
+  }
+});
+
+Deno.test("store: a database from before the deadline column is migrated and its overdue executions still found", () => {
+  const directory = Deno.makeTempDirSync();
+  try {
+    const path = `${directory}/old.db`;
+    const old = new DatabaseSync(path);
+    old.exec(
+      "CREATE TABLE executions (job_id TEXT NOT NULL, thing TEXT NOT NULL, status TEXT NOT NULL," +
+        " body TEXT NOT NULL, PRIMARY KEY (job_id, thing));",
+    );
+    const late = { ...execution("job-a", "t1", "IN_PROGRESS"), deadline: 1_000 };
+    const fine = { ...execution("job-a", "t2", "IN_PROGRESS"), deadline: 9_000 };
+    for (const e of [late, fine]) {
+      old.prepare("INSERT INTO executions VALUES (?, ?, ?, ?)").run(
+        e.jobId,
+        e.thing,
+        e.status,
+        JSON.stringify(e),
+      );
+    }
+    old.close();
+    const store = new SqliteStore(path);
+    assert.deepEqual(store.overdueExecutions("job-a", 5_000).map((e) => e.thing), ["t1"]);
+    assert.deepEqual(store.executionStatusCounts("job-a"), { IN_PROGRESS: 2 });
+    store.close();
   } finally {
     Deno.removeSync(directory, { recursive: true });
   }
