@@ -22,14 +22,19 @@ Deno.test("agent e2e (aedes): a happy update is downloaded, verified, tested, re
 const requestedAfter = (r: Rig, index: number) =>
   r.cloud.streamRequests.slice(index).flatMap((q) => q.blocks);
 
+/** Starts a 1.1.0 update whose blocks 10..16 are withheld, and waits for the first ten. */
+async function stalledAtBlock10(r: Rig): Promise<void> {
+  const { image, signature } = await signedUpdate("1.1.0");
+  for (let b = 10; b < 17; b++) r.cloud.faults.withhold.add(b);
+  await r.runtime.start();
+  await startJob(r, image, signature);
+  await waitUntil(() => r.runtime.agent?.blocksRemaining === 7, "10 blocks to arrive");
+}
+
 Deno.test("agent e2e (aedes): a disconnect suspends the download and the reconnect resumes it, asking only for missing blocks", async () => {
   const r = await rig();
   try {
-    const { image, signature } = await signedUpdate("1.1.0");
-    for (let b = 10; b < 17; b++) r.cloud.faults.withhold.add(b);
-    await r.runtime.start();
-    await startJob(r, image, signature);
-    await waitUntil(() => r.runtime.agent?.blocksRemaining === 7, "10 blocks to arrive");
+    await stalledAtBlock10(r);
     const mark = r.cloud.streamRequests.length;
     r.runtime.dropConnection();
     await waitUntil(
@@ -60,11 +65,7 @@ Deno.test("agent e2e (aedes): a socket that fails a write and never closes is cl
   // never reconnected and the device sat offline until the keepalive.
   const r = await rig();
   try {
-    const { image, signature } = await signedUpdate("1.1.0");
-    for (let b = 10; b < 17; b++) r.cloud.faults.withhold.add(b);
-    await r.runtime.start();
-    await startJob(r, image, signature);
-    await waitUntil(() => r.runtime.agent?.blocksRemaining === 7, "10 blocks to arrive");
+    await stalledAtBlock10(r);
     const client = r.runtime.client!;
     let connects = 0;
     client.on("connect", () => connects++);
