@@ -7,21 +7,11 @@
  */
 
 import type { Cloud } from "../broker/cloud.ts";
+import type { JobCounts } from "../broker/job_service.ts";
 import type { OtaUpdateRequest, SigningProfile } from "../broker/ota_updates.ts";
 
-/** Counts of one job's executions, plus things not notified yet. */
-export type Counts = Record<
-  | "QUEUED"
-  | "IN_PROGRESS"
-  | "SUCCEEDED"
-  | "FAILED"
-  | "TIMED_OUT"
-  | "REJECTED"
-  | "REMOVED"
-  | "CANCELED"
-  | "pending",
-  number
->;
+/** Counts of one job's executions, plus things not notified yet (the job service's own). */
+export type Counts = JobCounts;
 
 /** The cloud as the fleet uses it. */
 export interface CloudAccess {

@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type QualificationWorld, qualificationWorld } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { TERMINAL_STATUSES } from "../../broker/job_execution.ts";
 
 const RUNS = Number(Deno.env.get("MODEL_RUNS") ?? "5");
 
@@ -30,15 +31,16 @@ interface Real {
   readonly world: QualificationWorld;
 }
 
-const TERMINAL = new Set(["SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED"]);
-
 /** Waits until the cloud has no open execution for the device and the device has settled. */
 async function quiet(real: Real, model: Model): Promise<void> {
   const { world } = real;
   if (model.open) {
     const jobId = model.open.jobId;
     await waitUntil(
-      () => TERMINAL.has(world.execution(jobId)?.status ?? ""),
+      () => {
+        const status = world.execution(jobId)?.status;
+        return status !== undefined && TERMINAL_STATUSES.has(status);
+      },
       `${jobId} to end`,
       60_000,
     );
@@ -48,15 +50,7 @@ async function quiet(real: Real, model: Model): Promise<void> {
     }
     model.open = null;
   }
-  await waitUntil(
-    () => {
-      const t = world.fleet.telemetry.get(world.thing);
-      return t?.state === "running" && !t.trial &&
-        (t.updateState === "READY" || t.updateState === "UPDATED");
-    },
-    "the device to settle",
-    60_000,
-  );
+  await world.settled();
 }
 
 /** The invariants, checked when quiet. */

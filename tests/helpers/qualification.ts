@@ -83,6 +83,11 @@ export interface QualificationWorld {
   ): string;
   /** The device's execution of a job. */
   execution(jobId: string): ExecutionRecord | null;
+  /**
+   * Waits until the device runs a confirmed image with no update under way, a refused one cleaned
+   * away (FAILED lasts until the agent aborts the staged image).
+   */
+  settled(): Promise<void>;
   /** Waits for the execution to reach `status` (and the job to settle on the device). */
   ended(jobId: string, status: string): Promise<ExecutionRecord>;
   /** The device's state, read from its Worker (flash trailers, counter, running image). */
@@ -141,6 +146,16 @@ export async function qualificationWorld(
   );
   const execution = (jobId: string) => cloud.store.getExecution(jobId, THING);
   const device = async () => (await fleet.report())[0]!;
+  const settled = () =>
+    waitUntil(
+      () => {
+        const t = fleet.telemetry.get(THING);
+        return t?.state === "running" && !t.trial &&
+          (t.updateState === "READY" || t.updateState === "UPDATED");
+      },
+      "the device to settle",
+      60_000,
+    );
   return {
     cloud,
     fleet,
@@ -201,15 +216,10 @@ export async function qualificationWorld(
       return jobId;
     },
     execution,
+    settled,
     async ended(jobId, status) {
       await waitUntil(() => execution(jobId)?.status === status, `${jobId} to be ${status}`);
-      // The device has settled: it runs a confirmed image, no update is under way, and a refused
-      // one has been cleaned away (FAILED lasts until the agent aborts the staged image).
-      await waitUntil(() => {
-        const t = fleet.telemetry.get(THING);
-        return t?.state === "running" && !t.trial &&
-          (t.updateState === "READY" || t.updateState === "UPDATED");
-      }, "the device to settle");
+      await settled();
       return execution(jobId)!;
     },
     device,
