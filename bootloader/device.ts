@@ -9,6 +9,7 @@
  */
 
 import { type Clock, systemClock, type TimerId } from "../lib/clock.ts";
+import { toHex } from "../lib/bytes.ts";
 import { boot, type BootOutcome, type BootRecord, type BootRom } from "./bootloader.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
@@ -50,6 +51,11 @@ export interface RunningFirmware {
   readonly behavior: Behavior;
   readonly trial: boolean;
   readonly securityCounter: number;
+  /**
+   * The SHA-256 (hex) the booted image carries and the boot ROM checked its bytes against: what
+   * proves the device runs exactly the image that was published.
+   */
+  readonly imageSha256: string;
 }
 
 /** What the software running on the device (agent, connection) is told. */
@@ -148,6 +154,7 @@ export class Device {
       // Still on trial until the image confirms itself (the boot record only knows how it booted).
       trial: this.#record.trial && readTrailer(this.areas.primary).imageOk === "unset",
       securityCounter: this.#record.securityCounter,
+      imageSha256: toHex(this.#record.image.sha256 ?? new Uint8Array()),
     };
   }
 

@@ -25,6 +25,12 @@ export type ActorMessage =
   | { readonly type: "cut-power"; readonly atOperation: number; readonly torn: boolean }
   | { readonly type: "disconnect" }
   | { readonly type: "corrupt-blocks"; readonly count: number }
+  /** The next `count` stream data blocks the device receives are lost, doubled or late. */
+  | {
+    readonly type: "block-faults";
+    readonly fault: "drop" | "duplicate" | "reorder";
+    readonly count: number;
+  }
   | { readonly type: "throw"; readonly message: string };
 
 /**
@@ -104,7 +110,16 @@ export interface ActorFaults {
   crashes: number;
   /** Messages the simulated link lost. */
   lostMessages: number;
+  /** Stream data blocks dropped, delivered twice or delivered after the next one on request. */
+  droppedBlocks: number;
+  duplicatedBlocks: number;
+  reorderedBlocks: number;
 }
+
+type BlockFault = "corrupt" | "drop" | "duplicate" | "reorder";
+
+/** How long a block held back to arrive after the next one waits for that next one. */
+const REORDER_HOLD_MS = 200;
 
 /**
  * A device actor.
@@ -125,13 +140,21 @@ export class DeviceActor {
     powerCuts: 0,
     crashes: 0,
     lostMessages: 0,
+    droppedBlocks: 0,
+    duplicatedBlocks: 0,
+    reorderedBlocks: 0,
   };
   readonly #inFlight = new Set<ReturnType<typeof setTimeout>>();
   #linkFreeAt = 0;
   readonly #environment: ActorEnvironment;
   readonly #mailbox: ActorMessage[] = [];
   #running: Promise<void> | null = null;
-  #corruptNext = 0;
+  /** Faults planned for the next stream data blocks, in order. */
+  readonly #blockFaults: BlockFault[] = [];
+  /** A block held back to arrive after the next one, and the timer that lets it go anyway. */
+  #heldBlock:
+    | { readonly payload: Uint8Array; readonly timer: ReturnType<typeof setTimeout> }
+    | null = null;
   #wantOn = false;
   #marks: UpdateMarks | null = null;
   /** The last telemetry and what it was derived from: rebuilding it reads flash. */
@@ -299,7 +322,10 @@ export class DeviceActor {
         this.runtime.dropConnection();
         return;
       case "corrupt-blocks":
-        this.#corruptNext += message.count;
+        for (let i = 0; i < message.count; i++) this.#blockFaults.push("corrupt");
+        return;
+      case "block-faults":
+        for (let i = 0; i < message.count; i++) this.#blockFaults.push(message.fault);
         return;
       case "throw":
         throw new Error(message.message);
@@ -307,7 +333,8 @@ export class DeviceActor {
   }
 
   #filter(topic: string, payload: Uint8Array): Uint8Array | null {
-    const damaged = this.#damage(topic, payload);
+    const damaged = topic.endsWith("/data/cbor") ? this.#blockFault(topic, payload) : payload;
+    if (damaged === null) return null;
     const network = this.#environment.network;
     if (
       !network ||
@@ -330,26 +357,65 @@ export class DeviceActor {
     const latency = network.latencyMs * (0.75 + 0.5 * random.next());
     this.#linkFreeAt = Math.max(this.#linkFreeAt, now) + transfer;
     const deliverAt = Math.max(this.#linkFreeAt, now + latency);
-    const agent = this.runtime.agent;
-    const timer = setTimeout(() => {
-      this.#inFlight.delete(timer);
-      // A message that arrives after a reset finds a new agent that never asked for it: drop it.
-      if (agent && this.runtime.agent === agent) agent.handleMessage(topic, damaged);
-    }, deliverAt - now);
-    this.#inFlight.add(timer);
+    this.#deliverLater(topic, damaged, deliverAt - now);
     return null;
   }
 
-  #damage(topic: string, payload: Uint8Array): Uint8Array {
-    if (this.#corruptNext > 0 && topic.endsWith("/data/cbor") && payload.length > 16) {
-      this.#corruptNext--;
-      this.faults.corruptedBlocks++;
-      const corrupted = payload.slice();
-      const at = 8 + this.#environment.random.below(corrupted.length - 8);
-      corrupted[at]! ^= 0xff;
-      return corrupted;
+  #deliverLater(
+    topic: string,
+    payload: Uint8Array,
+    delayMs: number,
+    onDelivered?: () => void,
+  ): ReturnType<typeof setTimeout> {
+    const agent = this.runtime.agent;
+    const timer = setTimeout(() => {
+      this.#inFlight.delete(timer);
+      onDelivered?.();
+      // A message that arrives after a reset finds a new agent that never asked for it: drop it.
+      if (agent && this.runtime.agent === agent) agent.handleMessage(topic, payload);
+    }, delayMs);
+    this.#inFlight.add(timer);
+    return timer;
+  }
+
+  /** Applies the next planned fault to a stream data block; null: it does not arrive now. */
+  #blockFault(topic: string, payload: Uint8Array): Uint8Array | null {
+    const held = this.#heldBlock;
+    if (held) {
+      // The block after a held one overtakes it; the held one follows right behind.
+      this.#heldBlock = null;
+      clearTimeout(held.timer);
+      this.#inFlight.delete(held.timer);
+      this.#deliverLater(topic, held.payload, 0);
     }
-    return payload;
+    switch (this.#blockFaults.shift()) {
+      case undefined:
+        return payload;
+      case "corrupt": {
+        if (payload.length <= 16) return payload;
+        this.faults.corruptedBlocks++;
+        const corrupted = payload.slice();
+        const at = 8 + this.#environment.random.below(corrupted.length - 8);
+        corrupted[at]! ^= 0xff;
+        return corrupted;
+      }
+      case "drop":
+        this.faults.droppedBlocks++;
+        return null;
+      case "duplicate":
+        this.faults.duplicatedBlocks++;
+        this.#deliverLater(topic, payload, 0);
+        return payload;
+      case "reorder": {
+        this.faults.reorderedBlocks++;
+        // No next block within the hold time (the last one, a stalled stream): it comes late.
+        const timer = this.#deliverLater(topic, payload, REORDER_HOLD_MS, () => {
+          this.#heldBlock = null;
+        });
+        this.#heldBlock = { payload, timer };
+        return null;
+      }
+    }
   }
 }
 

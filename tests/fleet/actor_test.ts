@@ -49,6 +49,9 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
       powerCuts: 0,
       crashes: 1,
       lostMessages: 0,
+      droppedBlocks: 0,
+      duplicatedBlocks: 0,
+      reorderedBlocks: 0,
     });
     assert.equal(first.device.state, "off", "the crash took the power");
     await first.watchdog();

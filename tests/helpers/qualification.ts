@@ -21,9 +21,15 @@ import { operatorApi } from "../../broker/operator_api.ts";
 import type { DeviceReport } from "../../fleet/protocol.ts";
 import { FleetSupervisor } from "../../fleet/supervisor.ts";
 import { AGENT_TEST_CONFIG } from "./agent_rig.ts";
-import { SIGNER_CERT_PATH, testImage, testPki } from "./pki.ts";
+import { factoryDevice, SIGNER_CERT_PATH, smallLayout, testImage, testPki } from "./pki.ts";
 import { waitUntil } from "./wait.ts";
 import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { fetchHttpPort } from "../../agent/http_fetch.ts";
+import { boot } from "../../bootloader/bootloader.ts";
+import type { Device } from "../../bootloader/device.ts";
+import { fwuStateName } from "../../bootloader/fwu.ts";
+import { openAreas } from "../../bootloader/layout.ts";
 
 /** Real time, plus an offset a test moves forward (an expiry passing without waiting for it). */
 export class ManualOffsetClock implements Clock {
@@ -49,19 +55,17 @@ export type DataProtocol = "MQTT" | "HTTP";
 /** Payload size of every test image (16 KiB: 16 blocks of 1 KiB). */
 export const IMAGE_PAYLOAD = 16 * 1024;
 const THING = "qualified-device";
+const SECRET = "qualified-secret";
 
-/** One qualification world. */
-export interface QualificationWorld {
+/** The cloud side of a qualification world, serving one device (`thing`). */
+export interface QualificationCloud {
   readonly cloud: Cloud;
-  readonly fleet: FleetSupervisor;
   readonly thing: string;
+  /** The device's password. */
+  readonly secret: string;
   readonly protocol: DataProtocol;
   /** The cloud's clock: real time plus whatever a case jumps it ahead by. */
   readonly clock: ManualOffsetClock;
-  /** The device's log lines (boot, agent), for a failing case to show. */
-  readonly logs: readonly string[];
-  /** How many times the device's MQTT connection was closed so far. */
-  disconnects(): number;
   /** Creates an OTA update of a payload signed by the cloud's signing profile; returns the job id. */
   update(
     id: string,
@@ -70,6 +74,7 @@ export interface QualificationWorld {
       securityCounter?: number;
       behavior?: Behavior;
       presignedUrlExpirySeconds?: number;
+      inProgressTimeoutInMinutes?: number;
     },
   ): Promise<string>;
   /**
@@ -81,8 +86,22 @@ export interface QualificationWorld {
     image: Uint8Array,
     file: (entry: Record<string, unknown>) => Record<string, unknown>,
   ): string;
+  /** The image bytes a job published (what a device that completed it must run). */
+  published(jobId: string): Uint8Array;
   /** The device's execution of a job. */
   execution(jobId: string): ExecutionRecord | null;
+  /** The device's executions in progress right now (an agent works on at most one). */
+  inProgress(): number;
+  close(): Promise<void>;
+}
+
+/** One qualification world: the cloud and the device in its Worker. */
+export interface QualificationWorld extends QualificationCloud {
+  readonly fleet: FleetSupervisor;
+  /** The device's log lines (boot, agent), for a failing case to show. */
+  readonly logs: readonly string[];
+  /** How many times the device's MQTT connection was closed so far. */
+  disconnects(): number;
   /**
    * Waits until the device runs a confirmed image with no update under way, a refused one cleaned
    * away (FAILED lasts until the agent aborts the staged image).
@@ -92,21 +111,16 @@ export interface QualificationWorld {
   ended(jobId: string, status: string): Promise<ExecutionRecord>;
   /** The device's state, read from its Worker (flash trailers, counter, running image). */
   device(): Promise<DeviceReport>;
-  close(): Promise<void>;
 }
 
-/** Starts the cloud and the device; the device boots 1.0.0 and waits for jobs. */
-export async function qualificationWorld(
-  protocol: DataProtocol,
-  agentConfig: Partial<AgentConfig> = {},
-): Promise<QualificationWorld> {
+/**
+ * Starts the cloud: broker, services, operator API for pre-signed URLs, the "release" signing
+ * profile and the device's thing in group "fleet".
+ */
+export async function qualificationCloud(protocol: DataProtocol): Promise<QualificationCloud> {
   const pki = await testPki();
   const clock = new ManualOffsetClock();
   const cloud = await startCloud({ tickMs: 100, clock });
-  let disconnects = 0;
-  cloud.broker?.broker.on("clientDisconnect", (client: { id: string }) => {
-    if (client.id === THING) disconnects++;
-  });
   const server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen: () => {} },
     operatorApi(cloud, { token: "qualification-token" }),
@@ -120,50 +134,16 @@ export async function qualificationWorld(
     privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
   });
   if (!profile.ok) throw new Error(profile.reason);
-  cloud.provisionThing(THING, "qualified-secret");
+  cloud.provisionThing(THING, SECRET);
   cloud.jobs.addThingToGroup("fleet", THING);
-  const logs: string[] = [];
-  const fleet = new FleetSupervisor({
-    log: (line) => logs.push(line),
-    devicesPerWorker: 1,
-    init: {
-      slotSectors: 24,
-      rootCertificateDer: certificateDer(pki.root),
-      certificates: [[SIGNER_CERT_PATH, signerPem]],
-      factoryImage: await testImage({ version: "1.0.0", payloadSize: IMAGE_PAYLOAD }),
-      brokerUrl: cloud.url,
-      timeScale: 1,
-      agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: protocol, ...agentConfig },
-      seed: 1,
-      telemetryMs: 50,
-      deviceLogs: true,
-    },
-  });
-  await fleet.start([{ thing: THING, secret: "qualified-secret", seed: 7 }]);
-  await waitUntil(
-    () => fleet.telemetry.get(THING)?.state === "running" && cloud.broker !== null,
-    "the device to boot 1.0.0",
-  );
+  const files = new Map<string, string>();
   const execution = (jobId: string) => cloud.store.getExecution(jobId, THING);
-  const device = async () => (await fleet.report())[0]!;
-  const settled = () =>
-    waitUntil(
-      () => {
-        const t = fleet.telemetry.get(THING);
-        return t?.state === "running" && !t.trial &&
-          (t.updateState === "READY" || t.updateState === "UPDATED");
-      },
-      "the device to settle",
-      60_000,
-    );
   return {
     cloud,
-    fleet,
     thing: THING,
+    secret: SECRET,
     protocol,
     clock,
-    logs,
-    disconnects: () => disconnects,
     async update(id, options) {
       const created = await cloud.otaUpdates.createOtaUpdate({
         otaUpdateId: id,
@@ -182,14 +162,19 @@ export async function qualificationWorld(
         ...(options.presignedUrlExpirySeconds
           ? { presignedUrlExpirySeconds: options.presignedUrlExpirySeconds }
           : {}),
+        ...(options.inProgressTimeoutInMinutes
+          ? { timeout: { inProgressTimeoutInMinutes: options.inProgressTimeoutInMinutes } }
+          : {}),
       });
       if (!created.ok) throw new Error(created.reason);
+      files.set(created.value.jobId, created.value.fileKey);
       return created.value.jobId;
     },
     rawJob(id, image, file) {
       const jobId = `AFR_OTA-${id}`;
       const fileKey = `raw-${id}.bin`;
       cloud.store.putFile(fileKey, image);
+      files.set(jobId, fileKey);
       cloud.streams.addStream(jobId, new Map([[0, image]]));
       const entry: Record<string, unknown> = {
         filepath: "firmware.bin",
@@ -215,6 +200,77 @@ export async function qualificationWorld(
       if (!created.ok) throw new Error(created.reason);
       return jobId;
     },
+    published(jobId) {
+      const bytes = cloud.store.getFile(files.get(jobId) ?? "");
+      if (!bytes) throw new Error(`no image published for ${jobId}`);
+      return bytes;
+    },
+    execution,
+    inProgress: () =>
+      cloud.store.executionsOfThing(THING).filter((e) => e.status === "IN_PROGRESS").length,
+    async close() {
+      await server.shutdown();
+      await cloud.close();
+    },
+  };
+}
+
+/** Starts the cloud and the device; the device boots 1.0.0 and waits for jobs. */
+export async function qualificationWorld(
+  protocol: DataProtocol,
+  agentConfig: Partial<AgentConfig> = {},
+  options: {
+    /** More certificates in the device's store, beside the trusted signer's: [path, PEM]. */
+    readonly deviceCertificates?: readonly (readonly [string, string])[];
+  } = {},
+): Promise<QualificationWorld> {
+  const pki = await testPki();
+  const side = await qualificationCloud(protocol);
+  const { cloud } = side;
+  let disconnects = 0;
+  cloud.broker?.broker.on("clientDisconnect", (client: { id: string }) => {
+    if (client.id === THING) disconnects++;
+  });
+  const signerPem = pemEncode("CERTIFICATE", certificateDer(pki.signer));
+  const logs: string[] = [];
+  const fleet = new FleetSupervisor({
+    log: (line) => logs.push(line),
+    devicesPerWorker: 1,
+    init: {
+      slotSectors: 24,
+      rootCertificateDer: certificateDer(pki.root),
+      certificates: [[SIGNER_CERT_PATH, signerPem], ...(options.deviceCertificates ?? [])],
+      factoryImage: await testImage({ version: "1.0.0", payloadSize: IMAGE_PAYLOAD }),
+      brokerUrl: cloud.url,
+      timeScale: 1,
+      agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: protocol, ...agentConfig },
+      seed: 1,
+      telemetryMs: 50,
+      deviceLogs: true,
+    },
+  });
+  await fleet.start([{ thing: THING, secret: SECRET, seed: 7 }]);
+  await waitUntil(
+    () => fleet.telemetry.get(THING)?.state === "running" && cloud.broker !== null,
+    "the device to boot 1.0.0",
+  );
+  const execution = side.execution;
+  const device = async () => (await fleet.report())[0]!;
+  const settled = () =>
+    waitUntil(
+      () => {
+        const t = fleet.telemetry.get(THING);
+        return t?.state === "running" && !t.trial &&
+          (t.updateState === "READY" || t.updateState === "UPDATED");
+      },
+      "the device to settle",
+      60_000,
+    );
+  return {
+    ...side,
+    fleet,
+    logs,
+    disconnects: () => disconnects,
     execution,
     settled,
     async ended(jobId, status) {
@@ -225,8 +281,7 @@ export async function qualificationWorld(
     device,
     async close() {
       await fleet.stop();
-      await server.shutdown();
-      await cloud.close();
+      await side.close();
     },
   };
 }
@@ -254,8 +309,79 @@ export async function takeOverSession(world: QualificationWorld): Promise<void> 
   const intruder = await mqtt.connectAsync(world.cloud.url, {
     clientId: world.thing,
     username: world.thing,
-    password: "qualified-secret",
+    password: world.secret,
     reconnectPeriod: 0,
   });
   await intruder.endAsync();
+}
+
+/** A device run in the test's own thread against a {@linkcode QualificationCloud}. */
+export interface InProcessDevice {
+  readonly device: Device;
+  readonly runtime: DeviceRuntime;
+  readonly logs: string[];
+  /** Whether the flash boots an image from the trusted signer (a boot ROM run on a clone). */
+  bootable(): Promise<boolean>;
+  /** Whether it runs a confirmed image with no update under way. */
+  settled(): boolean;
+}
+
+/**
+ * Builds (powered off) the qualification device in-process, so a test can sit between its
+ * socket and its agent (`messageFilter`: return the payload to deliver it, null to hold or drop
+ * it; `deliver` hands a held message to the agent that was running when it arrived).
+ */
+export async function inProcessDevice(
+  side: QualificationCloud,
+  messageFilter?: (
+    topic: string,
+    payload: Uint8Array,
+    deliver: (bytes: Uint8Array) => void,
+  ) => Uint8Array | null,
+): Promise<InProcessDevice> {
+  const layout = smallLayout(24);
+  const { device, pki } = await factoryDevice({
+    layout,
+    systemTime: true,
+    factory: { version: "1.0.0", securityCounter: 1, payloadSize: IMAGE_PAYLOAD },
+  });
+  const logs: string[] = [];
+  const runtime: DeviceRuntime = new DeviceRuntime({
+    device,
+    thingName: side.thing,
+    brokerUrl: side.cloud.url,
+    agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: side.protocol },
+    mqttOptions: { username: side.thing, password: side.secret, reconnectPeriod: 200 },
+    http: fetchHttpPort,
+    log: (line) => logs.push(line),
+    ...(messageFilter
+      ? {
+        messageFilter: (topic: string, payload: Uint8Array) => {
+          const agent = runtime.agent;
+          return messageFilter(topic, payload, (bytes) => {
+            // After a reboot a new agent runs that never asked for this message.
+            if (agent && runtime.agent === agent) agent.handleMessage(topic, bytes);
+          });
+        },
+      }
+      : {}),
+  });
+  return {
+    device,
+    runtime,
+    logs,
+    async bootable() {
+      const clone = device.flash.clone();
+      clone.powerOn();
+      const outcome = await boot({
+        areas: openAreas(clone, layout),
+        rom: pki.rom,
+        clock: systemClock,
+      });
+      return outcome.kind === "run";
+    },
+    settled: () =>
+      device.state === "running" && device.running?.trial === false &&
+      ["READY", "UPDATED"].includes(fwuStateName(device.fwu.state)),
+  };
 }
