@@ -5,9 +5,16 @@
  */
 
 import type { HttpPort } from "./agent.ts";
+import { concatBytes } from "../lib/bytes.ts";
+
+/** A request that has not finished by then is given up (and the block asked for again). */
+export const HTTP_REQUEST_TIMEOUT_MS = 10_000;
 
 /**
- * Ranged GET with the platform's `fetch`. The body is always read, so no connection leaks.
+ * Ranged GET with the platform's `fetch`. At most one byte more than the range is read: a server
+ * that answers with more (a whole file, an endless body) is cut off there, and the agent drops
+ * the block for its length, so a device never buffers what it did not ask for. A request that
+ * does not finish within {@linkcode HTTP_REQUEST_TIMEOUT_MS} fails.
  *
  * @example
  * ```ts ignore
@@ -16,8 +23,29 @@ import type { HttpPort } from "./agent.ts";
  */
 export const fetchHttpPort: HttpPort = {
   async getRange(url, start, end) {
-    const response = await fetch(url, { headers: { Range: `bytes=${start}-${end}` } });
-    const body = new Uint8Array(await response.arrayBuffer());
-    return { status: response.status, body };
+    const response = await fetch(url, {
+      headers: { Range: `bytes=${start}-${end}` },
+      signal: AbortSignal.timeout(HTTP_REQUEST_TIMEOUT_MS),
+    });
+    return { status: response.status, body: await readAtMost(response, end - start + 2) };
   },
 };
+
+/** Reads up to `limit` bytes of the body and lets go of the rest (no connection leaks). */
+async function readAtMost(response: Response, limit: number): Promise<Uint8Array> {
+  if (!response.body) return new Uint8Array();
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (total < limit) {
+      const { done, value } = await reader.read();
+      if (done) return concatBytes(chunks);
+      chunks.push(value);
+      total += value.length;
+    }
+    return concatBytes(chunks).subarray(0, limit);
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+}
