@@ -73,4 +73,6 @@ export type FromWorker =
     readonly requestId: number;
     readonly devices: readonly DeviceReport[];
   }
-  | { readonly type: "stopped" };
+  | { readonly type: "stopped" }
+  /** Sent by a Worker dying of an uncaught error, after its last telemetry: nothing follows. */
+  | { readonly type: "dying" };

@@ -28,6 +28,12 @@ interface WorkerSlot {
 }
 
 /**
+ * How long a dead Worker's last words are waited for. A Worker killed from outside (out of
+ * memory) says nothing: its devices come back with the flash of its last telemetry batch.
+ */
+const LAST_WORDS_MS = 5_000;
+
+/**
  * Runs a fleet of device actors.
  *
  * @example
@@ -154,13 +160,24 @@ export class FleetSupervisor {
         { once: true },
       );
     });
-    worker.addEventListener(
-      "message",
-      (event: MessageEvent<FromWorker>) => this.#onMessage(event.data),
-    );
+    let heardLastWords: () => void = () => {};
+    const lastWords = new Promise<void>((resolve) => heardLastWords = resolve);
+    worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+      if (event.data.type === "dying") heardLastWords();
+      else this.#onMessage(event.data);
+    });
     worker.addEventListener("error", (event) => {
       event.preventDefault();
-      if (slot.worker === worker) void this.#respawn(slot, event.message);
+      if (slot.worker !== worker) return;
+      // Terminating drops the messages not yet read: its final flash changes must be in first.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      void Promise.race([
+        lastWords,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, LAST_WORDS_MS)),
+      ]).then(() => {
+        clearTimeout(timer);
+        return this.#respawn(slot, event.message);
+      });
     });
     worker.postMessage(
       {

@@ -48,10 +48,15 @@ function postTelemetry(): void {
   if (states.length > 0 || flash.length > 0) post({ type: "telemetry", states, flash });
 }
 
-// A Worker dying of an uncaught error still gets its messages out before the host hears of the
-// error: the devices' flash goes with them exactly as it is at the moment of death.
-self.addEventListener("error", postTelemetry);
-self.addEventListener("unhandledrejection", postTelemetry);
+// A Worker dying of an uncaught error still gets its messages out: the devices' flash goes with
+// them exactly as it is at the moment of death, and "dying" tells the host it has it all (the
+// host may hear of the error before it has read the messages posted ahead of it).
+const lastWords = () => {
+  postTelemetry();
+  post({ type: "dying" });
+};
+self.addEventListener("error", lastWords);
+self.addEventListener("unhandledrejection", lastWords);
 
 // Registered before any await, so no message is lost (Deno's Worker docs).
 scope.onmessage = (event) => {
