@@ -181,6 +181,19 @@ interface Reply {
   readonly ok: boolean;
   readonly code: string | null;
   readonly status?: string;
+  /** The execution as the cloud describes it (with its job document when asked for). */
+  readonly execution?: Record<string, unknown>;
+}
+
+/**
+ * Written to flash before SUCCEEDED is reported, cleared once the image is confirmed: a power
+ * cut between the cloud recording SUCCEEDED and the confirmation reverts the image, and this is
+ * how the next boot learns that the cloud may believe an update the device no longer runs.
+ */
+interface SuccessIntent {
+  readonly jobId: string;
+  /** Version word of the image reported (`updatedBy` form). */
+  readonly image: string;
 }
 
 /** A download in progress (RAM; its resumable part is persisted). */
@@ -522,6 +535,11 @@ export class OtaAgent {
     if (message.kind === "no-job") return await this.#noJob();
     if (message.kind === "invalid") return await this.#refuseJob(message);
     const job = message.job;
+    if (job.selfTest === null) {
+      // A success reported before a power cut is settled first (the job here may be the next one).
+      const settled = await this.#settleReportedSuccess();
+      if (settled !== null) return settled;
+    }
     if (job.versionNumber !== null) this.#jobVersion.set(job.jobId, job.versionNumber);
     if (job.selfTest !== null) {
       this.#pendingSelfTestJob = job;
@@ -552,6 +570,78 @@ export class OtaAgent {
   #pendingSelfTestJob: OtaJob | null = null;
   /** The job whose SUCCEEDED this trial image reported without hearing back. */
   #unacknowledgedSuccess: OtaJob | null = null;
+  /**
+   * A job the cloud has as SUCCEEDED whose image was reverted before it was confirmed, being
+   * installed again: its statuses are not reported (the execution is over), notifications do not
+   * interrupt it.
+   */
+  #rollingForward: string | null = null;
+
+  /**
+   * Brings a device whose reported success was lost to a power cut back in line with the cloud,
+   * before any other job: a trial whose SUCCEEDED the cloud holds is confirmed, an image reverted
+   * after the cloud recorded SUCCEEDED is installed again. "stay": wait (the cloud did not answer,
+   * or the device is busy settling); "done": a roll-forward download started; null: nothing to do.
+   */
+  async #settleReportedSuccess(): Promise<Outcome | null> {
+    const pal = this.#platform.pal;
+    const intent = this.#loadIntent();
+    const onTrial = pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit;
+    const jobId = this.#unacknowledgedSuccess?.jobId ?? intent?.jobId ?? null;
+    if (jobId === null || this.#rollingForward !== null) return null;
+    if (!onTrial && intent && intent.image === versionWord(this.#platform.runningVersion)) {
+      this.#clearIntent(); // confirmed; the power went before the intent was cleared
+      return null;
+    }
+    const seen = await this.#describeExecution(jobId, true);
+    if (seen === null) {
+      // No answer at all: keep the trial (a reset reverts it), ask again later.
+      this.#log(`job ${jobId}: the cloud does not answer about the success reported`);
+      this.#startRequestTimer(this.#config.jobRequestBackoffMs[1]);
+      return "stay";
+    }
+    if (seen.status !== "SUCCEEDED") {
+      this.#unacknowledgedSuccess = null;
+      this.#clearIntent();
+      return null; // the SUCCEEDED never landed: the cloud's view is the device's
+    }
+    const job = this.#unacknowledgedSuccess ?? this.#jobOf(seen.execution);
+    if (onTrial) {
+      // The image passed its self-test before SUCCEEDED went out; one more costs nothing.
+      const test = this.#platform.selfTest();
+      if (!test.passed) {
+        this.#log(
+          `job ${jobId}: SUCCEEDED in the cloud, but the self-test fails now: ${test.reason}`,
+        );
+        return null;
+      }
+      this.#log(`job ${jobId}: SUCCEEDED had landed: confirming the image`);
+      const confirmed = job ? this.#confirmTrial(job) : this.#confirmTrialOf(jobId);
+      return confirmed === "done" ? "stay" : confirmed;
+    }
+    if (!job) {
+      this.#log(`job ${jobId}: SUCCEEDED in the cloud, reverted here, and no document to install`);
+      this.#clearIntent();
+      return null;
+    }
+    this.#log(
+      `job ${jobId}: the cloud has it SUCCEEDED but its image was reverted before it was ` +
+        "confirmed (power lost): installing it again",
+    );
+    if (this.#platform.updateState() !== FwuState.READY) {
+      pal.setPlatformImageState(null, OtaImageState.Aborted);
+    }
+    this.#rollingForward = jobId;
+    this.#active = this.#openFile(job, this.#firstFileIndex(job));
+    this.#signal({ type: "CreateFile" });
+    return "done";
+  }
+
+  /** The job in a described execution (its document asked for), as a fresh download. */
+  #jobOf(execution: Record<string, unknown>): OtaJob | null {
+    const message = this.#parse(new TextEncoder().encode(JSON.stringify({ execution })));
+    return message.kind === "job" ? { ...message.job, selfTest: null } : null;
+  }
 
   async #noJob(): Promise<Outcome> {
     this.#onEvent({ type: "NoActiveJob" });
@@ -561,22 +651,9 @@ export class OtaAgent {
       pal.setPlatformImageState(null, OtaImageState.Aborted);
       this.#clearRecord();
     }
+    const settled = await this.#settleReportedSuccess();
+    if (settled !== null) return settled;
     if (pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit) {
-      const unacknowledged = this.#unacknowledgedSuccess;
-      if (unacknowledged) {
-        const seen = await this.#describeAnswered(unacknowledged.jobId);
-        if (seen === "SUCCEEDED") {
-          this.#log(`job ${unacknowledged.jobId}: SUCCEEDED had landed: confirming the image`);
-          const confirmed = this.#confirmTrial(unacknowledged);
-          return confirmed === "done" ? "stay" : confirmed;
-        }
-        if (seen === null) {
-          // No answer at all: keep the trial (a reset reverts it), ask again later.
-          this.#log(`job ${unacknowledged.jobId}: the cloud does not answer: still on trial`);
-          this.#startRequestTimer(this.#config.jobRequestBackoffMs[1]);
-          return "stay";
-        }
-      }
       // The job this trial image belongs to is gone (cancelled or timed out): follow the cloud.
       this.#log("trial image without a job: rejecting it");
       pal.setPlatformImageState(null, OtaImageState.Rejected);
@@ -656,6 +733,7 @@ export class OtaAgent {
     }
     // The image is good; only the cloud's acknowledgement is pending now.
     this.#stopSelfTestTimer();
+    this.#saveIntent({ jobId: job.jobId, image: versionWord(running) });
     const acked = await this.#report(job.jobId, "SUCCEEDED", {
       reason: acceptedReason(running),
       updatedBy: versionWord(running),
@@ -665,6 +743,7 @@ export class OtaAgent {
       // The report may still have landed (a loaded broker answers late): if the job is gone from
       // $next, #noJob asks the cloud about this one before giving the image up.
       this.#log(`job ${job.jobId}: SUCCEEDED not acknowledged: the image stays on trial`);
+      // The intent stays in flash: if the report did land, a power cut now must not hide it.
       this.#pendingSelfTestJob = null;
       this.#unacknowledgedSuccess = job;
       this.#signal({ type: "RequestJobDocument" });
@@ -676,12 +755,8 @@ export class OtaAgent {
 
   /** The cloud has the update as SUCCEEDED: make the trial image permanent. */
   #confirmTrial(job: OtaJob): Outcome {
-    const pal = this.#platform.pal;
-    this.#unacknowledgedSuccess = null;
-    const accepted = pal.setPlatformImageState(null, OtaImageState.Accepted);
-    if (otaPalMain(accepted) !== OtaPalMainStatus.Success) {
-      return { error: `commit failed: ${pal.lastError}` };
-    }
+    const confirmed = this.#confirmTrialOf(job.jobId, false);
+    if (confirmed !== "done") return confirmed;
     this.#onEvent({
       type: "UpdateComplete",
       jobId: job.jobId,
@@ -689,6 +764,22 @@ export class OtaAgent {
       data: null,
     });
     this.#signal({ type: "RequestJobDocument" });
+    return "done";
+  }
+
+  /** Confirms the trial image of `jobId` (no callback event when `signal` is false). */
+  #confirmTrialOf(jobId: string, signal = true): Outcome {
+    const pal = this.#platform.pal;
+    this.#unacknowledgedSuccess = null;
+    const accepted = pal.setPlatformImageState(null, OtaImageState.Accepted);
+    if (otaPalMain(accepted) !== OtaPalMainStatus.Success) {
+      return { error: `commit failed: ${pal.lastError}` };
+    }
+    this.#clearIntent();
+    if (signal) {
+      this.#log(`job ${jobId}: confirmed`);
+      this.#signal({ type: "RequestJobDocument" });
+    }
     return "done";
   }
 
@@ -948,6 +1039,8 @@ export class OtaAgent {
     const active = this.#active;
     const message = this.#parse(payload);
     this.#onEvent({ type: "Processed" });
+    // Whatever is next waits until the image the cloud believes installed is.
+    if (this.#rollingForward !== null && active?.job.jobId === this.#rollingForward) return "stay";
     if (
       active && message.kind === "job" && message.job.jobId === active.job.jobId &&
       message.job.selfTest === null
@@ -1212,6 +1305,15 @@ export class OtaAgent {
     const active = this.#active;
     if (!active) return { error: detail };
     this.#log(`job ${active.job.jobId} ${status}: ${detail}`);
+    if (this.#rollingForward === active.job.jobId) {
+      // Nothing more the device can do: it stays on the image it runs, and says so.
+      this.#log(
+        `job ${active.job.jobId}: cannot install again the image the cloud has as SUCCEEDED; ` +
+          "the device keeps the version it runs",
+      );
+      this.#rollingForward = null;
+      this.#clearIntent();
+    }
     await this.#dropActive();
     this.#onEvent({ type: "Fail", jobId: active.job.jobId, reason, detail });
     await this.#report(active.job.jobId, status, { reason, detail }, true);
@@ -1234,17 +1336,46 @@ export class OtaAgent {
     this.#clearRecord();
   }
 
-  #loadRecord(): ResumeRecord | null {
+  /** The persisted state: a resume record and/or a success intent (one flash record). */
+  #loadStored(): Record<string, unknown> | null {
     const bytes = this.#store.load();
     if (!bytes || bytes.length === 0) return null;
     try {
-      const record = JSON.parse(new TextDecoder().decode(bytes));
-      return record && record.v === 1 && typeof record.jobId === "string"
-        ? record as ResumeRecord
-        : null;
+      const stored = JSON.parse(new TextDecoder().decode(bytes));
+      return stored && typeof stored === "object" && stored.v === 1 ? stored : null;
     } catch {
       return null;
     }
+  }
+
+  #loadRecord(): ResumeRecord | null {
+    const stored = this.#loadStored();
+    return typeof stored?.jobId === "string" ? stored as unknown as ResumeRecord : null;
+  }
+
+  #loadIntent(): SuccessIntent | null {
+    const intent = this.#loadStored()?.successReported as Partial<SuccessIntent> | undefined;
+    return typeof intent?.jobId === "string" && typeof intent.image === "string"
+      ? { jobId: intent.jobId, image: intent.image }
+      : null;
+  }
+
+  #write(resume: ResumeRecord | null, intent: SuccessIntent | null): void {
+    if (!resume && !intent) {
+      const bytes = this.#store.load();
+      if (bytes !== null && bytes.length > 0) this.#store.save(new Uint8Array(0));
+      return;
+    }
+    const stored = { v: 1, ...resume, ...(intent ? { successReported: intent } : {}) };
+    this.#store.save(new TextEncoder().encode(JSON.stringify(stored)));
+  }
+
+  #saveIntent(intent: SuccessIntent): void {
+    this.#write(this.#loadRecord(), intent);
+  }
+
+  #clearIntent(): void {
+    if (this.#loadIntent()) this.#write(this.#loadRecord(), null);
   }
 
   #persist(active: ActiveFile): void {
@@ -1259,13 +1390,11 @@ export class OtaAgent {
       signature: toBase64(active.spec.signature),
       bitmap: toBase64(active.bitmap.toBytes()),
     };
-    this.#store.save(new TextEncoder().encode(JSON.stringify(record)));
+    this.#write(record, this.#loadIntent());
   }
 
   #clearRecord(): void {
-    if (this.#store.load() !== null && this.#store.load()!.length > 0) {
-      this.#store.save(new Uint8Array(0));
-    }
+    if (this.#loadRecord()) this.#write(null, this.#loadIntent());
   }
 
   #token(): string {
@@ -1282,6 +1411,8 @@ export class OtaAgent {
     details: Record<string, string>,
     awaitAck: boolean,
   ): Promise<boolean> {
+    // The cloud closed this execution as SUCCEEDED already: nothing to tell it.
+    if (this.#rollingForward === jobId) return true;
     const generation = this.#generation;
     let delay = this.#config.statusAckTimeoutMs;
     for (let attempt = 0; attempt <= (awaitAck ? this.#config.maxStatusRetries : 0); attempt++) {
@@ -1347,16 +1478,42 @@ export class OtaAgent {
     jobId: string,
     timeoutMs = this.#config.statusAckTimeoutMs,
   ): Promise<string | null> {
+    return (await this.#describeOnce(jobId, false, timeoutMs))?.status ?? null;
+  }
+
+  async #describeOnce(
+    jobId: string,
+    includeJobDocument: boolean,
+    timeoutMs: number,
+  ): Promise<{ status: string; execution: Record<string, unknown> } | null> {
     const clientToken = this.#token();
     const reply = this.#awaitReply(clientToken, timeoutMs);
     try {
-      const body = JSON.stringify({ clientToken, includeJobDocument: false });
+      const body = JSON.stringify({ clientToken, includeJobDocument });
       await this.#mqtt.publish(this.#topics.jobGet(jobId), body, 1);
     } catch {
       return null;
     }
     const answer = await reply;
-    return answer.ok ? answer.status ?? null : null;
+    return answer.ok && answer.status
+      ? { status: answer.status, execution: answer.execution ?? {} }
+      : null;
+  }
+
+  /** DescribeJobExecution asked again with backoff, like `#describeAnswered`, with the execution. */
+  async #describeExecution(
+    jobId: string,
+    includeJobDocument: boolean,
+  ): Promise<{ status: string; execution: Record<string, unknown> } | null> {
+    const generation = this.#generation;
+    let delay = this.#config.statusAckTimeoutMs;
+    for (let attempt = 0; attempt <= this.#config.maxStatusRetries; attempt++) {
+      if (generation !== this.#generation) return null;
+      const seen = await this.#describeOnce(jobId, includeJobDocument, delay);
+      if (seen !== null) return seen;
+      delay = Math.min(delay * 2, 60_000);
+    }
+    return null;
   }
 
   #awaitReply(clientToken: string, timeoutMs: number): Promise<Reply> {
@@ -1391,7 +1548,12 @@ export class OtaAgent {
     if (!resolve) return;
     const status = typeof state?.status === "string" ? state.status : undefined;
     const code = accepted ? null : String(reply.code ?? "Rejected");
-    resolve({ ok: accepted, code, ...(status ? { status } : {}) });
+    resolve({
+      ok: accepted,
+      code,
+      ...(status ? { status } : {}),
+      ...(state && typeof state === "object" ? { execution: state } : {}),
+    });
   }
 
   #startRequestTimer(ms: number): void {

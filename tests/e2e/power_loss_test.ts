@@ -1,0 +1,99 @@
+/**
+ * Power lost at the worst moments of the commit: the cloud has recorded SUCCEEDED and the device
+ * has not yet confirmed its trial image (so the boot ROM reverts it). Whichever order an agent
+ * commits in leaves such a window (AWS commits first and can end FAILED on a running image, #506;
+ * this agent reports first); what matters is that the device and the cloud agree once it is back.
+ */
+import assert from "node:assert/strict";
+import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { toHex } from "../../lib/bytes.ts";
+import { inProcessDevice, qualificationCloud } from "../helpers/qualification.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image was confirmed: the device installs the image again and confirms it", async () => {
+  const side = await qualificationCloud("MQTT");
+  let jobId = "";
+  let cut = false;
+  const rig = await inProcessDevice(side, (topic, payload) => {
+    // The acknowledgement of SUCCEEDED is on its way: the power goes before the device hears it.
+    if (
+      !cut && topic.endsWith(`/jobs/${jobId}/update/accepted`) &&
+      side.execution(jobId)?.status === "SUCCEEDED"
+    ) {
+      cut = true;
+      queueMicrotask(() => rig.device.powerOff());
+      return null;
+    }
+    return payload;
+  });
+  try {
+    await rig.runtime.start();
+    jobId = await side.update("worst-moment", { version: "1.1.0", securityCounter: 2 });
+    await waitUntil(() => cut && rig.device.state === "off", "the power to go at the worst moment");
+    assert.equal(side.execution(jobId)?.status, "SUCCEEDED", "the cloud has the update as done");
+
+    await rig.runtime.start();
+    await waitUntil(
+      () => rig.settled() && rig.device.running?.version === "1.1.0+0",
+      "the device to run 1.1.0 confirmed again",
+      60_000,
+    );
+    assert.ok(
+      rig.logs.some((line) => line.includes("reverted before it was confirmed")),
+      "it booted the reverted 1.0.0 first and noticed",
+    );
+    assert.ok(rig.logs.some((line) => line.includes("SUCCEEDED had landed: confirming")));
+    const published = decodeImage(bytesSource(side.published(jobId)));
+    assert.ok(published.ok);
+    assert.equal(rig.device.running?.imageSha256, toHex(published.image.sha256!));
+    assert.equal(rig.device.report().securityCounter, 2);
+    assert.ok(await rig.bootable());
+    const execution = side.execution(jobId)!;
+    assert.equal(execution.status, "SUCCEEDED");
+    assert.equal(execution.statusDetails.reason, "accepted  v1.1.0", "nothing was reported twice");
+  } catch (error) {
+    console.log(rig.logs.join("\n"));
+    throw error;
+  } finally {
+    await rig.runtime.stop();
+    await side.close();
+  }
+});
+
+Deno.test("power loss after SUCCEEDED was sent but before the cloud recorded it: the image reverts and the cloud says FAILED", async () => {
+  const side = await qualificationCloud("MQTT");
+  const rig = await inProcessDevice(side);
+  let jobId = "";
+  try {
+    await rig.runtime.start();
+    // The cloud never hears SUCCEEDED: the power goes as the report leaves.
+    let cut = false;
+    side.cloud.broker!.broker.authorizePublish = ((original) =>
+    // deno-lint-ignore no-explicit-any
+    (client: any, packet: any, callback: (error?: Error | null) => void) => {
+      if (
+        !cut && packet.topic === `$aws/things/${side.thing}/jobs/${jobId}/update` &&
+        String(packet.payload).includes('"SUCCEEDED"')
+      ) {
+        cut = true;
+        queueMicrotask(() => rig.device.powerOff());
+        return callback(new Error("lost with the power"));
+      }
+      return original(client, packet, callback);
+    })(side.cloud.broker!.broker.authorizePublish);
+    jobId = await side.update("lost-report", { version: "1.1.0", securityCounter: 2 });
+    await waitUntil(() => cut && rig.device.state === "off", "the power to go with the report");
+    await rig.runtime.start();
+    await waitUntil(() => side.execution(jobId)?.status === "FAILED", "the job to fail", 60_000);
+    await waitUntil(rig.settled, "the device to settle");
+    assert.equal(rig.device.running?.version, "1.0.0+0");
+    assert.equal(rig.device.report().securityCounter, 1);
+    assert.ok(await rig.bootable());
+  } catch (error) {
+    console.log(rig.logs.join("\n"));
+    throw error;
+  } finally {
+    await rig.runtime.stop();
+    await side.close();
+  }
+});
