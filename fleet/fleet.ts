@@ -60,6 +60,9 @@ const USAGE = `Usage: deno task fleet [options]
   --power-cut-rate P       share of devices whose power is cut during the update (0..1)
   --worker-crashes N       Workers that die of an uncaught error mid-update; their devices come
                            back with their flash (default 0, chaos 1)
+  --retries N              the cloud retries a FAILED or TIMED_OUT execution up to N times
+                           (0..10; default 0, chaos 3: a power lost during the self-test
+                           reverts the image and fails that attempt, as on AWS IoT)
   --report FILE            where the JSON report goes (default fleet-report.json)
   --timeout SECONDS        give up after this much real time (default 600)
   --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
@@ -90,6 +93,8 @@ interface Options {
   corruptRate: number;
   powerCutRate: number;
   workerCrashes: number;
+  /** Retries of a FAILED or TIMED_OUT execution (AWS jobExecutionsRetryConfig). */
+  retries: number;
   report: string;
   cancelAt?: number;
   badImageShare: number;
@@ -159,6 +164,8 @@ export function parseFleetArgs(args: string[]): Options {
           "disconnect-rate",
           "corrupt-rate",
           "power-cut-rate",
+          "worker-crashes",
+          "retries",
           "report",
           "timeout",
           "cancel",
@@ -252,6 +259,7 @@ export function parseFleetArgs(args: string[]): Options {
     corruptRate: rate("corrupt-rate", chaos ? 0.2 : 0),
     powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
     workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
+    retries: int("retries", chaos ? 3 : 0, 0, 10),
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
@@ -634,6 +642,9 @@ export async function runFleet(
           protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
           ...(options.scenario === "late-joiners"
             ? { targetSelection: "CONTINUOUS" as const }
+            : {}),
+          ...(options.retries > 0
+            ? { retry: [{ failureType: "ALL" as const, numberOfRetries: options.retries }] }
             : {}),
           rollout: options.maxPerMinute < 1000
             ? { maximumPerMinute: options.maxPerMinute }

@@ -101,7 +101,7 @@ Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cut
   // 1.1.0 (a factory reset would leave them on 1.0.0 with a SUCCEEDED execution).
   assert.equal(report.faults.workerCrashes, 1);
   assert.equal(report.faults.workerRestarts, 1);
-  assert.deepEqual(report.runningVersion, { "1.1.0+0": 16 });
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 16 }, JSON.stringify(report.outcome));
   assert.ok(report.asExpected);
 });
 
@@ -152,6 +152,8 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
       ["--latency", "-1"],
       ["--bandwidth", "fast"],
       ["--loss", "0.9"],
+      ["--retries", "11"],
+      ["--worker-crashes", "-1"],
     ]
   ) {
     assert.throws(() => parseFleetArgs(args), Error, args.join(" "));
@@ -161,6 +163,10 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
     0.2,
     "chaos turns every fault on",
   );
+  const chaos = parseFleetArgs(["--scenario", "chaos"]);
+  assert.deepEqual([chaos.workerCrashes, chaos.retries], [1, 3], "and retries what they fail");
+  const quiet = parseFleetArgs(["--scenario", "chaos", "--worker-crashes", "0", "--retries", "0"]);
+  assert.deepEqual([quiet.workerCrashes, quiet.retries], [0, 0]);
 });
 
 Deno.test("fleet smoke: back-to-back runs three updates and late-joiners reach devices added during a continuous job", async () => {
