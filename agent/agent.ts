@@ -1436,6 +1436,8 @@ export class OtaAgent {
       if (!reply) return true;
       const answer = await reply;
       if (answer.ok) return true;
+      // Halted (power lost, agent stopped) while waiting: nobody is left to ask or to tell.
+      if (generation !== this.#generation) return false;
       if (answer.code === "VersionMismatch") this.#jobVersion.delete(jobId);
       else if (answer.code !== null && answer.code !== "timeout") {
         // Our earlier attempt may have landed with only its acknowledgement lost: ask.
@@ -1492,7 +1494,8 @@ export class OtaAgent {
       const body = JSON.stringify({ clientToken, includeJobDocument });
       await this.#mqtt.publish(this.#topics.jobGet(jobId), body, 1);
     } catch {
-      return null;
+      // Not sent (offline): wait out the reply time like a lost message, so the caller's backoff
+      // holds instead of spinning through its attempts, and halt() can still end the wait.
     }
     const answer = await reply;
     return answer.ok && answer.status

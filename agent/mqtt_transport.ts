@@ -24,6 +24,7 @@ export function mqttPort(client: MqttClient, options: { timeoutMs?: number } = {
   const settled = async <T>(what: string, work: () => Promise<T>): Promise<T> => {
     if (!client.connected) throw new Error("not connected");
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let onClose: (() => void) | undefined;
     try {
       return await Promise.race([
         work(),
@@ -32,10 +33,14 @@ export function mqttPort(client: MqttClient, options: { timeoutMs?: number } = {
             () => reject(new Error(`${what} not acknowledged within ${timeoutMs} ms`)),
             timeoutMs,
           );
+          // A connection that closes under a pending call ends it now, not at the timeout.
+          onClose = () => reject(new Error(`${what}: connection closed`));
+          client.once("close", onClose);
         }),
       ]);
     } finally {
       clearTimeout(timer);
+      if (onClose) client.removeListener("close", onClose);
     }
   };
   return {
