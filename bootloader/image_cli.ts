@@ -25,17 +25,12 @@ import { type Behavior, BEHAVIORS, buildFirmware, readManifest } from "./firmwar
 import { bytesSource, decodeImage, formatVersion, parseVersion, TlvType } from "./image_format.ts";
 import { signImage } from "./image_sign.ts";
 import { validateImage } from "./image_validate.ts";
+import { UsageError } from "../lib/usage_error.ts";
 
 /** A usage error: message shown, exit code 2. */
-export class UsageError extends Error {
-  /** Builds the error. */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+export { UsageError };
 
-const USAGE = `Usage: deno task image <command> [options]
+export const USAGE = `Usage: deno task image <command> [options]
 
 Commands:
   keygen   --out-dir DIR [--days N]

@@ -17,8 +17,9 @@ import { EXECUTION_STATUSES } from "./job_execution.ts";
 import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
+import { UsageError } from "../lib/usage_error.ts";
 
-const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
+export const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
 
 Commands:
   create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
@@ -34,7 +35,7 @@ Commands:
   watch ID                   live progress until the update ends`;
 
 /** A usage error (exit code 2). */
-class UsageError extends Error {}
+export { UsageError };
 
 type Output = (line: string) => void;
 

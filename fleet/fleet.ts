@@ -31,6 +31,7 @@ import { seededRandom } from "../lib/random.ts";
 import { parseSize } from "../lib/units.ts";
 import type { FleetDeviceSpec, NetworkProfile, UpdateMarks } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
+import { UsageError } from "../lib/usage_error.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -43,7 +44,7 @@ export const SCENARIOS = [
 ] as const;
 type Scenario = typeof SCENARIOS[number];
 
-const USAGE = `Usage: deno task fleet [options]
+export const USAGE = `Usage: deno task fleet [options]
 
   --devices N              fleet size (default 200)
   --image-size SIZE        firmware payload, e.g. 256KiB (default 64KiB)
@@ -76,7 +77,7 @@ const USAGE = `Usage: deno task fleet [options]
   --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
   --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)`;
 
-class UsageError extends Error {}
+export { UsageError };
 
 interface Options {
   devices: number;
