@@ -115,11 +115,19 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     if (typeof body.secret !== "string" || body.secret.length < 8) {
       return problem(400, "secret must be a string of at least 8 characters");
     }
-    const attributes = (body.attributes ?? {}) as Record<string, string>;
-    cloud.provisionThing(id, body.secret, attributes);
-    for (const group of Array.isArray(body.groups) ? body.groups : []) {
-      jobs.addThingToGroup(String(group), id);
+    const groups = body.groups ?? [];
+    if (!Array.isArray(groups) || !groups.every((g) => typeof g === "string" && NAME.test(g))) {
+      return problem(400, "groups must be an array of names of [a-zA-Z0-9:_-]");
     }
+    const attributes = body.attributes ?? {};
+    if (
+      typeof attributes !== "object" || attributes === null || Array.isArray(attributes) ||
+      !Object.values(attributes).every((v) => typeof v === "string")
+    ) {
+      return problem(400, "attributes must be an object of strings");
+    }
+    cloud.provisionThing(id, body.secret, attributes as Record<string, string>);
+    for (const group of groups as string[]) jobs.addThingToGroup(group, id);
     return json(201, { name: id, groups: store.groupsOf(id) });
   }
   if (resource === "things" && id && sub === "history" && method === "GET") {
