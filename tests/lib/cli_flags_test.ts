@@ -102,7 +102,7 @@ Deno.test("CLI flags: every flag a help text documents is known to its parser", 
     assert.doesNotMatch(lines.join("\n"), /Unknown option/, `ota ${flag}`);
   }
   // Each image command documents its own flags in its block of the help text.
-  const blocks = IMAGE_USAGE.split(/\n(?=  [a-z])/).slice(1);
+  const blocks = IMAGE_USAGE.split(/\n(?= {2}[a-z])/).slice(1);
   for (const block of blocks) {
     const command = block.trim().split(/\s+/)[0]!;
     for (const flag of documentedFlags(block)) {
