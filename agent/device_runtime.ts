@@ -142,6 +142,8 @@ export class DeviceRuntime {
       onEvent: (event: AgentCallbackEvent) => {
         keepLast(this.events, event);
         this.#options.onEvent?.(event);
+        // The device's own facts change with these: tell the cloud (its shadow).
+        if (event.type === "UpdateComplete" || event.type === "Fail") this.#reportState();
       },
       log: (line: string) => this.#record(line),
       ...(this.#options.http ? { http: this.#options.http } : {}),
@@ -175,7 +177,19 @@ export class DeviceRuntime {
     const agent = new OtaAgent({ ...common, mqtt: mqttPort(client) });
     this.#agent = agent;
     this.#detach = attachAgent(client, agent, this.#options.messageFilter);
-    client.once("connect", () => agent.start());
+    client.once("connect", () => {
+      agent.start();
+      this.#reportState();
+    });
+  }
+
+  /** Publishes the device's reported state (shadow update); fire and forget. */
+  #reportState(): void {
+    const client = this.#client;
+    if (!client?.connected || this.#options.device.state !== "running") return;
+    const topic = `$aws/things/${this.#options.thingName}/shadow/update`;
+    const reported = this.#options.device.reportedState();
+    client.publish(topic, JSON.stringify({ state: { reported } }), { qos: 0 }, () => {});
   }
 
   #onPowerOff(): void {

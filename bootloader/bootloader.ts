@@ -12,7 +12,13 @@
 import type { Clock } from "../lib/clock.ts";
 import type { Certificate, VerificationCache } from "./codesign.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { compareVersions, type DecodedImage, decodeImage, formatVersion } from "./image_format.ts";
+import {
+  type ByteSource,
+  compareVersions,
+  type DecodedImage,
+  decodeImage,
+  formatVersion,
+} from "./image_format.ts";
 import { validateImage, type ValidationResult } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";
@@ -71,7 +77,8 @@ function describe(trailer: SlotTrailer): string {
     : `${flags} failed=${trailer.failed}(${trailer.failReason})`;
 }
 
-function imageSource(area: FlashArea) {
+/** A slot's image region (the trailer sector excluded) as a byte source for the decoder. */
+export function imageSource(area: FlashArea): ByteSource {
   const size = (area.sectorCount - 1) * area.sectorSize;
   return { size, read: (offset: number, length: number) => area.read(offset, length) };
 }

@@ -10,11 +10,18 @@
 
 import { type Clock, systemClock, type TimerId } from "../lib/clock.ts";
 import { toHex } from "../lib/bytes.ts";
-import { boot, type BootOutcome, type BootRecord, type BootRom } from "./bootloader.ts";
+import {
+  boot,
+  type BootOutcome,
+  type BootRecord,
+  type BootRom,
+  imageSource,
+} from "./bootloader.ts";
+import type { FlashArea } from "./flash_area.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
 import { FirmwareUpdateService, fwuStateName } from "./fwu.ts";
-import { formatVersion } from "./image_format.ts";
+import { decodeImage, formatVersion } from "./image_format.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
 import { OtaPal } from "./ota_pal.ts";
 import { SecurityCounter } from "./security_counter.ts";
@@ -326,6 +333,29 @@ export class Device {
     } finally {
       if (!poweredOn) this.flash.powerOff();
     }
+  }
+
+  /**
+   * What the device tells the cloud about itself (its shadow's reported state): the firmware it
+   * runs, the version in each slot, the security counter, the update state and its last boot.
+   */
+  reportedState(): Record<string, unknown> {
+    const report = this.report();
+    const slotVersion = (area: FlashArea) => {
+      const decoded = decodeImage(imageSource(area));
+      return decoded.ok ? formatVersion(decoded.image.header.version) : null;
+    };
+    return {
+      firmware: report.running?.version ?? null,
+      trial: report.running?.trial ?? false,
+      securityCounter: report.securityCounter,
+      updateState: report.updateState,
+      slots: {
+        primary: { version: slotVersion(this.areas.primary), imageOk: report.primary.imageOk },
+        secondary: { version: slotVersion(this.areas.secondary), failed: report.secondary.failed },
+      },
+      boot: { count: this.bootLogs.length, log: report.lastBootLog.slice(-16) },
+    };
   }
 
   #scheduleReset(reason: string): void {

@@ -16,6 +16,7 @@ import { FileService } from "./file_service.ts";
 import { JobService } from "./job_service.ts";
 import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
 import { type CloudStore, SqliteStore } from "./store.ts";
+import { ShadowService } from "./shadow_service.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
 
 /** Options of {@linkcode startCloud}. */
@@ -122,6 +123,10 @@ export interface Cloud {
   /** Pre-signed file URLs; set `files.baseUrl` to where the HTTP server listens. */
   readonly files: FileService;
   readonly otaUpdates: OtaUpdateManager;
+  /** What devices report about themselves (firmware, slots, counter, last boot). */
+  readonly shadows: ShadowService;
+  /** The cloud's clock (scaled in simulations): every timestamp it records is in its time. */
+  readonly clock: Clock;
   readonly url: string;
   /** Registers (or re-provisions) a thing with its secret; its jobs stay. */
   provisionThing(name: string, secret: string, attributes?: Record<string, string>): void;
@@ -139,6 +144,7 @@ export const SERVICE_SUBSCRIPTIONS = [
   "$aws/things/+/jobs/+/get",
   "$aws/things/+/jobs/+/update",
   "$aws/things/+/streams/+/get/cbor",
+  "$aws/things/+/shadow/update",
 ] as const;
 
 /** Publishes from inside aedes. */
@@ -222,9 +228,12 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     );
   }
   const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
+  const shadows = new ShadowService({ store, publisher, clock });
   const route = (topic: string, payload: Uint8Array) => {
     const thing = topic.split("/")[2] ?? "";
-    if (topic.includes("/streams/")) {
+    if (topic.endsWith("/shadow/update")) {
+      void shadows.handleUpdate(thing, payload).catch((error) => log(`shadow error: ${error}`));
+    } else if (topic.includes("/streams/")) {
       void streams.handleRequest(thing, topic.split("/")[4] ?? "", payload).catch((error) =>
         log(`stream error: ${error}`)
       );
@@ -241,6 +250,8 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     streams,
     files,
     otaUpdates,
+    shadows,
+    clock,
     url: transport.url,
     refusals: hooks.refusals,
     onJobChange(listener) {
