@@ -9,7 +9,9 @@
 import { timingSafeEqual } from "node:crypto";
 import type { Cloud } from "./cloud.ts";
 import { EXECUTION_STATUSES, type ExecutionStatus } from "./job_execution.ts";
+import type { AuditEntry } from "./store.ts";
 import type { JobSpec } from "./job_service.ts";
+import { serveDashboard } from "./dashboard.ts";
 import { mqttOverWebSocket } from "./websocket.ts";
 
 /** Largest JSON body accepted. */
@@ -78,6 +80,8 @@ export function operatorApi(
     if (url.pathname === "/mqtt" && cloud.broker) {
       return mqttOverWebSocket(cloud.broker.broker, request);
     }
+    const page = serveDashboard(request);
+    if (page) return page;
     if (!url.pathname.startsWith("/api/")) return problem(404, "not found");
     if (!tokenMatches(options.token, request.headers.get("authorization"))) {
       await request.body?.cancel();
@@ -105,6 +109,17 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
         groups: store.groupsOf(t.name),
       })),
     );
+  }
+  if (resource === "things" && id && parts.length === 2 && method === "GET") {
+    const thing = store.getThing(id);
+    if (!thing) return problem(404, `no thing '${id}'`);
+    return json(200, {
+      name: thing.name,
+      attributes: thing.attributes,
+      groups: store.groupsOf(id),
+      shadow: cloud.shadows.get(id),
+      executions: store.executionsOfThing(id),
+    });
   }
   if (resource === "things" && id && parts.length === 2 && method === "PUT") {
     if (!NAME.test(id)) {
@@ -179,6 +194,16 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       ? json(200, { ...job, pending: job.pending.length, counts: jobs.counts(id) })
       : problem(404, `no job '${id}'`);
   }
+  if (resource === "jobs" && id && sub === "timeline" && method === "GET") {
+    const job = store.getJob(id);
+    if (!job) return problem(404, `no job '${id}'`);
+    const targets = new Set([...store.executionsOfJob(id).map((e) => e.thing), ...job.pending]);
+    return json(200, {
+      jobId: id,
+      createdAt: job.createdAt,
+      points: countsTimeline(store.history({ jobId: id }), targets.size),
+    });
+  }
   if (resource === "jobs" && id && sub === "events" && method === "GET") {
     if (!store.getJob(id)) return problem(404, `no job '${id}'`);
     return progressStream(cloud, id);
@@ -240,7 +265,57 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
   }
   if (resource === "ota-updates" && id && parts.length === 2 && method === "GET") {
     const update = cloud.otaUpdates.describe(id);
-    return update ? json(200, update) : problem(404, `no OTA update '${id}'`);
+    if (!update) return problem(404, `no OTA update '${id}'`);
+    const job = store.getJob(update.jobId);
+    const spec = (job?.spec ?? {}) as Partial<JobSpec>;
+    return json(200, {
+      ...update,
+      job: {
+        status: job?.status,
+        reason: job?.reason ?? null,
+        createdAt: job?.createdAt,
+        targets: spec.targets,
+        rollout: spec.rollout ?? null,
+        abort: spec.abort ?? [],
+        timeout: spec.timeout ?? null,
+        retry: spec.retry ?? [],
+        pending: job?.pending.length ?? 0,
+        notified: job?.notifiedAt.length ?? 0,
+      },
+    });
+  }
+  if (resource === "ota-updates" && id && sub === "devices" && method === "GET") {
+    const update = cloud.otaUpdates.describe(id);
+    if (!update) return problem(404, `no OTA update '${id}'`);
+    const shadows = cloud.shadows.all();
+    const filter = {
+      status: url.searchParams.get("status"),
+      version: url.searchParams.get("version"),
+      group: url.searchParams.get("group"),
+    };
+    const executions = new Map(store.executionsOfJob(update.jobId).map((e) => [e.thing, e]));
+    const job = store.getJob(update.jobId);
+    // Every target: those with an execution, and those the rollout has not reached yet.
+    const things = [
+      ...executions.keys(),
+      ...(job?.pending ?? []).filter((t) => !executions.has(t)),
+    ];
+    const devices = things.map((thing) => {
+      const execution = executions.get(thing);
+      const firmware = shadows.get(thing)?.reported.firmware;
+      return {
+        thing,
+        status: execution?.status ?? "PENDING",
+        reason: execution?.statusDetails.reason ?? null,
+        version: typeof firmware === "string" ? firmware : null,
+        groups: store.groupsOf(thing),
+      };
+    }).filter((d) =>
+      (filter.status === null || d.status === filter.status) &&
+      (filter.version === null || d.version === filter.version) &&
+      (filter.group === null || d.groups.includes(filter.group))
+    );
+    return json(200, { otaUpdateId: id, jobId: update.jobId, devices });
   }
   if (resource === "streams" && id && parts.length === 2 && method === "PUT") {
     if (!/^[a-zA-Z0-9_-]{1,128}$/.test(id)) {
@@ -277,6 +352,7 @@ function progressStream(cloud: Cloud, jobId: string): Response {
         const job = cloud.store.getJob(jobId);
         const body = {
           jobId,
+          at: cloud.clock.now(),
           status: job?.status,
           reason: job?.reason ?? null,
           counts: cloud.jobs.counts(jobId),
@@ -303,4 +379,49 @@ function progressStream(cloud: Cloud, jobId: string): Response {
   return new Response(stream, {
     headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
   });
+}
+
+/** Most points a timeline returns (samples are coalesced to this many). */
+const TIMELINE_POINTS = 400;
+
+/**
+ * Per-status counts over time, rebuilt from a job's audit log (each execution's status after
+ * every event), so a chart opened mid-rollout or afterwards starts from the whole history.
+ * `pending` is the targets no event has reached yet.
+ */
+export function countsTimeline(
+  entries: readonly AuditEntry[],
+  targets: number,
+): { at: number; counts: Record<string, number> }[] {
+  const status = new Map<string, string>();
+  const counts: Record<string, number> = { pending: targets };
+  const points: { at: number; counts: Record<string, number> }[] = [];
+  for (const entry of entries) {
+    if (!entry.thing) continue;
+    const next = entry.event === "queued"
+      ? "QUEUED"
+      : entry.event === "device-update"
+      ? String(entry.detail.status ?? "")
+      : entry.event.toUpperCase();
+    if (!(EXECUTION_STATUSES as readonly string[]).includes(next)) continue;
+    const previous = status.get(entry.thing);
+    if (previous === next) continue;
+    if (previous) counts[previous] = (counts[previous] ?? 0) - 1;
+    else counts.pending = Math.max(0, (counts.pending ?? 0) - 1);
+    counts[next] = (counts[next] ?? 0) + 1;
+    status.set(entry.thing, next);
+    points.push({ at: entry.at, counts: { ...counts } });
+  }
+  if (points.length <= TIMELINE_POINTS) return points;
+  // Keep the last point of each of TIMELINE_POINTS equal time buckets.
+  const first = points[0]!.at;
+  const span = Math.max(1, points.at(-1)!.at - first);
+  const buckets = new Map<number, { at: number; counts: Record<string, number> }>();
+  for (const point of points) {
+    buckets.set(
+      Math.min(TIMELINE_POINTS - 1, Math.floor(((point.at - first) / span) * TIMELINE_POINTS)),
+      point,
+    );
+  }
+  return [...buckets.values()];
 }

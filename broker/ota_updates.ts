@@ -16,7 +16,12 @@ import {
   signData,
   verifySignature,
 } from "../bootloader/codesign.ts";
-import { parseVersion } from "../bootloader/image_format.ts";
+import {
+  bytesSource,
+  decodeImage,
+  formatVersion,
+  parseVersion,
+} from "../bootloader/image_format.ts";
 import { signImage } from "../bootloader/image_sign.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService, JobSpec } from "./job_service.ts";
@@ -66,6 +71,8 @@ export interface OtaUpdateRecord {
   readonly fileKey: string;
   readonly fileSize: number;
   readonly sha256: string;
+  /** The image's version as its header says (null: not a decodable image). */
+  readonly version?: string | null;
   readonly protocols: readonly string[];
   readonly createdAt: number;
 }
@@ -190,6 +197,7 @@ export class OtaUpdateManager {
       fileKey: `ota-${id}.bin`,
       fileSize: image.length,
       sha256: Array.from(sha256(image), (b) => b.toString(16).padStart(2, "0")).join(""),
+      version: imageVersion(image),
       protocols,
       createdAt: this.#now(),
     };
@@ -297,4 +305,9 @@ export class OtaUpdateManager {
     });
     return { ok: true, value: { image, signature: await signData(keys.value.privateKey, image) } };
   }
+}
+
+function imageVersion(image: Uint8Array): string | null {
+  const decoded = decodeImage(bytesSource(image));
+  return decoded.ok ? formatVersion(decoded.image.header.version) : null;
 }

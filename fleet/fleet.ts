@@ -70,6 +70,8 @@ export const USAGE = `Usage: deno task fleet [options]
   --bad-image-share P      share of devices on which the new image misbehaves (0..1)
   --bad-image-behavior B   crash-on-boot | no-network | fail-self-test | hang (default crash-on-boot)
   --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
+  --dashboard              print the rollout dashboard's URL; it stays up after the run until
+                           Ctrl-C
   --broker URL --api URL --token T
                            join a running cloud (deno task broker) instead of embedding one
   --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)
@@ -96,6 +98,8 @@ interface Options {
   workerCrashes: number;
   /** Retries of a FAILED or TIMED_OUT execution (AWS jobExecutionsRetryConfig). */
   retries: number;
+  /** Print the dashboard's URL and keep it up after the run. */
+  dashboard: boolean;
   report: string;
   cancelAt?: number;
   badImageShare: number;
@@ -150,39 +154,42 @@ export function parseFleetArgs(args: string[]): Options {
     ({ values } = parseArgs({
       args,
       strict: true,
-      options: Object.fromEntries(
-        [
-          "devices",
-          "image-size",
-          "block-size",
-          "protocol",
-          "workers",
-          "devices-per-worker",
-          "scenario",
-          "seed",
-          "time-scale",
-          "max-per-minute",
-          "disconnect-rate",
-          "corrupt-rate",
-          "power-cut-rate",
-          "worker-crashes",
-          "retries",
-          "report",
-          "timeout",
-          "cancel",
-          "bad-image-share",
-          "bad-image-behavior",
-          "abort-percent",
-          "broker",
-          "api",
-          "token",
-          "shard",
-          "latency",
-          "bandwidth",
-          "loss",
-        ]
-          .map((name) => [name, { type: "string" as const }]),
-      ),
+      options: {
+        dashboard: { type: "boolean" },
+        ...Object.fromEntries(
+          [
+            "devices",
+            "image-size",
+            "block-size",
+            "protocol",
+            "workers",
+            "devices-per-worker",
+            "scenario",
+            "seed",
+            "time-scale",
+            "max-per-minute",
+            "disconnect-rate",
+            "corrupt-rate",
+            "power-cut-rate",
+            "worker-crashes",
+            "retries",
+            "report",
+            "timeout",
+            "cancel",
+            "bad-image-share",
+            "bad-image-behavior",
+            "abort-percent",
+            "broker",
+            "api",
+            "token",
+            "shard",
+            "latency",
+            "bandwidth",
+            "loss",
+          ]
+            .map((name) => [name, { type: "string" as const }]),
+        ),
+      },
     }));
   } catch (error) {
     throw new UsageError((error as Error).message);
@@ -261,6 +268,7 @@ export function parseFleetArgs(args: string[]): Options {
     powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
     workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
     retries: int("retries", chaos ? 3 : 0, 0, 10),
+    dashboard: values.dashboard === true,
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
@@ -429,6 +437,7 @@ export async function runFleet(
   options: Options,
   out: (line: string) => void,
   onProgress?: (progress: FleetProgress) => void,
+  linger?: (report: FleetReport) => Promise<void>,
 ): Promise<FleetReport> {
   const started = performance.now();
   const phases: Record<string, number> = {};
@@ -454,6 +463,11 @@ export async function runFleet(
     : null;
   if (embedded && server) {
     embedded.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  }
+  if (options.dashboard) {
+    // The token rides in the fragment: the page keeps it, no server ever sees it in a URL.
+    const base = embedded ? embedded.files.baseUrl : options.remote!.api.replace(/\/api\/?$/, "");
+    out(`dashboard: ${base}/dashboard/#token=${encodeURIComponent(token)}`);
   }
   const access = embedded
     ? embeddedAccess(embedded)
@@ -879,6 +893,7 @@ export async function runFleet(
       expected,
       asExpected,
     };
+    if (linger) await linger(report);
     return report;
   } finally {
     for (const timer of faultTimers) clearTimeout(timer);
@@ -918,6 +933,18 @@ if (import.meta.main) {
           if (!barStarted) bar.start(p.total, p.done, { version: p.version, line });
           else bar.update(p.done, { version: p.version, line });
           barStarted = true;
+        }
+        : undefined,
+      options.dashboard
+        ? async (report) => {
+          bar?.stop();
+          await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
+          console.log(
+            `run over (${
+              report.asExpected ? "as expected" : "NOT as expected"
+            }, report in ${options.report}); the dashboard stays up until Ctrl-C`,
+          );
+          await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", resolve));
         }
         : undefined,
     );
