@@ -1,0 +1,202 @@
+/**
+ * The rollout dashboard in a real browser (the system's Chromium, driven by playwright-core):
+ * a fleet run with a share of devices whose new image crashes, watched from the page while it
+ * rolls out; a failed device opened and its reason read; operator actions (pause, resume,
+ * cancel) clicked and seen in the cloud; the token asked for and checked. Screenshots must not be
+ * blank.
+ */
+import assert from "node:assert/strict";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+import { qualificationCloud } from "../helpers/qualification.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+
+function launch(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+}
+
+/** Fails the test on any error the page throws. */
+function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  return errors;
+}
+
+/**
+ * A screenshot is not blank: decoded in the page itself, it has many colours and a fair share
+ * of pixels that are not the background.
+ */
+async function assertNotBlank(page: Page, what: string): Promise<void> {
+  const png = await page.screenshot({ fullPage: true });
+  // Runs in the page (a string: the test's own type context has no DOM).
+  const stats = await page.evaluate(`(async () => {
+    const image = new Image();
+    image.src = "data:image/png;base64,${
+    btoa(Array.from(png, (b) => String.fromCharCode(b)).join(""))
+  }";
+    await image.decode();
+    const canvas = new OffscreenCanvas(image.width, image.height);
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const pixels = context.getImageData(0, 0, image.width, image.height).data;
+    const colours = new Set();
+    let inked = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+      const rgb = (pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2];
+      colours.add(rgb);
+      if (rgb !== 0xffffff) inked++;
+    }
+    return { colours: colours.size, inked: inked / (pixels.length / 4) };
+  })()`) as { colours: number; inked: number };
+  assert.ok(stats.colours > 20, `${what}: only ${stats.colours} colours`);
+  assert.ok(stats.inked > 0.02, `${what}: ${(stats.inked * 100).toFixed(1)}% of the page drawn`);
+}
+
+Deno.test({
+  name:
+    "dashboard in Chromium: a rollout watched to completion, a failed device opened and its reason read",
+  // playwright-core keeps its own pipes and timers to the browser process between calls.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    let dashboardUrl = "";
+    let browserDone: () => void = () => {};
+    const watched = new Promise<void>((resolve) => browserDone = resolve);
+    const lines: string[] = [];
+    const options = parseFleetArgs([
+      "--devices",
+      "16",
+      "--workers",
+      "2",
+      "--image-size",
+      "16KiB",
+      "--block-size",
+      "1KiB",
+      "--bad-image-share",
+      "0.25",
+      // 2 devices a cloud minute, a real second at the default time scale (60): slow enough to
+      // watch, quick enough for the suite.
+      "--max-per-minute",
+      "2",
+      "--dashboard",
+      "--report",
+      "/dev/null",
+    ]);
+    const run = runFleet(
+      options,
+      (line) => {
+        lines.push(line);
+        if (line.startsWith("dashboard: ")) dashboardUrl = line.slice("dashboard: ".length);
+      },
+      undefined,
+      () => watched,
+    );
+    const browser = await launch();
+    try {
+      await waitUntil(() => dashboardUrl !== "", "the dashboard's URL");
+      const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
+      const errors = watchErrors(page);
+      await page.goto(dashboardUrl);
+      await page.waitForSelector("#updates a");
+      await page.click("#updates a");
+      await page.waitForSelector("#ended");
+      // Watch the ended count climb to the whole fleet.
+      const seen: number[] = [];
+      await waitUntil(
+        async () => {
+          const text = await page.textContent("#ended");
+          const ended = Number(text?.split(" / ")[0]);
+          if (seen.at(-1) !== ended) seen.push(ended);
+          return text === "16 / 16";
+        },
+        "the page to show every device ended",
+        120_000,
+      );
+      assert.ok(seen.length >= 2 && seen[0]! < 16, `progress seen: ${seen.join(", ")}`);
+      assert.deepEqual(seen, [...seen].sort((a, b) => a - b), "the count never went back");
+      await waitUntil(
+        async () => (await page.textContent("h1 .badge")) === "COMPLETED",
+        "the update to show COMPLETED",
+      );
+      assert.equal(await page.getAttribute("#grid", "data-devices"), "16");
+      assert.equal(await page.textContent("[data-status=FAILED] .n"), "4");
+      await assertNotBlank(page, "update page");
+      // The grid filters by status.
+      await page.selectOption("#filter-status", "FAILED");
+      assert.equal(await page.getAttribute("#grid", "data-devices"), "4");
+      // Open a failed device and read why it failed.
+      await page.click("a.failed-device");
+      await page.waitForSelector("#executions .reason");
+      assert.equal(await page.textContent("#executions .reason"), "rejected: 0x00000010");
+      assert.equal(await page.textContent("#firmware"), "1.0.0+0");
+      assert.match((await page.textContent("#boot-log")) ?? "", /revert/);
+      await assertNotBlank(page, "device page");
+      assert.deepEqual(errors, []);
+    } finally {
+      browserDone();
+      await browser.close();
+    }
+    const report = await run;
+    assert.ok(report.asExpected, lines.slice(-20).join("\n"));
+  },
+});
+
+Deno.test({
+  name:
+    "dashboard in Chromium: the token is asked for and checked; pause, resume and cancel act on the job",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // A cloud whose one target never connects: the job stays in progress for the buttons.
+    const side = await qualificationCloud("MQTT");
+    const browser = await launch();
+    try {
+      const jobId = await side.update("held", { version: "1.1.0", securityCounter: 2 });
+      const job = () => side.cloud.store.getJob(jobId)?.status;
+      const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      const errors = watchErrors(page);
+      await page.goto(`${side.cloud.files.baseUrl}/dashboard/`);
+      await page.waitForSelector("#login:not([hidden])");
+      await page.fill("#token", "not-the-token");
+      await page.click("#login button");
+      await page.waitForSelector("#login:not([hidden])");
+      assert.match((await page.textContent("#login-error")) ?? "", /wrong operator token/);
+      await page.fill("#token", "qualification-token");
+      await page.click("#login button");
+      await page.click("#updates a");
+      await page.waitForSelector("#pause:not([disabled])");
+      await page.click("#pause");
+      await waitUntil(() => job() === "PAUSED", "the job to pause");
+      await page.waitForSelector("#resume:not([disabled])");
+      await page.click("#resume");
+      await waitUntil(() => job() === "IN_PROGRESS", "the job to resume");
+      await page.waitForSelector("#cancel:not([disabled])");
+      await page.click("#cancel");
+      await page.click("#cancel-confirm");
+      await waitUntil(() => job() === "CANCELED", "the job to be canceled");
+      await waitUntil(
+        async () => (await page.textContent("h1 .badge")) === "CANCELED",
+        "the page to show CANCELED",
+      );
+      assert.ok(await page.isDisabled("#cancel"));
+      await assertNotBlank(page, "canceled update");
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await side.close();
+    }
+  },
+});
