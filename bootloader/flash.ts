@@ -64,7 +64,22 @@ export type FlashErrorCode =
   | "not-erased"
   | "bit-set"
   | "worn-out"
-  | "powered-off";
+  | "powered-off"
+  | "protected";
+
+/**
+ * How the flash controller guards a sector once provisioned: `read-only` refuses programs and
+ * erases (boot ROM, root key, frozen code); `one-time-programmable` refuses erases only, so bits
+ * can still be blown but never restored (the anti-rollback fuses).
+ */
+export type SectorProtection = "none" | "read-only" | "one-time-programmable";
+
+/** A write the controller refused. */
+export interface ProtectionRefusal {
+  readonly operation: "program" | "erase";
+  readonly sector: number;
+  readonly protection: SectorProtection;
+}
 
 /** A refused flash operation; the chip is unchanged. */
 export class FlashError extends Error {
@@ -120,7 +135,12 @@ export interface FlashStats {
   erases: number;
   /** Programs + erases: the index a power cut counts in. */
   operations: number;
+  /** Programs and erases the controller refused on protected sectors. */
+  refused: number;
 }
+
+/** Refusals remembered for the boot log and reports. */
+const REFUSALS_KEPT = 32;
 
 /** When and how the next power cut happens. */
 export interface PowerCutPlan {
@@ -185,6 +205,8 @@ export class NorFlash {
   /** Sector buffers that may be referenced by other chips or the pool: copy before writing. */
   #shared: boolean[];
   #wear: number[];
+  #protection: SectorProtection[];
+  readonly #refusals: ProtectionRefusal[] = [];
   #stats: FlashStats = {
     reads: 0,
     bytesRead: 0,
@@ -192,6 +214,7 @@ export class NorFlash {
     bytesProgrammed: 0,
     erases: 0,
     operations: 0,
+    refused: 0,
   };
   #cut: PowerCutPlan | null = null;
   #operationsSincePlan = 0;
@@ -216,6 +239,7 @@ export class NorFlash {
     this.#sectors = new Array(geometry.sectorCount).fill(null);
     this.#shared = new Array(geometry.sectorCount).fill(false);
     this.#wear = new Array(geometry.sectorCount).fill(0);
+    this.#protection = new Array(geometry.sectorCount).fill("none");
     this.#random = seededRandom(options.seed ?? 1);
     this.#changed = options.sharedSectors ? new Set() : null;
   }
@@ -236,6 +260,54 @@ export class NorFlash {
    */
   get generation(): number {
     return this.#stats.operations;
+  }
+
+  /**
+   * Guards `count` sectors from `firstSector` (the provisioning step that freezes them).
+   * Protection only ever tightens: nothing, the boot ROM included, can lift it again.
+   *
+   * @example
+   * ```ts
+   * import { NorFlash } from "./flash.ts";
+   * const chip = new NorFlash({ sectorCount: 4 });
+   * chip.protect(3, 1, "one-time-programmable");
+   * chip.protection(3); // "one-time-programmable"
+   * ```
+   */
+  protect(firstSector: number, count: number, protection: SectorProtection): void {
+    const rank = { "none": 0, "one-time-programmable": 1, "read-only": 2 } as const;
+    for (let s = firstSector; s < firstSector + count; s++) {
+      this.#checkSector(s);
+      if (rank[protection] < rank[this.#protection[s]!]) {
+        throw new FlashError(
+          "protected",
+          `Cannot lower the protection of sector ${s} from ${this.#protection[s]} to ${protection}`,
+        );
+      }
+    }
+    for (let s = firstSector; s < firstSector + count; s++) this.#protection[s] = protection;
+  }
+
+  /** How a sector is guarded. */
+  protection(sector: number): SectorProtection {
+    this.#checkSector(sector);
+    return this.#protection[sector]!;
+  }
+
+  /** The latest refused writes (at most 32), oldest first. */
+  get refusals(): readonly ProtectionRefusal[] {
+    return [...this.#refusals];
+  }
+
+  #refuse(operation: "program" | "erase", sector: number): FlashError {
+    const protection = this.#protection[sector]!;
+    this.#stats.refused++;
+    this.#refusals.push({ operation, sector, protection });
+    if (this.#refusals.length > REFUSALS_KEPT) this.#refusals.shift();
+    return new FlashError(
+      "protected",
+      `Cannot ${operation} sector ${sector}: it is ${protection} (refused by the flash controller)`,
+    );
   }
 
   /** Erase count of one sector. */
@@ -338,6 +410,9 @@ export class NorFlash {
       );
     }
     if (data.length === 0) return;
+    for (let s = Math.floor(offset / sectorSize); s * sectorSize < offset + data.length; s++) {
+      if (this.#protection[s] === "read-only") throw this.#refuse("program", s);
+    }
     this.#checkProgrammable(offset, data);
     const cut = this.#countOperation();
     this.#stats.programs++;
@@ -364,6 +439,7 @@ export class NorFlash {
   eraseSector(sector: number): void {
     this.#checkPower();
     this.#checkSector(sector);
+    if (this.#protection[sector] !== "none") throw this.#refuse("erase", sector);
     if (this.#wear[sector]! >= this.geometry.eraseCycleLimit) {
       throw new FlashError(
         "worn-out",
@@ -423,6 +499,7 @@ export class NorFlash {
     });
     copy.#sectors = [...this.#sectors];
     copy.#wear = [...this.#wear];
+    copy.#protection = [...this.#protection];
     copy.#shared = this.#sectors.map((data) => data !== null);
     for (let s = 0; s < this.#sectors.length; s++) if (this.#sectors[s]) this.#shared[s] = true;
     return copy;

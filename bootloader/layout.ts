@@ -117,7 +117,11 @@ export function createFlash(
   layout: DeviceLayout,
   options: { seed?: number; strict?: boolean } = {},
 ): NorFlash {
-  return new NorFlash({ ...layout.geometry, ...options });
+  const flash = new NorFlash({ ...layout.geometry, ...options });
+  // The fuses are one-time-programmable silicon: bits blow, nothing (a compromised application
+  // calling the flash API directly included) can erase them and lower the security counter.
+  flash.protect(layout.fuses.firstSector, layout.fuses.sectorCount, "one-time-programmable");
+  return flash;
 }
 
 /**

@@ -65,6 +65,7 @@ Deno.test("NorFlash counts reads, programs, erases and operations", () => {
     bytesProgrammed: 16,
     erases: 1,
     operations: 2,
+    refused: 0,
   });
 });
 
@@ -264,4 +265,40 @@ Deno.test("NorFlash with shared sectors keeps them in SharedArrayBuffers another
     () => new NorFlash({ sectorCount: 2 }).applyChanges([[0, new Uint8Array(3), 0]]),
     /holds 3 bytes, not 4096/,
   );
+});
+
+Deno.test("NorFlash protection: read-only refuses programs and erases, one-time-programmable refuses erases; refusals are counted, remembered, never lowered and survive a clone", () => {
+  const flash = new NorFlash({ sectorCount: 4, sectorSize: 256 });
+  flash.program(0, new Uint8Array(8).fill(0x5a));
+  flash.protect(0, 1, "read-only");
+  flash.protect(3, 1, "one-time-programmable");
+  const refused = (work: () => void) =>
+    assert.throws(
+      work,
+      (error: unknown) => error instanceof FlashError && error.code === "protected",
+    );
+  refused(() => flash.program(8, new Uint8Array(8)));
+  refused(() => flash.eraseSector(0));
+  refused(() => flash.erase(0, 512));
+  refused(() => flash.eraseSector(3));
+  // One-time-programmable bits can still be blown (the security counter rises).
+  flash.program(3 * 256, new Uint8Array(8));
+  assert.deepEqual(flash.read(3 * 256, 8), new Uint8Array(8));
+  assert.deepEqual(flash.read(0, 8), new Uint8Array(8).fill(0x5a), "the frozen sector is intact");
+  assert.equal(flash.stats.refused, 4);
+  assert.equal(flash.stats.operations, 2, "a refused write is not an operation a power cut counts");
+  assert.deepEqual(flash.refusals.map((r) => `${r.operation} ${r.sector} ${r.protection}`), [
+    "program 0 read-only",
+    "erase 0 read-only",
+    "erase 0 read-only",
+    "erase 3 one-time-programmable",
+  ]);
+  refused(() => flash.protect(0, 1, "none"));
+  refused(() => flash.protect(0, 1, "one-time-programmable"));
+  flash.protect(3, 1, "read-only");
+  const copy = flash.clone();
+  assert.equal(copy.protection(0), "read-only");
+  assert.equal(copy.protection(1), "none");
+  refused(() => copy.eraseSector(3));
+  copy.eraseSector(1);
 });
