@@ -20,7 +20,7 @@ import {
 import type { FlashArea } from "./flash_area.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
-import { FirmwareUpdateService, fwuStateName } from "./fwu.ts";
+import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
 import { decodeImage, formatVersion } from "./image_format.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
 import { OtaPal } from "./ota_pal.ts";
@@ -50,6 +50,11 @@ export interface DeviceOptions {
    * booted version, returns the behaviour to simulate.
    */
   readonly behaviorOverride?: (behavior: Behavior, version: string) => Behavior;
+  /**
+   * Erase the previous image once a new one is confirmed (PSA `clean` in UPDATED), so that no
+   * exploitable old image stays in flash to be booted. @default {false}
+   */
+  readonly erasePreviousImage?: boolean;
 }
 
 /** What the application that runs looks like from outside. */
@@ -145,7 +150,10 @@ export class Device {
     };
     this.#maxBootAttempts = options.maxBootAttempts ?? 4;
     this.#behaviorOverride = options.behaviorOverride ?? null;
+    this.#erasePreviousImage = options.erasePreviousImage ?? false;
   }
+
+  readonly #erasePreviousImage: boolean;
 
   /** Power and run state. */
   get state(): DeviceState {
@@ -255,7 +263,17 @@ export class Device {
         bootRecord: record,
         requestReboot: () => this.#scheduleReset("reboot requested by software"),
       });
-      this.#pal = new OtaPal({ fwu: this.#fwu, rom: this.rom, clock: this.clock });
+      this.#pal = new OtaPal({
+        fwu: this.#fwu,
+        rom: this.rom,
+        clock: this.clock,
+        erasePreviousImage: this.#erasePreviousImage,
+      });
+      // A clean the power interrupted after the confirmation is finished at the next boot.
+      if (this.#erasePreviousImage && this.#fwu.state === FwuState.UPDATED) {
+        this.#fwu.clean(0);
+        log.push("previous image erased (confirmed update)");
+      }
       if (this.#behavior === "hang") {
         // A hung application stops feeding the watchdog, which then resets the device.
         this.#watchdog = this.clock.setTimer(this.#watchdogMs, () => {

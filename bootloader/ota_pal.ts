@@ -91,6 +91,8 @@ export interface OtaPalContext {
   readonly fwu: FirmwareUpdateService;
   readonly rom: BootRom;
   readonly clock: Clock;
+  /** Erase the previous image as soon as the new one is accepted (threat-model hardening). */
+  readonly erasePreviousImage?: boolean;
 }
 
 /** PSA status in the low 24 bits of a PAL status, for diagnosis. */
@@ -343,11 +345,16 @@ export class OtaPal {
           );
         }
         const status = fwu.accept();
-        return status === PsaStatus.SUCCESS ? otaPalStatus(OtaPalMainStatus.Success) : this.#error(
-          OtaPalMainStatus.CommitFailed,
-          `accept failed: ${psaStatusName(status)}`,
-          status,
-        );
+        if (status !== PsaStatus.SUCCESS) {
+          return this.#error(
+            OtaPalMainStatus.CommitFailed,
+            `accept failed: ${psaStatusName(status)}`,
+            status,
+          );
+        }
+        // The old image is no longer needed to revert: gone, it cannot be booted by anyone.
+        if (this.#context.erasePreviousImage) fwu.clean(0);
+        return otaPalStatus(OtaPalMainStatus.Success);
       }
       case OtaImageState.Rejected:
       case OtaImageState.Aborted: {

@@ -82,6 +82,8 @@ export interface ActorEnvironment {
   readonly network?: NetworkProfile;
   /** Send every device's own log lines (boot, agent) to `log` too, not only actor events. */
   readonly deviceLogs?: boolean;
+  /** Devices erase their previous image once a new one is confirmed. */
+  readonly erasePreviousImage?: boolean;
 }
 
 /**
@@ -172,6 +174,7 @@ export class DeviceActor {
       rom: environment.rom,
       clock: environment.clock,
       flash,
+      erasePreviousImage: environment.erasePreviousImage ?? false,
       ...(spec.badImage
         ? {
           behaviorOverride: (behavior: Behavior, version: string) =>

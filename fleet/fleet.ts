@@ -70,6 +70,8 @@ export const USAGE = `Usage: deno task fleet [options]
   --bad-image-share P      share of devices on which the new image misbehaves (0..1)
   --bad-image-behavior B   crash-on-boot | no-network | fail-self-test | hang (default crash-on-boot)
   --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
+  --erase-previous-image   devices erase their old image once the new one is confirmed (no
+                           exploitable image stays in flash; no way back but a new update)
   --dashboard              print the rollout dashboard's URL; it stays up after the run until
                            Ctrl-C
   --broker URL --api URL --token T
@@ -100,6 +102,8 @@ interface Options {
   retries: number;
   /** Print the dashboard's URL and keep it up after the run. */
   dashboard: boolean;
+  /** Devices erase their previous image once a new one is confirmed. */
+  erasePreviousImage: boolean;
   report: string;
   cancelAt?: number;
   badImageShare: number;
@@ -156,6 +160,7 @@ export function parseFleetArgs(args: string[]): Options {
       strict: true,
       options: {
         dashboard: { type: "boolean" },
+        "erase-previous-image": { type: "boolean" },
         ...Object.fromEntries(
           [
             "devices",
@@ -269,6 +274,7 @@ export function parseFleetArgs(args: string[]): Options {
     workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
     retries: int("retries", chaos ? 3 : 0, 0, 10),
     dashboard: values.dashboard === true,
+    erasePreviousImage: values["erase-previous-image"] === true,
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
@@ -568,6 +574,7 @@ export async function runFleet(
       },
       seed: options.seed,
       telemetryMs: 250,
+      ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
       ...(options.network ? { network: options.network } : {}),
     },
     log: (line) => logs.push(line),

@@ -33,6 +33,8 @@ export interface WorkerInit {
   readonly network?: NetworkProfile;
   /** Forward the devices' own log lines (agent, boot) as `log` messages; for small runs. */
   readonly deviceLogs?: boolean;
+  /** Devices erase their previous image once a new one is confirmed. */
+  readonly erasePreviousImage?: boolean;
 }
 
 /** Main -> Worker. */

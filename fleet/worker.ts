@@ -83,6 +83,7 @@ async function handle(message: ToWorker): Promise<void> {
         log: (line) => post({ type: "log", line }),
         ...(init.network ? { network: init.network } : {}),
         ...(init.deviceLogs ? { deviceLogs: true } : {}),
+        ...(init.erasePreviousImage ? { erasePreviousImage: true } : {}),
       };
       telemetryTimer = setInterval(() => {
         postTelemetry();

@@ -165,6 +165,8 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
   );
   const chaos = parseFleetArgs(["--scenario", "chaos"]);
   assert.deepEqual([chaos.workerCrashes, chaos.retries], [1, 3], "and retries what they fail");
+  assert.equal(parseFleetArgs([]).erasePreviousImage, false);
+  assert.equal(parseFleetArgs(["--erase-previous-image"]).erasePreviousImage, true);
   const quiet = parseFleetArgs(["--scenario", "chaos", "--worker-crashes", "0", "--retries", "0"]);
   assert.deepEqual([quiet.workerCrashes, quiet.retries], [0, 0]);
 });

@@ -132,6 +132,8 @@ export async function factoryDevice(
     systemTime?: boolean;
     /** Watchdog period of the device. */
     watchdogMs?: number;
+    /** Erase the previous image once a new one is confirmed. */
+    erasePreviousImage?: boolean;
     seed?: number;
   } = {},
 ): Promise<{ device: Device; clock: ManualClock; pki: TestPki }> {
@@ -147,6 +149,7 @@ export async function factoryDevice(
     clock: deviceClock,
     flash,
     ...(options.watchdogMs ? { watchdogMs: options.watchdogMs } : {}),
+    ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
   });
   return { device, clock, pki };
 }
