@@ -10,14 +10,9 @@
 
 import { type Clock, systemClock, type TimerId } from "../lib/clock.ts";
 import { toHex } from "../lib/bytes.ts";
-import {
-  boot,
-  type BootOutcome,
-  type BootRecord,
-  type BootRom,
-  imageSource,
-} from "./bootloader.ts";
+import { type BootOutcome, type BootRecord, type BootRom, imageSource } from "./bootloader.ts";
 import type { FlashArea } from "./flash_area.ts";
+import { bootChain, bootRomContents, secondStageStore, verifySecondStage } from "./first_stage.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
@@ -28,7 +23,7 @@ import { SecurityCounter } from "./security_counter.ts";
 import { readTrailer, type SlotTrailer } from "./trailer.ts";
 
 /** Power and run state. */
-export type DeviceState = "off" | "running" | "recovery" | "boot-loop";
+export type DeviceState = "off" | "running" | "recovery" | "boot-loop" | "halted";
 
 /** Options for {@linkcode Device}. */
 export interface DeviceOptions {
@@ -173,6 +168,55 @@ export class Device {
     };
   }
 
+  #secondStage: { slot: 0 | 1; version: string; trial: boolean } | null = null;
+
+  /** The second-stage bootloader that booted this time (null: a single-stage device). */
+  get secondStage(): { slot: 0 | 1; version: string; trial: boolean } | null {
+    return this.#secondStage;
+  }
+
+  /**
+   * Writes a new second-stage bootloader into the slot not in use and asks the first stage to
+   * try it at the next boot. The image is verified first, as the first stage will.
+   */
+  async installSecondStage(
+    image: Uint8Array,
+  ): Promise<{ ok: true } | { ok: false; reason: string }> {
+    const current = this.#secondStage;
+    if (this.#state !== "running" || !current) {
+      return { ok: false, reason: "no two-stage boot is running" };
+    }
+    if (current.trial) return { ok: false, reason: "the running second stage is still on trial" };
+    const target = current.slot === 0 ? 1 : 0;
+    const area = this.areas.stage2[target];
+    if (image.length > area.size) {
+      return { ok: false, reason: `${image.length} bytes exceed the ${area.size}-byte slot` };
+    }
+    for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
+    const padded = new Uint8Array(Math.ceil(image.length / area.writeUnit) * area.writeUnit)
+      .fill(0xff);
+    padded.set(image);
+    area.program(0, padded);
+    const checked = await verifySecondStage(area, this.rom.root, {
+      at: new Date(this.clock.now()),
+    });
+    if (!checked.ok) {
+      for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
+      return { ok: false, reason: checked.reason };
+    }
+    secondStageStore(this.areas).save({ active: current.slot, pending: target, trial: null });
+    return { ok: true };
+  }
+
+  /** Makes the second stage on trial the one to keep (the running software's self-test passed). */
+  confirmSecondStage(): boolean {
+    const current = this.#secondStage;
+    if (!current?.trial || this.#state !== "running") return false;
+    secondStageStore(this.areas).save({ active: current.slot, pending: null, trial: null });
+    this.#secondStage = { ...current, trial: false };
+    return true;
+  }
+
   /** The boot ROM's report for the current boot. */
   get bootRecord(): BootRecord | null {
     return this.#state === "running" ? this.#record : null;
@@ -215,7 +259,20 @@ export class Device {
       this.#clearRam();
       let outcome: BootOutcome;
       try {
-        outcome = await boot({ areas: this.areas, rom: this.rom, clock: this.clock });
+        // Two stages when the chip was provisioned so: the first verifies the second, which
+        // verifies the firmware against the root the first read from the boot ROM region.
+        const chain = await bootChain({ areas: this.areas, rom: this.rom, clock: this.clock });
+        const stage = chain.stage;
+        if (stage.kind === "halt") {
+          this.#secondStage = null;
+          this.#remember([...stage.log]);
+          this.#state = "halted";
+          return chain;
+        }
+        this.#secondStage = stage.kind === "run"
+          ? { slot: stage.slot, version: stage.version, trial: stage.trial }
+          : null;
+        outcome = chain;
       } catch (error) {
         if (isPowerCut(error)) {
           this.#state = "off";
@@ -413,6 +470,39 @@ export class Device {
  * flashFactoryImage(factory, layout, signedImage);
  * ```
  */
+/**
+ * Provisions the two-stage boot chain at the factory: the root certificate into the boot ROM
+ * region, which is then frozen read-only, and a signed second-stage bootloader into slot A.
+ *
+ * @example
+ * ```ts ignore
+ * provisionBootChain(flash, layout, { rootCertificateDer, secondStage: signedStage2Image });
+ * ```
+ */
+export function provisionBootChain(
+  flash: NorFlash,
+  layout: DeviceLayout,
+  options: { readonly rootCertificateDer: Uint8Array; readonly secondStage: Uint8Array },
+): void {
+  const areas = openAreas(flash, layout);
+  areas.bootRom.program(0, bootRomContents(options.rootCertificateDer, areas.bootRom.writeUnit));
+  const slot = areas.stage2[0];
+  if (options.secondStage.length > slot.size) {
+    throw new RangeError(
+      `Cannot provision a second stage of ${options.secondStage.length} bytes: the slot holds ${slot.size}`,
+    );
+  }
+  const padded = new Uint8Array(
+    Math.ceil(options.secondStage.length / slot.writeUnit) * slot.writeUnit,
+  )
+    .fill(0xff);
+  padded.set(options.secondStage);
+  slot.program(0, padded);
+  secondStageStore(areas).save({ active: 0, pending: null, trial: null });
+  // Frozen from now on: not even the boot code may rewrite the root it trusts.
+  flash.protect(layout.bootRom.firstSector, layout.bootRom.sectorCount, "read-only");
+}
+
 export function flashFactoryImage(flash: NorFlash, layout: DeviceLayout, image: Uint8Array): void {
   const { primary } = openAreas(flash, layout);
   const capacity = (primary.sectorCount - 1) * primary.sectorSize;

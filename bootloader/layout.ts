@@ -35,7 +35,19 @@ export interface DeviceLayout {
   readonly agentState: { firstSector: number; sectorCount: number };
   /** One sector of one-time-programmable fuses holding the security counter. */
   readonly fuses: { firstSector: number; sectorCount: number };
+  /** One read-only sector holding the root certificate the first stage trusts. */
+  readonly bootRom: { firstSector: number; sectorCount: number };
+  /** Two slots of the second-stage bootloader (image sectors only). */
+  readonly stage2: readonly [
+    { firstSector: number; sectorCount: number },
+    { firstSector: number; sectorCount: number },
+  ];
+  /** Two sectors, A/B, recording which second stage is active, pending or on trial. */
+  readonly stage2State: { firstSector: number; sectorCount: number };
 }
+
+/** Sectors of each second-stage bootloader slot. */
+export const STAGE2_SECTORS = 2;
 
 /** Opened areas of one chip. */
 export interface DeviceAreas {
@@ -51,6 +63,12 @@ export interface DeviceAreas {
   readonly agentState: FlashArea;
   /** Security counter fuses. */
   readonly fuses: FlashArea;
+  /** The boot ROM region (root certificate), read-only once provisioned. */
+  readonly bootRom: FlashArea;
+  /** The second-stage bootloader slots. */
+  readonly stage2: readonly [FlashArea, FlashArea];
+  /** Which second stage is active, pending or on trial. */
+  readonly stage2State: FlashArea;
 }
 
 /** Fixed units written in the swap-status sector before the per-sector records. */
@@ -95,13 +113,29 @@ export function deviceLayout(options: LayoutOptions = {}): DeviceLayout {
   const swapStatus = take(1);
   const agentState = take(2);
   const fuses = take(1);
+  // Appended after the first areas, so that their offsets stay what they were.
+  const bootRom = take(1);
+  const stage2 = [take(STAGE2_SECTORS), take(STAGE2_SECTORS)] as const;
+  const stage2State = take(2);
   const geometry: FlashGeometry = {
     sectorSize,
     writeUnit,
     sectorCount: next,
     eraseCycleLimit: geometryIn.eraseCycleLimit ?? 10_000,
   };
-  return { geometry, slotSectors, primary, secondary, scratch, swapStatus, agentState, fuses };
+  return {
+    geometry,
+    slotSectors,
+    primary,
+    secondary,
+    scratch,
+    swapStatus,
+    agentState,
+    fuses,
+    bootRom,
+    stage2,
+    stage2State,
+  };
 }
 
 /**
@@ -110,7 +144,7 @@ export function deviceLayout(options: LayoutOptions = {}): DeviceLayout {
  * @example
  * ```ts
  * import { createFlash, deviceLayout } from "./layout.ts";
- * createFlash(deviceLayout({ slotSectors: 4 })).geometry.sectorCount; // 16
+ * createFlash(deviceLayout({ slotSectors: 4 })).geometry.sectorCount; // 22
  * ```
  */
 export function createFlash(
@@ -144,6 +178,9 @@ export function openAreas(flash: NorFlash, layout: DeviceLayout): DeviceAreas {
     swapStatus: open("swap-status", layout.swapStatus),
     agentState: open("agent-state", layout.agentState),
     fuses: open("fuses", layout.fuses),
+    bootRom: open("boot-rom", layout.bootRom),
+    stage2: [open("stage2-a", layout.stage2[0]), open("stage2-b", layout.stage2[1])],
+    stage2State: open("stage2-state", layout.stage2State),
   };
 }
 

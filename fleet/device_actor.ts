@@ -9,9 +9,10 @@
 import { DeviceRuntime } from "../agent/device_runtime.ts";
 import { fetchHttpPort } from "../agent/http_fetch.ts";
 import type { AgentCallbackEvent, AgentConfig } from "../agent/agent.ts";
-import { boot, type BootRom } from "../bootloader/bootloader.ts";
+import type { BootRom } from "../bootloader/bootloader.ts";
+import { bootChain } from "../bootloader/first_stage.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
-import { Device, flashFactoryImage } from "../bootloader/device.ts";
+import { Device, flashFactoryImage, provisionBootChain } from "../bootloader/device.ts";
 import { fwuStateName } from "../bootloader/fwu.ts";
 import { type FlashChanges, isPowerCut, type NorFlash } from "../bootloader/flash.ts";
 import { createFlash, type DeviceLayout, openAreas } from "../bootloader/layout.ts";
@@ -262,7 +263,7 @@ export class DeviceActor {
   async bootable(): Promise<boolean> {
     const flash = this.device.flash.clone();
     flash.powerOn();
-    const outcome = await boot({
+    const outcome = await bootChain({
       areas: openAreas(flash, this.#environment.layout),
       rom: this.#environment.rom,
       clock: this.#environment.clock,
@@ -423,8 +424,13 @@ export class DeviceActor {
 }
 
 /** Builds the factory chip every device of a fleet starts from. */
-export function factoryChip(layout: DeviceLayout, factoryImage: Uint8Array): NorFlash {
+export function factoryChip(
+  layout: DeviceLayout,
+  factoryImage: Uint8Array,
+  bootChain?: { readonly rootCertificateDer: Uint8Array; readonly secondStage: Uint8Array },
+): NorFlash {
   const flash = createFlash(layout);
   flashFactoryImage(flash, layout, factoryImage);
+  if (bootChain) provisionBootChain(flash, layout, bootChain);
   return flash;
 }

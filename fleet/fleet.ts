@@ -32,6 +32,7 @@ import { parseSize } from "../lib/units.ts";
 import type { FleetDeviceSpec, NetworkProfile, UpdateMarks } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { secondStagePayload } from "../bootloader/first_stage.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -521,6 +522,11 @@ export async function runFleet(
     },
     { privateKey: signerKeys.privateKey, certificate: signer },
   );
+  // Every device boots in two stages: the fleet's second-stage bootloader, signed the same way.
+  const secondStage = await signImage(
+    { payload: secondStagePayload("2.0.0"), version: parseVersion("2.0.0")!, securityCounter: 1 },
+    { privateKey: signerKeys.privateKey, certificate: signer },
+  );
   // rollback: nobody can confirm; canary-abort: the first wave fails and the abort criterion must stop the rest.
   const behavior: Behavior = options.scenario === "rollback" || options.scenario === "canary-abort"
     ? "fail-self-test"
@@ -557,6 +563,7 @@ export async function runFleet(
       rootCertificateDer: certificateDer(root),
       certificates: [[certPath, signerPem]],
       factoryImage,
+      secondStage,
       brokerUrl: access.brokerUrl,
       // Devices keep real time: their request and self-test timers guard real sockets under real
       // load. The cloud's clock is the scaled one (rollout rates, job timeouts, schedules).

@@ -23,6 +23,8 @@ export interface WorkerInit {
   readonly rootCertificateDer: Uint8Array;
   readonly certificates: readonly (readonly [string, string])[];
   readonly factoryImage: Uint8Array;
+  /** A signed second-stage bootloader: devices boot in two stages (none: single stage). */
+  readonly secondStage?: Uint8Array;
   readonly brokerUrl: string;
   readonly timeScale: number;
   readonly agentConfig: Partial<AgentConfig>;

@@ -75,7 +75,13 @@ async function handle(message: ToWorker): Promise<void> {
       environment = {
         layout,
         rom: { root: root.value, certificates: new Map(init.certificates) },
-        factory: factoryChip(layout, init.factoryImage),
+        factory: factoryChip(
+          layout,
+          init.factoryImage,
+          init.secondStage
+            ? { rootCertificateDer: init.rootCertificateDer, secondStage: init.secondStage }
+            : undefined,
+        ),
         brokerUrl: init.brokerUrl,
         clock: init.timeScale === 1 ? systemClock : new ScaledClock(init.timeScale),
         agentConfig: init.agentConfig,

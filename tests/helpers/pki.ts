@@ -15,7 +15,8 @@ import {
   type SigningKeys,
 } from "../../bootloader/codesign.ts";
 import { type BootRom } from "../../bootloader/bootloader.ts";
-import { Device, flashFactoryImage } from "../../bootloader/device.ts";
+import { Device, flashFactoryImage, provisionBootChain } from "../../bootloader/device.ts";
+import { secondStagePayload } from "../../bootloader/first_stage.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
 import { parseVersion } from "../../bootloader/image_format.ts";
 import { signImage } from "../../bootloader/image_sign.ts";
@@ -117,6 +118,22 @@ export async function testImage(options: TestImageOptions): Promise<Uint8Array> 
   );
 }
 
+/** A signed second-stage bootloader image (by the trusted signer unless told otherwise). */
+export async function secondStageImage(
+  version: string,
+  signer: "trusted" | "rogue" = "trusted",
+): Promise<Uint8Array> {
+  const pki = await testPki();
+  const rogue = signer === "rogue";
+  return await signImage(
+    { payload: secondStagePayload(version), version: parseVersion(version)!, securityCounter: 1 },
+    {
+      privateKey: rogue ? pki.rogueKeys.privateKey : pki.signerKeys.privateKey,
+      certificate: rogue ? pki.rogue : pki.signer,
+    },
+  );
+}
+
 /** A small layout for fast tests: 16 sectors of 4 KiB per slot. */
 export function smallLayout(slotSectors = 16): DeviceLayout {
   return deviceLayout({ slotSectors });
@@ -134,6 +151,8 @@ export async function factoryDevice(
     watchdogMs?: number;
     /** Erase the previous image once a new one is confirmed. */
     erasePreviousImage?: boolean;
+    /** Provision the two-stage boot chain (boot ROM region + second stage 2.0.0 in slot A). */
+    twoStage?: boolean;
     seed?: number;
   } = {},
 ): Promise<{ device: Device; clock: ManualClock; pki: TestPki }> {
@@ -142,6 +161,12 @@ export async function factoryDevice(
   const clock = options.clock ?? new ManualClock(Date.parse("2026-06-01T00:00:00Z"));
   const flash = createFlash(layout, { seed: options.seed ?? 1 });
   flashFactoryImage(flash, layout, await testImage(options.factory ?? { version: "1.0.0" }));
+  if (options.twoStage) {
+    provisionBootChain(flash, layout, {
+      rootCertificateDer: certificateDer(pki.root),
+      secondStage: await secondStageImage("2.0.0"),
+    });
+  }
   const deviceClock = options.systemTime ? systemClock : clock;
   const device = new Device({
     layout,

@@ -26,7 +26,7 @@ import { waitUntil } from "./wait.ts";
 import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
-import { boot } from "../../bootloader/bootloader.ts";
+import { bootChain } from "../../bootloader/first_stage.ts";
 import type { Device } from "../../bootloader/device.ts";
 import { fwuStateName } from "../../bootloader/fwu.ts";
 import { openAreas } from "../../bootloader/layout.ts";
@@ -373,7 +373,7 @@ export async function inProcessDevice(
     async bootable() {
       const clone = device.flash.clone();
       clone.powerOn();
-      const outcome = await boot({
+      const outcome = await bootChain({
         areas: openAreas(clone, layout),
         rom: pki.rom,
         clock: systemClock,

@@ -1,0 +1,235 @@
+/**
+ * The first stage of a two-stage secure boot: immutable code (the chip's mask ROM, here a
+ * function no flash write can reach) that reads the root certificate from the read-only boot ROM
+ * region, verifies the second-stage bootloader in one of its two slots against it and hands over.
+ * The second stage (`boot()`) then verifies the firmware as before.
+ *
+ * The second stage is updatable with the same test/confirm/revert protection as firmware: a new
+ * one is written to the other slot and marked pending; the first stage runs it once on trial;
+ * unless the running software confirms it before the next reset, the first stage goes back to
+ * the slot that worked. A second stage that does not verify (patched, unsigned, signed by someone
+ * else) is never run: the other slot is, and with neither valid the device halts rather than run
+ * unverified code. State lives in a power-safe A/B record (the agent store's format).
+ *
+ * @module
+ */
+
+import { AgentStateStore } from "./agent_store.ts";
+import { boot, type BootOutcome, type BootRom } from "./bootloader.ts";
+import type { Clock } from "../lib/clock.ts";
+import { type Certificate, parseCertificate, sha256, type VerificationCache } from "./codesign.ts";
+import type { FlashArea } from "./flash_area.ts";
+import { formatVersion } from "./image_format.ts";
+import { validateImage } from "./image_validate.ts";
+import type { DeviceAreas } from "./layout.ts";
+import { toHex, viewOf } from "../lib/bytes.ts";
+
+/** Marks a provisioned boot ROM region. */
+const ROM_MAGIC = new TextEncoder().encode("OTAROM01");
+
+/** What a second-stage image's payload says it is. */
+export const SECOND_STAGE_KIND = "second-stage-bootloader";
+
+/** Which second stage is in use. */
+export interface SecondStageState {
+  /** The slot that last ran and was confirmed. */
+  readonly active: 0 | 1;
+  /** A slot written with a new second stage, to try at the next boot. */
+  readonly pending: 0 | 1 | null;
+  /** A slot running once on trial, to confirm before the next reset. */
+  readonly trial: 0 | 1 | null;
+}
+
+/** Outcome of {@linkcode firstStage}. */
+export type FirstStageOutcome =
+  | {
+    readonly kind: "run";
+    readonly slot: 0 | 1;
+    readonly version: string;
+    readonly trial: boolean;
+    /** The root the second stage verifies firmware against (read from the boot ROM region). */
+    readonly root: Certificate;
+    readonly log: readonly string[];
+  }
+  | { readonly kind: "halt"; readonly reason: string; readonly log: readonly string[] }
+  /** No boot ROM region was provisioned: a single-stage device of earlier versions. */
+  | { readonly kind: "unprovisioned" };
+
+/** The payload of a second-stage image: a small manifest (its code, in a simulation). */
+export function secondStagePayload(version: string): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ kind: SECOND_STAGE_KIND, version }));
+}
+
+/** The root certificate in the boot ROM region, or null when none was provisioned. */
+export function readBootRom(area: FlashArea): Uint8Array | null {
+  const head = area.read(0, ROM_MAGIC.length + 4);
+  if (!ROM_MAGIC.every((b, i) => head[i] === b)) return null;
+  const length = viewOf(head).getUint32(ROM_MAGIC.length, true);
+  if (length === 0 || length > area.size - head.length) return null;
+  return area.read(head.length, length);
+}
+
+/** The boot ROM region's contents for a root certificate (written once, at provisioning). */
+export function bootRomContents(rootCertificateDer: Uint8Array, writeUnit: number): Uint8Array {
+  const length = ROM_MAGIC.length + 4 + rootCertificateDer.length;
+  const bytes = new Uint8Array(Math.ceil(length / writeUnit) * writeUnit).fill(0xff);
+  bytes.set(ROM_MAGIC);
+  viewOf(bytes).setUint32(ROM_MAGIC.length, rootCertificateDer.length, true);
+  bytes.set(rootCertificateDer, ROM_MAGIC.length + 4);
+  return bytes;
+}
+
+/** The second stage's A/B state record. */
+export function secondStageStore(areas: DeviceAreas): {
+  load(): SecondStageState;
+  save(state: SecondStageState): void;
+} {
+  const store = new AgentStateStore(areas.stage2State);
+  return {
+    load() {
+      const bytes = store.load();
+      if (!bytes || bytes.length === 0) return { active: 0, pending: null, trial: null };
+      try {
+        const state = JSON.parse(new TextDecoder().decode(bytes)) as SecondStageState;
+        return state.active === 0 || state.active === 1
+          ? state
+          : { active: 0, pending: null, trial: null };
+      } catch {
+        return { active: 0, pending: null, trial: null };
+      }
+    },
+    save(state) {
+      store.save(new TextEncoder().encode(JSON.stringify(state)));
+    },
+  };
+}
+
+const roots = new Map<string, Certificate>();
+
+function rootOf(der: Uint8Array): Certificate | string {
+  const key = toHex(sha256(der));
+  const cached = roots.get(key);
+  if (cached) return cached;
+  const parsed = parseCertificate(der);
+  if (!parsed.ok) return parsed.reason;
+  if (roots.size > 64) roots.clear();
+  roots.set(key, parsed.value);
+  return parsed.value;
+}
+
+/**
+ * Verifies the second stage in `slot`: a signed image chained to the root whose payload is a
+ * second-stage manifest. Returns its version, or the reason it is refused.
+ */
+export async function verifySecondStage(
+  area: FlashArea,
+  root: Certificate,
+  options: { at?: Date; cache?: VerificationCache } = {},
+): Promise<{ ok: true; version: string } | { ok: false; reason: string }> {
+  const source = { size: area.size, read: (o: number, l: number) => area.read(o, l) };
+  const validated = await validateImage(source, {
+    root,
+    ...(options.at ? { at: options.at } : {}),
+    ...(options.cache ? { cache: options.cache } : {}),
+  });
+  if (!validated.ok) return { ok: false, reason: validated.reason };
+  const image = validated.image;
+  const payload = area.read(image.payloadOffset, image.header.payloadSize);
+  try {
+    const manifest = JSON.parse(new TextDecoder().decode(payload));
+    if (manifest?.kind !== SECOND_STAGE_KIND) throw new Error("not a second stage");
+  } catch {
+    return { ok: false, reason: "signed, but not a second-stage bootloader image" };
+  }
+  return { ok: true, version: formatVersion(image.header.version) };
+}
+
+/**
+ * Runs the first stage: picks, verifies and hands over to a second stage.
+ *
+ * @example
+ * ```ts ignore
+ * const stage = await firstStage(areas, { at: new Date() });
+ * if (stage.kind === "run") await boot({ areas, rom: { ...rom, root: stage.root }, clock });
+ * ```
+ */
+export async function firstStage(
+  areas: DeviceAreas,
+  options: { at?: Date; cache?: VerificationCache } = {},
+): Promise<FirstStageOutcome> {
+  const der = readBootRom(areas.bootRom);
+  if (!der) return { kind: "unprovisioned" };
+  const log: string[] = [];
+  const root = rootOf(der);
+  if (typeof root === "string") {
+    return { kind: "halt", reason: `boot ROM root certificate: ${root}`, log };
+  }
+  const store = secondStageStore(areas);
+  let state = store.load();
+  const name = (slot: 0 | 1) => (slot === 0 ? "A" : "B");
+  if (state.trial !== null) {
+    log.push(
+      `stage 1: second stage ${name(state.trial)} ran on trial and was not confirmed: back to ${
+        name(state.active)
+      }`,
+    );
+    state = { active: state.active, pending: null, trial: null };
+    store.save(state);
+  }
+  if (state.pending !== null) {
+    const pending = state.pending;
+    const checked = await verifySecondStage(areas.stage2[pending], root, options);
+    if (checked.ok) {
+      state = { active: state.active, pending: null, trial: pending };
+      store.save(state);
+      log.push(`stage 1: new second stage ${checked.version} in ${name(pending)}: trial boot`);
+      return { kind: "run", slot: pending, version: checked.version, trial: true, root, log };
+    }
+    log.push(`stage 1: new second stage in ${name(pending)} refused: ${checked.reason}`);
+    state = { active: state.active, pending: null, trial: null };
+    store.save(state);
+  }
+  for (const slot of [state.active, state.active === 0 ? 1 : 0] as const) {
+    const checked = await verifySecondStage(areas.stage2[slot], root, options);
+    if (checked.ok) {
+      if (slot !== state.active) {
+        log.push(`stage 1: falling back to second stage ${name(slot)}`);
+        store.save({ active: slot, pending: null, trial: null });
+      }
+      log.push(`stage 1: second stage ${checked.version} from ${name(slot)} verified`);
+      return { kind: "run", slot, version: checked.version, trial: false, root, log };
+    }
+    log.push(`stage 1: second stage ${name(slot)} refused: ${checked.reason}`);
+  }
+  log.push("stage 1: no valid second stage: halted");
+  return { kind: "halt", reason: "no valid second-stage bootloader", log };
+}
+
+/**
+ * Both stages as a boot ROM run them: the first stage (when provisioned), then the second's
+ * firmware boot against the root the first read. A "halt" comes back as recovery: nothing runs.
+ *
+ * @example
+ * ```ts ignore
+ * const outcome = await bootChain({ areas, rom, clock });
+ * outcome.kind; // "run" when a trusted second stage and a trusted image boot
+ * ```
+ */
+export async function bootChain(
+  options: { areas: DeviceAreas; rom: BootRom; clock: Clock },
+): Promise<BootOutcome & { readonly stage: FirstStageOutcome }> {
+  const stage = await firstStage(options.areas, {
+    at: new Date(options.clock.now()),
+    ...(options.rom.verificationCache ? { cache: options.rom.verificationCache } : {}),
+  });
+  if (stage.kind === "halt") {
+    return { kind: "recovery", reason: stage.reason, log: stage.log, stage };
+  }
+  const outcome = await boot({
+    ...options,
+    rom: stage.kind === "run" ? { ...options.rom, root: stage.root } : options.rom,
+  });
+  return stage.kind === "run"
+    ? { ...outcome, log: [...stage.log, ...outcome.log], stage }
+    : { ...outcome, stage };
+}
