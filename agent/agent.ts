@@ -324,6 +324,8 @@ export class OtaAgent {
   /** Suspends (on disconnect): timers stop, incoming blocks are dropped. */
   suspend(): void {
     this.#stopRequestTimer();
+    // A new connection has a new (clean) session: its subscriptions are to be made again.
+    this.#controlSubscribed = false;
     this.#signal({ type: "Suspend" });
   }
 
@@ -503,11 +505,16 @@ export class OtaAgent {
     return "done";
   }
 
+  /** Whether the Jobs reply topics are subscribed on the current connection. */
+  #controlSubscribed = false;
+
   async #subscribeControl(): Promise<void> {
+    this.#controlSubscribed = false;
     await this.#mqtt.subscribe(this.#topics.notifyNext, 1);
     await this.#mqtt.subscribe(this.#topics.nextGetReplies, 1);
     await this.#mqtt.subscribe(this.#topics.updateReplies, 1);
     await this.#mqtt.subscribe(this.#topics.getReplies, 1);
+    this.#controlSubscribed = true;
   }
 
   async #requestJobHandler(): Promise<Outcome> {
@@ -515,6 +522,16 @@ export class OtaAgent {
     this.#jobBackoff = this.#jobBackoff === 0 ? first : Math.min(max, this.#jobBackoff * 2);
     // Armed before publishing: a lost request or reply is asked again (the AWS agent waits forever).
     this.#startRequestTimer(this.#jobBackoff);
+    if (!this.#controlSubscribed) {
+      // A subscription a loaded broker did not acknowledge: without it no reply ever arrives
+      // (a 10,000-device run left 700 devices waiting so), so subscribe again before asking.
+      try {
+        await this.#subscribeControl();
+      } catch (error) {
+        this.#log(`subscribe failed again: ${(error as Error).message}`);
+        return "done";
+      }
+    }
     try {
       await this.#mqtt.publish(
         this.#topics.nextGet,

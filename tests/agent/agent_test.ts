@@ -175,6 +175,34 @@ Deno.test("agent: a lost $next/get reply is asked again with exponential backoff
   await agent.shutdown();
 });
 
+Deno.test("agent: subscriptions a loaded broker did not acknowledge are made again before the job is asked for", async () => {
+  const { clock, mqtt, agent } = await agentOnFakes({ jobRequestBackoffMs: [1000, 8000] });
+  // The first four SUBSCRIBEs are never acknowledged (the port times them out).
+  let refusals = 4;
+  const subscribe = mqtt.subscribe.bind(mqtt);
+  mqtt.subscribe = (topic: string) => {
+    if (refusals-- > 0) return Promise.reject(new Error("subscribe not acknowledged"));
+    return subscribe(topic);
+  };
+  agent.start();
+  await agent.idle();
+  assert.equal(mqtt.count("$next/get"), 0, "no question asked without a way to hear the answer");
+  for (let i = 0; i < 4 && mqtt.count("$next/get") === 0; i++) {
+    clock.advance(8_000);
+    await agent.idle();
+  }
+  assert.equal(mqtt.count("$next/get"), 1);
+  assert.ok(
+    mqtt.subscribed.some((topic) => topic.includes("jobs/$next/get")),
+    `${mqtt.subscribed}`,
+  );
+  const { payload } = await jobPayload();
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  assert.notEqual(agent.state, "WaitingForJob", "the job reply was heard");
+  await agent.shutdown();
+});
+
 Deno.test("agent: a stalled download fails the job with the momentum reason and the agent keeps running", async () => {
   const { device, clock, mqtt, agent } = await agentOnFakes({ maxMomentum: 3 });
   const { payload } = await jobPayload();
