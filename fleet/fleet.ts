@@ -603,7 +603,18 @@ export async function runFleet(
     const deadline = performance.now() + options.timeoutSeconds * 1000;
     const waitFor = async (condition: () => boolean | Promise<boolean>, what: string) => {
       while (!(await condition())) {
-        if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        if (performance.now() > deadline) {
+          // Say where the devices that did not get there are, and why, before giving up.
+          const stuck = (await fleet.report()).filter((d) => !d.telemetry.marks?.complete);
+          out(`${stuck.length} devices did not complete; the first of them:`);
+          for (const d of stuck.slice(0, 5)) {
+            out(
+              `  ${d.telemetry.thing}: ${d.telemetry.state}, ${d.telemetry.version}, update ${d.telemetry.updateState}`,
+            );
+            for (const line of d.lastLog) out(`    ${line}`);
+          }
+          throw new Error(`timed out waiting for ${what}`);
+        }
         sample();
         await new Promise((resolve) => setTimeout(resolve, 100));
       }

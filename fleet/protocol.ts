@@ -56,6 +56,8 @@ export interface DeviceReport {
   readonly faults: ActorFaults;
   /** What the device's flash says: slot trailers, security counter, update state, last boot log. */
   readonly device: DeviceSnapshot;
+  /** The device's latest log lines (agent, connection), to tell why it is where it is. */
+  readonly lastLog: readonly string[];
 }
 
 /** Worker -> main. */

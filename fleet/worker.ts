@@ -118,6 +118,7 @@ async function handle(message: ToWorker): Promise<void> {
           bootable: await actor.bootable(),
           faults: { ...actor.faults },
           device: actor.device.report(),
+          lastLog: actor.runtime.log.slice(-12),
         });
       }
       post({ type: "report", requestId: message.requestId, devices });
