@@ -55,17 +55,6 @@ Deno.test("an image that crashes on boot is reverted without intervention", asyn
   assert.equal(device.fwu.state, FwuState.FAILED);
 });
 
-Deno.test("a hanging trial image is reset by the watchdog and reverted", async () => {
-  const { device, clock } = await factoryDevice();
-  await device.powerOn();
-  await installUpdate(device, await testImage({ version: "1.1.0", behavior: "hang" }));
-  assert.equal(device.running?.behavior, "hang");
-  clock.advance(30_000);
-  await device.settle();
-  assert.equal(device.running?.version, "1.0.0+0");
-  assert.ok(device.resets.some((r) => r.reason === "watchdog"));
-});
-
 Deno.test("a downgrade written behind the update service is refused and erased by the bootloader", async () => {
   const { device } = await factoryDevice({ factory: { version: "2.0.0" } });
   await device.powerOn();

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+import { smallFleetArgs } from "../helpers/fleet_args.ts";
 import { qualificationCloud } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
@@ -77,14 +78,7 @@ Deno.test({
     const watched = new Promise<void>((resolve) => browserDone = resolve);
     const lines: string[] = [];
     const options = parseFleetArgs([
-      "--devices",
-      "16",
-      "--workers",
-      "2",
-      "--image-size",
-      "16KiB",
-      "--block-size",
-      "1KiB",
+      ...smallFleetArgs(16),
       "--bad-image-share",
       "0.25",
       // 2 devices a cloud minute, a real second at the default time scale (60): slow enough to

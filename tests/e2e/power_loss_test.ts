@@ -7,8 +7,30 @@
 import assert from "node:assert/strict";
 import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
 import { toHex } from "../../lib/bytes.ts";
-import { inProcessDevice, qualificationCloud } from "../helpers/qualification.ts";
+import {
+  type InProcessDevice,
+  inProcessDevice,
+  type QualificationCloud,
+  qualificationCloud,
+} from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
+
+/** Runs `body`, shows the device's log if it fails, and stops the device and the cloud. */
+async function withDevice(
+  side: QualificationCloud,
+  rig: InProcessDevice,
+  body: () => Promise<void>,
+): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    console.log(rig.logs.join("\n"));
+    throw error;
+  } finally {
+    await rig.runtime.stop();
+    await side.close();
+  }
+}
 
 Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image was confirmed: the device installs the image again and confirms it", async () => {
   const side = await qualificationCloud("MQTT");
@@ -26,7 +48,7 @@ Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image
     }
     return payload;
   });
-  try {
+  await withDevice(side, rig, async () => {
     await rig.runtime.start();
     jobId = await side.update("worst-moment", { version: "1.1.0", securityCounter: 2 });
     await waitUntil(() => cut && rig.device.state === "off", "the power to go at the worst moment");
@@ -51,20 +73,14 @@ Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image
     const execution = side.execution(jobId)!;
     assert.equal(execution.status, "SUCCEEDED");
     assert.equal(execution.statusDetails.reason, "accepted  v1.1.0", "nothing was reported twice");
-  } catch (error) {
-    console.log(rig.logs.join("\n"));
-    throw error;
-  } finally {
-    await rig.runtime.stop();
-    await side.close();
-  }
+  });
 });
 
 Deno.test("power loss after SUCCEEDED was sent but before the cloud recorded it: the image reverts and the cloud says FAILED", async () => {
   const side = await qualificationCloud("MQTT");
   const rig = await inProcessDevice(side);
   let jobId = "";
-  try {
+  await withDevice(side, rig, async () => {
     await rig.runtime.start();
     // The cloud never hears SUCCEEDED: the power goes as the report leaves.
     let cut = false;
@@ -89,11 +105,5 @@ Deno.test("power loss after SUCCEEDED was sent but before the cloud recorded it:
     assert.equal(rig.device.running?.version, "1.0.0+0");
     assert.equal(rig.device.report().securityCounter, 1);
     assert.ok(await rig.bootable());
-  } catch (error) {
-    console.log(rig.logs.join("\n"));
-    throw error;
-  } finally {
-    await rig.runtime.stop();
-    await side.close();
-  }
+  });
 });

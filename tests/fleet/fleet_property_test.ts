@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+import { smallFleetArgs } from "../helpers/fleet_args.ts";
 
 const RUNS = Number(Deno.env.get("FLEET_PROPERTY_RUNS") ?? "3");
 
@@ -23,14 +24,7 @@ Deno.test("fleet property: any fault plan ends with every device accounted for, 
   await fc.assert(
     fc.asyncProperty(plan, async (p) => {
       const args = [
-        "--devices",
-        "24",
-        "--workers",
-        "2",
-        "--image-size",
-        "16KiB",
-        "--block-size",
-        "1KiB",
+        ...smallFleetArgs(24),
         "--seed",
         String(p.seed),
         "--disconnect-rate",
