@@ -378,6 +378,20 @@ export function parseCertificate(input: string | Uint8Array): Checked<Certificat
   } else {
     der = input;
   }
+  // Every boot and every update parses the same few certificates again (the signer's, the
+  // root): parsed once per process, by content.
+  const key = toHex(sha256(der));
+  const cached = parsedCertificates.get(key);
+  if (cached) return cached;
+  const parsed = parseDer(der);
+  if (parsedCertificates.size >= 256) parsedCertificates.clear();
+  parsedCertificates.set(key, parsed);
+  return parsed;
+}
+
+const parsedCertificates = new Map<string, Checked<Certificate>>();
+
+function parseDer(der: Uint8Array): Checked<Certificate> {
   try {
     // The ASN.1 parser is lenient (it takes, e.g., a BIT STRING with a wrong unused-bits count);
     // only canonical DER, which re-encodes to the same bytes, is accepted.

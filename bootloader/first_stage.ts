@@ -22,7 +22,7 @@ import type { FlashArea } from "./flash_area.ts";
 import { formatVersion } from "./image_format.ts";
 import { validateImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
-import { toHex, viewOf } from "../lib/bytes.ts";
+import { viewOf } from "../lib/bytes.ts";
 
 /** Marks a provisioned boot ROM region. */
 const ROM_MAGIC = new TextEncoder().encode("OTAROM01");
@@ -104,19 +104,6 @@ export function secondStageStore(areas: DeviceAreas): {
   };
 }
 
-const roots = new Map<string, Certificate>();
-
-function rootOf(der: Uint8Array): Certificate | string {
-  const key = toHex(sha256(der));
-  const cached = roots.get(key);
-  if (cached) return cached;
-  const parsed = parseCertificate(der);
-  if (!parsed.ok) return parsed.reason;
-  if (roots.size > 64) roots.clear();
-  roots.set(key, parsed.value);
-  return parsed.value;
-}
-
 /**
  * Verifies the second stage in `slot`: a signed image chained to the root whose payload is a
  * second-stage manifest. Returns its version, or the reason it is refused.
@@ -160,10 +147,11 @@ export async function firstStage(
   const der = readBootRom(areas.bootRom);
   if (!der) return { kind: "unprovisioned" };
   const log: string[] = [];
-  const root = rootOf(der);
-  if (typeof root === "string") {
-    return { kind: "halt", reason: `boot ROM root certificate: ${root}`, log };
+  const parsed = parseCertificate(der);
+  if (!parsed.ok) {
+    return { kind: "halt", reason: `boot ROM root certificate: ${parsed.reason}`, log };
   }
+  const root = parsed.value;
   const store = secondStageStore(areas);
   let state = store.load();
   const name = (slot: 0 | 1) => (slot === 0 ? "A" : "B");

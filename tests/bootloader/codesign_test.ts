@@ -328,3 +328,18 @@ Deno.test("parseCertificate() gives a reason for garbage, never an exception", (
     assert.ok(result.reason.length > 0);
   }
 });
+
+Deno.test("parseCertificate remembers parses by content: the same bytes give the same result, other bytes are parsed afresh", async () => {
+  const pki = await testPki();
+  const der = certificateDer(pki.signer);
+  const first = parseCertificate(der);
+  assert.ok(first.ok);
+  assert.equal(parseCertificate(der.slice()), first, "same content, same parse");
+  const altered = der.slice();
+  altered[altered.length - 5]! ^= 0x01;
+  const other = parseCertificate(altered);
+  assert.notEqual(other, first);
+  if (other.ok) assert.notDeepEqual(certificateDer(other.value), der);
+  const pem = parseCertificate(pemEncode("CERTIFICATE", der));
+  assert.equal(pem, first, "PEM of the same certificate hits the same entry");
+});
