@@ -17,7 +17,7 @@
 import { AgentStateStore } from "./agent_store.ts";
 import { boot, type BootOutcome, type BootRom } from "./bootloader.ts";
 import type { Clock } from "../lib/clock.ts";
-import { type Certificate, parseCertificate, sha256, type VerificationCache } from "./codesign.ts";
+import { type Certificate, parseCertificate, type VerificationCache } from "./codesign.ts";
 import type { FlashArea } from "./flash_area.ts";
 import { formatVersion } from "./image_format.ts";
 import { validateImage } from "./image_validate.ts";
