@@ -1370,14 +1370,22 @@ export class OtaAgent {
     return typeof stored?.jobId === "string" ? stored as unknown as ResumeRecord : null;
   }
 
+  /** The intent as last written (undefined: not read from flash yet this boot). */
+  #intent: SuccessIntent | null | undefined = undefined;
+
   #loadIntent(): SuccessIntent | null {
-    const intent = this.#loadStored()?.successReported as Partial<SuccessIntent> | undefined;
-    return typeof intent?.jobId === "string" && typeof intent.image === "string"
-      ? { jobId: intent.jobId, image: intent.image }
-      : null;
+    // Read once per boot: every later write of the store goes through #write, which keeps it.
+    if (this.#intent === undefined) {
+      const intent = this.#loadStored()?.successReported as Partial<SuccessIntent> | undefined;
+      this.#intent = typeof intent?.jobId === "string" && typeof intent.image === "string"
+        ? { jobId: intent.jobId, image: intent.image }
+        : null;
+    }
+    return this.#intent;
   }
 
   #write(resume: ResumeRecord | null, intent: SuccessIntent | null): void {
+    this.#intent = intent;
     if (!resume && !intent) {
       const bytes = this.#store.load();
       if (bytes !== null && bytes.length > 0) this.#store.save(new Uint8Array(0));
@@ -1481,23 +1489,7 @@ export class OtaAgent {
    * attempt was answered.
    */
   async #describeAnswered(jobId: string): Promise<string | null> {
-    const generation = this.#generation;
-    let delay = this.#config.statusAckTimeoutMs;
-    for (let attempt = 0; attempt <= this.#config.maxStatusRetries; attempt++) {
-      if (generation !== this.#generation) return null;
-      const seen = await this.#describe(jobId, delay);
-      if (seen !== null) return seen;
-      delay = Math.min(delay * 2, 60_000);
-    }
-    return null;
-  }
-
-  /** DescribeJobExecution (`<jobId>/get`): the execution's status, or null. */
-  async #describe(
-    jobId: string,
-    timeoutMs = this.#config.statusAckTimeoutMs,
-  ): Promise<string | null> {
-    return (await this.#describeOnce(jobId, false, timeoutMs))?.status ?? null;
+    return (await this.#describeExecution(jobId, false))?.status ?? null;
   }
 
   async #describeOnce(
@@ -1520,7 +1512,7 @@ export class OtaAgent {
       : null;
   }
 
-  /** DescribeJobExecution asked again with backoff, like `#describeAnswered`, with the execution. */
+  /** DescribeJobExecution (`<jobId>/get`) asked again with backoff: the status and execution. */
   async #describeExecution(
     jobId: string,
     includeJobDocument: boolean,

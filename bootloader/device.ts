@@ -9,10 +9,16 @@
  */
 
 import { type Clock, systemClock, type TimerId } from "../lib/clock.ts";
-import { toHex } from "../lib/bytes.ts";
+import { alignUp, toHex } from "../lib/bytes.ts";
 import { type BootOutcome, type BootRecord, type BootRom, imageSource } from "./bootloader.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { bootChain, bootRomContents, secondStageStore, verifySecondStage } from "./first_stage.ts";
+import {
+  bootChain,
+  bootRomContents,
+  PROVISIONED_STATE,
+  secondStageStore,
+  verifySecondStage,
+} from "./first_stage.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
@@ -193,10 +199,7 @@ export class Device {
       return { ok: false, reason: `${image.length} bytes exceed the ${area.size}-byte slot` };
     }
     for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
-    const padded = new Uint8Array(Math.ceil(image.length / area.writeUnit) * area.writeUnit)
-      .fill(0xff);
-    padded.set(image);
-    area.program(0, padded);
+    programFrom0(area, image);
     const checked = await verifySecondStage(area, this.rom.root, {
       at: new Date(this.clock.now()),
     });
@@ -492,13 +495,8 @@ export function provisionBootChain(
       `Cannot provision a second stage of ${options.secondStage.length} bytes: the slot holds ${slot.size}`,
     );
   }
-  const padded = new Uint8Array(
-    Math.ceil(options.secondStage.length / slot.writeUnit) * slot.writeUnit,
-  )
-    .fill(0xff);
-  padded.set(options.secondStage);
-  slot.program(0, padded);
-  secondStageStore(areas).save({ active: 0, pending: null, trial: null });
+  programFrom0(slot, options.secondStage);
+  secondStageStore(areas).save(PROVISIONED_STATE);
   // Frozen from now on: not even the boot code may rewrite the root it trusts.
   flash.protect(layout.bootRom.firstSector, layout.bootRom.sectorCount, "read-only");
 }
@@ -511,8 +509,12 @@ export function flashFactoryImage(flash: NorFlash, layout: DeviceLayout, image: 
       `Cannot flash a factory image of ${image.length} bytes: the slot holds ${capacity}`,
     );
   }
-  const padded = new Uint8Array(Math.ceil(image.length / primary.writeUnit) * primary.writeUnit)
-    .fill(0xff);
-  padded.set(image);
-  primary.program(0, padded);
+  programFrom0(primary, image);
+}
+
+/** Programs `bytes` at the start of an erased area, the last write unit padded with 0xFF. */
+function programFrom0(area: FlashArea, bytes: Uint8Array): void {
+  const padded = new Uint8Array(alignUp(bytes.length, area.writeUnit)).fill(0xff);
+  padded.set(bytes);
+  area.program(0, padded);
 }

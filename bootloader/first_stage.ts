@@ -40,6 +40,9 @@ export interface SecondStageState {
   readonly trial: 0 | 1 | null;
 }
 
+/** A freshly provisioned chip: slot A active, nothing pending or on trial. */
+export const PROVISIONED_STATE: SecondStageState = { active: 0, pending: null, trial: null };
+
 /** Outcome of {@linkcode firstStage}. */
 export type FirstStageOutcome =
   | {
@@ -88,14 +91,12 @@ export function secondStageStore(areas: DeviceAreas): {
   return {
     load() {
       const bytes = store.load();
-      if (!bytes || bytes.length === 0) return { active: 0, pending: null, trial: null };
+      if (!bytes || bytes.length === 0) return PROVISIONED_STATE;
       try {
         const state = JSON.parse(new TextDecoder().decode(bytes)) as SecondStageState;
-        return state.active === 0 || state.active === 1
-          ? state
-          : { active: 0, pending: null, trial: null };
+        return state.active === 0 || state.active === 1 ? state : PROVISIONED_STATE;
       } catch {
-        return { active: 0, pending: null, trial: null };
+        return PROVISIONED_STATE;
       }
     },
     save(state) {

@@ -103,6 +103,14 @@ async function unharmed(world: QualificationWorld, version: string, counter: num
   assert.ok(report.bootable);
 }
 
+/** The update to 1.1.0 went through as if the extra data had never come; the device dropped it. */
+async function updatedAsIfNothingCame(world: QualificationWorld, jobId: string, dropped: string) {
+  const execution = await world.ended(jobId, "SUCCEEDED");
+  assert.equal(execution.statusDetails.reason, "accepted  v1.1.0");
+  await unharmed(world, "1.1.0+0", 2);
+  assert.ok(world.logs.some((line) => /block dropped/.test(line)), dropped);
+}
+
 /** Rewrites stream blocks on their way to the device, keeping each block's own hash consistent. */
 function tamperBlocks(
   world: QualificationWorld,
@@ -241,14 +249,8 @@ Deno.test("attack (HTTP): a server that answers a range with an endless body: th
     });
     closers.set(world, proxy);
     const jobId = await world.update("endless-http", { version: "1.1.0", securityCounter: 2 });
-    const execution = await world.ended(jobId, "SUCCEEDED");
+    await updatedAsIfNothingCame(world, jobId, "the endless block was dropped");
     assert.equal(endless, 1);
-    assert.equal(execution.statusDetails.reason, "accepted  v1.1.0");
-    await unharmed(world, "1.1.0+0", 2);
-    assert.ok(
-      world.logs.some((line) => /block dropped/.test(line)),
-      "the endless block was dropped",
-    );
   }));
 
 Deno.test("attack (MQTT): a stream that goes on past the declared size (endless data) changes nothing", () =>
@@ -282,13 +284,7 @@ Deno.test("attack (MQTT): a stream that goes on past the declared size (endless 
         )
       );
     }
-    const execution = await world.ended(jobId, "SUCCEEDED");
-    assert.equal(execution.statusDetails.reason, "accepted  v1.1.0");
-    await unharmed(world, "1.1.0+0", 2);
-    assert.ok(
-      world.logs.some((line) => /block dropped/.test(line)),
-      "the device saw the extra blocks and dropped them",
-    );
+    await updatedAsIfNothingCame(world, jobId, "the device saw the extra blocks and dropped them");
   }));
 
 Deno.test("attack: another device publishes status for this device's job: it is disconnected and the execution is untouched", () =>
