@@ -29,6 +29,7 @@ import {
   otaPalSub,
 } from "../bootloader/ota_pal.ts";
 import { FwuState } from "../bootloader/fwu.ts";
+import { PsaStatus } from "../bootloader/psa_status.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import type { Clock, TimerId } from "../lib/clock.ts";
 import { BlockBitmap } from "./bitmap.ts";
@@ -71,8 +72,11 @@ export interface AgentPlatform {
   selfTest(): { passed: boolean; reason: string };
   /** The update service state name (for resume and rollback decisions). */
   updateState(): number;
-  /** Why the last update failed, if the update service knows. */
-  updateFailure(): string | null;
+  /**
+   * Why the last update failed, if the update service knows: the PSA status (e.g.
+   * `ERROR_INSTALL_INTERRUPTED`, -159, when a power cut tore the install request) and its detail.
+   */
+  updateFailure(): { readonly code: number; readonly detail: string } | null;
 }
 
 /** Application callback events (AWS `OtaJobEvent_t`). */
@@ -712,8 +716,20 @@ export class OtaAgent {
         this.#activate(job.jobId);
         return "done";
       }
-      const detail = this.#platform.updateFailure() ?? "the new image is not running";
+      const failure = this.#platform.updateFailure();
       const sameAsBefore = job.statusDetails.updatedBy === versionWord(running);
+      if (failure?.code === PsaStatus.ERROR_INSTALL_INTERRUPTED && sameAsBefore) {
+        // The power went while the install was being requested: the image never ran, so it says
+        // nothing about the image. Failing the job would count a power cut against the rollout's
+        // abort threshold; download it again within the same execution instead.
+        this.#log(`job ${job.jobId}: ${failure.detail} before the image ran: downloading it again`);
+        pal.setPlatformImageState(null, OtaImageState.Aborted);
+        this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
+        this.#active = this.#openFile({ ...job, selfTest: null }, this.#firstFileIndex(job));
+        this.#signal({ type: "CreateFile" });
+        return "stay";
+      }
+      const detail = failure?.detail ?? "the new image is not running";
       const reason = stateReason(
         "rejected",
         sameAsBefore ? OtaErr.SameFirmwareVersion : OtaErr.ImageStateMismatch,

@@ -35,7 +35,10 @@ export function devicePlatform(device: Device): AgentPlatform {
     runningVersion: device.bootRecord!.image.header.version,
     selfTest: () => device.selfTest(),
     updateState: () => device.fwu.state,
-    updateFailure: () => device.fwu.query(0).info?.errorDetail ?? null,
+    updateFailure: () => {
+      const info = device.fwu.query(0).info;
+      return info?.errorDetail ? { code: info.error, detail: info.errorDetail } : null;
+    },
   };
 }
 

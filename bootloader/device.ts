@@ -145,6 +145,7 @@ export class Device {
     // A cut can strike any flash operation the running software makes, not only the boot ROM's.
     this.flash.onPowerCut = () => {
       if (this.#state === "off") return;
+      this.#noteTrialInterrupted();
       this.#clearRam();
       this.#state = "off";
       this.#hooks.onPowerOff?.(this);
@@ -349,6 +350,7 @@ export class Device {
   /** Cuts power now. RAM state is gone; flash keeps what it had. */
   powerOff(): void {
     const wasOn = this.#state !== "off";
+    if (wasOn) this.#noteTrialInterrupted();
     this.flash.powerOff();
     this.#clearRam();
     this.#state = "off";
@@ -396,18 +398,36 @@ export class Device {
 
   /** A snapshot for reports and assertions (reads flash; needs power). */
   report(): DeviceReport {
+    return this.#inspect(() => ({
+      state: this.#state,
+      running: this.running,
+      securityCounter: new SecurityCounter(this.areas.fuses).read(),
+      primary: readTrailer(this.areas.primary),
+      secondary: readTrailer(this.areas.secondary),
+      updateState: this.#fwu && this.#state === "running" ? fwuStateName(this.#fwu.state) : null,
+      lastBootLog: this.bootLogs[this.bootLogs.length - 1] ?? [],
+    }));
+  }
+
+  /**
+   * Power losses that struck while an image ran on trial, unconfirmed: the boot ROM reverts such
+   * an image as it would one that crashed, so its update fails unless the cloud retries it.
+   */
+  trialsInterrupted = 0;
+
+  #noteTrialInterrupted(): void {
+    if (this.#state !== "running" || !this.#record?.trial) return;
+    if (this.#inspect(() => readTrailer(this.areas.primary).imageOk === "unset")) {
+      this.trialsInterrupted++;
+    }
+  }
+
+  /** Reads flash as the simulator, not the device: with the power back on for the read if off. */
+  #inspect<T>(read: () => T): T {
     const poweredOn = this.flash.poweredOn;
     if (!poweredOn) this.flash.powerOn();
     try {
-      return {
-        state: this.#state,
-        running: this.running,
-        securityCounter: new SecurityCounter(this.areas.fuses).read(),
-        primary: readTrailer(this.areas.primary),
-        secondary: readTrailer(this.areas.secondary),
-        updateState: this.#fwu && this.#state === "running" ? fwuStateName(this.#fwu.state) : null,
-        lastBootLog: this.bootLogs[this.bootLogs.length - 1] ?? [],
-      };
+      return read();
     } finally {
       if (!poweredOn) this.flash.powerOff();
     }

@@ -110,6 +110,8 @@ export interface ActorFaults {
   disconnects: number;
   corruptedBlocks: number;
   powerCuts: number;
+  /** Power losses while the new image ran on trial (it reverts, as a crashed one would). */
+  trialPowerCuts: number;
   crashes: number;
   /** Messages the simulated link lost. */
   lostMessages: number;
@@ -137,10 +139,15 @@ export class DeviceActor {
   readonly thing: string;
   readonly device: Device;
   readonly runtime: DeviceRuntime;
-  readonly faults: ActorFaults = {
+  /** The faults so far (a copy). */
+  get faults(): ActorFaults {
+    return { ...this.#faults, trialPowerCuts: this.device.trialsInterrupted };
+  }
+  readonly #faults: ActorFaults = {
     disconnects: 0,
     corruptedBlocks: 0,
     powerCuts: 0,
+    trialPowerCuts: 0,
     crashes: 0,
     lostMessages: 0,
     droppedBlocks: 0,
@@ -296,7 +303,7 @@ export class DeviceActor {
         } catch (error) {
           if (!isPowerCut(error)) {
             // The actor's own fault: power-cycle the device, keep its flash, tell nobody else.
-            this.faults.crashes++;
+            this.#faults.crashes++;
             this.#environment.log(`${this.thing}: ${(error as Error).message}: power-cycling`);
           }
           this.device.powerOff();
@@ -318,11 +325,11 @@ export class DeviceActor {
         this.device.powerOff();
         return;
       case "cut-power":
-        this.faults.powerCuts++;
+        this.#faults.powerCuts++;
         this.device.cutPowerAt({ atOperation: message.atOperation, torn: message.torn });
         return;
       case "disconnect":
-        this.faults.disconnects++;
+        this.#faults.disconnects++;
         this.runtime.dropConnection();
         return;
       case "corrupt-blocks":
@@ -350,7 +357,7 @@ export class DeviceActor {
     // Only stream data is lost: AWS publishes it at QoS 0, while Jobs messages are QoS 1 and
     // survive a lossy radio as retransmissions, i.e. as latency.
     if (topic.endsWith("/data/cbor") && random.next() < network.loss) {
-      this.faults.lostMessages++;
+      this.#faults.lostMessages++;
       return null;
     }
     // Deliver later, in order: each message waits for the link to be free, then for its bytes.
@@ -397,21 +404,21 @@ export class DeviceActor {
         return payload;
       case "corrupt": {
         if (payload.length <= 16) return payload;
-        this.faults.corruptedBlocks++;
+        this.#faults.corruptedBlocks++;
         const corrupted = payload.slice();
         const at = 8 + this.#environment.random.below(corrupted.length - 8);
         corrupted[at]! ^= 0xff;
         return corrupted;
       }
       case "drop":
-        this.faults.droppedBlocks++;
+        this.#faults.droppedBlocks++;
         return null;
       case "duplicate":
-        this.faults.duplicatedBlocks++;
+        this.#faults.duplicatedBlocks++;
         this.#deliverLater(topic, payload, 0);
         return payload;
       case "reorder": {
-        this.faults.reorderedBlocks++;
+        this.#faults.reorderedBlocks++;
         // No next block within the hold time (the last one, a stalled stream): it comes late.
         const timer = this.#deliverLater(topic, payload, REORDER_HOLD_MS, () => {
           this.#heldBlock = null;

@@ -348,6 +348,8 @@ export interface FleetReport {
     disconnects: number;
     corruptedBlocks: number;
     powerCuts: number;
+    /** Power losses while the new image ran on trial: each reverts it and fails its execution. */
+    trialPowerCuts: number;
     crashes: number;
     lostMessages: number;
     /** Workers made to crash (`--worker-crashes`). */
@@ -826,6 +828,7 @@ export async function runFleet(
       disconnects: 0,
       corruptedBlocks: 0,
       powerCuts: 0,
+      trialPowerCuts: 0,
       crashes: 0,
       lostMessages: 0,
       workerCrashes: crashesDone,
@@ -835,6 +838,7 @@ export async function runFleet(
       faults.disconnects += d.faults.disconnects;
       faults.corruptedBlocks += d.faults.corruptedBlocks;
       faults.powerCuts += d.faults.powerCuts;
+      faults.trialPowerCuts += d.faults.trialPowerCuts;
       faults.crashes += d.faults.crashes;
       faults.lostMessages += d.faults.lostMessages;
     }
@@ -844,6 +848,11 @@ export async function runFleet(
     const badDevices = devices.filter((d) => d.badImage).length;
     const mixed = globalBad > 0 && options.scenario === "happy";
     const aborted = mixed && options.abortPercent !== undefined;
+    // A power loss while the new image runs on trial reverts it, as a crash would: that execution
+    // FAILS (unless --retries gives it another go). Only such devices may miss the new version.
+    const revertedByPowerCut = finals.filter((d) =>
+      d.faults.trialPowerCuts > 0 && d.telemetry.version !== expectedVersion
+    ).length;
     const either =
       (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) === local;
     const expected = aborted
@@ -858,7 +867,11 @@ export async function runFleet(
       ? "every device back on 1.0.0, every execution FAILED"
       : options.scenario === "canary-abort"
       ? "job CANCELED by its abort criterion, no device on 1.1.0"
-      : `every device on ${expectedVersion}, every execution SUCCEEDED`;
+      : `every device on ${expectedVersion}, every execution SUCCEEDED${
+        options.powerCutRate > 0
+          ? " (but those whose power went while the new image was on trial: FAILED, on the previous image)"
+          : ""
+      }`;
     const asExpected = bricked === 0 && finals.length === local && (
       aborted
         ? jobStatus === "CANCELED" && either
@@ -872,8 +885,10 @@ export async function runFleet(
         ? runningVersion["1.0.0+0"] === local && counts.FAILED === options.devices
         : options.scenario === "canary-abort"
         ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0
-        : runningVersion[expectedVersion] === local &&
-          total.SUCCEEDED === options.devices * versions.length
+        : (runningVersion[expectedVersion] ?? 0) + revertedByPowerCut === local &&
+          total.SUCCEEDED + total.FAILED === options.devices * versions.length &&
+          // Other shards' devices are theirs to account for.
+          (options.shard.count > 1 || total.FAILED <= faults.trialPowerCuts)
     );
     const updates = [];
     for (const id of jobIds) {
@@ -985,7 +1000,7 @@ summary (${report.scenario}: ${report.expected})
       Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
     }
   bricked            ${report.bricked}
-  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts}, crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
   delivered          ${
       (report.bytesDelivered / 1e6).toFixed(1)
     } MB in ${report.wallSeconds} s, peak RSS ${

@@ -116,7 +116,7 @@ async function handle(message: ToWorker): Promise<void> {
         devices.push({
           telemetry: actor.telemetry(),
           bootable: await actor.bootable(),
-          faults: { ...actor.faults },
+          faults: actor.faults,
           device: actor.device.report(),
           lastLog: actor.runtime.log.slice(-12),
         });

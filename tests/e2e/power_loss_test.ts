@@ -107,3 +107,39 @@ Deno.test("power loss after SUCCEEDED was sent but before the cloud recorded it:
     assert.ok(await rig.bootable());
   });
 });
+
+Deno.test("power loss tearing the install request: the image never ran, so the device downloads it again in the same execution and the job SUCCEEDS", async () => {
+  const side = await qualificationCloud("MQTT");
+  let jobId = "";
+  let armed = false;
+  const rig = await inProcessDevice(side, (topic, payload) => {
+    // The cloud acknowledged self_test "ready": the next flash write is the install request.
+    if (
+      !armed && topic.endsWith(`/jobs/${jobId}/update/accepted`) &&
+      side.execution(jobId)?.statusDetails.self_test === "ready"
+    ) {
+      armed = true;
+      rig.device.cutPowerAt({ atOperation: 1, torn: true });
+    }
+    return payload;
+  });
+  await withDevice(side, rig, async () => {
+    await rig.runtime.start();
+    jobId = await side.update("torn-install", { version: "1.1.0", securityCounter: 2 });
+    await waitUntil(() => armed && rig.device.state === "off", "the power to go with the request");
+    await rig.runtime.start();
+    await waitUntil(
+      () => side.execution(jobId)?.status === "SUCCEEDED" && rig.settled(),
+      "the update to succeed after all",
+      60_000,
+    );
+    assert.ok(
+      rig.logs.some((line) => line.includes("torn by a power cut before the image ran")),
+      rig.logs.join("\n"),
+    );
+    assert.equal(rig.device.running?.version, "1.1.0+0");
+    assert.equal(rig.device.running?.trial, false);
+    assert.equal(side.execution(jobId)?.executionNumber, 1, "no retry was needed");
+    assert.ok(await rig.bootable());
+  });
+});

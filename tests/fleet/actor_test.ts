@@ -47,6 +47,7 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
       disconnects: 1,
       corruptedBlocks: 0,
       powerCuts: 0,
+      trialPowerCuts: 0,
       crashes: 1,
       lostMessages: 0,
       droppedBlocks: 0,
