@@ -18,7 +18,12 @@
 import { fromBase64, toBase64 } from "../lib/base64.ts";
 import type { AgentStateStore } from "../bootloader/agent_store.ts";
 import { sha256 } from "../bootloader/codesign.ts";
-import { compareVersions, IMAGE_MAGIC, type ImageVersion } from "../bootloader/image_format.ts";
+import {
+  compareVersions,
+  formatVersion,
+  IMAGE_MAGIC,
+  type ImageVersion,
+} from "../bootloader/image_format.ts";
 import {
   type OtaFileContext,
   OtaImageState,
@@ -63,6 +68,30 @@ export interface HttpPort {
   getRange(url: string, start: number, end: number): Promise<{ status: number; body: Uint8Array }>;
 }
 
+/**
+ * A part of the device other than the application image that is updated with its own
+ * test/confirm/revert (the second-stage bootloader): a job file of `fileType` goes here instead
+ * of to the PAL. It must be the only file of its job, since trying it takes a reboot.
+ */
+export interface UpdatableComponent {
+  /** The job document `fileType` of this component's files. */
+  readonly fileType: number;
+  /** For logs and reasons, e.g. "second-stage bootloader". */
+  readonly name: string;
+  /** The version running now. */
+  version(): ImageVersion;
+  /** Verifies and stores `data` for the device to try at its next boot. */
+  install(
+    data: Uint8Array,
+  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }>;
+  /** Forgets an installed component the device has not tried yet. */
+  cancel(): void;
+  /** The running component booted once on trial and must be confirmed before the next reset. */
+  onTrial(): boolean;
+  /** Makes the trial permanent. */
+  confirm(): boolean;
+}
+
 /** What the agent needs from the device it runs on. */
 export interface AgentPlatform {
   readonly pal: OtaPal;
@@ -77,6 +106,8 @@ export interface AgentPlatform {
    * `ERROR_INSTALL_INTERRUPTED`, -159, when a power cut tore the install request) and its detail.
    */
   updateFailure(): { readonly code: number; readonly detail: string } | null;
+  /** Components updated through their own file type (none: every data file goes to the app). */
+  readonly components?: readonly UpdatableComponent[];
 }
 
 /** Application callback events (AWS `OtaJobEvent_t`). */
@@ -493,8 +524,12 @@ export class OtaAgent {
   // ---- handlers ------------------------------------------------------------------------------
 
   async #startHandler(): Promise<Outcome> {
-    if (this.#platform.pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit) {
-      // A trial image has this long to prove itself; then the device resets and reverts.
+    if (
+      this.#platform.pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit ||
+      this.#platform.components?.some((c) => c.onTrial())
+    ) {
+      // A trial image (or component) has this long to prove itself; then the device resets and
+      // reverts.
       this.#selfTestTimer = this.#clock.setTimer(this.#config.selfTestTimeoutMs, () => {
         this.#selfTestTimer = null;
         this.#log("self-test timer expired: resetting");
@@ -582,10 +617,106 @@ export class OtaAgent {
       this.#signal({ type: "CreateFile" });
       return "done";
     }
+    const component = this.#componentOf(job);
+    if (component && job.files.length > 1) {
+      return await this.#refuseJob({
+        kind: "invalid",
+        jobId: job.jobId,
+        status: "REJECTED",
+        reason: stateReason("rejected", OtaErr.JobParserError),
+        detail: `a ${component.name} update must be the only file of its job (it takes a reboot)`,
+      });
+    }
     this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
     this.#active = this.#openFile(job, this.#firstFileIndex(job));
     this.#signal({ type: "CreateFile" });
     return "done";
+  }
+
+  /** The component a job updates, if one of its files is of a component's type. */
+  #componentOf(job: OtaJob): UpdatableComponent | null {
+    for (const file of job.files) {
+      const component = this.#platform.components?.find((c) => c.fileType === file.fileType);
+      if (component) return component;
+    }
+    return null;
+  }
+
+  /** A verified component file: hand it over, say it is ready for its test, reboot into it. */
+  async #installComponent(active: ActiveFile, component: UpdatableComponent): Promise<Outcome> {
+    const jobId = active.job.jobId;
+    const installed = await component.install(active.data!);
+    if (!installed.ok) {
+      return await this.#failActive(
+        stateReason(
+          "rejected",
+          installed.downgrade ? OtaErr.DowngradeNotAllowed : OtaErr.ImageStateMismatch,
+        ),
+        `${component.name}: ${installed.reason}`,
+        installed.downgrade ? "REJECTED" : "FAILED",
+      );
+    }
+    this.#active = null;
+    const ready = await this.#report(jobId, "IN_PROGRESS", {
+      self_test: "ready",
+      updatedBy: versionWord(component.version()),
+    }, true);
+    if (!ready) {
+      this.#log(`job ${jobId}: self-test not acknowledged: the new ${component.name} is dropped`);
+      component.cancel();
+      this.#signal({ type: "RequestJobDocument" });
+      return "done";
+    }
+    this.#onEvent({ type: "Activate", jobId });
+    this.#platform.pal.resetDevice(null);
+    return "done";
+  }
+
+  /**
+   * The reboot into a new component is over. Unlike the application image, a component is
+   * confirmed before SUCCEEDED is reported: if the power goes in between, the next self-test
+   * still finds the new version running (confirmed) and reports what the first could not, so no
+   * intent record or roll-forward is needed.
+   */
+  async #selfTestComponent(job: OtaJob, component: UpdatableComponent): Promise<Outcome> {
+    const now = versionWord(component.version());
+    const succeeded = async () => {
+      await this.#report(job.jobId, "SUCCEEDED", {
+        reason: acceptedReason(component.version()),
+        updatedBy: now,
+      }, true);
+      this.#signal({ type: "RequestJobDocument" });
+      return "done" as const;
+    };
+    if (!component.onTrial()) {
+      if (now !== job.statusDetails.updatedBy) {
+        this.#log(`job ${job.jobId}: the new ${component.name} was confirmed before a reset`);
+        return await succeeded();
+      }
+      const detail = `the new ${component.name} did not come up: the device went back to ${
+        formatVersion(component.version())
+      }`;
+      const reason = stateReason("rejected", OtaErr.ImageStateMismatch);
+      this.#onEvent({ type: "Fail", jobId: job.jobId, reason, detail });
+      await this.#report(job.jobId, "FAILED", { reason, detail }, true);
+      this.#signal({ type: "RequestJobDocument" });
+      return "done";
+    }
+    this.#onEvent({ type: "StartTest", jobId: job.jobId });
+    const test = this.#platform.selfTest();
+    if (!test.passed) {
+      const reason = stateReason("rejected", OtaErr.ImageStateMismatch);
+      this.#onEvent({ type: "SelfTestFailed", jobId: job.jobId, reason });
+      await this.#report(job.jobId, "FAILED", { reason, detail: test.reason }, true);
+      this.#platform.pal.resetDevice(null); // unconfirmed: the reset reverts it
+      return "done";
+    }
+    this.#stopSelfTestTimer();
+    if (!component.confirm()) return { error: `the ${component.name} could not be confirmed` };
+    this.#log(
+      `job ${job.jobId}: ${component.name} ${formatVersion(component.version())} confirmed`,
+    );
+    return await succeeded();
   }
 
   #pendingSelfTestJob: OtaJob | null = null;
@@ -705,6 +836,8 @@ export class OtaAgent {
     const job = this.#pendingSelfTestJob;
     this.#pendingSelfTestJob = null;
     if (!job) return { error: "no job to self-test" };
+    const component = this.#componentOf(job);
+    if (component) return await this.#selfTestComponent(job, component);
     const pal = this.#platform.pal;
     const running = this.#platform.runningVersion;
     if (pal.getPlatformImageState(null) !== OtaPalImageState.PendingCommit) {
@@ -1116,6 +1249,8 @@ export class OtaAgent {
           pal.lastError ?? "signature check failed",
         );
       }
+      const component = this.#componentOf(active.job);
+      if (component) return await this.#installComponent(active, component);
       this.#onEvent({
         type: "UpdateComplete",
         jobId: active.job.jobId,

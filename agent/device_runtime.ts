@@ -9,6 +9,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
+import { SECOND_STAGE_FILE_TYPE } from "../bootloader/first_stage.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import {
   type AgentCallbackEvent,
@@ -16,6 +17,7 @@ import {
   type AgentPlatform,
   type HttpPort,
   OtaAgent,
+  type UpdatableComponent,
 } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
 
@@ -39,6 +41,35 @@ export function devicePlatform(device: Device): AgentPlatform {
       const info = device.fwu.query(0).info;
       return info?.errorDetail ? { code: info.error, detail: info.errorDetail } : null;
     },
+    // A device booted through two stages updates its second stage as a component of its own.
+    components: device.secondStage ? [secondStageComponent(device)] : [],
+  };
+}
+
+/**
+ * The second-stage bootloader as an {@linkcode UpdatableComponent}: its jobs carry file type
+ * {@linkcode SECOND_STAGE_FILE_TYPE}, and it goes through the first stage's trial and revert.
+ *
+ * @example
+ * ```ts ignore
+ * const component = secondStageComponent(device);
+ * component.version(); // { major: 2, minor: 0, revision: 0, build: 0 }
+ * ```
+ */
+export function secondStageComponent(device: Device): UpdatableComponent {
+  const running = () => {
+    const stage = device.secondStage;
+    if (!stage) throw new Error("the device did not boot through two stages");
+    return stage;
+  };
+  return {
+    fileType: SECOND_STAGE_FILE_TYPE,
+    name: "second-stage bootloader",
+    version: () => running().imageVersion,
+    install: (data) => device.installSecondStage(data),
+    cancel: () => device.cancelSecondStage(),
+    onTrial: () => device.secondStage?.trial === true,
+    confirm: () => device.confirmSecondStage(),
   };
 }
 

@@ -22,7 +22,7 @@ import {
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
-import { decodeImage, formatVersion } from "./image_format.ts";
+import { compareVersions, decodeImage, formatVersion, type ImageVersion } from "./image_format.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
 import { OtaPal } from "./ota_pal.ts";
 import { SecurityCounter } from "./security_counter.ts";
@@ -83,6 +83,16 @@ export interface DeviceHooks {
 export interface ResetEvent {
   readonly reason: string;
   readonly at: number;
+}
+
+/** The second-stage bootloader that booted the device. */
+export interface RunningSecondStage {
+  /** Its slot: 0 (A) or 1 (B). */
+  readonly slot: 0 | 1;
+  readonly version: string;
+  readonly imageVersion: ImageVersion;
+  /** Booted once on trial: a reset before {@linkcode Device.confirmSecondStage} reverts it. */
+  readonly trial: boolean;
 }
 
 /** Snapshot of the device for reports and assertions. */
@@ -175,10 +185,10 @@ export class Device {
     };
   }
 
-  #secondStage: { slot: 0 | 1; version: string; trial: boolean } | null = null;
+  #secondStage: RunningSecondStage | null = null;
 
   /** The second-stage bootloader that booted this time (null: a single-stage device). */
-  get secondStage(): { slot: 0 | 1; version: string; trial: boolean } | null {
+  get secondStage(): RunningSecondStage | null {
     return this.#secondStage;
   }
 
@@ -188,28 +198,49 @@ export class Device {
    */
   async installSecondStage(
     image: Uint8Array,
-  ): Promise<{ ok: true } | { ok: false; reason: string }> {
+  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }> {
     const current = this.#secondStage;
-    if (this.#state !== "running" || !current) {
-      return { ok: false, reason: "no two-stage boot is running" };
-    }
-    if (current.trial) return { ok: false, reason: "the running second stage is still on trial" };
+    const refuse = (reason: string, downgrade = false) => ({
+      ok: false as const,
+      reason,
+      downgrade,
+    });
+    if (this.#state !== "running" || !current) return refuse("no two-stage boot is running");
+    if (current.trial) return refuse("the running second stage is still on trial");
     const target = current.slot === 0 ? 1 : 0;
     const area = this.areas.stage2[target];
     if (image.length > area.size) {
-      return { ok: false, reason: `${image.length} bytes exceed the ${area.size}-byte slot` };
+      return refuse(`${image.length} bytes exceed the ${area.size}-byte slot`);
     }
-    for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
+    const eraseTarget = () => {
+      for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
+    };
+    eraseTarget();
     programFrom0(area, image);
     const checked = await verifySecondStage(area, this.rom.root, {
       at: new Date(this.clock.now()),
     });
     if (!checked.ok) {
-      for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
-      return { ok: false, reason: checked.reason };
+      eraseTarget();
+      return refuse(checked.reason);
+    }
+    // The bootloader has its own anti-rollback: an older one may carry fixed vulnerabilities.
+    if (compareVersions(checked.imageVersion, current.imageVersion) <= 0) {
+      eraseTarget();
+      return refuse(
+        `version ${checked.version} is not newer than the running ${current.version}`,
+        true,
+      );
     }
     secondStageStore(this.areas).save({ active: current.slot, pending: target, trial: null });
     return { ok: true };
+  }
+
+  /** Forgets a second stage installed but not tried yet (its job went away). */
+  cancelSecondStage(): void {
+    const current = this.#secondStage;
+    if (!current || current.trial || this.#state !== "running") return;
+    secondStageStore(this.areas).save({ active: current.slot, pending: null, trial: null });
   }
 
   /** Makes the second stage on trial the one to keep (the running software's self-test passed). */
@@ -274,7 +305,12 @@ export class Device {
           return chain;
         }
         this.#secondStage = stage.kind === "run"
-          ? { slot: stage.slot, version: stage.version, trial: stage.trial }
+          ? {
+            slot: stage.slot,
+            version: stage.version,
+            imageVersion: stage.imageVersion,
+            trial: stage.trial,
+          }
           : null;
         outcome = chain;
       } catch (error) {

@@ -19,7 +19,7 @@ import { boot, type BootOutcome, type BootRom } from "./bootloader.ts";
 import type { Clock } from "../lib/clock.ts";
 import { type Certificate, parseCertificate, type VerificationCache } from "./codesign.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { formatVersion } from "./image_format.ts";
+import { formatVersion, type ImageVersion } from "./image_format.ts";
 import { validateImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { viewOf } from "../lib/bytes.ts";
@@ -29,6 +29,15 @@ const ROM_MAGIC = new TextEncoder().encode("OTAROM01");
 
 /** What a second-stage image's payload says it is. */
 export const SECOND_STAGE_KIND = "second-stage-bootloader";
+
+/** The job document `fileType` of a second-stage bootloader update (0 is the application). */
+export const SECOND_STAGE_FILE_TYPE = 1;
+
+/**
+ * How a second stage behaves once the first hands over: it boots the firmware, or it crashes
+ * before doing so (a broken bootloader build, to prove a failed bootloader update cannot brick).
+ */
+export type SecondStageBehavior = "boots" | "crashes";
 
 /** Which second stage is in use. */
 export interface SecondStageState {
@@ -49,6 +58,8 @@ export type FirstStageOutcome =
     readonly kind: "run";
     readonly slot: 0 | 1;
     readonly version: string;
+    readonly imageVersion: ImageVersion;
+    readonly behavior: SecondStageBehavior;
     readonly trial: boolean;
     /** The root the second stage verifies firmware against (read from the boot ROM region). */
     readonly root: Certificate;
@@ -58,9 +69,25 @@ export type FirstStageOutcome =
   /** No boot ROM region was provisioned: a single-stage device of earlier versions. */
   | { readonly kind: "unprovisioned" };
 
-/** The payload of a second-stage image: a small manifest (its code, in a simulation). */
-export function secondStagePayload(version: string): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify({ kind: SECOND_STAGE_KIND, version }));
+/**
+ * The payload of a second-stage image: a small manifest (its code, in a simulation).
+ *
+ * @example
+ * ```ts
+ * import { secondStagePayload } from "./first_stage.ts";
+ * new TextDecoder().decode(secondStagePayload("2.1.0")); // '{"kind":"second-stage-bootloader","version":"2.1.0"}'
+ * ```
+ */
+export function secondStagePayload(
+  version: string,
+  behavior: SecondStageBehavior = "boots",
+): Uint8Array {
+  const manifest = {
+    kind: SECOND_STAGE_KIND,
+    version,
+    ...(behavior === "boots" ? {} : { behavior }),
+  };
+  return new TextEncoder().encode(JSON.stringify(manifest));
 }
 
 /** The root certificate in the boot ROM region, or null when none was provisioned. */
@@ -113,7 +140,10 @@ export async function verifySecondStage(
   area: FlashArea,
   root: Certificate,
   options: { at?: Date; cache?: VerificationCache } = {},
-): Promise<{ ok: true; version: string } | { ok: false; reason: string }> {
+): Promise<
+  | { ok: true; version: string; imageVersion: ImageVersion; behavior: SecondStageBehavior }
+  | { ok: false; reason: string }
+> {
   const source = { size: area.size, read: (o: number, l: number) => area.read(o, l) };
   const validated = await validateImage(source, {
     root,
@@ -123,13 +153,20 @@ export async function verifySecondStage(
   if (!validated.ok) return { ok: false, reason: validated.reason };
   const image = validated.image;
   const payload = area.read(image.payloadOffset, image.header.payloadSize);
+  let behavior: SecondStageBehavior = "boots";
   try {
     const manifest = JSON.parse(new TextDecoder().decode(payload));
     if (manifest?.kind !== SECOND_STAGE_KIND) throw new Error("not a second stage");
+    if (manifest.behavior === "crashes") behavior = "crashes";
   } catch {
     return { ok: false, reason: "signed, but not a second-stage bootloader image" };
   }
-  return { ok: true, version: formatVersion(image.header.version) };
+  return {
+    ok: true,
+    version: formatVersion(image.header.version),
+    imageVersion: image.header.version,
+    behavior,
+  };
 }
 
 /**
@@ -172,7 +209,7 @@ export async function firstStage(
       state = { active: state.active, pending: null, trial: pending };
       store.save(state);
       log.push(`stage 1: new second stage ${checked.version} in ${name(pending)}: trial boot`);
-      return { kind: "run", slot: pending, version: checked.version, trial: true, root, log };
+      return { kind: "run", slot: pending, ...stageOf(checked), trial: true, root, log };
     }
     log.push(`stage 1: new second stage in ${name(pending)} refused: ${checked.reason}`);
     state = { active: state.active, pending: null, trial: null };
@@ -186,12 +223,22 @@ export async function firstStage(
         store.save({ active: slot, pending: null, trial: null });
       }
       log.push(`stage 1: second stage ${checked.version} from ${name(slot)} verified`);
-      return { kind: "run", slot, version: checked.version, trial: false, root, log };
+      return { kind: "run", slot, ...stageOf(checked), trial: false, root, log };
     }
     log.push(`stage 1: second stage ${name(slot)} refused: ${checked.reason}`);
   }
   log.push("stage 1: no valid second stage: halted");
   return { kind: "halt", reason: "no valid second-stage bootloader", log };
+}
+
+function stageOf(
+  checked: { version: string; imageVersion: ImageVersion; behavior: SecondStageBehavior },
+) {
+  return {
+    version: checked.version,
+    imageVersion: checked.imageVersion,
+    behavior: checked.behavior,
+  };
 }
 
 /**
@@ -207,10 +254,20 @@ export async function firstStage(
 export async function bootChain(
   options: { areas: DeviceAreas; rom: BootRom; clock: Clock },
 ): Promise<BootOutcome & { readonly stage: FirstStageOutcome }> {
-  const stage = await firstStage(options.areas, {
-    at: new Date(options.clock.now()),
-    ...(options.rom.verificationCache ? { cache: options.rom.verificationCache } : {}),
-  });
+  const run = () =>
+    firstStage(options.areas, {
+      at: new Date(options.clock.now()),
+      ...(options.rom.verificationCache ? { cache: options.rom.verificationCache } : {}),
+    });
+  let stage = await run();
+  if (stage.kind === "run" && stage.behavior === "crashes") {
+    // The watchdog resets the chip; a second stage on trial is then reverted by the first.
+    const crashed = [...stage.log, `stage 2: ${stage.version} crashed before booting firmware`];
+    const again = stage.trial ? await run() : null;
+    stage = again?.kind === "run" && again.behavior === "boots"
+      ? { ...again, log: [...crashed, ...again.log] }
+      : { kind: "halt", reason: "no second-stage bootloader that boots", log: crashed };
+  }
   if (stage.kind === "halt") {
     return { kind: "recovery", reason: stage.reason, log: stage.log, stage };
   }

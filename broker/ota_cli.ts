@@ -27,6 +27,7 @@ Commands:
               or          --image FILE --signature FILE(DER) --certificate FILE(PEM)
               [--protocol MQTT|HTTP|both] [--max-per-minute N]
               [--abort-failed-percent P --abort-min N] [--timeout-minutes N] [--retries N]
+              [--file-type N]  0 firmware (default), 1 second-stage bootloader
   list                       OTA updates with their status and counts
   describe ID                one OTA update
   cancel ID [--force]        cancel its job (force: executions in progress too)
@@ -105,6 +106,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         "security-counter": { type: "string" },
         profile: { type: "string" },
         "cert-file": { type: "string" },
+        "file-type": { type: "string" },
         group: { type: "string", multiple: true },
         thing: { type: "string", multiple: true },
         protocol: { type: "string" },
@@ -185,6 +187,15 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           targets,
           protocols,
         };
+        const fileType = values["file-type"];
+        if (fileType !== undefined) {
+          if (!/^\d{1,3}$/.test(fileType) || Number(fileType) > 255) {
+            throw new UsageError(
+              `Invalid --file-type: expected 0..255: current value is '${fileType}'`,
+            );
+          }
+          request.fileType = Number(fileType);
+        }
         if (values.image) {
           request.image = toBase64(await file(values.image, "image"));
           request.signature = toBase64(await file(values.signature, "signature"));

@@ -51,6 +51,11 @@ export interface OtaUpdateRequest {
   readonly signingProfile?: string;
   /** Where devices find the signer certificate (job document `certfile`). */
   readonly certFile: string;
+  /**
+   * The job document `fileType` (0..255): 0, the application firmware; others are for the
+   * device to route, e.g. 1 for its second-stage bootloader. @default {0}
+   */
+  readonly fileType?: number;
   readonly targets: JobSpec["targets"];
   readonly targetSelection?: "SNAPSHOT" | "CONTINUOUS";
   readonly protocols?: readonly ("MQTT" | "HTTP")[];
@@ -186,6 +191,10 @@ export class OtaUpdateManager {
     if (!Number.isInteger(expiry) || expiry < 60 || expiry > 3600) {
       return { ok: false, reason: "presignedUrlExpirySeconds must be 60..3600" };
     }
+    const fileType = request.fileType ?? 0;
+    if (!Number.isInteger(fileType) || fileType < 0 || fileType > 255) {
+      return { ok: false, reason: "fileType must be an integer 0..255" };
+    }
     const signed = await this.#signedFile(request);
     if (!signed.ok) return signed;
     const { image, signature } = signed.value;
@@ -202,11 +211,12 @@ export class OtaUpdateManager {
       createdAt: this.#now(),
     };
     const file: Record<string, unknown> = {
-      filepath: "firmware.bin",
+      filepath: fileType === 0 ? "firmware.bin" : `file-type-${fileType}.bin`,
       filesize: image.length,
       fileid: 0,
       certfile: request.certFile,
       "sig-sha256-ecdsa": toBase64(signature),
+      ...(fileType === 0 ? {} : { fileType }),
     };
     if (protocols.includes("HTTP")) {
       file.update_data_url = `\${ota:presigned-url:${record.fileKey}:${expiry}}`;

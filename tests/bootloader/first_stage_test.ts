@@ -4,8 +4,15 @@
  * confirmed; a second stage that does not verify never runs.
  */
 import assert from "node:assert/strict";
-import { FlashError } from "../../bootloader/flash.ts";
+import type { Device } from "../../bootloader/device.ts";
+import { FlashError, isPowerCut } from "../../bootloader/flash.ts";
 import { factoryDevice, secondStageImage } from "../helpers/pki.ts";
+
+/** The running second stage without its parsed version (the string says the same). */
+const stageOf = (device: Device) => {
+  const stage = device.secondStage;
+  return stage && { slot: stage.slot, version: stage.version, trial: stage.trial };
+};
 
 const log = (device: { report(): { lastBootLog: readonly string[] } }) =>
   device.report().lastBootLog.join("\n");
@@ -14,7 +21,7 @@ Deno.test("two-stage boot: the first stage verifies the second stage, which veri
   const { device } = await factoryDevice({ twoStage: true });
   const outcome = await device.powerOn();
   assert.equal(outcome.kind, "run");
-  assert.deepEqual(device.secondStage, { slot: 0, version: "2.0.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 0, version: "2.0.0+0", trial: false });
   assert.equal(device.running?.version, "1.0.0+0");
   assert.match(log(device), /stage 1: second stage 2\.0\.0\+0 from A verified/);
   assert.equal(
@@ -28,18 +35,18 @@ Deno.test("two-stage boot: a second-stage update runs on trial, is kept when con
   await device.powerOn();
   assert.deepEqual(await device.installSecondStage(await secondStageImage("2.1.0")), { ok: true });
   await device.reset("new second stage");
-  assert.deepEqual(device.secondStage, { slot: 1, version: "2.1.0+0", trial: true });
+  assert.deepEqual(stageOf(device), { slot: 1, version: "2.1.0+0", trial: true });
   assert.match(log(device), /new second stage 2\.1\.0\+0 in B: trial boot/);
   // Not confirmed: the next reset goes back to A.
   await device.reset("watchdog");
-  assert.deepEqual(device.secondStage, { slot: 0, version: "2.0.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 0, version: "2.0.0+0", trial: false });
   assert.match(log(device), /ran on trial and was not confirmed: back to A/);
   // Again, confirmed this time: B stays.
   assert.deepEqual(await device.installSecondStage(await secondStageImage("2.1.0")), { ok: true });
   await device.reset("new second stage");
   assert.equal(device.confirmSecondStage(), true);
   await device.reset("power cycle");
-  assert.deepEqual(device.secondStage, { slot: 1, version: "2.1.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 1, version: "2.1.0+0", trial: false });
   assert.equal(device.running?.version, "1.0.0+0", "the firmware is untouched throughout");
 });
 
@@ -50,9 +57,9 @@ Deno.test("two-stage boot: second stages that are unsigned, signed by a rogue ke
   assert.equal(rogue.ok, false);
   const garbage = await device.installSecondStage(new Uint8Array(512).fill(0x42));
   assert.equal(garbage.ok, false);
-  assert.deepEqual(device.secondStage, { slot: 0, version: "2.0.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 0, version: "2.0.0+0", trial: false });
   await device.reset("power cycle");
-  assert.deepEqual(device.secondStage, { slot: 0, version: "2.0.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 0, version: "2.0.0+0", trial: false });
 });
 
 Deno.test("threat: an attacker patches the bootloader to bypass image verification — mitigations: the boot ROM region is read-only, and a second stage altered in flash fails the first stage's check", async () => {
@@ -98,7 +105,7 @@ Deno.test("threat: a patched second stage with a good one in the other slot: the
   b.eraseSector(0);
   b.program(0, bytes);
   await device.powerOn();
-  assert.deepEqual(device.secondStage, { slot: 0, version: "2.0.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 0, version: "2.0.0+0", trial: false });
   assert.equal(device.running?.version, "1.0.0+0");
   assert.match(log(device), /falling back to second stage A/);
 });
@@ -118,5 +125,43 @@ Deno.test("threat: an attacker replaces the verification certificate — mitigat
   );
   await device.reset("power cycle");
   assert.equal(device.running?.version, "1.0.0+0");
-  assert.deepEqual(device.secondStage, { slot: 0, version: "2.0.0+0", trial: false });
+  assert.deepEqual(stageOf(device), { slot: 0, version: "2.0.0+0", trial: false });
+});
+
+Deno.test("two-stage boot: power cut at every flash operation of a second-stage update (install, trial boot, confirmation) never leaves the device without a second stage that boots", async () => {
+  const next = await secondStageImage("2.1.0");
+  let operations = 0;
+  for (let cutAt = 1;; cutAt++) {
+    const { device } = await factoryDevice({ twoStage: true });
+    await device.powerOn();
+    const before = device.flash.stats.operations;
+    device.cutPowerAt({ atOperation: cutAt, torn: cutAt % 2 === 0 });
+    let cut = false;
+    try {
+      const installed = await device.installSecondStage(next);
+      if (installed.ok) {
+        await device.reset("new second stage");
+        device.confirmSecondStage();
+        await device.reset("power cycle");
+      }
+    } catch (error) {
+      if (!isPowerCut(error)) throw error;
+      cut = true;
+    }
+    if (!cut) {
+      operations = device.flash.stats.operations - before;
+      device.flash.cancelPowerCut();
+      assert.equal(stageOf(device)?.version, "2.1.0+0", "uncut, the update completes");
+      break;
+    }
+    await device.powerOn();
+    const context = `cut at operation ${cutAt}`;
+    assert.equal(device.state, "running", `${context}: ${log(device)}`);
+    assert.ok(
+      ["2.0.0+0", "2.1.0+0"].includes(device.secondStage?.version ?? ""),
+      `${context}: runs ${device.secondStage?.version}`,
+    );
+    assert.equal(device.running?.version, "1.0.0+0", context);
+  }
+  assert.ok(operations > 4, `the sweep covered ${operations} flash operations`);
 });

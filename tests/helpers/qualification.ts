@@ -26,7 +26,12 @@ import { waitUntil } from "./wait.ts";
 import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
-import { bootChain } from "../../bootloader/first_stage.ts";
+import {
+  bootChain,
+  SECOND_STAGE_FILE_TYPE,
+  type SecondStageBehavior,
+  secondStagePayload,
+} from "../../bootloader/first_stage.ts";
 import type { Device } from "../../bootloader/device.ts";
 import { fwuStateName } from "../../bootloader/fwu.ts";
 import { openAreas } from "../../bootloader/layout.ts";
@@ -75,6 +80,8 @@ export interface QualificationCloud {
       behavior?: Behavior;
       presignedUrlExpirySeconds?: number;
       inProgressTimeoutInMinutes?: number;
+      /** Publish a second-stage bootloader that behaves so (file type 1) instead of firmware. */
+      secondStage?: SecondStageBehavior;
     },
   ): Promise<string>;
   /**
@@ -148,11 +155,14 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
       const created = await cloud.otaUpdates.createOtaUpdate({
         otaUpdateId: id,
         payload: toBase64(
-          buildFirmware(
-            { behavior: options.behavior ?? "ok", version: options.version },
-            IMAGE_PAYLOAD,
-          ),
+          options.secondStage
+            ? secondStagePayload(options.version, options.secondStage)
+            : buildFirmware(
+              { behavior: options.behavior ?? "ok", version: options.version },
+              IMAGE_PAYLOAD,
+            ),
         ),
+        ...(options.secondStage ? { fileType: SECOND_STAGE_FILE_TYPE } : {}),
         version: options.version,
         securityCounter: options.securityCounter ?? 1,
         signingProfile: "release",
@@ -338,11 +348,13 @@ export async function inProcessDevice(
     payload: Uint8Array,
     deliver: (bytes: Uint8Array) => void,
   ) => Uint8Array | null,
+  options: { readonly twoStage?: boolean } = {},
 ): Promise<InProcessDevice> {
   const layout = smallLayout(24);
   const { device, pki } = await factoryDevice({
     layout,
     systemTime: true,
+    twoStage: options.twoStage ?? false,
     factory: { version: "1.0.0", securityCounter: 1, payloadSize: IMAGE_PAYLOAD },
   });
   const logs: string[] = [];

@@ -1,0 +1,180 @@
+/**
+ * The second-stage bootloader updated over the air (#8): a job of file type 1 carries a signed
+ * second stage; the device writes it to its spare stage-2 slot, the first stage boots it once on
+ * trial, the application's self-test confirms it. A second stage that crashes is reverted by the
+ * first stage, an older one is refused, and a power loss between the confirmation and the report
+ * loses nothing. Real broker, real job and stream services, the device in-process.
+ */
+import assert from "node:assert/strict";
+import {
+  type InProcessDevice,
+  inProcessDevice,
+  type QualificationCloud,
+  qualificationCloud,
+} from "../helpers/qualification.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+async function twoStageWorld(
+  body: (side: QualificationCloud, rig: InProcessDevice) => Promise<void>,
+): Promise<void> {
+  const side = await qualificationCloud("MQTT");
+  const rig = await inProcessDevice(side, undefined, { twoStage: true });
+  try {
+    await rig.runtime.start();
+    assert.deepEqual(
+      { slot: rig.device.secondStage?.slot, version: rig.device.secondStage?.version },
+      { slot: 0, version: "2.0.0+0" },
+      "the factory second stage runs from slot A",
+    );
+    await body(side, rig);
+  } catch (error) {
+    console.log(rig.logs.join("\n"));
+    throw error;
+  } finally {
+    await rig.runtime.stop();
+    await side.close();
+  }
+}
+
+const ended = (side: QualificationCloud, jobId: string) => () =>
+  ["SUCCEEDED", "FAILED", "REJECTED"].includes(side.execution(jobId)?.status ?? "");
+
+Deno.test("second stage OTA: downloaded, tried once, confirmed by the self-test; the job SUCCEEDS and later boots keep it", async () => {
+  await twoStageWorld(async (side, rig) => {
+    const jobId = await side.update("stage2-2-1", { version: "2.1.0", secondStage: "boots" });
+    await waitUntil(ended(side, jobId), "the bootloader update to end", 60_000);
+    const execution = side.execution(jobId)!;
+    assert.equal(execution.status, "SUCCEEDED", JSON.stringify(execution.statusDetails));
+    assert.equal(execution.statusDetails.reason, "accepted  v2.1.0");
+    assert.equal(execution.statusDetails.updatedBy, "0x02010000");
+    assert.deepEqual(
+      { ...rig.device.secondStage, imageVersion: undefined },
+      { slot: 1, version: "2.1.0+0", trial: false, imageVersion: undefined },
+    );
+    assert.ok(rig.device.bootLogs.flat().some((line) => line.includes("new second stage 2.1.0")));
+    assert.equal(rig.device.running?.version, "1.0.0+0", "the firmware was not touched");
+
+    await rig.device.reset("after the bootloader update");
+    assert.equal(rig.device.secondStage?.version, "2.1.0+0");
+    assert.equal(rig.device.secondStage?.trial, false, "confirmed: no second trial");
+    assert.ok(await rig.bootable());
+  });
+});
+
+Deno.test("second stage OTA: a second stage that crashes is reverted by the first stage and the job FAILS with why", async () => {
+  await twoStageWorld(async (side, rig) => {
+    const jobId = await side.update("stage2-broken", { version: "2.1.0", secondStage: "crashes" });
+    await waitUntil(ended(side, jobId), "the bootloader update to end", 60_000);
+    const execution = side.execution(jobId)!;
+    assert.equal(execution.status, "FAILED");
+    assert.match(String(execution.statusDetails.detail), /did not come up/);
+    const bootLog = rig.device.bootLogs.flat();
+    assert.ok(bootLog.some((line) => line.includes("2.1.0+0 crashed before booting firmware")));
+    assert.ok(bootLog.some((line) => line.includes("was not confirmed: back to A")));
+    assert.deepEqual(
+      { slot: rig.device.secondStage?.slot, version: rig.device.secondStage?.version },
+      { slot: 0, version: "2.0.0+0" },
+    );
+    assert.equal(rig.device.state, "running", "the device never stopped booting");
+    assert.ok(await rig.bootable());
+  });
+});
+
+Deno.test("second stage OTA: an older second stage is REJECTED (the bootloader has its own anti-rollback)", async () => {
+  await twoStageWorld(async (side, rig) => {
+    const jobId = await side.update("stage2-old", { version: "1.9.0", secondStage: "boots" });
+    await waitUntil(ended(side, jobId), "the bootloader update to end", 60_000);
+    const execution = side.execution(jobId)!;
+    assert.equal(execution.status, "REJECTED");
+    assert.match(String(execution.statusDetails.detail), /not newer than the running 2\.0\.0/);
+    assert.equal(rig.device.secondStage?.version, "2.0.0+0");
+    await rig.device.reset("after the refused update");
+    assert.equal(rig.device.secondStage?.version, "2.0.0+0", "nothing was left pending");
+  });
+});
+
+Deno.test("second stage OTA: power lost after the confirmation, before SUCCEEDED reached the cloud: the next boot reports it", async () => {
+  await twoStageWorld(async (side, rig) => {
+    let cut = false;
+    let jobId = "";
+    side.cloud.broker!.broker.authorizePublish = ((original) =>
+    // deno-lint-ignore no-explicit-any
+    (client: any, packet: any, callback: (error?: Error | null) => void) => {
+      if (
+        !cut && packet.topic === `$aws/things/${side.thing}/jobs/${jobId}/update` &&
+        String(packet.payload).includes('"SUCCEEDED"')
+      ) {
+        cut = true;
+        queueMicrotask(() => rig.device.powerOff());
+        return callback(new Error("lost with the power"));
+      }
+      return original(client, packet, callback);
+    })(side.cloud.broker!.broker.authorizePublish);
+    jobId = await side.update("stage2-cut", { version: "2.1.0", secondStage: "boots" });
+    await waitUntil(() => cut && rig.device.state === "off", "the power to go with the report");
+    assert.equal(side.execution(jobId)?.status, "IN_PROGRESS");
+
+    await rig.runtime.start();
+    await waitUntil(ended(side, jobId), "the report after the reboot", 60_000);
+    assert.equal(side.execution(jobId)?.status, "SUCCEEDED");
+    assert.ok(rig.logs.some((line) => line.includes("was confirmed before a reset")));
+    assert.equal(rig.device.secondStage?.version, "2.1.0+0");
+    assert.equal(rig.device.secondStage?.trial, false);
+  });
+});
+
+Deno.test("second stage OTA: a job that mixes a second stage with firmware is REJECTED before anything is downloaded", async () => {
+  await twoStageWorld(async (side, rig) => {
+    const file = (fileid: number, fileType: number) => ({
+      filepath: `file-${fileid}.bin`,
+      filesize: 1024,
+      fileid,
+      certfile: "/certs/ota_signer.pem",
+      "sig-sha256-ecdsa": btoa("x".repeat(70)),
+      fileType,
+    });
+    const created = side.cloud.jobs.createJob({
+      jobId: "mixed-files",
+      document: {
+        afr_ota: { protocols: ["MQTT"], streamname: "nowhere", files: [file(0, 0), file(1, 1)] },
+      },
+      targets: { things: [side.thing] },
+    });
+    assert.ok(created.ok);
+    await waitUntil(ended(side, "mixed-files"), "the job to be refused", 60_000);
+    const execution = side.execution("mixed-files")!;
+    assert.equal(execution.status, "REJECTED");
+    assert.match(String(execution.statusDetails.detail), /must be the only file of its job/);
+    assert.equal(rig.device.secondStage?.version, "2.0.0+0");
+    assert.equal(rig.device.running?.version, "1.0.0+0");
+  });
+});
+
+Deno.test("second stage OTA: the cloud puts fileType in the job document and refuses one outside 0..255", async () => {
+  const side = await qualificationCloud("MQTT");
+  try {
+    const jobId = await side.update("stage2-doc", { version: "2.1.0", secondStage: "boots" });
+    const document = side.cloud.store.getJob(jobId)!.spec.document as {
+      afr_ota: { files: { fileType?: number; filepath: string }[] };
+    };
+    assert.deepEqual(
+      document.afr_ota.files.map((f) => [f.fileType, f.filepath]),
+      [[1, "file-type-1.bin"]],
+    );
+    for (const fileType of [-1, 256, 1.5]) {
+      const refused = await side.cloud.otaUpdates.createOtaUpdate({
+        otaUpdateId: `bad-type-${String(fileType).replace(".", "-")}`,
+        payload: btoa("x"),
+        version: "2.1.0",
+        securityCounter: 1,
+        signingProfile: "release",
+        certFile: "/certs/ota_signer.pem",
+        targets: { things: [side.thing] },
+        fileType,
+      });
+      assert.deepEqual(refused, { ok: false, reason: "fileType must be an integer 0..255" });
+    }
+  } finally {
+    await side.close();
+  }
+});
