@@ -108,6 +108,11 @@ export interface AgentPlatform {
   updateFailure(): { readonly code: number; readonly detail: string } | null;
   /** Components updated through their own file type (none: every data file goes to the app). */
   readonly components?: readonly UpdatableComponent[];
+  /**
+   * Recovery (OTA-only) mode: no application runs to take data files, so only jobs whose files
+   * are all firmware (file type 0) are taken.
+   */
+  readonly firmwareOnly?: boolean;
 }
 
 /** Application callback events (AWS `OtaJobEvent_t`). */
@@ -616,6 +621,15 @@ export class OtaAgent {
       this.#refreshUrls(job);
       this.#signal({ type: "CreateFile" });
       return "done";
+    }
+    if (this.#platform.firmwareOnly && job.files.some((f) => f.fileType !== 0)) {
+      return await this.#refuseJob({
+        kind: "invalid",
+        jobId: job.jobId,
+        status: "REJECTED",
+        reason: stateReason("rejected", OtaErr.JobParserError),
+        detail: "the device is in recovery mode: it takes firmware (file type 0) only",
+      });
     }
     const component = this.#componentOf(job);
     if (component && job.files.length > 1) {

@@ -32,6 +32,17 @@ import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
  * ```
  */
 export function devicePlatform(device: Device): AgentPlatform {
+  if (device.state === "recovery") {
+    // The boot ROM's OTA-only client: no application, no components, firmware jobs only.
+    return {
+      pal: device.pal,
+      runningVersion: { major: 0, minor: 0, revision: 0, build: 0 },
+      selfTest: () => ({ passed: false, reason: "recovery mode runs no application" }),
+      updateState: () => device.fwu.state,
+      updateFailure: () => null,
+      firmwareOnly: true,
+    };
+  }
   return {
     pal: device.pal,
     runningVersion: device.bootRecord!.image.header.version,
@@ -165,8 +176,12 @@ export class DeviceRuntime {
   #onBoot(): void {
     if (this.#stopped) return;
     const { device, thingName } = this.#options;
-    const running = device.running!;
-    this.#record(`booted ${running.version}${running.trial ? " (trial)" : ""}`);
+    const running = device.running ?? { version: "none", trial: false, behavior: "ok" };
+    this.#record(
+      device.state === "recovery"
+        ? `recovery mode (OTA only): ${device.recoveryReason}`
+        : `booted ${running.version}${running.trial ? " (trial)" : ""}`,
+    );
     const common = {
       thingName,
       platform: devicePlatform(device),
@@ -220,7 +235,8 @@ export class DeviceRuntime {
   /** Publishes the device's reported state (shadow update); fire and forget. */
   #reportState(): void {
     const client = this.#client;
-    if (!client?.connected || this.#options.device.state !== "running") return;
+    const state = this.#options.device.state;
+    if (!client?.connected || (state !== "running" && state !== "recovery")) return;
     const topic = `$aws/things/${this.#options.thingName}/shadow/update`;
     const reported = this.#options.device.reportedState();
     client.publish(topic, JSON.stringify({ state: { reported } }), { qos: 0 }, () => {});

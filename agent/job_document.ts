@@ -356,11 +356,14 @@ export function parseJobMessage(payload: Uint8Array, limits: JobDocumentLimits):
     }
     return { kind: "job", job: parseExecution(execution, jobId, limits) };
   } catch (error) {
+    // From QUEUED the Jobs service takes IN_PROGRESS or REJECTED from a device, not FAILED: a
+    // document refused before any work began is declined, or the execution would stay QUEUED.
+    const queued = isObject(execution) && execution.status === "QUEUED";
     if (error instanceof Refusal) {
       return {
         kind: "invalid",
         jobId,
-        status: error.status,
+        status: queued ? "REJECTED" : error.status,
         reason: error.reason,
         detail: error.detail,
       };
@@ -368,7 +371,7 @@ export function parseJobMessage(payload: Uint8Array, limits: JobDocumentLimits):
     return {
       kind: "invalid",
       jobId,
-      status: "FAILED",
+      status: queued ? "REJECTED" : "FAILED",
       reason: failedReason(12, JobParseErr.NonConformingJobDoc),
       detail: `cannot parse job: ${(error as Error).message}`,
     };

@@ -252,22 +252,51 @@ export class Device {
     return true;
   }
 
+  #startUpdateService(record: BootRecord | null): FirmwareUpdateService {
+    this.#fwu = new FirmwareUpdateService({
+      areas: this.areas,
+      rom: this.rom,
+      clock: this.clock,
+      bootRecord: record,
+      requestReboot: () => this.#scheduleReset("reboot requested by software"),
+    });
+    this.#pal = new OtaPal({
+      fwu: this.#fwu,
+      rom: this.rom,
+      clock: this.clock,
+      erasePreviousImage: this.#erasePreviousImage,
+    });
+    return this.#fwu;
+  }
+
+  #recoveryReason: string | null = null;
+
+  /** Why the device is in recovery (OTA-only) mode; null when it is not. */
+  get recoveryReason(): string | null {
+    return this.#state === "recovery" ? this.#recoveryReason : null;
+  }
+
+  /** Whether software runs that can use the update service (the image, or recovery mode). */
+  get #serving(): boolean {
+    return this.#state === "running" || this.#state === "recovery";
+  }
+
   /** The boot ROM's report for the current boot. */
   get bootRecord(): BootRecord | null {
     return this.#state === "running" ? this.#record : null;
   }
 
-  /** The firmware-update service of the running image. */
+  /** The firmware-update service of the running image (or of recovery mode). */
   get fwu(): FirmwareUpdateService {
-    if (!this.#fwu || this.#state !== "running") {
+    if (!this.#fwu || !this.#serving) {
       throw new Error(`Cannot use the update service: device is ${this.#state}`);
     }
     return this.#fwu;
   }
 
-  /** The OTA PAL of the running image. */
+  /** The OTA PAL of the running image (or of recovery mode). */
   get pal(): OtaPal {
-    if (!this.#pal || this.#state !== "running") {
+    if (!this.#pal || !this.#serving) {
       throw new Error(`Cannot use the OTA PAL: device is ${this.#state}`);
     }
     return this.#pal;
@@ -322,7 +351,12 @@ export class Device {
       }
       this.#remember(outcome.log as string[]);
       if (outcome.kind === "recovery") {
+        // Fail-safe OTA-only mode: no image to run, but the boot ROM's minimal client can still
+        // connect, report and receive a signed image through the normal update service.
         this.#state = "recovery";
+        this.#recoveryReason = outcome.reason;
+        this.#startUpdateService(null);
+        this.#hooks.onBoot?.(this);
         return outcome;
       }
       const record = outcome.record;
@@ -353,19 +387,7 @@ export class Device {
         continue;
       }
       this.#state = "running";
-      this.#fwu = new FirmwareUpdateService({
-        areas: this.areas,
-        rom: this.rom,
-        clock: this.clock,
-        bootRecord: record,
-        requestReboot: () => this.#scheduleReset("reboot requested by software"),
-      });
-      this.#pal = new OtaPal({
-        fwu: this.#fwu,
-        rom: this.rom,
-        clock: this.clock,
-        erasePreviousImage: this.#erasePreviousImage,
-      });
+      this.#fwu = this.#startUpdateService(record);
       // A clean the power interrupted after the confirmation is finished at the next boot.
       if (this.#erasePreviousImage && this.#fwu.state === FwuState.UPDATED) {
         this.#fwu.clean(0);
@@ -440,7 +462,7 @@ export class Device {
       securityCounter: new SecurityCounter(this.areas.fuses).read(),
       primary: readTrailer(this.areas.primary),
       secondary: readTrailer(this.areas.secondary),
-      updateState: this.#fwu && this.#state === "running" ? fwuStateName(this.#fwu.state) : null,
+      updateState: this.#fwu && this.#serving ? fwuStateName(this.#fwu.state) : null,
       lastBootLog: this.bootLogs[this.bootLogs.length - 1] ?? [],
     }));
   }
@@ -480,6 +502,8 @@ export class Device {
       return decoded.ok ? formatVersion(decoded.image.header.version) : null;
     };
     return {
+      mode: this.#state === "recovery" ? "recovery" : "application",
+      ...(this.#state === "recovery" ? { recoveryReason: this.#recoveryReason } : {}),
       firmware: report.running?.version ?? null,
       trial: report.running?.trial ?? false,
       securityCounter: report.securityCounter,

@@ -148,13 +148,19 @@ export const FIRMWARE_COMPONENT = 0;
 /** Largest block one `write` takes. */
 export const FWU_MAX_WRITE_SIZE = 64 * 1024;
 
+/** The version the service reports when no image runs (recovery mode). */
+const NO_VERSION: ImageVersion = { major: 0, minor: 0, revision: 0, build: 0 };
+
 /** Dependencies of the service. */
 export interface FwuContext {
   readonly areas: DeviceAreas;
   readonly rom: BootRom;
   readonly clock: Clock;
-  /** What the bootloader reported for this boot. */
-  readonly bootRecord: BootRecord;
+  /**
+   * What the bootloader reported for this boot; null in recovery mode, where no image runs and
+   * the service exists only to receive one.
+   */
+  readonly bootRecord: BootRecord | null;
   /** Asks the device to reboot (the call returns; the reset happens after it). */
   readonly requestReboot: () => void;
 }
@@ -194,7 +200,7 @@ export class FirmwareUpdateService {
     const { primary, secondary } = this.#context.areas;
     const staging = readTrailer(secondary);
     if (staging.failed !== "unset") return S.FAILED;
-    if (this.#context.bootRecord.trial) {
+    if (this.#context.bootRecord?.trial) {
       const active = readTrailer(primary);
       if (active.imageOk === "unset") return this.#rejected ? S.REJECTED : S.TRIAL;
     }
@@ -220,7 +226,7 @@ export class FirmwareUpdateService {
           ? PsaStatus.ERROR_NOT_PERMITTED
           : PsaStatus.SUCCESS,
         errorDetail: state === S.FAILED ? staging.failDetail : null,
-        version: this.#context.bootRecord.image.header.version,
+        version: this.#context.bootRecord?.image.header.version ?? NO_VERSION,
         maxSize: this.maxSize,
         flags: 0,
         candidateDigest: state === S.CANDIDATE || state === S.STAGED ? this.#candidateDigest : null,
@@ -356,7 +362,9 @@ export class FirmwareUpdateService {
     const { secondary } = this.#context.areas;
     const candidate = decodeImage({ size: this.maxSize, read: (o, l) => secondary.read(o, l) });
     if (!candidate.ok) return this.#fail(PsaStatus.ERROR_DATA_INVALID, candidate.reason);
-    const running = this.#context.bootRecord.image.header.version;
+    // In recovery no image runs to compare with: the security counter below still refuses an
+    // image older than the device has accepted.
+    const running = this.#context.bootRecord?.image.header.version ?? NO_VERSION;
     const next = candidate.image.header.version;
     if (compareVersions(next, running) < 0) {
       return this.#fail(
@@ -379,7 +387,7 @@ export class FirmwareUpdateService {
     if (this.state !== S.TRIAL) return PsaStatus.ERROR_BAD_STATE;
     return this.#storage(() => {
       writeTrailerFlag(this.#context.areas.primary, "imageOk");
-      const counter = this.#context.bootRecord.image.securityCounter ?? 0;
+      const counter = this.#context.bootRecord?.image.securityCounter ?? 0;
       this.#fuses.raiseTo(Math.min(counter, this.#fuses.capacity));
     });
   }
