@@ -17,6 +17,7 @@ import {
   type AgentPlatform,
   type HttpPort,
   OtaAgent,
+  type OtaAgentOptions,
   type UpdatableComponent,
 } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
@@ -98,6 +99,11 @@ export interface DeviceRuntimeOptions {
   readonly onEvent?: (event: AgentCallbackEvent) => void;
   /** Damages or drops incoming messages (fault injection on the link). */
   readonly messageFilter?: (topic: string, payload: Uint8Array) => Uint8Array | null;
+  /**
+   * How the device logs in: with the secret in `mqttOptions` (default), or with a fresh login
+   * token its secure element signs for every connection (user name = thing).
+   */
+  readonly login?: "secret" | "secure-element";
 }
 
 /**
@@ -174,6 +180,7 @@ export class DeviceRuntime {
   }
 
   #onBoot(): void {
+    this.#boot++;
     if (this.#stopped) return;
     const { device, thingName } = this.#options;
     const running = device.running ?? { version: "none", trial: false, behavior: "ok" };
@@ -207,13 +214,58 @@ export class DeviceRuntime {
       this.#agent.start();
       return;
     }
+    if (this.#options.login === "secure-element") {
+      // The token is signed inside the element (async); connect once it is there, unless the
+      // device lost power or rebooted meanwhile.
+      const boot = this.#boot;
+      this.#loginToken().then((password) => {
+        if (boot === this.#boot && !this.#stopped) this.#connect(common, password);
+      }, (error) => this.#record(`login token: ${(error as Error).message}`));
+      return;
+    }
+    this.#connect(common);
+  }
+
+  /** Counts boots and power losses, so that work started for one boot is dropped after it. */
+  #boot = 0;
+
+  #loginToken(): Promise<string> {
+    const element = this.#options.device.secureElement;
+    if (!element) return Promise.reject(new Error("the device has no secure element"));
+    return element.loginToken(this.#options.thingName, (this.#options.clock ?? systemClock).now());
+  }
+
+  #connect(common: Omit<OtaAgentOptions, "mqtt">, password?: string): void {
+    const thingName = this.#options.thingName;
+    const reconnectPeriod = this.#options.mqttOptions?.reconnectPeriod ?? 100;
     const client = mqtt.connect(this.#options.brokerUrl, {
       clientId: thingName,
-      reconnectPeriod: 100,
+      reconnectPeriod,
       connectTimeout: 5_000,
       ...this.#options.mqttOptions,
+      // A token is good for one login: reconnecting is ours, each time with a new token.
+      ...(password ? { username: thingName, password, reconnectPeriod: 0 } : {}),
     });
     this.#client = client;
+    if (password) {
+      client.on("close", () => {
+        if (client !== this.#client) return; // closed on purpose (power loss, stop)
+        this.#loginToken().then((next) => {
+          if (client !== this.#client) return;
+          client.options.password = next;
+          if (this.#reconnectTimer !== null) clearTimeout(this.#reconnectTimer);
+          this.#reconnectTimer = setTimeout(() => {
+            this.#reconnectTimer = null;
+            if (client !== this.#client || client.connected) return;
+            // The stores carry unacknowledged QoS 1 messages over, as mqtt.js's own reconnect.
+            client.reconnect({
+              incomingStore: client.incomingStore,
+              outgoingStore: client.outgoingStore,
+            });
+          }, reconnectPeriod);
+        }, (error) => this.#record(`login token: ${(error as Error).message}`));
+      });
+    }
     client.on("close", () => this.#record("mqtt: connection closed"));
     client.on("reconnect", () => this.#record("mqtt: reconnecting"));
     client.on("error", (error) => {
@@ -243,12 +295,17 @@ export class DeviceRuntime {
   }
 
   #onPowerOff(): void {
+    this.#boot++;
     this.#agent?.halt();
     this.#agent = null;
     void this.#closeClient();
   }
 
+  #reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+
   async #closeClient(): Promise<void> {
+    if (this.#reconnectTimer !== null) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
     this.#detach?.();
     this.#detach = null;
     const client = this.#client;

@@ -22,6 +22,8 @@ export const ECDSA_P256: EcKeyImportParams = { name: "ECDSA", namedCurve: "P-256
 export const ECDSA_SHA256: EcdsaParams = { name: "ECDSA", hash: "SHA-256" };
 /** OID of the code-signing extended key usage. */
 export const EKU_CODE_SIGNING = "1.3.6.1.5.5.7.3.3";
+/** ExtendedKeyUsage id-kp-clientAuth: a TLS client, here a device identity. */
+export const EKU_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";
 /** OID of ecdsa-with-SHA256. */
 const OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2";
 
@@ -556,7 +558,7 @@ export async function issueTlsCertificate(
   return await issueLeafCertificate(issuer, issuerKey, subjectKey, options, [
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension([
-      options.kind === "client" ? "1.3.6.1.5.5.7.3.2" : "1.3.6.1.5.5.7.3.1",
+      options.kind === "client" ? EKU_CLIENT_AUTH : "1.3.6.1.5.5.7.3.1",
     ], false),
     ...(names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names, false)] : []),
   ]);
@@ -637,19 +639,66 @@ export async function checkCodeSigner(
   root: Certificate,
   options: { at?: Date } = {},
 ): Promise<Checked<CodeSigner>> {
-  try {
-    return await checkCodeSignerUnguarded(cert, root, options);
-  } catch (error) {
-    // Fields are parsed lazily by the X.509 library: a malformed one surfaces only here.
-    return { ok: false, reason: `cannot check signer certificate: ${(error as Error).message}` };
-  }
+  return await checkLeaf(cert, root, options, CODE_SIGNING);
 }
 
-async function checkCodeSignerUnguarded(
+/**
+ * Checks a device's identity certificate against the fleet CA: issued and signed by it (ECDSA
+ * P-256/SHA-256), an end entity with KeyUsage digitalSignature and ExtendedKeyUsage clientAuth,
+ * an ECDSA P-256 key, and (when `at` is given) valid then. The thing it names is its subject CN.
+ *
+ * @example
+ * ```ts ignore
+ * const device = await checkDeviceCertificate(cert, fleetCa, { at: new Date() });
+ * if (device.ok) await verifySignature(device.value.verifier, message, sha256(message), der);
+ * ```
+ */
+export async function checkDeviceCertificate(
+  cert: Certificate,
+  ca: Certificate,
+  options: { at?: Date } = {},
+): Promise<Checked<CodeSigner>> {
+  return await checkLeaf(cert, ca, options, DEVICE_IDENTITY);
+}
+
+async function checkLeaf(
   cert: Certificate,
   root: Certificate,
   options: { at?: Date },
+  purpose: LeafPurpose,
 ): Promise<Checked<CodeSigner>> {
+  try {
+    return await checkLeafUnguarded(cert, root, options, purpose);
+  } catch (error) {
+    // Fields are parsed lazily by the X.509 library: a malformed one surfaces only here.
+    return {
+      ok: false,
+      reason: `cannot check ${purpose.role} certificate: ${(error as Error).message}`,
+    };
+  }
+}
+
+/** What a leaf certificate is checked for: its ExtendedKeyUsage, and its role in reasons. */
+interface LeafPurpose {
+  readonly eku: string;
+  readonly ekuName: string;
+  readonly role: string;
+}
+
+const CODE_SIGNING: LeafPurpose = { eku: EKU_CODE_SIGNING, ekuName: "codeSigning", role: "signer" };
+const DEVICE_IDENTITY: LeafPurpose = {
+  eku: EKU_CLIENT_AUTH,
+  ekuName: "clientAuth",
+  role: "device",
+};
+
+async function checkLeafUnguarded(
+  cert: Certificate,
+  root: Certificate,
+  options: { at?: Date },
+  purpose: LeafPurpose,
+): Promise<Checked<CodeSigner>> {
+  const role = purpose.role;
   const rootAlgorithm = root.publicKey.algorithm as EcKeyAlgorithm;
   if (rootAlgorithm.name !== "ECDSA" || rootAlgorithm.namedCurve !== "P-256") {
     return { ok: false, reason: `trusted root key is ${rootAlgorithm.name}, not ECDSA P-256` };
@@ -666,7 +715,7 @@ async function checkCodeSignerUnguarded(
   if (keyAlgorithm.name !== "ECDSA" || keyAlgorithm.namedCurve !== "P-256") {
     return {
       ok: false,
-      reason: `unsupported signer key '${keyAlgorithm.name}${
+      reason: `unsupported ${role} key '${keyAlgorithm.name}${
         keyAlgorithm.namedCurve ? ` ${keyAlgorithm.namedCurve}` : ""
       }': only ECDSA P-256 is accepted`,
     };
@@ -675,33 +724,36 @@ async function checkCodeSignerUnguarded(
   if (!issued.ok) return issued;
   const basic = cert.getExtension(x509.BasicConstraintsExtension);
   if (basic?.ca) {
-    return { ok: false, reason: "signer certificate is a CA certificate, not an end entity" };
+    return { ok: false, reason: `${role} certificate is a CA certificate, not an end entity` };
   }
   const keyUsage = cert.getExtension(x509.KeyUsagesExtension);
   if (!keyUsage || !(keyUsage.usages & x509.KeyUsageFlags.digitalSignature)) {
-    return { ok: false, reason: "signer certificate lacks KeyUsage digitalSignature" };
+    return { ok: false, reason: `${role} certificate lacks KeyUsage digitalSignature` };
   }
   const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
-  if (!eku || !eku.usages.map(String).includes(EKU_CODE_SIGNING)) {
-    return { ok: false, reason: "signer certificate lacks ExtendedKeyUsage codeSigning" };
+  if (!eku || !eku.usages.map(String).includes(purpose.eku)) {
+    return {
+      ok: false,
+      reason: `${role} certificate lacks ExtendedKeyUsage ${purpose.ekuName}`,
+    };
   }
   if (options.at) {
     const at = options.at.getTime();
     if (at < cert.notBefore.getTime()) {
       return {
         ok: false,
-        reason: `signer certificate is not valid before ${cert.notBefore.toISOString()}`,
+        reason: `${role} certificate is not valid before ${cert.notBefore.toISOString()}`,
       };
     }
     if (at > cert.notAfter.getTime()) {
-      return { ok: false, reason: `signer certificate expired at ${cert.notAfter.toISOString()}` };
+      return { ok: false, reason: `${role} certificate expired at ${cert.notAfter.toISOString()}` };
     }
   }
   let key: CryptoKey;
   try {
     key = await cert.publicKey.export(ECDSA_P256, ["verify"]);
   } catch (error) {
-    return { ok: false, reason: `cannot use the signer key: ${(error as Error).message}` };
+    return { ok: false, reason: `cannot use the ${role} key: ${(error as Error).message}` };
   }
   return {
     ok: true,

@@ -21,6 +21,7 @@ import {
 } from "./first_stage.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
+import type { SecureElement } from "./secure_element.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
 import { compareVersions, decodeImage, formatVersion, type ImageVersion } from "./image_format.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
@@ -56,6 +57,8 @@ export interface DeviceOptions {
    * exploitable old image stays in flash to be booted. @default {false}
    */
   readonly erasePreviousImage?: boolean;
+  /** The device's secure element (its identity key and certificate), if it has one. */
+  readonly secureElement?: SecureElement;
 }
 
 /** What the application that runs looks like from outside. */
@@ -163,7 +166,14 @@ export class Device {
     this.#maxBootAttempts = options.maxBootAttempts ?? 4;
     this.#behaviorOverride = options.behaviorOverride ?? null;
     this.#erasePreviousImage = options.erasePreviousImage ?? false;
+    this.secureElement = options.secureElement ?? null;
   }
+
+  /**
+   * The secure element: a chip of its own, so it keeps its key through power cuts and resets.
+   * Re-provisioning fits a new one (a new key; the cloud registers its new certificate).
+   */
+  secureElement: SecureElement | null;
 
   readonly #erasePreviousImage: boolean;
 

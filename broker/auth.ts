@@ -101,6 +101,13 @@ export interface CredentialSource {
   thingSecret(thing: string): StoredSecret | null;
   /** The cloud services' shared secret. */
   readonly serviceSecret: StoredSecret;
+  /** Checks a login token signed in a device's secure element (absent: no token logins). */
+  verifyDeviceToken?(
+    thing: string,
+    token: string,
+  ): Promise<{ ok: true } | { ok: false; reason: string }>;
+  /** Whether a TLS client certificate the CA vouched for may log in as `thing` (registered one). */
+  tlsCertificateAllowed?(thing: string, der: Uint8Array | undefined): boolean;
 }
 
 /** Limits on what one client may send. */
@@ -123,17 +130,22 @@ export interface HookClient {
   /** The connection; a TLS one carries the verified client certificate. */
   readonly conn?: {
     readonly authorized?: boolean;
-    getPeerCertificate?(): { subject?: { CN?: string } } | null;
+    getPeerCertificate?(): { subject?: { CN?: string }; raw?: Uint8Array } | null;
   };
 }
 
 /** The thing a client proved with a certificate the broker's TLS layer verified, if any. */
-function certificateThing(client: HookClient): string | null {
+function certificateThing(client: HookClient): { thing: string; der?: Uint8Array } | null {
   const conn = client.conn;
   if (!conn?.authorized || typeof conn.getPeerCertificate !== "function") return null;
-  const cn = conn.getPeerCertificate()?.subject?.CN;
-  return typeof cn === "string" && cn.length > 0 ? cn : null;
+  const peer = conn.getPeerCertificate();
+  const cn = peer?.subject?.CN;
+  if (typeof cn !== "string" || cn.length === 0) return null;
+  return { thing: cn, ...(peer?.raw ? { der: new Uint8Array(peer.raw) } : {}) };
 }
+
+/** Whether a password is a secure-element login token rather than a secret. */
+const LOGIN_TOKEN = /^se1\./;
 
 type ConnectCallback = (error: (Error & { returnCode?: number }) | null, success?: boolean) => void;
 
@@ -209,7 +221,8 @@ export function createAuthHooks(
         refuse(`service login refused for client ${client.id}`);
         return done(refuseConnect(4, "Bad user name or password"), false);
       }
-      const certified = certificateThing(client);
+      const peer = certificateThing(client);
+      const certified = peer?.thing ?? null;
       if (certified !== null) {
         // Mutual TLS: the certificate names the thing; client id (and user name, if any) must agree.
         if (client.id !== certified || (username !== undefined && username !== certified)) {
@@ -220,6 +233,10 @@ export function createAuthHooks(
           refuse(`connect refused: certificate for unknown thing '${certified}'`);
           return done(refuseConnect(5, "Not authorized"), false);
         }
+        if (credentials.tlsCertificateAllowed?.(certified, peer?.der) === false) {
+          refuse(`connect refused: '${certified}' presented a certificate no longer registered`);
+          return done(refuseConnect(5, "Not authorized"), false);
+        }
         principals.set(client, { role: "device", thing: certified });
         return done(null, true);
       }
@@ -228,6 +245,17 @@ export function createAuthHooks(
         return done(refuseConnect(5, "Not authorized"), false);
       }
       const stored = credentials.thingSecret(username);
+      if (stored && LOGIN_TOKEN.test(secret) && credentials.verifyDeviceToken) {
+        credentials.verifyDeviceToken(username, secret).then((checked) => {
+          if (!checked.ok) {
+            refuse(`connect refused: login token for '${username}': ${checked.reason}`);
+            return done(refuseConnect(4, "Bad user name or password"), false);
+          }
+          principals.set(client, { role: "device", thing: username });
+          done(null, true);
+        }, () => done(refuseConnect(4, "Bad user name or password"), false));
+        return;
+      }
       if (!stored || !verifier.matches(stored, secret)) {
         refuse(`connect refused: bad credentials for '${username}'`);
         return done(refuseConnect(4, "Bad user name or password"), false);

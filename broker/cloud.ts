@@ -13,6 +13,8 @@ import mqtt from "mqtt";
 import { createAuthHooks, hashSecret, SERVICE_USER, type StoredSecret } from "./auth.ts";
 import { type BrokerTls, type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
 import { FileService } from "./file_service.ts";
+import { DeviceIdentity, type RegisteredCertificate } from "./device_identity.ts";
+import type { Checked } from "../bootloader/codesign.ts";
 import { JobService } from "./job_service.ts";
 import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
 import { type CloudStore, SqliteStore } from "./store.ts";
@@ -40,6 +42,11 @@ export interface CloudOptions {
   readonly external?: string;
   /** An additional TLS listener; with `ca` (the fleet CA), devices may log in with certificates. */
   readonly tls?: BrokerTls;
+  /**
+   * The fleet CA (PEM) that issues device certificates, for registering them and for secure-element
+   * login tokens. @default {tls.ca}
+   */
+  readonly deviceCa?: string;
 }
 
 /** How the services meet the devices: the embedded aedes, or an external broker. */
@@ -130,6 +137,15 @@ export interface Cloud {
   readonly url: string;
   /** Registers (or re-provisions) a thing with its secret; its jobs stay. */
   provisionThing(name: string, secret: string, attributes?: Record<string, string>): void;
+  /**
+   * Registers a device certificate from the fleet CA for a provisioned thing (its CN must be the
+   * thing), replacing the previous one: the thing keeps its jobs, the old certificate stops
+   * logging in.
+   */
+  registerDeviceCertificate(
+    thing: string,
+    certificate: string | Uint8Array,
+  ): Promise<Checked<RegisteredCertificate>>;
   /** Login refusals and ACL denials so far. */
   readonly refusals: readonly string[];
   /** Calls `listener` with the job id after every change of a job or its executions. */
@@ -184,12 +200,28 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   });
   const serviceSecret: StoredSecret = hashSecret(options.serviceSecret ?? crypto.randomUUID());
   const secretCache = new Map<string, StoredSecret | null>();
+  const deviceCa = options.deviceCa ?? options.tls?.ca ?? null;
+  const identity = new DeviceIdentity({
+    ca: deviceCa,
+    clock,
+    registry: {
+      get: (thing) => store.getRecord<RegisteredCertificate>("device-certificate", thing),
+      put: (thing, record) => store.putRecord("device-certificate", thing, record),
+    },
+  });
   const hooks = createAuthHooks({
     thingSecret: (thing) => {
       if (!secretCache.has(thing)) secretCache.set(thing, store.getThing(thing)?.secret ?? null);
       return secretCache.get(thing)!;
     },
     serviceSecret,
+    ...(identity.enabled
+      ? {
+        verifyDeviceToken: (thing: string, token: string) => identity.verifyToken(thing, token),
+        tlsCertificateAllowed: (thing: string, der: Uint8Array | undefined) =>
+          identity.allowsTlsCertificate(thing, der),
+      }
+      : {}),
   }, clock);
   const transport = options.external
     ? await externalTransport(options.external, options.serviceSecret, log)
@@ -261,6 +293,10 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     provisionThing(name, secret, attributes = {}) {
       store.putThing({ name, secret: hashSecret(secret), attributes });
       secretCache.delete(name);
+    },
+    async registerDeviceCertificate(thing, certificate) {
+      if (!store.getThing(thing)) return { ok: false, reason: `unknown thing '${thing}'` };
+      return await identity.register(thing, certificate);
     },
     async close() {
       await jobs.stop();

@@ -60,7 +60,10 @@ export async function startEmbeddedBroker(
     tlsServer = createTlsServer({
       key,
       cert,
-      ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+      // A client without a certificate (or with one the CA did not issue) still gets a TLS
+      // session and must then log in with a secret or a secure-element token: the
+      // authenticate hook only takes a certificate the CA verified (socket.authorized).
+      ...(ca ? { ca, requestCert: true, rejectUnauthorized: false } : {}),
     }, (socket) => {
       sockets.add(socket);
       socket.on("close", () => sockets.delete(socket));

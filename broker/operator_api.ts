@@ -145,6 +145,25 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     for (const group of groups as string[]) jobs.addThingToGroup(group, id);
     return json(201, { name: id, groups: store.groupsOf(id) });
   }
+  if (resource === "things" && id && sub === "certificate" && parts.length === 3) {
+    if (method === "GET") {
+      const registered = store.getRecord("device-certificate", id);
+      return registered ? json(200, registered) : problem(404, `no certificate for '${id}'`);
+    }
+    if (method === "PUT") {
+      // Provisioning or re-provisioning a device identity: the new certificate replaces the old.
+      const body = await readJson(request);
+      if (body instanceof Response) return body;
+      if (typeof body.certificatePem !== "string") {
+        return problem(400, "certificatePem must be a PEM certificate");
+      }
+      const registered = await cloud.registerDeviceCertificate(id, body.certificatePem);
+      if (!registered.ok) {
+        return problem(store.getThing(id) ? 400 : 404, registered.reason);
+      }
+      return json(200, registered.value);
+    }
+  }
   if (resource === "things" && id && sub === "history" && method === "GET") {
     return json(200, {
       thing: id,

@@ -42,3 +42,34 @@ export function fromBase64(text: unknown): Uint8Array | null {
     return null;
   }
 }
+
+/**
+ * Encodes bytes as unpadded base64url (RFC 4648 §5), for tokens that travel in text fields.
+ *
+ * @example
+ * ```ts
+ * import { toBase64Url } from "./base64.ts";
+ * toBase64Url(new Uint8Array([251, 255])); // "-_8"
+ * ```
+ */
+export function toBase64Url(bytes: Uint8Array): string {
+  return toBase64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/**
+ * Decodes unpadded base64url; null for anything else.
+ *
+ * @example
+ * ```ts
+ * import { fromBase64Url } from "./base64.ts";
+ * fromBase64Url("-_8"); // Uint8Array [251, 255]
+ * fromBase64Url("a+b"); // null
+ * ```
+ */
+export function fromBase64Url(text: unknown): Uint8Array | null {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
+    return null;
+  }
+  const standard = text.replaceAll("-", "+").replaceAll("_", "/");
+  return fromBase64(standard.padEnd(Math.ceil(standard.length / 4) * 4, "="));
+}

@@ -1,0 +1,144 @@
+/**
+ * The device's secure element: a P-256 key generated inside it that signs but can never be read,
+ * not even by code running on the device (a non-extractable WebCrypto key; the module keeps it
+ * in a private field and hands out nothing but signatures), and the device certificate the
+ * fleet CA issued for that key at provisioning. Like a real secure element it is a separate chip:
+ * power cuts and resets do not touch it.
+ *
+ * Deno's TLS stack takes a private key as PEM and offers no signing callback, so a key that
+ * cannot leave the element cannot do a TLS client handshake here (ATECC608-class parts do, via
+ * mbedTLS's PK callbacks). The device proves its identity with a login token instead: its
+ * certificate, a timestamp and the element's signature over both and its thing name, sent as
+ * the MQTT password over a server-authenticated TLS connection (Google Cloud IoT Core's scheme
+ * with a certificate rather than a bare key). See `broker/device_identity.ts`.
+ *
+ * @module
+ */
+
+import {
+  type Certificate,
+  certificateDer,
+  ECDSA_P256,
+  ECDSA_SHA256,
+  issueTlsCertificate,
+} from "./codesign.ts";
+import { bytesEqual } from "../lib/bytes.ts";
+import { toBase64Url } from "../lib/base64.ts";
+
+/** Prefix of a login token, and its version. */
+export const LOGIN_TOKEN_PREFIX = "se1";
+
+/**
+ * The bytes a login token signs: its version, the thing and the time (ms since the epoch).
+ *
+ * @example
+ * ```ts
+ * import { loginTokenMessage } from "./secure_element.ts";
+ * new TextDecoder().decode(loginTokenMessage("dev-1", 1700000000000)); // "se1|dev-1|1700000000000"
+ * ```
+ */
+export function loginTokenMessage(thing: string, at: number): Uint8Array {
+  return new TextEncoder().encode(`${LOGIN_TOKEN_PREFIX}|${thing}|${at}`);
+}
+
+/**
+ * A secure element.
+ *
+ * @example
+ * ```ts ignore
+ * const element = await SecureElement.generate();
+ * element.installCertificate(der); // issued by the fleet CA for element.publicKey
+ * const password = await element.loginToken("dev-1", Date.now());
+ * ```
+ */
+export class SecureElement {
+  readonly #privateKey: CryptoKey;
+  readonly #publicKeySpki: Uint8Array;
+  /** The public half, for the CA to certify. */
+  readonly publicKey: CryptoKey;
+  #certificate: Uint8Array | null = null;
+
+  private constructor(keys: CryptoKeyPair, spki: Uint8Array) {
+    this.#privateKey = keys.privateKey;
+    this.publicKey = keys.publicKey;
+    this.#publicKeySpki = spki;
+  }
+
+  /** Generates a fresh key pair inside the element (re-provisioning makes a new element key). */
+  static async generate(): Promise<SecureElement> {
+    const keys = await crypto.subtle.generateKey(ECDSA_P256, false, ["sign", "verify"]);
+    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
+    return new SecureElement(keys, spki);
+  }
+
+  /** Whether the private key could be exported (never: the point of the element). */
+  get privateKeyExtractable(): boolean {
+    return this.#privateKey.extractable;
+  }
+
+  /** The device certificate (DER), once provisioned. */
+  get certificate(): Uint8Array | null {
+    return this.#certificate;
+  }
+
+  /**
+   * Stores the certificate the CA issued; refused unless `certifiedSpki` (the certificate's
+   * SubjectPublicKeyInfo) is this element's key.
+   */
+  installCertificate(der: Uint8Array, certifiedSpki: Uint8Array): boolean {
+    if (!bytesEqual(certifiedSpki, this.#publicKeySpki)) return false;
+    this.#certificate = der.slice();
+    return true;
+  }
+
+  /** Signs `data` (ECDSA P-256/SHA-256, raw r||s). */
+  async sign(data: Uint8Array): Promise<Uint8Array> {
+    const signature = await crypto.subtle.sign(
+      ECDSA_SHA256,
+      this.#privateKey,
+      data.slice().buffer as ArrayBuffer,
+    );
+    return new Uint8Array(signature);
+  }
+
+  /** A login token for `thing` at time `at` (ms): `se1.<cert>.<at>.<signature>`, base64url. */
+  async loginToken(thing: string, at: number): Promise<string> {
+    if (!this.#certificate) throw new Error("the secure element holds no certificate yet");
+    const signature = await this.sign(loginTokenMessage(thing, at));
+    return [
+      LOGIN_TOKEN_PREFIX,
+      toBase64Url(this.#certificate),
+      String(at),
+      toBase64Url(signature),
+    ].join(".");
+  }
+}
+
+/**
+ * The factory step: the fleet CA certifies the element's public key for `thing` (CN = thing,
+ * clientAuth) and the element stores the certificate. Returns the certificate (DER), for the
+ * cloud to register.
+ *
+ * @example
+ * ```ts ignore
+ * const der = await provisionSecureElement(element, "dev-1", fleetCa, validity);
+ * await cloud.registerDeviceCertificate("dev-1", der);
+ * ```
+ */
+export async function provisionSecureElement(
+  element: SecureElement,
+  thing: string,
+  ca: { readonly certificate: Certificate; readonly privateKey: CryptoKey },
+  validity: { readonly notBefore: Date; readonly notAfter: Date },
+): Promise<Uint8Array> {
+  const certificate = await issueTlsCertificate(ca.certificate, ca.privateKey, element.publicKey, {
+    kind: "client",
+    subject: `CN=${thing}`,
+    ...validity,
+  });
+  const der = certificateDer(certificate);
+  if (!element.installCertificate(der, new Uint8Array(certificate.publicKey.rawData))) {
+    throw new Error("the CA certified another key than the element's");
+  }
+  return der;
+}
