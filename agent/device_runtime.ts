@@ -232,7 +232,9 @@ export class DeviceRuntime {
   #loginToken(): Promise<string> {
     const element = this.#options.device.secureElement;
     if (!element) return Promise.reject(new Error("the device has no secure element"));
-    return element.loginToken(this.#options.thingName, (this.#options.clock ?? systemClock).now());
+    // Stamped with the device's real-time clock: the broker checks it against wall time, whatever
+    // pace a simulation runs its other clocks at.
+    return element.loginToken(this.#options.thingName, systemClock.now());
   }
 
   #connect(common: Omit<OtaAgentOptions, "mqtt">, password?: string): void {

@@ -41,6 +41,14 @@ export function loginTokenMessage(thing: string, at: number): Uint8Array {
   return new TextEncoder().encode(`${LOGIN_TOKEN_PREFIX}|${thing}|${at}`);
 }
 
+/** A secure element as it travels between threads (see {@linkcode SecureElement.toChip}). */
+export interface SecureElementChip {
+  readonly privateKey: CryptoKey;
+  readonly publicKey: CryptoKey;
+  readonly publicKeySpki: Uint8Array;
+  readonly certificate: Uint8Array | null;
+}
+
 /**
  * A secure element.
  *
@@ -62,6 +70,30 @@ export class SecureElement {
     this.#privateKey = keys.privateKey;
     this.publicKey = keys.publicKey;
     this.#publicKeySpki = spki;
+  }
+
+  /**
+   * The chip itself, to move it with its device to another thread (a Web Worker): the key goes
+   * as a structured-clone of the non-extractable CryptoKey, which stays non-extractable there.
+   */
+  toChip(): SecureElementChip {
+    return {
+      privateKey: this.#privateKey,
+      publicKey: this.publicKey,
+      publicKeySpki: this.#publicKeySpki,
+      certificate: this.#certificate,
+    };
+  }
+
+  /** The element a {@linkcode SecureElement.toChip} chip holds. */
+  static fromChip(chip: SecureElementChip): SecureElement {
+    if (chip.privateKey.extractable) throw new Error("a secure element key is never extractable");
+    const element = new SecureElement(
+      { privateKey: chip.privateKey, publicKey: chip.publicKey },
+      chip.publicKeySpki,
+    );
+    element.#certificate = chip.certificate;
+    return element;
   }
 
   /** Generates a fresh key pair inside the element (re-provisioning makes a new element key). */

@@ -203,7 +203,9 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const deviceCa = options.deviceCa ?? options.tls?.ca ?? null;
   const identity = new DeviceIdentity({
     ca: deviceCa,
-    clock,
+    // Wall time, not the (possibly scaled) cloud clock: a login token is stamped by the device's
+    // real-time clock, and certificates expire in real time.
+    clock: systemClock,
     registry: {
       get: (thing) => store.getRecord<RegisteredCertificate>("device-certificate", thing),
       put: (thing, record) => store.putRecord("device-certificate", thing, record),

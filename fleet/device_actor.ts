@@ -11,6 +11,7 @@ import { fetchHttpPort } from "../agent/http_fetch.ts";
 import type { AgentCallbackEvent, AgentConfig } from "../agent/agent.ts";
 import type { BootRom } from "../bootloader/bootloader.ts";
 import { bootChain } from "../bootloader/first_stage.ts";
+import { SecureElement, type SecureElementChip } from "../bootloader/secure_element.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
 import { Device, flashFactoryImage, provisionBootChain } from "../bootloader/device.ts";
 import { fwuStateName } from "../bootloader/fwu.ts";
@@ -66,6 +67,8 @@ export interface FleetDeviceSpec {
   readonly badImage?: Behavior;
   /** Its flash's changes since the factory (a device that outlived its Worker). */
   readonly flash?: FlashChanges;
+  /** Its secure element, when it logs in with one (the chip moves with the device). */
+  readonly element?: SecureElementChip;
 }
 
 /** Shared by all devices of a Worker. */
@@ -183,6 +186,7 @@ export class DeviceActor {
       clock: environment.clock,
       flash,
       erasePreviousImage: environment.erasePreviousImage ?? false,
+      ...(spec.element ? { secureElement: SecureElement.fromChip(spec.element) } : {}),
       ...(spec.badImage
         ? {
           behaviorOverride: (behavior: Behavior, version: string) =>
@@ -197,6 +201,7 @@ export class DeviceActor {
       clock: environment.clock,
       agentConfig: environment.agentConfig,
       mqttOptions: { username: spec.thing, password: spec.secret, reconnectPeriod: 500 },
+      ...(spec.element ? { login: "secure-element" as const } : {}),
       // Fleet devices have both data planes; the job document says which to use.
       http: fetchHttpPort,
       messageFilter: (topic, payload) => this.#filter(topic, payload),

@@ -33,6 +33,7 @@ import type { FleetDeviceSpec, NetworkProfile, UpdateMarks } from "./device_acto
 import { FleetSupervisor } from "./supervisor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { secondStagePayload } from "../bootloader/first_stage.ts";
+import { provisionSecureElement, SecureElement } from "../bootloader/secure_element.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -73,6 +74,9 @@ export const USAGE = `Usage: deno task fleet [options]
   --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
   --erase-previous-image   devices erase their old image once the new one is confirmed (no
                            exploitable image stays in flash; no way back but a new update)
+  --identity secret|secure-element
+                           how devices log in: a per-device secret (default), or tokens signed
+                           by a secure element whose key the fleet CA certified (embedded cloud)
   --dashboard              print the rollout dashboard's URL; it stays up after the run until
                            Ctrl-C
   --broker URL --api URL --token T
@@ -105,6 +109,8 @@ interface Options {
   dashboard: boolean;
   /** Devices erase their previous image once a new one is confirmed. */
   erasePreviousImage: boolean;
+  /** How devices log in. */
+  identity: "secret" | "secure-element";
   report: string;
   cancelAt?: number;
   badImageShare: number;
@@ -114,6 +120,13 @@ interface Options {
   remote?: { broker: string; api: string; token: string };
   shard: { index: number; count: number };
   timeoutSeconds: number;
+}
+
+function identityOf(text: string | undefined): "secret" | "secure-element" {
+  if (text === undefined || text === "secret" || text === "secure-element") return text ?? "secret";
+  throw new UsageError(
+    `Invalid --identity: expected secret or secure-element: current value is '${text}'`,
+  );
 }
 
 function parseShard(text: string | undefined): { index: number; count: number } {
@@ -192,6 +205,7 @@ export function parseFleetArgs(args: string[]): Options {
             "latency",
             "bandwidth",
             "loss",
+            "identity",
           ]
             .map((name) => [name, { type: "string" as const }]),
         ),
@@ -276,6 +290,7 @@ export function parseFleetArgs(args: string[]): Options {
     retries: int("retries", chaos ? 3 : 0, 0, 10),
     dashboard: values.dashboard === true,
     erasePreviousImage: values["erase-previous-image"] === true,
+    identity: identityOf(v.identity),
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
@@ -314,6 +329,11 @@ export function parseFleetArgs(args: string[]): Options {
     }
     options.remote = { broker: v.broker, api: v.api, token: v.token };
   }
+  if (options.identity === "secure-element" && options.remote) {
+    throw new UsageError(
+      "--identity secure-element needs the embedded cloud (its fleet CA certifies the devices)",
+    );
+  }
   if (options.shard.count > 1 && !options.remote) {
     throw new UsageError("--shard needs --broker, --api and --token (one cloud for all shards)");
   }
@@ -321,6 +341,20 @@ export function parseFleetArgs(args: string[]): Options {
     throw new UsageError("Give --workers or --devices-per-worker, not both");
   }
   return options;
+}
+
+/** A fleet CA for device identities, valid for ten years of wall time. */
+async function createFleetCa() {
+  const keys = await generateSigningKeys();
+  const validity = {
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 10 * 365 * 86_400_000),
+  };
+  const certificate = await createRootCertificate(keys, {
+    subject: "CN=Fleet device CA",
+    ...validity,
+  });
+  return { certificate, privateKey: keys.privateKey, validity };
 }
 
 /** The JSON report. */
@@ -462,7 +496,13 @@ export async function runFleet(
   const random = seededRandom(options.seed);
   const clock = new ScaledClock(options.timeScale);
   // Embedded cloud, or a running one joined through its operator API (shards share it).
-  const embedded = options.remote ? null : await startCloud({ clock, tickMs: 1000 });
+  // With secure elements, a fleet CA certifies each device's key at provisioning.
+  const fleetCa = options.identity === "secure-element" ? await createFleetCa() : null;
+  const embedded = options.remote ? null : await startCloud({
+    clock,
+    tickMs: 1000,
+    ...(fleetCa ? { deviceCa: pemEncode("CERTIFICATE", certificateDer(fleetCa.certificate)) } : {}),
+  });
   const token = options.remote?.token ?? crypto.randomUUID();
   const server = embedded
     ? Deno.serve(
@@ -552,6 +592,14 @@ export async function runFleet(
   const initialDevices = options.scenario === "late-joiners" ? Math.ceil(local * 0.9) : local;
   for (const [index, device] of devices.entries()) {
     await access.provisionThing(device.thing, device.secret, index < initialDevices);
+    if (fleetCa && embedded) {
+      // The factory step: a key born in the element, certified by the fleet CA, registered.
+      const element = await SecureElement.generate();
+      const der = await provisionSecureElement(element, device.thing, fleetCa, fleetCa.validity);
+      const registered = await embedded.registerDeviceCertificate(device.thing, der);
+      if (!registered.ok) throw new Error(`${device.thing}: ${registered.reason}`);
+      devices[index] = { ...device, element: element.toChip() };
+    }
   }
   let imageBytes = 0;
   const logs: string[] = [];

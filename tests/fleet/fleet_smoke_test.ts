@@ -52,6 +52,23 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   }
 });
 
+Deno.test("fleet smoke: --identity secure-element, devices log in with tokens their secure elements sign, through chaos and a Worker crash", async () => {
+  const report = await run(
+    "--devices",
+    "12",
+    "--workers",
+    "2",
+    "--scenario",
+    "chaos",
+    "--identity",
+    "secure-element",
+  );
+  accounted(report);
+  assert.equal(report.faults.workerRestarts, 1, "the chips moved with their devices");
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 12 });
+  assert.ok(report.asExpected, report.expected);
+});
+
 Deno.test("fleet smoke: --protocol http, devices fetch the image through pre-signed URLs", async () => {
   const report = await run("--devices", "8", "--workers", "2", "--protocol", "http");
   accounted(report);
@@ -154,6 +171,17 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
       ["--loss", "0.9"],
       ["--retries", "11"],
       ["--worker-crashes", "-1"],
+      ["--identity", "password"],
+      [
+        "--identity",
+        "secure-element",
+        "--broker",
+        "mqtt://h:1",
+        "--api",
+        "http://h",
+        "--token",
+        "t",
+      ],
     ]
   ) {
     assert.throws(() => parseFleetArgs(args), Error, args.join(" "));
@@ -165,6 +193,8 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
   );
   const chaos = parseFleetArgs(["--scenario", "chaos"]);
   assert.deepEqual([chaos.workerCrashes, chaos.retries], [1, 3], "and retries what they fail");
+  assert.equal(parseFleetArgs([]).identity, "secret");
+  assert.equal(parseFleetArgs(["--identity", "secure-element"]).identity, "secure-element");
   assert.equal(parseFleetArgs([]).erasePreviousImage, false);
   assert.equal(parseFleetArgs(["--erase-previous-image"]).erasePreviousImage, true);
   const quiet = parseFleetArgs(["--scenario", "chaos", "--worker-crashes", "0", "--retries", "0"]);
