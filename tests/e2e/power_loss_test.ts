@@ -8,29 +8,12 @@ import assert from "node:assert/strict";
 import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
 import { toHex } from "../../lib/bytes.ts";
 import {
-  type InProcessDevice,
   inProcessDevice,
-  type QualificationCloud,
+  losePowerWithReport,
   qualificationCloud,
+  withInProcessDevice,
 } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
-
-/** Runs `body`, shows the device's log if it fails, and stops the device and the cloud. */
-async function withDevice(
-  side: QualificationCloud,
-  rig: InProcessDevice,
-  body: () => Promise<void>,
-): Promise<void> {
-  try {
-    await body();
-  } catch (error) {
-    console.log(rig.logs.join("\n"));
-    throw error;
-  } finally {
-    await rig.runtime.stop();
-    await side.close();
-  }
-}
 
 Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image was confirmed: the device installs the image again and confirms it", async () => {
   const side = await qualificationCloud("MQTT");
@@ -48,7 +31,7 @@ Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image
     }
     return payload;
   });
-  await withDevice(side, rig, async () => {
+  await withInProcessDevice(side, rig, async () => {
     await rig.runtime.start();
     jobId = await side.update("worst-moment", { version: "1.1.0", securityCounter: 2 });
     await waitUntil(() => cut && rig.device.state === "off", "the power to go at the worst moment");
@@ -80,25 +63,12 @@ Deno.test("power loss after SUCCEEDED was sent but before the cloud recorded it:
   const side = await qualificationCloud("MQTT");
   const rig = await inProcessDevice(side);
   let jobId = "";
-  await withDevice(side, rig, async () => {
+  await withInProcessDevice(side, rig, async () => {
     await rig.runtime.start();
     // The cloud never hears SUCCEEDED: the power goes as the report leaves.
-    let cut = false;
-    side.cloud.broker!.broker.authorizePublish = ((original) =>
-    // deno-lint-ignore no-explicit-any
-    (client: any, packet: any, callback: (error?: Error | null) => void) => {
-      if (
-        !cut && packet.topic === `$aws/things/${side.thing}/jobs/${jobId}/update` &&
-        String(packet.payload).includes('"SUCCEEDED"')
-      ) {
-        cut = true;
-        queueMicrotask(() => rig.device.powerOff());
-        return callback(new Error("lost with the power"));
-      }
-      return original(client, packet, callback);
-    })(side.cloud.broker!.broker.authorizePublish);
+    const cut = losePowerWithReport(side, rig, () => jobId, "SUCCEEDED");
     jobId = await side.update("lost-report", { version: "1.1.0", securityCounter: 2 });
-    await waitUntil(() => cut && rig.device.state === "off", "the power to go with the report");
+    await waitUntil(() => cut() && rig.device.state === "off", "the power to go with the report");
     await rig.runtime.start();
     await waitUntil(() => side.execution(jobId)?.status === "FAILED", "the job to fail", 60_000);
     await waitUntil(rig.settled, "the device to settle");
@@ -123,7 +93,7 @@ Deno.test("power loss tearing the install request: the image never ran, so the d
     }
     return payload;
   });
-  await withDevice(side, rig, async () => {
+  await withInProcessDevice(side, rig, async () => {
     await rig.runtime.start();
     jobId = await side.update("torn-install", { version: "1.1.0", securityCounter: 2 });
     await waitUntil(() => armed && rig.device.state === "off", "the power to go with the request");

@@ -9,10 +9,12 @@
 import assert from "node:assert/strict";
 import type { FlashArea } from "../../bootloader/flash_area.ts";
 import {
+  executionEnded,
   type InProcessDevice,
   inProcessDevice,
   type QualificationCloud,
   qualificationCloud,
+  withInProcessDevice,
 } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
@@ -30,7 +32,7 @@ async function recoveryWorld(
 ): Promise<void> {
   const side = await qualificationCloud("MQTT");
   const rig = await inProcessDevice(side);
-  try {
+  await withInProcessDevice(side, rig, async () => {
     // One normal boot first: the factory image's security counter (1) is burnt into the fuses.
     await rig.runtime.start();
     await rig.runtime.stop();
@@ -43,17 +45,10 @@ async function recoveryWorld(
     assert.equal(rig.device.state, "recovery");
     assert.equal(rig.device.running, null, "nothing from the damaged flash runs");
     await body(side, rig);
-  } catch (error) {
-    console.log(rig.logs.join("\n"));
-    throw error;
-  } finally {
-    await rig.runtime.stop();
-    await side.close();
-  }
+  });
 }
 
-const ended = (side: QualificationCloud, jobId: string) => () =>
-  ["SUCCEEDED", "FAILED", "REJECTED"].includes(side.execution(jobId)?.status ?? "");
+const ended = executionEnded;
 
 Deno.test("recovery mode: a device with no valid image reports it and is brought back by a signed image over the normal OTA path", async () => {
   await recoveryWorld(async (side, rig) => {

@@ -7,10 +7,13 @@
  */
 import assert from "node:assert/strict";
 import {
+  executionEnded,
   type InProcessDevice,
   inProcessDevice,
+  losePowerWithReport,
   type QualificationCloud,
   qualificationCloud,
+  withInProcessDevice,
 } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
@@ -19,7 +22,7 @@ async function twoStageWorld(
 ): Promise<void> {
   const side = await qualificationCloud("MQTT");
   const rig = await inProcessDevice(side, undefined, { twoStage: true });
-  try {
+  await withInProcessDevice(side, rig, async () => {
     await rig.runtime.start();
     assert.deepEqual(
       { slot: rig.device.secondStage?.slot, version: rig.device.secondStage?.version },
@@ -27,17 +30,10 @@ async function twoStageWorld(
       "the factory second stage runs from slot A",
     );
     await body(side, rig);
-  } catch (error) {
-    console.log(rig.logs.join("\n"));
-    throw error;
-  } finally {
-    await rig.runtime.stop();
-    await side.close();
-  }
+  });
 }
 
-const ended = (side: QualificationCloud, jobId: string) => () =>
-  ["SUCCEEDED", "FAILED", "REJECTED"].includes(side.execution(jobId)?.status ?? "");
+const ended = executionEnded;
 
 Deno.test("second stage OTA: downloaded, tried once, confirmed by the self-test; the job SUCCEEDS and later boots keep it", async () => {
   await twoStageWorld(async (side, rig) => {
@@ -95,23 +91,10 @@ Deno.test("second stage OTA: an older second stage is REJECTED (the bootloader h
 
 Deno.test("second stage OTA: power lost after the confirmation, before SUCCEEDED reached the cloud: the next boot reports it", async () => {
   await twoStageWorld(async (side, rig) => {
-    let cut = false;
     let jobId = "";
-    side.cloud.broker!.broker.authorizePublish = ((original) =>
-    // deno-lint-ignore no-explicit-any
-    (client: any, packet: any, callback: (error?: Error | null) => void) => {
-      if (
-        !cut && packet.topic === `$aws/things/${side.thing}/jobs/${jobId}/update` &&
-        String(packet.payload).includes('"SUCCEEDED"')
-      ) {
-        cut = true;
-        queueMicrotask(() => rig.device.powerOff());
-        return callback(new Error("lost with the power"));
-      }
-      return original(client, packet, callback);
-    })(side.cloud.broker!.broker.authorizePublish);
+    const cut = losePowerWithReport(side, rig, () => jobId, "SUCCEEDED");
     jobId = await side.update("stage2-cut", { version: "2.1.0", secondStage: "boots" });
-    await waitUntil(() => cut && rig.device.state === "off", "the power to go with the report");
+    await waitUntil(() => cut() && rig.device.state === "off", "the power to go with the report");
     assert.equal(side.execution(jobId)?.status, "IN_PROGRESS");
 
     await rig.runtime.start();

@@ -397,3 +397,52 @@ export async function inProcessDevice(
       ["READY", "UPDATED"].includes(fwuStateName(device.fwu.state)),
   };
 }
+
+/** Runs `body`, shows the device's log if it fails, and stops the device and the cloud. */
+export async function withInProcessDevice(
+  side: QualificationCloud,
+  rig: InProcessDevice,
+  body: () => Promise<void>,
+): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    console.log(rig.logs.join("\n"));
+    throw error;
+  } finally {
+    await rig.runtime.stop();
+    await side.close();
+  }
+}
+
+/** A condition: the device's execution of `jobId` ended (SUCCEEDED, FAILED or REJECTED). */
+export const executionEnded = (side: QualificationCloud, jobId: string) => (): boolean =>
+  ["SUCCEEDED", "FAILED", "REJECTED"].includes(side.execution(jobId)?.status ?? "");
+
+/**
+ * The device loses power as it sends `status` for the job `jobId()` names: the broker drops that
+ * report (the cloud never hears it) and the device goes off. Returns whether it happened yet.
+ */
+export function losePowerWithReport(
+  side: QualificationCloud,
+  rig: InProcessDevice,
+  jobId: () => string,
+  status: string,
+): () => boolean {
+  let cut = false;
+  const broker = side.cloud.broker!.broker;
+  broker.authorizePublish = ((original) =>
+  // deno-lint-ignore no-explicit-any
+  (client: any, packet: any, callback: (error?: Error | null) => void) => {
+    if (
+      !cut && packet.topic === `$aws/things/${side.thing}/jobs/${jobId()}/update` &&
+      String(packet.payload).includes(`"${status}"`)
+    ) {
+      cut = true;
+      queueMicrotask(() => rig.device.powerOff());
+      return callback(new Error("lost with the power"));
+    }
+    return original(client, packet, callback);
+  })(broker.authorizePublish);
+  return () => cut;
+}
