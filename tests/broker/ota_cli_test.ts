@@ -2,9 +2,8 @@ import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
 import { runOtaCli } from "../../broker/ota_cli.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import { certificateDer, exportPrivateKeyPem, pemEncode } from "../../bootloader/codesign.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
-import { testPki } from "../helpers/pki.ts";
+import { releaseProfile } from "../helpers/pki.ts";
 
 const TOKEN = "cli-token-1234";
 
@@ -15,13 +14,7 @@ async function setup() {
     operatorApi(cloud, { token: TOKEN }),
   );
   const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
-  const pki = await testPki();
-  const created = await cloud.otaUpdates.createSigningProfile({
-    name: "release",
-    rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
-    certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
-    privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
-  });
+  const created = await cloud.otaUpdates.createSigningProfile(await releaseProfile());
   assert.ok(created.ok);
   for (const thing of ["dev-1", "dev-2"]) {
     cloud.provisionThing(thing, "secret-xyz");

@@ -18,7 +18,7 @@ import {
 } from "../../bootloader/codesign.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
-import { SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
+import { releaseProfile, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 async function world(devices: number) {
@@ -57,13 +57,7 @@ async function world(devices: number) {
 }
 
 async function profile(cloud: Cloud) {
-  const pki = await testPki();
-  return await cloud.otaUpdates.createSigningProfile({
-    name: "release",
-    rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
-    certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
-    privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
-  });
+  return await cloud.otaUpdates.createSigningProfile(await releaseProfile());
 }
 
 async function confirmed(w: Awaited<ReturnType<typeof world>>, otaUpdateId: string) {

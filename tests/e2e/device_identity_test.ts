@@ -12,46 +12,32 @@ import { type Cloud, startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
 import {
   certificateDer,
-  createRootCertificate,
-  exportPrivateKeyPem,
   generateSigningKeys,
   issueCodeSigningCertificate,
-  issueTlsCertificate,
   pemEncode,
 } from "../../bootloader/codesign.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
 import { provisionSecureElement, SecureElement } from "../../bootloader/secure_element.ts";
 import { toBase64, toBase64Url } from "../../lib/base64.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
-import { factoryDevice, SIGNER_CERT_PATH, smallLayout, testPki } from "../helpers/pki.ts";
+import {
+  brokerTls,
+  clientIdentity,
+  loginCode,
+  NOW_VALIDITY,
+  pem,
+  testCa,
+} from "../helpers/tls_pki.ts";
+import { factoryDevice, releaseProfile, SIGNER_CERT_PATH, smallLayout } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
-const validity = {
-  notBefore: new Date(Date.now() - 60_000),
-  notAfter: new Date(Date.now() + 86_400_000),
-};
+const validity = NOW_VALIDITY;
 
 /** A cloud with a TLS listener whose device CA is a fresh fleet CA. */
 async function tlsWorld() {
-  const keys = await generateSigningKeys();
-  const certificate = await createRootCertificate(keys, { subject: "CN=Fleet CA", ...validity });
-  const caPem = pemEncode("CERTIFICATE", certificateDer(certificate));
-  const serverKeys = await generateSigningKeys();
-  const serverCert = await issueTlsCertificate(certificate, keys.privateKey, serverKeys.publicKey, {
-    kind: "server",
-    subject: "CN=broker",
-    ipAddresses: ["127.0.0.1"],
-    ...validity,
-  });
-  const cloud = await startCloud({
-    tickMs: 100,
-    tls: {
-      key: await exportPrivateKeyPem(serverKeys.privateKey),
-      cert: pemEncode("CERTIFICATE", certificateDer(serverCert)),
-      ca: caPem,
-    },
-  });
-  const ca = { certificate, privateKey: keys.privateKey };
+  const ca = await testCa("Fleet CA");
+  const caPem = pem(ca.certificate);
+  const cloud = await startCloud({ tickMs: 100, tls: await brokerTls(ca) });
   /** Provisions `thing` with a fresh secure element; returns the element. */
   const provision = async (thing: string) => {
     if (!cloud.store.getThing(thing)) cloud.provisionThing(thing, crypto.randomUUID());
@@ -64,21 +50,7 @@ async function tlsWorld() {
   return { cloud, ca, caPem, url: cloud.broker!.tlsUrl!, provision };
 }
 
-/** 0 when the broker accepted the login, its CONNACK code (or an error) when it refused. */
-function login(url: string, options: Record<string, unknown>): Promise<number | string> {
-  return new Promise((resolve) => {
-    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-    const finish = (result: number | string) => {
-      clearTimeout((client as unknown as { connackTimer?: number }).connackTimer);
-      client.removeAllListeners();
-      client.on("error", () => {});
-      client.end(true, () => resolve(result));
-    };
-    client.once("connect", () => finish(0));
-    client.once("error", (error) => finish((error as { code?: number }).code ?? error.message));
-    client.once("close", () => finish("closed"));
-  });
-}
+const login = loginCode;
 
 async function nextJob(url: string, thing: string, options: Record<string, unknown>) {
   const client = await mqtt.connectAsync(url, {
@@ -159,12 +131,11 @@ Deno.test("device certificates: only a fleet-CA clientAuth certificate naming th
       ok: false,
       reason: "unknown thing 'dev-9'",
     });
-    const otherCaKeys = await generateSigningKeys();
-    const otherCa = await createRootCertificate(otherCaKeys, { subject: "CN=Other", ...validity });
+    const otherCa = await testCa("Other");
     const foreign = await provisionSecureElement(
       await SecureElement.generate(),
       "dev-1",
-      { certificate: otherCa, privateKey: otherCaKeys.privateKey },
+      otherCa,
       validity,
     );
     const refusedForeign = await world.cloud.registerDeviceCertificate("dev-1", foreign);
@@ -248,22 +219,9 @@ Deno.test("re-provisioning: a new key and certificate for the same thing; the ol
 
     // Mutual TLS for a key a TLS stack holds: the registered certificate only.
     const tlsKey = async () => {
-      const keys = await generateSigningKeys();
-      const cert = await issueTlsCertificate(
-        world.ca.certificate,
-        world.ca.privateKey,
-        keys.publicKey,
-        {
-          kind: "client",
-          subject: "CN=dev-rp",
-          ...validity,
-        },
-      );
-      assert.ok((await cloud.registerDeviceCertificate("dev-rp", certificateDer(cert))).ok);
-      return {
-        key: await exportPrivateKeyPem(keys.privateKey),
-        cert: pemEncode("CERTIFICATE", certificateDer(cert)),
-      };
+      const identity = await clientIdentity(world.ca, "dev-rp");
+      assert.ok((await cloud.registerDeviceCertificate("dev-rp", identity.der)).ok);
+      return { key: identity.key, cert: identity.cert };
     };
     const mtlsOld = await tlsKey();
     assert.equal(await login(url, { clientId: "dev-rp", ca: caPem, ...mtlsOld }), 0);
@@ -279,7 +237,6 @@ Deno.test("re-provisioning: a new key and certificate for the same thing; the ol
 Deno.test("a device whose identity lives in its secure element updates over TLS, and logs in again with a fresh token after losing its connection", async () => {
   const world = await tlsWorld();
   const { cloud, caPem } = world;
-  const pki = await testPki();
   const { device } = await factoryDevice({
     layout: smallLayout(24),
     systemTime: true,
@@ -301,12 +258,7 @@ Deno.test("a device whose identity lives in its secure element updates over TLS,
     runtime.client!.on("connect", () => logins++);
     runtime.dropConnection();
     await waitUntil(() => logins === 1, "a login with a fresh token after the drop");
-    const profile = await cloud.otaUpdates.createSigningProfile({
-      name: "release",
-      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
-      certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
-      privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
-    });
+    const profile = await cloud.otaUpdates.createSigningProfile(await releaseProfile());
     assert.ok(profile.ok);
     const created = await cloud.otaUpdates.createOtaUpdate({
       otaUpdateId: "se-update",

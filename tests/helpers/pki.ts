@@ -9,12 +9,14 @@ import {
   type Certificate,
   certificateDer,
   createRootCertificate,
+  exportPrivateKeyPem,
   generateSigningKeys,
   issueCodeSigningCertificate,
   pemEncode,
   type SigningKeys,
 } from "../../bootloader/codesign.ts";
 import { type BootRom } from "../../bootloader/bootloader.ts";
+import type { SigningProfile } from "../../broker/ota_updates.ts";
 import { Device, flashFactoryImage, provisionBootChain } from "../../bootloader/device.ts";
 import { secondStagePayload } from "../../bootloader/first_stage.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
@@ -177,4 +179,15 @@ export async function factoryDevice(
     ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
   });
   return { device, clock, pki };
+}
+
+/** The "release" signing profile of the test PKI's signer, as an operator would create it. */
+export async function releaseProfile(): Promise<SigningProfile> {
+  const pki = await testPki();
+  return {
+    name: "release",
+    rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
+    certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+    privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
+  };
 }

@@ -8,12 +8,7 @@
 import { toBase64 } from "../../lib/base64.ts";
 import mqtt from "mqtt";
 import type { AgentConfig } from "../../agent/agent.ts";
-import {
-  certificateDer,
-  exportPrivateKeyPem,
-  pemEncode,
-  signData,
-} from "../../bootloader/codesign.ts";
+import { certificateDer, pemEncode, signData } from "../../bootloader/codesign.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
 import { type Cloud, startCloud } from "../../broker/cloud.ts";
 import type { ExecutionRecord } from "../../broker/store.ts";
@@ -21,7 +16,14 @@ import { operatorApi } from "../../broker/operator_api.ts";
 import type { DeviceReport } from "../../fleet/protocol.ts";
 import { FleetSupervisor } from "../../fleet/supervisor.ts";
 import { AGENT_TEST_CONFIG } from "./agent_rig.ts";
-import { factoryDevice, SIGNER_CERT_PATH, smallLayout, testImage, testPki } from "./pki.ts";
+import {
+  factoryDevice,
+  releaseProfile,
+  SIGNER_CERT_PATH,
+  smallLayout,
+  testImage,
+  testPki,
+} from "./pki.ts";
 import { waitUntil } from "./wait.ts";
 import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
@@ -125,7 +127,6 @@ export interface QualificationWorld extends QualificationCloud {
  * profile and the device's thing in group "fleet".
  */
 export async function qualificationCloud(protocol: DataProtocol): Promise<QualificationCloud> {
-  const pki = await testPki();
   const clock = new ManualOffsetClock();
   const cloud = await startCloud({ tickMs: 100, clock });
   const server = Deno.serve(
@@ -133,13 +134,7 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
     operatorApi(cloud, { token: "qualification-token" }),
   );
   cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
-  const signerPem = pemEncode("CERTIFICATE", certificateDer(pki.signer));
-  const profile = await cloud.otaUpdates.createSigningProfile({
-    name: "release",
-    rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
-    certificatePem: signerPem,
-    privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
-  });
+  const profile = await cloud.otaUpdates.createSigningProfile(await releaseProfile());
   if (!profile.ok) throw new Error(profile.reason);
   cloud.provisionThing(THING, SECRET);
   cloud.jobs.addThingToGroup("fleet", THING);
