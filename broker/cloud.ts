@@ -293,8 +293,10 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       return () => listeners.delete(listener);
     },
     provisionThing(name, secret, attributes = {}) {
-      store.putThing({ name, secret: hashSecret(secret), attributes });
+      const stored = hashSecret(secret);
+      store.putThing({ name, secret: stored, attributes });
       secretCache.delete(name);
+      hooks.rememberSecret(stored, secret);
     },
     async registerDeviceCertificate(thing, certificate) {
       if (!store.getThing(thing)) return { ok: false, reason: `unknown thing '${thing}'` };

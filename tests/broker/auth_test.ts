@@ -111,6 +111,17 @@ Deno.test("SecretVerifier: only the exact secret passes, whether remembered, evi
   assert.ok(!verifier.matches(records[0]!.stored, "b"));
 });
 
+Deno.test("SecretVerifier.remember: a secret provisioned here is accepted without its scrypt, and only that secret", () => {
+  const verifier = new SecretVerifier();
+  const stored = hashSecret("provisioned-secret");
+  // A record scrypt could never match: only the remembered keyed hash can let the secret in.
+  const unmatchable = { salt: stored.salt, hash: "00".repeat(32) };
+  verifier.remember(unmatchable, "provisioned-secret");
+  assert.ok(verifier.matches(unmatchable, "provisioned-secret"));
+  assert.ok(!verifier.matches(unmatchable, "provisioned-secreT"));
+  assert.ok(!verifier.matches(stored, "provisioned-secreT"));
+});
+
 Deno.test("broker ACL: a device may subscribe only under its own $aws/things/<thing>/", async () => {
   const s = await setup();
   try {
