@@ -730,6 +730,8 @@ export class OtaAgent {
     this.#log(
       `job ${job.jobId}: ${component.name} ${formatVersion(component.version())} confirmed`,
     );
+    // The device's own facts changed (its shadow says which bootloader runs).
+    this.#onEvent({ type: "UpdateComplete", jobId: job.jobId, file: job.files[0]!, data: null });
     return await succeeded();
   }
 

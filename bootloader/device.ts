@@ -515,6 +515,15 @@ export class Device {
       mode: this.#state === "recovery" ? "recovery" : "application",
       ...(this.#state === "recovery" ? { recoveryReason: this.#recoveryReason } : {}),
       firmware: report.running?.version ?? null,
+      ...(this.#secondStage
+        ? {
+          bootloader: {
+            version: this.#secondStage.version,
+            slot: this.#secondStage.slot === 0 ? "A" : "B",
+            trial: this.#secondStage.trial,
+          },
+        }
+        : {}),
       trial: report.running?.trial ?? false,
       securityCounter: report.securityCounter,
       updateState: report.updateState,

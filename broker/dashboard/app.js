@@ -595,6 +595,24 @@ async function devicePage(thing) {
         { id: "firmware" },
         `${reported.firmware ?? "?"}${reported.trial ? " (on trial)" : ""}`,
       ),
+      ...(reported.mode === "recovery"
+        ? [
+          h("dt", {}, "mode"),
+          h("dd", { id: "mode" }, `recovery (OTA only): ${reported.recoveryReason ?? "?"}`),
+        ]
+        : []),
+      ...(reported.bootloader
+        ? [
+          h("dt", {}, "bootloader"),
+          h(
+            "dd",
+            { id: "bootloader" },
+            `${reported.bootloader.version} in slot ${reported.bootloader.slot}${
+              reported.bootloader.trial ? " (on trial)" : ""
+            }`,
+          ),
+        ]
+        : []),
       h("dt", {}, "security counter"),
       h("dd", { id: "counter" }, reported.securityCounter),
       h("dt", {}, "primary slot"),

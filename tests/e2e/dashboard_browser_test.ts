@@ -140,6 +140,7 @@ Deno.test({
       await page.waitForSelector("#executions .reason");
       assert.equal(await page.textContent("#executions .reason"), "rejected: 0x00000010");
       assert.equal(await page.textContent("#firmware"), "1.0.0+0");
+      assert.equal(await page.textContent("#bootloader"), "2.0.0+0 in slot A");
       assert.match((await page.textContent("#boot-log")) ?? "", /revert/);
       await assertNotBlank(page, "device page");
       assert.deepEqual(errors, []);

@@ -49,6 +49,12 @@ Deno.test("second stage OTA: downloaded, tried once, confirmed by the self-test;
     );
     assert.ok(rig.device.bootLogs.flat().some((line) => line.includes("new second stage 2.1.0")));
     assert.equal(rig.device.running?.version, "1.0.0+0", "the firmware was not touched");
+    await waitUntil(
+      () =>
+        JSON.stringify(side.cloud.shadows.get(side.thing)?.reported.bootloader) ===
+          JSON.stringify({ version: "2.1.0+0", slot: "B", trial: false }),
+      "the shadow to report the confirmed bootloader",
+    );
 
     await rig.device.reset("after the bootloader update");
     assert.equal(rig.device.secondStage?.version, "2.1.0+0");
