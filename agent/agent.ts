@@ -622,29 +622,32 @@ export class OtaAgent {
       this.#signal({ type: "CreateFile" });
       return "done";
     }
-    if (this.#platform.firmwareOnly && job.files.some((f) => f.fileType !== 0)) {
+    const unfit = this.#unfitFiles(job);
+    if (unfit !== null) {
       return await this.#refuseJob({
         kind: "invalid",
         jobId: job.jobId,
         status: "REJECTED",
         reason: stateReason("rejected", OtaErr.JobParserError),
-        detail: "the device is in recovery mode: it takes firmware (file type 0) only",
-      });
-    }
-    const component = this.#componentOf(job);
-    if (component && job.files.length > 1) {
-      return await this.#refuseJob({
-        kind: "invalid",
-        jobId: job.jobId,
-        status: "REJECTED",
-        reason: stateReason("rejected", OtaErr.JobParserError),
-        detail: `a ${component.name} update must be the only file of its job (it takes a reboot)`,
+        detail: unfit,
       });
     }
     this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
     this.#active = this.#openFile(job, this.#firstFileIndex(job));
     this.#signal({ type: "CreateFile" });
     return "done";
+  }
+
+  /** Why this device cannot take a job's set of files (a valid document), or null. */
+  #unfitFiles(job: OtaJob): string | null {
+    if (this.#platform.firmwareOnly && job.files.some((f) => f.fileType !== 0)) {
+      return "the device is in recovery mode: it takes firmware (file type 0) only";
+    }
+    const component = this.#componentOf(job);
+    if (component && job.files.length > 1) {
+      return `a ${component.name} update must be the only file of its job (it takes a reboot)`;
+    }
+    return null;
   }
 
   /** The component a job updates, if one of its files is of a component's type. */

@@ -235,10 +235,10 @@ export class Device {
       return refuse(checked.reason);
     }
     // The bootloader has its own anti-rollback: an older one may carry fixed vulnerabilities.
-    if (compareVersions(checked.imageVersion, current.imageVersion) <= 0) {
+    if (compareVersions(checked.stage.imageVersion, current.imageVersion) <= 0) {
       eraseTarget();
       return refuse(
-        `version ${checked.version} is not newer than the running ${current.version}`,
+        `version ${checked.stage.version} is not newer than the running ${current.version}`,
         true,
       );
     }
@@ -263,20 +263,21 @@ export class Device {
   }
 
   #startUpdateService(record: BootRecord | null): FirmwareUpdateService {
-    this.#fwu = new FirmwareUpdateService({
+    const fwu = new FirmwareUpdateService({
       areas: this.areas,
       rom: this.rom,
       clock: this.clock,
       bootRecord: record,
       requestReboot: () => this.#scheduleReset("reboot requested by software"),
     });
+    this.#fwu = fwu;
     this.#pal = new OtaPal({
-      fwu: this.#fwu,
+      fwu,
       rom: this.rom,
       clock: this.clock,
       erasePreviousImage: this.#erasePreviousImage,
     });
-    return this.#fwu;
+    return fwu;
   }
 
   #recoveryReason: string | null = null;
@@ -397,10 +398,10 @@ export class Device {
         continue;
       }
       this.#state = "running";
-      this.#fwu = this.#startUpdateService(record);
+      const fwu = this.#startUpdateService(record);
       // A clean the power interrupted after the confirmation is finished at the next boot.
-      if (this.#erasePreviousImage && this.#fwu.state === FwuState.UPDATED) {
-        this.#fwu.clean(0);
+      if (this.#erasePreviousImage && fwu.state === FwuState.UPDATED) {
+        fwu.clean(0);
         log.push("previous image erased (confirmed update)");
       }
       if (this.#behavior === "hang") {
@@ -484,10 +485,7 @@ export class Device {
   trialsInterrupted = 0;
 
   #noteTrialInterrupted(): void {
-    if (this.#state !== "running" || !this.#record?.trial) return;
-    if (this.#inspect(() => readTrailer(this.areas.primary).imageOk === "unset")) {
-      this.trialsInterrupted++;
-    }
+    if (this.#inspect(() => this.running?.trial === true)) this.trialsInterrupted++;
   }
 
   /** Reads flash as the simulator, not the device: with the power back on for the read if off. */

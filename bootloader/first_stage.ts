@@ -39,6 +39,13 @@ export const SECOND_STAGE_FILE_TYPE = 1;
  */
 export type SecondStageBehavior = "boots" | "crashes";
 
+/** What verifying a second stage tells about it. */
+export interface SecondStageFacts {
+  readonly version: string;
+  readonly imageVersion: ImageVersion;
+  readonly behavior: SecondStageBehavior;
+}
+
 /** Which second stage is in use. */
 export interface SecondStageState {
   /** The slot that last ran and was confirmed. */
@@ -141,7 +148,7 @@ export async function verifySecondStage(
   root: Certificate,
   options: { at?: Date; cache?: VerificationCache } = {},
 ): Promise<
-  | { ok: true; version: string; imageVersion: ImageVersion; behavior: SecondStageBehavior }
+  | { ok: true; stage: SecondStageFacts }
   | { ok: false; reason: string }
 > {
   const source = { size: area.size, read: (o: number, l: number) => area.read(o, l) };
@@ -163,9 +170,11 @@ export async function verifySecondStage(
   }
   return {
     ok: true,
-    version: formatVersion(image.header.version),
-    imageVersion: image.header.version,
-    behavior,
+    stage: {
+      version: formatVersion(image.header.version),
+      imageVersion: image.header.version,
+      behavior,
+    },
   };
 }
 
@@ -208,8 +217,10 @@ export async function firstStage(
     if (checked.ok) {
       state = { active: state.active, pending: null, trial: pending };
       store.save(state);
-      log.push(`stage 1: new second stage ${checked.version} in ${name(pending)}: trial boot`);
-      return { kind: "run", slot: pending, ...stageOf(checked), trial: true, root, log };
+      log.push(
+        `stage 1: new second stage ${checked.stage.version} in ${name(pending)}: trial boot`,
+      );
+      return { kind: "run", slot: pending, ...checked.stage, trial: true, root, log };
     }
     log.push(`stage 1: new second stage in ${name(pending)} refused: ${checked.reason}`);
     state = { active: state.active, pending: null, trial: null };
@@ -222,23 +233,13 @@ export async function firstStage(
         log.push(`stage 1: falling back to second stage ${name(slot)}`);
         store.save({ active: slot, pending: null, trial: null });
       }
-      log.push(`stage 1: second stage ${checked.version} from ${name(slot)} verified`);
-      return { kind: "run", slot, ...stageOf(checked), trial: false, root, log };
+      log.push(`stage 1: second stage ${checked.stage.version} from ${name(slot)} verified`);
+      return { kind: "run", slot, ...checked.stage, trial: false, root, log };
     }
     log.push(`stage 1: second stage ${name(slot)} refused: ${checked.reason}`);
   }
   log.push("stage 1: no valid second stage: halted");
   return { kind: "halt", reason: "no valid second-stage bootloader", log };
-}
-
-function stageOf(
-  checked: { version: string; imageVersion: ImageVersion; behavior: SecondStageBehavior },
-) {
-  return {
-    version: checked.version,
-    imageVersion: checked.imageVersion,
-    behavior: checked.behavior,
-  };
 }
 
 /**

@@ -19,8 +19,8 @@ import {
   type Certificate,
   certificateDer,
   ECDSA_P256,
-  ECDSA_SHA256,
   issueTlsCertificate,
+  signData,
 } from "./codesign.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { toBase64Url } from "../lib/base64.ts";
@@ -123,14 +123,9 @@ export class SecureElement {
     return true;
   }
 
-  /** Signs `data` (ECDSA P-256/SHA-256, raw r||s). */
-  async sign(data: Uint8Array): Promise<Uint8Array> {
-    const signature = await crypto.subtle.sign(
-      ECDSA_SHA256,
-      this.#privateKey,
-      data.slice().buffer as ArrayBuffer,
-    );
-    return new Uint8Array(signature);
+  /** Signs `data` (ECDSA P-256/SHA-256, DER, as every signature in the project). */
+  sign(data: Uint8Array): Promise<Uint8Array> {
+    return signData(this.#privateKey, data);
   }
 
   /** A login token for `thing` at time `at` (ms): `se1.<cert>.<at>.<signature>`, base64url. */

@@ -83,7 +83,7 @@ export class SecretVerifier {
 
   /** Whether `secret` is the one `stored` was derived from. */
   matches(stored: StoredSecret, secret: string): boolean {
-    const keyed = createHmac("sha256", this.#key).update(secret).digest();
+    const keyed = this.#keyed(secret);
     const known = this.#accepted.get(stored.hash);
     if (known && timingSafeEqual(known, keyed)) return true;
     if (!secretMatches(stored, secret)) return false;
@@ -97,7 +97,11 @@ export class SecretVerifier {
    * devices booting that is 10,000 scrypts (~15 s) off the broker's only thread.
    */
   remember(stored: StoredSecret, secret: string): void {
-    this.#remember(stored, createHmac("sha256", this.#key).update(secret).digest());
+    this.#remember(stored, this.#keyed(secret));
+  }
+
+  #keyed(secret: string): Buffer {
+    return createHmac("sha256", this.#key).update(secret).digest();
   }
 
   #remember(stored: StoredSecret, keyed: Buffer): void {

@@ -14,9 +14,10 @@ import {
   certificateDer,
   checkDeviceCertificate,
   type Checked,
-  ECDSA_SHA256,
+  type CodeSigner,
   parseCertificate,
   sha256,
+  verifySignature,
 } from "../bootloader/codesign.ts";
 import { LOGIN_TOKEN_PREFIX, loginTokenMessage } from "../bootloader/secure_element.ts";
 import { fromBase64Url } from "../lib/base64.ts";
@@ -93,7 +94,7 @@ export class DeviceIdentity {
   ): Promise<Checked<RegisteredCertificate>> {
     const checked = await this.#check(thing, certificate);
     if (!checked.ok) return checked;
-    const cert = checked.value;
+    const cert = checked.value.certificate;
     const record: RegisteredCertificate = {
       sha256: toHex(sha256(certificateDer(cert))),
       subject: cert.subject,
@@ -144,28 +145,20 @@ export class DeviceIdentity {
     if (at <= (this.#lastLogin.get(thing) ?? -1)) {
       return { ok: false, reason: "token replayed (not newer than the last login)" };
     }
-    let valid = false;
-    try {
-      const key = await checked.value.publicKey.export(
-        { name: "ECDSA", namedCurve: "P-256" },
-        ["verify"],
-      );
-      valid = signature.length === 64 &&
-        await crypto.subtle.verify(
-          ECDSA_SHA256,
-          key,
-          signature.slice().buffer as ArrayBuffer,
-          loginTokenMessage(thing, at).slice().buffer as ArrayBuffer,
-        );
-    } catch {
-      valid = false;
-    }
+    const message = loginTokenMessage(thing, at);
+    const valid = await verifySignature(
+      checked.value.verifier,
+      message,
+      sha256(message),
+      signature,
+    );
     if (!valid) return { ok: false, reason: "token signature does not verify" };
     this.#lastLogin.set(thing, at);
     return { ok: true, value: true };
   }
 
-  async #check(thing: string, certificate: string | Uint8Array): Promise<Checked<Certificate>> {
+  /** The certificate checked for `thing`, with its key ready to verify. */
+  async #check(thing: string, certificate: string | Uint8Array): Promise<Checked<CodeSigner>> {
     if (!this.#ca) return { ok: false, reason: "no device CA is configured" };
     const parsed = parseCertificate(certificate);
     if (!parsed.ok) return parsed;
@@ -177,6 +170,6 @@ export class DeviceIdentity {
     if (cn !== thing) {
       return { ok: false, reason: `the certificate names '${cn}', not '${thing}'` };
     }
-    return { ok: true, value: parsed.value };
+    return device;
   }
 }
