@@ -1,6 +1,6 @@
 /**
  * Model-based resilience (fast-check `fc.commands`): random sequences of new updates,
- * disconnects, force-cancels, power cuts (clean or torn, at a drawn flash operation), dropped,
+ * disconnects, force-cancels, clean reboots, power cuts (clean or torn, at a drawn flash operation), dropped,
  * duplicated, reordered and corrupted stream blocks, the cloud's clock jumping past the
  * in-progress timeout, and races of several of these released in an order `fc.scheduler` draws,
  * against the real cloud and one device actor in its Worker. After every command, once the
@@ -149,6 +149,21 @@ class PowerCut implements fc.AsyncCommand<Model, Real> {
   }
 }
 
+/** A clean reboot at whatever moment the command lands: power off, then on again. */
+class Reboot implements fc.AsyncCommand<Model, Real> {
+  check(): boolean {
+    return true;
+  }
+  async run(_model: Model, real: Real): Promise<void> {
+    real.world.fleet.send(real.world.thing, { type: "power-off" });
+    real.world.fleet.send(real.world.thing, { type: "power-on" });
+    await Promise.resolve();
+  }
+  toString(): string {
+    return "Reboot";
+  }
+}
+
 /** The link loses, doubles, delays past the next one or damages the next stream blocks. */
 class BlockFaults implements fc.AsyncCommand<Model, Real> {
   constructor(
@@ -223,7 +238,7 @@ class Check implements fc.AsyncCommand<Model, Real> {
   }
 }
 
-Deno.test("model: updates, disconnects, cancels, power cuts, block faults, timeouts and scheduled races in any order leave a trusted, agreed, never-downgraded device", async () => {
+Deno.test("model: updates, disconnects, cancels, reboots, power cuts, block faults, timeouts and scheduled races in any order leave a trusted, agreed, never-downgraded device", async () => {
   const powerCut = fc.record({ at: fc.integer({ min: 1, max: 120 }), torn: fc.boolean() }).map((
     { at, torn },
   ) => new PowerCut(at, torn));
@@ -242,6 +257,7 @@ Deno.test("model: updates, disconnects, cancels, power cuts, block faults, timeo
   const raceMove = fc.oneof(
     fc.constant(new Disconnect()),
     fc.constant(new Cancel()),
+    fc.constant(new Reboot()),
     powerCut,
     blockFaults,
     advanceTime,
@@ -250,6 +266,7 @@ Deno.test("model: updates, disconnects, cancels, power cuts, block faults, timeo
     fc.constant(new NewUpdate()),
     fc.constant(new Disconnect()),
     fc.constant(new Cancel()),
+    fc.constant(new Reboot()),
     powerCut,
     blockFaults,
     advanceTime,
