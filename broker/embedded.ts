@@ -28,6 +28,38 @@ export interface BrokerTls {
 }
 
 /**
+ * aedes options with a `published` hook that always calls back on a later microtask.
+ *
+ * aedes reads a client's next bytes from inside the callback that ends the previous packet. A
+ * QoS 0 publish that nobody defers (no subscriber, or only in-process listeners that call back
+ * at once) ends synchronously, so that read re-enters mqtt-packet's parser in the middle of its
+ * loop: the packet is emitted twice and the bytes read with it are lost. Under Deno a socket can
+ * hand over data synchronously from that read, and about one connection in a few thousand lost
+ * the SUBSCRIBEs sent right after its shadow update: the device waited for SUBACKs that never
+ * came until a timer gave up (a 60 s stall, or a trial image reverted). Ending every publish on a
+ * microtask lets the parser finish its loop first.
+ *
+ * @example
+ * ```ts
+ * import { Aedes } from "aedes";
+ * import { withDeferredPublished } from "./embedded.ts";
+ * const broker = await Aedes.createBroker(withDeferredPublished({}));
+ * broker.close();
+ * ```
+ */
+export function withDeferredPublished(options: AedesOptions): AedesOptions {
+  const published = options.published;
+  return {
+    ...options,
+    published(packet, client, callback) {
+      const later = (error?: Error | null) => queueMicrotask(() => callback(error ?? null));
+      if (published) published(packet, client, later);
+      else later(null);
+    },
+  };
+}
+
+/**
  * Starts aedes on `127.0.0.1:port`.
  *
  * @example
@@ -40,7 +72,7 @@ export interface BrokerTls {
 export async function startEmbeddedBroker(
   options: { port?: number; aedes?: AedesOptions; tls?: BrokerTls } = {},
 ): Promise<EmbeddedBroker> {
-  const broker = await Aedes.createBroker(options.aedes ?? {});
+  const broker = await Aedes.createBroker(withDeferredPublished(options.aedes ?? {}));
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     socket.setNoDelay(true);
