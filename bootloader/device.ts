@@ -418,8 +418,16 @@ export class Device {
 
   /** Cuts power now. RAM state is gone; flash keeps what it had. */
   powerOff(): void {
+    this.#powerDown({ powerLoss: true });
+  }
+
+  /**
+   * Stops the device. A reset the device makes itself (software reboot, watchdog, self-test
+   * timer) also reverts an unconfirmed trial, but that is the image's doing, not a power loss.
+   */
+  #powerDown({ powerLoss }: { powerLoss: boolean }): void {
     const wasOn = this.#state !== "off";
-    if (wasOn) this.#noteTrialInterrupted();
+    if (wasOn && powerLoss) this.#noteTrialInterrupted();
     this.flash.powerOff();
     this.#clearRam();
     this.#state = "off";
@@ -429,7 +437,7 @@ export class Device {
   /** Power-cycles the device. */
   async reset(reason: string): Promise<BootOutcome> {
     this.resets.push({ reason, at: this.clock.now() });
-    this.powerOff();
+    this.#powerDown({ powerLoss: false });
     return await this.powerOn();
   }
 

@@ -38,3 +38,17 @@ Deno.test("device: a power cut by a flash operation during a trial counts as wel
   device.powerOff();
   assert.equal(device.trialsInterrupted, 1, "unchanged: the image had confirmed itself");
 });
+
+Deno.test("device: a reset the device makes itself during a trial (a timer, the watchdog) reverts it but is no power loss", async () => {
+  const { device } = await factoryDevice();
+  await device.powerOn();
+  await installUpdate(device, await testImage({ version: "1.1.0", securityCounter: 2 }));
+  assert.equal(device.running?.trial, true);
+  await device.reset("self-test timer expired");
+  assert.equal(device.running?.version, "1.0.0+0", "the unconfirmed trial was reverted");
+  assert.equal(
+    device.trialsInterrupted,
+    0,
+    "the fleet must not excuse this failure as a power cut",
+  );
+});
