@@ -84,6 +84,31 @@ export class FlashArea {
     this.#flash.program(this.offset + offset, data);
   }
 
+  /**
+   * Copies sector `sourceSector` of `source` onto this area's sector `sector` in `chunkSize`
+   * pieces (see {@linkcode NorFlash.copySector}); both areas must be on the same chip.
+   */
+  copySectorFrom(source: FlashArea, sourceSector: number, sector: number, chunkSize: number): void {
+    if (source.#flash !== this.#flash) {
+      throw new RangeError(`Cannot copy from '${source.name}' to '${this.name}': different chips`);
+    }
+    for (const [area, index] of [[source, sourceSector], [this, sector]] as const) {
+      if (!Number.isInteger(index) || index < 0 || index >= area.sectorCount) {
+        throw new FlashError(
+          "out-of-range",
+          `Cannot copy sector ${index} of '${area.name}': it has sectors 0..${
+            area.sectorCount - 1
+          }`,
+        );
+      }
+    }
+    this.#flash.copySector(
+      source.#firstSector + sourceSector,
+      this.#firstSector + sector,
+      chunkSize,
+    );
+  }
+
   /** Erases one sector of the area (index within the area). */
   eraseSector(index: number): void {
     if (!Number.isInteger(index) || index < 0 || index >= this.sectorCount) {

@@ -7,8 +7,6 @@
  * @module
  */
 
-import { isFilledWith } from "../lib/bytes.ts";
-import { ERASED } from "./flash.ts";
 import type { FlashArea } from "./flash_area.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";
@@ -30,13 +28,9 @@ import {
 export const COPY_CHUNK = 1024;
 
 function copySector(from: FlashArea, fromSector: number, to: FlashArea, toSector: number): void {
-  const size = from.sectorSize;
   to.eraseSectorIfNeeded(toSector);
-  for (let at = 0; at < size; at += COPY_CHUNK) {
-    const chunk = from.read(fromSector * size + at, COPY_CHUNK);
-    // Programming erased bytes changes nothing; skipping them saves operations and wear.
-    if (!isFilledWith(chunk, ERASED)) to.program(toSector * size + at, chunk);
-  }
+  // Chunk by chunk; chunks that read as erased are skipped (saves operations and wear).
+  to.copySectorFrom(from, fromSector, toSector, COPY_CHUNK);
 }
 
 /** Starts a new swap of `sectors` image sectors and runs it to the end. */

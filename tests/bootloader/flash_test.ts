@@ -302,3 +302,59 @@ Deno.test("NorFlash protection: read-only refuses programs and erases, one-time-
   refused(() => copy.eraseSector(3));
   copy.eraseSector(1);
 });
+
+Deno.test("NorFlash: property: a sector copy shares the buffer yet reads, counts and erases as the chunked copy does", () => {
+  const chunkSize = 1024;
+  const chunks = fc.array(
+    fc.option(fc.uint8Array({ minLength: chunkSize, maxLength: chunkSize })),
+    {
+      minLength: 4,
+      maxLength: 4,
+    },
+  );
+  fc.assert(
+    fc.property(chunks, (content) => {
+      const build = () => {
+        const chip = new NorFlash({ sectorCount: 3 });
+        content.forEach((chunk, i) => {
+          if (chunk) chip.program(i * chunkSize, chunk);
+        });
+        return chip;
+      };
+      const shared = build();
+      const chunked = build();
+      // An armed cut (far away) leaves only the chunk-by-chunk path.
+      chunked.cutPowerAt({ atOperation: 1_000_000, torn: false });
+      const before = shared.stats;
+      shared.copySector(0, 1, chunkSize);
+      chunked.copySector(0, 1, chunkSize);
+      assert.deepEqual(shared.stats, chunked.stats);
+      const programmed = content.filter((c) => c && c.some((b) => b !== ERASED)).length;
+      assert.equal(shared.stats.operations - before.operations, programmed);
+      assert.deepEqual(shared.read(4096, 4096), chunked.read(4096, 4096));
+      assert.deepEqual(shared.read(4096, 4096), shared.read(0, 4096));
+      assert.equal(shared.sharesSectorWith(1, shared, 0), programmed > 0);
+      // Copy-on-write: changing the source leaves the copy as it was.
+      const copy = shared.read(4096, 4096);
+      shared.eraseSector(0);
+      assert.deepEqual(shared.read(4096, 4096), copy);
+      assert.ok(shared.isErased(0, 4096));
+    }),
+  );
+});
+
+Deno.test("NorFlash: a sector copy struck by a power cut stops at the same operation as a chunked copy", () => {
+  const chip = new NorFlash({ sectorCount: 2 });
+  chip.program(0, new Uint8Array(4096).fill(0x5a));
+  chip.cutPowerAt({ atOperation: 3, torn: false });
+  assert.throws(() => chip.copySector(0, 1, 1024), (error: unknown) => isPowerCut(error));
+  chip.powerOn();
+  assert.deepEqual(chip.read(4096, 2048), new Uint8Array(2048).fill(0x5a), "two chunks made it");
+  assert.ok(chip.isErased(4096 + 2048, 2048), "the cut third chunk and the fourth did not");
+});
+
+Deno.test("NorFlash: a sector copy refuses a chunk size that does not divide a sector", () => {
+  const chip = new NorFlash({ sectorCount: 2 });
+  assert.throws(() => chip.copySector(0, 1, 1000), RangeError);
+  assert.throws(() => chip.copySector(0, 2, 1024), FlashError);
+});
