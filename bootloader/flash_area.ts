@@ -92,16 +92,8 @@ export class FlashArea {
     if (source.#flash !== this.#flash) {
       throw new RangeError(`Cannot copy from '${source.name}' to '${this.name}': different chips`);
     }
-    for (const [area, index] of [[source, sourceSector], [this, sector]] as const) {
-      if (!Number.isInteger(index) || index < 0 || index >= area.sectorCount) {
-        throw new FlashError(
-          "out-of-range",
-          `Cannot copy sector ${index} of '${area.name}': it has sectors 0..${
-            area.sectorCount - 1
-          }`,
-        );
-      }
-    }
+    source.#checkSector(sourceSector, "copy");
+    this.#checkSector(sector, "copy");
     this.#flash.copySector(
       source.#firstSector + sourceSector,
       this.#firstSector + sector,
@@ -111,12 +103,7 @@ export class FlashArea {
 
   /** Erases one sector of the area (index within the area). */
   eraseSector(index: number): void {
-    if (!Number.isInteger(index) || index < 0 || index >= this.sectorCount) {
-      throw new FlashError(
-        "out-of-range",
-        `Cannot erase sector ${index} of '${this.name}': it has sectors 0..${this.sectorCount - 1}`,
-      );
-    }
+    this.#checkSector(index, "erase");
     this.#flash.eraseSector(this.#firstSector + index);
   }
 
@@ -129,6 +116,17 @@ export class FlashArea {
   isErased(offset: number, length: number): boolean {
     this.#check(offset, length, "blank-check");
     return this.#flash.isErased(this.offset + offset, length);
+  }
+
+  #checkSector(index: number, action: string): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.sectorCount) {
+      throw new FlashError(
+        "out-of-range",
+        `Cannot ${action} sector ${index} of '${this.name}': it has sectors 0..${
+          this.sectorCount - 1
+        }`,
+      );
+    }
   }
 
   #check(offset: number, length: number, action: string): void {
