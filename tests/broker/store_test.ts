@@ -96,3 +96,60 @@ Deno.test("store: a database from before the deadline column is migrated and its
     Deno.removeSync(directory, { recursive: true });
   }
 });
+
+Deno.test("store: reads served from memory agree with the file after writes, a rollback and reopening", () => {
+  const directory = Deno.makeTempDirSync();
+  const path = `${directory}/cloud.db`;
+  const store = new SqliteStore(path);
+  const fromFile = () => new SqliteStore(path);
+  const job = {
+    jobId: "job-a",
+    status: "IN_PROGRESS" as const,
+    spec: { document: { v: 1 } },
+    createdAt: 1,
+    pending: ["t3", "t4"],
+    notifiedAt: [],
+    reason: null,
+  };
+  try {
+    store.putJob(job);
+    // Counted (and cached) before the writes that follow, which must keep the counts exact.
+    assert.deepEqual(store.executionStatusCounts("job-a"), {});
+    assert.equal(store.getExecution("job-a", "t1"), null);
+    store.putExecution(execution("job-a", "t1", "QUEUED"));
+    store.putExecution(execution("job-a", "t2", "QUEUED"));
+    store.putExecution(execution("job-a", "t1", "IN_PROGRESS"));
+    store.putExecution(execution("job-b", "t1", "QUEUED"));
+    assert.deepEqual(store.executionStatusCounts("job-a"), { QUEUED: 1, IN_PROGRESS: 1 });
+    assert.throws(() =>
+      store.transaction(() => {
+        store.putExecution(execution("job-a", "t2", "SUCCEEDED"));
+        store.putJob({ ...job, pending: [] });
+        throw new Error("abandoned");
+      }), /abandoned/);
+    const other = fromFile();
+    try {
+      for (const s of [store, other]) {
+        assert.deepEqual(s.executionStatusCounts("job-a"), { QUEUED: 1, IN_PROGRESS: 1 });
+        assert.equal(s.getExecution("job-a", "t2")?.status, "QUEUED");
+        assert.deepEqual(s.getJob("job-a")?.pending, ["t3", "t4"]);
+        // Replaced rows move to the end, in memory as in the file.
+        assert.deepEqual(s.executionsOfThing("t1").map((e) => `${e.jobId}:${e.status}`), [
+          "job-a:IN_PROGRESS",
+          "job-b:QUEUED",
+        ]);
+      }
+    } finally {
+      other.close();
+    }
+    // A cached record cannot be changed in place behind the store's back.
+    const cached = store.getJob("job-a")!;
+    assert.throws(() => (cached.pending as string[]).push("t9"), TypeError);
+    assert.throws(() => {
+      (store.getExecution("job-a", "t1")!.statusDetails as Record<string, string>).x = "y";
+    }, TypeError);
+  } finally {
+    store.close();
+    Deno.removeSync(directory, { recursive: true });
+  }
+});
