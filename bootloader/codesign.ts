@@ -275,23 +275,40 @@ export async function signData(privateKey: CryptoKey, data: Uint8Array): Promise
  * or mixed image.
  */
 export class VerificationCache {
-  readonly #results = new Map<string, boolean>();
-  readonly #capacity: number;
+  readonly #results = new BoundedCache<string, Promise<boolean>>(4096);
   /** Creates a cache holding up to `capacity` results. */
   constructor(capacity = 4096) {
+    this.#results = new BoundedCache(capacity);
+  }
+  /**
+   * The result for `key`, computed once: callers that ask while the first verification is still
+   * running share it (a thousand devices booting the same image at once verified it a thousand
+   * times while each one's await was pending).
+   */
+  result(key: string, verify: () => Promise<boolean>): Promise<boolean> {
+    return this.#results.getOrAdd(key, verify);
+  }
+}
+
+/**
+ * A map that keeps at most `capacity` entries (the oldest go first) and computes a missing
+ * value once.
+ */
+class BoundedCache<K, V> {
+  readonly #entries = new Map<K, V>();
+  readonly #capacity: number;
+  constructor(capacity: number) {
     this.#capacity = capacity;
   }
-  /** Cached result, if any. */
-  get(key: string): boolean | undefined {
-    return this.#results.get(key);
-  }
-  /** Stores a result, evicting the oldest entry when full. */
-  set(key: string, value: boolean): void {
-    if (this.#results.size >= this.#capacity) {
-      const oldest = this.#results.keys().next().value;
-      if (oldest !== undefined) this.#results.delete(oldest);
+  /** The value of `key`, or what `compute` returns (if it throws, nothing is added). */
+  getOrAdd(key: K, compute: () => V): V {
+    if (this.#entries.has(key)) return this.#entries.get(key)!;
+    const value = compute();
+    if (this.#entries.size >= this.#capacity) {
+      this.#entries.delete(this.#entries.keys().next().value!);
     }
-    this.#results.set(key, value);
+    this.#entries.set(key, value);
+    return value;
   }
 }
 
@@ -308,7 +325,8 @@ export interface VerifyingKey {
 
 /**
  * Verifies a DER ECDSA P-256/SHA-256 signature over `message`, whose SHA-256 the caller has
- * already computed as `digest`. Malformed signatures verify as false, never throw.
+ * already computed as `digest`. Malformed signatures verify as false, never throw. `message`
+ * may be a function that reads it: it is called only when the cache does not know the answer.
  *
  * @example
  * ```ts
@@ -321,26 +339,20 @@ export interface VerifyingKey {
  */
 export async function verifySignature(
   signer: VerifyingKey,
-  message: Uint8Array,
+  message: Uint8Array | (() => Uint8Array),
   digest: Uint8Array,
   derSignature: Uint8Array,
   cache: VerificationCache = defaultVerificationCache,
 ): Promise<boolean> {
   const cacheKey = `${toHex(signer.keyHash)}:${toHex(digest)}:${toHex(derSignature)}`;
-  const known = cache.get(cacheKey);
-  if (known !== undefined) return known;
-  const raw = derSignatureToRaw(derSignature);
-  let valid = false;
-  if (raw.ok) {
-    valid = await crypto.subtle.verify(
-      ECDSA_SHA256,
-      signer.key,
-      toArrayBuffer(raw.value),
-      toArrayBuffer(message),
-    );
-  }
-  cache.set(cacheKey, valid);
-  return valid;
+  return await cache.result(cacheKey, () => {
+    const raw = derSignatureToRaw(derSignature);
+    if (!raw.ok) return Promise.resolve(false);
+    // Read before anything is cached: a read that throws (power lost) is this caller's alone.
+    const bytes = toArrayBuffer(typeof message === "function" ? message() : message);
+    return crypto.subtle.verify(ECDSA_SHA256, signer.key, toArrayBuffer(raw.value), bytes)
+      .catch(() => false);
+  });
 }
 
 /**
@@ -572,12 +584,7 @@ export interface CodeSigner {
   readonly certificate: Certificate;
 }
 
-const chainCache = new Map<string, Checked<true>>();
-
 async function checkIssuedBy(cert: Certificate, root: Certificate): Promise<Checked<true>> {
-  const key = `${toHex(sha256(certificateDer(cert)))}:${toHex(sha256(certificateDer(root)))}`;
-  const known = chainCache.get(key);
-  if (known) return known;
   let result: Checked<true>;
   if (cert.issuer !== root.subject) {
     result = {
@@ -609,8 +616,6 @@ async function checkIssuedBy(cert: Certificate, root: Certificate): Promise<Chec
       reason: `certificate signature does not verify against the trusted root '${root.subject}'`,
     };
   }
-  if (chainCache.size > 1024) chainCache.clear();
-  chainCache.set(key, result);
   return result;
 }
 
@@ -661,21 +666,59 @@ export async function checkDeviceCertificate(
   return await checkLeaf(cert, ca, options, DEVICE_IDENTITY);
 }
 
+/**
+ * What a certificate is, by content, against a root and for a purpose, apart from the time:
+ * computed once per process and shared by the callers that ask while it is being computed
+ * (every device of a fleet checks the same signer at every boot, and parsing its extensions
+ * and verifying its signature was a tenth of a device's CPU).
+ */
+const leafChecks = new BoundedCache<string, Promise<Checked<CodeSigner>>>(1024);
+const fingerprints = new WeakMap<Certificate, string>();
+
+function fingerprint(cert: Certificate): string {
+  let known = fingerprints.get(cert);
+  if (!known) {
+    known = toHex(sha256(certificateDer(cert)));
+    fingerprints.set(cert, known);
+  }
+  return known;
+}
+
 async function checkLeaf(
   cert: Certificate,
   root: Certificate,
   options: { at?: Date },
   purpose: LeafPurpose,
 ): Promise<Checked<CodeSigner>> {
-  try {
-    return await checkLeafUnguarded(cert, root, options, purpose);
-  } catch (error) {
-    // Fields are parsed lazily by the X.509 library: a malformed one surfaces only here.
+  const checked = await leafChecks.getOrAdd(
+    `${purpose.eku}:${fingerprint(cert)}:${fingerprint(root)}`,
+    async () => {
+      try {
+        return await checkLeafUnguarded(cert, root, purpose);
+      } catch (error) {
+        // Fields are parsed lazily by the X.509 library: a malformed one surfaces only here.
+        return {
+          ok: false,
+          reason: `cannot check ${purpose.role} certificate: ${(error as Error).message}`,
+        };
+      }
+    },
+  );
+  if (!checked.ok || !options.at) return checked;
+  const at = options.at.getTime();
+  if (at < cert.notBefore.getTime()) {
     return {
       ok: false,
-      reason: `cannot check ${purpose.role} certificate: ${(error as Error).message}`,
+      reason: `${purpose.role} certificate is not valid before ${cert.notBefore.toISOString()}`,
     };
   }
+  if (at > cert.notAfter.getTime()) {
+    return {
+      ok: false,
+      reason: `${purpose.role} certificate expired at ${cert.notAfter.toISOString()}`,
+    };
+  }
+  return checked;
 }
 
 /** What a leaf certificate is checked for: its ExtendedKeyUsage, and its role in reasons. */
@@ -695,7 +738,6 @@ const DEVICE_IDENTITY: LeafPurpose = {
 async function checkLeafUnguarded(
   cert: Certificate,
   root: Certificate,
-  options: { at?: Date },
   purpose: LeafPurpose,
 ): Promise<Checked<CodeSigner>> {
   const role = purpose.role;
@@ -736,18 +778,6 @@ async function checkLeafUnguarded(
       ok: false,
       reason: `${role} certificate lacks ExtendedKeyUsage ${purpose.ekuName}`,
     };
-  }
-  if (options.at) {
-    const at = options.at.getTime();
-    if (at < cert.notBefore.getTime()) {
-      return {
-        ok: false,
-        reason: `${role} certificate is not valid before ${cert.notBefore.toISOString()}`,
-      };
-    }
-    if (at > cert.notAfter.getTime()) {
-      return { ok: false, reason: `${role} certificate expired at ${cert.notAfter.toISOString()}` };
-    }
   }
   let key: CryptoKey;
   try {
