@@ -79,8 +79,7 @@ function describe(trailer: SlotTrailer): string {
 
 /** A slot's image region (the trailer sector excluded) as a byte source for the decoder. */
 export function imageSource(area: FlashArea): ByteSource {
-  const size = (area.sectorCount - 1) * area.sectorSize;
-  return { size, read: (offset: number, length: number) => area.read(offset, length) };
+  return area.source((area.sectorCount - 1) * area.sectorSize);
 }
 
 function sectorsFor(areas: DeviceAreas, ...images: (DecodedImage | undefined)[]): number {

@@ -151,8 +151,7 @@ export async function verifySecondStage(
   | { ok: true; stage: SecondStageFacts }
   | { ok: false; reason: string }
 > {
-  const source = { size: area.size, read: (o: number, l: number) => area.read(o, l) };
-  const validated = await validateImage(source, {
+  const validated = await validateImage(area.source(), {
     root,
     ...(options.at ? { at: options.at } : {}),
     ...(options.cache ? { cache: options.cache } : {}),

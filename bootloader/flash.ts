@@ -353,16 +353,43 @@ export class NorFlash {
 
   /** Reads `length` bytes at `offset` into a new array. */
   read(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let done = 0;
+    this.visit(offset, length, (bytes) => {
+      out.set(bytes, done);
+      done += bytes.length;
+    });
+    return out;
+  }
+
+  /**
+   * Reads a range without copying it: `visitor` gets it in per-sector pieces, views of the chip's
+   * own buffers (or of an erased buffer), which it must neither change nor keep. Hashing an
+   * image this way spares a copy of the slot at every boot. Counts as a read.
+   */
+  visit(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void {
     this.#checkPower();
     this.#checkRange(offset, length, "read");
     this.#stats.reads++;
     this.#stats.bytesRead += length;
-    const out = new Uint8Array(length);
-    for (const { data, done, chunk } of this.#spans(offset, length)) {
-      if (data) out.set(data, done);
-      else out.fill(ERASED, done, done + chunk);
+    const { sectorSize } = this.geometry;
+    for (let done = 0; done < length;) {
+      const at = offset + done;
+      const within = at % sectorSize;
+      const chunk = Math.min(length - done, sectorSize - within);
+      const stored = this.#sectors[(at - within) / sectorSize];
+      visitor(
+        stored ? stored.subarray(within, within + chunk) : this.#erasedSector().subarray(0, chunk),
+      );
+      done += chunk;
     }
-    return out;
+  }
+
+  #erased: Uint8Array | null = null;
+
+  #erasedSector(): Uint8Array {
+    this.#erased ??= new Uint8Array(this.geometry.sectorSize).fill(ERASED);
+    return this.#erased;
   }
 
   /** True when the range reads as erased (a blank check; counts as a read). */
@@ -370,27 +397,16 @@ export class NorFlash {
     this.#checkPower();
     this.#checkRange(offset, length, "blank-check");
     this.#stats.reads++;
-    for (const { data } of this.#spans(offset, length)) {
-      if (data && !isFilledWith(data, ERASED)) return false;
-    }
-    return true;
-  }
-
-  /** The per-sector pieces of a range: the stored bytes, or null where the sector is erased. */
-  *#spans(
-    offset: number,
-    length: number,
-  ): Generator<{ data: Uint8Array | null; done: number; chunk: number }> {
     const { sectorSize } = this.geometry;
-    let done = 0;
-    while (done < length) {
+    for (let done = 0; done < length;) {
       const at = offset + done;
       const within = at % sectorSize;
       const chunk = Math.min(length - done, sectorSize - within);
-      const stored = this.#sectors[Math.floor(at / sectorSize)];
-      yield { data: stored ? stored.subarray(within, within + chunk) : null, done, chunk };
+      const stored = this.#sectors[(at - within) / sectorSize];
+      if (stored && !isFilledWith(stored.subarray(within, within + chunk), ERASED)) return false;
       done += chunk;
     }
+    return true;
   }
 
   /**

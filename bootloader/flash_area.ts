@@ -78,6 +78,28 @@ export class FlashArea {
     return this.#flash.read(this.offset + offset, length);
   }
 
+  /** Reads bytes at an area offset without copying them (see {@linkcode NorFlash.visit}). */
+  visit(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void {
+    this.#check(offset, length, "read");
+    this.#flash.visit(this.offset + offset, length, visitor);
+  }
+
+  /**
+   * The first `size` bytes of the area as a source for the image decoder and validator (which
+   * hashes through `visit`, without copying the slot).
+   */
+  source(size: number = this.size): {
+    readonly size: number;
+    read(offset: number, length: number): Uint8Array;
+    visit(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void;
+  } {
+    return {
+      size,
+      read: (offset, length) => this.read(offset, length),
+      visit: (offset, length, visitor) => this.visit(offset, length, visitor),
+    };
+  }
+
   /** Programs bytes at an area offset (write-unit aligned). */
   program(offset: number, data: Uint8Array): void {
     this.#check(offset, data.length, "program");

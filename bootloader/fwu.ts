@@ -268,12 +268,11 @@ export class FirmwareUpdateService {
     if (offset + block.length > this.maxSize) return PsaStatus.ERROR_INSUFFICIENT_STORAGE;
     const padded = new Uint8Array(alignUp(block.length, unit)).fill(ERASED);
     padded.set(block);
-    const existing = secondary.read(offset, padded.length);
     // The common case, a block landing on erased flash, is one program: the unit-by-unit walk
     // (a block rewritten after a power cut) costs three subarrays per 8-byte unit.
-    const status = isFilledWith(existing, ERASED)
+    const status = secondary.isErased(offset, padded.length)
       ? this.#storage(() => secondary.program(offset, padded))
-      : this.#rewrite(offset, padded, existing);
+      : this.#rewrite(offset, padded, secondary.read(offset, padded.length));
     if (status === "conflict") {
       return this.#fail(
         PsaStatus.ERROR_STORAGE_FAILURE,
@@ -317,7 +316,7 @@ export class FirmwareUpdateService {
     if (guard !== PsaStatus.SUCCESS) return guard;
     const { secondary } = this.#context.areas;
     const result = await validateImage(
-      { size: this.maxSize, read: (offset, length) => secondary.read(offset, length) },
+      secondary.source(this.maxSize),
       {
         root: this.#context.rom.root,
         minimumSecurityCounter: this.#fuses.read(),
@@ -360,7 +359,7 @@ export class FirmwareUpdateService {
     const state = this.state;
     if (state !== S.CANDIDATE) return PsaStatus.ERROR_BAD_STATE;
     const { secondary } = this.#context.areas;
-    const candidate = decodeImage({ size: this.maxSize, read: (o, l) => secondary.read(o, l) });
+    const candidate = decodeImage(secondary.source(this.maxSize));
     if (!candidate.ok) return this.#fail(PsaStatus.ERROR_DATA_INVALID, candidate.reason);
     // In recovery no image runs to compare with: the security counter below still refuses an
     // image older than the device has accepted.

@@ -48,8 +48,12 @@ const READ_CHUNK = 16 * 1024;
  */
 export function digestSource(source: ByteSource, length: number): Uint8Array {
   const hash = createHash("sha256");
-  for (let at = 0; at < length; at += READ_CHUNK) {
-    hash.update(source.read(at, Math.min(READ_CHUNK, length - at)));
+  if (source.visit) {
+    source.visit(0, length, (bytes) => hash.update(bytes));
+  } else {
+    for (let at = 0; at < length; at += READ_CHUNK) {
+      hash.update(source.read(at, Math.min(READ_CHUNK, length - at)));
+    }
   }
   return new Uint8Array(hash.digest());
 }
@@ -88,10 +92,10 @@ export async function validateImage(
   if (!bytesEqual(signer.value.verifier.keyHash, image.keyHash)) {
     return refuse("KEYHASH does not match the signer certificate's key");
   }
-  const region = source.read(0, image.hashedSize);
   const valid = await verifySignature(
     signer.value.verifier,
-    region,
+    // Read only if this signature over this digest was never checked (a fleet checks it once).
+    () => source.read(0, image.hashedSize),
     digest,
     image.signature,
     options.cache,
