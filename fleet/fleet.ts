@@ -35,6 +35,7 @@ import { FleetSupervisor } from "./supervisor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { secondStagePayload } from "../bootloader/first_stage.ts";
 import { provisionSecureElement, SecureElement } from "../bootloader/secure_element.ts";
+import { startCpuProfile } from "../lib/cpu_profiler.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -85,7 +86,9 @@ export const USAGE = `Usage: deno task fleet [options]
   --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)
   --latency MS             every message to a device arrives MS later (+-25% jitter, order kept)
   --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
-  --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)`;
+  --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)
+  --cpu-profile DIR        write a V8 CPU profile of the main thread and of every Worker into
+                           DIR (summarize with tools/cpu_profile.ts, or open in DevTools)`;
 
 export { UsageError };
 
@@ -113,6 +116,8 @@ interface Options {
   /** How devices log in. */
   identity: "secret" | "secure-element";
   report: string;
+  /** Directory for CPU profiles of the main thread and the Workers. */
+  cpuProfile?: string;
   cancelAt?: number;
   badImageShare: number;
   badImageBehavior: Behavior;
@@ -207,6 +212,7 @@ export function parseFleetArgs(args: string[]): Options {
             "bandwidth",
             "loss",
             "identity",
+            "cpu-profile",
           ]
             .map((name) => [name, { type: "string" as const }]),
         ),
@@ -295,6 +301,7 @@ export function parseFleetArgs(args: string[]): Options {
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
+    ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
     badImageShare: rate("bad-image-share", 0),
     shard: parseShard(v.shard),
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
@@ -636,6 +643,7 @@ export async function runFleet(
       telemetryMs: 250,
       ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
       ...(options.network ? { network: options.network } : {}),
+      ...(options.cpuProfile ? { cpuProfileDir: options.cpuProfile } : {}),
     },
     log: (line) => logs.push(line),
   });
@@ -1012,6 +1020,8 @@ if (import.meta.main) {
       )
       : null;
     let barStarted = false;
+    if (options.cpuProfile) await Deno.mkdir(options.cpuProfile, { recursive: true });
+    const stopCpuProfile = options.cpuProfile ? await startCpuProfile() : null;
     const report = await runFleet(
       options,
       (line) => console.log(line),
@@ -1040,6 +1050,7 @@ if (import.meta.main) {
         : undefined,
     );
     bar?.stop();
+    await stopCpuProfile?.(`${options.cpuProfile}/main.cpuprofile`);
     await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
     const o = report.outcome;
     console.log(`

@@ -17,6 +17,7 @@ import {
   factoryChip,
 } from "./device_actor.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
+import { startCpuProfile } from "../lib/cpu_profiler.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -26,6 +27,8 @@ const scope = self as unknown as {
 const actors = new Map<string, DeviceActor>();
 let environment: ActorEnvironment | null = null;
 let telemetryTimer: ReturnType<typeof setInterval> | undefined;
+let stopCpuProfile: ((path: string) => Promise<void>) | null = null;
+let cpuProfilePath = "";
 
 const post = (message: FromWorker) => scope.postMessage(message);
 
@@ -91,6 +94,10 @@ async function handle(message: ToWorker): Promise<void> {
         ...(init.deviceLogs ? { deviceLogs: true } : {}),
         ...(init.erasePreviousImage ? { erasePreviousImage: true } : {}),
       };
+      if (init.cpuProfileDir) {
+        stopCpuProfile = await startCpuProfile();
+        cpuProfilePath = `${init.cpuProfileDir}/worker-${init.workerIndex}.cpuprofile`;
+      }
       telemetryTimer = setInterval(() => {
         postTelemetry();
         for (const actor of actors.values()) void actor.watchdog();
@@ -133,6 +140,7 @@ async function handle(message: ToWorker): Promise<void> {
     case "stop":
       clearInterval(telemetryTimer);
       await Promise.all([...actors.values()].map((a) => a.stop()));
+      await stopCpuProfile?.(cpuProfilePath);
       post({ type: "stopped" });
       return;
   }
