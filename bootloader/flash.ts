@@ -9,6 +9,7 @@
  * @module
  */
 
+import { createHash, type Hash } from "node:crypto";
 import { bytesEqual, isFilledWith } from "../lib/bytes.ts";
 import { type Random, seededRandom } from "../lib/random.ts";
 
@@ -181,6 +182,35 @@ function intern(bytes: Uint8Array): Uint8Array {
     poolCleanup.register(bytes, key);
   }
   return bytes;
+}
+
+/** The pooled buffer holding exactly `bytes`, if there is one. */
+function pooled(bytes: Uint8Array): Uint8Array | null {
+  const existing = sectorPool.get(contentKey(bytes))?.deref();
+  return existing && bytesEqual(existing, bytes) ? existing : null;
+}
+
+/**
+ * SHA-256 states after runs of whole sectors whose buffers can no longer change (shared ones are
+ * copied before any write, erased ones have none), as a trie keyed by buffer identity: a node
+ * is `<parent node>:<buffer id>`. A thousand devices holding the same image in the same pooled
+ * buffers hash it once; a device with one different sector branches off there and hashes the
+ * rest itself. Process-wide, cleared when it grows past its bound.
+ */
+const digestTrie = new Map<string, { readonly node: number; readonly state: Hash }>();
+const DIGEST_TRIE_LIMIT = 50_000;
+const bufferIds = new WeakMap<Uint8Array, number>();
+let nextBufferId = 1;
+let nextTrieNode = 1;
+
+function bufferId(buffer: Uint8Array | null): number {
+  if (!buffer) return 0;
+  let id = bufferIds.get(buffer);
+  if (id === undefined) {
+    id = nextBufferId++;
+    bufferIds.set(buffer, id);
+  }
+  return id;
 }
 
 /**
@@ -385,6 +415,53 @@ export class NorFlash {
     }
   }
 
+  /**
+   * SHA-256 of a range (counts as a read). The same bytes as hashing {@linkcode NorFlash.read},
+   * computed once per process for runs of sectors no chip can change any more.
+   */
+  digest(offset: number, length: number): Uint8Array {
+    this.#checkPower();
+    this.#checkRange(offset, length, "read");
+    this.#stats.reads++;
+    this.#stats.bytesRead += length;
+    const { sectorSize } = this.geometry;
+    let live: Hash | null = null;
+    let matched: Hash | null = null;
+    let node = 0;
+    let memoizing = offset % sectorSize === 0;
+    for (let done = 0; done < length;) {
+      const at = offset + done;
+      const within = at % sectorSize;
+      const chunk = Math.min(length - done, sectorSize - within);
+      const sector = (at - within) / sectorSize;
+      const stored = this.#sectors[sector] ?? null;
+      const bytes = stored
+        ? stored.subarray(within, within + chunk)
+        : this.#erasedSector().subarray(0, chunk);
+      done += chunk;
+      memoizing &&= chunk === sectorSize && (stored === null || this.#shared[sector] === true);
+      if (!memoizing) {
+        live ??= matched ? matched.copy() : createHash("sha256");
+        live.update(bytes);
+        continue;
+      }
+      const key = `${node}:${bufferId(stored)}`;
+      const known = digestTrie.get(key);
+      if (known && !live) {
+        matched = known.state;
+        node = known.node;
+        continue;
+      }
+      live ??= matched ? matched.copy() : createHash("sha256");
+      live.update(bytes);
+      if (digestTrie.size >= DIGEST_TRIE_LIMIT) digestTrie.clear();
+      node = nextTrieNode++;
+      digestTrie.set(key, { node, state: live.copy() });
+    }
+    const final = live ?? matched?.copy() ?? createHash("sha256");
+    return new Uint8Array(final.digest());
+  }
+
   #erased: Uint8Array | null = null;
 
   #erasedSector(): Uint8Array {
@@ -432,6 +509,17 @@ export class NorFlash {
     this.#checkProgrammable(offset, data);
     const cut = this.#countOperation();
     this.#stats.programs++;
+    const whole = offset % sectorSize === 0 && data.length === sectorSize;
+    const same = !cut && whole && !this.#sectors[offset / sectorSize] ? pooled(data) : null;
+    if (same) {
+      // A whole erased sector programmed with bytes the pool holds (every device of a fleet
+      // receiving the same image) takes the pooled buffer: no copy to make and collect.
+      this.#sectors[offset / sectorSize] = same;
+      this.#shared[offset / sectorSize] = true;
+      this.#changed?.add(offset / sectorSize);
+      this.#stats.bytesProgrammed += data.length;
+      return;
+    }
     let units = data.length / writeUnit;
     let partialUnit = false;
     if (cut) {

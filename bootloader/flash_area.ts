@@ -78,25 +78,25 @@ export class FlashArea {
     return this.#flash.read(this.offset + offset, length);
   }
 
-  /** Reads bytes at an area offset without copying them (see {@linkcode NorFlash.visit}). */
-  visit(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void {
+  /** SHA-256 of bytes at an area offset (see {@linkcode NorFlash.digest}). */
+  digest(offset: number, length: number): Uint8Array {
     this.#check(offset, length, "read");
-    this.#flash.visit(this.offset + offset, length, visitor);
+    return this.#flash.digest(this.offset + offset, length);
   }
 
   /**
    * The first `size` bytes of the area as a source for the image decoder and validator (which
-   * hashes through `visit`, without copying the slot).
+   * hashes through `digest`, without copying the slot).
    */
   source(size: number = this.size): {
     readonly size: number;
     read(offset: number, length: number): Uint8Array;
-    visit(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void;
+    digest(length: number): Uint8Array;
   } {
     return {
       size,
       read: (offset, length) => this.read(offset, length),
-      visit: (offset, length, visitor) => this.visit(offset, length, visitor),
+      digest: (length) => this.digest(0, length),
     };
   }
 

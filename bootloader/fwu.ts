@@ -432,6 +432,11 @@ export class FirmwareUpdateService {
     return this.#context.areas.secondary.read(0, Math.max(0, Math.min(length, this.maxSize)));
   }
 
+  /** SHA-256 of what {@linkcode FirmwareUpdateService.readStaged} would return, without a copy. */
+  stagedDigest(length: number): Uint8Array {
+    return this.#context.areas.secondary.digest(0, Math.max(0, Math.min(length, this.maxSize)));
+  }
+
   /** `psa_fwu_request_reboot`. */
   requestReboot(): number {
     this.#context.requestReboot();

@@ -111,11 +111,8 @@ export interface ByteSource {
   readonly size: number;
   /** Reads `length` bytes at `offset` (never past `size`). */
   read(offset: number, length: number): Uint8Array;
-  /**
-   * Passes `length` bytes at `offset` to `visitor` in pieces it must neither change nor keep,
-   * without copying them (optional: `read` is used where absent).
-   */
-  visit?(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void;
+  /** SHA-256 of the first `length` bytes (optional: hashed from `read` where absent). */
+  digest?(length: number): Uint8Array;
 }
 
 /**

@@ -47,13 +47,10 @@ const READ_CHUNK = 16 * 1024;
  * ```
  */
 export function digestSource(source: ByteSource, length: number): Uint8Array {
+  if (source.digest) return source.digest(length);
   const hash = createHash("sha256");
-  if (source.visit) {
-    source.visit(0, length, (bytes) => hash.update(bytes));
-  } else {
-    for (let at = 0; at < length; at += READ_CHUNK) {
-      hash.update(source.read(at, Math.min(READ_CHUNK, length - at)));
-    }
+  for (let at = 0; at < length; at += READ_CHUNK) {
+    hash.update(source.read(at, Math.min(READ_CHUNK, length - at)));
   }
   return new Uint8Array(hash.digest());
 }

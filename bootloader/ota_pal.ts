@@ -203,8 +203,11 @@ export class OtaPal {
    */
   async checkFileSignature(file: OtaFileContext | null): Promise<number> {
     if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
-    return await this.checkDataSignature(
-      this.#context.fwu.readStaged(file.fileSize),
+    const { fwu } = this.#context;
+    // Hashed in place; the bytes are read only if no device of the process checked them yet.
+    return await this.#checkSignature(
+      fwu.stagedDigest(file.fileSize),
+      () => fwu.readStaged(file.fileSize),
       file.signature,
       file.certFilePath,
     );
@@ -216,6 +219,16 @@ export class OtaPal {
    */
   async checkDataSignature(
     bytes: Uint8Array,
+    signature: Uint8Array | null,
+    certFilePath: string,
+  ): Promise<number> {
+    const digest = new Uint8Array(createHash("sha256").update(bytes).digest());
+    return await this.#checkSignature(digest, bytes, signature, certFilePath);
+  }
+
+  async #checkSignature(
+    digest: Uint8Array,
+    message: Uint8Array | (() => Uint8Array),
     signature: Uint8Array | null,
     certFilePath: string,
   ): Promise<number> {
@@ -236,10 +249,9 @@ export class OtaPal {
     if (!signature || signature.length === 0) {
       return this.#error(OtaPalMainStatus.SignatureCheckFailed, "no signature in the file context");
     }
-    const digest = new Uint8Array(createHash("sha256").update(bytes).digest());
     const valid = await verifySignature(
       signer.value.verifier,
-      bytes,
+      message,
       digest,
       signature,
       this.#context.rom.verificationCache,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ERASED, FlashError, isPowerCut, NorFlash } from "../../bootloader/flash.ts";
+import { createHash } from "node:crypto";
 
 const unit = 8;
 
@@ -357,4 +358,100 @@ Deno.test("NorFlash: a sector copy refuses a chunk size that does not divide a s
   const chip = new NorFlash({ sectorCount: 2 });
   assert.throws(() => chip.copySector(0, 1, 1000), RangeError);
   assert.throws(() => chip.copySector(0, 2, 1024), FlashError);
+});
+
+Deno.test("NorFlash: property: digest() is the SHA-256 of read() on every chip, however their sectors are shared, torn or rewritten", () => {
+  const sectorSize = 256;
+  const sectorCount = 6;
+  // Few distinct contents, so whole-sector programs hit the pool and chips share buffers.
+  const contents = [0x00, 0x5a, 0xa5].map((v) => new Uint8Array(sectorSize).fill(v));
+  const op = fc.oneof(
+    fc.record({
+      kind: fc.constant("whole" as const),
+      chip: fc.nat(3),
+      sector: fc.nat(sectorCount - 1),
+      content: fc.nat(contents.length - 1),
+    }),
+    fc.record({
+      kind: fc.constant("part" as const),
+      chip: fc.nat(3),
+      unitIndex: fc.nat(sectorCount * sectorSize / unit - 2),
+      value: fc.nat(255),
+    }),
+    fc.record({
+      kind: fc.constant("erase" as const),
+      chip: fc.nat(3),
+      sector: fc.nat(sectorCount - 1),
+    }),
+    fc.record({
+      kind: fc.constant("copy" as const),
+      chip: fc.nat(3),
+      from: fc.nat(sectorCount - 1),
+      to: fc.nat(sectorCount - 1),
+    }),
+    fc.record({ kind: fc.constant("clone" as const), from: fc.nat(3), to: fc.nat(3) }),
+    fc.record({
+      kind: fc.constant("torn" as const),
+      chip: fc.nat(3),
+      sector: fc.nat(sectorCount - 1),
+      content: fc.nat(contents.length - 1),
+    }),
+  );
+  const range = fc.record({
+    offset: fc.nat(sectorCount * sectorSize - 1),
+    length: fc.nat(4 * sectorSize),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(op, { maxLength: 40 }),
+      fc.array(range, { minLength: 1, maxLength: 6 }),
+      (ops, ranges) => {
+        const chips = Array.from(
+          { length: 4 },
+          () => new NorFlash({ sectorCount, sectorSize, strict: false }),
+        );
+        const attempt = (work: () => void) => {
+          try {
+            work();
+          } catch (error) {
+            if (!(error instanceof FlashError) && !isPowerCut(error)) throw error;
+          }
+        };
+        for (const o of ops) {
+          if (o.kind === "clone") {
+            chips[o.to] = chips[o.from]!.clone();
+            continue;
+          }
+          const chip = chips[o.chip]!;
+          if (o.kind === "whole") {
+            attempt(() => chip.program(o.sector * sectorSize, contents[o.content]!));
+          }
+          if (o.kind === "part") {
+            attempt(() => chip.program(o.unitIndex * unit, new Uint8Array(2 * unit).fill(o.value)));
+          }
+          if (o.kind === "erase") attempt(() => chip.eraseSector(o.sector));
+          if (o.kind === "copy" && o.from !== o.to) {
+            attempt(() => {
+              chip.eraseSector(o.to);
+              chip.copySector(o.from, o.to, sectorSize / 4);
+            });
+          }
+          if (o.kind === "torn") {
+            chip.cutPowerAt({ atOperation: 1, torn: true });
+            attempt(() => chip.program(o.sector * sectorSize, contents[o.content]!));
+            chip.powerOn();
+          }
+          for (const c of chips) {
+            for (const r of ranges) {
+              const length = Math.min(r.length, sectorCount * sectorSize - r.offset);
+              const expected = new Uint8Array(
+                createHash("sha256").update(c.read(r.offset, length)).digest(),
+              );
+              assert.deepEqual(c.digest(r.offset, length), expected);
+            }
+          }
+        }
+      },
+    ),
+  );
 });
