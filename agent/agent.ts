@@ -293,6 +293,8 @@ export class OtaAgent {
   #queue: QueuedEvent[] = [];
   #running: Promise<void> | null = null;
   #requestTimer: TimerId | null = null;
+  #requestTimerFiresAt = 0;
+  #requestDeadline = 0;
   #selfTestTimer: TimerId | null = null;
   #jobBackoff = 0;
   #active: ActiveFile | null = null;
@@ -1738,10 +1740,25 @@ export class OtaAgent {
     });
   }
 
+  /**
+   * (Re)starts the request timer. Every block received pushes the deadline back; moving an armed
+   * timer that often was a tenth of the fleet's timer work, so a later deadline only moves
+   * `#requestDeadline` and the timer, when it fires early, sleeps the rest.
+   */
   #startRequestTimer(ms: number): void {
+    const deadline = this.#clock.now() + ms;
+    this.#requestDeadline = deadline;
+    if (this.#requestTimer !== null && this.#requestTimerFiresAt <= deadline) return;
+    this.#armRequestTimer(ms);
+  }
+
+  #armRequestTimer(ms: number): void {
     this.#stopRequestTimer();
+    this.#requestTimerFiresAt = this.#clock.now() + ms;
     this.#requestTimer = this.#clock.setTimer(ms, () => {
       this.#requestTimer = null;
+      const left = this.#requestDeadline - this.#clock.now();
+      if (left > 0) return this.#armRequestTimer(left);
       this.#signal({ type: "RequestTimer" });
     });
   }

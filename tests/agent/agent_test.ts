@@ -224,6 +224,38 @@ Deno.test("agent: a stalled download fails the job with the momentum reason and 
   await agent.shutdown();
 });
 
+Deno.test("agent: each block received pushes the request timeout back; silence re-requests exactly one timeout after the last block", async () => {
+  const { clock, mqtt, agent } = await agentOnFakes({ blocksPerRequest: 8 });
+  const { payload, image } = await jobPayload(6 * 1024);
+  agent.start();
+  await agent.idle();
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  assert.equal(mqtt.count("/get/cbor"), 1);
+  for (let i = 0; i < 4; i++) {
+    clock.advance(900);
+    agent.handleMessage(
+      "$aws/things/dev-1/streams/s1/data/cbor",
+      encodeStreamBlock({
+        fileId: 0,
+        blockId: i,
+        blockSize: 1024,
+        payload: image.subarray(i * 1024, (i + 1) * 1024),
+        hash: null,
+      }),
+    );
+    await agent.idle();
+  }
+  assert.equal(mqtt.count("/get/cbor"), 1, "blocks keep coming: no request again");
+  clock.advance(999);
+  await agent.idle();
+  assert.equal(mqtt.count("/get/cbor"), 1, "not before the timeout after the last block");
+  clock.advance(1);
+  await agent.idle();
+  assert.equal(mqtt.count("/get/cbor"), 2, "asked again for what is missing");
+  await agent.shutdown();
+});
+
 Deno.test("agent: blocks outside a download are dropped and counted; bad blocks never reach flash", async () => {
   const { device, mqtt, agent } = await agentOnFakes();
   const { payload, image } = await jobPayload();
