@@ -9,7 +9,7 @@
 import { DeviceRuntime } from "../agent/device_runtime.ts";
 import { fetchHttpPort } from "../agent/http_fetch.ts";
 import type { AgentCallbackEvent, AgentConfig } from "../agent/agent.ts";
-import type { BootRom } from "../bootloader/bootloader.ts";
+import type { BootRecord, BootRom } from "../bootloader/bootloader.ts";
 import { bootChain } from "../bootloader/first_stage.ts";
 import { SecureElement, type SecureElementChip } from "../bootloader/secure_element.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
@@ -171,7 +171,11 @@ export class DeviceActor {
   #wantOn = false;
   #marks: UpdateMarks | null = null;
   /** The last telemetry and what it was derived from: rebuilding it reads flash. */
-  #telemetry: { readonly key: string; readonly value: DeviceTelemetry } | null = null;
+  #telemetry: {
+    readonly key: string;
+    readonly record: BootRecord | null;
+    readonly value: DeviceTelemetry;
+  } | null = null;
   #marksChanged = 0;
 
   /** Builds a powered-off device from the factory chip (and the changes its flash went through). */
@@ -239,12 +243,16 @@ export class DeviceActor {
    * of changed (flash, power state, running image, update marks), so callers can send only news.
    */
   telemetry(): DeviceTelemetry {
-    const running = this.device.running;
-    const key =
-      `${this.device.flash.generation}:${this.device.state}:${running?.version}:${running?.trial}:${this.#marksChanged}`;
-    if (this.#telemetry?.key === key) return this.#telemetry.value;
+    // Everything telemetry shows derives from the flash (trailers), the boot record and the
+    // marks: while none of them moved, the last one stands without reading flash again (the
+    // Worker asks every 250 ms for each of its devices).
+    const record = this.device.bootRecord;
+    const key = `${this.device.flash.generation}:${this.device.state}:${this.#marksChanged}`;
+    if (this.#telemetry?.key === key && this.#telemetry.record === record) {
+      return this.#telemetry.value;
+    }
     const value = this.#buildTelemetry();
-    this.#telemetry = { key, value };
+    this.#telemetry = { key, record, value };
     return value;
   }
 
