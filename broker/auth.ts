@@ -8,7 +8,7 @@
  * @module
  */
 
-import { createHmac, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../lib/clock.ts";
 
 /** Who a connected client is. */
@@ -20,6 +20,12 @@ export type Principal = { readonly role: "device"; readonly thing: string } | {
 export interface StoredSecret {
   readonly salt: string;
   readonly hash: string;
+  /**
+   * How `hash` derives from the secret: scrypt (absent, the default), or one salted SHA-256 for
+   * the 256-bit random secrets the cloud generates itself ({@linkcode generateSecret}), where a
+   * slow hash guards nothing a 2^256 search does not.
+   */
+  readonly kdf?: "sha256";
 }
 
 /**
@@ -46,10 +52,38 @@ export function hashSecret(secret: string): StoredSecret {
   };
 }
 
+/**
+ * A fresh device secret made by the cloud (32 random bytes, base64url) and what to store for it:
+ * one salted SHA-256, since nobody can guess 256 random bits however fast each guess is. At
+ * 10,000 devices this spares the broker 10,000 scrypts (~17 s) at registration.
+ *
+ * @example
+ * ```ts
+ * import { generateSecret, secretMatches } from "./auth.ts";
+ * const { secret, stored } = generateSecret();
+ * secretMatches(stored, secret); // true
+ * ```
+ */
+export function generateSecret(): { secret: string; stored: StoredSecret } {
+  const secret = randomBytes(32).toString("base64url");
+  const salt = randomBytes(16);
+  return {
+    secret,
+    stored: { salt: salt.toString("hex"), hash: sha256Salted(salt, secret), kdf: "sha256" },
+  };
+}
+
+function sha256Salted(salt: Buffer, secret: string): string {
+  return createHash("sha256").update(salt).update(secret).digest("hex");
+}
+
 /** Constant-time check of a secret against what was stored. */
 export function secretMatches(stored: StoredSecret, secret: string): boolean {
   const expected = Buffer.from(stored.hash, "hex");
-  const actual = scryptSync(secret, Buffer.from(stored.salt, "hex"), 32, SCRYPT_COST);
+  const salt = Buffer.from(stored.salt, "hex");
+  const actual = stored.kdf === "sha256"
+    ? Buffer.from(sha256Salted(salt, secret), "hex")
+    : scryptSync(secret, salt, 32, SCRYPT_COST);
   return expected.length === actual.length && timingSafeEqual(expected, actual);
 }
 

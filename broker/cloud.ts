@@ -10,7 +10,13 @@
 import type { Aedes, AedesPublishPacket } from "aedes";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import mqtt from "mqtt";
-import { createAuthHooks, hashSecret, SERVICE_USER, type StoredSecret } from "./auth.ts";
+import {
+  createAuthHooks,
+  generateSecret,
+  hashSecret,
+  SERVICE_USER,
+  type StoredSecret,
+} from "./auth.ts";
 import { type BrokerTls, type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
 import { FileService } from "./file_service.ts";
 import { DeviceIdentity, type RegisteredCertificate } from "./device_identity.ts";
@@ -135,8 +141,15 @@ export interface Cloud {
   /** The cloud's clock (scaled in simulations): every timestamp it records is in its time. */
   readonly clock: Clock;
   readonly url: string;
-  /** Registers (or re-provisions) a thing with its secret; its jobs stay. */
-  provisionThing(name: string, secret: string, attributes?: Record<string, string>): void;
+  /**
+   * Registers (or re-provisions) a thing with its secret, or (`secret` null) with one the cloud
+   * generates, and returns the secret; its jobs stay.
+   */
+  provisionThing(
+    name: string,
+    secret: string | null,
+    attributes?: Record<string, string>,
+  ): string;
   /**
    * Registers a device certificate from the fleet CA for a provisioned thing (its CN must be the
    * thing), replacing the previous one: the thing keeps its jobs, the old certificate stops
@@ -292,11 +305,14 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    provisionThing(name, secret, attributes = {}) {
-      const stored = hashSecret(secret);
+    provisionThing(name, chosen, attributes = {}) {
+      const { secret, stored } = chosen === null
+        ? generateSecret()
+        : { secret: chosen, stored: hashSecret(chosen) };
       store.putThing({ name, secret: stored, attributes });
       secretCache.delete(name);
       hooks.rememberSecret(stored, secret);
+      return secret;
     },
     async registerDeviceCertificate(thing, certificate) {
       if (!store.getThing(thing)) return { ok: false, reason: `unknown thing '${thing}'` };

@@ -127,7 +127,14 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     }
     const body = await readJson(request);
     if (body instanceof Response) return body;
-    if (typeof body.secret !== "string" || body.secret.length < 8) {
+    if (body.generateSecret !== undefined && body.generateSecret !== true) {
+      return problem(400, "generateSecret must be true when given");
+    }
+    const generate = body.generateSecret === true;
+    if (generate && body.secret !== undefined) {
+      return problem(400, "give either secret or generateSecret, not both");
+    }
+    if (!generate && (typeof body.secret !== "string" || body.secret.length < 8)) {
       return problem(400, "secret must be a string of at least 8 characters");
     }
     const groups = body.groups ?? [];
@@ -141,9 +148,14 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     ) {
       return problem(400, "attributes must be an object of strings");
     }
-    cloud.provisionThing(id, body.secret, attributes as Record<string, string>);
+    const secret = cloud.provisionThing(
+      id,
+      generate ? null : body.secret as string,
+      attributes as Record<string, string>,
+    );
     for (const group of groups as string[]) jobs.addThingToGroup(group, id);
-    return json(201, { name: id, groups: store.groupsOf(id) });
+    // A generated secret is shown this once; the cloud keeps only its hash.
+    return json(201, { name: id, groups: store.groupsOf(id), ...(generate ? { secret } : {}) });
   }
   if (resource === "things" && id && sub === "certificate" && parts.length === 3) {
     if (method === "GET") {

@@ -16,7 +16,8 @@ export type Counts = JobCounts;
 /** The cloud as the fleet uses it. */
 export interface CloudAccess {
   readonly brokerUrl: string;
-  provisionThing(thing: string, secret: string, inGroup: boolean): Promise<void>;
+  /** Registers a thing with a secret the cloud generates, and returns that secret. */
+  provisionThing(thing: string, inGroup: boolean): Promise<string>;
   addToGroup(thing: string): Promise<void>;
   createSigningProfile(profile: SigningProfile): Promise<void>;
   /** Creates an OTA update; returns its job id and file size. */
@@ -40,10 +41,10 @@ export interface CloudAccess {
 export function embeddedAccess(cloud: Cloud): CloudAccess {
   return {
     brokerUrl: cloud.url,
-    provisionThing(thing, secret, inGroup) {
-      cloud.provisionThing(thing, secret);
+    provisionThing(thing, inGroup) {
+      const secret = cloud.provisionThing(thing, null);
       if (inGroup) cloud.store.addToGroup("fleet", thing);
-      return Promise.resolve();
+      return Promise.resolve(secret);
     },
     addToGroup(thing) {
       cloud.jobs.addThingToGroup("fleet", thing);
@@ -103,14 +104,18 @@ export function remoteAccess(brokerUrl: string, api: string, token: string): Clo
   };
   return {
     brokerUrl,
-    async provisionThing(thing, secret, inGroup) {
-      ok(
+    async provisionThing(thing, inGroup) {
+      const registered = ok(
         await call("PUT", `/things/${encodeURIComponent(thing)}`, {
-          secret,
+          generateSecret: true,
           groups: inGroup ? ["fleet"] : [],
         }),
         `provision ${thing}`,
       );
+      if (typeof registered.secret !== "string") {
+        throw new Error(`provision ${thing}: the cloud returned no secret`);
+      }
+      return registered.secret;
     },
     async addToGroup(thing) {
       ok(

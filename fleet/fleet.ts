@@ -589,7 +589,7 @@ export async function runFleet(
     if (i % options.shard.count !== options.shard.index - 1) continue;
     devices.push({
       thing: `dev-${String(i).padStart(5, "0")}`,
-      secret: crypto.randomUUID(),
+      secret: "", // the cloud generates it at registration
       seed: options.seed * 100_003 + i,
       ...(bad ? { badImage: options.badImageBehavior } : {}),
     });
@@ -601,14 +601,15 @@ export async function runFleet(
   // Several registrations in flight: one at a time, a 10,000-device setup waited on 10,000 round
   // trips with the broker idle in between.
   await forEachLimited(devices, 16, async (device, index) => {
-    await access.provisionThing(device.thing, device.secret, index < initialDevices);
+    const secret = await access.provisionThing(device.thing, index < initialDevices);
+    devices[index] = { ...devices[index]!, secret };
     if (fleetCa && embedded) {
       // The factory step: a key born in the element, certified by the fleet CA, registered.
       const element = await SecureElement.generate();
       const der = await provisionSecureElement(element, device.thing, fleetCa, fleetCa.validity);
       const registered = await embedded.registerDeviceCertificate(device.thing, der);
       if (!registered.ok) throw new Error(`${device.thing}: ${registered.reason}`);
-      devices[index] = { ...device, element: element.toChip() };
+      devices[index] = { ...devices[index]!, element: element.toChip() };
     }
   });
   let imageBytes = 0;

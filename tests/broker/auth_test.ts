@@ -4,7 +4,9 @@ import mqtt, { type MqttClient } from "mqtt";
 import { connect } from "node:net";
 import {
   createAuthHooks,
+  generateSecret,
   hashSecret,
+  secretMatches,
   SecretVerifier,
   SERVICE_USER,
   type StoredSecret,
@@ -95,6 +97,21 @@ Deno.test("broker auth: a remembered secret still refuses a wrong one, and re-pr
     secrets.set("dev-b", hashSecret("secret-b"));
     await s.close();
   }
+});
+
+Deno.test("generateSecret: 256 random bits, stored as a salted SHA-256 that only that secret matches; older records stay scrypt", () => {
+  const a = generateSecret();
+  const b = generateSecret();
+  assert.match(a.secret, /^[A-Za-z0-9_-]{43}$/);
+  assert.notEqual(a.secret, b.secret);
+  assert.equal(a.stored.kdf, "sha256");
+  assert.ok(!JSON.stringify(a.stored).includes(a.secret), "the secret itself is not stored");
+  assert.ok(secretMatches(a.stored, a.secret));
+  assert.ok(!secretMatches(a.stored, b.secret));
+  assert.ok(!secretMatches(a.stored, a.secret.slice(1)));
+  // Same salt and hash read as scrypt (no kdf): the fast hash is not accepted there.
+  assert.ok(!secretMatches({ salt: a.stored.salt, hash: a.stored.hash }, a.secret));
+  assert.ok(secretMatches(hashSecret("chosen-by-operator"), "chosen-by-operator"));
 });
 
 Deno.test("SecretVerifier: only the exact secret passes, whether remembered, evicted or never seen", () => {

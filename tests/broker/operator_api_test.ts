@@ -54,6 +54,42 @@ Deno.test("operator API: no token, a wrong token or device credentials get 401",
   }
 });
 
+Deno.test("operator API: generateSecret registers a thing with a secret shown once, which logs it in", async () => {
+  const s = await setup();
+  try {
+    const created = await s.call("PUT", "/things/dev-g", { generateSecret: true, groups: ["g"] });
+    assert.equal(created.status, 201);
+    const secret = created.body.secret as string;
+    assert.match(secret, /^[A-Za-z0-9_-]{43}$/);
+    assert.deepEqual(created.body.groups, ["g"]);
+    const shown = await s.call("GET", "/things/dev-g");
+    assert.ok(!JSON.stringify(shown.body).includes(secret), "never shown again");
+    for (
+      const bad of [
+        { generateSecret: true, secret: "chosen-secret" },
+        { generateSecret: false, secret: "chosen-secret" },
+        { generateSecret: "yes" },
+        {},
+      ]
+    ) {
+      assert.equal((await s.call("PUT", "/things/dev-h", bad)).status, 400, JSON.stringify(bad));
+    }
+    const { default: mqtt } = await import("mqtt");
+    const login = (password: string) =>
+      mqtt.connectAsync(s.cloud.url, {
+        clientId: "dev-g",
+        username: "dev-g",
+        password,
+        reconnectPeriod: 0,
+      });
+    const client = await login(secret);
+    await client.endAsync();
+    await assert.rejects(login(`${secret.slice(0, -1)}${secret.endsWith("A") ? "B" : "A"}`));
+  } finally {
+    await s.close();
+  }
+});
+
 Deno.test("operator API: things, groups, jobs, executions by status, history, cancel", async () => {
   const s = await setup();
   try {
