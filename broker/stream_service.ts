@@ -123,6 +123,10 @@ export class StreamService {
         if (bitmap[bit >> 3]! & (1 << (bit & 7))) blocks.push(blockId);
       }
     }
+    // All of a request's blocks are handed over in one go: written in the same tick, they leave
+    // in one socket write (mqtt-packet corks the connection until the next tick) instead of one
+    // per block, which was a quarter of the broker's CPU in a rollout.
+    const sent: Promise<void>[] = [];
     for (const blockId of blocks) {
       let message: Uint8Array | null = this.#block(
         streamId,
@@ -133,9 +137,10 @@ export class StreamService {
       );
       if (this.blockFilter) message = this.blockFilter(thing, blockId, message);
       if (!message) continue;
-      await this.#publisher.publish(`${base}/data/cbor`, message, 0);
+      sent.push(this.#publisher.publish(`${base}/data/cbor`, message, 0));
       this.stats.blocksSent++;
     }
+    await Promise.all(sent);
   }
 
   #block(
