@@ -72,7 +72,14 @@ export function withDeferredPublished(options: AedesOptions): AedesOptions {
 export async function startEmbeddedBroker(
   options: { port?: number; aedes?: AedesOptions; tls?: BrokerTls } = {},
 ): Promise<EmbeddedBroker> {
-  const broker = await Aedes.createBroker(withDeferredPublished(options.aedes ?? {}));
+  // No cap on deliveries in flight (aedes' default is 100): past the cap, mqemitter queues
+  // messages and, whenever one completes synchronously (nobody subscribed), starts the next from
+  // inside that completion; 10,000 devices each handed a request's blocks at once queued enough
+  // of them to recurse past the stack and kill the broker. Backpressure stays where it works:
+  // socket writes wait for drain, and the services await their publishes.
+  const broker = await Aedes.createBroker(
+    withDeferredPublished({ concurrency: 0, ...options.aedes }),
+  );
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     socket.setNoDelay(true);
