@@ -92,3 +92,35 @@ Deno.test("embedded broker: a SUBSCRIBE read from inside a synchronously ended P
     await embedded.close();
   }
 });
+
+Deno.test("embedded broker: a burst of 100,000 service publishes, most to topics nobody follows, completes without exhausting the stack", async () => {
+  const embedded = await startEmbeddedBroker();
+  try {
+    const { default: mqtt } = await import("mqtt");
+    const client = await mqtt.connectAsync(embedded.url, {
+      clientId: "watcher",
+      reconnectPeriod: 0,
+    });
+    let received = 0;
+    client.on("message", () => received++);
+    await client.subscribeAsync("burst/followed", { qos: 0 });
+    const burst = 100_000;
+    let done = 0;
+    for (let i = 0; i < burst; i++) {
+      embedded.broker.publish({
+        cmd: "publish",
+        // The first thousand keep deliveries in flight; the rest, to topics nobody follows,
+        // complete at once (past aedes' default cap they queued and unwound recursively).
+        topic: i < 1000 ? "burst/followed" : `burst/nobody/${i % 7}`,
+        payload: Buffer.from("x"),
+        qos: 0,
+        retain: false,
+        dup: false,
+      }, () => done++);
+    }
+    await waitUntil(() => done === burst && received === 1000, "every publish completed");
+    await client.endAsync();
+  } finally {
+    await embedded.close();
+  }
+});
