@@ -37,6 +37,11 @@ interface StoredRecord {
 export class AgentStateStore {
   readonly #area: FlashArea;
   readonly #headerSize: number;
+  /**
+   * What each sector held when last read, by sector version: the agent saves every few blocks
+   * and each save looks for the latest record first, which read and hashed both sectors again.
+   */
+  readonly #lastRead: ({ version: number; record: StoredRecord | null } | null)[] = [null, null];
 
   /** Wraps a two-sector area. */
   constructor(area: FlashArea) {
@@ -56,7 +61,7 @@ export class AgentStateStore {
 
   /** The latest committed payload, or null when none was ever saved. */
   load(): Uint8Array | null {
-    return this.#latest()?.payload ?? null;
+    return this.#latest()?.payload.slice() ?? null;
   }
 
   /** Commits `payload` as the new latest record. */
@@ -93,6 +98,15 @@ export class AgentStateStore {
   }
 
   #read(sector: number): StoredRecord | null {
+    const version = this.#area.sectorVersion(sector);
+    const known = this.#lastRead[sector];
+    if (known?.version === version) return known.record;
+    const record = this.#decode(sector);
+    this.#lastRead[sector] = { version, record };
+    return record;
+  }
+
+  #decode(sector: number): StoredRecord | null {
     const base = sector * this.#area.sectorSize;
     const header = this.#area.read(base, HEADER_BYTES);
     if (!bytesEqual(header.subarray(0, 8), MAGIC)) return null;

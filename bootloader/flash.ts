@@ -235,6 +235,7 @@ export class NorFlash {
   /** Sector buffers that may be referenced by other chips or the pool: copy before writing. */
   #shared: boolean[];
   #wear: number[];
+  #versions: Uint32Array;
   #protection: SectorProtection[];
   readonly #refusals: ProtectionRefusal[] = [];
   #stats: FlashStats = {
@@ -269,6 +270,7 @@ export class NorFlash {
     this.#sectors = new Array(geometry.sectorCount).fill(null);
     this.#shared = new Array(geometry.sectorCount).fill(false);
     this.#wear = new Array(geometry.sectorCount).fill(0);
+    this.#versions = new Uint32Array(geometry.sectorCount);
     this.#protection = new Array(geometry.sectorCount).fill("none");
     this.#random = seededRandom(options.seed ?? 1);
     this.#changed = options.sharedSectors ? new Set() : null;
@@ -290,6 +292,17 @@ export class NorFlash {
    */
   get generation(): number {
     return this.#stats.operations;
+  }
+
+  /**
+   * A number that changes whenever sector `sector`'s contents may have (program, erase, copy,
+   * applied change, torn write): what was read from it stays true while it does not move. Needs
+   * power, as a read does.
+   */
+  sectorVersion(sector: number): number {
+    this.#checkPower();
+    this.#checkSector(sector);
+    return this.#versions[sector]!;
   }
 
   /**
@@ -516,6 +529,7 @@ export class NorFlash {
       // receiving the same image) takes the pooled buffer: no copy to make and collect.
       this.#sectors[offset / sectorSize] = same;
       this.#shared[offset / sectorSize] = true;
+      this.#versions[offset / sectorSize]!++;
       this.#changed?.add(offset / sectorSize);
       this.#stats.bytesProgrammed += data.length;
       return;
@@ -554,6 +568,7 @@ export class NorFlash {
     this.#stats.erases++;
     if (cut && !cut.torn) throw this.#powerCut(false);
     this.#wear[sector]!++;
+    this.#versions[sector]!++;
     this.#changed?.add(sector);
     if (cut) {
       // A torn erase pushes some bits towards 1: bytes end up erased, unchanged or in between.
@@ -624,6 +639,7 @@ export class NorFlash {
     this.#sectors[to] = source!;
     this.#shared[from] = true;
     this.#shared[to] = true;
+    this.#versions[to]!++;
     this.#changed?.add(to);
   }
 
@@ -704,6 +720,7 @@ export class NorFlash {
       this.#sectors[sector] = data;
       this.#shared[sector] = data !== null;
       this.#wear[sector] = wear;
+      this.#versions[sector]!++;
     }
   }
 
@@ -798,6 +815,7 @@ export class NorFlash {
     this.#forEachSectorSpan(offset, data.length, (sector, within, from, to) => {
       const blank = this.#sectors[sector] === null;
       const buffer = this.#writableSector(sector);
+      this.#versions[sector]!++;
       if (!tear && (blank || this.strict)) {
         // Onto erased bytes (strict mode checked them all), programming is a copy.
         buffer.set(data.subarray(from, to), within);

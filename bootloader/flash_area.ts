@@ -78,6 +78,12 @@ export class FlashArea {
     return this.#flash.read(this.offset + offset, length);
   }
 
+  /** See {@linkcode NorFlash.sectorVersion} (index within the area). */
+  sectorVersion(index: number): number {
+    this.#checkSector(index, "read");
+    return this.#flash.sectorVersion(this.#firstSector + index);
+  }
+
   /** SHA-256 of bytes at an area offset (see {@linkcode NorFlash.digest}). */
   digest(offset: number, length: number): Uint8Array {
     this.#check(offset, length, "read");

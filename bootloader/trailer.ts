@@ -90,6 +90,19 @@ function trailerBase(area: FlashArea): number {
  * ```
  */
 export function readTrailer(area: FlashArea): SlotTrailer {
+  // The update service asks for its state (two trailers) before every block it writes: the
+  // trailer sector rarely changes meanwhile, so what was read from it stands until it does.
+  const version = area.sectorVersion(area.sectorCount - 1);
+  const known = lastRead.get(area);
+  if (known?.version === version) return known.trailer;
+  const trailer = Object.freeze(decodeTrailer(area));
+  lastRead.set(area, { version, trailer });
+  return trailer;
+}
+
+const lastRead = new WeakMap<FlashArea, { version: number; trailer: SlotTrailer }>();
+
+function decodeTrailer(area: FlashArea): SlotTrailer {
   const o = fieldOffsets(area.sectorSize, area.writeUnit);
   const bytes = area.read(trailerBase(area) + o.failDetail, area.sectorSize - o.failDetail);
   const at = (offset: number, length: number) =>
