@@ -160,13 +160,16 @@ const poolCleanup = new FinalizationRegistry<string>((key) => {
 
 function contentKey(bytes: Uint8Array): string {
   // Two independent 32-bit FNV-1a variants over 32-bit words (sector buffers are whole,
-  // aligned ArrayBuffers); a hit is still confirmed byte by byte.
+  // aligned ArrayBuffers): every word of the first and last 256 bytes (headers, trailers), one
+  // in eight in between (image data differs everywhere). A hit is still confirmed byte by byte;
+  // sampling made the key of a 4 KiB sector, computed for every whole-sector program, 5x cheaper.
   let a = 0x811c9dc5;
   let b = 0x01000193;
   const words = bytes.byteOffset % 4 === 0 && bytes.length % 4 === 0
     ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2)
     : Int32Array.from(bytes);
-  for (let i = 0; i < words.length; i++) {
+  const edge = 64;
+  for (let i = 0; i < words.length; i += i < edge || i >= words.length - edge ? 1 : 8) {
     a = Math.imul(a ^ words[i]!, 0x01000193);
     b = Math.imul(b ^ words[i]!, 0x5bd1e995) ^ (b >>> 13);
   }

@@ -266,8 +266,10 @@ export class FirmwareUpdateService {
       return PsaStatus.ERROR_INVALID_ARGUMENT;
     }
     if (offset + block.length > this.maxSize) return PsaStatus.ERROR_INSUFFICIENT_STORAGE;
-    const padded = new Uint8Array(alignUp(block.length, unit)).fill(ERASED);
-    padded.set(block);
+    const padded = block.length % unit === 0
+      ? block
+      : new Uint8Array(alignUp(block.length, unit)).fill(ERASED);
+    if (padded !== block) padded.set(block);
     // The common case, a block landing on erased flash, is one program: the unit-by-unit walk
     // (a block rewritten after a power cut) costs three subarrays per 8-byte unit.
     const status = secondary.isErased(offset, padded.length)
