@@ -104,6 +104,12 @@ export interface DeviceRuntimeOptions {
    * token its secure element signs for every connection (user name = thing).
    */
   readonly login?: "secret" | "secure-element";
+  /**
+   * Waits for a turn to open the connection and returns the function that ends the turn (called
+   * once it is up or has failed). A fleet that powers thousands of devices on at once uses it to
+   * keep its connection attempts within what the broker's listen queue holds.
+   */
+  readonly connectGate?: () => Promise<() => void>;
 }
 
 /**
@@ -219,11 +225,26 @@ export class DeviceRuntime {
       // device lost power or rebooted meanwhile.
       const boot = this.#boot;
       this.#loginToken().then((password) => {
-        if (boot === this.#boot && !this.#stopped) this.#connect(common, password);
+        if (boot === this.#boot && !this.#stopped) this.#connectInTurn(common, password);
       }, (error) => this.#record(`login token: ${(error as Error).message}`));
       return;
     }
-    this.#connect(common);
+    this.#connectInTurn(common);
+  }
+
+  #connectInTurn(common: Omit<OtaAgentOptions, "mqtt">, password?: string): void {
+    const gate = this.#options.connectGate;
+    if (!gate) {
+      this.#connect(common, password);
+      return;
+    }
+    const boot = this.#boot;
+    void gate().then((endTurn) => {
+      if (boot !== this.#boot || this.#stopped) return endTurn();
+      const client = this.#connect(common, password);
+      client.once("connect", endTurn);
+      client.once("close", endTurn);
+    });
   }
 
   /** Counts boots and power losses, so that work started for one boot is dropped after it. */
@@ -237,7 +258,7 @@ export class DeviceRuntime {
     return element.loginToken(this.#options.thingName, systemClock.now());
   }
 
-  #connect(common: Omit<OtaAgentOptions, "mqtt">, password?: string): void {
+  #connect(common: Omit<OtaAgentOptions, "mqtt">, password?: string): MqttClient {
     const thingName = this.#options.thingName;
     const reconnectPeriod = this.#options.mqttOptions?.reconnectPeriod ?? 100;
     const client = mqtt.connect(this.#options.brokerUrl, {
@@ -284,6 +305,7 @@ export class DeviceRuntime {
       agent.start();
       this.#reportState();
     });
+    return client;
   }
 
   /** Publishes the device's reported state (shadow update); fire and forget. */

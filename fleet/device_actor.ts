@@ -78,6 +78,8 @@ export interface ActorEnvironment {
   /** A chip already holding the factory image; each device starts from a copy-on-write clone. */
   readonly factory: NorFlash;
   readonly brokerUrl: string;
+  /** Turns to open a connection, shared by the Worker's devices (none: connect at once). */
+  readonly connectGate?: () => Promise<() => void>;
   readonly clock: Clock;
   readonly agentConfig: Partial<AgentConfig>;
   readonly random: Random;
@@ -214,6 +216,7 @@ export class DeviceActor {
         connectTimeout: 30_000,
       },
       ...(spec.element ? { login: "secure-element" as const } : {}),
+      ...(environment.connectGate ? { connectGate: environment.connectGate } : {}),
       // Fleet devices have both data planes; the job document says which to use.
       http: fetchHttpPort,
       messageFilter: (topic, payload) => this.#filter(topic, payload),

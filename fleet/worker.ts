@@ -18,6 +18,7 @@ import {
 } from "./device_actor.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
+import { Semaphore } from "../lib/concurrency.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -28,6 +29,12 @@ const actors = new Map<string, DeviceActor>();
 let environment: ActorEnvironment | null = null;
 let telemetryTimer: ReturnType<typeof setInterval> | undefined;
 let stopCpuProfile: ((path: string) => Promise<void>) | null = null;
+/**
+ * Connection attempts in flight per Worker: thousands of devices powering on at once overflowed
+ * the broker's listen queue (the kernel drops what does not fit, and a dropped device waited out
+ * its connect timeout). Two Workers at 1,024 stay well inside a 4,096-connection queue.
+ */
+const connectTurns = new Semaphore(1024);
 let cpuProfilePath = "";
 
 const post = (message: FromWorker) => scope.postMessage(message);
@@ -86,6 +93,7 @@ async function handle(message: ToWorker): Promise<void> {
             : undefined,
         ),
         brokerUrl: init.brokerUrl,
+        connectGate: () => connectTurns.acquire(),
         clock: init.timeScale === 1 ? systemClock : new ScaledClock(init.timeScale),
         agentConfig: init.agentConfig,
         random: seededRandom(init.seed),

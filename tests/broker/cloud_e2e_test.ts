@@ -11,6 +11,7 @@ import { signedUpdate } from "../helpers/agent_rig.ts";
 import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
 import { SIGNER_CERT_PATH } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { Semaphore } from "../../lib/concurrency.ts";
 
 async function fleet(count: number, cloudUrl: string, secret: (thing: string) => string) {
   const runtimes: DeviceRuntime[] = [];
@@ -142,6 +143,48 @@ Deno.test("cloud e2e: malformed CBOR, bad JSON and garbage bytes are answered or
     ]);
     await client.endAsync();
   } finally {
+    await cloud.close();
+  }
+});
+
+Deno.test("cloud e2e: devices sharing one connection turn connect one after the other, each turn ending once connected", async () => {
+  const cloud = await startCloud({ tickMs: 100 });
+  const turns = new Semaphore(1);
+  let inTurn = 0;
+  let most = 0;
+  const ended: string[] = [];
+  const runtimes: DeviceRuntime[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const thing = `dev-${i}`;
+      const secret = cloud.provisionThing(thing, null);
+      runtimes.push(
+        await cloudDevice({
+          seed: i + 1,
+          thingName: thing,
+          brokerUrl: cloud.url,
+          mqttOptions: { username: thing, password: secret },
+          connectGate: async () => {
+            const release = await turns.acquire();
+            most = Math.max(most, ++inTurn);
+            return () => {
+              inTurn--;
+              ended.push(thing);
+              release();
+            };
+          },
+        }),
+      );
+    }
+    await Promise.all(runtimes.map((r) => r.start()));
+    await waitUntil(() => ended.length === 3, "every device's turn to end");
+    assert.equal(most, 1, "one connection attempt at a time");
+    await waitUntil(
+      () => ["dev-0", "dev-1", "dev-2"].every((t) => cloud.shadows.get(t) !== null),
+      "every device connected and reported",
+    );
+  } finally {
+    for (const r of runtimes) await r.stop();
     await cloud.close();
   }
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { forEachLimited } from "../../lib/concurrency.ts";
+import { forEachLimited, Semaphore } from "../../lib/concurrency.ts";
 
 Deno.test("forEachLimited: property: every item once, never more than the limit in flight", async () => {
   await fc.assert(
@@ -37,4 +37,41 @@ Deno.test("forEachLimited: the first failure rejects and no item starts after it
   );
   assert.ok(started.length <= 3, `started ${started}`);
   await assert.rejects(forEachLimited([1], 0, async () => {}), RangeError);
+});
+
+Deno.test("Semaphore: property: never more holders than the limit, every waiter served in order, a double release gives back one place", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 4 }),
+      fc.array(fc.boolean(), { minLength: 1, maxLength: 30 }),
+      async (limit, releaseTwice) => {
+        const semaphore = new Semaphore(limit);
+        let holders = 0;
+        let most = 0;
+        const order: number[] = [];
+        const releases: (() => void)[] = [];
+        const granted = releaseTwice.map((_, i) =>
+          semaphore.acquire().then((release) => {
+            holders++;
+            most = Math.max(most, holders);
+            order.push(i);
+            releases.push(() => {
+              holders--;
+              release();
+              if (releaseTwice[i]) release();
+            });
+          })
+        );
+        // Release whoever holds a place until everyone has had one.
+        for (let served = 0; served < releaseTwice.length; served++) {
+          while (releases.length === 0) await Promise.resolve();
+          releases.shift()!();
+        }
+        await Promise.all(granted);
+        assert.ok(most <= limit, `${most} holders at once with a limit of ${limit}`);
+        assert.deepEqual(order, releaseTwice.map((_, i) => i), "first come, first served");
+        assert.equal(semaphore.waiting, 0);
+      },
+    ),
+  );
 });
