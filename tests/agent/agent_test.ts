@@ -25,6 +25,7 @@ const EXPECTED: [AgentState | "All", AgentEventType, string, AgentState][] = [
   ["Ready", "Start", "start", "RequestingJob"],
   ["RequestingJob", "RequestJobDocument", "requestJob", "WaitingForJob"],
   ["RequestingJob", "RequestTimer", "requestJob", "WaitingForJob"],
+  ["RequestingJob", "ReceivedJobDocument", "processJob", "CreatingFile"],
   ["WaitingForJob", "ReceivedJobDocument", "processJob", "CreatingFile"],
   ["WaitingForJob", "RequestTimer", "requestJob", "WaitingForJob"],
   ["WaitingForJob", "RequestJobDocument", "requestJob", "WaitingForJob"],
@@ -221,6 +222,31 @@ Deno.test("agent: a stalled download fails the job with the momentum reason and 
   assert.match(String((failed.statusDetails as Record<string, string>).reason), /^0x0000000e: /);
   assert.equal(agent.state, "WaitingForJob", "back to waiting, not shut down");
   assert.equal(device.fwu.state, FwuState.READY, "the partial download is cleaned");
+  await agent.shutdown();
+});
+
+Deno.test("agent: a job notified while its own request failed (no PUBACK) is taken at once, not at the next retry", async () => {
+  const { clock, mqtt, agent } = await agentOnFakes({ jobRequestBackoffMs: [1000, 30_000] });
+  const publish = mqtt.publish.bind(mqtt);
+  let failRequests = true;
+  mqtt.publish = (topic: string, payload: Uint8Array | string, qos: 0 | 1) => {
+    const sent = publish(topic, payload, qos);
+    return failRequests && topic.endsWith("$next/get")
+      ? Promise.reject(new Error("publish not acknowledged within 10000 ms"))
+      : sent;
+  };
+  agent.start();
+  await agent.idle();
+  assert.equal(agent.state, "RequestingJob", "the failed request leaves it asking");
+  failRequests = false;
+  const { payload } = await jobPayload();
+  agent.handleMessage("$aws/things/dev-1/jobs/notify-next", payload);
+  await agent.idle();
+  assert.equal(agent.state, "WaitingForFileBlock", "downloading without waiting for a retry");
+  assert.equal(mqtt.count("$next/get"), 1);
+  clock.advance(1000);
+  await agent.idle();
+  assert.equal(mqtt.count("$next/get"), 1, "and no retry of the request it no longer needs");
   await agent.shutdown();
 });
 
