@@ -210,6 +210,7 @@ export class JobService {
 
   /** Waits until every message published so far has been handed to the broker. */
   async flush(): Promise<void> {
+    await this.#store.committed().catch(() => {});
     while (this.#outbox.size > 0) await Promise.allSettled([...this.#outbox]);
   }
 
@@ -831,11 +832,16 @@ export class JobService {
   }
 
   #send(topic: string, body: Record<string, unknown>): void {
-    const sending = this.#publisher.publish(topic, JSON.stringify(body), 1).catch((error) => {
-      this.#log(`publish to ${topic} failed: ${(error as Error).message}`);
+    const payload = JSON.stringify(body);
+    // Replies and notifications leave once what they report is committed: a device must never
+    // hear of a change that a crash right after could undo.
+    this.#store.afterCommit(() => {
+      const sending = this.#publisher.publish(topic, payload, 1).catch((error) => {
+        this.#log(`publish to ${topic} failed: ${(error as Error).message}`);
+      });
+      this.#outbox.add(sending);
+      sending.finally(() => this.#outbox.delete(sending));
     });
-    this.#outbox.add(sending);
-    sending.finally(() => this.#outbox.delete(sending));
   }
 
   #putJob(job: JobRecord): void {

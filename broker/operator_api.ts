@@ -88,7 +88,10 @@ export function operatorApi(
       return problem(401, "missing or wrong operator token");
     }
     try {
-      return await route(cloud, request, url);
+      const response = await route(cloud, request, url);
+      // A change is reported done only once it is on disk (writes commit in groups).
+      await cloud.store.committed();
+      return response;
     } catch (error) {
       return problem(500, `internal error: ${(error as Error).message}`);
     }

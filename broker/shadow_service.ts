@@ -100,6 +100,7 @@ export class ShadowService {
       timestamp,
     };
     this.#store.putRecord("shadow", thing, { ...document, thing });
+    await this.#store.committed();
     await this.#publisher.publish(
       `${topic}/accepted`,
       JSON.stringify({

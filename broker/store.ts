@@ -91,6 +91,18 @@ export interface CloudStore {
   listRecords<T>(kind: string): T[];
   /** Runs `work` in one transaction (all or nothing). */
   transaction<T>(work: () => T): T;
+  /**
+   * Resolves once every write made so far is committed: acknowledge a change to whoever asked
+   * for it only then (writes are committed in groups, once per turn of the event loop).
+   */
+  committed(): Promise<void>;
+  /**
+   * Runs `callback` right after the writes made so far are committed (at once when they are);
+   * if the commit fails it never runs.
+   */
+  afterCommit(callback: () => void): void;
+  /** Commits the writes made so far now, rather than at the end of this turn. */
+  commit(): void;
   close(): void;
 }
 
@@ -148,6 +160,12 @@ export class SqliteStore implements CloudStore {
    * in SQL scanned the job's whole index range, and the job service counts after every update.
    */
   #statusCounts = new Map<string, Map<string, number>>();
+  /** The open group commit: writes since the last commit, and who waits for them. */
+  #batch: {
+    readonly committed: Promise<void>;
+    readonly settle: (error: Error | null) => void;
+    readonly callbacks: (() => void)[];
+  } | null = null;
 
   /**
    * Opens (and migrates) the database. Commits always survive the process dying (WAL,
@@ -193,6 +211,7 @@ export class SqliteStore implements CloudStore {
   }
 
   putThing(thing: ThingRecord): void {
+    this.#joinBatch();
     this.#statement("INSERT OR REPLACE INTO things (name, secret, attributes) VALUES (?, ?, ?)")
       .run(
         thing.name,
@@ -213,6 +232,7 @@ export class SqliteStore implements CloudStore {
   }
 
   addToGroup(group: string, thing: string): boolean {
+    this.#joinBatch();
     return this.#statement("INSERT OR IGNORE INTO group_members (grp, thing) VALUES (?, ?)").run(
       group,
       thing,
@@ -220,6 +240,7 @@ export class SqliteStore implements CloudStore {
   }
 
   removeFromGroup(group: string, thing: string): boolean {
+    this.#joinBatch();
     return this.#statement("DELETE FROM group_members WHERE grp = ? AND thing = ?").run(
       group,
       thing,
@@ -241,6 +262,7 @@ export class SqliteStore implements CloudStore {
   }
 
   putJob(job: JobRecord): void {
+    this.#joinBatch();
     const body = JSON.stringify(job);
     this.#statement("INSERT OR REPLACE INTO jobs (job_id, body, created_at) VALUES (?, ?, ?)").run(
       job.jobId,
@@ -263,6 +285,7 @@ export class SqliteStore implements CloudStore {
   }
 
   putExecution(execution: ExecutionRecord): void {
+    this.#joinBatch();
     const body = JSON.stringify(execution);
     const counts = this.#statusCounts.get(execution.jobId);
     const before = counts && this.getExecution(execution.jobId, execution.thing)?.status;
@@ -358,6 +381,7 @@ export class SqliteStore implements CloudStore {
   }
 
   audit(entry: AuditEntry): void {
+    this.#joinBatch();
     this.#statement("INSERT INTO audit (at, job_id, thing, event, detail) VALUES (?, ?, ?, ?, ?)")
       .run(
         entry.at,
@@ -382,6 +406,7 @@ export class SqliteStore implements CloudStore {
   }
 
   putFile(key: string, bytes: Uint8Array): void {
+    this.#joinBatch();
     this.#statement("INSERT OR REPLACE INTO files (key, bytes) VALUES (?, ?)").run(key, bytes);
   }
 
@@ -393,6 +418,7 @@ export class SqliteStore implements CloudStore {
   }
 
   putStream(streamId: string, files: Readonly<Record<number, string>>): void {
+    this.#joinBatch();
     this.#statement("INSERT OR REPLACE INTO streams (stream_id, files) VALUES (?, ?)").run(
       streamId,
       JSON.stringify(files),
@@ -405,6 +431,7 @@ export class SqliteStore implements CloudStore {
   }
 
   putRecord(kind: string, id: string, value: unknown): void {
+    this.#joinBatch();
     this.#statement("INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)").run(
       kind,
       id,
@@ -429,25 +456,79 @@ export class SqliteStore implements CloudStore {
 
   transaction<T>(work: () => T): T {
     if (this.#depth > 0) return work();
-    this.#db.exec("BEGIN IMMEDIATE");
+    this.#joinBatch();
+    this.#db.exec("SAVEPOINT work");
     this.#depth++;
     try {
       const result = work();
-      this.#db.exec("COMMIT");
+      this.#db.exec("RELEASE work");
       return result;
     } catch (error) {
-      this.#db.exec("ROLLBACK");
-      // The caches may hold writes the rollback just undid: read them again from the file.
-      this.#loadJobs();
-      this.#executionsByThing = new Map();
-      this.#statusCounts = new Map();
+      this.#db.exec("ROLLBACK TO work");
+      this.#db.exec("RELEASE work");
+      this.#forgetCaches();
       throw error;
     } finally {
       this.#depth--;
     }
   }
 
+  committed(): Promise<void> {
+    return this.#batch?.committed ?? Promise.resolve();
+  }
+
+  afterCommit(callback: () => void): void {
+    if (this.#batch) this.#batch.callbacks.push(callback);
+    else callback();
+  }
+
+  /**
+   * Opens the group commit if none is open. One commit per device update was 15% of the
+   * broker's CPU at 10,000 devices (about 50 us each on this disk, 5 us per write when grouped):
+   * writes now share a transaction that commits once the current turn of the event loop has
+   * run its microtasks; `committed()` says when.
+   */
+  #joinBatch(): void {
+    if (this.#batch) return;
+    this.#db.exec("BEGIN IMMEDIATE");
+    let settle!: (error: Error | null) => void;
+    const committed = new Promise<void>((resolve, reject) => {
+      settle = (error) => error ? reject(error) : resolve();
+    });
+    // Nobody has to wait for a commit: an unobserved failure must not end the process.
+    committed.catch(() => {});
+    const batch = { committed, settle, callbacks: [] as (() => void)[] };
+    this.#batch = batch;
+    queueMicrotask(() => {
+      if (this.#batch === batch) this.commit();
+    });
+  }
+
+  commit(): void {
+    const batch = this.#batch;
+    if (!batch || !this.#db.isOpen) return;
+    this.#batch = null;
+    try {
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      this.#forgetCaches();
+      batch.settle(error as Error);
+      return;
+    }
+    batch.settle(null);
+    for (const callback of batch.callbacks) callback();
+  }
+
+  /** The caches may hold writes a rollback just undid: read them again from the file. */
+  #forgetCaches(): void {
+    this.#loadJobs();
+    this.#executionsByThing = new Map();
+    this.#statusCounts = new Map();
+  }
+
   close(): void {
+    this.commit();
     this.#db.close();
   }
 }

@@ -30,6 +30,7 @@ function setup(options: { path?: string; clock?: ManualClock } = {}) {
     const topic = `$aws/things/${thing}/jobs/${path}`;
     const mark = sent.length;
     jobs.handleDeviceMessage(thing, topic, encoder.encode(JSON.stringify(body)));
+    store.commit(); // what the service publishes leaves at the commit
     return sent.slice(mark).find((m) => m.topic.startsWith(topic + "/"));
   };
   /** A device that starts its job and ends it with `status`. */
@@ -41,7 +42,20 @@ function setup(options: { path?: string; clock?: ManualClock } = {}) {
     clock.advance(ms);
     jobs.tick();
   };
-  return { store, clock, jobs, sent, things, device, finish, advance };
+  return {
+    store,
+    clock,
+    jobs,
+    /** What the service published, once the writes behind it are committed. */
+    get sent() {
+      store.commit();
+      return sent;
+    },
+    things,
+    device,
+    finish,
+    advance,
+  };
 }
 
 const document = { afr_ota: { protocols: ["MQTT"], streamname: "s", files: [] } };

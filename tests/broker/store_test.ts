@@ -127,6 +127,7 @@ Deno.test("store: reads served from memory agree with the file after writes, a r
         store.putJob({ ...job, pending: [] });
         throw new Error("abandoned");
       }), /abandoned/);
+    store.commit();
     const other = fromFile();
     try {
       for (const s of [store, other]) {
@@ -150,6 +151,42 @@ Deno.test("store: reads served from memory agree with the file after writes, a r
     }, TypeError);
   } finally {
     store.close();
+    Deno.removeSync(directory, { recursive: true });
+  }
+});
+
+Deno.test("store: writes of one turn commit together; acknowledgements wait for the commit; a failed transaction undoes only itself", async () => {
+  const directory = Deno.makeTempDirSync();
+  const path = `${directory}/cloud.db`;
+  const store = new SqliteStore(path);
+  const reader = new DatabaseSync(path);
+  const countOnDisk = () =>
+    Number((reader.prepare("SELECT COUNT(*) AS n FROM executions").get() as { n: number }).n);
+  try {
+    const heard: string[] = [];
+    store.putExecution(execution("job-a", "t1", "QUEUED"));
+    store.afterCommit(() => heard.push(`ack t1 with ${countOnDisk()} on disk`));
+    assert.throws(() =>
+      store.transaction(() => {
+        store.putExecution(execution("job-a", "t2", "QUEUED"));
+        throw new Error("abandoned");
+      }), /abandoned/);
+    store.transaction(() => store.putExecution(execution("job-a", "t3", "QUEUED")));
+    store.afterCommit(() => heard.push("ack t3"));
+    assert.equal(countOnDisk(), 0, "nothing is visible before the commit");
+    assert.deepEqual(heard, [], "nobody hears of an uncommitted change");
+    await store.committed();
+    assert.deepEqual(heard, ["ack t1 with 2 on disk", "ack t3"]);
+    assert.equal(countOnDisk(), 2, "t1 and t3, not the abandoned t2");
+    assert.equal(store.getExecution("job-a", "t2"), null);
+    const done: string[] = [];
+    store.afterCommit(() => done.push("nothing pending: at once"));
+    assert.deepEqual(done, ["nothing pending: at once"]);
+    store.putExecution(execution("job-a", "t4", "QUEUED"));
+    store.close(); // commits what is pending
+    assert.equal(countOnDisk(), 3);
+  } finally {
+    reader.close();
     Deno.removeSync(directory, { recursive: true });
   }
 });
