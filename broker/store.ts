@@ -457,15 +457,16 @@ export class SqliteStore implements CloudStore {
   transaction<T>(work: () => T): T {
     if (this.#depth > 0) return work();
     this.#joinBatch();
-    this.#db.exec("SAVEPOINT work");
+    // Prepared once, like every statement here: one transaction per device update.
+    this.#statement("SAVEPOINT work").run();
     this.#depth++;
     try {
       const result = work();
-      this.#db.exec("RELEASE work");
+      this.#statement("RELEASE work").run();
       return result;
     } catch (error) {
-      this.#db.exec("ROLLBACK TO work");
-      this.#db.exec("RELEASE work");
+      this.#statement("ROLLBACK TO work").run();
+      this.#statement("RELEASE work").run();
       this.#forgetCaches();
       throw error;
     } finally {
