@@ -58,7 +58,8 @@ import {
 /** The MQTT connection, as the agent sees it. */
 export interface MqttPort {
   publish(topic: string, payload: Uint8Array | string, qos: 0 | 1): Promise<void>;
-  subscribe(topic: string, qos: 0 | 1): Promise<void>;
+  /** One SUBSCRIBE for one topic or several; rejects unless every one is granted. */
+  subscribe(topics: string | readonly string[], qos: 0 | 1): Promise<void>;
   unsubscribe(topic: string): Promise<void>;
 }
 
@@ -556,10 +557,14 @@ export class OtaAgent {
 
   async #subscribeControl(): Promise<void> {
     this.#controlSubscribed = false;
-    await this.#mqtt.subscribe(this.#topics.notifyNext, 1);
-    await this.#mqtt.subscribe(this.#topics.nextGetReplies, 1);
-    await this.#mqtt.subscribe(this.#topics.updateReplies, 1);
-    await this.#mqtt.subscribe(this.#topics.getReplies, 1);
+    // One SUBSCRIBE and one round trip for the four, not four in a row: after a reboot under
+    // load each SUBACK waited its turn behind the broker's other work.
+    await this.#mqtt.subscribe([
+      this.#topics.notifyNext,
+      this.#topics.nextGetReplies,
+      this.#topics.updateReplies,
+      this.#topics.getReplies,
+    ], 1);
     this.#controlSubscribed = true;
   }
 

@@ -55,9 +55,22 @@ export function mqttPort(client: MqttClient, options: { timeoutMs?: number } = {
           ),
       );
     },
-    async subscribe(topic, qos) {
-      const granted = await settled("subscribe", () => client.subscribeAsync(topic, { qos }));
-      if (granted.some((g) => g.qos === 128)) throw new Error(`subscription to '${topic}' refused`);
+    async subscribe(topics, qos) {
+      const list = typeof topics === "string" ? [topics] : [...topics];
+      const refusal = (codes: readonly unknown[]) => {
+        const at = codes.findIndex((code) => code === 128);
+        return at >= 0 ? new Error(`subscription to '${list[at]}' refused`) : null;
+      };
+      let granted;
+      try {
+        granted = await settled("subscribe", () => client.subscribeAsync(list, { qos }));
+      } catch (error) {
+        // mqtt.js fails the whole call on a refusal without saying which topic: the SUBACK does.
+        const codes = (error as { packet?: { granted?: unknown[] } }).packet?.granted;
+        throw (codes && refusal(codes)) ?? error;
+      }
+      const refused = refusal(granted.map((g) => g.qos));
+      if (refused) throw refused;
     },
     async unsubscribe(topic) {
       await settled("unsubscribe", () => client.unsubscribeAsync(topic));

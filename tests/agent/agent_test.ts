@@ -96,8 +96,8 @@ class FakeMqtt implements MqttPort {
     }
     return Promise.resolve();
   }
-  subscribe(topic: string) {
-    this.subscribed.push(topic);
+  subscribe(topics: string | readonly string[]) {
+    this.subscribed.push(...[topics].flat());
     return Promise.resolve();
   }
   unsubscribe() {
@@ -181,9 +181,9 @@ Deno.test("agent: subscriptions a loaded broker did not acknowledge are made aga
   // The first four SUBSCRIBEs are never acknowledged (the port times them out).
   let refusals = 4;
   const subscribe = mqtt.subscribe.bind(mqtt);
-  mqtt.subscribe = (topic: string) => {
+  mqtt.subscribe = (topics: string | readonly string[]) => {
     if (refusals-- > 0) return Promise.reject(new Error("subscribe not acknowledged"));
-    return subscribe(topic);
+    return subscribe(topics);
   };
   agent.start();
   await agent.idle();

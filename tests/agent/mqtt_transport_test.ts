@@ -2,7 +2,9 @@
 import assert from "node:assert/strict";
 import type { MqttClient } from "mqtt";
 import { EventEmitter } from "node:events";
+import mqtt from "mqtt";
 import { mqttPort } from "../../agent/mqtt_transport.ts";
+import { startCloud } from "../../broker/cloud.ts";
 
 /** A client whose broker never answers (a PUBACK lost with its connection). */
 function silentClient(connected: boolean): MqttClient {
@@ -34,4 +36,32 @@ Deno.test("mqttPort: a connection that closes under a pending call fails it at o
 Deno.test("mqttPort: a disconnected client fails at once", async () => {
   const port = mqttPort(silentClient(false), { timeoutMs: 60_000 });
   await assert.rejects(port.publish("t", "x", 0), /not connected/);
+});
+
+Deno.test("mqttPort: several topics go in one SUBSCRIBE, and a refused one fails the call naming it", async () => {
+  const cloud = await startCloud();
+  try {
+    const secret = cloud.provisionThing("dev-1", null);
+    const client = await mqtt.connectAsync(cloud.url, {
+      clientId: "dev-1",
+      username: "dev-1",
+      password: secret,
+      reconnectPeriod: 0,
+    });
+    const port = mqttPort(client);
+    const sent: string[] = [];
+    client.on("packetsend", (packet) => sent.push(packet.cmd));
+    await port.subscribe([
+      "$aws/things/dev-1/jobs/notify-next",
+      "$aws/things/dev-1/jobs/$next/get/+",
+    ], 1);
+    assert.deepEqual(sent.filter((cmd) => cmd === "subscribe"), ["subscribe"], "one packet");
+    await assert.rejects(
+      port.subscribe(["$aws/things/dev-1/jobs/+/get/+", "$aws/things/dev-2/jobs/notify-next"], 1),
+      /subscription to '\$aws\/things\/dev-2\/jobs\/notify-next' refused/,
+    );
+    await client.endAsync();
+  } finally {
+    await cloud.close();
+  }
 });
