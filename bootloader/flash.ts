@@ -418,17 +418,9 @@ export class NorFlash {
     this.#checkRange(offset, length, "read");
     this.#stats.reads++;
     this.#stats.bytesRead += length;
-    const { sectorSize } = this.geometry;
-    for (let done = 0; done < length;) {
-      const at = offset + done;
-      const within = at % sectorSize;
-      const chunk = Math.min(length - done, sectorSize - within);
-      const stored = this.#sectors[(at - within) / sectorSize];
-      visitor(
-        stored ? stored.subarray(within, within + chunk) : this.#erasedSector().subarray(0, chunk),
-      );
-      done += chunk;
-    }
+    this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
+      visitor(this.#piece(sector, within, to - from));
+    });
   }
 
   /**
@@ -441,40 +433,37 @@ export class NorFlash {
     this.#stats.reads++;
     this.#stats.bytesRead += length;
     const { sectorSize } = this.geometry;
-    let live: Hash | null = null;
-    let matched: Hash | null = null;
-    let node = 0;
+    // The hash being computed (once the trie has no state for what was read so far), the trie's
+    // state for the longest run matched, and that run's node.
+    const run: { live: Hash | null; matched: Hash | null; node: number } = {
+      live: null,
+      matched: null,
+      node: 0,
+    };
+    const liveHash = () => run.live ??= run.matched ? run.matched.copy() : createHash("sha256");
     let memoizing = offset % sectorSize === 0;
-    for (let done = 0; done < length;) {
-      const at = offset + done;
-      const within = at % sectorSize;
-      const chunk = Math.min(length - done, sectorSize - within);
-      const sector = (at - within) / sectorSize;
+    this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
       const stored = this.#sectors[sector] ?? null;
-      const bytes = stored
-        ? stored.subarray(within, within + chunk)
-        : this.#erasedSector().subarray(0, chunk);
-      done += chunk;
-      memoizing &&= chunk === sectorSize && (stored === null || this.#shared[sector] === true);
+      const bytes = this.#piece(sector, within, to - from);
+      memoizing &&= to - from === sectorSize && (stored === null || this.#shared[sector] === true);
       if (!memoizing) {
-        live ??= matched ? matched.copy() : createHash("sha256");
-        live.update(bytes);
-        continue;
+        liveHash().update(bytes);
+        return;
       }
-      const key = `${node}:${bufferId(stored)}`;
+      const key = `${run.node}:${bufferId(stored)}`;
       const known = digestTrie.get(key);
-      if (known && !live) {
-        matched = known.state;
-        node = known.node;
-        continue;
+      if (known && !run.live) {
+        run.matched = known.state;
+        run.node = known.node;
+        return;
       }
-      live ??= matched ? matched.copy() : createHash("sha256");
+      const live = liveHash();
       live.update(bytes);
       if (digestTrie.size >= DIGEST_TRIE_LIMIT) digestTrie.clear();
-      node = nextTrieNode++;
-      digestTrie.set(key, { node, state: live.copy() });
-    }
-    const final = live ?? matched?.copy() ?? createHash("sha256");
+      run.node = nextTrieNode++;
+      digestTrie.set(key, { node: run.node, state: live.copy() });
+    });
+    const final = run.live ?? run.matched?.copy() ?? createHash("sha256");
     return new Uint8Array(final.digest());
   }
 
@@ -490,16 +479,13 @@ export class NorFlash {
     this.#checkPower();
     this.#checkRange(offset, length, "blank-check");
     this.#stats.reads++;
-    const { sectorSize } = this.geometry;
-    for (let done = 0; done < length;) {
-      const at = offset + done;
-      const within = at % sectorSize;
-      const chunk = Math.min(length - done, sectorSize - within);
-      const stored = this.#sectors[(at - within) / sectorSize];
-      if (stored && !isFilledWith(stored.subarray(within, within + chunk), ERASED)) return false;
-      done += chunk;
-    }
-    return true;
+    let erased = true;
+    this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
+      const stored = this.#sectors[sector];
+      erased = !stored || isFilledWith(stored.subarray(within, within + to - from), ERASED);
+      return erased;
+    });
+    return erased;
   }
 
   /**
@@ -769,19 +755,28 @@ export class NorFlash {
    * index within the sector of its first byte and its range in the caller's data. Working on
    * ranges rather than per-unit subarrays matters: a swap programs a whole image 1 KiB at a time.
    */
+  /** Calls `visit` for each sector's piece of a range, in order, until it returns false. */
   #forEachSectorSpan(
     offset: number,
     length: number,
-    visit: (sector: number, within: number, from: number, to: number) => void,
+    visit: (sector: number, within: number, from: number, to: number) => boolean | void,
   ): void {
     const { sectorSize } = this.geometry;
     for (let from = 0; from < length;) {
       const at = offset + from;
       const within = at % sectorSize;
       const to = Math.min(length, from + sectorSize - within);
-      visit(Math.floor(at / sectorSize), within, from, to);
+      if (visit((at - within) / sectorSize, within, from, to) === false) return;
       from = to;
     }
+  }
+
+  /** The bytes of a sector's piece: a view of its buffer, or of an erased one. */
+  #piece(sector: number, within: number, length: number): Uint8Array {
+    const stored = this.#sectors[sector];
+    return stored
+      ? stored.subarray(within, within + length)
+      : this.#erasedSector().subarray(0, length);
   }
 
   #checkProgrammable(offset: number, next: Uint8Array): void {

@@ -43,11 +43,7 @@ export function callersOf(
   name: string,
   depth = 4,
 ): Array<[string, number]> {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const parentOf = new Map<number, number>();
-  for (const node of profile.nodes) {
-    for (const child of node.children ?? []) parentOf.set(child, node.id);
-  }
+  const { byId, parentOf } = indexNodes(profile);
   const totals = new Map<string, number>();
   profile.samples.forEach((id, i) => {
     const node = byId.get(id);
@@ -67,6 +63,16 @@ export function callersOf(
   return [...totals].sort((a, b) => b[1] - a[1]);
 }
 
+/** The profile's call tree: nodes by id, and each node's caller. */
+function indexNodes(profile: CpuProfile) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parentOf = new Map<number, number>();
+  for (const node of profile.nodes) {
+    for (const child of node.children ?? []) parentOf.set(child, node.id);
+  }
+  return { byId, parentOf };
+}
+
 function frameKey(node: ProfileNode): string {
   const frame = node.callFrame;
   // Lines are those of the transpiled JavaScript: the name and file are what to go by.
@@ -83,11 +89,7 @@ export function functionTimes(
   profile: CpuProfile,
   kind: "self" | "inclusive" = "self",
 ): Array<[string, number]> {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const parentOf = new Map<number, number>();
-  for (const node of profile.nodes) {
-    for (const child of node.children ?? []) parentOf.set(child, node.id);
-  }
+  const { byId, parentOf } = indexNodes(profile);
   const totals = new Map<string, number>();
   profile.samples.forEach((id, i) => {
     const delta = profile.timeDeltas[i] ?? 0;
