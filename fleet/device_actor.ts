@@ -88,6 +88,8 @@ export interface ActorEnvironment {
   readonly network?: NetworkProfile;
   /** Send every device's own log lines (boot, agent) to `log` too, not only actor events. */
   readonly deviceLogs?: boolean;
+  /** Devices whose log lines go to `log` even without `deviceLogs`. */
+  readonly traceThings?: ReadonlySet<string>;
   /** Devices erase their previous image once a new one is confirmed. */
   readonly erasePreviousImage?: boolean;
 }
@@ -221,7 +223,9 @@ export class DeviceActor {
       http: fetchHttpPort,
       messageFilter: (topic, payload) => this.#filter(topic, payload),
       onEvent: (event) => this.#mark(event),
-      ...(environment.deviceLogs ? { log: environment.log } : {}),
+      ...(environment.deviceLogs || environment.traceThings?.has(spec.thing)
+        ? { log: environment.log }
+        : {}),
     });
   }
 

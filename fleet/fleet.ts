@@ -87,6 +87,8 @@ export const USAGE = `Usage: deno task fleet [options]
   --latency MS             every message to a device arrives MS later (+-25% jitter, order kept)
   --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
   --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)
+  --trace THING[,THING...] print those devices' own log lines (boot, agent, connection) as they
+                           happen, with the seconds since the run started
   --cpu-profile DIR        write a V8 CPU profile of the main thread and of every Worker into
                            DIR (summarize with tools/cpu_profile.ts, or open in DevTools)`;
 
@@ -118,6 +120,8 @@ interface Options {
   report: string;
   /** Directory for CPU profiles of the main thread and the Workers. */
   cpuProfile?: string;
+  /** Devices whose own log lines are printed as they happen. */
+  trace: readonly string[];
   cancelAt?: number;
   badImageShare: number;
   badImageBehavior: Behavior;
@@ -133,6 +137,17 @@ function identityOf(text: string | undefined): "secret" | "secure-element" {
   throw new UsageError(
     `Invalid --identity: expected secret or secure-element: current value is '${text}'`,
   );
+}
+
+function traceList(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  const things = text.split(",");
+  if (!things.every((thing) => /^[a-zA-Z0-9:_-]{1,128}$/.test(thing))) {
+    throw new UsageError(
+      `Invalid --trace: expected thing names separated by commas: current value is '${text}'`,
+    );
+  }
+  return things;
 }
 
 function parseShard(text: string | undefined): { index: number; count: number } {
@@ -213,6 +228,7 @@ export function parseFleetArgs(args: string[]): Options {
             "loss",
             "identity",
             "cpu-profile",
+            "trace",
           ]
             .map((name) => [name, { type: "string" as const }]),
         ),
@@ -302,6 +318,7 @@ export function parseFleetArgs(args: string[]): Options {
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
     ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
+    trace: traceList(v.trace),
     badImageShare: rate("bad-image-share", 0),
     shard: parseShard(v.shard),
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
@@ -347,6 +364,18 @@ export function parseFleetArgs(args: string[]): Options {
   }
   if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
     throw new UsageError("Give --workers or --devices-per-worker, not both");
+  }
+  const ours = (thing: string) => {
+    const index = Number(/^dev-(\d{5})$/.exec(thing)?.[1] ?? NaN);
+    return index < options.devices && index % options.shard.count === options.shard.index - 1;
+  };
+  const unknown = options.trace.filter((thing) => !ours(thing));
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `Invalid --trace: no device ${unknown.join(", ")} in this run (names are dev-00000 to dev-${
+        String(options.devices - 1).padStart(5, "0")
+      }${options.shard.count > 1 ? ", this shard's share of them" : ""})`,
+    );
   }
   return options;
 }
@@ -645,8 +674,16 @@ export async function runFleet(
       ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
       ...(options.network ? { network: options.network } : {}),
       ...(options.cpuProfile ? { cpuProfileDir: options.cpuProfile } : {}),
+      ...(options.trace.length > 0 ? { traceThings: options.trace } : {}),
     },
-    log: (line) => logs.push(line),
+    log: (line) => {
+      // A traced device's lines come as "[thing] ...": shown live, the rest kept for a failure.
+      if (options.trace.length > 0 && line.startsWith("[")) {
+        out(`trace ${((performance.now() - started) / 1000).toFixed(1)} s ${line}`);
+      } else {
+        logs.push(line);
+      }
+    },
   });
   const series: FleetReport["series"] = [];
   const faultTimers: ReturnType<typeof setTimeout>[] = [];

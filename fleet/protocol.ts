@@ -37,6 +37,8 @@ export interface WorkerInit {
   readonly deviceLogs?: boolean;
   /** Devices erase their previous image once a new one is confirmed. */
   readonly erasePreviousImage?: boolean;
+  /** Devices whose own log lines are forwarded as `log` messages (`[thing] line`). */
+  readonly traceThings?: readonly string[];
   /** Sample the Worker's CPU and write `worker-<index>.cpuprofile` here when it stops. */
   readonly cpuProfileDir?: string;
 }

@@ -100,6 +100,7 @@ async function handle(message: ToWorker): Promise<void> {
         log: (line) => post({ type: "log", line }),
         ...(init.network ? { network: init.network } : {}),
         ...(init.deviceLogs ? { deviceLogs: true } : {}),
+        ...(init.traceThings ? { traceThings: new Set(init.traceThings) } : {}),
         ...(init.erasePreviousImage ? { erasePreviousImage: true } : {}),
       };
       if (init.cpuProfileDir) {

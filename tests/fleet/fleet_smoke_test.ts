@@ -286,3 +286,35 @@ Deno.test("fleet smoke: an image that crashes on a quarter of the devices trips 
   assert.ok(stopped.outcome.other > 0, "the rest of the fleet was never updated");
   assert.ok(stopped.asExpected);
 });
+
+Deno.test("fleet smoke: --trace prints the traced device's own log lines as they happen, and only its", async () => {
+  const lines: string[] = [];
+  const report = await runFleet(
+    parseFleetArgs([
+      "--devices",
+      "4",
+      "--workers",
+      "1",
+      "--trace",
+      "dev-00002",
+      "--image-size",
+      "16KiB",
+      "--block-size",
+      "1KiB",
+    ]),
+    (l) => lines.push(l),
+  );
+  assert.ok(report.asExpected);
+  const traced = lines.filter((l) => l.startsWith("trace "));
+  assert.ok(traced.every((l) => /^trace \d+\.\d s \[dev-00002\] /.test(l)), traced.join("\n"));
+  for (
+    const expected of [/booted 1\.0\.0\+0$/, /booted 1\.1\.0\+0 \(trial\)$/, /confirming the image/]
+  ) {
+    assert.ok(traced.some((l) => expected.test(l)), `${expected} in:\n${traced.join("\n")}`);
+  }
+  assert.throws(
+    () => parseFleetArgs(["--devices", "4", "--trace", "dev-00003,dev-00009"]),
+    /Invalid --trace: no device dev-00009 in this run/,
+  );
+  assert.throws(() => parseFleetArgs(["--trace", "dev 1"]), /Invalid --trace/);
+});
