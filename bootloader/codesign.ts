@@ -275,7 +275,7 @@ export async function signData(privateKey: CryptoKey, data: Uint8Array): Promise
  * or mixed image.
  */
 export class VerificationCache {
-  readonly #results = new BoundedCache<string, Promise<boolean>>(4096);
+  readonly #results: BoundedCache<string, Promise<boolean>>;
   /** Creates a cache holding up to `capacity` results. */
   constructor(capacity = 4096) {
     this.#results = new BoundedCache(capacity);

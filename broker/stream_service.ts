@@ -123,9 +123,11 @@ export class StreamService {
         if (bitmap[bit >> 3]! & (1 << (bit & 7))) blocks.push(blockId);
       }
     }
-    // All of a request's blocks are handed over in one go: written in the same tick, they leave
-    // in one socket write (mqtt-packet corks the connection until the next tick) instead of one
-    // per block, which was a quarter of the broker's CPU in a rollout.
+    // All of a request's blocks are handed over at once rather than each after the previous
+    // one's callback (a turn of the event loop apart): aedes then writes them back to back. At
+    // 2,000 devices the broker's time in socket writes fell from 3.6 to 2.7 s and the download
+    // stage's median from 6.2 to 3.6 s (whether mqtt-packet's corking merges them into fewer
+    // writev calls was not checked).
     const sent: Promise<void>[] = [];
     for (const blockId of blocks) {
       let message: Uint8Array | null = this.#block(
