@@ -9,10 +9,12 @@
 import { alignUp, bytesEqual, concatBytes, viewOf } from "../lib/bytes.ts";
 import { sha256 } from "./codesign.ts";
 import { ERASED } from "./flash.ts";
-import type { FlashArea } from "./flash_area.ts";
+import { type FlashArea, sectorMemo } from "./flash_area.ts";
 
 const MAGIC = new TextEncoder().encode("OTAAGST1");
 const HEADER_BYTES = 48; // magic 8, sequence 4, length 4, sha256 32
+
+const recordOf = sectorMemo<StoredRecord | null>();
 
 interface StoredRecord {
   readonly sector: number;
@@ -37,11 +39,6 @@ interface StoredRecord {
 export class AgentStateStore {
   readonly #area: FlashArea;
   readonly #headerSize: number;
-  /**
-   * What each sector held when last read, by sector version: the agent saves every few blocks
-   * and each save looks for the latest record first, which read and hashed both sectors again.
-   */
-  readonly #lastRead: ({ version: number; record: StoredRecord | null } | null)[] = [null, null];
 
   /** Wraps a two-sector area. */
   constructor(area: FlashArea) {
@@ -98,12 +95,9 @@ export class AgentStateStore {
   }
 
   #read(sector: number): StoredRecord | null {
-    const version = this.#area.sectorVersion(sector);
-    const known = this.#lastRead[sector];
-    if (known?.version === version) return known.record;
-    const record = this.#decode(sector);
-    this.#lastRead[sector] = { version, record };
-    return record;
+    // The agent saves every few blocks and each save looks for the latest record first: what a
+    // sector held is read and hashed again only once it changed.
+    return recordOf(this.#area, sector, () => this.#decode(sector));
   }
 
   #decode(sector: number): StoredRecord | null {

@@ -394,16 +394,10 @@ export function parseCertificate(input: string | Uint8Array): Checked<Certificat
   }
   // Every boot and every update parses the same few certificates again (the signer's, the
   // root): parsed once per process, by content.
-  const key = toHex(sha256(der));
-  const cached = parsedCertificates.get(key);
-  if (cached) return cached;
-  const parsed = parseDer(der);
-  if (parsedCertificates.size >= 256) parsedCertificates.clear();
-  parsedCertificates.set(key, parsed);
-  return parsed;
+  return parsedCertificates.getOrAdd(toHex(sha256(der)), () => parseDer(der));
 }
 
-const parsedCertificates = new Map<string, Checked<Certificate>>();
+const parsedCertificates = new BoundedCache<string, Checked<Certificate>>(256);
 
 function parseDer(der: Uint8Array): Checked<Certificate> {
   try {

@@ -176,21 +176,21 @@ function contentKey(bytes: Uint8Array): string {
   return `${bytes.length}:${(a >>> 0).toString(36)}:${(b >>> 0).toString(36)}`;
 }
 
-function intern(bytes: Uint8Array): Uint8Array {
+/** The pool's entry for `bytes`: its key, what the pool holds there, and whether that is `bytes`. */
+function poolEntry(bytes: Uint8Array) {
   const key = contentKey(bytes);
-  const existing = sectorPool.get(key)?.deref();
-  if (existing && bytesEqual(existing, bytes)) return existing;
-  if (!existing) {
+  const held = sectorPool.get(key)?.deref();
+  return { key, held, same: held && bytesEqual(held, bytes) ? held : null };
+}
+
+function intern(bytes: Uint8Array): Uint8Array {
+  const { key, held, same } = poolEntry(bytes);
+  if (same) return same;
+  if (!held) {
     sectorPool.set(key, new WeakRef(bytes));
     poolCleanup.register(bytes, key);
   }
   return bytes;
-}
-
-/** The pooled buffer holding exactly `bytes`, if there is one. */
-function pooled(bytes: Uint8Array): Uint8Array | null {
-  const existing = sectorPool.get(contentKey(bytes))?.deref();
-  return existing && bytesEqual(existing, bytes) ? existing : null;
 }
 
 /**
@@ -399,28 +399,19 @@ export class NorFlash {
 
   /** Reads `length` bytes at `offset` into a new array. */
   read(offset: number, length: number): Uint8Array {
+    this.#countRead(offset, length);
     const out = new Uint8Array(length);
-    let done = 0;
-    this.visit(offset, length, (bytes) => {
-      out.set(bytes, done);
-      done += bytes.length;
+    this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
+      out.set(this.#piece(sector, within, to - from), from);
     });
     return out;
   }
 
-  /**
-   * Reads a range without copying it: `visitor` gets it in per-sector pieces, views of the chip's
-   * own buffers (or of an erased buffer), which it must neither change nor keep. Hashing an
-   * image this way spares a copy of the slot at every boot. Counts as a read.
-   */
-  visit(offset: number, length: number, visitor: (bytes: Uint8Array) => void): void {
+  #countRead(offset: number, length: number): void {
     this.#checkPower();
     this.#checkRange(offset, length, "read");
     this.#stats.reads++;
     this.#stats.bytesRead += length;
-    this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
-      visitor(this.#piece(sector, within, to - from));
-    });
   }
 
   /**
@@ -428,10 +419,7 @@ export class NorFlash {
    * computed once per process for runs of sectors no chip can change any more.
    */
   digest(offset: number, length: number): Uint8Array {
-    this.#checkPower();
-    this.#checkRange(offset, length, "read");
-    this.#stats.reads++;
-    this.#stats.bytesRead += length;
+    this.#countRead(offset, length);
     const { sectorSize } = this.geometry;
     // The hash being computed (once the trie has no state for what was read so far), the trie's
     // state for the longest run matched, and that run's node.
@@ -512,14 +500,11 @@ export class NorFlash {
     const cut = this.#countOperation();
     this.#stats.programs++;
     const whole = offset % sectorSize === 0 && data.length === sectorSize;
-    const same = !cut && whole && !this.#sectors[offset / sectorSize] ? pooled(data) : null;
+    const same = !cut && whole && !this.#sectors[offset / sectorSize] ? poolEntry(data).same : null;
     if (same) {
       // A whole erased sector programmed with bytes the pool holds (every device of a fleet
       // receiving the same image) takes the pooled buffer: no copy to make and collect.
-      this.#sectors[offset / sectorSize] = same;
-      this.#shared[offset / sectorSize] = true;
-      this.#versions[offset / sectorSize]!++;
-      this.#changed?.add(offset / sectorSize);
+      this.#adopt(offset / sectorSize, same);
       this.#stats.bytesProgrammed += data.length;
       return;
     }
@@ -625,11 +610,16 @@ export class NorFlash {
     this.#stats.operations += programmed;
     this.#stats.bytesProgrammed += programmed * chunkSize;
     if (programmed === 0) return; // all erased: nothing was programmed, the target stays erased
-    this.#sectors[to] = source!;
     this.#shared[from] = true;
-    this.#shared[to] = true;
-    this.#versions[to]!++;
-    this.#changed?.add(to);
+    this.#adopt(to, source!);
+  }
+
+  /** Makes `buffer`, which others may hold too (copy-on-write), the contents of `sector`. */
+  #adopt(sector: number, buffer: Uint8Array): void {
+    this.#sectors[sector] = buffer;
+    this.#shared[sector] = true;
+    this.#versions[sector]!++;
+    this.#changed?.add(sector);
   }
 
   /** Erases every sector that overlaps `[offset, offset + length)`; both must be sector aligned. */
@@ -754,8 +744,8 @@ export class NorFlash {
    * Walks `[offset, offset + length)` sector by sector, handing each piece's sector index, the
    * index within the sector of its first byte and its range in the caller's data. Working on
    * ranges rather than per-unit subarrays matters: a swap programs a whole image 1 KiB at a time.
+   * Stops early when `visit` returns false.
    */
-  /** Calls `visit` for each sector's piece of a range, in order, until it returns false. */
   #forEachSectorSpan(
     offset: number,
     length: number,

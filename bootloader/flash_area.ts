@@ -18,6 +18,31 @@ export interface AreaSpec {
 }
 
 /**
+ * A reader that remembers what `decode` made of one sector of an area until that sector changes
+ * (its {@linkcode FlashArea.sectorVersion} moves). Asking still needs power, as a read does.
+ *
+ * @example
+ * ```ts ignore
+ * const headerOf = sectorMemo<Header>();
+ * headerOf(area, 0, () => parseHeader(area.read(0, 32))); // read and parsed
+ * headerOf(area, 0, () => parseHeader(area.read(0, 32))); // the same, until sector 0 changes
+ * ```
+ */
+export function sectorMemo<T>(): (area: FlashArea, sector: number, decode: () => T) => T {
+  const last = new WeakMap<FlashArea, Map<number, { version: number; value: T }>>();
+  return (area, sector, decode) => {
+    const version = area.sectorVersion(sector);
+    let bySector = last.get(area);
+    if (!bySector) last.set(area, bySector = new Map());
+    const known = bySector.get(sector);
+    if (known?.version === version) return known.value;
+    const value = decode();
+    bySector.set(sector, { version, value });
+    return value;
+  };
+}
+
+/**
  * A window onto the flash chip; every offset is relative to the area and checked against it.
  *
  * @example

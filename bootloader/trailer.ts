@@ -9,7 +9,7 @@
 
 import { alignUp, bytesEqual, concatBytes, isFilledWith, viewOf } from "../lib/bytes.ts";
 import { ERASED } from "./flash.ts";
-import type { FlashArea } from "./flash_area.ts";
+import { type FlashArea, sectorMemo } from "./flash_area.ts";
 
 /** MCUboot's trailer magic for an 8-byte maximum alignment. */
 export const TRAILER_MAGIC = new Uint8Array([
@@ -92,15 +92,10 @@ function trailerBase(area: FlashArea): number {
 export function readTrailer(area: FlashArea): SlotTrailer {
   // The update service asks for its state (two trailers) before every block it writes: the
   // trailer sector rarely changes meanwhile, so what was read from it stands until it does.
-  const version = area.sectorVersion(area.sectorCount - 1);
-  const known = lastRead.get(area);
-  if (known?.version === version) return known.trailer;
-  const trailer = Object.freeze(decodeTrailer(area));
-  lastRead.set(area, { version, trailer });
-  return trailer;
+  return trailerOf(area, area.sectorCount - 1, () => Object.freeze(decodeTrailer(area)));
 }
 
-const lastRead = new WeakMap<FlashArea, { version: number; trailer: SlotTrailer }>();
+const trailerOf = sectorMemo<SlotTrailer>();
 
 function decodeTrailer(area: FlashArea): SlotTrailer {
   const o = fieldOffsets(area.sectorSize, area.writeUnit);

@@ -7,7 +7,12 @@
  * @module
  */
 
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import {
+  DatabaseSync,
+  type SQLInputValue,
+  type StatementResultingChanges,
+  type StatementSync,
+} from "node:sqlite";
 import { setImmediate } from "node:timers";
 import type { StoredSecret } from "./auth.ts";
 import type { ExecutionStatus } from "./job_execution.ts";
@@ -186,6 +191,12 @@ export class SqliteStore implements CloudStore {
     this.#loadJobs();
   }
 
+  /** Runs a write statement inside the open group commit (opening one if needed). */
+  #write(sql: string, ...params: SQLInputValue[]): StatementResultingChanges {
+    this.#joinBatch();
+    return this.#statement(sql).run(...params);
+  }
+
   #statement(sql: string): StatementSync {
     let statement = this.#statements.get(sql);
     if (!statement) {
@@ -212,13 +223,12 @@ export class SqliteStore implements CloudStore {
   }
 
   putThing(thing: ThingRecord): void {
-    this.#joinBatch();
-    this.#statement("INSERT OR REPLACE INTO things (name, secret, attributes) VALUES (?, ?, ?)")
-      .run(
-        thing.name,
-        JSON.stringify(thing.secret),
-        JSON.stringify(thing.attributes),
-      );
+    this.#write(
+      "INSERT OR REPLACE INTO things (name, secret, attributes) VALUES (?, ?, ?)",
+      thing.name,
+      JSON.stringify(thing.secret),
+      JSON.stringify(thing.attributes),
+    );
   }
 
   getThing(name: string): ThingRecord | null {
@@ -233,16 +243,16 @@ export class SqliteStore implements CloudStore {
   }
 
   addToGroup(group: string, thing: string): boolean {
-    this.#joinBatch();
-    return this.#statement("INSERT OR IGNORE INTO group_members (grp, thing) VALUES (?, ?)").run(
+    return this.#write(
+      "INSERT OR IGNORE INTO group_members (grp, thing) VALUES (?, ?)",
       group,
       thing,
     ).changes > 0;
   }
 
   removeFromGroup(group: string, thing: string): boolean {
-    this.#joinBatch();
-    return this.#statement("DELETE FROM group_members WHERE grp = ? AND thing = ?").run(
+    return this.#write(
+      "DELETE FROM group_members WHERE grp = ? AND thing = ?",
       group,
       thing,
     ).changes > 0;
@@ -263,9 +273,9 @@ export class SqliteStore implements CloudStore {
   }
 
   putJob(job: JobRecord): void {
-    this.#joinBatch();
     const body = JSON.stringify(job);
-    this.#statement("INSERT OR REPLACE INTO jobs (job_id, body, created_at) VALUES (?, ?, ?)").run(
+    this.#write(
+      "INSERT OR REPLACE INTO jobs (job_id, body, created_at) VALUES (?, ?, ?)",
       job.jobId,
       body,
       job.createdAt,
@@ -286,13 +296,11 @@ export class SqliteStore implements CloudStore {
   }
 
   putExecution(execution: ExecutionRecord): void {
-    this.#joinBatch();
     const body = JSON.stringify(execution);
     const counts = this.#statusCounts.get(execution.jobId);
     const before = counts && this.getExecution(execution.jobId, execution.thing)?.status;
-    this.#statement(
+    this.#write(
       "INSERT OR REPLACE INTO executions (job_id, thing, status, body, deadline) VALUES (?, ?, ?, ?, ?)",
-    ).run(
       execution.jobId,
       execution.thing,
       execution.status,
@@ -382,15 +390,14 @@ export class SqliteStore implements CloudStore {
   }
 
   audit(entry: AuditEntry): void {
-    this.#joinBatch();
-    this.#statement("INSERT INTO audit (at, job_id, thing, event, detail) VALUES (?, ?, ?, ?, ?)")
-      .run(
-        entry.at,
-        entry.jobId,
-        entry.thing,
-        entry.event,
-        JSON.stringify(entry.detail),
-      );
+    this.#write(
+      "INSERT INTO audit (at, job_id, thing, event, detail) VALUES (?, ?, ?, ?, ?)",
+      entry.at,
+      entry.jobId,
+      entry.thing,
+      entry.event,
+      JSON.stringify(entry.detail),
+    );
   }
 
   history(filter: { jobId?: string; thing?: string }): AuditEntry[] {
@@ -407,8 +414,11 @@ export class SqliteStore implements CloudStore {
   }
 
   putFile(key: string, bytes: Uint8Array): void {
-    this.#joinBatch();
-    this.#statement("INSERT OR REPLACE INTO files (key, bytes) VALUES (?, ?)").run(key, bytes);
+    this.#write(
+      "INSERT OR REPLACE INTO files (key, bytes) VALUES (?, ?)",
+      key,
+      bytes,
+    );
   }
 
   getFile(key: string): Uint8Array | null {
@@ -419,8 +429,8 @@ export class SqliteStore implements CloudStore {
   }
 
   putStream(streamId: string, files: Readonly<Record<number, string>>): void {
-    this.#joinBatch();
-    this.#statement("INSERT OR REPLACE INTO streams (stream_id, files) VALUES (?, ?)").run(
+    this.#write(
+      "INSERT OR REPLACE INTO streams (stream_id, files) VALUES (?, ?)",
       streamId,
       JSON.stringify(files),
     );
@@ -432,8 +442,8 @@ export class SqliteStore implements CloudStore {
   }
 
   putRecord(kind: string, id: string, value: unknown): void {
-    this.#joinBatch();
-    this.#statement("INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)").run(
+    this.#write(
+      "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
       kind,
       id,
       JSON.stringify(value),

@@ -28,14 +28,13 @@ const scope = self as unknown as {
 const actors = new Map<string, DeviceActor>();
 let environment: ActorEnvironment | null = null;
 let telemetryTimer: ReturnType<typeof setInterval> | undefined;
-let stopCpuProfile: ((path: string) => Promise<void>) | null = null;
+let stopCpuProfile: (() => Promise<void>) | null = null;
 /**
  * Connection attempts in flight per Worker: thousands of devices powering on at once overflowed
  * the broker's listen queue (the kernel drops what does not fit, and a dropped device waited out
  * its connect timeout). Two Workers at 1,024 stay well inside a 4,096-connection queue.
  */
 const connectTurns = new Semaphore(1024);
-let cpuProfilePath = "";
 
 const post = (message: FromWorker) => scope.postMessage(message);
 
@@ -104,8 +103,8 @@ async function handle(message: ToWorker): Promise<void> {
         ...(init.erasePreviousImage ? { erasePreviousImage: true } : {}),
       };
       if (init.cpuProfileDir) {
-        stopCpuProfile = await startCpuProfile();
-        cpuProfilePath = `${init.cpuProfileDir}/worker-${init.workerIndex}.cpuprofile`;
+        const stop = await startCpuProfile();
+        stopCpuProfile = () => stop(`${init.cpuProfileDir}/worker-${init.workerIndex}.cpuprofile`);
       }
       telemetryTimer = setInterval(() => {
         postTelemetry();
@@ -149,7 +148,7 @@ async function handle(message: ToWorker): Promise<void> {
     case "stop":
       clearInterval(telemetryTimer);
       await Promise.all([...actors.values()].map((a) => a.stop()));
-      await stopCpuProfile?.(cpuProfilePath);
+      await stopCpuProfile?.();
       post({ type: "stopped" });
       return;
   }
