@@ -382,22 +382,22 @@ export type Certificate = x509.X509Certificate;
  * ```
  */
 export function parseCertificate(input: string | Uint8Array): Checked<Certificate> {
-  let der: Uint8Array;
-  if (typeof input === "string") {
-    const pem = pemDecode(input);
-    if (!pem.ok) return pem;
-    const block = pem.value.find((b) => b.label === "CERTIFICATE");
-    if (!block) return { ok: false, reason: "no CERTIFICATE block in the PEM text" };
-    der = block.der;
-  } else {
-    der = input;
-  }
   // Every boot and every update parses the same few certificates again (the signer's, the
-  // root): parsed once per process, by content.
-  return parsedCertificates.getOrAdd(toHex(sha256(der)), () => parseDer(der));
+  // root): parsed once per process, by content (PEM text as it is, DER by its digest).
+  if (typeof input === "string") return parsedPem.getOrAdd(input, () => parsePem(input));
+  return parsedCertificates.getOrAdd(toHex(sha256(input)), () => parseDer(input));
 }
 
 const parsedCertificates = new BoundedCache<string, Checked<Certificate>>(256);
+const parsedPem = new BoundedCache<string, Checked<Certificate>>(64);
+
+function parsePem(text: string): Checked<Certificate> {
+  const pem = pemDecode(text);
+  if (!pem.ok) return pem;
+  const block = pem.value.find((b) => b.label === "CERTIFICATE");
+  if (!block) return { ok: false, reason: "no CERTIFICATE block in the PEM text" };
+  return parsedCertificates.getOrAdd(toHex(sha256(block.der)), () => parseDer(block.der));
+}
 
 function parseDer(der: Uint8Array): Checked<Certificate> {
   try {

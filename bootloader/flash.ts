@@ -470,7 +470,7 @@ export class NorFlash {
     let erased = true;
     this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
       const stored = this.#sectors[sector];
-      erased = !stored || isFilledWith(stored.subarray(within, within + to - from), ERASED);
+      erased = !stored || isFilledWith(stored, ERASED, within, within + to - from);
       return erased;
     });
     return erased;
@@ -601,7 +601,7 @@ export class NorFlash {
     let programmed = 0;
     if (source) {
       for (let at = 0; at < sectorSize; at += chunkSize) {
-        if (!isFilledWith(source.subarray(at, at + chunkSize), ERASED)) programmed++;
+        if (!isFilledWith(source, ERASED, at, at + chunkSize)) programmed++;
       }
     }
     this.#stats.reads += sectorSize / chunkSize;
@@ -775,7 +775,7 @@ export class NorFlash {
       const current = this.#sectors[sector];
       if (!current) return;
       // The common case, a blank target, checked a word at a time; the loop finds the culprit.
-      if (isFilledWith(current.subarray(within, within + to - from), ERASED)) return;
+      if (isFilledWith(current, ERASED, within, within + to - from)) return;
       for (let i = from, c = within; i < to; i++, c++) {
         const old = current[c]!;
         if (this.strict && old !== ERASED) {

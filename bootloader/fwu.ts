@@ -302,7 +302,7 @@ export class FirmwareUpdateService {
         runStart = -1;
       };
       for (let at = 0; at < padded.length; at += unit) {
-        if (isFilledWith(existing.subarray(at, at + unit), ERASED)) {
+        if (isFilledWith(existing, ERASED, at, at + unit)) {
           if (runStart < 0) runStart = at;
         } else {
           flush(at);

@@ -7,8 +7,6 @@
  * @module
  */
 
-import { isFilledWith } from "../lib/bytes.ts";
-import { ERASED } from "./flash.ts";
 import type { FlashArea } from "./flash_area.ts";
 
 /**
@@ -40,15 +38,11 @@ export class SecurityCounter {
 
   /** Current value. */
   read(): number {
-    const bytes = this.#area.read(0, this.#area.size);
+    // Unit by unit with blank checks: every boot and install asks, and the value is small, so a
+    // copy of the whole fuse area (a sector) each time was mostly garbage.
     const unit = this.#area.writeUnit;
     let value = 0;
-    while (
-      value < this.capacity &&
-      !isFilledWith(bytes.subarray(value * unit, (value + 1) * unit), ERASED)
-    ) {
-      value++;
-    }
+    while (value < this.capacity && !this.#area.isErased(value * unit, unit)) value++;
     return value;
   }
 

@@ -64,7 +64,7 @@ export function readSwapStatus(area: FlashArea, maxSectors: number): SwapStatus 
   const head = area.read(0, p.records);
   const magic = head.subarray(p.magic, p.magic + 16);
   if (!bytesEqual(magic, TRAILER_MAGIC)) return { state: "idle" };
-  if (!isFilledWith(head.subarray(p.done, p.done + p.field), ERASED)) return { state: "done" };
+  if (!isFilledWith(head, ERASED, p.done, p.done + p.field)) return { state: "done" };
   const kindCode = head[p.kind];
   const kind = (Object.keys(KIND_CODES) as SwapKind[]).find((k) => KIND_CODES[k] === kindCode);
   const sectors = viewOf(head).getUint32(p.size, true);
@@ -75,7 +75,7 @@ export function readSwapStatus(area: FlashArea, maxSectors: number): SwapStatus 
     let steps = 0;
     while (steps < 3) {
       const at = (sector * 3 + steps) * area.writeUnit;
-      if (isFilledWith(records.subarray(at, at + area.writeUnit), ERASED)) break;
+      if (isFilledWith(records, ERASED, at, at + area.writeUnit)) break;
       steps++;
     }
     progress.push(steps);

@@ -27,7 +27,12 @@ const scope = self as unknown as {
 };
 const actors = new Map<string, DeviceActor>();
 let environment: ActorEnvironment | null = null;
-let telemetryTimer: ReturnType<typeof setInterval> | undefined;
+let telemetryTimer: ReturnType<typeof setTimeout> | undefined;
+/**
+ * A telemetry tick walks every actor of the Worker, so past 1,250 devices it comes less often (at
+ * 5,000 devices once a second): at 250 ms it cost 5% of a 5,000-device Worker's time.
+ */
+const telemetryPeriod = (base: number) => Math.max(base, Math.min(1000, actors.size / 5));
 let stopCpuProfile: (() => Promise<void>) | null = null;
 /**
  * Connection attempts in flight per Worker: thousands of devices powering on at once overflowed
@@ -106,10 +111,12 @@ async function handle(message: ToWorker): Promise<void> {
         const stop = await startCpuProfile();
         stopCpuProfile = () => stop(`${init.cpuProfileDir}/worker-${init.workerIndex}.cpuprofile`);
       }
-      telemetryTimer = setInterval(() => {
+      const tick = () => {
         postTelemetry();
         for (const actor of actors.values()) void actor.watchdog();
-      }, init.telemetryMs);
+        telemetryTimer = setTimeout(tick, telemetryPeriod(init.telemetryMs));
+      };
+      telemetryTimer = setTimeout(tick, telemetryPeriod(init.telemetryMs));
       post({ type: "ready" });
       return;
     }
@@ -146,7 +153,7 @@ async function handle(message: ToWorker): Promise<void> {
       });
       return;
     case "stop":
-      clearInterval(telemetryTimer);
+      clearTimeout(telemetryTimer);
       await Promise.all([...actors.values()].map((a) => a.stop()));
       await stopCpuProfile?.();
       post({ type: "stopped" });

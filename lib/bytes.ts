@@ -62,28 +62,41 @@ const WORDWISE = 64;
  */
 export function toHex(bytes: Uint8Array): string {
   let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  for (let i = 0; i < bytes.length; i++) out += HEX_PAIRS[bytes[i]!];
   return out;
 }
 
+/** Cache keys are hex of digests, one per boot and block: a table spares two strings a byte. */
+const HEX_PAIRS = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 /**
- * True when every byte equals `value` (0xFF for erased NOR flash).
+ * True when every byte of `bytes[start..end)` (all of it by default) equals `value` (0xFF for
+ * erased NOR flash).
  *
  * @example
  * ```ts
  * import { isFilledWith } from "./bytes.ts";
  * isFilledWith(new Uint8Array([0xff, 0xff]), 0xff); // true
+ * isFilledWith(new Uint8Array([0x00, 0xff]), 0xff, 1); // true
  * ```
  */
-export function isFilledWith(bytes: Uint8Array, value: number): boolean {
-  let i = 0;
-  if (bytes.length >= WORDWISE && bytes.byteOffset % 4 === 0 && value === (value & 0xff)) {
-    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
+export function isFilledWith(
+  bytes: Uint8Array,
+  value: number,
+  start = 0,
+  end: number = bytes.length,
+): boolean {
+  let i = start;
+  const length = end - start;
+  if (length >= WORDWISE && (bytes.byteOffset + start) % 4 === 0 && value === (value & 0xff)) {
+    // The flash model asks of ranges of one sector buffer thousands of times per swap: one word
+    // view of the buffer per call, not a subarray and a view.
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset + start, length >>> 2);
     const word = ((value & 0xff) * 0x01010101) >>> 0;
     for (let w = 0; w < words.length; w++) if (words[w] !== word) return false;
-    i = words.length * 4;
+    i = start + words.length * 4;
   }
-  for (; i < bytes.length; i++) if (bytes[i] !== value) return false;
+  for (; i < end; i++) if (bytes[i] !== value) return false;
   return true;
 }
 

@@ -1,7 +1,7 @@
 /** The byte helpers' word-at-a-time paths agree with the plain definitions. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { bytesEqual, isFilledWith } from "../../lib/bytes.ts";
+import { bytesEqual, isFilledWith, toHex } from "../../lib/bytes.ts";
 
 /** A window into a larger buffer, so offsets and lengths hit every alignment. */
 const window = fc.record({
@@ -41,5 +41,35 @@ Deno.test("isFilledWith: property: same answer as checking byte by byte, at any 
         assert.equal(isFilledWith(bytes, probe), bytes.every((v) => v === probe));
       },
     ),
+  );
+});
+
+Deno.test("isFilledWith: property: a range answers as the subarray of that range", () => {
+  fc.assert(
+    fc.property(
+      window,
+      fc.integer({ min: 0, max: 255 }),
+      fc.nat(300),
+      fc.nat(300),
+      fc.option(fc.nat(299)),
+      (bytes, value, a, b, poke) => {
+        bytes.fill(value);
+        if (poke !== null && poke < bytes.length) bytes[poke] = (value + 1) & 0xff;
+        const start = Math.min(a, b, bytes.length);
+        const end = Math.min(Math.max(a, b), bytes.length);
+        assert.equal(
+          isFilledWith(bytes, value, start, end),
+          bytes.subarray(start, end).every((v) => v === value),
+        );
+      },
+    ),
+  );
+});
+
+Deno.test("toHex: property: two lower-case digits per byte, in order", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      assert.equal(toHex(bytes), [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(""));
+    }),
   );
 });
