@@ -151,17 +151,24 @@ if (import.meta.main) {
   const top = Number(values.top);
   if (!(seconds > 0) || !(top > 0)) {
     console.error(
-      "Usage: cpu_profile.ts [--inspect HOST:PORT] [--seconds S] [--top N] [--inclusive] [--out FILE]",
+      "Usage: cpu_profile.ts [--inspect HOST:PORT] [--seconds S] [--out FILE] | --file PROFILE... " +
+        "[--top N] [--inclusive | --callers NAME]",
     );
     Deno.exit(2);
   }
   let titles: string[];
   let profiles: CpuProfile[];
   if (values.file) {
-    titles = positionals;
-    profiles = await Promise.all(
-      positionals.map(async (path) => JSON.parse(await Deno.readTextFile(path)) as CpuProfile),
+    // A `.cpuprofile` holds one profile; what `--out` wrote holds one per inspected thread.
+    const files = await Promise.all(
+      positionals.map(async (path) =>
+        [JSON.parse(await Deno.readTextFile(path)) as CpuProfile | CpuProfile[]].flat()
+      ),
     );
+    titles = positionals.flatMap((path, i) =>
+      files[i]!.length === 1 ? [path] : files[i]!.map((_, n) => `${path}#${n}`)
+    );
+    profiles = files.flat();
   } else {
     const targets = await (await fetch(`http://${values.inspect}/json/list`)).json() as Array<
       { title: string; url: string; webSocketDebuggerUrl: string }
