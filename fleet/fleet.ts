@@ -513,7 +513,34 @@ export interface FleetProgress {
   readonly etaSeconds: number | null;
 }
 
+/**
+ * Runs a fleet as `options` say (see {@linkcode parseFleetArgs}) and returns its report; with
+ * `cpuProfile`, V8 profiles of this thread and of every Worker land in that directory.
+ *
+ * @example
+ * ```ts ignore
+ * const report = await runFleet(parseFleetArgs(["--devices", "50"]), console.log);
+ * ```
+ */
 export async function runFleet(
+  options: Options,
+  out: (line: string) => void,
+  onProgress?: (progress: FleetProgress) => void,
+  linger?: (report: FleetReport) => Promise<void>,
+): Promise<FleetReport> {
+  if (!options.cpuProfile) return await runFleetUnprofiled(options, out, onProgress, linger);
+  // Here rather than in the CLI, so that a run through this API gets the main thread's profile
+  // and a directory its Workers can write to.
+  await Deno.mkdir(options.cpuProfile, { recursive: true });
+  const stopCpuProfile = await startCpuProfile();
+  try {
+    return await runFleetUnprofiled(options, out, onProgress, linger);
+  } finally {
+    await stopCpuProfile(`${options.cpuProfile}/main.cpuprofile`);
+  }
+}
+
+async function runFleetUnprofiled(
   options: Options,
   out: (line: string) => void,
   onProgress?: (progress: FleetProgress) => void,
@@ -1058,8 +1085,6 @@ if (import.meta.main) {
       )
       : null;
     let barStarted = false;
-    if (options.cpuProfile) await Deno.mkdir(options.cpuProfile, { recursive: true });
-    const stopCpuProfile = options.cpuProfile ? await startCpuProfile() : null;
     const report = await runFleet(
       options,
       (line) => console.log(line),
@@ -1088,7 +1113,6 @@ if (import.meta.main) {
         : undefined,
     );
     bar?.stop();
-    await stopCpuProfile?.(`${options.cpuProfile}/main.cpuprofile`);
     await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
     const o = report.outcome;
     console.log(`

@@ -52,6 +52,30 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   }
 });
 
+Deno.test("fleet smoke: --cpu-profile writes V8 profiles of the main thread and of every Worker", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "fleet-cpu-profile-" });
+  try {
+    const report = await run("--devices", "8", "--workers", "2", "--cpu-profile", dir);
+    accounted(report);
+    const files = [...Deno.readDirSync(dir)].map((entry) => entry.name).sort();
+    assert.deepEqual(files, ["main.cpuprofile", "worker-0.cpuprofile", "worker-1.cpuprofile"]);
+    const expected = [["main", "fleet/"], ["worker-0", "agent/"], ["worker-1", "agent/"]] as const;
+    for (const [file, ours] of expected) {
+      const profile = JSON.parse(await Deno.readTextFile(`${dir}/${file}.cpuprofile`)) as {
+        nodes: { callFrame: { url: string } }[];
+        samples: number[];
+        timeDeltas: number[];
+      };
+      assert.ok(profile.samples.length > 0, `${file}: no samples`);
+      assert.equal(profile.samples.length, profile.timeDeltas.length, file);
+      // The thread's own code is in it: the profile was taken where the work ran.
+      assert.ok(profile.nodes.some((n) => n.callFrame.url.includes(ours)), `${file}: no ${ours}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("fleet smoke: --identity secure-element, devices log in with tokens their secure elements sign, through chaos and a Worker crash", async () => {
   const report = await run(
     "--devices",
