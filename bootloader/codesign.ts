@@ -396,7 +396,7 @@ function parsePem(text: string): Checked<Certificate> {
   if (!pem.ok) return pem;
   const block = pem.value.find((b) => b.label === "CERTIFICATE");
   if (!block) return { ok: false, reason: "no CERTIFICATE block in the PEM text" };
-  return parsedCertificates.getOrAdd(toHex(sha256(block.der)), () => parseDer(block.der));
+  return parseCertificate(block.der);
 }
 
 function parseDer(der: Uint8Array): Checked<Certificate> {

@@ -106,7 +106,6 @@ async function externalTransport(
     reconnectPeriod: 500,
   });
   client.on("error", (error) => log(`external broker: ${error.message}`));
-  const views = new WeakMap<Uint8Array, Buffer>();
   return {
     broker: null,
     url,
@@ -114,7 +113,7 @@ async function externalTransport(
       publish: async (topic, payload, qos) => {
         await client.publishAsync(
           topic,
-          typeof payload === "string" ? payload : bufferOf(payload, views),
+          typeof payload === "string" ? payload : bufferOf(payload),
           { qos },
         );
       },
@@ -177,31 +176,31 @@ export const SERVICE_SUBSCRIPTIONS = [
   "$aws/things/+/shadow/update",
 ] as const;
 
-/** Publishes from inside aedes. */
 /**
  * A Buffer over the same bytes, made once per array: the stream service publishes each cached
  * block message to thousands of devices, and a fresh view per publish was a tenth of what the
  * broker allocated at 10,000 devices.
  */
-function bufferOf(payload: Uint8Array | string, views: WeakMap<Uint8Array, Buffer>): Buffer {
-  if (typeof payload === "string") return Buffer.from(payload);
-  let view = views.get(payload);
+function bufferOf(payload: Uint8Array): Buffer {
+  let view = bufferViews.get(payload);
   if (!view) {
     view = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-    views.set(payload, view);
+    bufferViews.set(payload, view);
   }
   return view;
 }
 
+const bufferViews = new WeakMap<Uint8Array, Buffer>();
+
+/** Publishes from inside aedes. */
 function aedesPublisher(broker: Aedes): Publisher {
-  const views = new WeakMap<Uint8Array, Buffer>();
   return {
     publish: (topic, payload, qos) =>
       new Promise<void>((resolve, reject) => {
         const packet = {
           cmd: "publish",
           topic,
-          payload: bufferOf(payload, views),
+          payload: typeof payload === "string" ? Buffer.from(payload) : bufferOf(payload),
           qos,
           retain: false,
           dup: false,

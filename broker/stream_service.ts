@@ -49,7 +49,8 @@ export type BlockFilter = (
 export class StreamService {
   readonly #publisher: Publisher;
   readonly #streams = new Map<string, Map<number, Uint8Array>>();
-  readonly #encoded = new Map<string, Uint8Array[]>();
+  /** Encoded block messages by stream, then by `fileId/blockSize`, indexed by block id. */
+  readonly #encoded = new Map<string, Map<string, Uint8Array[]>>();
   /** Blocks sent and encodings built, for benchmarks and tests. */
   readonly stats = { requests: 0, rejected: 0, blocksSent: 0, blocksEncoded: 0 };
   /** Optional fault hook (tests, fault injection). */
@@ -63,17 +64,13 @@ export class StreamService {
   /** Adds (or replaces) a stream of files, by file id. */
   addStream(streamId: string, files: ReadonlyMap<number, Uint8Array>): void {
     this.#streams.set(streamId, new Map(files));
-    for (const key of this.#encoded.keys()) {
-      if (key.startsWith(`${streamId}/`)) this.#encoded.delete(key);
-    }
+    this.#encoded.delete(streamId);
   }
 
   /** Removes a stream. */
   deleteStream(streamId: string): void {
     this.#streams.delete(streamId);
-    for (const key of this.#encoded.keys()) {
-      if (key.startsWith(`${streamId}/`)) this.#encoded.delete(key);
-    }
+    this.#encoded.delete(streamId);
   }
 
   /** Answers one GetStream request. Never throws for a bad request. */
@@ -148,9 +145,11 @@ export class StreamService {
 
   /** The encoded messages of one file at one block size, by block id (filled as asked). */
   #encodedBlocks(streamId: string, fileId: number, blockSize: number): Uint8Array[] {
-    const key = `${streamId}/${fileId}/${blockSize}`;
-    let encoded = this.#encoded.get(key);
-    if (!encoded) this.#encoded.set(key, encoded = []);
+    let ofStream = this.#encoded.get(streamId);
+    if (!ofStream) this.#encoded.set(streamId, ofStream = new Map());
+    const key = `${fileId}/${blockSize}`;
+    let encoded = ofStream.get(key);
+    if (!encoded) ofStream.set(key, encoded = []);
     return encoded;
   }
 

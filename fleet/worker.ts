@@ -111,12 +111,14 @@ async function handle(message: ToWorker): Promise<void> {
         const stop = await startCpuProfile();
         stopCpuProfile = () => stop(`${init.cpuProfileDir}/worker-${init.workerIndex}.cpuprofile`);
       }
-      const tick = () => {
-        postTelemetry();
-        for (const actor of actors.values()) void actor.watchdog();
-        telemetryTimer = setTimeout(tick, telemetryPeriod(init.telemetryMs));
+      const scheduleTick = () => {
+        telemetryTimer = setTimeout(() => {
+          postTelemetry();
+          for (const actor of actors.values()) void actor.watchdog();
+          scheduleTick();
+        }, telemetryPeriod(init.telemetryMs));
       };
-      telemetryTimer = setTimeout(tick, telemetryPeriod(init.telemetryMs));
+      scheduleTick();
       post({ type: "ready" });
       return;
     }
