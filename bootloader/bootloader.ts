@@ -12,14 +12,8 @@
 import type { Clock } from "../lib/clock.ts";
 import type { Certificate, VerificationCache } from "./codesign.ts";
 import type { FlashArea } from "./flash_area.ts";
-import {
-  type ByteSource,
-  compareVersions,
-  type DecodedImage,
-  decodeImage,
-  formatVersion,
-} from "./image_format.ts";
-import { validateImage, type ValidationResult } from "./image_validate.ts";
+import { compareVersions, type DecodedImage, formatVersion } from "./image_format.ts";
+import { decodeAreaImage, validateAreaImage, type ValidationResult } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";
 import { SecurityCounter } from "./security_counter.ts";
@@ -77,9 +71,9 @@ function describe(trailer: SlotTrailer): string {
     : `${flags} failed=${trailer.failed}(${trailer.failReason})`;
 }
 
-/** A slot's image region (the trailer sector excluded) as a byte source for the decoder. */
-export function imageSource(area: FlashArea): ByteSource {
-  return area.source((area.sectorCount - 1) * area.sectorSize);
+/** The bytes of a slot an image may occupy: all but its trailer sector. */
+export function slotImageSize(area: FlashArea): number {
+  return (area.sectorCount - 1) * area.sectorSize;
 }
 
 function sectorsFor(areas: DeviceAreas, ...images: (DecodedImage | undefined)[]): number {
@@ -128,7 +122,7 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
   const slotSectors = areas.primary.sectorCount - 1;
   let action: BootRecord["action"] = "none";
   const validate = (area: FlashArea, options: { at?: Date } = {}) =>
-    validateImage(imageSource(area), {
+    validateAreaImage(area, slotImageSize(area), {
       root: rom.root,
       minimumSecurityCounter: fuses.read(),
       ...(rom.verificationCache ? { cache: rom.verificationCache } : {}),
@@ -155,7 +149,7 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
     action = "resumed";
   } else if (decision.swap === "test" || decision.swap === "perm") {
     const candidate = await validate(areas.secondary, { at: new Date(clock.now()) });
-    const running = decodeImage(imageSource(areas.primary));
+    const running = decodeAreaImage(areas.primary, slotImageSize(areas.primary));
     let refusal: { code: number; detail: string } | null = null;
     if (!candidate.ok) {
       refusal = { code: failureCode(candidate), detail: candidate.reason };
@@ -184,7 +178,7 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
   } else if (decision.swap === "revert") {
     const previous = await validate(areas.secondary);
     if (previous.ok) {
-      const running = decodeImage(imageSource(areas.primary));
+      const running = decodeAreaImage(areas.primary, slotImageSize(areas.primary));
       const sectors = sectorsFor(areas, previous.image, running.ok ? running.image : undefined);
       performSwap(areas, "revert", sectors, (line) => log.push(line));
       action = "reverted";

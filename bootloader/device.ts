@@ -10,7 +10,7 @@
 
 import { type Clock, systemClock, type TimerId } from "../lib/clock.ts";
 import { alignUp, toHex } from "../lib/bytes.ts";
-import { type BootOutcome, type BootRecord, type BootRom, imageSource } from "./bootloader.ts";
+import { type BootOutcome, type BootRecord, type BootRom, slotImageSize } from "./bootloader.ts";
 import type { FlashArea } from "./flash_area.ts";
 import {
   bootChain,
@@ -23,7 +23,8 @@ import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
 import type { SecureElement } from "./secure_element.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
-import { compareVersions, decodeImage, formatVersion, type ImageVersion } from "./image_format.ts";
+import { compareVersions, formatVersion, type ImageVersion } from "./image_format.ts";
+import { decodeAreaImage } from "./image_validate.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
 import { OtaPal } from "./ota_pal.ts";
 import { SecurityCounter } from "./security_counter.ts";
@@ -514,7 +515,7 @@ export class Device {
   reportedState(): Record<string, unknown> {
     const report = this.report();
     const slotVersion = (area: FlashArea) => {
-      const decoded = decodeImage(imageSource(area));
+      const decoded = decodeAreaImage(area, slotImageSize(area));
       return decoded.ok ? formatVersion(decoded.image.header.version) : null;
     };
     return {

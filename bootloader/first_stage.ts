@@ -20,7 +20,7 @@ import type { Clock } from "../lib/clock.ts";
 import { type Certificate, parseCertificate, type VerificationCache } from "./codesign.ts";
 import type { FlashArea } from "./flash_area.ts";
 import { formatVersion, type ImageVersion } from "./image_format.ts";
-import { validateImage } from "./image_validate.ts";
+import { validateAreaImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { viewOf } from "../lib/bytes.ts";
 
@@ -151,7 +151,7 @@ export async function verifySecondStage(
   | { ok: true; stage: SecondStageFacts }
   | { ok: false; reason: string }
 > {
-  const validated = await validateImage(area.source(), {
+  const validated = await validateAreaImage(area, area.size, {
     root,
     ...(options.at ? { at: options.at } : {}),
     ...(options.cache ? { cache: options.cache } : {}),

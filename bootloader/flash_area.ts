@@ -42,6 +42,75 @@ export function sectorMemo<T>(): (area: FlashArea, sector: number, decode: () =>
   };
 }
 
+/** What {@linkcode FlashArea.source} hands out: the first `size` bytes of an area. */
+export interface AreaSource {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+  digest(length: number): Uint8Array;
+}
+
+/**
+ * A reader that remembers what `derive` made of the first `size` bytes of an area until one of
+ * the sectors it read changes: for results, such as a decoded image header, that depend on a few
+ * sectors of a large area. One result is kept per area (the last size asked for).
+ *
+ * @example
+ * ```ts ignore
+ * const headerOf = readMemo<Header>();
+ * headerOf(slot, slot.size, (source) => parseHeader(source)); // read and parsed
+ * headerOf(slot, slot.size, (source) => parseHeader(source)); // the same, until a sector it read changes
+ * ```
+ */
+export function readMemo<T>(): (
+  area: FlashArea,
+  size: number,
+  derive: (source: AreaSource) => T,
+) => T {
+  const last = new WeakMap<
+    FlashArea,
+    { size: number; sectors: number[]; versions: number[]; value: T }
+  >();
+  return (area, size, derive) => {
+    const known = last.get(area);
+    if (
+      known?.size === size &&
+      known.sectors.every((sector, i) => area.sectorVersion(sector) === known.versions[i])
+    ) {
+      return known.value;
+    }
+    const read = new Set<number>();
+    const note = (offset: number, length: number) => {
+      if (length <= 0) return;
+      const last = Math.floor((offset + length - 1) / area.sectorSize);
+      for (let sector = Math.floor(offset / area.sectorSize); sector <= last; sector++) {
+        read.add(sector);
+      }
+    };
+    const whole = area.source(size);
+    const value = derive({
+      size,
+      read: (offset, length) => {
+        const bytes = whole.read(offset, length);
+        note(offset, length);
+        return bytes;
+      },
+      digest: (length) => {
+        const digest = whole.digest(length);
+        note(0, length);
+        return digest;
+      },
+    });
+    const sectors = [...read];
+    last.set(area, {
+      size,
+      sectors,
+      versions: sectors.map((sector) => area.sectorVersion(sector)),
+      value,
+    });
+    return value;
+  };
+}
+
 /**
  * A window onto the flash chip; every offset is relative to the area and checked against it.
  *
@@ -119,11 +188,7 @@ export class FlashArea {
    * The first `size` bytes of the area as a source for the image decoder and validator (which
    * hashes through `digest`, without copying the slot).
    */
-  source(size: number = this.size): {
-    readonly size: number;
-    read(offset: number, length: number): Uint8Array;
-    digest(length: number): Uint8Array;
-  } {
+  source(size: number = this.size): AreaSource {
     return {
       size,
       read: (offset, length) => this.read(offset, length),

@@ -14,8 +14,8 @@ import type { Clock } from "../lib/clock.ts";
 import { alignUp, isFilledWith } from "../lib/bytes.ts";
 import type { BootRecord, BootRom } from "./bootloader.ts";
 import { ERASED, FlashError, isPowerCut } from "./flash.ts";
-import { compareVersions, decodeImage, formatVersion, type ImageVersion } from "./image_format.ts";
-import { validateImage } from "./image_validate.ts";
+import { compareVersions, formatVersion, type ImageVersion } from "./image_format.ts";
+import { decodeAreaImage, validateAreaImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";
 import { SecurityCounter } from "./security_counter.ts";
@@ -317,8 +317,9 @@ export class FirmwareUpdateService {
     const guard = this.#guard(component, "finish");
     if (guard !== PsaStatus.SUCCESS) return guard;
     const { secondary } = this.#context.areas;
-    const result = await validateImage(
-      secondary.source(this.maxSize),
+    const result = await validateAreaImage(
+      secondary,
+      this.maxSize,
       {
         root: this.#context.rom.root,
         minimumSecurityCounter: this.#fuses.read(),
@@ -361,7 +362,7 @@ export class FirmwareUpdateService {
     const state = this.state;
     if (state !== S.CANDIDATE) return PsaStatus.ERROR_BAD_STATE;
     const { secondary } = this.#context.areas;
-    const candidate = decodeImage(secondary.source(this.maxSize));
+    const candidate = decodeAreaImage(secondary, this.maxSize);
     if (!candidate.ok) return this.#fail(PsaStatus.ERROR_DATA_INVALID, candidate.reason);
     // In recovery no image runs to compare with: the security counter below still refuses an
     // image older than the device has accepted.

@@ -15,7 +15,13 @@ import {
   type VerificationCache,
   verifySignature,
 } from "./codesign.ts";
-import { type ByteSource, type DecodedImage, decodeImage } from "./image_format.ts";
+import { type FlashArea, readMemo } from "./flash_area.ts";
+import {
+  type ByteSource,
+  type DecodedImage,
+  decodeImage,
+  type DecodeResult,
+} from "./image_format.ts";
 
 /** Options for {@linkcode validateImage}. */
 export interface ValidateOptions {
@@ -64,11 +70,53 @@ export function digestSource(source: ByteSource, length: number): Uint8Array {
  * if (!result.ok) log(result.reason);
  * ```
  */
-export async function validateImage(
+export function validateImage(
   source: ByteSource,
   options: ValidateOptions,
 ): Promise<ValidationResult> {
-  const decoded = decodeImage(source);
+  return validateDecoded(source, decodeImage(source), options);
+}
+
+const decodedImageOf = readMemo<DecodeResult>();
+
+/**
+ * Decodes the image at the start of an area's first `size` bytes (the whole area by default),
+ * again only once a sector it was read from changed: a device decodes its slots a dozen times
+ * per update (each boot, the update service, every state report), and each decode copies the
+ * header and TLVs out of flash.
+ *
+ * @example
+ * ```ts ignore
+ * const running = decodeAreaImage(areas.primary, slotImageSize);
+ * if (running.ok) console.log(formatVersion(running.image.header.version));
+ * ```
+ */
+export function decodeAreaImage(area: FlashArea, size: number = area.size): DecodeResult {
+  return decodedImageOf(area, size, decodeImage);
+}
+
+/**
+ * {@linkcode validateImage} of an area's first `size` bytes, decoding through
+ * {@linkcode decodeAreaImage}; the hash and the signature are checked every time.
+ *
+ * @example
+ * ```ts ignore
+ * const result = await validateAreaImage(areas.secondary, slotImageSize, { root });
+ * ```
+ */
+export function validateAreaImage(
+  area: FlashArea,
+  size: number,
+  options: ValidateOptions,
+): Promise<ValidationResult> {
+  return validateDecoded(area.source(size), decodeAreaImage(area, size), options);
+}
+
+async function validateDecoded(
+  source: ByteSource,
+  decoded: DecodeResult,
+  options: ValidateOptions,
+): Promise<ValidationResult> {
   if (!decoded.ok) return decoded;
   const image = decoded.image;
   const refuse = (reason: string): ValidationResult => ({ ok: false, reason, image });

@@ -9,6 +9,7 @@
  * deno run --allow-read tools/cpu_profile.ts --file out/profiles/*.cpuprofile --top 40
  * deno run --allow-net --allow-write tools/cpu_profile.ts --inspect 127.0.0.1:9229 --seconds 20 --top 40
  * deno run --allow-net tools/cpu_profile.ts --inspect 127.0.0.1:9229 --inclusive # with callees
+ * deno run --allow-read tools/cpu_profile.ts --file out/profiles/*.cpuprofile --by-package
  * ```
  *
  * @module
@@ -106,6 +107,33 @@ export function functionTimes(
   return [...totals].sort((a, b) => b[1] - a[1]);
 }
 
+/**
+ * Self time per place the code lives (microseconds), biggest first: an npm package by name, a
+ * top-level folder of this repository, Deno's Node compatibility layer, the rest of Deno's
+ * runtime, or V8's own entries (garbage collector, idle, natives).
+ */
+export function packageTimes(profile: CpuProfile): Array<[string, number]> {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const totals = new Map<string, number>();
+  profile.samples.forEach((id, i) => {
+    const node = byId.get(id);
+    if (!node) return;
+    const place = placeOf(node.callFrame.url, node.callFrame.functionName);
+    totals.set(place, (totals.get(place) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
+  return [...totals].sort((a, b) => b[1] - a[1]);
+}
+
+function placeOf(url: string, functionName: string): string {
+  const npm = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\/(?!.*\/node_modules\/)/.exec(url);
+  if (npm) return `npm:${npm[1]}`;
+  if (url.startsWith("ext:deno_node/")) return "deno: node compat";
+  if (url.startsWith("ext:")) return "deno: runtime";
+  const own = /^file:\/\/.*?\/(agent|bootloader|broker|fleet|lib|bench|tools|tests)\//.exec(url);
+  if (own) return `${own[1]}/`;
+  return url === "" ? functionName.startsWith("(") ? functionName : "(native)" : url;
+}
+
 async function profileTarget(url: string, seconds: number): Promise<CpuProfile> {
   const socket = new WebSocket(url);
   await new Promise((resolve, reject) => {
@@ -144,6 +172,7 @@ if (import.meta.main) {
       inclusive: { type: "boolean", default: false },
       file: { type: "boolean", default: false },
       callers: { type: "string" },
+      "by-package": { type: "boolean", default: false },
     },
     allowPositionals: true,
   });
@@ -152,7 +181,7 @@ if (import.meta.main) {
   if (!(seconds > 0) || !(top > 0)) {
     console.error(
       "Usage: cpu_profile.ts [--inspect HOST:PORT] [--seconds S] [--out FILE] | --file PROFILE... " +
-        "[--top N] [--inclusive | --callers NAME]",
+        "[--top N] [--inclusive | --callers NAME | --by-package]",
     );
     Deno.exit(2);
   }
@@ -185,6 +214,8 @@ if (import.meta.main) {
     const kind = values.inclusive ? "inclusive" : "self";
     const rows = values.callers !== undefined
       ? callersOf(profile, values.callers)
+      : values["by-package"]
+      ? packageTimes(profile)
       : functionTimes(profile, kind);
     for (const [key, micros] of rows) {
       totals.set(key, (totals.get(key) ?? 0) + micros);
