@@ -10,7 +10,7 @@
  * @module
  */
 
-import { decode, encode } from "cborg";
+import { decode, encode, Token, Tokenizer, Type } from "cborg";
 
 /** A GetStream request. */
 export interface GetStreamRequest {
@@ -90,6 +90,72 @@ export function encodeStreamBlock(block: StreamBlock): Uint8Array {
   return encode(map);
 }
 
+/** Bytes of the CBOR length argument after a major-type byte with this minor (24..26). */
+const LENGTH_BYTES: Readonly<Record<number, number>> = { 24: 1, 25: 2, 26: 4 };
+/** The least length each argument size may carry in strict (preferred) encoding. */
+const LEAST_LENGTH: Readonly<Record<number, number>> = { 24: 24, 25: 0x100, 26: 0x10000 };
+
+/**
+ * cborg's tokenizer, except that a definite-length byte string comes out as a view of the
+ * message rather than a copy. Every block of every device was copied (a new ArrayBuffer, 10 µs
+ * with its garbage collection in a fleet Worker) only to be hashed and programmed into flash,
+ * which copies it anyway. Anything else, and any byte string cborg would refuse (short data, a
+ * length in more bytes than needed), goes to cborg's own path with its own errors.
+ */
+class ViewingTokenizer extends Tokenizer {
+  override next(): Token {
+    const data = this.data;
+    const at = this._pos;
+    const head = data[at]!;
+    if (head >>> 5 === 2) {
+      const minor = head & 31;
+      const argument = minor < 24 ? 0 : LENGTH_BYTES[minor];
+      if (argument !== undefined && at + 1 + argument <= data.length) {
+        let length = minor < 24 ? minor : 0;
+        for (let i = 1; i <= argument; i++) length = length * 256 + data[at + i]!;
+        const start = at + 1 + argument;
+        if (
+          (minor < 24 || length >= LEAST_LENGTH[minor]!) && start + length <= data.length
+        ) {
+          this._pos = start + length;
+          return new Token(Type.bytes, data.subarray(start, start + length), 1 + argument + length);
+        }
+      }
+    }
+    return super.next();
+  }
+}
+
+/**
+ * Whole, cborg's defaults included: decode() fills in its defaults for itself, but a tokenizer
+ * handed to it reads only what it was constructed with.
+ */
+const DECODE_OPTIONS = {
+  useMaps: false,
+  rejectDuplicateMapKeys: true,
+  strict: true,
+  allowIndefinite: true,
+  allowUndefined: true,
+  allowBigInt: true,
+} as const;
+
+/**
+ * Strict CBOR decoding as cborg does it (maps as objects, duplicate keys and non-preferred
+ * encodings refused, throwing what cborg throws), except that byte strings are views of `bytes`:
+ * keep one past the message only as a copy.
+ *
+ * @example
+ * ```ts
+ * import { decodeCbor } from "./stream_codec.ts";
+ * decodeCbor(new Uint8Array([0xa1, 0x61, 0x70, 0x42, 1, 2])); // { p: Uint8Array [1, 2] }
+ * ```
+ */
+export function decodeCbor(bytes: Uint8Array): unknown {
+  // A plain view: cborg's tokenizer indexes it byte by byte, faster than through a Buffer.
+  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+  return decode(view, { ...DECODE_OPTIONS, tokenizer: new ViewingTokenizer(view, DECODE_OPTIONS) });
+}
+
 function decodeMap(bytes: Uint8Array): Decoded<Record<string, unknown>> {
   if (bytes.length === 0) return { ok: false, reason: "empty CBOR message" };
   if (bytes.length > MAX_STREAM_MESSAGE) {
@@ -97,7 +163,7 @@ function decodeMap(bytes: Uint8Array): Decoded<Record<string, unknown>> {
   }
   let value: unknown;
   try {
-    value = decode(bytes, { useMaps: false, rejectDuplicateMapKeys: true, strict: true });
+    value = decodeCbor(bytes);
   } catch (error) {
     return { ok: false, reason: `invalid CBOR: ${(error as Error).message}` };
   }

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
+
 /**
  * Concatenates byte arrays into one new array.
  *
@@ -36,17 +38,14 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
  */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  let i = 0;
-  // Four bytes at a time where both sides allow it: flash sectors are compared whole.
-  if (a.length >= WORDWISE && a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
-    const wa = new Uint32Array(a.buffer, a.byteOffset, a.length >>> 2);
-    const wb = new Uint32Array(b.buffer, b.byteOffset, a.length >>> 2);
-    for (let w = 0; w < wa.length; w++) if (wa[w] !== wb[w]) return false;
-    i = wa.length * 4;
-  }
-  for (; i < a.length; i++) if (a[i] !== b[i]) return false;
+  // Flash sectors are compared whole (the shared-contents pool): memcmp is 5x a JS loop there.
+  if (a.length >= NATIVE_COMPARE) return Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/** Below this many bytes wrapping the array in a Buffer costs more than the loop it spares. */
+const NATIVE_COMPARE = 512;
 
 /** Below this many bytes a word view costs more than it saves. */
 const WORDWISE = 64;

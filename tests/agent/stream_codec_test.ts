@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { decode, encode } from "cborg";
 import { BlockBitmap } from "../../agent/bitmap.ts";
 import {
+  decodeCbor,
   decodeGetStreamRequest,
   decodeStreamBlock,
   encodeGetStreamRequest,
@@ -87,6 +88,67 @@ Deno.test("stream codecs: property: arbitrary bytes never throw", () => {
       },
     ),
     { numRuns: 1000 },
+  );
+});
+
+/** cborg's own strict decode, or the message it throws. */
+function cborgDecode(bytes: Uint8Array): { value: unknown } | { error: string } {
+  try {
+    return { value: decode(bytes, { useMaps: false, rejectDuplicateMapKeys: true, strict: true }) };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+}
+
+function viewingDecode(bytes: Uint8Array): { value: unknown } | { error: string } {
+  try {
+    return { value: decodeCbor(bytes) };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+}
+
+/** A byte-string head with `length` in `argumentBytes` bytes (0 = in the head itself). */
+function byteStringHead(length: number, argumentBytes: 0 | 1 | 2 | 4): number[] {
+  if (argumentBytes === 0) return [0x40 | length];
+  const minor = { 1: 24, 2: 25, 4: 26 }[argumentBytes];
+  const out = [0x40 | minor];
+  for (let i = argumentBytes - 1; i >= 0; i--) out.push(Math.floor(length / 256 ** i) % 256);
+  return out;
+}
+
+Deno.test("decodeCbor: property: decodes what cborg decodes, refuses what it refuses, byte strings as views", () => {
+  const lengths = fc.oneof(
+    fc.constantFrom(0, 1, 23, 24, 25, 255, 256, 257, 4096, 65535, 65536),
+    fc.nat(70_000),
+  );
+  fc.assert(
+    fc.property(
+      lengths,
+      fc.constantFrom(0 as const, 1 as const, 2 as const, 4 as const),
+      fc.integer({ min: -3, max: 3 }),
+      fc.boolean(),
+      (length, argumentBytes, shortBy, inMap) => {
+        if (argumentBytes === 0 && length > 23) return;
+        if (argumentBytes > 0 && length >= 256 ** argumentBytes) return;
+        // Preferred or not, whole, short or with bytes to spare, alone or as a map value.
+        const body = Array.from({ length: Math.max(0, length + shortBy) }, (_, i) => i % 251);
+        const string = [...byteStringHead(length, argumentBytes), ...body];
+        const bytes = new Uint8Array(inMap ? [0xa1, 0x61, 0x70, ...string] : string);
+        assert.deepEqual(viewingDecode(bytes), cborgDecode(bytes));
+        const decoded = viewingDecode(bytes);
+        const value = "value" in decoded
+          ? (inMap ? (decoded.value as { p: Uint8Array }).p : decoded.value)
+          : null;
+        if (value instanceof Uint8Array) assert.equal(value.buffer, bytes.buffer);
+      },
+    ),
+  );
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+      assert.deepEqual(viewingDecode(bytes), cborgDecode(bytes));
+    }),
+    { numRuns: 2000 },
   );
 });
 
