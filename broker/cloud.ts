@@ -7,7 +7,8 @@
  * @module
  */
 
-import type { Aedes, AedesPublishPacket } from "aedes";
+import type { Aedes, AedesPublishPacket, Client } from "aedes";
+import { setImmediate } from "node:timers";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import mqtt from "mqtt";
 import {
@@ -192,9 +193,32 @@ function bufferOf(payload: Uint8Array): Buffer {
 
 const bufferViews = new WeakMap<Uint8Array, Buffer>();
 
-/** Publishes from inside aedes. */
+/**
+ * Publishes from inside aedes. `together` corks the client's socket while a burst is handed over
+ * and uncorks it once aedes has written them (it writes each a turn of the event loop apart, and
+ * mqtt-packet's own cork lasts only one): a request's 8 blocks then leave in one writev instead
+ * of 8. Written past the socket's high-water mark, a publish waits for 'drain', which comes after
+ * the uncork, so nothing waits on itself.
+ */
 function aedesPublisher(broker: Aedes): Publisher {
+  // Connected clients by id (a device's id is its thing name), from aedes' documented events.
+  const clients = new Map<string, Client>();
+  broker.on("client", (client) => clients.set(client.id, client));
+  broker.on("clientDisconnect", (client) => {
+    // A takeover connects the new client before the old one is gone: keep the newer.
+    if (clients.get(client.id) === client) clients.delete(client.id);
+  });
   return {
+    together(clientId, handOver) {
+      const conn = clients.get(clientId)?.conn;
+      if (!conn) return handOver();
+      conn.cork();
+      try {
+        handOver();
+      } finally {
+        setImmediate(() => conn.uncork());
+      }
+    },
     publish: (topic, payload, qos) =>
       new Promise<void>((resolve, reject) => {
         const packet = {

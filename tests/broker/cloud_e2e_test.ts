@@ -3,6 +3,9 @@
  * service on the embedded aedes, state in SQLite.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import mqtt from "mqtt";
+import { decodeStreamBlock, encodeGetStreamRequest } from "../../agent/stream_codec.ts";
 import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { startCloud } from "../../broker/cloud.ts";
@@ -185,6 +188,65 @@ Deno.test("cloud e2e: devices sharing one connection turn connect one after the 
     );
   } finally {
     for (const r of runtimes) await r.stop();
+    await cloud.close();
+  }
+});
+
+Deno.test("cloud e2e: a GetStream request's blocks leave the broker in one socket write", async () => {
+  const cloud = await startCloud();
+  cloud.provisionThing("dev-0", "secret-of-dev-0");
+  const image = new Uint8Array(10 * 4096).map((_, i) => i % 253);
+  cloud.streams.addStream("fw", new Map([[0, image]]));
+  // The server side of the device's connection, and the batches of chunks written to it.
+  const writes: number[] = [];
+  cloud.broker!.broker.on("client", (client) => {
+    const conn = client.conn as unknown as {
+      _writev(chunks: unknown[], callback: () => void): void;
+      _write(chunk: unknown, encoding: string, callback: () => void): void;
+    };
+    const writev = conn._writev.bind(conn);
+    const write = conn._write.bind(conn);
+    conn._writev = (chunks, callback) => {
+      writes.push(chunks.length);
+      writev(chunks, callback);
+    };
+    conn._write = (chunk, encoding, callback) => {
+      writes.push(1);
+      write(chunk, encoding, callback);
+    };
+  });
+  const device = await mqtt.connectAsync(cloud.url, {
+    clientId: "dev-0",
+    username: "dev-0",
+    password: "secret-of-dev-0",
+    reconnectPeriod: 0,
+  });
+  try {
+    const blocks: number[] = [];
+    device.on("message", (_topic, payload) => {
+      const block = decodeStreamBlock(payload);
+      if (block.ok) blocks.push(block.value.blockId);
+    });
+    await device.subscribeAsync("$aws/things/dev-0/streams/fw/data/cbor", { qos: 0 });
+    const before = writes.length;
+    await device.publishAsync(
+      "$aws/things/dev-0/streams/fw/get/cbor",
+      Buffer.from(encodeGetStreamRequest({
+        clientToken: "t",
+        fileId: 0,
+        blockSize: 4096,
+        offset: 0,
+        numberOfBlocks: 8,
+        bitmap: new Uint8Array([0xff, 0x03]),
+      })),
+      { qos: 0 },
+    );
+    await waitUntil(() => blocks.length === 8, "the 8 blocks");
+    assert.deepEqual(blocks, [0, 1, 2, 3, 4, 5, 6, 7]);
+    // One writev with every piece of the 8 PUBLISH packets, where aedes alone wrote 8 times.
+    assert.equal(writes.length - before, 1);
+  } finally {
+    await device.endAsync();
     await cloud.close();
   }
 });
