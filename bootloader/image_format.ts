@@ -276,12 +276,15 @@ function parseTlvArea(
   if (end > source.size) {
     return fail(`${areaName} at ${start} declares ${total} bytes, past the end of the slot`);
   }
+  // The whole area in one detached copy, its values views of it: a read or copy per TLV head and
+  // value was most of a decode, and a device decodes its slots at every boot and state report.
+  const bytes = source.read(start, total).slice();
+  const view = viewOf(bytes);
   let at = start + 4;
   while (at < end) {
     if (at + 4 > end) return fail(`${areaName}: TLV header at ${at} crosses the end of the area`);
-    const head = viewOf(source.read(at, 4));
-    const type = head.getUint16(0, true);
-    const length = head.getUint16(2, true);
+    const type = view.getUint16(at - start, true);
+    const length = view.getUint16(at - start + 2, true);
     if (at + 4 + length > end) {
       return fail(
         `${areaName}: TLV 0x${
@@ -308,7 +311,11 @@ function parseTlvArea(
     if (out.some((tlv) => tlv.type === type)) {
       return fail(`${areaName}: duplicate TLV ${rule.name}`);
     }
-    out.push({ type, value: source.read(at + 4, length).slice(), protected: isProtected });
+    out.push({
+      type,
+      value: bytes.subarray(at + 4 - start, at + 4 - start + length),
+      protected: isProtected,
+    });
     at += 4 + length;
   }
   return { ok: true, end };
