@@ -568,21 +568,31 @@ export class OtaAgent {
     this.#controlSubscribed = true;
   }
 
+  /**
+   * Subscribes the Jobs reply topics again unless this connection has them, before anything that
+   * waits for a reply. A subscription a loaded broker did not acknowledge (a 10,000-device run
+   * left 700 devices waiting so), or one a dropped connection took with it while a handler was
+   * retrying a report: the resume that subscribes again waits in the mailbox behind that handler,
+   * and a device kept its trial image 495 s asking for acknowledgements it could not hear.
+   * False when the subscription failed (the caller's own retry comes back here).
+   */
+  async #ensureControlSubscribed(): Promise<boolean> {
+    if (this.#controlSubscribed) return true;
+    try {
+      await this.#subscribeControl();
+      return true;
+    } catch (error) {
+      this.#log(`subscribe failed again: ${(error as Error).message}`);
+      return false;
+    }
+  }
+
   async #requestJobHandler(): Promise<Outcome> {
     const [first, max] = this.#config.jobRequestBackoffMs;
     this.#jobBackoff = this.#jobBackoff === 0 ? first : Math.min(max, this.#jobBackoff * 2);
     // Armed before publishing: a lost request or reply is asked again (the AWS agent waits forever).
     this.#startRequestTimer(this.#jobBackoff);
-    if (!this.#controlSubscribed) {
-      // A subscription a loaded broker did not acknowledge: without it no reply ever arrives
-      // (a 10,000-device run left 700 devices waiting so), so subscribe again before asking.
-      try {
-        await this.#subscribeControl();
-      } catch (error) {
-        this.#log(`subscribe failed again: ${(error as Error).message}`);
-        return "done";
-      }
-    }
+    if (!await this.#ensureControlSubscribed()) return "done";
     try {
       await this.#mqtt.publish(
         this.#topics.nextGet,
@@ -1625,6 +1635,8 @@ export class OtaAgent {
       // carry expectedVersion (a mismatch is then answered, and retried without it).
       const expected = this.#jobVersion.get(jobId);
       if (awaitAck && expected !== undefined) body.expectedVersion = expected;
+      // Offline, the publish below fails as well, and the reply time is waited out as for a loss.
+      if (awaitAck) await this.#ensureControlSubscribed();
       const reply = awaitAck ? this.#awaitReply(clientToken, delay) : null;
       try {
         await this.#mqtt.publish(
@@ -1674,6 +1686,7 @@ export class OtaAgent {
     includeJobDocument: boolean,
     timeoutMs: number,
   ): Promise<{ status: string; execution: Record<string, unknown> } | null> {
+    await this.#ensureControlSubscribed();
     const clientToken = this.#token();
     const reply = this.#awaitReply(clientToken, timeoutMs);
     try {

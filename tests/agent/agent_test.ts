@@ -19,6 +19,8 @@ import { signData } from "../../bootloader/codesign.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
 import { factoryDevice, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
+import { installUpdate } from "../helpers/update.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 /** The rows, written out from the AWS table plus this project's additions. */
 const EXPECTED: [AgentState | "All", AgentEventType, string, AgentState][] = [
@@ -136,15 +138,20 @@ async function agentOnFakes(config: Record<string, unknown> = {}) {
   return { device, clock, mqtt, agent };
 }
 
-async function jobPayload(size = 4096) {
-  const image = await testImage({ version: "1.1.0", payloadSize: size });
+/** A job document for `image`, signed by the trusted signer, on stream s1. */
+async function jobDocumentFor(image: Uint8Array) {
   const signature = await signData((await testPki()).signerKeys.privateKey, image);
-  const document = firmwareJobDocument({
+  return firmwareJobDocument({
     stream: "s1",
     size: image.length,
     signature,
     certFile: SIGNER_CERT_PATH,
   });
+}
+
+async function jobPayload(size = 4096) {
+  const image = await testImage({ version: "1.1.0", payloadSize: size });
+  const document = await jobDocumentFor(image);
   return {
     image,
     payload: encoder.encode(
@@ -411,5 +418,121 @@ Deno.test("agent: a job it cannot take is reported REJECTED with a reason and th
   assert.ok(mqtt.published.some((p) => p.topic === "$aws/things/dev-1/jobs/bad-job/update"));
   assert.equal(mqtt.count("$next/get"), requests + 1, "asks for the next job");
   assert.equal(agent.state, "WaitingForJob");
+  await agent.shutdown();
+});
+
+/**
+ * A connection as the broker sees it: a clean session each time it comes back (subscriptions
+ * gone), replies delivered only to subscribed topics, nothing sent while it is down.
+ */
+class FakeConnection implements MqttPort {
+  up = true;
+  readonly subscriptions = new Set<string>();
+  readonly published: string[] = [];
+  /** Publishes refused because the connection was down. */
+  refused = 0;
+  /** Called for each status update, before it is sent (to break the connection right then). */
+  beforeUpdate: (() => void) | null = null;
+  agent: OtaAgent | null = null;
+  publish(topic: string, payload: Uint8Array | string) {
+    if (topic.endsWith("/update")) this.beforeUpdate?.();
+    if (!this.up) {
+      this.refused++;
+      return Promise.reject(new Error("not connected"));
+    }
+    this.published.push(topic);
+    if (topic.endsWith("/update")) {
+      const { clientToken } = JSON.parse(String(payload));
+      this.#reply(`${topic}/accepted`, { clientToken });
+    }
+    return Promise.resolve();
+  }
+  subscribe(topics: string | readonly string[]) {
+    if (!this.up) return Promise.reject(new Error("not connected"));
+    for (const topic of [topics].flat()) this.subscriptions.add(topic);
+    return Promise.resolve();
+  }
+  unsubscribe(topic: string) {
+    this.subscriptions.delete(topic);
+    return Promise.resolve();
+  }
+  drop() {
+    this.up = false;
+    this.subscriptions.clear();
+    this.agent!.suspend();
+  }
+  restore() {
+    this.up = true;
+    this.agent!.resume();
+  }
+  #reply(topic: string, body: object) {
+    const heard = [...this.subscriptions].some((filter) => topicMatches(filter, topic));
+    const agent = this.agent!;
+    if (heard) {
+      queueMicrotask(() => agent.handleMessage(topic, encoder.encode(JSON.stringify(body))));
+    }
+  }
+}
+
+function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split("/");
+  const t = topic.split("/");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === "#") return true;
+    if (f[i] !== "+" && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+Deno.test("agent: a report retried after its connection dropped subscribes again first, so the acknowledgement is heard", async () => {
+  const { device, clock } = await factoryDevice();
+  await device.powerOn();
+  const { image } = await jobPayload();
+  await installUpdate(device, image);
+  assert.equal(device.running?.trial, true);
+  const connection = new FakeConnection();
+  const agent = new OtaAgent({
+    thingName: "dev-1",
+    mqtt: connection,
+    platform: devicePlatform(device),
+    store: new AgentStateStore(device.areas.agentState),
+    clock,
+    config: {
+      maxFirmwareSize: device.fwu.maxSize,
+      statusAckTimeoutMs: 5_000,
+      maxStatusRetries: 10,
+    },
+  });
+  connection.agent = agent;
+  agent.start();
+  await agent.idle();
+  // The job comes back testing this image; the SUCCEEDED is the first update, and the connection
+  // goes just as it is sent, then comes back (clean session) while the report waits for its reply.
+  connection.beforeUpdate = () => {
+    connection.beforeUpdate = null;
+    connection.drop();
+    queueMicrotask(() => connection.restore());
+  };
+  agent.handleMessage(
+    "$aws/things/dev-1/jobs/$next/get/accepted",
+    encoder.encode(JSON.stringify({
+      execution: {
+        jobId: "job-1",
+        status: "IN_PROGRESS",
+        versionNumber: 2,
+        statusDetails: { self_test: "ready", updatedBy: "0x01000000" },
+        jobDocument: await jobDocumentFor(image),
+      },
+    })),
+  );
+  // (Not agent.idle(): the report's handler waits on the fake clock for its acknowledgement.)
+  await waitUntil(() => connection.refused === 1 && connection.up, "the first attempt lost");
+  assert.equal(device.running?.trial, true, "not confirmed without the cloud's acknowledgement");
+  // The second attempt, one acknowledgement timeout later, subscribes before it publishes.
+  clock.advance(5_000);
+  await agent.idle();
+  await device.settle();
+  assert.equal(device.running?.trial, false, "confirmed once the retry was acknowledged");
+  assert.equal(connection.published.filter((t) => t.endsWith("/update")).length, 1);
   await agent.shutdown();
 });
