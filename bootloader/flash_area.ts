@@ -72,43 +72,51 @@ export function readMemo<T>(): (
   >();
   return (area, size, derive) => {
     const known = last.get(area);
-    if (
-      known?.size === size &&
-      known.sectors.every((sector, i) => area.sectorVersion(sector) === known.versions[i])
-    ) {
-      return known.value;
-    }
+    if (known?.size === size && standing(area, known.sectors, known.versions)) return known.value;
     const read = new Set<number>();
-    const note = (offset: number, length: number) => {
-      if (length <= 0) return;
-      const last = Math.floor((offset + length - 1) / area.sectorSize);
-      for (let sector = Math.floor(offset / area.sectorSize); sector <= last; sector++) {
+    // A read that failed (no power) made the result say so: it is not the flash's to remember.
+    let faulted = false;
+    const noting = <R>(offset: number, length: number, work: () => R): R => {
+      let result: R;
+      try {
+        result = work();
+      } catch (error) {
+        faulted = true;
+        throw error;
+      }
+      const lastSector = Math.floor((offset + length - 1) / area.sectorSize);
+      for (let sector = Math.floor(offset / area.sectorSize); sector <= lastSector; sector++) {
         read.add(sector);
       }
+      return result;
     };
     const whole = area.source(size);
     const value = derive({
       size,
-      read: (offset, length) => {
-        const bytes = whole.read(offset, length);
-        note(offset, length);
-        return bytes;
-      },
-      digest: (length) => {
-        const digest = whole.digest(length);
-        note(0, length);
-        return digest;
-      },
+      read: (offset, length) => noting(offset, length, () => whole.read(offset, length)),
+      digest: (length) => noting(0, length, () => whole.digest(length)),
     });
     const sectors = [...read];
-    last.set(area, {
-      size,
-      sectors,
-      versions: sectors.map((sector) => area.sectorVersion(sector)),
-      value,
-    });
+    const versions = faulted ? null : versionsOf(area, sectors);
+    if (versions) last.set(area, { size, sectors, versions, value });
+    else last.delete(area);
     return value;
   };
+}
+
+/** The versions of `sectors`, or null when they cannot be read (no power). */
+function versionsOf(area: FlashArea, sectors: readonly number[]): number[] | null {
+  try {
+    return sectors.map((sector) => area.sectorVersion(sector));
+  } catch {
+    return null;
+  }
+}
+
+/** Whether every sector still has the version it had (false when that cannot be asked). */
+function standing(area: FlashArea, sectors: readonly number[], versions: readonly number[]) {
+  const now = versionsOf(area, sectors);
+  return now !== null && now.every((version, i) => version === versions[i]);
 }
 
 /**

@@ -87,3 +87,21 @@ Deno.test("validateAreaImage checks the hash every time, even when the decoded h
   assert.equal(result.ok, false);
   assert.match(!result.ok ? result.reason : "", /hash does not match/);
 });
+
+Deno.test("decodeAreaImage without power says it cannot read, and does not remember it", async () => {
+  const { flash, slot } = await slotWithImage("1.0.1");
+  assert.ok(decodeAreaImage(slot, SIZE).ok);
+  flash.powerOff();
+  const unpowered = decodeAreaImage(slot, SIZE);
+  assert.equal(unpowered.ok, false);
+  assert.match(!unpowered.ok ? unpowered.reason : "", /cannot read image/);
+  flash.powerOn();
+  const powered = decodeAreaImage(slot, SIZE);
+  assert.ok(powered.ok, "decoded again once the flash answers");
+  // A first decode without power is not kept either.
+  const other = await slotWithImage("1.0.2");
+  other.flash.powerOff();
+  assert.equal(decodeAreaImage(other.slot, SIZE).ok, false);
+  other.flash.powerOn();
+  assert.ok(decodeAreaImage(other.slot, SIZE).ok);
+});
