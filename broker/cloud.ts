@@ -205,7 +205,7 @@ function aedesPublisher(broker: Aedes): Publisher {
   const clients = new Map<string, Client>();
   broker.on("client", (client) => clients.set(client.id, client));
   broker.on("clientDisconnect", (client) => {
-    // A takeover connects the new client before the old one is gone: keep the newer.
+    // A takeover (same id, new connection): whichever of its events comes first, the newer stays.
     if (clients.get(client.id) === client) clients.delete(client.id);
   });
   return {
