@@ -12,7 +12,7 @@
 
 import type { Clock } from "../lib/clock.ts";
 import { alignUp, isFilledWith } from "../lib/bytes.ts";
-import type { BootRecord, BootRom } from "./bootloader.ts";
+import { type BootRecord, type BootRom, slotImageSize } from "./bootloader.ts";
 import { ERASED, FlashError, isPowerCut } from "./flash.ts";
 import { compareVersions, formatVersion, type ImageVersion } from "./image_format.ts";
 import { decodeAreaImage, validateAreaImage } from "./image_validate.ts";
@@ -191,8 +191,7 @@ export class FirmwareUpdateService {
 
   /** The staging slot's image capacity. */
   get maxSize(): number {
-    const { secondary } = this.#context.areas;
-    return (secondary.sectorCount - 1) * secondary.sectorSize;
+    return slotImageSize(this.#context.areas.secondary);
   }
 
   /** Current state, derived from flash. */

@@ -113,7 +113,7 @@ export function functionTimes(
  * runtime, or V8's own entries (garbage collector, idle, natives).
  */
 export function packageTimes(profile: CpuProfile): Array<[string, number]> {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const { byId } = indexNodes(profile);
   const totals = new Map<string, number>();
   profile.samples.forEach((id, i) => {
     const node = byId.get(id);
