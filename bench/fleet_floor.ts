@@ -15,8 +15,8 @@
  */
 import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
-import type { AedesPublishPacket } from "aedes";
-import { startEmbeddedBroker } from "../broker/embedded.ts";
+import type { AedesPublishPacket, Client } from "aedes";
+import { startEmbeddedBroker, writeTogether } from "../broker/embedded.ts";
 import type { FleetReport } from "../fleet/fleet.ts";
 import { parseSize } from "../lib/units.ts";
 import { runFloorClients } from "./floor_clients.ts";
@@ -48,25 +48,25 @@ export async function measureFloor(
   const embedded = await startEmbeddedBroker();
   const block = Buffer.alloc(options.blockSize, 0xa5);
   const requestTopic = /^floor\/([^/]+)\/get$/;
-  embedded.broker.on("publish", (packet: AedesPublishPacket, client: unknown) => {
+  const noop = () => {};
+  embedded.broker.on("publish", (packet: AedesPublishPacket, client: Client | null) => {
     const match = client ? requestTopic.exec(packet.topic) : null;
-    if (!match) return;
+    if (!client || !match) return;
     const count = Number(packet.payload.toString());
-    // One block after the other, as the stream service awaits each publish: queueing a whole
-    // burst at 10,000 clients made mqemitter release its queue recursively past the stack.
-    let sent = 0;
-    const sendNext = () => {
-      if (sent++ === count) return;
-      embedded.broker.publish({
-        cmd: "publish",
-        topic: `floor/${match[1]}/data`,
-        payload: block,
-        qos: 0,
-        retain: false,
-        dup: false,
-      }, sendNext);
-    };
-    sendNext();
+    // As the stream service does: a request's blocks handed over at once, in one socket write.
+    const topic = `floor/${match[1]}/data`;
+    writeTogether(client.conn, () => {
+      for (let i = 0; i < count; i++) {
+        embedded.broker.publish({
+          cmd: "publish",
+          topic,
+          payload: block,
+          qos: 0,
+          retain: false,
+          dup: false,
+        }, noop);
+      }
+    });
   });
   try {
     const { seconds, bytes } = options.clients === "process"

@@ -8,7 +8,6 @@
  */
 
 import type { Aedes, AedesPublishPacket, Client } from "aedes";
-import { setImmediate } from "node:timers";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import mqtt from "mqtt";
 import {
@@ -18,7 +17,12 @@ import {
   SERVICE_USER,
   type StoredSecret,
 } from "./auth.ts";
-import { type BrokerTls, type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
+import {
+  type BrokerTls,
+  type EmbeddedBroker,
+  startEmbeddedBroker,
+  writeTogether,
+} from "./embedded.ts";
 import { FileService } from "./file_service.ts";
 import { DeviceIdentity, type RegisteredCertificate } from "./device_identity.ts";
 import type { Checked } from "../bootloader/codesign.ts";
@@ -194,11 +198,8 @@ function bufferOf(payload: Uint8Array): Buffer {
 const bufferViews = new WeakMap<Uint8Array, Buffer>();
 
 /**
- * Publishes from inside aedes. `together` corks the client's socket while a burst is handed over
- * and uncorks it once aedes has written them (it writes each a turn of the event loop apart, and
- * mqtt-packet's own cork lasts only one): a request's 8 blocks then leave in one writev instead
- * of 8. Written past the socket's high-water mark, a publish waits for 'drain', which comes after
- * the uncork, so nothing waits on itself.
+ * Publishes from inside aedes; `together` writes a burst to one client in one socket write
+ * ({@linkcode writeTogether}): a request's 8 blocks leave in one writev instead of 8.
  */
 function aedesPublisher(broker: Aedes): Publisher {
   // Connected clients by id (a device's id is its thing name), from aedes' documented events.
@@ -211,13 +212,8 @@ function aedesPublisher(broker: Aedes): Publisher {
   return {
     together(clientId, handOver) {
       const conn = clients.get(clientId)?.conn;
-      if (!conn) return handOver();
-      conn.cork();
-      try {
-        handOver();
-      } finally {
-        setImmediate(() => conn.uncork());
-      }
+      if (conn) writeTogether(conn, handOver);
+      else handOver();
     },
     publish: (topic, payload, qos) =>
       new Promise<void>((resolve, reject) => {

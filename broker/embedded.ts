@@ -7,6 +7,7 @@
 
 import { Aedes, type AedesOptions } from "aedes";
 import { createServer, type Server, type Socket } from "node:net";
+import { setImmediate } from "node:timers";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 
 /** A running broker. */
@@ -66,6 +67,30 @@ export function withDeferredPublished(options: AedesOptions): AedesOptions {
  * devices waited out their 30 s connect timeout before trying again.
  */
 const LISTEN_BACKLOG = 65_535;
+
+/**
+ * Runs `handOver`, which starts aedes publishes to the client behind `conn`, with that socket
+ * corked until the next setImmediate, by when aedes has written them: aedes writes each publish a
+ * turn of the event loop after the previous one and mqtt-packet corks for one turn only, so a burst
+ * went out one writev per message. A publish past the socket's high-water mark waits for 'drain',
+ * which follows the uncork, so nothing waits on itself.
+ *
+ * @example
+ * ```ts ignore
+ * writeTogether(client.conn, () => blocks.forEach((b) => broker.publish(packetOf(b), noop)));
+ * ```
+ */
+export function writeTogether(
+  conn: { cork(): void; uncork(): void },
+  handOver: () => void,
+): void {
+  conn.cork();
+  try {
+    handOver();
+  } finally {
+    setImmediate(() => conn.uncork());
+  }
+}
 
 /**
  * Starts aedes on `127.0.0.1:port`.
