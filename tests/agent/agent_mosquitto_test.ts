@@ -1,8 +1,11 @@
 /** The happy update against mosquitto: the agent depends on no aedes behaviour. */
-import { startMosquitto } from "../helpers/mosquitto.ts";
+import { MOSQUITTO, startMosquitto } from "../helpers/mosquitto.ts";
 import { happyUpdate, rig } from "../helpers/agent_rig.ts";
 
-Deno.test("agent e2e (mosquitto): a happy update against a broker that is not aedes", async () => {
+Deno.test({
+  name: "agent e2e (mosquitto): a happy update against a broker that is not aedes",
+  ignore: MOSQUITTO.ignore,
+}, async () => {
   const mosquitto = await startMosquitto();
   try {
     const r = await rig({ brokerUrl: mosquitto.url });

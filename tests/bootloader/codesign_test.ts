@@ -17,12 +17,16 @@ import {
   verifyingKey,
   verifySignature,
 } from "../../bootloader/codesign.ts";
-import { openssl, opensslDir } from "../helpers/openssl.ts";
+import { OPENSSL, openssl, opensslDir } from "../helpers/openssl.ts";
 import { testPki, VALIDITY } from "../helpers/pki.ts";
 
 const message = new TextEncoder().encode("firmware image bytes");
 
-Deno.test("importPrivateKeyPem() takes openssl's SEC1 and PKCS#8 P-256 keys and refuses RSA and P-384", async () => {
+Deno.test({
+  name:
+    "importPrivateKeyPem() takes openssl's SEC1 and PKCS#8 P-256 keys and refuses RSA and P-384",
+  ignore: OPENSSL.ignore,
+}, async () => {
   const dir = await opensslDir();
   try {
     await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sec1.pem"]);
@@ -81,7 +85,10 @@ Deno.test("importPrivateKeyPem() takes openssl's SEC1 and PKCS#8 P-256 keys and 
   }
 });
 
-Deno.test("DER signatures interoperate with openssl in both directions", async () => {
+Deno.test({
+  name: "DER signatures interoperate with openssl in both directions",
+  ignore: OPENSSL.ignore,
+}, async () => {
   const dir = await opensslDir();
   try {
     const keys = await generateSigningKeys();
@@ -130,7 +137,11 @@ Deno.test("DER signatures interoperate with openssl in both directions", async (
   }
 });
 
-Deno.test("checkCodeSigner() accepts an openssl-made code-signing chain and refuses wrong purpose, issuer and algorithm", async () => {
+Deno.test({
+  name:
+    "checkCodeSigner() accepts an openssl-made code-signing chain and refuses wrong purpose, issuer and algorithm",
+  ignore: OPENSSL.ignore,
+}, async () => {
   const dir = await opensslDir();
   try {
     const ext = (name: string, body: string) => dir.write(name, `${body}\n`);
@@ -248,7 +259,10 @@ Deno.test("checkCodeSigner() accepts an openssl-made code-signing chain and refu
   }
 });
 
-Deno.test("our certificates read in openssl as a code-signing chain", async () => {
+Deno.test({
+  name: "our certificates read in openssl as a code-signing chain",
+  ignore: OPENSSL.ignore,
+}, async () => {
   const pki = await testPki();
   const dir = await opensslDir();
   try {

@@ -5,11 +5,15 @@ import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { startCloud } from "../../broker/cloud.ts";
 import { certificateDer, pemEncode, signData } from "../../bootloader/codesign.ts";
-import { startMosquitto } from "../helpers/mosquitto.ts";
+import { MOSQUITTO, startMosquitto } from "../helpers/mosquitto.ts";
 import { SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
-Deno.test("external broker: jobs and streams run as clients of mosquitto and two devices update through it", async () => {
+Deno.test({
+  name:
+    "external broker: jobs and streams run as clients of mosquitto and two devices update through it",
+  ignore: MOSQUITTO.ignore,
+}, async () => {
   const mosquitto = await startMosquitto();
   const cloud = await startCloud({ external: mosquitto.url, tickMs: 100 });
   const runtimes: DeviceRuntime[] = [];

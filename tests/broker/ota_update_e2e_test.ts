@@ -20,6 +20,7 @@ import { buildFirmware } from "../../bootloader/firmware.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import { releaseProfile, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { OPENSSL } from "../helpers/openssl.ts";
 
 async function world(devices: number) {
   const cloud = await startCloud({ tickMs: 100 });
@@ -160,7 +161,11 @@ Deno.test("signing profiles refuse a key that does not match, or a certificate f
   }
 });
 
-Deno.test("OTA update from a file signed with openssl (key and detached DER signature made by openssl)", async () => {
+Deno.test({
+  name:
+    "OTA update from a file signed with openssl (key and detached DER signature made by openssl)",
+  ignore: OPENSSL.ignore,
+}, async () => {
   const { openssl, opensslDir } = await import("../helpers/openssl.ts");
   const w = await world(0);
   const dir = await opensslDir();

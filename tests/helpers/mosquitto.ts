@@ -1,4 +1,8 @@
 /** Starts a mosquitto broker (Debian package) on a free loopback port for one test. */
+import { systemProgram } from "./system_program.ts";
+
+/** The mosquitto program, or why its tests are ignored. */
+export const MOSQUITTO = systemProgram("mosquitto", "mosquitto");
 
 /** A running mosquitto. */
 export interface Mosquitto {
@@ -43,7 +47,7 @@ export async function startMosquitto(): Promise<Mosquitto> {
     config,
     `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`,
   );
-  const child = new Deno.Command("mosquitto", {
+  const child = new Deno.Command(MOSQUITTO.require(), {
     args: ["-c", config],
     stdout: "null",
     stderr: "null",

@@ -1,4 +1,8 @@
 /** Runs openssl in a scratch directory (the interoperability tests' counterpart). */
+import { systemProgram } from "./system_program.ts";
+
+/** The openssl program, or why its tests are ignored. */
+export const OPENSSL = systemProgram("openssl", "openssl");
 
 /** A scratch directory with an openssl runner; remove it with `dispose`. */
 export interface OpensslDir {
@@ -19,7 +23,7 @@ export async function opensslDir(): Promise<OpensslDir> {
   return {
     path,
     async run(args, stdin) {
-      const child = new Deno.Command("openssl", {
+      const child = new Deno.Command(OPENSSL.require(), {
         args,
         cwd: path,
         stdin: stdin ? "piped" : "null",
