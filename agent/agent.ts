@@ -17,22 +17,21 @@
 
 import { fromBase64, toBase64 } from "../lib/base64.ts";
 import type { AgentStateStore } from "../bootloader/agent_store.ts";
-import { sha256 } from "../bootloader/codesign.ts";
+import { sha256 } from "../protocol/signatures.ts";
 import {
   compareVersions,
   formatVersion,
   IMAGE_MAGIC,
   type ImageVersion,
-} from "../bootloader/image_format.ts";
+} from "../protocol/image_format.ts";
+import { type OtaFileContext, type OtaPal } from "../bootloader/ota_pal.ts";
 import {
-  type OtaFileContext,
   OtaImageState,
-  type OtaPal,
   OtaPalImageState,
   otaPalMain,
   OtaPalMainStatus,
   otaPalSub,
-} from "../bootloader/ota_pal.ts";
+} from "../protocol/ota_pal_status.ts";
 import { FwuState } from "../bootloader/fwu.ts";
 import { PsaStatus } from "../bootloader/psa_status.ts";
 import { bytesEqual } from "../lib/bytes.ts";
@@ -44,10 +43,16 @@ import {
   type OtaFileSpec,
   type OtaJob,
   parseJobMessage,
-} from "./job_document.ts";
-import { acceptedReason, failedReason, OtaErr, stateReason, versionWord } from "./job_status.ts";
-import { decodeStreamBlock, encodeGetStreamRequest } from "./stream_codec.ts";
-import { classifyTopic, type ThingTopics, thingTopics } from "./topics.ts";
+} from "../protocol/job_document.ts";
+import {
+  acceptedReason,
+  failedReason,
+  OtaErr,
+  stateReason,
+  versionWord,
+} from "../protocol/job_status.ts";
+import { decodeStreamBlock, encodeGetStreamRequest } from "../protocol/stream_codec.ts";
+import { classifyTopic, type ThingTopics, thingTopics } from "../protocol/topics.ts";
 import {
   type AgentEventType,
   type AgentState,

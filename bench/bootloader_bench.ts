@@ -10,10 +10,10 @@ import {
   VerificationCache,
   verifyingKey,
   verifySignature,
-} from "../bootloader/codesign.ts";
+} from "../protocol/signatures.ts";
 import { NorFlash } from "../bootloader/flash.ts";
 import { createFlash, deviceLayout } from "../bootloader/layout.ts";
-import { bytesSource, decodeImage } from "../bootloader/image_format.ts";
+import { bytesSource, decodeImage } from "../protocol/image_format.ts";
 import { testImage, testPki } from "../tests/helpers/pki.ts";
 import { installUpdate } from "../tests/helpers/update.ts";
 

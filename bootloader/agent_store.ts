@@ -7,7 +7,7 @@
  */
 
 import { alignUp, bytesEqual, concatBytes, viewOf } from "../lib/bytes.ts";
-import { sha256 } from "./codesign.ts";
+import { sha256 } from "../protocol/signatures.ts";
 import { ERASED } from "./flash.ts";
 import { type FlashArea, sectorMemo } from "./flash_area.ts";
 

@@ -10,9 +10,10 @@
  */
 
 import type { Clock } from "../lib/clock.ts";
-import type { Certificate, VerificationCache } from "./codesign.ts";
+import type { Certificate } from "../protocol/certificates.ts";
+import type { VerificationCache } from "../protocol/signatures.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { compareVersions, type DecodedImage, formatVersion } from "./image_format.ts";
+import { compareVersions, type DecodedImage, formatVersion } from "../protocol/image_format.ts";
 import { decodeAreaImage, validateAreaImage, type ValidationResult } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";

@@ -23,7 +23,7 @@ import { type Behavior, readManifest } from "./firmware.ts";
 import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
 import type { SecureElement } from "./secure_element.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
-import { compareVersions, formatVersion, type ImageVersion } from "./image_format.ts";
+import { compareVersions, formatVersion, type ImageVersion } from "../protocol/image_format.ts";
 import { decodeAreaImage } from "./image_validate.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
 import { OtaPal } from "./ota_pal.ts";

@@ -17,9 +17,10 @@
 import { AgentStateStore } from "./agent_store.ts";
 import { boot, type BootOutcome, type BootRom } from "./bootloader.ts";
 import type { Clock } from "../lib/clock.ts";
-import { type Certificate, parseCertificate, type VerificationCache } from "./codesign.ts";
+import { type Certificate, parseCertificate } from "../protocol/certificates.ts";
+import { type VerificationCache } from "../protocol/signatures.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { formatVersion, type ImageVersion } from "./image_format.ts";
+import { formatVersion, type ImageVersion } from "../protocol/image_format.ts";
 import { validateAreaImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { viewOf } from "../lib/bytes.ts";

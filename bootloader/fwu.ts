@@ -14,7 +14,7 @@ import type { Clock } from "../lib/clock.ts";
 import { alignUp, isFilledWith } from "../lib/bytes.ts";
 import { type BootRecord, type BootRom, slotImageSize } from "./bootloader.ts";
 import { ERASED, FlashError, isPowerCut } from "./flash.ts";
-import { compareVersions, formatVersion, type ImageVersion } from "./image_format.ts";
+import { compareVersions, formatVersion, type ImageVersion } from "../protocol/image_format.ts";
 import { decodeAreaImage, validateAreaImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";

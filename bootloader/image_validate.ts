@@ -8,20 +8,15 @@
 
 import { bytesEqual } from "../lib/bytes.ts";
 import { createHash } from "node:crypto";
-import {
-  type Certificate,
-  checkCodeSigner,
-  parseCertificate,
-  type VerificationCache,
-  verifySignature,
-} from "./codesign.ts";
+import { type Certificate, checkCodeSigner, parseCertificate } from "../protocol/certificates.ts";
+import { type VerificationCache, verifySignature } from "../protocol/signatures.ts";
 import { type FlashArea, readMemo } from "./flash_area.ts";
 import {
   type ByteSource,
   type DecodedImage,
   decodeImage,
   type DecodeResult,
-} from "./image_format.ts";
+} from "../protocol/image_format.ts";
 
 /** Options for {@linkcode validateImage}. */
 export interface ValidateOptions {
@@ -48,7 +43,7 @@ const READ_CHUNK = 16 * 1024;
  * @example
  * ```ts
  * import { digestSource } from "./image_validate.ts";
- * import { bytesSource } from "./image_format.ts";
+ * import { bytesSource } from "../protocol/image_format.ts";
  * digestSource(bytesSource(new Uint8Array(3)), 3).length; // 32
  * ```
  */

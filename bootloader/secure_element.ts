@@ -15,31 +15,10 @@
  * @module
  */
 
-import {
-  type Certificate,
-  certificateDer,
-  ECDSA_P256,
-  issueTlsCertificate,
-  signData,
-} from "./codesign.ts";
+import { ECDSA_P256, signData } from "../protocol/signatures.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { toBase64Url } from "../lib/base64.ts";
-
-/** Prefix of a login token, and its version. */
-export const LOGIN_TOKEN_PREFIX = "se1";
-
-/**
- * The bytes a login token signs: its version, the thing and the time (ms since the epoch).
- *
- * @example
- * ```ts
- * import { loginTokenMessage } from "./secure_element.ts";
- * new TextDecoder().decode(loginTokenMessage("dev-1", 1700000000000)); // "se1|dev-1|1700000000000"
- * ```
- */
-export function loginTokenMessage(thing: string, at: number): Uint8Array {
-  return new TextEncoder().encode(`${LOGIN_TOKEN_PREFIX}|${thing}|${at}`);
-}
+import { LOGIN_TOKEN_PREFIX, loginTokenMessage } from "../protocol/login_token.ts";
 
 /** A secure element as it travels between threads (see {@linkcode SecureElement.toChip}). */
 export interface SecureElementChip {
@@ -139,33 +118,4 @@ export class SecureElement {
       toBase64Url(signature),
     ].join(".");
   }
-}
-
-/**
- * The factory step: the fleet CA certifies the element's public key for `thing` (CN = thing,
- * clientAuth) and the element stores the certificate. Returns the certificate (DER), for the
- * cloud to register.
- *
- * @example
- * ```ts ignore
- * const der = await provisionSecureElement(element, "dev-1", fleetCa, validity);
- * await cloud.registerDeviceCertificate("dev-1", der);
- * ```
- */
-export async function provisionSecureElement(
-  element: SecureElement,
-  thing: string,
-  ca: { readonly certificate: Certificate; readonly privateKey: CryptoKey },
-  validity: { readonly notBefore: Date; readonly notAfter: Date },
-): Promise<Uint8Array> {
-  const certificate = await issueTlsCertificate(ca.certificate, ca.privateKey, element.publicKey, {
-    kind: "client",
-    subject: `CN=${thing}`,
-    ...validity,
-  });
-  const der = certificateDer(certificate);
-  if (!element.installCertificate(der, new Uint8Array(certificate.publicKey.rawData))) {
-    throw new Error("the CA certified another key than the element's");
-  }
-  return der;
 }

@@ -25,7 +25,7 @@ import {
 } from "./embedded.ts";
 import { FileService } from "./file_service.ts";
 import { DeviceIdentity, type RegisteredCertificate } from "./device_identity.ts";
-import type { Checked } from "../bootloader/codesign.ts";
+import type { Checked } from "../protocol/signatures.ts";
 import { JobService } from "./job_service.ts";
 import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
 import { type CloudStore, SqliteStore } from "./store.ts";

@@ -13,13 +13,11 @@ import {
   type Certificate,
   certificateDer,
   checkDeviceCertificate,
-  type Checked,
   type CodeSigner,
   parseCertificate,
-  sha256,
-  verifySignature,
-} from "../bootloader/codesign.ts";
-import { LOGIN_TOKEN_PREFIX, loginTokenMessage } from "../bootloader/secure_element.ts";
+} from "../protocol/certificates.ts";
+import { type Checked, sha256, verifySignature } from "../protocol/signatures.ts";
+import { LOGIN_TOKEN_PREFIX, loginTokenMessage } from "../protocol/login_token.ts";
 import { fromBase64Url } from "../lib/base64.ts";
 import { toHex } from "../lib/bytes.ts";
 import type { Clock } from "../lib/clock.ts";

@@ -8,21 +8,10 @@
  */
 
 import { fromBase64, toBase64 } from "../lib/base64.ts";
-import {
-  checkCodeSigner,
-  importPrivateKeyPem,
-  parseCertificate,
-  sha256,
-  signData,
-  verifySignature,
-} from "../bootloader/codesign.ts";
-import {
-  bytesSource,
-  decodeImage,
-  formatVersion,
-  parseVersion,
-} from "../bootloader/image_format.ts";
-import { signImage } from "../bootloader/image_sign.ts";
+import { checkCodeSigner, parseCertificate } from "../protocol/certificates.ts";
+import { importPrivateKeyPem, sha256, signData, verifySignature } from "../protocol/signatures.ts";
+import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protocol/image_format.ts";
+import { signImage } from "../protocol/image_sign.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService, JobSpec } from "./job_service.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";

@@ -8,8 +8,8 @@
  */
 
 import { encode } from "cborg";
-import { sha256 } from "../bootloader/codesign.ts";
-import { decodeGetStreamRequest, encodeStreamBlock } from "../agent/stream_codec.ts";
+import { sha256 } from "../protocol/signatures.ts";
+import { decodeGetStreamRequest, encodeStreamBlock } from "../protocol/stream_codec.ts";
 
 /** Where the service publishes. */
 export interface Publisher {

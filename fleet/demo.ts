@@ -18,16 +18,17 @@ import {
   createRootCertificate,
   generateSigningKeys,
   issueCodeSigningCertificate,
-  signData,
-} from "../bootloader/codesign.ts";
+} from "../pki/certificate_issuer.ts";
+import { signData } from "../protocol/signatures.ts";
 import { Device, flashFactoryImage } from "../bootloader/device.ts";
 import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
 import { isPowerCut } from "../bootloader/flash.ts";
 import { fwuStateName } from "../bootloader/fwu.ts";
-import { parseVersion } from "../bootloader/image_format.ts";
-import { signImage } from "../bootloader/image_sign.ts";
+import { parseVersion } from "../protocol/image_format.ts";
+import { signImage } from "../protocol/image_sign.ts";
 import { createFlash, deviceLayout } from "../bootloader/layout.ts";
-import { type OtaFileContext, OtaImageState, otaPalMain } from "../bootloader/ota_pal.ts";
+import { type OtaFileContext } from "../bootloader/ota_pal.ts";
+import { OtaImageState, otaPalMain } from "../protocol/ota_pal_status.ts";
 
 const USAGE = `Usage: deno task fleet [--image-size SIZE] [--block-size SIZE]
 

@@ -11,18 +11,18 @@ import { toBase64 } from "../lib/base64.ts";
 import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
+import { certificateDer } from "../protocol/certificates.ts";
 import {
-  certificateDer,
   createRootCertificate,
   deriveSigningKeys,
   exportPrivateKeyPem,
   generateSigningKeys,
   issueCodeSigningCertificate,
-  pemEncode,
-} from "../bootloader/codesign.ts";
+} from "../pki/certificate_issuer.ts";
+import { pemEncode } from "../protocol/signatures.ts";
 import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
-import { parseVersion } from "../bootloader/image_format.ts";
-import { signImage } from "../bootloader/image_sign.ts";
+import { parseVersion } from "../protocol/image_format.ts";
+import { signImage } from "../protocol/image_sign.ts";
 import { startCloud } from "../broker/cloud.ts";
 import { embeddedAccess, remoteAccess } from "./cloud_access.ts";
 import { operatorApi } from "../broker/operator_api.ts";
@@ -34,7 +34,8 @@ import type { FleetDeviceSpec, NetworkProfile, UpdateMarks } from "./device_acto
 import { FleetSupervisor } from "./supervisor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { secondStagePayload } from "../bootloader/first_stage.ts";
-import { provisionSecureElement, SecureElement } from "../bootloader/secure_element.ts";
+import { provisionSecureElement } from "../pki/provisioning.ts";
+import { SecureElement } from "../bootloader/secure_element.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 
 /** Named experiments. */

@@ -8,7 +8,7 @@
 
 import type { FlashChanges } from "../bootloader/flash.ts";
 import type { ActorMessage, DeviceTelemetry, FleetDeviceSpec } from "./device_actor.ts";
-import type { DeviceReport, FromWorker, ToWorker, WorkerInit } from "./protocol.ts";
+import type { DeviceReport, FromWorker, ToWorker, WorkerInit } from "./worker_messages.ts";
 
 /** Options of {@linkcode FleetSupervisor}. */
 export interface SupervisorOptions {

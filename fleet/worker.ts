@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseCertificate } from "../bootloader/codesign.ts";
+import { parseCertificate } from "../protocol/certificates.ts";
 import type { FlashChanges } from "../bootloader/flash.ts";
 import { deviceLayout } from "../bootloader/layout.ts";
 import { ScaledClock, systemClock } from "../lib/clock.ts";
@@ -16,7 +16,7 @@ import {
   type DeviceTelemetry,
   factoryChip,
 } from "./device_actor.ts";
-import type { FromWorker, ToWorker } from "./protocol.ts";
+import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 import { Semaphore } from "../lib/concurrency.ts";
 

@@ -31,6 +31,8 @@ Deno.test("coverage report: lcov records are summed per component and held to th
   assert.equal(rows["job service"]!.percent, 80);
   assert.equal(rows["job service"]!.ok, false);
   assert.equal(rows["broker (all)"]!.percent, 90);
-  assert.equal(rows["broker (all)"]!.ok, true, "reported only");
+  assert.equal(rows["broker (all)"]!.ok, false, "90% is not above 90%");
   assert.equal(rows["fleet"]!.percent, 0, "no files, no coverage");
+  assert.equal(rows["fleet"]!.ok, false, "a component that ran nothing fails its floor");
+  assert.equal(rows["pki"]!.ok, true, "reported only");
 });

@@ -5,7 +5,7 @@
  *
  * ```sh
  * deno task test                                  # everything, with coverage
- * deno task test tests/agent/stream_codec_test.ts # one file
+ * deno task test tests/protocol/stream_codec_test.ts # one file
  * deno task test tests/broker --filter durability # a folder, filtered
  * ```
  *

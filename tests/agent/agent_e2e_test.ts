@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { SIGNER_CERT_PATH, testPki } from "../helpers/pki.ts";
-import { signData } from "../../bootloader/codesign.ts";
+import { signData } from "../../protocol/signatures.ts";
 import { firmwareJobDocument, TestFileServer } from "../helpers/ota_cloud.ts";
 import { happyUpdate, type Rig, rig, signedUpdate, startJob } from "../helpers/agent_rig.ts";
 import { waitUntil } from "../helpers/wait.ts";

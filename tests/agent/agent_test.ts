@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type MqttPort, OtaAgent } from "../../agent/agent.ts";
-import { encodeStreamBlock } from "../../agent/stream_codec.ts";
+import { encodeStreamBlock } from "../../protocol/stream_codec.ts";
 import { devicePlatform } from "../../agent/device_runtime.ts";
 import {
   AGENT_EVENTS,
@@ -15,7 +15,7 @@ import {
   TRANSITIONS,
 } from "../../agent/transition_table.ts";
 import { AgentStateStore } from "../../bootloader/agent_store.ts";
-import { signData } from "../../bootloader/codesign.ts";
+import { signData } from "../../protocol/signatures.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
 import { factoryDevice, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { FwuState } from "../../bootloader/fwu.ts";
-import { OtaImageState } from "../../bootloader/ota_pal.ts";
+import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import { PsaStatus } from "../../bootloader/psa_status.ts";
 import { factoryDevice, testImage } from "../helpers/pki.ts";
 import { installUpdate, plantCandidate } from "../helpers/update.ts";

@@ -3,7 +3,7 @@
  * (the boot ROM reverts such an image, so the fleet must not expect it to have updated).
  */
 import assert from "node:assert/strict";
-import { OtaImageState } from "../../bootloader/ota_pal.ts";
+import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import { factoryDevice, testImage } from "../helpers/pki.ts";
 import { installUpdate } from "../helpers/update.ts";
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FlashError, NorFlash } from "../../bootloader/flash.ts";
 import { FlashArea } from "../../bootloader/flash_area.ts";
-import { decodeImage } from "../../bootloader/image_format.ts";
+import { decodeImage } from "../../protocol/image_format.ts";
 import { decodeAreaImage, validateAreaImage } from "../../bootloader/image_validate.ts";
 import { alignUp } from "../../lib/bytes.ts";
 import { testImage, testPki } from "../helpers/pki.ts";

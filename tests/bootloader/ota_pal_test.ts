@@ -8,17 +8,17 @@
  * verification certificates live in the boot ROM's certificate store instead).
  */
 import assert from "node:assert/strict";
-import { signData } from "../../bootloader/codesign.ts";
+import { signData } from "../../protocol/signatures.ts";
 import type { Device } from "../../bootloader/device.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
+import { type OtaFileContext } from "../../bootloader/ota_pal.ts";
 import {
-  type OtaFileContext,
   OtaImageState,
   OtaPalImageState,
   otaPalMain,
   OtaPalMainStatus,
   otaPalStatus,
-} from "../../bootloader/ota_pal.ts";
+} from "../../protocol/ota_pal_status.ts";
 import { factoryDevice, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { fileFor, writeAll } from "../helpers/update.ts";
 

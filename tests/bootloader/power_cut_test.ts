@@ -5,12 +5,12 @@
  * and the invariants are checked before the update is carried through to the end.
  */
 import assert from "node:assert/strict";
-import { sha256 } from "../../bootloader/codesign.ts";
+import { sha256 } from "../../protocol/signatures.ts";
 import { Device } from "../../bootloader/device.ts";
 import { isPowerCut, type NorFlash } from "../../bootloader/flash.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
-import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
-import { OtaImageState } from "../../bootloader/ota_pal.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
+import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import { toHex } from "../../lib/bytes.ts";
 import { factoryDevice, smallLayout, testImage, testPki } from "../helpers/pki.ts";
 import { installUpdate } from "../helpers/update.ts";

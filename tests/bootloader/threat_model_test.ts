@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { FlashError } from "../../bootloader/flash.ts";
-import { OtaImageState } from "../../bootloader/ota_pal.ts";
+import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import type { FlashArea } from "../../bootloader/flash_area.ts";
 import { readTrailer, writeTrailerMagic } from "../../bootloader/trailer.ts";
 import { factoryDevice, testImage } from "../helpers/pki.ts";

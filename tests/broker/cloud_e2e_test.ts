@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
-import { decodeStreamBlock, encodeGetStreamRequest } from "../../agent/stream_codec.ts";
+import { decodeStreamBlock, encodeGetStreamRequest } from "../../protocol/stream_codec.ts";
 import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { startCloud } from "../../broker/cloud.ts";

@@ -11,7 +11,7 @@ import fc from "fast-check";
 import mqtt from "mqtt";
 import { startCloud } from "../../broker/cloud.ts";
 import { EXECUTION_STATUSES, TERMINAL_STATUSES } from "../../broker/job_execution.ts";
-import { encodeGetStreamRequest } from "../../agent/stream_codec.ts";
+import { encodeGetStreamRequest } from "../../protocol/stream_codec.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 /** Every real status, and two that are not. */

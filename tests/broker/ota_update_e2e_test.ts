@@ -10,12 +10,9 @@ import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
 import { type Cloud, startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import {
-  certificateDer,
-  exportPrivateKeyPem,
-  pemEncode,
-  signData,
-} from "../../bootloader/codesign.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
+import { exportPrivateKeyPem } from "../../pki/certificate_issuer.ts";
+import { pemEncode, signData } from "../../protocol/signatures.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import { releaseProfile, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";

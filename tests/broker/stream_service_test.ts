@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decode, encode } from "cborg";
-import { decodeStreamBlock, encodeGetStreamRequest } from "../../agent/stream_codec.ts";
+import { decodeStreamBlock, encodeGetStreamRequest } from "../../protocol/stream_codec.ts";
 import { type Publisher, StreamService } from "../../broker/stream_service.ts";
-import { sha256 } from "../../bootloader/codesign.ts";
+import { sha256 } from "../../protocol/signatures.ts";
 
 function service() {
   const sent: { topic: string; payload: Uint8Array }[] = [];

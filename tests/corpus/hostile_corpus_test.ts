@@ -6,10 +6,10 @@
  * module explore around these cases; a bug they find earns a case here.
  */
 import assert from "node:assert/strict";
-import { parseJobMessage } from "../../agent/job_document.ts";
-import { decodeGetStreamRequest, decodeStreamBlock } from "../../agent/stream_codec.ts";
-import { parseCertificate } from "../../bootloader/codesign.ts";
-import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { parseJobMessage } from "../../protocol/job_document.ts";
+import { decodeGetStreamRequest, decodeStreamBlock } from "../../protocol/stream_codec.ts";
+import { parseCertificate } from "../../protocol/certificates.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
 import { parseBrokerArgs } from "../../broker/broker_args.ts";
 import { startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";

@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
-import { decodeStreamBlock, encodeStreamBlock } from "../../agent/stream_codec.ts";
-import { sha256 } from "../../bootloader/codesign.ts";
+import { decodeStreamBlock, encodeStreamBlock } from "../../protocol/stream_codec.ts";
+import { sha256 } from "../../protocol/signatures.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import {
   type DataProtocol,
@@ -18,17 +18,16 @@ import {
   qualificationWorld,
   signedImage,
 } from "../helpers/qualification.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
 import {
-  certificateDer,
   exportPrivateKeyPem,
   generateSigningKeys,
   issueCodeSigningCertificate,
-  pemEncode,
-  signData,
-} from "../../bootloader/codesign.ts";
+} from "../../pki/certificate_issuer.ts";
+import { pemEncode, signData } from "../../protocol/signatures.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
-import { parseVersion } from "../../bootloader/image_format.ts";
-import { signImage } from "../../bootloader/image_sign.ts";
+import { parseVersion } from "../../protocol/image_format.ts";
+import { signImage } from "../../protocol/image_sign.ts";
 import { toBase64 } from "../../lib/base64.ts";
 import { toArrayBuffer } from "../../lib/bytes.ts";
 import { testPki, VALIDITY } from "../helpers/pki.ts";

@@ -4,7 +4,7 @@
  * published image, confirmed, and the faults really happened.
  */
 import assert from "node:assert/strict";
-import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
 import { toHex } from "../../lib/bytes.ts";
 import { qualificationWorld } from "../helpers/qualification.ts";
 

@@ -10,14 +10,12 @@ import mqtt from "mqtt";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { type Cloud, startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import {
-  certificateDer,
-  generateSigningKeys,
-  issueCodeSigningCertificate,
-  pemEncode,
-} from "../../bootloader/codesign.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
+import { generateSigningKeys, issueCodeSigningCertificate } from "../../pki/certificate_issuer.ts";
+import { pemEncode } from "../../protocol/signatures.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
-import { provisionSecureElement, SecureElement } from "../../bootloader/secure_element.ts";
+import { provisionSecureElement } from "../../pki/provisioning.ts";
+import { SecureElement } from "../../bootloader/secure_element.ts";
 import { toBase64, toBase64Url } from "../../lib/base64.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import {

@@ -17,7 +17,7 @@ import fc from "fast-check";
 import { type QualificationWorld, qualificationWorld } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { TERMINAL_STATUSES } from "../../broker/job_execution.ts";
-import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
 import { toHex } from "../../lib/bytes.ts";
 
 const RUNS = Number(Deno.env.get("MODEL_RUNS") ?? "5");

@@ -15,7 +15,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
 import { TERMINAL_STATUSES } from "../../broker/job_execution.ts";
 import { toHex } from "../../lib/bytes.ts";
 import { inProcessDevice, qualificationCloud } from "../helpers/qualification.ts";

@@ -5,7 +5,7 @@
  * this agent reports first); what matters is that the device and the cloud agree once it is back.
  */
 import assert from "node:assert/strict";
-import { bytesSource, decodeImage } from "../../bootloader/image_format.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
 import { toHex } from "../../lib/bytes.ts";
 import {
   inProcessDevice,

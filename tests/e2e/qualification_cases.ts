@@ -8,8 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { toBase64 } from "../../lib/base64.ts";
-import { OtaPalMainStatus } from "../../bootloader/ota_pal.ts";
-import { certificateDer, pemEncode, signData } from "../../bootloader/codesign.ts";
+import { OtaPalMainStatus } from "../../protocol/ota_pal_status.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
+import { pemEncode, signData } from "../../protocol/signatures.ts";
 import {
   type DataProtocol,
   type QualificationWorld,

@@ -1,7 +1,8 @@
 /** The actor runtime: mailbox order, a throwing actor restarted alone, a crashed Worker's devices back. */
 import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
-import { certificateDer, pemEncode } from "../../bootloader/codesign.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
+import { pemEncode } from "../../protocol/signatures.ts";
 import { type ActorEnvironment, DeviceActor, factoryChip } from "../../fleet/device_actor.ts";
 import { FleetSupervisor } from "../../fleet/supervisor.ts";
 import { systemClock } from "../../lib/clock.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
 import { startEmbeddedBroker } from "../../broker/embedded.ts";
-import { signData } from "../../bootloader/codesign.ts";
+import { signData } from "../../protocol/signatures.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { type Behavior } from "../../bootloader/firmware.ts";
 import { factoryDevice, SIGNER_CERT_PATH, smallLayout, testImage, testPki } from "./pki.ts";

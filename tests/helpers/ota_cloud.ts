@@ -10,7 +10,7 @@ import {
   decodeGetStreamRequest,
   decodeStreamBlock,
   encodeStreamBlock,
-} from "../../agent/stream_codec.ts";
+} from "../../protocol/stream_codec.ts";
 import { StreamService } from "../../broker/stream_service.ts";
 
 /** One job execution as the cloud sees it. */

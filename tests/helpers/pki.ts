@@ -5,23 +5,21 @@
  * @module
  */
 
+import { type Certificate, certificateDer } from "../../protocol/certificates.ts";
 import {
-  type Certificate,
-  certificateDer,
   createRootCertificate,
   exportPrivateKeyPem,
   generateSigningKeys,
   issueCodeSigningCertificate,
-  pemEncode,
-  type SigningKeys,
-} from "../../bootloader/codesign.ts";
+} from "../../pki/certificate_issuer.ts";
+import { pemEncode, type SigningKeys } from "../../protocol/signatures.ts";
 import { type BootRom } from "../../bootloader/bootloader.ts";
 import type { SigningProfile } from "../../broker/ota_updates.ts";
 import { Device, flashFactoryImage, provisionBootChain } from "../../bootloader/device.ts";
 import { secondStagePayload } from "../../bootloader/first_stage.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
-import { parseVersion } from "../../bootloader/image_format.ts";
-import { signImage } from "../../bootloader/image_sign.ts";
+import { parseVersion } from "../../protocol/image_format.ts";
+import { signImage } from "../../protocol/image_sign.ts";
 import { createFlash, type DeviceLayout, deviceLayout } from "../../bootloader/layout.ts";
 import { ManualClock, systemClock } from "../../lib/clock.ts";
 

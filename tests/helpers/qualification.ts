@@ -8,12 +8,13 @@
 import { toBase64 } from "../../lib/base64.ts";
 import mqtt from "mqtt";
 import type { AgentConfig } from "../../agent/agent.ts";
-import { certificateDer, pemEncode, signData } from "../../bootloader/codesign.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
+import { pemEncode, signData } from "../../protocol/signatures.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
 import { type Cloud, startCloud } from "../../broker/cloud.ts";
 import type { ExecutionRecord } from "../../broker/store.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import type { DeviceReport } from "../../fleet/protocol.ts";
+import type { DeviceReport } from "../../fleet/worker_messages.ts";
 import { FleetSupervisor } from "../../fleet/supervisor.ts";
 import { AGENT_TEST_CONFIG } from "./agent_rig.ts";
 import {

@@ -71,7 +71,7 @@ export function systemProgram(
   const ignore = path === null && !required;
   if (ignore && !announced.has(name)) {
     announced.add(name);
-    console.warn(`ignored: tests that need ${reason}`);
+    console.warn(`ignored: the tests that need ${name}: ${reason}`);
   }
   return {
     name,

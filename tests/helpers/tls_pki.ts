@@ -5,15 +5,14 @@
  */
 import mqtt from "mqtt";
 import type { BrokerTls } from "../../broker/embedded.ts";
+import { type Certificate, certificateDer } from "../../protocol/certificates.ts";
 import {
-  type Certificate,
-  certificateDer,
   createRootCertificate,
   exportPrivateKeyPem,
   generateSigningKeys,
   issueTlsCertificate,
-  pemEncode,
-} from "../../bootloader/codesign.ts";
+} from "../../pki/certificate_issuer.ts";
+import { pemEncode } from "../../protocol/signatures.ts";
 
 /** Valid from a minute ago for a day (real time: TLS checks it). */
 export const NOW_VALIDITY = {

@@ -5,9 +5,10 @@
  * @module
  */
 
-import { signData } from "../../bootloader/codesign.ts";
+import { signData } from "../../protocol/signatures.ts";
 import type { Device } from "../../bootloader/device.ts";
-import { type OtaFileContext, otaPalMain, OtaPalMainStatus } from "../../bootloader/ota_pal.ts";
+import { type OtaFileContext } from "../../bootloader/ota_pal.ts";
+import { otaPalMain, OtaPalMainStatus } from "../../protocol/ota_pal_status.ts";
 import { writeTrailerMagic } from "../../bootloader/trailer.ts";
 import { alignUp } from "../../lib/bytes.ts";
 import { SIGNER_CERT_PATH, testPki } from "./pki.ts";

@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { parseFleetArgs, USAGE as FLEET_USAGE } from "../../fleet/fleet.ts";
 import { BROKER_USAGE, parseBrokerArgs } from "../../broker/broker_args.ts";
 import { runOtaCli, USAGE as OTA_USAGE } from "../../broker/ota_cli.ts";
-import { runImageCli, USAGE as IMAGE_USAGE } from "../../bootloader/image_cli.ts";
+import { runImageCli, USAGE as IMAGE_USAGE } from "../../tools/image_cli.ts";
 import { UsageError } from "../../lib/usage_error.ts";
 
 /** The `--flags` a help text mentions. */

@@ -5,7 +5,8 @@
  */
 
 import { concatBytes, viewOf } from "../lib/bytes.ts";
-import { type Certificate, certificateDer, sha256, signData } from "./codesign.ts";
+import { type Certificate, certificateDer } from "./certificates.ts";
+import { sha256, signData } from "./signatures.ts";
 import {
   encodeHeader,
   encodeTlvArea,

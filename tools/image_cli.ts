@@ -10,21 +10,24 @@
 import { parseArgs } from "node:util";
 import { parseSize } from "../lib/units.ts";
 import { toHex } from "../lib/bytes.ts";
+import { certificateDer, parseCertificate } from "../protocol/certificates.ts";
 import {
-  certificateDer,
   createRootCertificate,
   exportPrivateKeyPem,
   generateSigningKeys,
-  importPrivateKeyPem,
   issueCodeSigningCertificate,
-  parseCertificate,
-  pemEncode,
-  signData,
-} from "./codesign.ts";
-import { type Behavior, BEHAVIORS, buildFirmware, readManifest } from "./firmware.ts";
-import { bytesSource, decodeImage, formatVersion, parseVersion, TlvType } from "./image_format.ts";
-import { signImage } from "./image_sign.ts";
-import { validateImage } from "./image_validate.ts";
+} from "../pki/certificate_issuer.ts";
+import { importPrivateKeyPem, pemEncode, signData } from "../protocol/signatures.ts";
+import { type Behavior, BEHAVIORS, buildFirmware, readManifest } from "../bootloader/firmware.ts";
+import {
+  bytesSource,
+  decodeImage,
+  formatVersion,
+  parseVersion,
+  TlvType,
+} from "../protocol/image_format.ts";
+import { signImage } from "../protocol/image_sign.ts";
+import { validateImage } from "../bootloader/image_validate.ts";
 import { UsageError } from "../lib/usage_error.ts";
 
 /** A usage error: message shown, exit code 2. */

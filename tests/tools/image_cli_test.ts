@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runImageCli } from "../../bootloader/image_cli.ts";
+import { runImageCli } from "../../tools/image_cli.ts";
 import { OPENSSL, openssl, opensslDir } from "../helpers/openssl.ts";
 
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -178,7 +178,7 @@ Deno.test("image CLI as a process exits 2 on bad usage", async () => {
       "--allow-read",
       "--allow-write",
       "--allow-env",
-      new URL("../../bootloader/image_cli.ts", import.meta.url).pathname,
+      new URL("../../tools/image_cli.ts", import.meta.url).pathname,
       "sign",
       "--version",
       "x",

@@ -8,8 +8,8 @@ import {
   decodeStreamBlock,
   encodeGetStreamRequest,
   encodeStreamBlock,
-} from "../../agent/stream_codec.ts";
-import { classifyTopic, thingTopics } from "../../agent/topics.ts";
+} from "../../protocol/stream_codec.ts";
+import { classifyTopic, thingTopics } from "../../protocol/topics.ts";
 
 Deno.test("GetStream request round-trips with the AWS keys c, f, l, o, n, b", () => {
   const request = {

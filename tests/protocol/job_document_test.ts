@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseJobMessage } from "../../agent/job_document.ts";
+import { parseJobMessage } from "../../protocol/job_document.ts";
 
 const limits = { maxFirmwareSize: 64 * 1024 };
 const SIG = btoa(String.fromCharCode(0x30, 0x44, ...new Array(68).fill(1)));

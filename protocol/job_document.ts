@@ -11,7 +11,7 @@
 
 import { fromBase64 } from "../lib/base64.ts";
 import { failedReason, JobParseErr } from "./job_status.ts";
-import { OtaPalMainStatus } from "../bootloader/ota_pal.ts";
+import { OtaPalMainStatus } from "./ota_pal_status.ts";
 
 /** Data protocols a job can offer. */
 export type DataProtocol = "MQTT" | "HTTP";

@@ -1,14 +1,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { certificateDer, checkCodeSigner, parseCertificate } from "../../protocol/certificates.ts";
 import {
-  certificateDer,
-  checkCodeSigner,
   derSignatureToRaw,
-  exportPrivateKeyPem,
-  generateSigningKeys,
   importPrivateKeyPem,
-  issueCodeSigningCertificate,
-  parseCertificate,
   pemEncode,
   rawSignatureToDer,
   sha256,
@@ -16,7 +11,12 @@ import {
   VerificationCache,
   verifyingKey,
   verifySignature,
-} from "../../bootloader/codesign.ts";
+} from "../../protocol/signatures.ts";
+import {
+  exportPrivateKeyPem,
+  generateSigningKeys,
+  issueCodeSigningCertificate,
+} from "../../pki/certificate_issuer.ts";
 import { OPENSSL, openssl, opensslDir } from "../helpers/openssl.ts";
 import { testPki, VALIDITY } from "../helpers/pki.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { sha256 } from "../../bootloader/codesign.ts";
+import { sha256 } from "../../protocol/signatures.ts";
 import { buildFirmware, readManifest } from "../../bootloader/firmware.ts";
 import {
   bytesSource,
@@ -12,8 +12,8 @@ import {
   parseVersion,
   TLV_INFO_MAGIC,
   TlvType,
-} from "../../bootloader/image_format.ts";
-import { hashedRegion, unsignedImage } from "../../bootloader/image_sign.ts";
+} from "../../protocol/image_format.ts";
+import { hashedRegion, unsignedImage } from "../../protocol/image_sign.ts";
 import { validateImage } from "../../bootloader/image_validate.ts";
 import { concatBytes, viewOf } from "../../lib/bytes.ts";
 import { testImage, testPki } from "../helpers/pki.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ImageVersion } from "../bootloader/image_format.ts";
+import type { ImageVersion } from "./image_format.ts";
 
 /** AWS IoT Jobs execution statuses. */
 export type JobExecutionStatus =
