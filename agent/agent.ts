@@ -20,8 +20,8 @@ import type { AgentStateStore } from "../bootloader/agent_store.ts";
 import { sha256 } from "../protocol/signatures.ts";
 import {
   compareVersions,
+  decodeHeader,
   formatVersion,
-  IMAGE_MAGIC,
   type ImageVersion,
 } from "../protocol/image_format.ts";
 import { type OtaFileContext, type OtaPal } from "../bootloader/ota_pal.ts";
@@ -51,7 +51,11 @@ import {
   stateReason,
   versionWord,
 } from "../protocol/job_status.ts";
-import { decodeStreamBlock, encodeGetStreamRequest } from "../protocol/stream_codec.ts";
+import {
+  blockSizeProblem,
+  decodeStreamBlock,
+  encodeGetStreamRequest,
+} from "../protocol/stream_codec.ts";
 import { classifyTopic, type ThingTopics, thingTopics } from "../protocol/topics.ts";
 import {
   type AgentEventType,
@@ -330,12 +334,10 @@ export class OtaAgent {
     this.#clock = options.clock;
     this.#config = { ...DEFAULT_AGENT_CONFIG, ...options.config };
     const { blockSize } = this.#config;
-    if (
-      !Number.isInteger(blockSize) || blockSize < 256 || blockSize > 131072 ||
-      (blockSize & (blockSize - 1)) !== 0
-    ) {
+    const sizeProblem = blockSizeProblem(blockSize);
+    if (sizeProblem !== null) {
       throw new RangeError(
-        `Cannot create the agent: 'blockSize' must be a power of two 256..131072: current value is ${blockSize}`,
+        `Cannot create the agent: 'blockSize' ${sizeProblem}: current value is ${blockSize}`,
       );
     }
     this.#onEvent = options.onEvent ?? (() => {});
@@ -1220,14 +1222,9 @@ export class OtaAgent {
 
   /** Same or older image than the one running, read from the header in block 0. */
   #versionRefusal(firstBlock: Uint8Array): { reason: string; detail: string } | null {
-    const view = new DataView(firstBlock.buffer, firstBlock.byteOffset, firstBlock.byteLength);
-    if (firstBlock.length < 28 || view.getUint32(0, true) !== IMAGE_MAGIC) return null;
-    const version = {
-      major: firstBlock[20]!,
-      minor: firstBlock[21]!,
-      revision: view.getUint16(22, true),
-      build: 0,
-    };
+    const read = decodeHeader(firstBlock);
+    if (!read.ok) return null;
+    const version = read.header.version;
     const order = compareVersions(version, this.#platform.runningVersion);
     if (order > 0) return null;
     const text = `${version.major}.${version.minor}.${version.revision}`;

@@ -21,6 +21,7 @@ import {
   type UpdatableComponent,
 } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
+import { thingTopics } from "../protocol/topics.ts";
 
 /**
  * What the agent needs from a running device: its PAL, running version, self-test and update
@@ -315,7 +316,7 @@ export class DeviceRuntime {
     const client = this.#client;
     const state = this.#options.device.state;
     if (!client?.connected || (state !== "running" && state !== "recovery")) return;
-    const topic = `$aws/things/${this.#options.thingName}/shadow/update`;
+    const topic = thingTopics(this.#options.thingName).shadowUpdate;
     const reported = this.#options.device.reportedState();
     client.publish(topic, JSON.stringify({ state: { reported } }), { qos: 0 }, () => {});
   }

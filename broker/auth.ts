@@ -10,6 +10,7 @@
 
 import { createHash, createHmac, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../lib/clock.ts";
+import { thingPrefix } from "../protocol/topics.ts";
 
 /** Who a connected client is. */
 export type Principal = { readonly role: "device"; readonly thing: string } | {
@@ -232,7 +233,7 @@ function refuseConnect(code: number, message: string): Error & { returnCode: num
 
 /** Whether `topic` (a filter when subscribing) stays under the thing's own prefix. */
 export function isOwnTopic(thing: string, topic: string): boolean {
-  const prefix = `$aws/things/${thing}/`;
+  const prefix = thingPrefix(thing);
   return topic.startsWith(prefix) && !topic.slice(0, prefix.length).includes("+") &&
     !topic.slice(0, prefix.length).includes("#");
 }

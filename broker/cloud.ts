@@ -31,6 +31,7 @@ import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
 import { type CloudStore, SqliteStore } from "./store.ts";
 import { ShadowService } from "./shadow_service.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
+import { classifyRequest, SERVICE_SUBSCRIPTIONS } from "../protocol/topics.ts";
 
 /** Options of {@linkcode startCloud}. */
 export interface CloudOptions {
@@ -171,16 +172,6 @@ export interface Cloud {
   close(): Promise<void>;
 }
 
-/** Device request topics the services answer (never their own replies). */
-export const SERVICE_SUBSCRIPTIONS = [
-  "$aws/things/+/jobs/get",
-  "$aws/things/+/jobs/start-next",
-  "$aws/things/+/jobs/+/get",
-  "$aws/things/+/jobs/+/update",
-  "$aws/things/+/streams/+/get/cbor",
-  "$aws/things/+/shadow/update",
-] as const;
-
 /**
  * A Buffer over the same bytes, made once per array: the stream service publishes each cached
  * block message to thousands of devices, and a fresh view per publish was a tenth of what the
@@ -311,15 +302,22 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
   const shadows = new ShadowService({ store, publisher, clock });
   const route = (topic: string, payload: Uint8Array) => {
-    const thing = topic.split("/")[2] ?? "";
-    if (topic.endsWith("/shadow/update")) {
-      void shadows.handleUpdate(thing, payload).catch((error) => log(`shadow error: ${error}`));
-    } else if (topic.includes("/streams/")) {
-      void streams.handleRequest(thing, topic.split("/")[4] ?? "", payload).catch((error) =>
-        log(`stream error: ${error}`)
-      );
-    } else {
-      jobs.handleDeviceMessage(thing, topic, payload);
+    const request = classifyRequest(topic);
+    switch (request.kind) {
+      case "shadow-update":
+        void shadows.handleUpdate(request.thing, payload).catch((error) =>
+          log(`shadow error: ${error}`)
+        );
+        return;
+      case "stream-get":
+        void streams.handleRequest(request.thing, request.stream, payload).catch((error) =>
+          log(`stream error: ${error}`)
+        );
+        return;
+      case "other":
+        return;
+      default:
+        jobs.handleDeviceMessage(request.thing, topic, payload);
     }
   };
   await transport.listen(route);

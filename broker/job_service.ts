@@ -32,6 +32,7 @@ import {
 } from "./rollout.ts";
 import type { Publisher } from "./stream_service.ts";
 import type { CloudStore, ExecutionRecord, JobRecord } from "./store.ts";
+import { classifyRequest, replyTopic, thingTopics } from "../protocol/topics.ts";
 
 /** A job creation request. */
 export interface JobSpec {
@@ -544,7 +545,7 @@ export class JobService {
     ) return;
     const body: Record<string, unknown> = { timestamp: this.#seconds() };
     if (after) body.execution = this.#executionView(after, true);
-    this.#send(`$aws/things/${thing}/jobs/notify-next`, body);
+    this.#send(thingTopics(thing).notifyNext, body);
   }
 
   // ---- device MQTT API -----------------------------------------------------------------------
@@ -554,37 +555,36 @@ export class JobService {
    * requests get `/rejected` with the AWS code.
    */
   handleDeviceMessage(thing: string, topic: string, payload: Uint8Array): void {
-    const prefix = `$aws/things/${thing}/jobs/`;
-    if (!topic.startsWith(prefix)) return;
-    const path = topic.slice(prefix.length).split("/");
-    let request: Record<string, unknown> = {};
+    const request = classifyRequest(topic);
+    if (!("thing" in request) || request.thing !== thing) return;
+    if (request.kind === "stream-get" || request.kind === "shadow-update") return;
+    let body: Record<string, unknown> = {};
     try {
       const text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
       const parsed = text.trim() === "" ? {} : JSON.parse(text);
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
         throw new Error("not an object");
       }
-      request = parsed;
+      body = parsed;
     } catch {
       return this.#reject(topic, "InvalidJson", "request is not a JSON object", undefined);
     }
-    const clientToken = typeof request.clientToken === "string"
-      ? request.clientToken.slice(0, 64)
+    const clientToken = typeof body.clientToken === "string"
+      ? body.clientToken.slice(0, 64)
       : undefined;
     try {
-      if (path.length === 1 && path[0] === "get") {
-        return this.#getPending(thing, topic, clientToken);
+      switch (request.kind) {
+        case "jobs-get-pending":
+          return this.#getPending(thing, topic, clientToken);
+        case "jobs-start-next":
+          return this.#startNext(thing, topic, body, clientToken);
+        case "jobs-describe":
+          return this.#describe(thing, request.jobId, topic, body, clientToken);
+        case "jobs-update":
+          return this.#update(thing, request.jobId, topic, body, clientToken);
+        case "jobs-reply":
+          return;
       }
-      if (path.length === 1 && path[0] === "start-next") {
-        return this.#startNext(thing, topic, request, clientToken);
-      }
-      if (path.length === 2 && path[1] === "get") {
-        return this.#describe(thing, path[0]!, topic, request, clientToken);
-      }
-      if (path.length === 2 && path[1] === "update" && path[0] !== "$next") {
-        return this.#update(thing, path[0]!, topic, request, clientToken);
-      }
-      if (path.length === 2 && (path[1] === "accepted" || path[1] === "rejected")) return;
       this.#reject(
         topic,
         "InvalidTopic",
@@ -608,7 +608,7 @@ export class JobService {
       versionNumber: e.versionNumber,
       executionNumber: e.executionNumber,
     });
-    this.#send(`${topic}/accepted`, {
+    this.#send(replyTopic(topic, "accepted"), {
       clientToken,
       timestamp: this.#seconds(),
       inProgressJobs: open.filter((e) => e.status === "IN_PROGRESS").slice(0, 10).map(summary),
@@ -628,7 +628,10 @@ export class JobService {
       : this.#store.getExecution(jobId, thing);
     if (!execution) {
       if (jobId === "$next") {
-        return this.#send(`${topic}/accepted`, { clientToken, timestamp: this.#seconds() });
+        return this.#send(replyTopic(topic, "accepted"), {
+          clientToken,
+          timestamp: this.#seconds(),
+        });
       }
       return this.#reject(
         topic,
@@ -640,7 +643,7 @@ export class JobService {
     const withDocument = jobId === "$next"
       ? request.includeJobDocument !== false
       : request.includeJobDocument === true;
-    this.#send(`${topic}/accepted`, {
+    this.#send(replyTopic(topic, "accepted"), {
       clientToken,
       timestamp: this.#seconds(),
       execution: this.#executionView(execution, withDocument),
@@ -654,9 +657,11 @@ export class JobService {
     clientToken: string | undefined,
   ): void {
     const next = this.#nextFor(thing);
-    if (!next) return this.#send(`${topic}/accepted`, { clientToken, timestamp: this.#seconds() });
+    if (!next) {
+      return this.#send(replyTopic(topic, "accepted"), { clientToken, timestamp: this.#seconds() });
+    }
     if (next.status === "IN_PROGRESS") {
-      return this.#send(`${topic}/accepted`, {
+      return this.#send(replyTopic(topic, "accepted"), {
         clientToken,
         timestamp: this.#seconds(),
         execution: this.#executionView(next, true),
@@ -674,7 +679,7 @@ export class JobService {
     if (!result.ok) {
       return this.#reject(topic, result.code, result.message, clientToken, result.execution);
     }
-    this.#send(`${topic}/accepted`, {
+    this.#send(replyTopic(topic, "accepted"), {
       clientToken,
       timestamp: this.#seconds(),
       execution: this.#executionView(result.execution, true),
@@ -704,7 +709,7 @@ export class JobService {
     if (request.includeJobDocument === true) {
       body.jobDocument = this.#documentOf(jobId);
     }
-    this.#send(`${topic}/accepted`, body);
+    this.#send(replyTopic(topic, "accepted"), body);
   }
 
   #applyUpdate(
@@ -828,7 +833,7 @@ export class JobService {
         versionNumber: execution.versionNumber,
       };
     }
-    this.#send(`${topic}/rejected`, body);
+    this.#send(replyTopic(topic, "rejected"), body);
   }
 
   #send(topic: string, body: Record<string, unknown>): void {

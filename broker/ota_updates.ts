@@ -7,7 +7,7 @@
  * @module
  */
 
-import { fromBase64, toBase64 } from "../lib/base64.ts";
+import { fromBase64 } from "../lib/base64.ts";
 import { checkCodeSigner, parseCertificate } from "../protocol/certificates.ts";
 import { importPrivateKeyPem, sha256, signData, verifySignature } from "../protocol/signatures.ts";
 import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protocol/image_format.ts";
@@ -17,6 +17,7 @@ import type { JobService, JobSpec } from "./job_service.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
 import type { CloudStore } from "./store.ts";
 import type { StreamService } from "./stream_service.ts";
+import { buildOtaDocument } from "../protocol/job_document.ts";
 
 /** A signing profile: the device root, the code-signing certificate and its key (PEM). */
 export interface SigningProfile {
@@ -199,23 +200,27 @@ export class OtaUpdateManager {
       protocols,
       createdAt: this.#now(),
     };
-    const file: Record<string, unknown> = {
-      filepath: fileType === 0 ? "firmware.bin" : `file-type-${fileType}.bin`,
-      filesize: image.length,
-      fileid: 0,
-      certfile: request.certFile,
-      "sig-sha256-ecdsa": toBase64(signature),
-      ...(fileType === 0 ? {} : { fileType }),
-    };
-    if (protocols.includes("HTTP")) {
-      file.update_data_url = `\${ota:presigned-url:${record.fileKey}:${expiry}}`;
-      file.auth_scheme = "aws.s3.presigned";
-    }
-    const ota: Record<string, unknown> = { protocols, files: [file] };
-    if (protocols.includes("MQTT")) ota.streamname = record.streamId;
+    const document = buildOtaDocument({
+      protocols,
+      ...(protocols.includes("MQTT") ? { streamName: record.streamId } : {}),
+      files: [{
+        filePath: fileType === 0 ? "firmware.bin" : `file-type-${fileType}.bin`,
+        fileSize: image.length,
+        fileId: 0,
+        certFile: request.certFile,
+        signature,
+        fileType,
+        ...(protocols.includes("HTTP")
+          ? {
+            updateDataUrl: `\${ota:presigned-url:${record.fileKey}:${expiry}}`,
+            authScheme: "aws.s3.presigned",
+          }
+          : {}),
+      }],
+    });
     const spec: JobSpec = {
       jobId: record.jobId,
-      document: { afr_ota: ota },
+      document,
       targets: request.targets,
       ...(request.targetSelection ? { targetSelection: request.targetSelection } : {}),
       ...(request.rollout ? { rollout: request.rollout } : {}),

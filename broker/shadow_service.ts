@@ -12,6 +12,7 @@
 import type { Publisher } from "./stream_service.ts";
 import type { CloudStore } from "./store.ts";
 import type { Clock } from "../lib/clock.ts";
+import { replyTopic, thingTopics } from "../protocol/topics.ts";
 
 /** Largest update a device may send (AWS: 8 KB of state). */
 export const MAX_SHADOW_BYTES = 8 * 1024;
@@ -64,11 +65,11 @@ export class ShadowService {
 
   /** Handles one `shadow/update` from `thing`; never throws. */
   async handleUpdate(thing: string, payload: Uint8Array): Promise<void> {
-    const topic = `$aws/things/${thing}/shadow/update`;
+    const topic = thingTopics(thing).shadowUpdate;
     const timestamp = Math.floor(this.#clock.now() / 1000);
     const reject = (code: number, message: string, clientToken?: string) =>
       this.#publisher.publish(
-        `${topic}/rejected`,
+        replyTopic(topic, "rejected"),
         JSON.stringify({ code, message, timestamp, ...(clientToken ? { clientToken } : {}) }),
         0,
       );

@@ -9,7 +9,12 @@
 
 import { encode } from "cborg";
 import { sha256 } from "../protocol/signatures.ts";
-import { decodeGetStreamRequest, encodeStreamBlock } from "../protocol/stream_codec.ts";
+import {
+  decodeGetStreamRequest,
+  encodeStreamBlock,
+  type StreamErrorCode,
+} from "../protocol/stream_codec.ts";
+import { thingTopics } from "../protocol/topics.ts";
 
 /** Where the service publishes. */
 export interface Publisher {
@@ -21,16 +26,6 @@ export interface Publisher {
    */
   together?(clientId: string, handOver: () => void): void;
 }
-
-/** AWS stream error codes. */
-export type StreamErrorCode =
-  | "InvalidCbor"
-  | "InvalidRequest"
-  | "BlockSizeOutOfBounds"
-  | "OffsetOutOfBounds"
-  | "BlockCountLimitExceeded"
-  | "BlockBitmapLimitExceeded"
-  | "ResourceNotFound";
 
 /** Most data one request returns (AWS: 128 KB). */
 export const MAX_DATA_PER_REQUEST = 128 * 1024;
@@ -82,14 +77,16 @@ export class StreamService {
   /** Answers one GetStream request. Never throws for a bad request. */
   async handleRequest(thing: string, streamId: string, payload: Uint8Array): Promise<void> {
     this.stats.requests++;
-    const base = `$aws/things/${thing}/streams/${streamId}`;
+    const topics = thingTopics(thing);
     const decoded = decodeGetStreamRequest(payload);
-    if (!decoded.ok) return await this.#reject(base, codeFor(decoded.reason), decoded.reason, "");
+    if (!decoded.ok) {
+      return await this.#reject(topics.streamRejected(streamId), decoded.code, decoded.reason, "");
+    }
     const request = decoded.value;
     const file = this.#streams.get(streamId)?.get(request.fileId);
     if (!file) {
       return await this.#reject(
-        base,
+        topics.streamRejected(streamId),
         "ResourceNotFound",
         `no file ${request.fileId} in stream '${streamId}'`,
         request.clientToken,
@@ -98,7 +95,7 @@ export class StreamService {
     const blockCount = Math.ceil(file.length / request.blockSize);
     if (request.offset >= blockCount) {
       return await this.#reject(
-        base,
+        topics.streamRejected(streamId),
         "OffsetOutOfBounds",
         `offset ${request.offset} is past the file's ${blockCount} blocks`,
         request.clientToken,
@@ -107,7 +104,7 @@ export class StreamService {
     const limit = Math.floor(MAX_DATA_PER_REQUEST / request.blockSize);
     if (request.numberOfBlocks > limit) {
       return await this.#reject(
-        base,
+        topics.streamRejected(streamId),
         "BlockCountLimitExceeded",
         `at most ${limit} blocks of ${request.blockSize} bytes per request`,
         request.clientToken,
@@ -131,7 +128,7 @@ export class StreamService {
     // socket write of its own (8 writev calls per request; the broker's largest cost at 10,000
     // devices), the aedes transport now sends them in one.
     const sent: Promise<void>[] = [];
-    const dataTopic = `${base}/data/cbor`;
+    const dataTopic = topics.streamData(streamId);
     const encoded = this.#encodedBlocks(streamId, request.fileId, request.blockSize);
     const handOver = () => {
       for (const blockId of blocks) {
@@ -172,33 +169,16 @@ export class StreamService {
   }
 
   async #reject(
-    base: string,
+    topic: string,
     code: StreamErrorCode,
     message: string,
     clientToken: string,
   ): Promise<void> {
     this.stats.rejected++;
     await this.#publisher.publish(
-      `${base}/rejected/cbor`,
+      topic,
       encode({ o: code, m: message, c: clientToken }),
       0,
     );
-  }
-}
-
-function codeFor(reason: string): StreamErrorCode {
-  if (/^(invalid CBOR|empty CBOR)/.test(reason)) return "InvalidCbor";
-  const field = /^key '(\w)'/.exec(reason)?.[1];
-  switch (field) {
-    case "l":
-      return "BlockSizeOutOfBounds";
-    case "o":
-      return "OffsetOutOfBounds";
-    case "n":
-      return "BlockCountLimitExceeded";
-    case "b":
-      return "BlockBitmapLimitExceeded";
-    default:
-      return "InvalidRequest";
   }
 }

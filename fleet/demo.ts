@@ -29,12 +29,13 @@ import { signImage } from "../protocol/image_sign.ts";
 import { createFlash, deviceLayout } from "../bootloader/layout.ts";
 import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import { OtaImageState, otaPalMain } from "../protocol/ota_pal_status.ts";
+import { blockSizeProblem } from "../protocol/stream_codec.ts";
 
 const USAGE = `Usage: deno task fleet [--image-size SIZE] [--block-size SIZE]
 
 Single-device demo of the secure update path (the fleet simulator comes with issue #5).
   --image-size  firmware payload size, e.g. 256KiB (default 256KiB, at most 480KiB)
-  --block-size  download block size, a power of two from 256 bytes to 64KiB (default 4KiB)`;
+  --block-size  download block size, a power of two from 256 bytes to 128KiB (default 4KiB)`;
 
 function fail(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -64,14 +65,9 @@ if (imageSize === null || imageSize < 1024 || imageSize > 480 * 1024) {
   fail(`Invalid --image-size: expected 1KiB..480KiB: current value is '${values["image-size"]}'`);
 }
 const blockSize = parseSize(values["block-size"] ?? "4KiB");
-if (
-  blockSize === null || blockSize < 256 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0
-) {
-  fail(
-    `Invalid --block-size: expected a power of two from 256 to 65536: current value is '${
-      values["block-size"]
-    }'`,
-  );
+const blockSizeWrong = blockSize === null ? "is not a size" : blockSizeProblem(blockSize);
+if (blockSizeWrong !== null) {
+  fail(`Invalid --block-size: it ${blockSizeWrong}: current value is '${values["block-size"]}'`);
 }
 
 const clock = new ManualClock(Date.now());

@@ -37,6 +37,7 @@ import { secondStagePayload } from "../bootloader/first_stage.ts";
 import { provisionSecureElement } from "../pki/provisioning.ts";
 import { SecureElement } from "../bootloader/secure_element.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
+import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -285,10 +286,11 @@ export function parseFleetArgs(args: string[]): Options {
       `Invalid --protocol: expected mqtt or http: current value is '${protocol}'`,
     );
   }
-  const blockSize = size("block-size", "4KiB", 256, 131072);
-  if ((blockSize & (blockSize - 1)) !== 0) {
+  const blockSize = size("block-size", "4KiB", MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
+  const sizeProblem = blockSizeProblem(blockSize);
+  if (sizeProblem !== null) {
     throw new UsageError(
-      `Invalid --block-size: expected a power of two: current value is '${v["block-size"]}'`,
+      `Invalid --block-size: it ${sizeProblem}: current value is '${v["block-size"]}'`,
     );
   }
   const timeScale = Number(v["time-scale"] ?? "60");

@@ -340,16 +340,34 @@ export function decodeImage(source: ByteSource): DecodeResult {
   }
 }
 
-function decodeUnchecked(source: ByteSource): DecodeResult {
-  if (source.size < IMAGE_HEADER_SIZE) {
-    return fail(`slot of ${source.size} bytes is smaller than an image header`);
+/** A header read on its own: its fields, or why these bytes are not one. */
+export type HeaderResult =
+  | { readonly ok: true; readonly header: ImageHeader }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Reads the fixed image header at the start of `bytes` (magic and fields only: the bounds of the
+ * rest are {@linkcode decodeImage}'s to check). What the agent reads from an image's first block.
+ *
+ * @example
+ * ```ts
+ * import { decodeHeader, encodeHeader, parseVersion } from "./image_format.ts";
+ * const bytes = encodeHeader({ loadAddress: 0, headerSize: 32, protectedTlvSize: 0,
+ *   payloadSize: 0, flags: 0, version: parseVersion("1.2.3")! });
+ * const result = decodeHeader(bytes);
+ * result.ok && result.header.version.minor; // 2
+ * ```
+ */
+export function decodeHeader(bytes: Uint8Array): HeaderResult {
+  if (bytes.length < IMAGE_HEADER_SIZE) {
+    return { ok: false, reason: `${bytes.length} bytes are shorter than an image header` };
   }
-  const raw = source.read(0, IMAGE_HEADER_SIZE);
-  if (isFilledWith(raw, 0xff)) return fail("slot is empty (erased header)");
+  const raw = bytes.subarray(0, IMAGE_HEADER_SIZE);
+  if (isFilledWith(raw, 0xff)) return { ok: false, reason: "slot is empty (erased header)" };
   const view = viewOf(raw);
   const magic = view.getUint32(0, true);
   if (magic !== IMAGE_MAGIC) {
-    return fail(`bad header magic 0x${magic.toString(16).padStart(8, "0")}`);
+    return { ok: false, reason: `bad header magic 0x${magic.toString(16).padStart(8, "0")}` };
   }
   const header: ImageHeader = {
     loadAddress: view.getUint32(4, true),
@@ -364,6 +382,16 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
       build: view.getUint32(24, true),
     },
   };
+  return { ok: true, header };
+}
+
+function decodeUnchecked(source: ByteSource): DecodeResult {
+  if (source.size < IMAGE_HEADER_SIZE) {
+    return fail(`slot of ${source.size} bytes is smaller than an image header`);
+  }
+  const read = decodeHeader(source.read(0, IMAGE_HEADER_SIZE));
+  if (!read.ok) return fail(read.reason);
+  const header = read.header;
   if (header.headerSize < IMAGE_HEADER_SIZE) {
     return fail(`header size ${header.headerSize} is smaller than ${IMAGE_HEADER_SIZE}`);
   }

@@ -1,5 +1,6 @@
 /**
- * Parser of AWS IoT Jobs messages carrying `afr_ota` job documents (`$next/get/accepted` and
+ * The `afr_ota` job document both ways: {@linkcode buildOtaDocument} (what the cloud puts in a
+ * job) and the parser of AWS IoT Jobs messages carrying `afr_ota` job documents (`$next/get/accepted` and
  * `notify-next` payloads). Strict and total: any input gives a typed result, never an exception.
  *
  * Unlike the AWS agent, a job may carry several files (processed one after the other, firmware
@@ -9,7 +10,7 @@
  * @module
  */
 
-import { fromBase64 } from "../lib/base64.ts";
+import { fromBase64, toBase64 } from "../lib/base64.ts";
 import { failedReason, JobParseErr } from "./job_status.ts";
 import { OtaPalMainStatus } from "./ota_pal_status.ts";
 
@@ -71,6 +72,58 @@ export interface JobDocumentLimits {
   readonly isAllowedPath?: (path: string) => boolean;
   /** Most files per job. @default {8} */
   readonly maxFiles?: number;
+}
+
+/** One file of an `afr_ota` document, as the cloud describes it. */
+export interface OtaDocumentFile {
+  readonly filePath: string;
+  readonly fileSize: number;
+  readonly fileId: number;
+  readonly certFile: string;
+  /** Detached DER ECDSA signature (sent base64 as `sig-sha256-ecdsa`). */
+  readonly signature: Uint8Array;
+  /** 0 (firmware) is left out, as AWS does. */
+  readonly fileType?: number;
+  /** HTTP: the URL (or a `${ota:presigned-url:...}` placeholder) and its auth scheme. */
+  readonly updateDataUrl?: string;
+  readonly authScheme?: string;
+}
+
+/**
+ * Builds the job document of an OTA update: `{ afr_ota: { protocols, streamname?, files } }`,
+ * with the keys AWS uses (`filepath`, `filesize`, `fileid`, `certfile`, `sig-sha256-ecdsa`,
+ * `fileType`, `update_data_url`, `auth_scheme`). The parser below reads exactly this.
+ *
+ * @example
+ * ```ts
+ * import { buildOtaDocument } from "./job_document.ts";
+ * const doc = buildOtaDocument({ protocols: ["MQTT"], streamName: "s1", files: [{
+ *   filePath: "firmware.bin", fileSize: 1024, fileId: 0, certFile: "signer.pem",
+ *   signature: new Uint8Array(70) }] });
+ * Object.keys(doc); // ["afr_ota"]
+ * ```
+ */
+export function buildOtaDocument(spec: {
+  readonly protocols: readonly DataProtocol[];
+  readonly streamName?: string;
+  readonly files: readonly OtaDocumentFile[];
+}): { afr_ota: Record<string, unknown> } {
+  const files = spec.files.map((f) => {
+    const file: Record<string, unknown> = {
+      filepath: f.filePath,
+      filesize: f.fileSize,
+      fileid: f.fileId,
+      certfile: f.certFile,
+      "sig-sha256-ecdsa": toBase64(f.signature),
+    };
+    if (f.fileType !== undefined && f.fileType !== 0) file.fileType = f.fileType;
+    if (f.updateDataUrl !== undefined) file.update_data_url = f.updateDataUrl;
+    if (f.authScheme !== undefined) file.auth_scheme = f.authScheme;
+    return file;
+  });
+  const ota: Record<string, unknown> = { protocols: [...spec.protocols], files };
+  if (spec.streamName !== undefined) ota.streamname = spec.streamName;
+  return { afr_ota: ota };
 }
 
 const JOB_ID = /^[a-zA-Z0-9_-]{1,64}$/;

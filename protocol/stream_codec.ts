@@ -38,14 +38,55 @@ export interface StreamBlock {
   readonly hash: Uint8Array | null;
 }
 
-/** Outcome of a decode. */
-export type Decoded<T> = { readonly ok: true; readonly value: T } | {
+/** The error codes of a GetStream rejection (AWS's, on `.../rejected/cbor`). */
+export type StreamErrorCode =
+  | "InvalidCbor"
+  | "InvalidRequest"
+  | "BlockSizeOutOfBounds"
+  | "OffsetOutOfBounds"
+  | "BlockCountLimitExceeded"
+  | "BlockBitmapLimitExceeded"
+  | "ResourceNotFound";
+
+/** A decode that failed: the code a service answers with, and a reason for people. */
+export interface DecodeError {
   readonly ok: false;
+  readonly code: StreamErrorCode;
   readonly reason: string;
-};
+}
+
+/** Outcome of a decode. */
+export type Decoded<T> = { readonly ok: true; readonly value: T } | DecodeError;
+
+/** Smallest stream block size (AWS: 256 bytes). */
+export const MIN_BLOCK_SIZE = 256;
+/** Largest stream block size (AWS: 128 KiB). */
+export const MAX_BLOCK_SIZE = 128 * 1024;
 
 /** Largest CBOR message accepted (a 128 KiB block plus framing). */
-export const MAX_STREAM_MESSAGE = 128 * 1024 + 512;
+export const MAX_STREAM_MESSAGE = MAX_BLOCK_SIZE + 512;
+
+/**
+ * The one rule for a block size, wherever one is chosen (agent, fleet, demo, requests): a power
+ * of two from {@linkcode MIN_BLOCK_SIZE} to {@linkcode MAX_BLOCK_SIZE}. Null when `size` obeys
+ * it, else what is wrong.
+ *
+ * @example
+ * ```ts
+ * import { blockSizeProblem } from "./stream_codec.ts";
+ * blockSizeProblem(4096); // null
+ * blockSizeProblem(1000); // "must be a power of two from 256 to 131072"
+ * ```
+ */
+export function blockSizeProblem(size: number): string | null {
+  const ok = Number.isInteger(size) && size >= MIN_BLOCK_SIZE && size <= MAX_BLOCK_SIZE &&
+    (size & (size - 1)) === 0;
+  return ok ? null : `must be a power of two from ${MIN_BLOCK_SIZE} to ${MAX_BLOCK_SIZE}`;
+}
+
+function failure(code: StreamErrorCode, reason: string): DecodeError {
+  return { ok: false, code, reason };
+}
 
 /**
  * Encodes a GetStream request with the keys `c`, `f`, `l`, `o`, `n`, `b`.
@@ -157,29 +198,34 @@ export function decodeCbor(bytes: Uint8Array): unknown {
 }
 
 function decodeMap(bytes: Uint8Array): Decoded<Record<string, unknown>> {
-  if (bytes.length === 0) return { ok: false, reason: "empty CBOR message" };
+  if (bytes.length === 0) return failure("InvalidCbor", "empty CBOR message");
   if (bytes.length > MAX_STREAM_MESSAGE) {
-    return { ok: false, reason: `CBOR message of ${bytes.length} bytes is too large` };
+    return failure("InvalidRequest", `CBOR message of ${bytes.length} bytes is too large`);
   }
   let value: unknown;
   try {
     value = decodeCbor(bytes);
   } catch (error) {
-    return { ok: false, reason: `invalid CBOR: ${(error as Error).message}` };
+    return failure("InvalidCbor", `invalid CBOR: ${(error as Error).message}`);
   }
   if (
     typeof value !== "object" || value === null || Array.isArray(value) ||
     value instanceof Uint8Array
   ) {
-    return { ok: false, reason: "CBOR message is not a map" };
+    return failure("InvalidRequest", "CBOR message is not a map");
   }
   return { ok: true, value: value as Record<string, unknown> };
 }
 
-function uint(map: Record<string, unknown>, key: string, max: number): number | string {
+function uint(
+  map: Record<string, unknown>,
+  key: string,
+  max: number,
+  code: StreamErrorCode = "InvalidRequest",
+): number | DecodeError {
   const value = map[key];
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
-    return `key '${key}' must be an integer 0..${max}`;
+    return failure(code, `key '${key}' must be an integer 0..${max}`);
   }
   return value;
 }
@@ -198,17 +244,17 @@ export function decodeStreamBlock(bytes: Uint8Array): Decoded<StreamBlock> {
   if (!map.ok) return map;
   const fileId = uint(map.value, "f", 255);
   const blockId = uint(map.value, "i", 0xffffffff);
-  const blockSize = uint(map.value, "l", 131072);
+  const blockSize = uint(map.value, "l", MAX_BLOCK_SIZE, "BlockSizeOutOfBounds");
   for (const field of [fileId, blockId, blockSize]) {
-    if (typeof field === "string") return { ok: false, reason: field };
+    if (typeof field !== "number") return field;
   }
   const payload = map.value.p;
   if (!(payload instanceof Uint8Array)) {
-    return { ok: false, reason: "key 'p' must be a byte string" };
+    return failure("InvalidRequest", "key 'p' must be a byte string");
   }
   const hash = map.value.h;
   if (hash !== undefined && (!(hash instanceof Uint8Array) || hash.length !== 32)) {
-    return { ok: false, reason: "key 'h' must be a 32-byte SHA-256" };
+    return failure("InvalidRequest", "key 'h' must be a 32-byte SHA-256");
   }
   return {
     ok: true,
@@ -237,19 +283,23 @@ export function decodeGetStreamRequest(bytes: Uint8Array): Decoded<GetStreamRequ
   const m = map.value;
   const clientToken = m.c ?? "";
   if (typeof clientToken !== "string" || new TextEncoder().encode(clientToken).length > 64) {
-    return { ok: false, reason: "key 'c' must be a string of at most 64 bytes" };
+    return failure("InvalidRequest", "key 'c' must be a string of at most 64 bytes");
   }
   const fileId = uint(m, "f", 255);
-  const blockSize = uint(m, "l", 131072);
-  const offset = m.o === undefined ? 0 : uint(m, "o", 98304);
-  const numberOfBlocks = m.n === undefined ? 0 : uint(m, "n", 98304);
+  const blockSize = uint(m, "l", MAX_BLOCK_SIZE, "BlockSizeOutOfBounds");
+  const offset = m.o === undefined ? 0 : uint(m, "o", 98304, "OffsetOutOfBounds");
+  const numberOfBlocks = m.n === undefined ? 0 : uint(m, "n", 98304, "BlockCountLimitExceeded");
   for (const field of [fileId, blockSize, offset, numberOfBlocks]) {
-    if (typeof field === "string") return { ok: false, reason: field };
+    if (typeof field !== "number") return field;
   }
-  if ((blockSize as number) < 256) return { ok: false, reason: "key 'l' must be at least 256" };
+  const sizeProblem = blockSizeProblem(blockSize as number);
+  if (sizeProblem !== null) return failure("BlockSizeOutOfBounds", `key 'l' ${sizeProblem}`);
   const bitmap = m.b ?? new Uint8Array(0);
   if (!(bitmap instanceof Uint8Array) || bitmap.length >= 12288) {
-    return { ok: false, reason: "key 'b' must be a byte string shorter than 12288 bytes" };
+    return failure(
+      "BlockBitmapLimitExceeded",
+      "key 'b' must be a byte string shorter than 12288 bytes",
+    );
   }
   return {
     ok: true,
@@ -258,7 +308,8 @@ export function decodeGetStreamRequest(bytes: Uint8Array): Decoded<GetStreamRequ
       fileId: fileId as number,
       blockSize: blockSize as number,
       offset: offset as number,
-      numberOfBlocks: (numberOfBlocks as number) || Math.floor(131072 / (blockSize as number)),
+      numberOfBlocks: (numberOfBlocks as number) ||
+        Math.floor(MAX_BLOCK_SIZE / (blockSize as number)),
       bitmap,
     },
   };
