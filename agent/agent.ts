@@ -16,15 +16,9 @@
  */
 
 import { fromBase64, toBase64 } from "../lib/base64.ts";
-import type { AgentStateStore } from "../bootloader/agent_store.ts";
 import { sha256 } from "../protocol/signatures.ts";
-import {
-  compareVersions,
-  decodeHeader,
-  formatVersion,
-  type ImageVersion,
-} from "../protocol/image_format.ts";
-import { type OtaFileContext, type OtaPal } from "../bootloader/ota_pal.ts";
+import { compareVersions, decodeHeader, formatVersion } from "../protocol/image_format.ts";
+import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import {
   OtaImageState,
   OtaPalImageState,
@@ -63,188 +57,28 @@ import {
   findTransition,
   type HandlerName,
 } from "./transition_table.ts";
-
-/** The MQTT connection, as the agent sees it. */
-export interface MqttPort {
-  publish(topic: string, payload: Uint8Array | string, qos: 0 | 1): Promise<void>;
-  /** One SUBSCRIBE for one topic or several; rejects unless every one is granted. */
-  subscribe(topics: string | readonly string[], qos: 0 | 1): Promise<void>;
-  unsubscribe(topic: string): Promise<void>;
-}
-
-/** Ranged HTTP GET (pre-signed URLs). */
-export interface HttpPort {
-  /** GET `url` with `Range: bytes=start-end` (inclusive). */
-  getRange(url: string, start: number, end: number): Promise<{ status: number; body: Uint8Array }>;
-}
-
-/**
- * A part of the device other than the application image that is updated with its own
- * test/confirm/revert (the second-stage bootloader): a job file of `fileType` goes here instead
- * of to the PAL. It must be the only file of its job, since trying it takes a reboot.
- */
-export interface UpdatableComponent {
-  /** The job document `fileType` of this component's files. */
-  readonly fileType: number;
-  /** For logs and reasons, e.g. "second-stage bootloader". */
-  readonly name: string;
-  /** The version running now. */
-  version(): ImageVersion;
-  /** Verifies and stores `data` for the device to try at its next boot. */
-  install(
-    data: Uint8Array,
-  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }>;
-  /** Forgets an installed component the device has not tried yet. */
-  cancel(): void;
-  /** The running component booted once on trial and must be confirmed before the next reset. */
-  onTrial(): boolean;
-  /** Makes the trial permanent. */
-  confirm(): boolean;
-}
-
-/** What the agent needs from the device it runs on. */
-export interface AgentPlatform {
-  readonly pal: OtaPal;
-  /** Version of the image running now. */
-  readonly runningVersion: ImageVersion;
-  /** The application's self-test (must reach the cloud, must not crash). */
-  selfTest(): { passed: boolean; reason: string };
-  /** The update service state name (for resume and rollback decisions). */
-  updateState(): number;
-  /**
-   * Why the last update failed, if the update service knows: the PSA status (e.g.
-   * `ERROR_INSTALL_INTERRUPTED`, -159, when a power cut tore the install request) and its detail.
-   */
-  updateFailure(): { readonly code: number; readonly detail: string } | null;
-  /** Components updated through their own file type (none: every data file goes to the app). */
-  readonly components?: readonly UpdatableComponent[];
-  /**
-   * Recovery (OTA-only) mode: no application runs to take data files, so only jobs whose files
-   * are all firmware (file type 0) are taken.
-   */
-  readonly firmwareOnly?: boolean;
-}
-
-/** Application callback events (AWS `OtaJobEvent_t`). */
-export type AgentCallbackEvent =
-  | { readonly type: "Activate"; readonly jobId: string }
-  | {
-    readonly type: "Fail";
-    readonly jobId: string;
-    readonly reason: string;
-    readonly detail: string;
-  }
-  | { readonly type: "StartTest"; readonly jobId: string }
-  | { readonly type: "Processed" }
-  | { readonly type: "SelfTestFailed"; readonly jobId: string; readonly reason: string }
-  | { readonly type: "ReceivedJob"; readonly jobId: string }
-  | {
-    readonly type: "UpdateComplete";
-    readonly jobId: string;
-    readonly file: OtaFileSpec;
-    readonly data: Uint8Array | null;
-  }
-  | { readonly type: "NoActiveJob" };
-
-/** Tunables (AWS `otaconfig*` equivalents). */
-export interface AgentConfig {
-  /** Stream block size, a power of two 256..131072. @default {4096} */
-  readonly blockSize: number;
-  /** Blocks asked for per GetStream request (`n`). @default {8} */
-  readonly blocksPerRequest: number;
-  /** Idle time before a request is repeated. @default {10000} */
-  readonly requestTimeoutMs: number;
-  /** Unanswered requests before the job fails. @default {32} */
-  readonly maxMomentum: number;
-  /** Progress is reported every N blocks (and at the first). @default {64} */
-  readonly statusFrequency: number;
-  /** A trial image that has not passed its self-test by then resets. @default {16000} */
-  readonly selfTestTimeoutMs: number;
-  /** First and largest delay between `$next/get` retries. @default {2000, 60000} */
-  readonly jobRequestBackoffMs: readonly [number, number];
-  /** Wait for a status acknowledgement before retrying. @default {5000} */
-  readonly statusAckTimeoutMs: number;
-  /** Status retries before giving up. @default {10} */
-  readonly maxStatusRetries: number;
-  /** The download record is saved every N blocks. @default {16} */
-  readonly persistEveryBlocks: number;
-  /** Accept the same or an older version. @default {false} */
-  readonly allowDowngrade: boolean;
-  /** Preferred data protocol when a job offers both. @default {"MQTT"} */
-  readonly preferredProtocol: DataProtocol;
-  /** Largest firmware file (the update slot). */
-  readonly maxFirmwareSize: number;
-  /** Largest data file. @default {65536} */
-  readonly maxDataFileSize: number;
-}
-
-/** Defaults for {@linkcode AgentConfig} (less `maxFirmwareSize`, which the device sets). */
-export const DEFAULT_AGENT_CONFIG: Omit<AgentConfig, "maxFirmwareSize"> = {
-  blockSize: 4096,
-  blocksPerRequest: 8,
-  requestTimeoutMs: 10_000,
-  maxMomentum: 32,
-  statusFrequency: 64,
-  selfTestTimeoutMs: 16_000,
-  jobRequestBackoffMs: [2_000, 60_000],
-  statusAckTimeoutMs: 5_000,
-  maxStatusRetries: 10,
-  persistEveryBlocks: 16,
-  allowDowngrade: false,
-  preferredProtocol: "MQTT",
-  maxDataFileSize: 65_536,
-};
-
-/** Counters (AWS `OtaAgentStatistics_t`). */
-export interface AgentStatistics {
-  packetsReceived: number;
-  packetsQueued: number;
-  packetsProcessed: number;
-  packetsDropped: number;
-}
-
-/** Options of {@linkcode OtaAgent}. */
-export interface OtaAgentOptions {
-  readonly thingName: string;
-  readonly mqtt: MqttPort;
-  readonly http?: HttpPort;
-  readonly platform: AgentPlatform;
-  readonly store: AgentStateStore;
-  readonly clock: Clock;
-  readonly config: Partial<AgentConfig> & { maxFirmwareSize: number };
-  readonly onEvent?: (event: AgentCallbackEvent) => void;
-  readonly log?: (line: string) => void;
-}
+import { describeRequest } from "../protocol/jobs_api.ts";
+import type {
+  AgentCallbackEvent,
+  AgentConfig,
+  AgentStatistics,
+  OtaAgentOptions,
+} from "./agent_config.ts";
+import { DEFAULT_AGENT_CONFIG } from "./agent_config.ts";
+import type { AgentPlatform, HttpPort, MqttPort, UpdatableComponent } from "./ports.ts";
+import { JobReporter } from "./job_reporter.ts";
+import { type ResumeRecord, ResumeStore } from "./resume_record.ts";
 
 type BlockInput = { readonly cbor: Uint8Array } | {
   readonly blockId: number;
   readonly payload: Uint8Array;
 };
-interface QueuedEvent {
-  readonly type: AgentEventType;
-  readonly payload?: Uint8Array;
-  readonly block?: BlockInput;
-}
+/** An event in the mailbox: the two that carry input say what, the others carry nothing. */
+type QueuedEvent =
+  | { readonly type: "ReceivedJobDocument"; readonly payload: Uint8Array }
+  | { readonly type: "ReceivedFileBlock"; readonly block: BlockInput }
+  | { readonly type: Exclude<AgentEventType, "ReceivedJobDocument" | "ReceivedFileBlock"> };
 type Outcome = "done" | "stay" | { readonly error: string };
-/** An answer to an update or a describe: accepted or not, the rejection code, the status seen. */
-interface Reply {
-  readonly ok: boolean;
-  readonly code: string | null;
-  readonly status?: string;
-  /** The execution as the cloud describes it (with its job document when asked for). */
-  readonly execution?: Record<string, unknown>;
-}
-
-/**
- * Written to flash before SUCCEEDED is reported, cleared once the image is confirmed: a power
- * cut between the cloud recording SUCCEEDED and the confirmation reverts the image, and this is
- * how the next boot learns that the cloud may believe an update the device no longer runs.
- */
-interface SuccessIntent {
-  readonly jobId: string;
-  /** Version word of the image reported (`updatedBy` form). */
-  readonly image: string;
-}
 
 /** A download in progress (RAM; its resumable part is persisted). */
 interface ActiveFile {
@@ -266,18 +100,6 @@ interface ActiveFile {
   urlRefreshPending: boolean;
 }
 
-/** Persisted download record. */
-interface ResumeRecord {
-  readonly v: 1;
-  readonly jobId: string;
-  readonly fileIndex: number;
-  readonly fileId: number;
-  readonly fileSize: number;
-  readonly blockSize: number;
-  readonly signature: string;
-  readonly bitmap: string;
-}
-
 /**
  * The device-side OTA agent.
  *
@@ -294,7 +116,6 @@ export class OtaAgent {
   readonly #mqtt: MqttPort;
   readonly #http: HttpPort | undefined;
   readonly #platform: AgentPlatform;
-  readonly #store: AgentStateStore;
   readonly #clock: Clock;
   readonly #config: AgentConfig;
   readonly #onEvent: (event: AgentCallbackEvent) => void;
@@ -308,11 +129,22 @@ export class OtaAgent {
   #selfTestTimer: TimerId | null = null;
   #jobBackoff = 0;
   #active: ActiveFile | null = null;
-  #jobVersion = new Map<string, number>();
-  #pendingAcks = new Map<string, (answer: Reply) => void>();
-  #tokenCounter = 0;
+  readonly #reporter: JobReporter;
+  readonly #resume: ResumeStore;
   #background = new Set<Promise<unknown>>();
   #generation = 0;
+  /** Whether the Jobs reply topics are subscribed on the current connection. */
+  #controlSubscribed = false;
+  /** The job whose trial image awaits its self-test. */
+  #pendingSelfTestJob: OtaJob | null = null;
+  /** The job whose SUCCEEDED this trial image reported without hearing back. */
+  #unacknowledgedSuccess: OtaJob | null = null;
+  /**
+   * A job the cloud has as SUCCEEDED whose image was reverted before it was confirmed, being
+   * installed again: its statuses are not reported (the execution is over), notifications do not
+   * interrupt it.
+   */
+  #rollingForward: string | null = null;
   /** Counters. */
   readonly statistics: AgentStatistics = {
     packetsReceived: 0,
@@ -330,7 +162,7 @@ export class OtaAgent {
     this.#mqtt = options.mqtt;
     this.#http = options.http;
     this.#platform = options.platform;
-    this.#store = options.store;
+    this.#resume = new ResumeStore(options.store);
     this.#clock = options.clock;
     this.#config = { ...DEFAULT_AGENT_CONFIG, ...options.config };
     const { blockSize } = this.#config;
@@ -342,6 +174,17 @@ export class OtaAgent {
     }
     this.#onEvent = options.onEvent ?? (() => {});
     this.#log = options.log ?? (() => {});
+    this.#reporter = new JobReporter({
+      thingName: this.#thing,
+      mqtt: this.#mqtt,
+      topics: this.#topics,
+      clock: this.#clock,
+      statusAckTimeoutMs: this.#config.statusAckTimeoutMs,
+      maxStatusRetries: this.#config.maxStatusRetries,
+      ensureSubscribed: () => this.#ensureControlSubscribed(),
+      generation: () => this.#generation,
+      log: this.#log,
+    });
   }
 
   /** Current state. */
@@ -403,8 +246,7 @@ export class OtaAgent {
     this.#generation++;
     this.#stopRequestTimer();
     this.#stopSelfTestTimer();
-    for (const resolve of this.#pendingAcks.values()) resolve({ ok: false, code: "Shutdown" });
-    this.#pendingAcks.clear();
+    this.#reporter.cancelWaits();
     this.#queue = [];
     this.#active = null;
     this.#state = "Stopped";
@@ -440,7 +282,7 @@ export class OtaAgent {
       case "update-rejected":
       case "get-accepted":
       case "get-rejected":
-        this.#onUpdateReply(
+        this.#reporter.onReply(
           kind.jobId,
           kind.kind === "update-accepted" || kind.kind === "get-accepted",
           payload,
@@ -510,7 +352,8 @@ export class OtaAgent {
       case "requestJob":
         return this.#requestJobHandler();
       case "processJob":
-        return this.#processJobHandler(event.payload!);
+        if (event.type !== "ReceivedJobDocument") return { error: `no job in ${event.type}` };
+        return this.#processJobHandler(event.payload);
       case "inSelfTest":
         return this.#inSelfTestHandler();
       case "initFile":
@@ -518,9 +361,11 @@ export class OtaAgent {
       case "requestData":
         return this.#requestDataHandler();
       case "processData":
-        return this.#processDataHandler(event.block!);
+        if (event.type !== "ReceivedFileBlock") return { error: `no block in ${event.type}` };
+        return this.#processDataHandler(event.block);
       case "jobNotification":
-        return this.#jobNotificationHandler(event.payload!);
+        if (event.type !== "ReceivedJobDocument") return { error: `no job in ${event.type}` };
+        return this.#jobNotificationHandler(event.payload);
       case "closeFile":
         return this.#closeFileHandler();
       case "suspend":
@@ -558,9 +403,6 @@ export class OtaAgent {
     this.#signal({ type: "RequestJobDocument" });
     return "done";
   }
-
-  /** Whether the Jobs reply topics are subscribed on the current connection. */
-  #controlSubscribed = false;
 
   async #subscribeControl(): Promise<void> {
     this.#controlSubscribed = false;
@@ -603,7 +445,7 @@ export class OtaAgent {
     try {
       await this.#mqtt.publish(
         this.#topics.nextGet,
-        JSON.stringify({ clientToken: this.#token() }),
+        describeRequest({ clientToken: this.#reporter.token() }),
         1,
       );
     } catch (error) {
@@ -625,7 +467,7 @@ export class OtaAgent {
       const settled = await this.#settleReportedSuccess();
       if (settled !== null) return settled;
     }
-    if (job.versionNumber !== null) this.#jobVersion.set(job.jobId, job.versionNumber);
+    if (job.versionNumber !== null) this.#reporter.rememberVersion(job.jobId, job.versionNumber);
     if (job.selfTest !== null) {
       this.#pendingSelfTestJob = job;
       this.#signal({ type: "StartSelfTest" });
@@ -762,16 +604,6 @@ export class OtaAgent {
     return await succeeded();
   }
 
-  #pendingSelfTestJob: OtaJob | null = null;
-  /** The job whose SUCCEEDED this trial image reported without hearing back. */
-  #unacknowledgedSuccess: OtaJob | null = null;
-  /**
-   * A job the cloud has as SUCCEEDED whose image was reverted before it was confirmed, being
-   * installed again: its statuses are not reported (the execution is over), notifications do not
-   * interrupt it.
-   */
-  #rollingForward: string | null = null;
-
   /**
    * Brings a device whose reported success was lost to a power cut back in line with the cloud,
    * before any other job: a trial whose SUCCEEDED the cloud holds is confirmed, an image reverted
@@ -780,15 +612,15 @@ export class OtaAgent {
    */
   async #settleReportedSuccess(): Promise<Outcome | null> {
     const pal = this.#platform.pal;
-    const intent = this.#loadIntent();
+    const intent = this.#resume.loadIntent();
     const onTrial = pal.getPlatformImageState(null) === OtaPalImageState.PendingCommit;
     const jobId = this.#unacknowledgedSuccess?.jobId ?? intent?.jobId ?? null;
     if (jobId === null || this.#rollingForward !== null) return null;
     if (!onTrial && intent && intent.image === versionWord(this.#platform.runningVersion)) {
-      this.#clearIntent(); // confirmed; the power went before the intent was cleared
+      this.#resume.clearIntent(); // confirmed; the power went before the intent was cleared
       return null;
     }
-    const seen = await this.#describeExecution(jobId, true);
+    const seen = await this.#reporter.describeExecution(jobId, true);
     if (seen === null) {
       // No answer at all: keep the trial (a reset reverts it), ask again later.
       this.#log(`job ${jobId}: the cloud does not answer about the success reported`);
@@ -797,7 +629,7 @@ export class OtaAgent {
     }
     if (seen.status !== "SUCCEEDED") {
       this.#unacknowledgedSuccess = null;
-      this.#clearIntent();
+      this.#resume.clearIntent();
       return null; // the SUCCEEDED never landed: the cloud's view is the device's
     }
     const job = this.#unacknowledgedSuccess ?? this.#jobOf(seen.execution);
@@ -816,7 +648,7 @@ export class OtaAgent {
     }
     if (!job) {
       this.#log(`job ${jobId}: SUCCEEDED in the cloud, reverted here, and no document to install`);
-      this.#clearIntent();
+      this.#resume.clearIntent();
       return null;
     }
     this.#log(
@@ -841,10 +673,10 @@ export class OtaAgent {
   async #noJob(): Promise<Outcome> {
     this.#onEvent({ type: "NoActiveJob" });
     const pal = this.#platform.pal;
-    if (this.#loadRecord() !== null || this.#platform.updateState() === FwuState.WRITING) {
+    if (this.#resume.loadRecord() !== null || this.#platform.updateState() === FwuState.WRITING) {
       this.#log("no active job: dropping the interrupted download");
       pal.setPlatformImageState(null, OtaImageState.Aborted);
-      this.#clearRecord();
+      this.#resume.clearRecord();
     }
     const settled = await this.#settleReportedSuccess();
     if (settled !== null) return settled;
@@ -942,7 +774,7 @@ export class OtaAgent {
     }
     // The image is good; only the cloud's acknowledgement is pending now.
     this.#stopSelfTestTimer();
-    this.#saveIntent({ jobId: job.jobId, image: versionWord(running) });
+    this.#resume.saveIntent({ jobId: job.jobId, image: versionWord(running) });
     const acked = await this.#report(job.jobId, "SUCCEEDED", {
       reason: acceptedReason(running),
       updatedBy: versionWord(running),
@@ -984,7 +816,7 @@ export class OtaAgent {
     if (otaPalMain(accepted) !== OtaPalMainStatus.Success) {
       return { error: `commit failed: ${pal.lastError}` };
     }
-    this.#clearIntent();
+    this.#resume.clearIntent();
     if (signal) {
       this.#log(`job ${jobId}: confirmed`);
       this.#signal({ type: "RequestJobDocument" });
@@ -1091,7 +923,7 @@ export class OtaAgent {
           active.urlRefreshPending = true;
           await this.#mqtt.publish(
             this.#topics.nextGet,
-            JSON.stringify({ clientToken: this.#token() }),
+            describeRequest({ clientToken: this.#reporter.token() }),
             1,
           ).catch(() => {});
           return;
@@ -1137,7 +969,7 @@ export class OtaAgent {
         );
         active.restarted = true;
         active.bitmap = new BlockBitmap(active.blockCount);
-        this.#clearRecord();
+        this.#resume.clearRecord();
         const reopened = this.#openStorage(active);
         if (!reopened.ok) return await this.#failActive(reopened.reason, reopened.detail);
         written = this.#platform.pal.writeBlock(active.palFile, offset, payload);
@@ -1251,7 +1083,7 @@ export class OtaAgent {
     ) {
       // Same job (a repeated notification, or the fresh URL we asked for): keep going.
       if (message.job.versionNumber !== null) {
-        this.#jobVersion.set(message.job.jobId, message.job.versionNumber);
+        this.#reporter.rememberVersion(message.job.jobId, message.job.versionNumber);
       }
       this.#refreshUrls(message.job);
       if (active.urlRefreshPending) {
@@ -1298,7 +1130,7 @@ export class OtaAgent {
       return await this.#nextFile(active);
     }
     const status = await pal.closeFile(active.palFile);
-    this.#clearRecord();
+    this.#resume.clearRecord();
     if (otaPalMain(status) !== OtaPalMainStatus.Success) {
       return await this.#failActive(
         failedReason(otaPalMain(status), otaPalSub(status)),
@@ -1383,8 +1215,7 @@ export class OtaAgent {
     }
     this.#stopRequestTimer();
     this.#stopSelfTestTimer();
-    for (const resolve of this.#pendingAcks.values()) resolve({ ok: false, code: "Shutdown" });
-    this.#pendingAcks.clear();
+    this.#reporter.cancelWaits();
     this.#queue = [];
     if (this.#active?.spec.fileType === 0 && this.#active.palFile) this.#persist(this.#active);
     this.#active = null;
@@ -1401,7 +1232,7 @@ export class OtaAgent {
   }
 
   #firstFileIndex(job: OtaJob): number {
-    const record = this.#loadRecord();
+    const record = this.#resume.loadRecord();
     if (record && record.jobId === job.jobId) {
       const spec = job.files[record.fileIndex];
       if (spec && spec.fileId === record.fileId && spec.fileSize === record.fileSize) {
@@ -1463,7 +1294,7 @@ export class OtaAgent {
       certFilePath: active.spec.certFile,
       fileHandle: null,
     };
-    const record = this.#loadRecord();
+    const record = this.#resume.loadRecord();
     if (
       record && record.jobId === active.job.jobId && record.fileIndex === active.index &&
       record.fileSize === active.spec.fileSize && record.blockSize === this.#config.blockSize &&
@@ -1518,7 +1349,7 @@ export class OtaAgent {
           "the device keeps the version it runs",
       );
       this.#rollingForward = null;
-      this.#clearIntent();
+      this.#resume.clearIntent();
     }
     await this.#dropActive();
     this.#onEvent({ type: "Fail", jobId: active.job.jobId, reason, detail });
@@ -1539,59 +1370,10 @@ export class OtaAgent {
     if (active.spec.fileType === 0 && active.opened) {
       this.#platform.pal.setPlatformImageState(active.palFile, OtaImageState.Aborted);
     }
-    this.#clearRecord();
+    this.#resume.clearRecord();
   }
 
   /** The persisted state: a resume record and/or a success intent (one flash record). */
-  #loadStored(): Record<string, unknown> | null {
-    const bytes = this.#store.load();
-    if (!bytes || bytes.length === 0) return null;
-    try {
-      const stored = JSON.parse(new TextDecoder().decode(bytes));
-      return stored && typeof stored === "object" && stored.v === 1 ? stored : null;
-    } catch {
-      return null;
-    }
-  }
-
-  #loadRecord(): ResumeRecord | null {
-    const stored = this.#loadStored();
-    return typeof stored?.jobId === "string" ? stored as unknown as ResumeRecord : null;
-  }
-
-  /** The intent as last written (undefined: not read from flash yet this boot). */
-  #intent: SuccessIntent | null | undefined = undefined;
-
-  #loadIntent(): SuccessIntent | null {
-    // Read once per boot: every later write of the store goes through #write, which keeps it.
-    if (this.#intent === undefined) {
-      const intent = this.#loadStored()?.successReported as Partial<SuccessIntent> | undefined;
-      this.#intent = typeof intent?.jobId === "string" && typeof intent.image === "string"
-        ? { jobId: intent.jobId, image: intent.image }
-        : null;
-    }
-    return this.#intent;
-  }
-
-  #write(resume: ResumeRecord | null, intent: SuccessIntent | null): void {
-    this.#intent = intent;
-    if (!resume && !intent) {
-      const bytes = this.#store.load();
-      if (bytes !== null && bytes.length > 0) this.#store.save(new Uint8Array(0));
-      return;
-    }
-    const stored = { v: 1, ...resume, ...(intent ? { successReported: intent } : {}) };
-    this.#store.save(new TextEncoder().encode(JSON.stringify(stored)));
-  }
-
-  #saveIntent(intent: SuccessIntent): void {
-    this.#write(this.#loadRecord(), intent);
-  }
-
-  #clearIntent(): void {
-    if (this.#loadIntent()) this.#write(this.#loadRecord(), null);
-  }
-
   #persist(active: ActiveFile): void {
     active.sincePersist = 0;
     const record: ResumeRecord = {
@@ -1604,160 +1386,21 @@ export class OtaAgent {
       signature: toBase64(active.spec.signature),
       bitmap: toBase64(active.bitmap.toBytes()),
     };
-    this.#write(record, this.#loadIntent());
-  }
-
-  #clearRecord(): void {
-    if (this.#loadRecord()) this.#write(null, this.#loadIntent());
-  }
-
-  #token(): string {
-    return `${this.#tokenCounter++}:${this.#thing}`.slice(0, 64);
+    this.#resume.saveRecord(record);
   }
 
   /**
-   * Publishes a job status. With `awaitAck`, waits for `update/accepted` and retries with backoff
-   * (a lost acknowledgement is not a lost update); returns whether it was acknowledged.
+   * Publishes a job status through the reporter, unless the cloud closed this execution as
+   * SUCCEEDED already (a roll-forward): then there is nothing to tell it.
    */
-  async #report(
+  #report(
     jobId: string,
     status: string,
     details: Record<string, string>,
     awaitAck: boolean,
   ): Promise<boolean> {
-    // The cloud closed this execution as SUCCEEDED already: nothing to tell it.
-    if (this.#rollingForward === jobId) return true;
-    const generation = this.#generation;
-    let delay = this.#config.statusAckTimeoutMs;
-    for (let attempt = 0; attempt <= (awaitAck ? this.#config.maxStatusRetries : 0); attempt++) {
-      if (generation !== this.#generation) return false;
-      const clientToken = this.#token();
-      const body: Record<string, unknown> = { status, statusDetails: details, clientToken };
-      // Progress is fire-and-forget and may overtake other updates: only acknowledged updates
-      // carry expectedVersion (a mismatch is then answered, and retried without it).
-      const expected = this.#jobVersion.get(jobId);
-      if (awaitAck && expected !== undefined) body.expectedVersion = expected;
-      // Offline, the publish below fails as well, and the reply time is waited out as for a loss.
-      if (awaitAck) await this.#ensureControlSubscribed();
-      const reply = awaitAck ? this.#awaitReply(clientToken, delay) : null;
-      try {
-        await this.#mqtt.publish(
-          this.#topics.jobUpdate(jobId),
-          JSON.stringify(body),
-          awaitAck ? 1 : 0,
-        );
-      } catch (error) {
-        this.#log(`status ${status} for ${jobId} not sent: ${(error as Error).message}`);
-      }
-      if (!reply) return true;
-      const answer = await reply;
-      if (answer.ok) return true;
-      // Halted (power lost, agent stopped) while waiting: nobody is left to ask or to tell.
-      if (generation !== this.#generation) return false;
-      if (answer.code === "VersionMismatch") this.#jobVersion.delete(jobId);
-      else if (answer.code !== null && answer.code !== "timeout") {
-        // Our earlier attempt may have landed with only its acknowledgement lost: ask.
-        const seen = await this.#describeAnswered(jobId);
-        if (seen === status) {
-          this.#log(`status ${status} for ${jobId} was already recorded (acknowledgement lost)`);
-          return true;
-        }
-        this.#log(
-          `status ${status} for ${jobId} rejected: ${answer.code} (execution is ${
-            seen ?? "unknown"
-          })`,
-        );
-        return false;
-      }
-      delay = Math.min(delay * 2, 60_000);
-    }
-    return false;
-  }
-
-  /**
-   * DescribeJobExecution asked again with backoff while the cloud does not answer (a loaded
-   * broker answers late, and the answer decides whether an image is kept): null only when no
-   * attempt was answered.
-   */
-  async #describeAnswered(jobId: string): Promise<string | null> {
-    return (await this.#describeExecution(jobId, false))?.status ?? null;
-  }
-
-  async #describeOnce(
-    jobId: string,
-    includeJobDocument: boolean,
-    timeoutMs: number,
-  ): Promise<{ status: string; execution: Record<string, unknown> } | null> {
-    await this.#ensureControlSubscribed();
-    const clientToken = this.#token();
-    const reply = this.#awaitReply(clientToken, timeoutMs);
-    try {
-      const body = JSON.stringify({ clientToken, includeJobDocument });
-      await this.#mqtt.publish(this.#topics.jobGet(jobId), body, 1);
-    } catch {
-      // Not sent (offline): wait out the reply time like a lost message, so the caller's backoff
-      // holds instead of spinning through its attempts, and halt() can still end the wait.
-    }
-    const answer = await reply;
-    return answer.ok && answer.status
-      ? { status: answer.status, execution: answer.execution ?? {} }
-      : null;
-  }
-
-  /** DescribeJobExecution (`<jobId>/get`) asked again with backoff: the status and execution. */
-  async #describeExecution(
-    jobId: string,
-    includeJobDocument: boolean,
-  ): Promise<{ status: string; execution: Record<string, unknown> } | null> {
-    const generation = this.#generation;
-    let delay = this.#config.statusAckTimeoutMs;
-    for (let attempt = 0; attempt <= this.#config.maxStatusRetries; attempt++) {
-      if (generation !== this.#generation) return null;
-      const seen = await this.#describeOnce(jobId, includeJobDocument, delay);
-      if (seen !== null) return seen;
-      delay = Math.min(delay * 2, 60_000);
-    }
-    return null;
-  }
-
-  #awaitReply(clientToken: string, timeoutMs: number): Promise<Reply> {
-    return new Promise((resolve) => {
-      const timer = this.#clock.setTimer(timeoutMs, () => {
-        this.#pendingAcks.delete(clientToken);
-        resolve({ ok: false, code: "timeout" });
-      });
-      this.#pendingAcks.set(clientToken, (answer) => {
-        this.#clock.clearTimer(timer);
-        this.#pendingAcks.delete(clientToken);
-        resolve(answer);
-      });
-    });
-  }
-
-  #onUpdateReply(jobId: string, accepted: boolean, payload: Uint8Array): void {
-    let reply: Record<string, unknown>;
-    try {
-      const parsed = JSON.parse(new TextDecoder().decode(payload));
-      if (typeof parsed !== "object" || parsed === null) return;
-      reply = parsed;
-    } catch {
-      return;
-    }
-    const state = (reply.executionState ?? reply.execution) as Record<string, unknown> | undefined;
-    if (accepted && typeof state?.versionNumber === "number") {
-      this.#jobVersion.set(jobId, state.versionNumber);
-    }
-    const token = typeof reply.clientToken === "string" ? reply.clientToken : null;
-    const resolve = token ? this.#pendingAcks.get(token) : undefined;
-    if (!resolve) return;
-    const status = typeof state?.status === "string" ? state.status : undefined;
-    const code = accepted ? null : String(reply.code ?? "Rejected");
-    resolve({
-      ok: accepted,
-      code,
-      ...(status ? { status } : {}),
-      ...(state && typeof state === "object" ? { execution: state } : {}),
-    });
+    if (this.#rollingForward === jobId) return Promise.resolve(true);
+    return this.#reporter.report(jobId, status, details, awaitAck);
   }
 
   /**

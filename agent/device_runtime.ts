@@ -11,15 +11,9 @@ import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
 import { SECOND_STAGE_FILE_TYPE } from "../bootloader/first_stage.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import {
-  type AgentCallbackEvent,
-  type AgentConfig,
-  type AgentPlatform,
-  type HttpPort,
-  OtaAgent,
-  type OtaAgentOptions,
-  type UpdatableComponent,
-} from "./agent.ts";
+import { type AgentCallbackEvent, type AgentConfig, type OtaAgentOptions } from "./agent_config.ts";
+import { type AgentPlatform, type HttpPort, type UpdatableComponent } from "./ports.ts";
+import { OtaAgent } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
 import { thingTopics } from "../protocol/topics.ts";
 

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { HttpPort } from "./agent.ts";
+import type { HttpPort } from "./ports.ts";
 import { concatBytes } from "../lib/bytes.ts";
 
 /** A request that has not finished by then is given up (and the block asked for again). */

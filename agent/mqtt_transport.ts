@@ -6,7 +6,8 @@
  */
 
 import type { MqttClient } from "mqtt";
-import type { MqttPort, OtaAgent } from "./agent.ts";
+import type { MqttPort } from "./ports.ts";
+import type { OtaAgent } from "./agent.ts";
 
 /**
  * Wraps a connected mqtt.js client. Every call settles within `timeoutMs`: a QoS 1 publish whose

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { type JobsErrorCode } from "../protocol/jobs_api.ts";
 
 /** Execution statuses. */
 export const EXECUTION_STATUSES = [
@@ -72,17 +73,8 @@ export const EXECUTION_TRANSITIONS: readonly ExecutionTransition[] = [
   t("IN_PROGRESS", "CANCELED", "service", true),
 ];
 
-/** Rejection codes of the device MQTT API. */
-export type RejectionCode =
-  | "InvalidTopic"
-  | "InvalidJson"
-  | "InvalidRequest"
-  | "InvalidStateTransition"
-  | "ResourceNotFound"
-  | "VersionMismatch"
-  | "InternalError"
-  | "RequestThrottled"
-  | "TerminalStateReached";
+/** Rejection codes of the device MQTT API (the protocol's). */
+export type RejectionCode = JobsErrorCode;
 
 /** The state of one execution. */
 export interface ExecutionState {

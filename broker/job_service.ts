@@ -33,6 +33,7 @@ import {
 import type { Publisher } from "./stream_service.ts";
 import type { CloudStore, ExecutionRecord, JobRecord } from "./store.ts";
 import { classifyRequest, replyTopic, thingTopics } from "../protocol/topics.ts";
+import { clientTokenOf, parseRequestBody, rejectedReply } from "../protocol/jobs_api.ts";
 
 /** A job creation request. */
 export interface JobSpec {
@@ -558,20 +559,11 @@ export class JobService {
     const request = classifyRequest(topic);
     if (!("thing" in request) || request.thing !== thing) return;
     if (request.kind === "stream-get" || request.kind === "shadow-update") return;
-    let body: Record<string, unknown> = {};
-    try {
-      const text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
-      const parsed = text.trim() === "" ? {} : JSON.parse(text);
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-        throw new Error("not an object");
-      }
-      body = parsed;
-    } catch {
+    const body = parseRequestBody(payload);
+    if (body === null) {
       return this.#reject(topic, "InvalidJson", "request is not a JSON object", undefined);
     }
-    const clientToken = typeof body.clientToken === "string"
-      ? body.clientToken.slice(0, 64)
-      : undefined;
+    const clientToken = clientTokenOf(body);
     try {
       switch (request.kind) {
         case "jobs-get-pending":
@@ -820,19 +812,21 @@ export class JobService {
     clientToken: string | undefined,
     execution?: ExecutionRecord,
   ): void {
-    const body: Record<string, unknown> = {
+    const body = rejectedReply({
       code,
       message,
       clientToken,
       timestamp: this.#seconds(),
-    };
-    if (execution && (code === "VersionMismatch" || code === "InvalidStateTransition")) {
-      body.executionState = {
-        status: execution.status,
-        statusDetails: execution.statusDetails,
-        versionNumber: execution.versionNumber,
-      };
-    }
+      ...(execution
+        ? {
+          executionState: {
+            status: execution.status,
+            statusDetails: execution.statusDetails,
+            versionNumber: execution.versionNumber,
+          },
+        }
+        : {}),
+    });
     this.#send(replyTopic(topic, "rejected"), body);
   }
 

@@ -8,7 +8,7 @@
 
 import { DeviceRuntime } from "../agent/device_runtime.ts";
 import { fetchHttpPort } from "../agent/http_fetch.ts";
-import type { AgentCallbackEvent, AgentConfig } from "../agent/agent.ts";
+import type { AgentCallbackEvent, AgentConfig } from "../agent/agent_config.ts";
 import type { BootRecord, BootRom } from "../bootloader/bootloader.ts";
 import { bootChain } from "../bootloader/first_stage.ts";
 import { SecureElement, type SecureElementChip } from "../bootloader/secure_element.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { AgentConfig } from "../agent/agent.ts";
+import type { AgentConfig } from "../agent/agent_config.ts";
 import type { DeviceReport as DeviceSnapshot } from "../bootloader/device.ts";
 import type { FlashChanges } from "../bootloader/flash.ts";
 import type {

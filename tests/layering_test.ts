@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 
-const ROOT = new URL("../", import.meta.url);
+const ROOT = new URL("..", import.meta.url);
 
 /** Which top-level folders each folder may import from (besides itself and npm packages). */
 export const ALLOWED: Readonly<Record<string, readonly string[]>> = {

@@ -3,7 +3,8 @@
  * that depend on timers (retries, backoff, momentum) or on events arriving in the wrong state.
  */
 import assert from "node:assert/strict";
-import { type MqttPort, OtaAgent } from "../../agent/agent.ts";
+import { type MqttPort } from "../../agent/ports.ts";
+import { OtaAgent } from "../../agent/agent.ts";
 import { encodeStreamBlock } from "../../protocol/stream_codec.ts";
 import { devicePlatform } from "../../agent/device_runtime.ts";
 import {

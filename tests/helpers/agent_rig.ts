@@ -2,7 +2,7 @@
  * The agent end-to-end rig: a broker (aedes unless told otherwise), the test job/stream
  * responder and one simulated device with its agent runtime.
  */
-import type { AgentConfig } from "../../agent/agent.ts";
+import type { AgentConfig } from "../../agent/agent_config.ts";
 import assert from "node:assert/strict";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";

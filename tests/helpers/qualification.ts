@@ -7,7 +7,7 @@
  */
 import { toBase64 } from "../../lib/base64.ts";
 import mqtt from "mqtt";
-import type { AgentConfig } from "../../agent/agent.ts";
+import type { AgentConfig } from "../../agent/agent_config.ts";
 import { certificateDer } from "../../protocol/certificates.ts";
 import { pemEncode, signData } from "../../protocol/signatures.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";

@@ -1,0 +1,72 @@
+/**
+ * The agent's ports: everything it reaches the world through, as interfaces it owns. MQTT and
+ * HTTP are implemented over mqtt.js and fetch (`mqtt_transport.ts`, `http_fetch.ts`); the
+ * platform (OTA PAL, running version, self-test, update state) by the device
+ * (`device_runtime.ts` over `bootloader/`).
+ *
+ * @module
+ */
+
+import { type ImageVersion } from "../protocol/image_format.ts";
+import { type OtaPal } from "../bootloader/ota_pal.ts";
+
+/** The MQTT connection, as the agent sees it. */
+export interface MqttPort {
+  publish(topic: string, payload: Uint8Array | string, qos: 0 | 1): Promise<void>;
+  /** One SUBSCRIBE for one topic or several; rejects unless every one is granted. */
+  subscribe(topics: string | readonly string[], qos: 0 | 1): Promise<void>;
+  unsubscribe(topic: string): Promise<void>;
+}
+
+/** Ranged HTTP GET (pre-signed URLs). */
+export interface HttpPort {
+  /** GET `url` with `Range: bytes=start-end` (inclusive). */
+  getRange(url: string, start: number, end: number): Promise<{ status: number; body: Uint8Array }>;
+}
+
+/**
+ * A part of the device other than the application image that is updated with its own
+ * test/confirm/revert (the second-stage bootloader): a job file of `fileType` goes here instead
+ * of to the PAL. It must be the only file of its job, since trying it takes a reboot.
+ */
+export interface UpdatableComponent {
+  /** The job document `fileType` of this component's files. */
+  readonly fileType: number;
+  /** For logs and reasons, e.g. "second-stage bootloader". */
+  readonly name: string;
+  /** The version running now. */
+  version(): ImageVersion;
+  /** Verifies and stores `data` for the device to try at its next boot. */
+  install(
+    data: Uint8Array,
+  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }>;
+  /** Forgets an installed component the device has not tried yet. */
+  cancel(): void;
+  /** The running component booted once on trial and must be confirmed before the next reset. */
+  onTrial(): boolean;
+  /** Makes the trial permanent. */
+  confirm(): boolean;
+}
+
+/** What the agent needs from the device it runs on. */
+export interface AgentPlatform {
+  readonly pal: OtaPal;
+  /** Version of the image running now. */
+  readonly runningVersion: ImageVersion;
+  /** The application's self-test (must reach the cloud, must not crash). */
+  selfTest(): { passed: boolean; reason: string };
+  /** The update service state name (for resume and rollback decisions). */
+  updateState(): number;
+  /**
+   * Why the last update failed, if the update service knows: the PSA status (e.g.
+   * `ERROR_INSTALL_INTERRUPTED`, -159, when a power cut tore the install request) and its detail.
+   */
+  updateFailure(): { readonly code: number; readonly detail: string } | null;
+  /** Components updated through their own file type (none: every data file goes to the app). */
+  readonly components?: readonly UpdatableComponent[];
+  /**
+   * Recovery (OTA-only) mode: no application runs to take data files, so only jobs whose files
+   * are all firmware (file type 0) are taken.
+   */
+  readonly firmwareOnly?: boolean;
+}
