@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import type { AedesPublishPacket, Client } from "aedes";
 import { startEmbeddedBroker, writeTogether } from "../broker/embedded.ts";
-import type { FleetReport } from "../fleet/fleet.ts";
+import type { FleetReport } from "../fleet/report.ts";
 import { parseSize } from "../lib/units.ts";
 import { runFloorClients } from "./floor_clients.ts";
 import { sampleResidentMemory, spawnDeno } from "./processes.ts";

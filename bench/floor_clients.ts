@@ -8,7 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { blocksPerRequestFor } from "../fleet/fleet.ts";
+import { blocksPerRequestFor } from "../fleet/fleet_args.ts";
 import type { FloorWorkerJob, FloorWorkerReport } from "./floor_worker.ts";
 
 /** What the clients measured: from all connected to every image fetched. */

@@ -8,7 +8,6 @@
  */
 
 import { toBase64 } from "../lib/base64.ts";
-import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import { certificateDer } from "../protocol/certificates.ts";
@@ -28,360 +27,16 @@ import { embeddedAccess, remoteAccess } from "./cloud_access.ts";
 import { operatorApi } from "../broker/operator_api.ts";
 import { ScaledClock } from "../lib/clock.ts";
 import { seededRandom } from "../lib/random.ts";
-import { parseSize } from "../lib/units.ts";
 import { forEachLimited } from "../lib/concurrency.ts";
-import type { FleetDeviceSpec, NetworkProfile, UpdateMarks } from "./device_actor.ts";
+import type { FleetDeviceSpec } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
-import { UsageError } from "../lib/usage_error.ts";
 import { secondStagePayload } from "../bootloader/first_stage.ts";
 import { provisionSecureElement } from "../pki/provisioning.ts";
 import { SecureElement } from "../bootloader/secure_element.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
-import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
-
-/** Named experiments. */
-export const SCENARIOS = [
-  "happy",
-  "chaos",
-  "rollback",
-  "canary-abort",
-  "back-to-back",
-  "late-joiners",
-] as const;
-type Scenario = typeof SCENARIOS[number];
-
-export const USAGE = `Usage: deno task fleet [options]
-
-  --devices N              fleet size (default 200)
-  --image-size SIZE        firmware payload, e.g. 256KiB (default 64KiB)
-  --block-size SIZE        stream block, power of two 256..128KiB (default 4KiB)
-  --protocol mqtt|http     data plane (default mqtt)
-  --workers N              Web Workers (default: cores)
-  --devices-per-worker N   instead of --workers (1 = a Worker per device)
-  --scenario NAME          ${SCENARIOS.join(" | ")} (default happy)
-  --seed N                 fault plan seed (default 1)
-  --time-scale N           cloud and device clocks run N times faster (default 60)
-  --max-per-minute N       rollout rate (default 1000)
-  --disconnect-rate P      share of devices that lose their connection mid-update (0..1)
-  --corrupt-rate P         share of devices that receive corrupted blocks (0..1)
-  --power-cut-rate P       share of devices whose power is cut during the update (0..1)
-  --worker-crashes N       Workers that die of an uncaught error mid-update; their devices come
-                           back with their flash (default 0, chaos 1)
-  --retries N              the cloud retries a FAILED or TIMED_OUT execution up to N times
-                           (0..10; default 0, chaos 3: a power lost during the self-test
-                           reverts the image and fails that attempt, as on AWS IoT)
-  --report FILE            where the JSON report goes (default fleet-report.json)
-  --timeout SECONDS        give up after this much real time (default 600)
-  --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
-  --bad-image-share P      share of devices on which the new image misbehaves (0..1)
-  --bad-image-behavior B   crash-on-boot | no-network | fail-self-test | hang (default crash-on-boot)
-  --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
-  --erase-previous-image   devices erase their old image once the new one is confirmed (no
-                           exploitable image stays in flash; no way back but a new update)
-  --identity secret|secure-element
-                           how devices log in: a per-device secret (default), or tokens signed
-                           by a secure element whose key the fleet CA certified (embedded cloud)
-  --dashboard              print the rollout dashboard's URL; it stays up after the run until
-                           Ctrl-C
-  --broker URL --api URL --token T
-                           join a running cloud (deno task broker) instead of embedding one
-  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)
-  --latency MS             every message to a device arrives MS later (+-25% jitter, order kept)
-  --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
-  --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)
-  --trace THING[,THING...] print those devices' own log lines (boot, agent, connection) as they
-                           happen, with the seconds since the run started
-  --cpu-profile DIR        write a V8 CPU profile of the main thread and of every Worker into
-                           DIR (summarize with tools/cpu_profile.ts, or open in DevTools)`;
-
-export { UsageError };
-
-interface Options {
-  devices: number;
-  imageSize: number;
-  blockSize: number;
-  protocol: "mqtt" | "http";
-  workers?: number;
-  devicesPerWorker?: number;
-  scenario: Scenario;
-  seed: number;
-  timeScale: number;
-  maxPerMinute: number;
-  disconnectRate: number;
-  corruptRate: number;
-  powerCutRate: number;
-  workerCrashes: number;
-  /** Retries of a FAILED or TIMED_OUT execution (AWS jobExecutionsRetryConfig). */
-  retries: number;
-  /** Print the dashboard's URL and keep it up after the run. */
-  dashboard: boolean;
-  /** Devices erase their previous image once a new one is confirmed. */
-  erasePreviousImage: boolean;
-  /** How devices log in. */
-  identity: "secret" | "secure-element";
-  report: string;
-  /** Directory for CPU profiles of the main thread and the Workers. */
-  cpuProfile?: string;
-  /** Devices whose own log lines are printed as they happen. */
-  trace: readonly string[];
-  cancelAt?: number;
-  badImageShare: number;
-  badImageBehavior: Behavior;
-  abortPercent?: number;
-  network?: NetworkProfile;
-  remote?: { broker: string; api: string; token: string };
-  shard: { index: number; count: number };
-  timeoutSeconds: number;
-}
-
-function identityOf(text: string | undefined): "secret" | "secure-element" {
-  if (text === undefined || text === "secret" || text === "secure-element") return text ?? "secret";
-  throw new UsageError(
-    `Invalid --identity: expected secret or secure-element: current value is '${text}'`,
-  );
-}
-
-function traceList(text: string | undefined): string[] {
-  if (text === undefined) return [];
-  const things = text.split(",");
-  if (!things.every((thing) => /^[a-zA-Z0-9:_-]{1,128}$/.test(thing))) {
-    throw new UsageError(
-      `Invalid --trace: expected thing names separated by commas: current value is '${text}'`,
-    );
-  }
-  return things;
-}
-
-function parseShard(text: string | undefined): { index: number; count: number } {
-  if (text === undefined) return { index: 1, count: 1 };
-  const match = /^(\d+)\/(\d+)$/.exec(text);
-  const index = Number(match?.[1]);
-  const count = Number(match?.[2]);
-  if (!match || count < 1 || index < 1 || index > count) {
-    throw new UsageError(
-      `Invalid --shard: expected I/N with 1 <= I <= N: current value is '${text}'`,
-    );
-  }
-  return { index, count };
-}
-
-function badBehavior(text: string | undefined): Behavior {
-  const value = text ?? "crash-on-boot";
-  if (!["crash-on-boot", "no-network", "fail-self-test", "hang"].includes(value)) {
-    throw new UsageError(
-      `Invalid --bad-image-behavior: expected crash-on-boot, no-network, fail-self-test or hang: current value is '${value}'`,
-    );
-  }
-  return value as Behavior;
-}
-
-/**
- * Blocks a fleet device asks for per stream request: up to 32 KiB at a time, so one round trip
- * carries as much as an MCU's receive buffer would hold.
- *
- * @example
- * ```ts
- * blocksPerRequestFor(4096); // 8
- * ```
- */
-export function blocksPerRequestFor(blockSize: number): number {
-  return Math.max(1, Math.min(32, Math.floor(32 * 1024 / blockSize)));
-}
-
-/** Parses and validates flags (a bad value is a UsageError naming it). */
-export function parseFleetArgs(args: string[]): Options {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        dashboard: { type: "boolean" },
-        "erase-previous-image": { type: "boolean" },
-        ...Object.fromEntries(
-          [
-            "devices",
-            "image-size",
-            "block-size",
-            "protocol",
-            "workers",
-            "devices-per-worker",
-            "scenario",
-            "seed",
-            "time-scale",
-            "max-per-minute",
-            "disconnect-rate",
-            "corrupt-rate",
-            "power-cut-rate",
-            "worker-crashes",
-            "retries",
-            "report",
-            "timeout",
-            "cancel",
-            "bad-image-share",
-            "bad-image-behavior",
-            "abort-percent",
-            "broker",
-            "api",
-            "token",
-            "shard",
-            "latency",
-            "bandwidth",
-            "loss",
-            "identity",
-            "cpu-profile",
-            "trace",
-          ]
-            .map((name) => [name, { type: "string" as const }]),
-        ),
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const v = values as Record<string, string | undefined>;
-  // Bandwidth reads naturally as a rate; the unit suffix is optional.
-  if (v.bandwidth !== undefined) v.bandwidth = v.bandwidth.replace(/\/s$/, "");
-  const int = (name: string, fallback: number, min: number, max: number) => {
-    const text = v[name];
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || n < min || n > max) {
-      throw new UsageError(
-        `Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`,
-      );
-    }
-    return n;
-  };
-  const rate = (name: string, fallback: number) => {
-    const text = v[name];
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!(n >= 0 && n <= 1) || text.trim() === "") {
-      throw new UsageError(`Invalid --${name}: expected 0..1: current value is '${text}'`);
-    }
-    return n;
-  };
-  const size = (name: string, fallback: string, min: number, max: number) => {
-    const text = v[name] ?? fallback;
-    const n = parseSize(text);
-    if (n === null || n < min || n > max) {
-      throw new UsageError(
-        `Invalid --${name}: expected ${min}..${max} bytes (e.g. 64KiB): current value is '${text}'`,
-      );
-    }
-    return n;
-  };
-  const scenario = (v.scenario ?? "happy") as Scenario;
-  if (!SCENARIOS.includes(scenario)) {
-    throw new UsageError(
-      `Invalid --scenario: expected one of ${
-        SCENARIOS.join(", ")
-      }: current value is '${v.scenario}'`,
-    );
-  }
-  const protocol = v.protocol ?? "mqtt";
-  if (protocol !== "mqtt" && protocol !== "http") {
-    throw new UsageError(
-      `Invalid --protocol: expected mqtt or http: current value is '${protocol}'`,
-    );
-  }
-  const blockSize = size("block-size", "4KiB", MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
-  const sizeProblem = blockSizeProblem(blockSize);
-  if (sizeProblem !== null) {
-    throw new UsageError(
-      `Invalid --block-size: it ${sizeProblem}: current value is '${v["block-size"]}'`,
-    );
-  }
-  const timeScale = Number(v["time-scale"] ?? "60");
-  if (!(timeScale > 0 && timeScale <= 10_000)) {
-    throw new UsageError(
-      `Invalid --time-scale: expected 0..10000: current value is '${v["time-scale"]}'`,
-    );
-  }
-  const chaos = scenario === "chaos";
-  const options: Options = {
-    devices: int("devices", 200, 1, 100_000),
-    imageSize: size("image-size", "64KiB", 1024, 448 * 1024),
-    blockSize,
-    protocol,
-    scenario,
-    seed: int("seed", 1, 0, 2 ** 31),
-    timeScale,
-    maxPerMinute: int("max-per-minute", 1000, 1, 1000),
-    disconnectRate: rate("disconnect-rate", chaos ? 0.2 : 0),
-    corruptRate: rate("corrupt-rate", chaos ? 0.2 : 0),
-    powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
-    workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
-    retries: int("retries", chaos ? 3 : 0, 0, 10),
-    dashboard: values.dashboard === true,
-    erasePreviousImage: values["erase-previous-image"] === true,
-    identity: identityOf(v.identity),
-    report: v.report ?? "fleet-report.json",
-    timeoutSeconds: int("timeout", 600, 1, 86_400),
-    ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
-    ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
-    trace: traceList(v.trace),
-    badImageShare: rate("bad-image-share", 0),
-    shard: parseShard(v.shard),
-    badImageBehavior: badBehavior(v["bad-image-behavior"]),
-    ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
-  };
-  if (v.latency !== undefined || v.bandwidth !== undefined || v.loss !== undefined) {
-    options.network = {
-      latencyMs: int("latency", 0, 0, 60_000),
-      bandwidthBytesPerSecond: v.bandwidth === undefined ? 0 : size("bandwidth", "0", 100, 2 ** 30),
-      loss: rate("loss", 0),
-    };
-    if (options.network.loss > 0.5) {
-      throw new UsageError(
-        `Invalid --loss: expected 0..0.5: current value is '${v.loss}'`,
-      );
-    }
-  }
-  if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
-  if (v["devices-per-worker"] !== undefined) {
-    options.devicesPerWorker = int("devices-per-worker", 1, 1, 100_000);
-  }
-  if (v.broker !== undefined || v.api !== undefined || v.token !== undefined) {
-    if (!v.broker || !v.api || !v.token) {
-      throw new UsageError("Joining a cloud needs all of --broker, --api and --token");
-    }
-    if (!/^mqtts?:\/\/\S+$/.test(v.broker)) {
-      throw new UsageError(
-        `Invalid --broker: expected mqtt://HOST:PORT: current value is '${v.broker}'`,
-      );
-    }
-    if (!/^https?:\/\/\S+$/.test(v.api)) {
-      throw new UsageError(`Invalid --api: expected an http(s) URL: current value is '${v.api}'`);
-    }
-    options.remote = { broker: v.broker, api: v.api, token: v.token };
-  }
-  if (options.identity === "secure-element" && options.remote) {
-    throw new UsageError(
-      "--identity secure-element needs the embedded cloud (its fleet CA certifies the devices)",
-    );
-  }
-  if (options.shard.count > 1 && !options.remote) {
-    throw new UsageError("--shard needs --broker, --api and --token (one cloud for all shards)");
-  }
-  if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
-    throw new UsageError("Give --workers or --devices-per-worker, not both");
-  }
-  const ours = (thing: string) => {
-    const index = Number(/^dev-(\d{5})$/.exec(thing)?.[1] ?? NaN);
-    return index < options.devices && index % options.shard.count === options.shard.index - 1;
-  };
-  const unknown = options.trace.filter((thing) => !ours(thing));
-  if (unknown.length > 0) {
-    throw new UsageError(
-      `Invalid --trace: no device ${unknown.join(", ")} in this run (names are dev-00000 to dev-${
-        String(options.devices - 1).padStart(5, "0")
-      }${options.shard.count > 1 ? ", this shard's share of them" : ""})`,
-    );
-  }
-  return options;
-}
+import { blocksPerRequestFor, type Options, parseFleetArgs, USAGE } from "./fleet_args.ts";
+import { type FleetReport, formatSummary, judgeRun, stageTimes } from "./report.ts";
+import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 
 /** A fleet CA for device identities, valid for ten years of wall time. */
 async function createFleetCa() {
@@ -395,113 +50,6 @@ async function createFleetCa() {
     ...validity,
   });
   return { certificate, privateKey: keys.privateKey, validity };
-}
-
-/** The JSON report. */
-export interface FleetReport {
-  scenario: string;
-  devices: number;
-  imageBytes: number;
-  blockBytes: number;
-  protocol: string;
-  workers: number;
-  outcome: {
-    succeeded: number;
-    failed: number;
-    rejected: number;
-    timedOut: number;
-    canceled: number;
-    other: number;
-  };
-  /** Every update of the run with its final counts (back-to-back has three). */
-  updates: { jobId: string; status: string; counts: Record<string, number> }[];
-  jobStatus: string;
-  bricked: number;
-  runningVersion: Record<string, number>;
-  faults: {
-    disconnects: number;
-    corruptedBlocks: number;
-    powerCuts: number;
-    /** Power losses while the new image ran on trial: each reverts it and fails its execution. */
-    trialPowerCuts: number;
-    crashes: number;
-    lostMessages: number;
-    /** Workers made to crash (`--worker-crashes`). */
-    workerCrashes: number;
-    /** Worker deaths the supervisor saw and recovered from. */
-    workerRestarts: number;
-  };
-  bytesDelivered: number;
-  wallSeconds: number;
-  /**
-   * Where the wall time went, in order: `setup` (cloud, PKI, provisioning, Workers), `boot` (every
-   * device running), `update <version>` (signing, rollout, download, swap, self-test, settle) per
-   * update, `report` (final state and the boot ROM check of every flash).
-   */
-  phases: Record<string, number>;
-  /**
-   * Per update, how long devices spent in each stage (seconds: median, 90th percentile, max over
-   * the devices that passed it): `accept` from the update's creation to the agent accepting the
-   * job (rollout wait included), `download` to the image activated (blocks, close, signature),
-   * `reboot` to the self-test on the new image (swap, boot, reconnect, job fetched again),
-   * `confirm` to the update complete (self-test, SUCCEEDED acknowledged, image confirmed).
-   */
-  stages: Record<string, Record<UpdateStage, StageTimes>>;
-  peakRssBytes: number;
-  series: { t: number; counts: Record<string, number> }[];
-  expected: string;
-  asExpected: boolean;
-}
-
-/** The stages of one device's update, in order. */
-export type UpdateStage = "accept" | "download" | "reboot" | "confirm";
-
-/** Seconds a stage took across devices. */
-export interface StageTimes {
-  readonly devices: number;
-  readonly p50: number;
-  readonly p90: number;
-  readonly max: number;
-}
-
-/** Stage times of one update from the devices' marks (see {@linkcode FleetReport.stages}). */
-export function stageTimes(
-  createdAt: number,
-  marks: readonly (UpdateMarks | null)[],
-  jobId: string,
-): Record<UpdateStage, StageTimes> {
-  const spans: Record<UpdateStage, number[]> = {
-    accept: [],
-    download: [],
-    reboot: [],
-    confirm: [],
-  };
-  for (const m of marks) {
-    if (!m || m.jobId !== jobId) continue;
-    spans.accept.push(m.received - createdAt);
-    if (m.activated !== undefined) spans.download.push(m.activated - m.received);
-    if (m.activated !== undefined && m.selfTest !== undefined) {
-      spans.reboot.push(m.selfTest - m.activated);
-    }
-    if (m.selfTest !== undefined && m.complete !== undefined) {
-      spans.confirm.push(m.complete - m.selfTest);
-    }
-  }
-  const summary = (ms: number[]): StageTimes => {
-    const sorted = ms.sort((a, b) => a - b);
-    const at = (q: number) =>
-      sorted.length === 0
-        ? 0
-        : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! / 10) /
-          100;
-    return { devices: sorted.length, p50: at(0.5), p90: at(0.9), max: at(1) };
-  };
-  return {
-    accept: summary(spans.accept),
-    download: summary(spans.download),
-    reboot: summary(spans.reboot),
-    confirm: summary(spans.confirm),
-  };
 }
 
 /** Runs a fleet experiment and returns its report. */
@@ -717,10 +265,7 @@ async function runFleetUnprofiled(
   });
   const series: FleetReport["series"] = [];
   const faultTimers: ReturnType<typeof setTimeout>[] = [];
-  // Worker crashes strike when a drawn share (10..90%) of the fleet has ended the first update, so
-  // some of the dead Worker's devices already run the new image and must come back with it.
-  const crashPlan = Array.from({ length: options.workerCrashes }, () => 0.1 + 0.8 * random.next())
-    .sort((a, b) => a - b);
+  const crashPlan = planWorkerCrashes(options.workerCrashes, random);
   let crashesDone = 0;
   let report: FleetReport | null = null;
   try {
@@ -766,24 +311,10 @@ async function runFleetUnprofiled(
       });
     }
     const planFaults = () => {
-      // The fault plan: who gets which fault, decided by the seed alone.
-      for (const device of devices) {
-        if (random.next() < options.disconnectRate) {
-          faultTimers.push(setTimeout(
-            () => fleet.send(device.thing, { type: "disconnect" }),
-            200 + random.below(2000),
-          ));
-        }
-        if (random.next() < options.corruptRate) {
-          fleet.send(device.thing, { type: "corrupt-blocks", count: 1 + random.below(3) });
-        }
-        if (random.next() < options.powerCutRate) {
-          fleet.send(device.thing, {
-            type: "cut-power",
-            atOperation: 1 + random.below(Math.ceil(options.imageSize / options.blockSize) + 40),
-            torn: random.next() < 0.5,
-          });
-        }
+      for (const fault of planDeviceFaults(devices.map((d) => d.thing), options, random)) {
+        if (fault.delayMs === 0) fleet.send(fault.thing, fault.message);
+        else {faultTimers.push(setTimeout(() =>
+            fleet.send(fault.thing, fault.message), fault.delayMs));}
       }
     };
     const versions = options.scenario === "back-to-back" ? ["1.1.0", "1.2.0", "1.3.0"] : ["1.1.0"];
@@ -971,52 +502,27 @@ async function runFleetUnprofiled(
     }
     const jobStatus = last.status;
     const bricked = finals.filter((d) => !d.bootable).length;
-    // Job counts cover the whole fleet (every shard); versions and boots cover this process's devices.
-    const badDevices = devices.filter((d) => d.badImage).length;
-    const mixed = globalBad > 0 && options.scenario === "happy";
-    const aborted = mixed && options.abortPercent !== undefined;
-    // A power loss while the new image runs on trial reverts it, as a crash would: that execution
-    // FAILS (unless --retries gives it another go). Only such devices may miss the new version.
-    const revertedByPowerCut = finals.filter((d) =>
-      d.faults.trialPowerCuts > 0 && d.telemetry.version !== expectedVersion
-    ).length;
-    const either =
-      (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) === local;
-    const expected = aborted
-      ? `the abort criterion (${options.abortPercent}%) stops the rollout; devices on either image, none bricked`
-      : mixed
-      ? `${
-        options.devices - globalBad
-      } devices on ${expectedVersion}; the ${globalBad} with a misbehaving image back on 1.0.0`
-      : options.cancelAt !== undefined
-      ? "job CANCELED mid-rollout, every device on 1.0.0 or the new image, none bricked"
-      : options.scenario === "rollback"
-      ? "every device back on 1.0.0, every execution FAILED"
-      : options.scenario === "canary-abort"
-      ? "job CANCELED by its abort criterion, no device on 1.1.0"
-      : `every device on ${expectedVersion}, every execution SUCCEEDED${
-        options.powerCutRate > 0
-          ? " (but those whose power went while the new image was on trial: FAILED, on the previous image)"
-          : ""
-      }`;
-    const asExpected = bricked === 0 && finals.length === local && (
-      aborted
-        ? jobStatus === "CANCELED" && either
-        : mixed
-        ? (runningVersion[expectedVersion] ?? 0) === local - badDevices &&
-          (runningVersion["1.0.0+0"] ?? 0) === badDevices &&
-          counts.SUCCEEDED === options.devices - globalBad
-        : options.cancelAt !== undefined
-        ? jobStatus === "CANCELED" && either
-        : options.scenario === "rollback"
-        ? runningVersion["1.0.0+0"] === local && counts.FAILED === options.devices
-        : options.scenario === "canary-abort"
-        ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0
-        : (runningVersion[expectedVersion] ?? 0) + revertedByPowerCut === local &&
-          total.SUCCEEDED + total.FAILED === options.devices * versions.length &&
-          // Other shards' devices are theirs to account for.
-          (options.shard.count > 1 || total.FAILED <= faults.trialPowerCuts)
-    );
+    const { expected, asExpected } = judgeRun({
+      options,
+      local,
+      finals: finals.length,
+      bricked,
+      globalBad,
+      // Job counts cover the whole fleet (every shard); versions and boots this process's devices.
+      badDevices: devices.filter((d) => d.badImage).length,
+      // A power loss while the new image runs on trial reverts it, as a crash would: that
+      // execution FAILS (unless --retries gives it another go). Only such devices may miss it.
+      revertedByPowerCut: finals.filter((d) =>
+        d.faults.trialPowerCuts > 0 && d.telemetry.version !== expectedVersion
+      ).length,
+      trialPowerCuts: faults.trialPowerCuts,
+      expectedVersion,
+      updates: versions.length,
+      runningVersion,
+      jobStatus,
+      lastCounts: counts,
+      total,
+    });
     const updates = [];
     for (const id of jobIds) {
       const state = await access.jobState(id);
@@ -1117,34 +623,7 @@ if (import.meta.main) {
     );
     bar?.stop();
     await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
-    const o = report.outcome;
-    console.log(`
-summary (${report.scenario}: ${report.expected})
-  devices            ${report.devices} in ${report.workers} workers
-  job                ${report.jobStatus}
-  outcome            succeeded ${o.succeeded}, failed ${o.failed}, rejected ${o.rejected}, timed out ${o.timedOut}, canceled ${o.canceled}, other ${o.other}
-  running versions   ${
-      Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
-    }
-  bricked            ${report.bricked}
-  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
-  delivered          ${
-      (report.bytesDelivered / 1e6).toFixed(1)
-    } MB in ${report.wallSeconds} s, peak RSS ${
-      (report.peakRssBytes / 2 ** 20).toFixed(0)
-    } MiB (main process)
-  phases             ${
-      Object.entries(report.phases).map(([name, s]) => `${name} ${s} s`).join(", ")
-    }${
-      Object.entries(report.stages).map(([version, stages]) =>
-        `\n  stages ${version.padEnd(10)} ${
-          Object.entries(stages).map(([stage, t]) => `${stage} ${t.p50}/${t.p90}/${t.max} s`)
-            .join(", ")
-        } (median/p90/max)`
-      ).join("")
-    }
-  as expected        ${report.asExpected ? "yes" : "NO"}
-  report             ${options.report}`);
+    console.log(`\n${formatSummary(report, options.report)}`);
     Deno.exit(report.asExpected ? 0 : 1);
   } catch (error) {
     console.error(`fleet run failed: ${(error as Error).message}`);

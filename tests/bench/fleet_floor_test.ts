@@ -1,7 +1,7 @@
 /** The raw-floor harness of `deno task bench:fleet` moves exactly the bytes it claims. */
 import assert from "node:assert/strict";
 import { measureFloor } from "../../bench/fleet_floor.ts";
-import { blocksPerRequestFor } from "../../fleet/fleet.ts";
+import { blocksPerRequestFor } from "../../fleet/fleet_args.ts";
 
 Deno.test("fleet floor: every client fetches the whole image through aedes, in Workers", async () => {
   const result = await measureFloor({

@@ -13,7 +13,7 @@ import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
 import { parseBrokerArgs } from "../../broker/broker_args.ts";
 import { startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import { parseFleetArgs } from "../../fleet/fleet.ts";
+import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 
 interface Case {
   readonly name: string;

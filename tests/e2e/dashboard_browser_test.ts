@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { parseFleetArgs, runFleet } from "../../fleet/fleet.ts";
+import { parseFleetArgs } from "../../fleet/fleet_args.ts";
+import { runFleet } from "../../fleet/fleet.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
 import { qualificationCloud } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";

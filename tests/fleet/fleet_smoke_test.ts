@@ -1,6 +1,8 @@
 /** deno task fleet at small size: the report accounts for every device and nothing is bricked. */
 import assert from "node:assert/strict";
-import { type FleetReport, parseFleetArgs, runFleet, stageTimes } from "../../fleet/fleet.ts";
+import { type FleetReport, stageTimes } from "../../fleet/report.ts";
+import { parseFleetArgs } from "../../fleet/fleet_args.ts";
+import { runFleet } from "../../fleet/fleet.ts";
 
 async function run(...args: string[]): Promise<FleetReport> {
   const lines: string[] = [];

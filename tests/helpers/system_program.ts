@@ -69,9 +69,10 @@ export function systemProgram(
   const required = env.get(REQUIRE_VARIABLE) === "1";
   const reason = path === null ? `${name} is not installed (apt-get install ${aptPackage})` : "";
   const ignore = path === null && !required;
-  if (ignore && !announced.has(name)) {
+  // Only for the real environment: a unit test of this helper passes its own and stays quiet.
+  if (ignore && env === Deno.env && !announced.has(name)) {
     announced.add(name);
-    console.warn(`ignored: the tests that need ${name}: ${reason}`);
+    console.warn(`ignored here: ${reason}`);
   }
   return {
     name,

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseFleetArgs, USAGE as FLEET_USAGE } from "../../fleet/fleet.ts";
+import { parseFleetArgs, USAGE as FLEET_USAGE } from "../../fleet/fleet_args.ts";
 import { BROKER_USAGE, parseBrokerArgs } from "../../broker/broker_args.ts";
 import { runOtaCli, USAGE as OTA_USAGE } from "../../broker/ota_cli.ts";
 import { runImageCli, USAGE as IMAGE_USAGE } from "../../tools/image_cli.ts";

@@ -1,0 +1,229 @@
+/**
+ * What a fleet run reports: the JSON report's shape, the stage times of an update computed from
+ * the devices' marks, and the summary printed at the end of a run.
+ *
+ * @module
+ */
+
+import type { UpdateMarks } from "./device_actor.ts";
+import { type Options } from "./fleet_args.ts";
+
+/** The JSON report. */
+export interface FleetReport {
+  scenario: string;
+  devices: number;
+  imageBytes: number;
+  blockBytes: number;
+  protocol: string;
+  workers: number;
+  outcome: {
+    succeeded: number;
+    failed: number;
+    rejected: number;
+    timedOut: number;
+    canceled: number;
+    other: number;
+  };
+  /** Every update of the run with its final counts (back-to-back has three). */
+  updates: { jobId: string; status: string; counts: Record<string, number> }[];
+  jobStatus: string;
+  bricked: number;
+  runningVersion: Record<string, number>;
+  faults: {
+    disconnects: number;
+    corruptedBlocks: number;
+    powerCuts: number;
+    /** Power losses while the new image ran on trial: each reverts it and fails its execution. */
+    trialPowerCuts: number;
+    crashes: number;
+    lostMessages: number;
+    /** Workers made to crash (`--worker-crashes`). */
+    workerCrashes: number;
+    /** Worker deaths the supervisor saw and recovered from. */
+    workerRestarts: number;
+  };
+  bytesDelivered: number;
+  wallSeconds: number;
+  /**
+   * Where the wall time went, in order: `setup` (cloud, PKI, provisioning, Workers), `boot` (every
+   * device running), `update <version>` (signing, rollout, download, swap, self-test, settle) per
+   * update, `report` (final state and the boot ROM check of every flash).
+   */
+  phases: Record<string, number>;
+  /**
+   * Per update, how long devices spent in each stage (seconds: median, 90th percentile, max over
+   * the devices that passed it): `accept` from the update's creation to the agent accepting the
+   * job (rollout wait included), `download` to the image activated (blocks, close, signature),
+   * `reboot` to the self-test on the new image (swap, boot, reconnect, job fetched again),
+   * `confirm` to the update complete (self-test, SUCCEEDED acknowledged, image confirmed).
+   */
+  stages: Record<string, Record<UpdateStage, StageTimes>>;
+  peakRssBytes: number;
+  series: { t: number; counts: Record<string, number> }[];
+  expected: string;
+  asExpected: boolean;
+}
+
+/** The stages of one device's update, in order. */
+export type UpdateStage = "accept" | "download" | "reboot" | "confirm";
+
+/** Seconds a stage took across devices. */
+export interface StageTimes {
+  readonly devices: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly max: number;
+}
+
+/** Stage times of one update from the devices' marks (see {@linkcode FleetReport.stages}). */
+export function stageTimes(
+  createdAt: number,
+  marks: readonly (UpdateMarks | null)[],
+  jobId: string,
+): Record<UpdateStage, StageTimes> {
+  const spans: Record<UpdateStage, number[]> = {
+    accept: [],
+    download: [],
+    reboot: [],
+    confirm: [],
+  };
+  for (const m of marks) {
+    if (!m || m.jobId !== jobId) continue;
+    spans.accept.push(m.received - createdAt);
+    if (m.activated !== undefined) spans.download.push(m.activated - m.received);
+    if (m.activated !== undefined && m.selfTest !== undefined) {
+      spans.reboot.push(m.selfTest - m.activated);
+    }
+    if (m.selfTest !== undefined && m.complete !== undefined) {
+      spans.confirm.push(m.complete - m.selfTest);
+    }
+  }
+  const summary = (ms: number[]): StageTimes => {
+    const sorted = ms.sort((a, b) => a - b);
+    const at = (q: number) =>
+      sorted.length === 0
+        ? 0
+        : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! / 10) /
+          100;
+    return { devices: sorted.length, p50: at(0.5), p90: at(0.9), max: at(1) };
+  };
+  return {
+    accept: summary(spans.accept),
+    download: summary(spans.download),
+    reboot: summary(spans.reboot),
+    confirm: summary(spans.confirm),
+  };
+}
+
+/**
+ * The summary printed at the end of a run: outcome, versions, bricked devices, faults, phases
+ * and stage times, whether the run ended as its scenario expects, and where the report went.
+ */
+export function formatSummary(report: FleetReport, reportPath: string): string {
+  const o = report.outcome;
+  return `summary (${report.scenario}: ${report.expected})
+  devices            ${report.devices} in ${report.workers} workers
+  job                ${report.jobStatus}
+  outcome            succeeded ${o.succeeded}, failed ${o.failed}, rejected ${o.rejected}, timed out ${o.timedOut}, canceled ${o.canceled}, other ${o.other}
+  running versions   ${
+    Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
+  }
+  bricked            ${report.bricked}
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
+  delivered          ${
+    (report.bytesDelivered / 1e6).toFixed(1)
+  } MB in ${report.wallSeconds} s, peak RSS ${
+    (report.peakRssBytes / 2 ** 20).toFixed(0)
+  } MiB (main process)
+  phases             ${
+    Object.entries(report.phases).map(([name, s]) => `${name} ${s} s`).join(", ")
+  }${
+    Object.entries(report.stages).map(([version, stages]) =>
+      `\n  stages ${version.padEnd(10)} ${
+        Object.entries(stages).map(([stage, t]) => `${stage} ${t.p50}/${t.p90}/${t.max} s`)
+          .join(", ")
+      } (median/p90/max)`
+    ).join("")
+  }
+  as expected        ${report.asExpected ? "yes" : "NO"}
+  report             ${reportPath}`;
+}
+
+/** What a run's outcome is judged on. */
+export interface RunFacts {
+  readonly options: Pick<
+    Options,
+    "scenario" | "abortPercent" | "cancelAt" | "powerCutRate" | "devices" | "shard"
+  >;
+  /** Devices this process ran. */
+  readonly local: number;
+  /** Devices that reported at the end. */
+  readonly finals: number;
+  readonly bricked: number;
+  /** Devices of the whole fleet (every shard) given a misbehaving image. */
+  readonly globalBad: number;
+  /** This process's devices given a misbehaving image. */
+  readonly badDevices: number;
+  /** Devices off the new version because their power went while it was on trial. */
+  readonly revertedByPowerCut: number;
+  readonly trialPowerCuts: number;
+  /** The last update's version, as devices report it (`1.1.0+0`). */
+  readonly expectedVersion: string;
+  /** How many updates the run rolled out. */
+  readonly updates: number;
+  readonly runningVersion: Readonly<Record<string, number>>;
+  /** The last job's status and counts. */
+  readonly jobStatus: string;
+  readonly lastCounts: Readonly<Record<string, number>>;
+  /** Counts summed over every update of the run. */
+  readonly total: Readonly<Record<"SUCCEEDED" | "FAILED", number>>;
+}
+
+/**
+ * What the scenario expects, in words, and whether the run ended so: never with a bricked or
+ * missing device; then by scenario (a rollout stopped by its abort criterion, a mixed fleet, a
+ * cancel, a rollback, a canary abort, or every device on the new version).
+ */
+export function judgeRun(facts: RunFacts): { expected: string; asExpected: boolean } {
+  const { options, local, runningVersion, expectedVersion, jobStatus } = facts;
+  const mixed = facts.globalBad > 0 && options.scenario === "happy";
+  const aborted = mixed && options.abortPercent !== undefined;
+  const either =
+    (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) === local;
+  const expected = aborted
+    ? `the abort criterion (${options.abortPercent}%) stops the rollout; devices on either image, none bricked`
+    : mixed
+    ? `${
+      options.devices - facts.globalBad
+    } devices on ${expectedVersion}; the ${facts.globalBad} with a misbehaving image back on 1.0.0`
+    : options.cancelAt !== undefined
+    ? "job CANCELED mid-rollout, every device on 1.0.0 or the new image, none bricked"
+    : options.scenario === "rollback"
+    ? "every device back on 1.0.0, every execution FAILED"
+    : options.scenario === "canary-abort"
+    ? "job CANCELED by its abort criterion, no device on 1.1.0"
+    : `every device on ${expectedVersion}, every execution SUCCEEDED${
+      options.powerCutRate > 0
+        ? " (but those whose power went while the new image was on trial: FAILED, on the previous image)"
+        : ""
+    }`;
+  const asExpected = facts.bricked === 0 && facts.finals === local && (
+    aborted
+      ? jobStatus === "CANCELED" && either
+      : mixed
+      ? (runningVersion[expectedVersion] ?? 0) === local - facts.badDevices &&
+        (runningVersion["1.0.0+0"] ?? 0) === facts.badDevices &&
+        facts.lastCounts.SUCCEEDED === options.devices - facts.globalBad
+      : options.cancelAt !== undefined
+      ? jobStatus === "CANCELED" && either
+      : options.scenario === "rollback"
+      ? runningVersion["1.0.0+0"] === local && facts.lastCounts.FAILED === options.devices
+      : options.scenario === "canary-abort"
+      ? jobStatus === "CANCELED" && (runningVersion["1.1.0+0"] ?? 0) === 0
+      : (runningVersion[expectedVersion] ?? 0) + facts.revertedByPowerCut === local &&
+        facts.total.SUCCEEDED + facts.total.FAILED === options.devices * facts.updates &&
+        // Other shards' devices are theirs to account for.
+        (options.shard.count > 1 || facts.total.FAILED <= facts.trialPowerCuts)
+  );
+  return { expected, asExpected };
+}
