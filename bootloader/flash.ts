@@ -10,8 +10,9 @@
  */
 
 import { createHash, type Hash } from "node:crypto";
-import { bytesEqual, isFilledWith } from "../lib/bytes.ts";
+import { isFilledWith } from "../lib/bytes.ts";
 import { type Random, seededRandom } from "../lib/random.ts";
+import { internSector, pooledTwin, sectorDigests } from "./sector_pool.ts";
 
 /** The erased value of every byte. */
 export const ERASED = 0xff;
@@ -149,71 +150,6 @@ export interface PowerCutPlan {
   readonly atOperation: number;
   /** Tear the operation (partial program / partial erase) instead of skipping it. */
   readonly torn: boolean;
-}
-
-/** Process-wide pool of interned sector contents, keyed by a content hash. */
-const sectorPool = new Map<string, WeakRef<Uint8Array>>();
-const poolCleanup = new FinalizationRegistry<string>((key) => {
-  const ref = sectorPool.get(key);
-  if (ref && ref.deref() === undefined) sectorPool.delete(key);
-});
-
-function contentKey(bytes: Uint8Array): string {
-  // Two independent 32-bit FNV-1a variants over 32-bit words (sector buffers are whole,
-  // aligned ArrayBuffers): every word of the first and last 256 bytes (headers, trailers), one
-  // in eight in between (image data differs everywhere). A hit is still confirmed byte by byte;
-  // sampling made the key of a 4 KiB sector, computed for every whole-sector program, 5x cheaper.
-  let a = 0x811c9dc5;
-  let b = 0x01000193;
-  const words = bytes.byteOffset % 4 === 0 && bytes.length % 4 === 0
-    ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2)
-    : Int32Array.from(bytes);
-  const edge = 64;
-  for (let i = 0; i < words.length; i += i < edge || i >= words.length - edge ? 1 : 8) {
-    a = Math.imul(a ^ words[i]!, 0x01000193);
-    b = Math.imul(b ^ words[i]!, 0x5bd1e995) ^ (b >>> 13);
-  }
-  return `${bytes.length}:${(a >>> 0).toString(36)}:${(b >>> 0).toString(36)}`;
-}
-
-/** The pool's entry for `bytes`: its key, what the pool holds there, and whether that is `bytes`. */
-function poolEntry(bytes: Uint8Array) {
-  const key = contentKey(bytes);
-  const held = sectorPool.get(key)?.deref();
-  return { key, held, same: held && bytesEqual(held, bytes) ? held : null };
-}
-
-function intern(bytes: Uint8Array): Uint8Array {
-  const { key, held, same } = poolEntry(bytes);
-  if (same) return same;
-  if (!held) {
-    sectorPool.set(key, new WeakRef(bytes));
-    poolCleanup.register(bytes, key);
-  }
-  return bytes;
-}
-
-/**
- * SHA-256 states after runs of whole sectors whose buffers can no longer change (shared ones are
- * copied before any write, erased ones have none), as a trie keyed by buffer identity: a node
- * is `<parent node>:<buffer id>`. A thousand devices holding the same image in the same pooled
- * buffers hash it once; a device with one different sector branches off there and hashes the
- * rest itself. Process-wide, cleared when it grows past its bound.
- */
-const digestTrie = new Map<string, { readonly node: number; readonly state: Hash }>();
-const DIGEST_TRIE_LIMIT = 50_000;
-const bufferIds = new WeakMap<Uint8Array, number>();
-let nextBufferId = 1;
-let nextTrieNode = 1;
-
-function bufferId(buffer: Uint8Array | null): number {
-  if (!buffer) return 0;
-  let id = bufferIds.get(buffer);
-  if (id === undefined) {
-    id = nextBufferId++;
-    bufferIds.set(buffer, id);
-  }
-  return id;
 }
 
 /**
@@ -438,8 +374,7 @@ export class NorFlash {
         liveHash().update(bytes);
         return;
       }
-      const key = `${run.node}:${bufferId(stored)}`;
-      const known = digestTrie.get(key);
+      const known = sectorDigests.lookup(run.node, stored);
       if (known && !run.live) {
         run.matched = known.state;
         run.node = known.node;
@@ -447,9 +382,7 @@ export class NorFlash {
       }
       const live = liveHash();
       live.update(bytes);
-      if (digestTrie.size >= DIGEST_TRIE_LIMIT) digestTrie.clear();
-      run.node = nextTrieNode++;
-      digestTrie.set(key, { node: run.node, state: live.copy() });
+      run.node = sectorDigests.remember(run.node, stored, live.copy());
     });
     const final = run.live ?? run.matched?.copy() ?? createHash("sha256");
     return new Uint8Array(final.digest());
@@ -500,7 +433,7 @@ export class NorFlash {
     const cut = this.#countOperation();
     this.#stats.programs++;
     const whole = offset % sectorSize === 0 && data.length === sectorSize;
-    const same = !cut && whole && !this.#sectors[offset / sectorSize] ? poolEntry(data).same : null;
+    const same = !cut && whole && !this.#sectors[offset / sectorSize] ? pooledTwin(data) : null;
     if (same) {
       // A whole erased sector programmed with bytes the pool holds (every device of a fleet
       // receiving the same image) takes the pooled buffer: no copy to make and collect.
@@ -846,7 +779,7 @@ export class NorFlash {
   #internSector(sector: number): void {
     const data = this.#sectors[sector];
     if (!data || this.#shared[sector]) return;
-    const pooled = intern(data);
+    const pooled = internSector(data);
     this.#sectors[sector] = pooled;
     this.#shared[sector] = true;
     if (pooled !== data) this.#changed?.add(sector);
