@@ -2,9 +2,9 @@
  * The job service, with AWS IoT Jobs semantics: jobs with a document and targets (things and
  * thing groups, SNAPSHOT or CONTINUOUS), executions rolled out at a fixed or exponential rate,
  * abort criteria (cancel, or pause: an extension operators ask for), in-progress and step
- * timeouts, retries, scheduled start and end, cancel and force-cancel, health-gated waves; and
- * the device MQTT API (`jobs/get`, `$next/get`, `start-next`, `<jobId>/get`, `<jobId>/update`,
- * `notify-next`). All state is in the store; all time comes from the clock (scale it to run a
+ * timeouts, retries, scheduled start and end, cancel and force-cancel, health-gated waves.
+ * Devices reach it through the device MQTT API (`jobs_device_api.ts`); `notify-next` is sent
+ * from here. All state is in the store; all time comes from the clock (scale it to run a
  * 1000-per-minute rollout in seconds).
  *
  * @module
@@ -20,115 +20,17 @@ import {
   TERMINAL_STATUSES,
 } from "./job_execution.ts";
 import {
-  type AbortCriterion,
   firedAbortCriterion,
   notificationsAllowed,
   ratePerMinute,
-  type RetryCriterion,
-  type RolloutConfig,
-  rolloutConfigProblems,
   shouldRetry,
   timeoutDeadline,
 } from "./rollout.ts";
 import type { Publisher } from "./stream_service.ts";
 import type { CloudStore, ExecutionRecord, JobRecord } from "./store.ts";
-import { classifyRequest, replyTopic, thingTopics } from "../protocol/topics.ts";
-import { clientTokenOf, parseRequestBody, rejectedReply } from "../protocol/jobs_api.ts";
-
-/** A job creation request. */
-export interface JobSpec {
-  readonly jobId: string;
-  readonly document: Readonly<Record<string, unknown>>;
-  readonly targets: { readonly things?: readonly string[]; readonly groups?: readonly string[] };
-  readonly targetSelection?: "SNAPSHOT" | "CONTINUOUS";
-  readonly rollout?: RolloutConfig;
-  readonly abort?: readonly AbortCriterion[];
-  readonly timeout?: { readonly inProgressTimeoutInMinutes: number };
-  readonly retry?: readonly RetryCriterion[];
-  readonly scheduling?: {
-    readonly startTime?: number;
-    readonly endTime?: number;
-    readonly endBehavior?: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL";
-  };
-  /** Waves of this many things; a wave starts only when every execution before it ended SUCCEEDED or failed. */
-  readonly healthGate?: { readonly waveSize: number };
-  readonly description?: string;
-}
-
-/** Outcome of an operator action. */
-export type ServiceResult<T = true> = { readonly ok: true; readonly value: T } | {
-  readonly ok: false;
-  readonly reason: string;
-};
-
-const JOB_ID = /^[a-zA-Z0-9_-]{1,64}$/;
-const MAX_DOCUMENT = 32 * 1024;
-
-/**
- * Problems with a job spec (empty when it is valid).
- *
- * @example
- * ```ts
- * import { jobSpecProblems } from "./job_service.ts";
- * jobSpecProblems({ jobId: "a b", document: {}, targets: {} }).length; // 2
- * ```
- */
-export function jobSpecProblems(spec: JobSpec): string[] {
-  const problems: string[] = [];
-  if (typeof spec.jobId !== "string" || !JOB_ID.test(spec.jobId)) {
-    problems.push("jobId must be 1..64 characters of [a-zA-Z0-9_-]");
-  }
-  if (typeof spec.document !== "object" || spec.document === null || Array.isArray(spec.document)) {
-    problems.push("document must be a JSON object");
-  } else if (new TextEncoder().encode(JSON.stringify(spec.document)).length > MAX_DOCUMENT) {
-    problems.push(`document must be at most ${MAX_DOCUMENT} bytes`);
-  }
-  const things = spec.targets?.things ?? [];
-  const groups = spec.targets?.groups ?? [];
-  if (things.length + groups.length === 0) {
-    problems.push("targets must name at least one thing or group");
-  }
-  if (
-    spec.targetSelection && spec.targetSelection !== "SNAPSHOT" &&
-    spec.targetSelection !== "CONTINUOUS"
-  ) {
-    problems.push("targetSelection must be SNAPSHOT or CONTINUOUS");
-  }
-  if (spec.rollout) problems.push(...rolloutConfigProblems(spec.rollout));
-  for (const [i, c] of (spec.abort ?? []).entries()) {
-    if (!["FAILED", "REJECTED", "TIMED_OUT", "ALL"].includes(c.failureType)) {
-      problems.push(`abort[${i}].failureType is invalid`);
-    }
-    if (c.action !== "CANCEL" && c.action !== "PAUSE") {
-      problems.push(`abort[${i}].action must be CANCEL or PAUSE`);
-    }
-    if (!(c.thresholdPercentage >= 0 && c.thresholdPercentage <= 100)) {
-      problems.push(`abort[${i}].thresholdPercentage must be 0..100`);
-    }
-    if (!Number.isInteger(c.minNumberOfExecutedThings) || c.minNumberOfExecutedThings < 1) {
-      problems.push(`abort[${i}].minNumberOfExecutedThings must be >= 1`);
-    }
-  }
-  const timeout = spec.timeout?.inProgressTimeoutInMinutes;
-  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 1 || timeout > 10080)) {
-    problems.push("timeout.inProgressTimeoutInMinutes must be 1..10080");
-  }
-  for (const [i, r] of (spec.retry ?? []).entries()) {
-    if (!["FAILED", "TIMED_OUT", "ALL"].includes(r.failureType)) {
-      problems.push(`retry[${i}].failureType is invalid`);
-    }
-    if (!Number.isInteger(r.numberOfRetries) || r.numberOfRetries < 0 || r.numberOfRetries > 10) {
-      problems.push(`retry[${i}].numberOfRetries must be 0..10`);
-    }
-  }
-  if ((spec.retry ?? []).length > 2) problems.push("retry holds at most 2 criteria");
-  if (
-    spec.healthGate && (!Number.isInteger(spec.healthGate.waveSize) || spec.healthGate.waveSize < 1)
-  ) {
-    problems.push("healthGate.waveSize must be a positive integer");
-  }
-  return problems;
-}
+import { thingTopics } from "../protocol/topics.ts";
+import { JobsDeviceApi } from "./jobs_device_api.ts";
+import { type JobSpec, jobSpecProblems, type ServiceResult } from "./job_spec.ts";
 
 /** Counts per execution status, plus what is not rolled out yet. */
 export type JobCounts = Record<ExecutionStatus, number> & { readonly pending: number };
@@ -178,6 +80,7 @@ export class JobService {
   ) => Readonly<Record<string, unknown>>;
   #timer: TimerId | null = null;
   readonly #outbox = new Set<Promise<unknown>>();
+  readonly #deviceApi: JobsDeviceApi;
 
   /** Builds the service; call {@linkcode JobService.start} to run its timer. */
   constructor(options: JobServiceOptions) {
@@ -188,6 +91,17 @@ export class JobService {
     this.#log = options.log ?? (() => {});
     this.#onChange = options.onChange ?? (() => {});
     this.#render = options.renderDocument ?? ((document) => document);
+    this.#deviceApi = new JobsDeviceApi({
+      executionsOfThing: (thing) => this.#store.executionsOfThing(thing),
+      getExecution: (jobId, thing) => this.#store.getExecution(jobId, thing),
+      nextFor: (thing) => this.#nextFor(thing),
+      applyUpdate: (thing, jobId, raw) => this.#applyUpdate(thing, jobId, raw),
+      executionView: (execution, withDocument) => this.#executionView(execution, withDocument),
+      documentOf: (jobId) => this.#documentOf(jobId),
+      seconds: () => this.#seconds(),
+      send: (topic, body) => this.#send(topic, body),
+      log: this.#log,
+    });
   }
 
   /** Starts the periodic tick. */
@@ -549,159 +463,14 @@ export class JobService {
     this.#send(thingTopics(thing).notifyNext, body);
   }
 
-  // ---- device MQTT API -----------------------------------------------------------------------
+  // ---- device MQTT API (jobs_device_api.ts) --------------------------------------------------
 
   /**
    * Handles a message a device published under `$aws/things/<thing>/jobs/`. Never throws: bad
    * requests get `/rejected` with the AWS code.
    */
   handleDeviceMessage(thing: string, topic: string, payload: Uint8Array): void {
-    const request = classifyRequest(topic);
-    if (!("thing" in request) || request.thing !== thing) return;
-    if (request.kind === "stream-get" || request.kind === "shadow-update") return;
-    const body = parseRequestBody(payload);
-    if (body === null) {
-      return this.#reject(topic, "InvalidJson", "request is not a JSON object", undefined);
-    }
-    const clientToken = clientTokenOf(body);
-    try {
-      switch (request.kind) {
-        case "jobs-get-pending":
-          return this.#getPending(thing, topic, clientToken);
-        case "jobs-start-next":
-          return this.#startNext(thing, topic, body, clientToken);
-        case "jobs-describe":
-          return this.#describe(thing, request.jobId, topic, body, clientToken);
-        case "jobs-update":
-          return this.#update(thing, request.jobId, topic, body, clientToken);
-        case "jobs-reply":
-          return;
-      }
-      this.#reject(
-        topic,
-        "InvalidTopic",
-        `unknown jobs topic '${topic.slice(0, 120)}'`,
-        clientToken,
-      );
-    } catch (error) {
-      this.#log(`jobs API error on ${topic}: ${(error as Error).message}`);
-      this.#reject(topic, "InternalError", "internal error", clientToken);
-    }
-  }
-
-  #getPending(thing: string, topic: string, clientToken: string | undefined): void {
-    const open = this.#store.executionsOfThing(thing).filter((e) =>
-      e.status === "IN_PROGRESS" || e.status === "QUEUED"
-    );
-    const summary = (e: ExecutionRecord) => ({
-      jobId: e.jobId,
-      queuedAt: Math.floor(e.queuedAt / 1000),
-      lastUpdatedAt: Math.floor(e.updatedAt / 1000),
-      versionNumber: e.versionNumber,
-      executionNumber: e.executionNumber,
-    });
-    this.#send(replyTopic(topic, "accepted"), {
-      clientToken,
-      timestamp: this.#seconds(),
-      inProgressJobs: open.filter((e) => e.status === "IN_PROGRESS").slice(0, 10).map(summary),
-      queuedJobs: open.filter((e) => e.status === "QUEUED").slice(0, 10).map(summary),
-    });
-  }
-
-  #describe(
-    thing: string,
-    jobId: string,
-    topic: string,
-    request: Record<string, unknown>,
-    clientToken: string | undefined,
-  ): void {
-    const execution = jobId === "$next"
-      ? this.#nextFor(thing)
-      : this.#store.getExecution(jobId, thing);
-    if (!execution) {
-      if (jobId === "$next") {
-        return this.#send(replyTopic(topic, "accepted"), {
-          clientToken,
-          timestamp: this.#seconds(),
-        });
-      }
-      return this.#reject(
-        topic,
-        "ResourceNotFound",
-        `no execution of job '${jobId.slice(0, 64)}' for this thing`,
-        clientToken,
-      );
-    }
-    const withDocument = jobId === "$next"
-      ? request.includeJobDocument !== false
-      : request.includeJobDocument === true;
-    this.#send(replyTopic(topic, "accepted"), {
-      clientToken,
-      timestamp: this.#seconds(),
-      execution: this.#executionView(execution, withDocument),
-    });
-  }
-
-  #startNext(
-    thing: string,
-    topic: string,
-    request: Record<string, unknown>,
-    clientToken: string | undefined,
-  ): void {
-    const next = this.#nextFor(thing);
-    if (!next) {
-      return this.#send(replyTopic(topic, "accepted"), { clientToken, timestamp: this.#seconds() });
-    }
-    if (next.status === "IN_PROGRESS") {
-      return this.#send(replyTopic(topic, "accepted"), {
-        clientToken,
-        timestamp: this.#seconds(),
-        execution: this.#executionView(next, true),
-      });
-    }
-    const details = request.statusDetails;
-    const update: Record<string, unknown> = {
-      status: "IN_PROGRESS",
-      ...(details !== undefined ? { statusDetails: details } : {}),
-    };
-    if (request.stepTimeoutInMinutes !== undefined) {
-      update.stepTimeoutInMinutes = request.stepTimeoutInMinutes;
-    }
-    const result = this.#applyUpdate(thing, next.jobId, update);
-    if (!result.ok) {
-      return this.#reject(topic, result.code, result.message, clientToken, result.execution);
-    }
-    this.#send(replyTopic(topic, "accepted"), {
-      clientToken,
-      timestamp: this.#seconds(),
-      execution: this.#executionView(result.execution, true),
-    });
-  }
-
-  #update(
-    thing: string,
-    jobId: string,
-    topic: string,
-    request: Record<string, unknown>,
-    clientToken: string | undefined,
-  ): void {
-    const result = this.#applyUpdate(thing, jobId, request);
-    if (!result.ok) {
-      return this.#reject(topic, result.code, result.message, clientToken, result.execution);
-    }
-    const e = result.execution;
-    const body: Record<string, unknown> = { clientToken, timestamp: this.#seconds() };
-    if (request.includeJobExecutionState !== false) {
-      body.executionState = {
-        status: e.status,
-        statusDetails: e.statusDetails,
-        versionNumber: e.versionNumber,
-      };
-    }
-    if (request.includeJobDocument === true) {
-      body.jobDocument = this.#documentOf(jobId);
-    }
-    this.#send(replyTopic(topic, "accepted"), body);
+    this.#deviceApi.handle(thing, topic, payload);
   }
 
   #applyUpdate(
@@ -803,31 +572,6 @@ export class JobService {
       }
     }
     return [...things];
-  }
-
-  #reject(
-    topic: string,
-    code: RejectionCode,
-    message: string,
-    clientToken: string | undefined,
-    execution?: ExecutionRecord,
-  ): void {
-    const body = rejectedReply({
-      code,
-      message,
-      clientToken,
-      timestamp: this.#seconds(),
-      ...(execution
-        ? {
-          executionState: {
-            status: execution.status,
-            statusDetails: execution.statusDetails,
-            versionNumber: execution.versionNumber,
-          },
-        }
-        : {}),
-    });
-    this.#send(replyTopic(topic, "rejected"), body);
   }
 
   #send(topic: string, body: Record<string, unknown>): void {

@@ -10,7 +10,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { Cloud } from "./cloud.ts";
 import { EXECUTION_STATUSES, type ExecutionStatus } from "./job_execution.ts";
 import type { AuditEntry } from "./store.ts";
-import type { JobSpec } from "./job_service.ts";
+import type { JobSpec } from "./job_spec.ts";
 import { serveDashboard } from "./dashboard.ts";
 import { mqttOverWebSocket } from "./websocket.ts";
 

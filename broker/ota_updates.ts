@@ -13,7 +13,8 @@ import { importPrivateKeyPem, sha256, signData, verifySignature } from "../proto
 import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
 import type { FileService } from "./file_service.ts";
-import type { JobService, JobSpec } from "./job_service.ts";
+import type { JobService } from "./job_service.ts";
+import type { JobSpec } from "./job_spec.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
 import type { CloudStore } from "./store.ts";
 import type { StreamService } from "./stream_service.ts";

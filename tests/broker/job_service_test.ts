@@ -1,6 +1,7 @@
 /** The job service in fake time over an in-memory SQLite store, the device API driven directly. */
 import assert from "node:assert/strict";
-import { JobService, type JobSpec } from "../../broker/job_service.ts";
+import { JobService } from "../../broker/job_service.ts";
+import { type JobSpec } from "../../broker/job_spec.ts";
 import { SqliteStore } from "../../broker/store.ts";
 import { ManualClock } from "../../lib/clock.ts";
 
