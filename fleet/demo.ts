@@ -14,11 +14,7 @@
 import { parseArgs } from "node:util";
 import { ManualClock } from "../lib/clock.ts";
 import { parseSize } from "../lib/units.ts";
-import {
-  createRootCertificate,
-  generateSigningKeys,
-  issueCodeSigningCertificate,
-} from "../pki/certificate_issuer.ts";
+import { createSigningPki } from "../pki/certificate_issuer.ts";
 import { signData } from "../protocol/signatures.ts";
 import { Device, flashFactoryImage } from "../bootloader/device.ts";
 import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
@@ -75,12 +71,10 @@ const validity = {
   notBefore: new Date(clock.now() - 86_400_000),
   notAfter: new Date(clock.now() + 3650 * 86_400_000),
 };
-const rootKeys = await generateSigningKeys();
-const root = await createRootCertificate(rootKeys, { subject: "CN=Demo Device Root", ...validity });
-const signerKeys = await generateSigningKeys();
-const signer = await issueCodeSigningCertificate(root, rootKeys.privateKey, signerKeys.publicKey, {
-  subject: "CN=Demo Firmware Signer",
-  ...validity,
+const { root, signerKeys, signer } = await createSigningPki({
+  rootSubject: "CN=Demo Device Root",
+  signerSubject: "CN=Demo Firmware Signer",
+  validity,
 });
 const certPath = "/certs/signer.pem";
 const rom = { root, certificates: new Map([[certPath, signer.toString("pem")]]) };

@@ -13,10 +13,9 @@ import cliProgress from "cli-progress";
 import { certificateDer } from "../protocol/certificates.ts";
 import {
   createRootCertificate,
-  deriveSigningKeys,
+  createSigningPki,
   exportPrivateKeyPem,
   generateSigningKeys,
-  issueCodeSigningCertificate,
 } from "../pki/certificate_issuer.ts";
 import { pemEncode } from "../protocol/signatures.ts";
 import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
@@ -149,26 +148,12 @@ async function runFleetUnprofiled(
       notBefore: new Date(Date.now() - 86_400_000),
       notAfter: new Date(Date.now() + 3650 * 86_400_000),
     };
-  const material = `${token}:${options.seed}`;
-  const rootKeys = options.remote
-    ? await deriveSigningKeys(`${material}:root`)
-    : await generateSigningKeys();
-  const root = await createRootCertificate(rootKeys, {
-    subject: "CN=Fleet Device Root",
-    ...validity,
+  const { root, signerKeys, signer } = await createSigningPki({
+    rootSubject: "CN=Fleet Device Root",
+    signerSubject: "CN=Fleet Signer",
+    validity,
+    ...(options.remote ? { derivedFrom: `${token}:${options.seed}` } : {}),
   });
-  const signerKeys = options.remote
-    ? await deriveSigningKeys(`${material}:signer`)
-    : await generateSigningKeys();
-  const signer = await issueCodeSigningCertificate(
-    root,
-    rootKeys.privateKey,
-    signerKeys.publicKey,
-    {
-      subject: "CN=Fleet Signer",
-      ...validity,
-    },
-  );
   const certPath = "/certs/ota_signer.pem";
   const signerPem = pemEncode("CERTIFICATE", certificateDer(signer));
   const factoryImage = await signImage(

@@ -241,3 +241,52 @@ export async function deriveSigningKeys(material: string): Promise<SigningKeys> 
   const publicKey = await crypto.subtle.importKey("jwk", publicJwk, ECDSA_P256, true, ["verify"]);
   return { privateKey, publicKey };
 }
+
+/** A code-signing PKI: a root CA (what devices trust) and a code signer it certified. */
+export interface SigningPki {
+  readonly rootKeys: SigningKeys;
+  readonly root: Certificate;
+  readonly signerKeys: SigningKeys;
+  readonly signer: Certificate;
+}
+
+/**
+ * Makes a root CA and a code-signing certificate under it, the one way the tools, the fleet, the
+ * demo and the tests all build theirs. With `derivedFrom`, both keys are derived from that
+ * material ({@linkcode deriveSigningKeys}), so separate processes build the same PKI.
+ *
+ * @example
+ * ```ts
+ * import { createSigningPki } from "./certificate_issuer.ts";
+ * const pki = await createSigningPki({
+ *   rootSubject: "CN=Root", signerSubject: "CN=Signer",
+ *   validity: { notBefore: new Date("2026-01-01"), notAfter: new Date("2036-01-01") },
+ * });
+ * pki.signer.issuer; // "CN=Root"
+ * ```
+ */
+export async function createSigningPki(options: {
+  readonly rootSubject: string;
+  readonly signerSubject: string;
+  readonly validity: { readonly notBefore: Date; readonly notAfter: Date; serialNumber?: string };
+  readonly derivedFrom?: string;
+}): Promise<SigningPki> {
+  const { derivedFrom, validity } = options;
+  const rootKeys = derivedFrom === undefined
+    ? await generateSigningKeys()
+    : await deriveSigningKeys(`${derivedFrom}:root`);
+  const root = await createRootCertificate(rootKeys, { subject: options.rootSubject, ...validity });
+  const signerKeys = derivedFrom === undefined
+    ? await generateSigningKeys()
+    : await deriveSigningKeys(`${derivedFrom}:signer`);
+  const signer = await issueCodeSigningCertificate(
+    root,
+    rootKeys.privateKey,
+    signerKeys.publicKey,
+    {
+      subject: options.signerSubject,
+      ...validity,
+    },
+  );
+  return { rootKeys, root, signerKeys, signer };
+}

@@ -11,12 +11,7 @@ import { parseArgs } from "node:util";
 import { parseSize } from "../lib/units.ts";
 import { toHex } from "../lib/bytes.ts";
 import { certificateDer, parseCertificate } from "../protocol/certificates.ts";
-import {
-  createRootCertificate,
-  exportPrivateKeyPem,
-  generateSigningKeys,
-  issueCodeSigningCertificate,
-} from "../pki/certificate_issuer.ts";
+import { createSigningPki, exportPrivateKeyPem } from "../pki/certificate_issuer.ts";
 import { importPrivateKeyPem, pemEncode, signData } from "../protocol/signatures.ts";
 import { type Behavior, BEHAVIORS, buildFirmware, readManifest } from "../bootloader/firmware.ts";
 import {
@@ -106,23 +101,11 @@ async function keygen(args: string[], out: Output): Promise<number> {
   await Deno.mkdir(dir, { recursive: true });
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(notBefore.getTime() + days * 86_400_000);
-  const rootKeys = await generateSigningKeys();
-  const root = await createRootCertificate(rootKeys, {
-    subject: "CN=OTA Device Root CA",
-    notBefore,
-    notAfter,
+  const { rootKeys, root, signerKeys, signer } = await createSigningPki({
+    rootSubject: "CN=OTA Device Root CA",
+    signerSubject: "CN=OTA Firmware Signer",
+    validity: { notBefore, notAfter },
   });
-  const signerKeys = await generateSigningKeys();
-  const signer = await issueCodeSigningCertificate(
-    root,
-    rootKeys.privateKey,
-    signerKeys.publicKey,
-    {
-      subject: "CN=OTA Firmware Signer",
-      notBefore,
-      notAfter,
-    },
-  );
   await Deno.writeTextFile(`${dir}/root.key`, await exportPrivateKeyPem(rootKeys.privateKey), {
     mode: 0o600,
   });

@@ -6,12 +6,7 @@
  */
 
 import { type Certificate, certificateDer } from "../../protocol/certificates.ts";
-import {
-  createRootCertificate,
-  exportPrivateKeyPem,
-  generateSigningKeys,
-  issueCodeSigningCertificate,
-} from "../../pki/certificate_issuer.ts";
+import { createSigningPki, exportPrivateKeyPem } from "../../pki/certificate_issuer.ts";
 import { pemEncode, type SigningKeys } from "../../protocol/signatures.ts";
 import { type BootRom } from "../../bootloader/bootloader.ts";
 import type { SigningProfile } from "../../broker/ota_updates.ts";
@@ -49,36 +44,17 @@ let cached: Promise<TestPki> | null = null;
 /** Builds (once) the PKI. */
 export function testPki(): Promise<TestPki> {
   cached ??= (async () => {
-    const rootKeys = await generateSigningKeys();
-    const root = await createRootCertificate(rootKeys, {
-      subject: "CN=Test OTA Root",
-      ...VALIDITY,
+    const { rootKeys, root, signerKeys, signer } = await createSigningPki({
+      rootSubject: "CN=Test OTA Root",
+      signerSubject: "CN=Test Firmware Signer",
+      validity: VALIDITY,
     });
-    const signerKeys = await generateSigningKeys();
-    const signer = await issueCodeSigningCertificate(
-      root,
-      rootKeys.privateKey,
-      signerKeys.publicKey,
-      {
-        subject: "CN=Test Firmware Signer",
-        ...VALIDITY,
-      },
-    );
-    const otherRootKeys = await generateSigningKeys();
-    const otherRoot = await createRootCertificate(otherRootKeys, {
-      subject: "CN=Test OTA Root",
-      ...VALIDITY,
+    // Another root of the same name, and a signer it certified: trusted by no test device.
+    const { signerKeys: rogueKeys, signer: rogue } = await createSigningPki({
+      rootSubject: "CN=Test OTA Root",
+      signerSubject: "CN=Rogue Signer",
+      validity: VALIDITY,
     });
-    const rogueKeys = await generateSigningKeys();
-    const rogue = await issueCodeSigningCertificate(
-      otherRoot,
-      otherRootKeys.privateKey,
-      rogueKeys.publicKey,
-      {
-        subject: "CN=Rogue Signer",
-        ...VALIDITY,
-      },
-    );
     const rom: BootRom = {
       root,
       certificates: new Map([[SIGNER_CERT_PATH, pemEncode("CERTIFICATE", certificateDer(signer))]]),
