@@ -27,7 +27,6 @@ import {
   otaPalSub,
 } from "../protocol/ota_pal_status.ts";
 import { FwuState } from "../bootloader/fwu.ts";
-import { PsaStatus } from "../bootloader/psa_status.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import type { Clock, TimerId } from "../lib/clock.ts";
 import { BlockBitmap } from "./bitmap.ts";
@@ -68,6 +67,7 @@ import { DEFAULT_AGENT_CONFIG } from "./agent_config.ts";
 import type { AgentPlatform, HttpPort, MqttPort, UpdatableComponent } from "./ports.ts";
 import { JobReporter } from "./job_reporter.ts";
 import { type ResumeRecord, ResumeStore } from "./resume_record.ts";
+import { notOnTrialAction, trialVersionProblem } from "./self_test.ts";
 
 type BlockInput = { readonly cbor: Uint8Array } | {
   readonly blockId: number;
@@ -716,32 +716,28 @@ export class OtaAgent {
     const pal = this.#platform.pal;
     const running = this.#platform.runningVersion;
     if (pal.getPlatformImageState(null) !== OtaPalImageState.PendingCommit) {
-      const state = this.#platform.updateState();
-      if (state === FwuState.CANDIDATE || state === FwuState.STAGED) {
+      const verdict = notOnTrialAction({
+        updateState: this.#platform.updateState(),
+        failure: this.#platform.updateFailure(),
+        updatedBy: job.statusDetails.updatedBy,
+        running: versionWord(running),
+      });
+      if (verdict.action === "activate") {
         this.#log(
           `job ${job.jobId}: verified image was never activated (reset before activation): activating`,
         );
         this.#activate(job.jobId);
         return "done";
       }
-      const failure = this.#platform.updateFailure();
-      const sameAsBefore = job.statusDetails.updatedBy === versionWord(running);
-      if (failure?.code === PsaStatus.ERROR_INSTALL_INTERRUPTED && sameAsBefore) {
-        // The power went while the install was being requested: the image never ran, so it says
-        // nothing about the image. Failing the job would count a power cut against the rollout's
-        // abort threshold; download it again within the same execution instead.
-        this.#log(`job ${job.jobId}: ${failure.detail} before the image ran: downloading it again`);
+      if (verdict.action === "download-again") {
+        this.#log(`job ${job.jobId}: ${verdict.detail} before the image ran: downloading it again`);
         pal.setPlatformImageState(null, OtaImageState.Aborted);
         this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
         this.#active = this.#openFile({ ...job, selfTest: null }, this.#firstFileIndex(job));
         this.#signal({ type: "CreateFile" });
         return "stay";
       }
-      const detail = failure?.detail ?? "the new image is not running";
-      const reason = stateReason(
-        "rejected",
-        sameAsBefore ? OtaErr.SameFirmwareVersion : OtaErr.ImageStateMismatch,
-      );
+      const { reason, detail } = verdict;
       this.#onEvent({ type: "Fail", jobId: job.jobId, reason, detail });
       await this.#report(job.jobId, "FAILED", { reason, detail }, true);
       pal.setPlatformImageState(null, OtaImageState.Aborted);
@@ -749,20 +745,13 @@ export class OtaAgent {
       return "done";
     }
     this.#onEvent({ type: "StartTest", jobId: job.jobId });
-    const before = job.statusDetails.updatedBy;
-    if (!this.#config.allowDowngrade && before !== undefined && /^0x[0-9a-f]{8}$/i.test(before)) {
-      const previous = parseInt(before, 16);
-      const now = parseInt(versionWord(running), 16);
-      if (now <= previous) {
-        return await this.#failSelfTest(
-          job,
-          stateReason(
-            "rejected",
-            now === previous ? OtaErr.SameFirmwareVersion : OtaErr.DowngradeNotAllowed,
-          ),
-          "running version is not newer than the one that downloaded it",
-        );
-      }
+    const versionProblem = trialVersionProblem({
+      updatedBy: job.statusDetails.updatedBy,
+      running: versionWord(running),
+      allowDowngrade: this.#config.allowDowngrade,
+    });
+    if (versionProblem) {
+      return await this.#failSelfTest(job, versionProblem.reason, versionProblem.detail);
     }
     const test = this.#platform.selfTest();
     if (!test.passed) {
