@@ -15,9 +15,8 @@
  * @module
  */
 
-import { fromBase64, toBase64 } from "../lib/base64.ts";
-import { sha256 } from "../protocol/signatures.ts";
-import { compareVersions, decodeHeader, formatVersion } from "../protocol/image_format.ts";
+import { fromBase64 } from "../lib/base64.ts";
+import { formatVersion } from "../protocol/image_format.ts";
 import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import {
   OtaImageState,
@@ -27,16 +26,9 @@ import {
   otaPalSub,
 } from "../protocol/ota_pal_status.ts";
 import { FwuState } from "../bootloader/fwu.ts";
-import { bytesEqual } from "../lib/bytes.ts";
 import type { Clock, TimerId } from "../lib/clock.ts";
 import { BlockBitmap } from "./bitmap.ts";
-import {
-  type DataProtocol,
-  type JobMessage,
-  type OtaFileSpec,
-  type OtaJob,
-  parseJobMessage,
-} from "../protocol/job_document.ts";
+import { type JobMessage, type OtaJob, parseJobMessage } from "../protocol/job_document.ts";
 import {
   acceptedReason,
   failedReason,
@@ -44,11 +36,7 @@ import {
   stateReason,
   versionWord,
 } from "../protocol/job_status.ts";
-import {
-  blockSizeProblem,
-  decodeStreamBlock,
-  encodeGetStreamRequest,
-} from "../protocol/stream_codec.ts";
+import { blockSizeProblem, encodeGetStreamRequest } from "../protocol/stream_codec.ts";
 import { classifyTopic, type ThingTopics, thingTopics } from "../protocol/topics.ts";
 import {
   type AgentEventType,
@@ -66,39 +54,26 @@ import type {
 import { DEFAULT_AGENT_CONFIG } from "./agent_config.ts";
 import type { AgentPlatform, HttpPort, MqttPort, UpdatableComponent } from "./ports.ts";
 import { JobReporter } from "./job_reporter.ts";
-import { type ResumeRecord, ResumeStore } from "./resume_record.ts";
+import { ResumeStore } from "./resume_record.ts";
 import { notOnTrialAction, trialVersionProblem } from "./self_test.ts";
+import {
+  type ActiveFile,
+  type BlockInput,
+  checkBlock,
+  type DownloadOptions,
+  nextFileIndex,
+  openFile,
+  resumeRecordOf,
+  resumes,
+  versionRefusal,
+} from "./download.ts";
 
-type BlockInput = { readonly cbor: Uint8Array } | {
-  readonly blockId: number;
-  readonly payload: Uint8Array;
-};
 /** An event in the mailbox: the two that carry input say what, the others carry nothing. */
 type QueuedEvent =
   | { readonly type: "ReceivedJobDocument"; readonly payload: Uint8Array }
   | { readonly type: "ReceivedFileBlock"; readonly block: BlockInput }
   | { readonly type: Exclude<AgentEventType, "ReceivedJobDocument" | "ReceivedFileBlock"> };
 type Outcome = "done" | "stay" | { readonly error: string };
-
-/** A download in progress (RAM; its resumable part is persisted). */
-interface ActiveFile {
-  readonly job: OtaJob;
-  readonly index: number;
-  readonly spec: OtaFileSpec;
-  /** Null when the job offers no data protocol this device can use. */
-  readonly protocol: DataProtocol | null;
-  readonly blockCount: number;
-  bitmap: BlockBitmap;
-  url: string | null;
-  palFile: OtaFileContext | null;
-  data: Uint8Array | null;
-  opened: boolean;
-  momentum: number;
-  toReceive: number;
-  sincePersist: number;
-  restarted: boolean;
-  urlRefreshPending: boolean;
-}
 
 /**
  * The device-side OTA agent.
@@ -499,7 +474,7 @@ export class OtaAgent {
       });
     }
     this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
-    this.#active = this.#openFile(job, this.#firstFileIndex(job));
+    this.#active = openFile(job, this.#firstFileIndex(job), this.#downloadOptions());
     this.#signal({ type: "CreateFile" });
     return "done";
   }
@@ -659,7 +634,7 @@ export class OtaAgent {
       pal.setPlatformImageState(null, OtaImageState.Aborted);
     }
     this.#rollingForward = jobId;
-    this.#active = this.#openFile(job, this.#firstFileIndex(job));
+    this.#active = openFile(job, this.#firstFileIndex(job), this.#downloadOptions());
     this.#signal({ type: "CreateFile" });
     return "done";
   }
@@ -733,7 +708,11 @@ export class OtaAgent {
         this.#log(`job ${job.jobId}: ${verdict.detail} before the image ran: downloading it again`);
         pal.setPlatformImageState(null, OtaImageState.Aborted);
         this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
-        this.#active = this.#openFile({ ...job, selfTest: null }, this.#firstFileIndex(job));
+        this.#active = openFile(
+          { ...job, selfTest: null },
+          this.#firstFileIndex(job),
+          this.#downloadOptions(),
+        );
         this.#signal({ type: "CreateFile" });
         return "stay";
       }
@@ -934,7 +913,7 @@ export class OtaAgent {
       this.statistics.packetsDropped++;
       return "stay";
     }
-    const block = this.#checkBlock(active, input);
+    const block = checkBlock(active, input, this.#config.blockSize);
     this.#onEvent({ type: "Processed" });
     if (!block.ok) {
       this.statistics.packetsDropped++;
@@ -945,7 +924,7 @@ export class OtaAgent {
     this.#startRequestTimer(this.#config.requestTimeoutMs);
     if (!active.bitmap.needs(blockId)) return "stay"; // duplicate: accepted once already
     if (active.spec.fileType === 0 && blockId === 0 && !this.#config.allowDowngrade) {
-      const refusal = this.#versionRefusal(payload);
+      const refusal = versionRefusal(payload, this.#platform.runningVersion);
       if (refusal) return await this.#failActive(refusal.reason, refusal.detail, "REJECTED");
     }
     const offset = blockId * this.#config.blockSize;
@@ -993,71 +972,6 @@ export class OtaAgent {
       this.#signal({ type: "RequestFileBlock" });
     }
     return "stay";
-  }
-
-  #checkBlock(
-    active: ActiveFile,
-    input: BlockInput,
-  ): { ok: true; blockId: number; payload: Uint8Array } | { ok: false; reason: string } {
-    let blockId: number;
-    let payload: Uint8Array;
-    if ("cbor" in input) {
-      const decoded = decodeStreamBlock(input.cbor);
-      if (!decoded.ok) return decoded;
-      const block = decoded.value;
-      if (block.fileId !== active.spec.fileId) {
-        return { ok: false, reason: `file id ${block.fileId}, expected ${active.spec.fileId}` };
-      }
-      if (block.blockSize !== this.#config.blockSize) {
-        return {
-          ok: false,
-          reason: `block size ${block.blockSize}, expected ${this.#config.blockSize}`,
-        };
-      }
-      if (block.hash && !bytesEqual(sha256(block.payload), block.hash)) {
-        return { ok: false, reason: `block ${block.blockId} fails its SHA-256 check` };
-      }
-      blockId = block.blockId;
-      payload = block.payload;
-    } else {
-      blockId = input.blockId;
-      payload = input.payload;
-    }
-    if (blockId >= active.blockCount) {
-      return {
-        ok: false,
-        reason: `block ${blockId} is past the file's ${active.blockCount} blocks`,
-      };
-    }
-    const expected = blockId === active.blockCount - 1
-      ? active.spec.fileSize - blockId * this.#config.blockSize
-      : this.#config.blockSize;
-    if (payload.length !== expected) {
-      return {
-        ok: false,
-        reason: `block ${blockId} has ${payload.length} bytes, expected ${expected}`,
-      };
-    }
-    return { ok: true, blockId, payload };
-  }
-
-  /** Same or older image than the one running, read from the header in block 0. */
-  #versionRefusal(firstBlock: Uint8Array): { reason: string; detail: string } | null {
-    const read = decodeHeader(firstBlock);
-    if (!read.ok) return null;
-    const version = read.header.version;
-    const order = compareVersions(version, this.#platform.runningVersion);
-    if (order > 0) return null;
-    const text = `${version.major}.${version.minor}.${version.revision}`;
-    return order === 0
-      ? {
-        reason: stateReason("rejected", OtaErr.SameFirmwareVersion),
-        detail: `image ${text} is the version already running`,
-      }
-      : {
-        reason: stateReason("rejected", OtaErr.DowngradeNotAllowed),
-        detail: `image ${text} is older than the running version`,
-      };
   }
 
   async #jobNotificationHandler(payload: Uint8Array): Promise<Outcome> {
@@ -1144,7 +1058,7 @@ export class OtaAgent {
   }
 
   async #nextFile(active: ActiveFile): Promise<Outcome> {
-    const next = this.#nextFileIndex(active.job, active.index);
+    const next = nextFileIndex(active.job, active.index);
     if (next === null) {
       this.#active = null;
       await this.#report(active.job.jobId, "SUCCEEDED", {
@@ -1153,7 +1067,7 @@ export class OtaAgent {
       this.#signal({ type: "RequestJobDocument" });
       return "done";
     }
-    this.#active = this.#openFile(active.job, next);
+    this.#active = openFile(active.job, next, this.#downloadOptions());
     this.#signal({ type: "CreateFile" });
     return "done";
   }
@@ -1228,46 +1142,7 @@ export class OtaAgent {
         return record.fileIndex;
       }
     }
-    return this.#nextFileIndex(job, -1)!;
-  }
-
-  /** Data files first, firmware last (activating the firmware resets the device). */
-  #nextFileIndex(job: OtaJob, after: number): number | null {
-    const order = job.files.map((f, i) => ({ f, i })).sort((a, b) =>
-      Number(a.f.fileType === 0) - Number(b.f.fileType === 0) || a.i - b.i
-    );
-    const position = order.findIndex((e) => e.i === after);
-    return order[position + 1]?.i ?? null;
-  }
-
-  #openFile(job: OtaJob, index: number): ActiveFile {
-    const spec = job.files[index]!;
-    const preferred = this.#config.preferredProtocol;
-    const usable = (p: DataProtocol) =>
-      job.protocols.includes(p) &&
-      (p === "MQTT"
-        ? job.streamName !== null
-        : spec.updateDataUrl !== null && this.#http !== undefined);
-    const other: DataProtocol = preferred === "MQTT" ? "HTTP" : "MQTT";
-    const protocol = usable(preferred) ? preferred : usable(other) ? other : null;
-    const blockCount = Math.ceil(spec.fileSize / this.#config.blockSize);
-    return {
-      job,
-      index,
-      spec,
-      protocol,
-      blockCount,
-      bitmap: new BlockBitmap(blockCount),
-      url: spec.updateDataUrl,
-      palFile: null,
-      data: null,
-      opened: false,
-      momentum: 0,
-      toReceive: 0,
-      sincePersist: 0,
-      restarted: false,
-      urlRefreshPending: false,
-    };
+    return nextFileIndex(job, -1)!;
   }
 
   #openStorage(active: ActiveFile): { ok: true } | { ok: false; reason: string; detail: string } {
@@ -1284,11 +1159,7 @@ export class OtaAgent {
       fileHandle: null,
     };
     const record = this.#resume.loadRecord();
-    if (
-      record && record.jobId === active.job.jobId && record.fileIndex === active.index &&
-      record.fileSize === active.spec.fileSize && record.blockSize === this.#config.blockSize &&
-      record.signature === toBase64(active.spec.signature)
-    ) {
+    if (record && resumes(record, active, this.#config.blockSize)) {
       const bitmap = BlockBitmap.fromBytes(
         fromBase64(record.bitmap) ?? new Uint8Array(0),
         active.blockCount,
@@ -1365,17 +1236,15 @@ export class OtaAgent {
   /** The persisted state: a resume record and/or a success intent (one flash record). */
   #persist(active: ActiveFile): void {
     active.sincePersist = 0;
-    const record: ResumeRecord = {
-      v: 1,
-      jobId: active.job.jobId,
-      fileIndex: active.index,
-      fileId: active.spec.fileId,
-      fileSize: active.spec.fileSize,
+    this.#resume.saveRecord(resumeRecordOf(active, this.#config.blockSize));
+  }
+
+  #downloadOptions(): DownloadOptions {
+    return {
       blockSize: this.#config.blockSize,
-      signature: toBase64(active.spec.signature),
-      bitmap: toBase64(active.bitmap.toBytes()),
+      preferredProtocol: this.#config.preferredProtocol,
+      httpAvailable: this.#http !== undefined,
     };
-    this.#resume.saveRecord(record);
   }
 
   /**
