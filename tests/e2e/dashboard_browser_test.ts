@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
-import { runFleet } from "../../fleet/fleet.ts";
+import { runFleet } from "../../fleet/run.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
 import { qualificationCloud } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
-import { runFleet } from "../../fleet/fleet.ts";
+import { runFleet } from "../../fleet/run.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
 
 const RUNS = Number(Deno.env.get("FLEET_PROPERTY_RUNS") ?? "3");

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { type FleetReport, stageTimes } from "../../fleet/report.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
-import { runFleet } from "../../fleet/fleet.ts";
+import { runFleet } from "../../fleet/run.ts";
 
 async function run(...args: string[]): Promise<FleetReport> {
   const lines: string[] = [];

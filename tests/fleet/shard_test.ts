@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
-import { runFleet } from "../../fleet/fleet.ts";
+import { runFleet } from "../../fleet/run.ts";
 
 Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update one fleet together", async () => {
   const cloud = await startCloud({ tickMs: 100 });

@@ -1,0 +1,729 @@
+/**
+ * A fleet run, phase by phase: the cloud side (embedded, or joined through its operator API),
+ * the signing PKI and images, the devices drawn, registered and started in Workers, their boot,
+ * one rollout per version (faults injected, progress followed, the end awaited), and the report.
+ * {@linkcode runFleet} strings the phases together.
+ *
+ * @module
+ */
+
+import { toBase64 } from "../lib/base64.ts";
+import { certificateDer } from "../protocol/certificates.ts";
+import { pemEncode } from "../protocol/signatures.ts";
+import {
+  createRootCertificate,
+  createSigningPki,
+  exportPrivateKeyPem,
+  generateSigningKeys,
+} from "../pki/certificate_issuer.ts";
+import { provisionSecureElement } from "../pki/provisioning.ts";
+import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
+import { secondStagePayload } from "../bootloader/first_stage.ts";
+import { SecureElement } from "../bootloader/secure_element.ts";
+import { parseVersion } from "../protocol/image_format.ts";
+import { signImage } from "../protocol/image_sign.ts";
+import { type Cloud, startCloud } from "../broker/cloud.ts";
+import { operatorApi } from "../broker/operator_api.ts";
+import type { OtaUpdateRequest } from "../broker/ota_updates.ts";
+import { type CloudAccess, embeddedAccess, remoteAccess } from "./cloud_access.ts";
+import { ScaledClock } from "../lib/clock.ts";
+import { type Random, seededRandom } from "../lib/random.ts";
+import { forEachLimited } from "../lib/concurrency.ts";
+import { startCpuProfile } from "../lib/cpu_profiler.ts";
+import type { FleetDeviceSpec } from "./device_actor.ts";
+import { FleetSupervisor } from "./supervisor.ts";
+import { blocksPerRequestFor, type Options } from "./fleet_args.ts";
+import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
+import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
+
+/** Where devices keep the signer certificate the job document names. */
+const CERT_PATH = "/certs/ota_signer.pem";
+
+/** A fleet CA for device identities, valid for ten years of wall time. */
+async function createFleetCa() {
+  const keys = await generateSigningKeys();
+  const validity = {
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 10 * 365 * 86_400_000),
+  };
+  const certificate = await createRootCertificate(keys, {
+    subject: "CN=Fleet device CA",
+    ...validity,
+  });
+  return { certificate, privateKey: keys.privateKey, validity };
+}
+
+/** A progress snapshot (about once a second). */
+export interface FleetProgress {
+  readonly version: string;
+  readonly status: string;
+  readonly done: number;
+  readonly total: number;
+  readonly counts: Record<string, number>;
+  readonly mbPerSecond: number;
+  readonly etaSeconds: number | null;
+}
+
+/** The cloud a run talks to, and how it reaches it. */
+interface CloudSide {
+  readonly embedded: Cloud | null;
+  readonly server: Deno.HttpServer | null;
+  readonly access: CloudAccess;
+  readonly token: string;
+  readonly fleetCa: Awaited<ReturnType<typeof createFleetCa>> | null;
+}
+
+/** Phase 1: the embedded cloud and its operator API, or a running cloud joined through its API. */
+async function startCloudSide(
+  options: Options,
+  out: (line: string) => void,
+): Promise<CloudSide> {
+  const clock = new ScaledClock(options.timeScale);
+  // Embedded cloud, or a running one joined through its operator API (shards share it).
+  // With secure elements, a fleet CA certifies each device's key at provisioning.
+  const fleetCa = options.identity === "secure-element" ? await createFleetCa() : null;
+  const embedded = options.remote ? null : await startCloud({
+    clock,
+    tickMs: 1000,
+    ...(fleetCa ? { deviceCa: pemEncode("CERTIFICATE", certificateDer(fleetCa.certificate)) } : {}),
+  });
+  const token = options.remote?.token ?? crypto.randomUUID();
+  const server = embedded
+    ? Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+      operatorApi(embedded, { token }),
+    )
+    : null;
+  if (embedded && server) {
+    embedded.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  }
+  if (options.dashboard) {
+    // The token rides in the fragment: the page keeps it, no server ever sees it in a URL.
+    const base = embedded ? embedded.files.baseUrl : options.remote!.api.replace(/\/api\/?$/, "");
+    out(`dashboard: ${base}/dashboard/#token=${encodeURIComponent(token)}`);
+  }
+  const access = embedded
+    ? embeddedAccess(embedded)
+    : remoteAccess(options.remote!.broker, options.remote!.api, token);
+  return { embedded, server, access, token, fleetCa };
+}
+
+/** What devices are made of: the PKI they trust, the factory image and the second stage. */
+interface FleetImages {
+  readonly root: Awaited<ReturnType<typeof createSigningPki>>["root"];
+  readonly signerKeys: Awaited<ReturnType<typeof createSigningPki>>["signerKeys"];
+  readonly signerPem: string;
+  readonly factoryImage: Uint8Array;
+  readonly secondStage: Uint8Array;
+}
+
+/** Phase 2: the signing PKI and the images every device starts from. */
+async function makeImages(options: Options, token: string): Promise<FleetImages> {
+  // Shards must agree on one signing PKI without sharing private keys: when joining a cloud the
+  // keys derive from the operator token and seed; certificates are then equivalent everywhere.
+  const validity = options.remote
+    ? {
+      notBefore: new Date("2020-01-01T00:00:00Z"),
+      notAfter: new Date("2100-01-01T00:00:00Z"),
+      serialNumber: "01",
+    }
+    : {
+      notBefore: new Date(Date.now() - 86_400_000),
+      notAfter: new Date(Date.now() + 3650 * 86_400_000),
+    };
+  const { root, signerKeys, signer } = await createSigningPki({
+    rootSubject: "CN=Fleet Device Root",
+    signerSubject: "CN=Fleet Signer",
+    validity,
+    ...(options.remote ? { derivedFrom: `${token}:${options.seed}` } : {}),
+  });
+  const signerPem = pemEncode("CERTIFICATE", certificateDer(signer));
+  const factoryImage = await signImage(
+    {
+      payload: buildFirmware({ behavior: "ok", version: "1.0.0" }, options.imageSize),
+      version: parseVersion("1.0.0")!,
+      securityCounter: 1,
+    },
+    { privateKey: signerKeys.privateKey, certificate: signer },
+  );
+  // Every device boots in two stages: the fleet's second-stage bootloader, signed the same way.
+  const secondStage = await signImage(
+    { payload: secondStagePayload("2.0.0"), version: parseVersion("2.0.0")!, securityCounter: 1 },
+    { privateKey: signerKeys.privateKey, certificate: signer },
+  );
+  return { root, signerKeys, signerPem, factoryImage, secondStage };
+}
+
+/** Phase 3: the devices of this process (all, or its shard's share), drawn from the seed. */
+function drawDevices(
+  options: Options,
+  random: Random,
+): { devices: FleetDeviceSpec[]; globalBad: number } {
+  const devices: FleetDeviceSpec[] = [];
+  let globalBad = 0;
+  for (let i = 0; i < options.devices; i++) {
+    const bad = random.next() < options.badImageShare;
+    if (bad) globalBad++;
+    if (i % options.shard.count !== options.shard.index - 1) continue;
+    devices.push({
+      thing: `dev-${String(i).padStart(5, "0")}`,
+      secret: "", // the cloud generates it at registration
+      seed: options.seed * 100_003 + i,
+      ...(bad ? { badImage: options.badImageBehavior } : {}),
+    });
+  }
+  return { devices, globalBad };
+}
+
+/**
+ * The OTA update a fleet run creates for `version` (the `index`-th of the run): its payload,
+ * signing profile, targets, protocol, retries, rollout rate and abort criteria, as the scenario
+ * and flags ask.
+ */
+export function updateRequestFor(
+  options: Options,
+  version: string,
+  index: number,
+  behavior: Behavior,
+  certPath: string,
+): OtaUpdateRequest {
+  const otaUpdateId = `fleet-${version.replaceAll(".", "-")}`;
+  return {
+    otaUpdateId,
+    payload: toBase64(buildFirmware({ behavior, version }, options.imageSize)),
+    version,
+    securityCounter: 2 + index,
+    signingProfile: "fleet",
+    certFile: certPath,
+    targets: { groups: ["fleet"] },
+    protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
+    ...(options.scenario === "late-joiners" ? { targetSelection: "CONTINUOUS" as const } : {}),
+    ...(options.retries > 0
+      ? { retry: [{ failureType: "ALL" as const, numberOfRetries: options.retries }] }
+      : {}),
+    rollout: options.maxPerMinute < 1000
+      ? { maximumPerMinute: options.maxPerMinute }
+      // Exponential by default: a canary of 100 per minute that doubles every 100 notified.
+      : {
+        exponentialRate: {
+          baseRatePerMinute: 100,
+          incrementFactor: 2,
+          rateIncreaseCriteria: { numberOfNotifiedThings: 100 },
+        },
+      },
+    ...(options.scenario === "canary-abort"
+      ? {
+        abort: [{
+          failureType: "ALL" as const,
+          action: "CANCEL" as const,
+          thresholdPercentage: 20,
+          minNumberOfExecutedThings: Math.min(10, options.devices),
+        }],
+        rollout: {
+          maximumPerMinute: Math.max(
+            1,
+            Math.min(options.maxPerMinute, Math.ceil(options.devices / 10)),
+          ),
+        },
+      }
+      : {}),
+    ...(options.abortPercent !== undefined
+      ? {
+        abort: [{
+          failureType: "ALL" as const,
+          action: "CANCEL" as const,
+          thresholdPercentage: options.abortPercent,
+          minNumberOfExecutedThings: Math.min(10, options.devices),
+        }],
+      }
+      : {}),
+  };
+}
+
+/** A run in progress: the state its phases share. */
+class FleetRun {
+  readonly options: Options;
+  readonly #out: (line: string) => void;
+  readonly #onProgress: ((progress: FleetProgress) => void) | undefined;
+  readonly #started = performance.now();
+  readonly #phases: Record<string, number> = {};
+  readonly #stages: FleetReport["stages"] = {};
+  readonly #series: FleetReport["series"] = [];
+  readonly #logs: string[] = [];
+  readonly #faultTimers: ReturnType<typeof setTimeout>[] = [];
+  readonly #random: Random;
+  readonly #crashPlan: number[];
+  readonly #jobIds: string[] = [];
+  #phaseStart = this.#started;
+  #peakRss = Deno.memoryUsage().rss;
+  #crashesDone = 0;
+  #imageBytes = 0;
+  #lastLine = 0;
+  #lastBytes = 0;
+  #lastAt = performance.now();
+  #deadline = Infinity;
+  #cloud: CloudSide | null = null;
+  #images: FleetImages | null = null;
+  #fleet: FleetSupervisor | null = null;
+  #devices: FleetDeviceSpec[] = [];
+  #globalBad = 0;
+  #initialDevices = 0;
+
+  constructor(
+    options: Options,
+    out: (line: string) => void,
+    onProgress?: (progress: FleetProgress) => void,
+  ) {
+    this.options = options;
+    this.#out = out;
+    this.#onProgress = onProgress;
+    this.#random = seededRandom(options.seed);
+    this.#crashPlan = planWorkerCrashes(options.workerCrashes, this.#random);
+  }
+
+  /** The versions this run rolls out, in order. */
+  get versions(): string[] {
+    return this.options.scenario === "back-to-back" ? ["1.1.0", "1.2.0", "1.3.0"] : ["1.1.0"];
+  }
+
+  /** One shard (the first) creates the signing profile and the updates; the others wait. */
+  get #leader(): boolean {
+    return this.options.shard.index === 1;
+  }
+
+  /** rollback: nobody can confirm; canary-abort: the first wave fails and the abort must act. */
+  #behavior(): Behavior {
+    const { scenario } = this.options;
+    return scenario === "rollback" || scenario === "canary-abort" ? "fail-self-test" : "ok";
+  }
+
+  #endPhase(name: string): void {
+    const now = performance.now();
+    this.#phases[name] = Math.round((now - this.#phaseStart) / 100) / 10;
+    this.#phaseStart = now;
+  }
+
+  #sample(): void {
+    this.#peakRss = Math.max(this.#peakRss, Deno.memoryUsage().rss);
+  }
+
+  /** Setup: the cloud, the images, the devices drawn, registered and started in Workers. */
+  async setUp(): Promise<void> {
+    const options = this.options;
+    const out = this.#out;
+    const started = this.#started;
+    const logs = this.#logs;
+    this.#cloud = await startCloudSide(options, out);
+    const { access, embedded, fleetCa } = this.#cloud;
+    const images = this.#images = await makeImages(options, this.#cloud.token);
+    const { devices, globalBad } = drawDevices(options, this.#random);
+    this.#devices = devices;
+    this.#globalBad = globalBad;
+    /** Devices this process runs (all of them, or its shard's share). */
+    const local = devices.length;
+    // late-joiners: a tenth of the fleet is provisioned but joins the group only during the job.
+    const initialDevices = this.#initialDevices = options.scenario === "late-joiners"
+      ? Math.ceil(local * 0.9)
+      : local;
+    // Several registrations in flight: one at a time, a 10,000-device setup waited on 10,000
+    // round trips with the broker idle in between.
+    await forEachLimited(devices, 16, async (device, index) => {
+      const secret = await access.provisionThing(device.thing, index < initialDevices);
+      devices[index] = { ...devices[index]!, secret };
+      if (fleetCa && embedded) {
+        // The factory step: a key born in the element, certified by the fleet CA, registered.
+        const element = await SecureElement.generate();
+        const der = await provisionSecureElement(element, device.thing, fleetCa, fleetCa.validity);
+        const registered = await embedded.registerDeviceCertificate(device.thing, der);
+        if (!registered.ok) throw new Error(`${device.thing}: ${registered.reason}`);
+        devices[index] = { ...devices[index]!, element: element.toChip() };
+      }
+    });
+    const slotSectors = Math.ceil((options.imageSize + 4096) / 4096) + 1;
+    this.#fleet = new FleetSupervisor({
+      ...(options.workers !== undefined ? { workers: options.workers } : {}),
+      ...(options.devicesPerWorker !== undefined
+        ? { devicesPerWorker: options.devicesPerWorker }
+        : {}),
+      init: {
+        slotSectors,
+        rootCertificateDer: certificateDer(images.root),
+        certificates: [[CERT_PATH, images.signerPem]],
+        factoryImage: images.factoryImage,
+        secondStage: images.secondStage,
+        brokerUrl: access.brokerUrl,
+        // Devices keep real time: their request and self-test timers guard real sockets under real
+        // load. The cloud's clock is the scaled one (rollout rates, job timeouts, schedules).
+        timeScale: 1,
+        agentConfig: {
+          blockSize: options.blockSize,
+          blocksPerRequest: blocksPerRequestFor(options.blockSize),
+          requestTimeoutMs: 5_000,
+          maxMomentum: 60,
+          selfTestTimeoutMs: 30_000,
+          statusAckTimeoutMs: 5_000,
+          jobRequestBackoffMs: [2_000, 30_000],
+          persistEveryBlocks: 16,
+          preferredProtocol: options.protocol === "http" ? "HTTP" : "MQTT",
+        },
+        seed: options.seed,
+        telemetryMs: 250,
+        ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
+        ...(options.network ? { network: options.network } : {}),
+        ...(options.cpuProfile ? { cpuProfileDir: options.cpuProfile } : {}),
+        ...(options.trace.length > 0 ? { traceThings: options.trace } : {}),
+      },
+      log: (line) => {
+        // A traced device's lines come as "[thing] ...": shown live, the rest kept for a failure.
+        if (options.trace.length > 0 && line.startsWith("[")) {
+          out(`trace ${((performance.now() - started) / 1000).toFixed(1)} s ${line}`);
+        } else {
+          logs.push(line);
+        }
+      },
+    });
+
+    await this.#fleet.start(devices.slice(0, initialDevices));
+    this.#endPhase("setup");
+    out(
+      `fleet: ${options.devices} devices in ${this.#fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}`,
+    );
+    this.#deadline = performance.now() + options.timeoutSeconds * 1000;
+  }
+
+  /** Waits for `condition`; past the run's deadline, says which devices are stuck, and throws. */
+  async #waitFor(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
+    const fleet = this.#fleet!;
+    const out = this.#out;
+    const deadline = this.#deadline;
+    while (!(await condition())) {
+      if (performance.now() > deadline) {
+        // Say where the devices that did not get there are, and why, before giving up.
+        const stuck = (await fleet.report()).filter((d) => !d.telemetry.marks?.complete);
+        out(`${stuck.length} devices did not complete; the first of them:`);
+        for (const d of stuck.slice(0, 5)) {
+          out(
+            `  ${d.telemetry.thing}: ${d.telemetry.state}, ${d.telemetry.version}, update ${d.telemetry.updateState}`,
+          );
+          for (const line of d.lastLog) out(`    ${line}`);
+        }
+        throw new Error(`timed out waiting for ${what}`);
+      }
+      this.#sample();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** Boot: every device of the first wave running; the leader creates the signing profile. */
+  async boot(): Promise<void> {
+    const fleet = this.#fleet!;
+    await this.#waitFor(
+      () =>
+        [...fleet.telemetry.values()].filter((t) => t.state === "running").length ===
+          this.#initialDevices,
+      "every device to boot",
+    );
+    this.#endPhase("boot");
+    if (this.#leader) {
+      const images = this.#images!;
+      await this.#cloud!.access.createSigningProfile({
+        name: "fleet",
+        rootPem: pemEncode("CERTIFICATE", certificateDer(images.root)),
+        certificatePem: images.signerPem,
+        privateKeyPem: await exportPrivateKeyPem(images.signerKeys.privateKey),
+      });
+    }
+  }
+
+  /** The fault plan, carried out: messages now, disconnects on timers. */
+  #injectFaults(): void {
+    const fleet = this.#fleet!;
+    const things = this.#devices.map((d) => d.thing);
+    for (const fault of planDeviceFaults(things, this.options, this.#random)) {
+      if (fault.delayMs === 0) fleet.send(fault.thing, fault.message);
+      else {
+        this.#faultTimers.push(
+          setTimeout(() => fleet.send(fault.thing, fault.message), fault.delayMs),
+        );
+      }
+    }
+  }
+
+  /** One update: created (or awaited, in a follower shard), followed until it has ended. */
+  async rollOut(version: string, index: number): Promise<void> {
+    const options = this.options;
+    const access = this.#cloud!.access;
+    const fleet = this.#fleet!;
+    const random = this.#random;
+    const crashPlan = this.#crashPlan;
+    const local = this.#devices.length;
+    const lateJoiners = options.scenario === "late-joiners"
+      ? this.#devices.slice(this.#initialDevices)
+      : [];
+    const otaUpdateId = `fleet-${version.replaceAll(".", "-")}`;
+    let created = this.#leader ? null : await access.findOtaUpdate(otaUpdateId);
+    if (!this.#leader) {
+      await this.#waitFor(
+        async () => (created = await access.findOtaUpdate(otaUpdateId)) !== null,
+        `shard 1 to create ${otaUpdateId}`,
+      );
+    } else {
+      created = await access.createOtaUpdate(
+        updateRequestFor(options, version, index, this.#behavior(), CERT_PATH),
+      );
+    }
+    const { jobId, fileSize } = created!;
+    const createdAt = Date.now();
+    this.#jobIds.push(jobId);
+    this.#imageBytes = fileSize;
+    if (index === 0) this.#injectFaults();
+    if (lateJoiners.length > 0) {
+      // Devices that join the group while the continuous job runs get it without rate limits.
+      await fleet.addDevices(lateJoiners);
+      for (const device of lateJoiners) await access.addToGroup(device.thing);
+    }
+    const progress = async () => {
+      const state = await access.jobState(jobId);
+      const counts = state.counts;
+      this.#series.push({
+        t: Math.round(performance.now() - this.#started),
+        counts: { ...counts },
+      });
+      if (performance.now() - this.#lastLine > 1000) {
+        const bytes = access.bytesDelivered(options.blockSize) ?? 0;
+        const rate = (bytes - this.#lastBytes) / ((performance.now() - this.#lastAt) / 1000);
+        const done = counts.SUCCEEDED + counts.FAILED + counts.REJECTED + counts.TIMED_OUT +
+          counts.CANCELED;
+        const elapsed = (performance.now() - this.#started) / 1000;
+        const eta = done > 0 ? Math.round((options.devices - done) * elapsed / done) : null;
+        this.#lastLine = this.#lastAt = performance.now();
+        this.#lastBytes = bytes;
+        const status = state.status;
+        if (this.#onProgress) {
+          this.#onProgress({
+            version,
+            status,
+            done,
+            total: options.devices,
+            counts: { ...counts },
+            mbPerSecond: rate / 1e6,
+            etaSeconds: eta,
+          });
+        } else {
+          this.#out(
+            `progress ${version}: ${status} succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending} | ${
+              (rate / 1e6).toFixed(1)
+            } MB/s | ETA ${eta === null ? "?" : `${eta} s`}`,
+          );
+        }
+      }
+      return state;
+    };
+    let canceled = false;
+    const ended = async () => {
+      const state = await progress();
+      const done = state.counts;
+      if (
+        options.cancelAt !== undefined && !canceled &&
+        done.SUCCEEDED + done.FAILED + done.REJECTED + done.TIMED_OUT >=
+          options.cancelAt * options.devices
+      ) {
+        canceled = true;
+        await access.cancelJob(jobId, "canceled by the operator mid-rollout (--cancel)");
+      }
+      const doneShare = (done.SUCCEEDED + done.FAILED + done.REJECTED + done.TIMED_OUT) /
+        options.devices;
+      while (this.#crashesDone < crashPlan.length && doneShare >= crashPlan[this.#crashesDone]!) {
+        fleet.crashWorker(random.below(fleet.workerCount));
+        this.#crashesDone++;
+      }
+      const status = state.status;
+      const continuousDone = options.scenario === "late-joiners" &&
+        done.SUCCEEDED === options.devices;
+      if (status !== "COMPLETED" && status !== "CANCELED" && !continuousDone) return false;
+      // A crash just ordered has not been seen yet: its devices' telemetry is not news yet.
+      if (fleet.workerRestarts < this.#crashesDone) return false;
+      // Wait for devices to settle: none mid-update, every confirmation landed.
+      return fleet.telemetry.size === local &&
+        [...fleet.telemetry.values()].every((t) =>
+          t.state === "running" && !t.trial &&
+          (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
+        );
+    };
+    await this.#waitFor(ended, `the update to ${version} to end`);
+    this.#endPhase(`update ${version}`);
+    this.#stages[version] = stageTimes(
+      createdAt,
+      [...fleet.telemetry.values()].map((t) => t.marks),
+      jobId,
+    );
+  }
+
+  /** Report: the outcome over every update, versions, faults, bricked devices, the judgement. */
+  async report(): Promise<FleetReport> {
+    const options = this.options;
+    const access = this.#cloud!.access;
+    const fleet = this.#fleet!;
+    const devices = this.#devices;
+    const local = devices.length;
+    const globalBad = this.#globalBad;
+    const versions = this.versions;
+    const jobId = this.#jobIds[this.#jobIds.length - 1]!;
+    const expectedVersion = `${versions[versions.length - 1]}+0`;
+    const finals = await fleet.report();
+    const last = await access.jobState(jobId);
+    const counts = last.counts;
+    // Outcome over every update of the run (back-to-back runs three).
+    const total = { SUCCEEDED: 0, FAILED: 0, REJECTED: 0, TIMED_OUT: 0, CANCELED: 0 };
+    for (const id of this.#jobIds) {
+      const c = (await access.jobState(id)).counts;
+      for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += c[key];
+    }
+    const runningVersion: Record<string, number> = {};
+    for (const d of finals) {
+      const version = d.telemetry.version ?? "none";
+      runningVersion[version] = (runningVersion[version] ?? 0) + 1;
+    }
+    const faults = {
+      disconnects: 0,
+      corruptedBlocks: 0,
+      powerCuts: 0,
+      trialPowerCuts: 0,
+      crashes: 0,
+      lostMessages: 0,
+      workerCrashes: this.#crashesDone,
+      workerRestarts: fleet.workerRestarts,
+    };
+    for (const d of finals) {
+      faults.disconnects += d.faults.disconnects;
+      faults.corruptedBlocks += d.faults.corruptedBlocks;
+      faults.powerCuts += d.faults.powerCuts;
+      faults.trialPowerCuts += d.faults.trialPowerCuts;
+      faults.crashes += d.faults.crashes;
+      faults.lostMessages += d.faults.lostMessages;
+    }
+    const jobStatus = last.status;
+    const bricked = finals.filter((d) => !d.bootable).length;
+    const { expected, asExpected } = judgeRun({
+      options,
+      local,
+      finals: finals.length,
+      bricked,
+      globalBad,
+      // Job counts cover the whole fleet (every shard); versions and boots this process's devices.
+      badDevices: devices.filter((d) => d.badImage).length,
+      // A power loss while the new image runs on trial reverts it, as a crash would: that
+      // execution FAILS (unless --retries gives it another go). Only such devices may miss it.
+      revertedByPowerCut: finals.filter((d) =>
+        d.faults.trialPowerCuts > 0 && d.telemetry.version !== expectedVersion
+      ).length,
+      trialPowerCuts: faults.trialPowerCuts,
+      expectedVersion,
+      updates: versions.length,
+      runningVersion,
+      jobStatus,
+      lastCounts: counts,
+      total,
+    });
+    const updates = [];
+    for (const id of this.#jobIds) {
+      const state = await access.jobState(id);
+      updates.push({
+        jobId: id,
+        status: state.status,
+        counts: state.counts as unknown as Record<string, number>,
+      });
+    }
+    this.#sample();
+    this.#endPhase("report");
+    return {
+      scenario: options.scenario,
+      devices: local,
+      imageBytes: this.#imageBytes,
+      blockBytes: options.blockSize,
+      protocol: options.protocol,
+      workers: fleet.workerCount,
+      outcome: {
+        succeeded: counts.SUCCEEDED,
+        failed: counts.FAILED,
+        rejected: counts.REJECTED,
+        timedOut: counts.TIMED_OUT,
+        canceled: counts.CANCELED,
+        // Everything else: still open, removed, or never notified (a canceled rollout stops there).
+        other: local - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
+          counts.TIMED_OUT - counts.CANCELED,
+      },
+      updates,
+      jobStatus,
+      bricked,
+      runningVersion,
+      faults,
+      // A remote cloud does not say what its stream service sent: estimate from the image size.
+      bytesDelivered: access.bytesDelivered(options.blockSize) ??
+        this.#imageBytes * total.SUCCEEDED,
+      wallSeconds: Math.round((performance.now() - this.#started) / 100) / 10,
+      phases: this.#phases,
+      stages: this.#stages,
+      peakRssBytes: this.#peakRss,
+      series: this.#series,
+      expected,
+      asExpected,
+    };
+  }
+
+  /** Stops timers, Workers and servers; prints the last device logs of a run that failed. */
+  async close(failed: boolean): Promise<void> {
+    for (const timer of this.#faultTimers) clearTimeout(timer);
+    if (failed) { for (const line of this.#logs.slice(-20)) this.#out(`log: ${line}`); }
+    await this.#fleet?.stop();
+    await this.#cloud?.server?.shutdown();
+    await this.#cloud?.embedded?.close();
+  }
+}
+
+/**
+ * Runs a fleet as `options` say (see {@linkcode parseFleetArgs}) and returns its report; with
+ * `cpuProfile`, V8 profiles of this thread and of every Worker land in that directory.
+ *
+ * @example
+ * ```ts ignore
+ * const report = await runFleet(parseFleetArgs(["--devices", "50"]), console.log);
+ * ```
+ */
+export async function runFleet(
+  options: Options,
+  out: (line: string) => void,
+  onProgress?: (progress: FleetProgress) => void,
+  linger?: (report: FleetReport) => Promise<void>,
+): Promise<FleetReport> {
+  if (!options.cpuProfile) return await runPhases(options, out, onProgress, linger);
+  // Here rather than in the CLI, so that a run through this API gets the main thread's profile
+  // and a directory its Workers can write to.
+  await Deno.mkdir(options.cpuProfile, { recursive: true });
+  const stopCpuProfile = await startCpuProfile();
+  try {
+    return await runPhases(options, out, onProgress, linger);
+  } finally {
+    await stopCpuProfile(`${options.cpuProfile}/main.cpuprofile`);
+  }
+}
+
+async function runPhases(
+  options: Options,
+  out: (line: string) => void,
+  onProgress?: (progress: FleetProgress) => void,
+  linger?: (report: FleetReport) => Promise<void>,
+): Promise<FleetReport> {
+  const run = new FleetRun(options, out, onProgress);
+  let report: FleetReport | null = null;
+  try {
+    await run.setUp();
+    await run.boot();
+    for (const [index, version] of run.versions.entries()) await run.rollOut(version, index);
+    report = await run.report();
+    if (linger) await linger(report);
+    return report;
+  } finally {
+    await run.close(report === null);
+  }
+}
