@@ -17,7 +17,6 @@
 
 import { fromBase64 } from "../lib/base64.ts";
 import { formatVersion } from "../protocol/image_format.ts";
-import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import {
   OtaImageState,
   OtaPalImageState,
@@ -52,7 +51,13 @@ import type {
   OtaAgentOptions,
 } from "./agent_config.ts";
 import { DEFAULT_AGENT_CONFIG } from "./agent_config.ts";
-import type { AgentPlatform, HttpPort, MqttPort, UpdatableComponent } from "./ports.ts";
+import {
+  type AgentPlatform,
+  type HttpPort,
+  type MqttPort,
+  type PalFile,
+  type UpdatableComponent,
+} from "./ports.ts";
 import { JobReporter } from "./job_reporter.ts";
 import { ResumeStore } from "./resume_record.ts";
 import { notOnTrialAction, trialVersionProblem } from "./self_test.ts";
@@ -1151,7 +1156,7 @@ export class OtaAgent {
       return { ok: true };
     }
     const pal = this.#platform.pal;
-    const file: OtaFileContext = {
+    const file: PalFile = {
       filePath: active.spec.filePath,
       fileSize: active.spec.fileSize,
       signature: active.spec.signature,

@@ -11,11 +11,11 @@ import { decodeStreamBlock } from "../protocol/stream_codec.ts";
 import { compareVersions, decodeHeader, type ImageVersion } from "../protocol/image_format.ts";
 import type { DataProtocol, OtaFileSpec, OtaJob } from "../protocol/job_document.ts";
 import { OtaErr, stateReason } from "../protocol/job_status.ts";
-import type { OtaFileContext } from "../bootloader/ota_pal.ts";
 import { toBase64 } from "../lib/base64.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { BlockBitmap } from "./bitmap.ts";
 import type { ResumeRecord } from "./resume_record.ts";
+import { type PalFile } from "./ports.ts";
 
 /** What choosing and sizing a download depends on. */
 export interface DownloadOptions {
@@ -41,7 +41,7 @@ export interface ActiveFile {
   readonly blockCount: number;
   bitmap: BlockBitmap;
   url: string | null;
-  palFile: OtaFileContext | null;
+  palFile: PalFile | null;
   data: Uint8Array | null;
   opened: boolean;
   momentum: number;

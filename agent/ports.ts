@@ -8,7 +8,6 @@
  */
 
 import { type ImageVersion } from "../protocol/image_format.ts";
-import { type OtaPal } from "../bootloader/ota_pal.ts";
 
 /** The MQTT connection, as the agent sees it. */
 export interface MqttPort {
@@ -48,9 +47,49 @@ export interface UpdatableComponent {
   confirm(): boolean;
 }
 
+/** A file being received, as the agent describes it to the PAL (AWS `OtaFileContext_t`). */
+export interface PalFile {
+  /** Path of the file on the device (job document `filepath`). */
+  filePath: string;
+  /** Declared size. */
+  fileSize: number;
+  /** Detached DER ECDSA signature (job document `sig-sha256-ecdsa`, base64-decoded). */
+  signature: Uint8Array | null;
+  /** Path of the signer certificate (job document `certfile`). */
+  certFilePath: string;
+  /** The PAL's handle of the open file; null when none. */
+  fileHandle: object | null;
+}
+
+/**
+ * The OTA PAL as the agent uses it: the AWS PAL calls, each answering an `OtaPalStatus_t`
+ * (`protocol/ota_pal_status.ts`), and the last error in words. `bootloader/ota_pal.ts`
+ * implements it on the PSA firmware-update service.
+ */
+export interface PalPort {
+  /** Why the last call failed, for reports. */
+  readonly lastError: string | null;
+  createFileForRx(file: PalFile | null): number;
+  /** Reopens a file whose download was interrupted (a reset, a power cut), keeping its blocks. */
+  resumeFileForRx(file: PalFile | null): number;
+  writeBlock(file: PalFile | null, offset: number, data: Uint8Array): number;
+  /** Checks the detached signature and has the image verified as the bootloader will. */
+  closeFile(file: PalFile | null): Promise<number>;
+  /** Checks a data file's detached signature against the certificate at `certFilePath`. */
+  checkDataSignature(
+    data: Uint8Array,
+    signature: Uint8Array | null,
+    certFilePath: string,
+  ): Promise<number>;
+  activateNewImage(file: PalFile | null): number;
+  resetDevice(file: PalFile | null): number;
+  setPlatformImageState(file: PalFile | null, state: number): number;
+  getPlatformImageState(file: PalFile | null): number;
+}
+
 /** What the agent needs from the device it runs on. */
 export interface AgentPlatform {
-  readonly pal: OtaPal;
+  readonly pal: PalPort;
   /** Version of the image running now. */
   readonly runningVersion: ImageVersion;
   /** The application's self-test (must reach the cloud, must not crash). */
