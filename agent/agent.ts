@@ -27,7 +27,12 @@ import {
 import { FwuState } from "../bootloader/fwu.ts";
 import type { Clock, TimerId } from "../lib/clock.ts";
 import { BlockBitmap } from "./bitmap.ts";
-import { type JobMessage, type OtaJob, parseJobMessage } from "../protocol/job_document.ts";
+import {
+  CODE_VERIFY_KEY,
+  type JobMessage,
+  type OtaJob,
+  parseJobMessage,
+} from "../protocol/job_document.ts";
 import {
   acceptedReason,
   failedReason,
@@ -1019,7 +1024,7 @@ export class OtaAgent {
       const status = await pal.checkDataSignature(
         active.data!,
         active.spec.signature,
-        active.spec.certFile,
+        active.spec.certFile ?? CODE_VERIFY_KEY,
       );
       if (otaPalMain(status) !== OtaPalMainStatus.Success) {
         return await this.#failActive(
@@ -1160,7 +1165,7 @@ export class OtaAgent {
       filePath: active.spec.filePath,
       fileSize: active.spec.fileSize,
       signature: active.spec.signature,
-      certFilePath: active.spec.certFile,
+      certFilePath: active.spec.certFile ?? CODE_VERIFY_KEY,
       fileHandle: null,
     };
     const record = this.#resume.loadRecord();

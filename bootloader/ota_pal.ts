@@ -19,6 +19,7 @@ import {
   OtaPalMainStatus,
   otaPalStatus,
 } from "../protocol/ota_pal_status.ts";
+import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 
 /** Handle of the file being received. */
 export interface OtaFileHandle {
@@ -143,9 +144,16 @@ export class OtaPal {
     return data.length;
   }
 
-  /** `otaPal_ReadAndAssumeCertificate`: the signer certificate at `path`, or null. */
+  /**
+   * `otaPal_ReadAndAssumeCertificate`: the signer certificate at `path`, or null. Like the AWS
+   * PALs, a name the store does not hold falls back to the device's own code-verification
+   * certificate ({@linkcode CODE_VERIFY_KEY}), when it was provisioned with one: AWS's
+   * documents name certificates (`test.crt`, `Code Verify Key`) a device may keep elsewhere.
+   * Whatever is read must still chain to the ROM root and be a code signer.
+   */
   readAndAssumeCertificate(path: string): { certificate: Uint8Array; size: number } | null {
-    const stored = this.#context.rom.certificates?.get(path);
+    const store = this.#context.rom.certificates;
+    const stored = store?.get(path) ?? store?.get(CODE_VERIFY_KEY);
     if (stored === undefined) return null;
     const certificate = typeof stored === "string" ? new TextEncoder().encode(stored) : stored;
     return { certificate, size: certificate.length };

@@ -35,6 +35,7 @@ import { FleetSupervisor } from "./supervisor.ts";
 import { blocksPerRequestFor, type Options } from "./fleet_args.ts";
 import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
+import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 
 /** Where devices keep the signer certificate the job document names. */
 const CERT_PATH = "/certs/ota_signer.pem";
@@ -348,7 +349,9 @@ class FleetRun {
       init: {
         slotSectors,
         rootCertificateDer: certificateDer(images.root),
-        certificates: [[CERT_PATH, images.signerPem]],
+        // The signer under its path, and as the device's own code-verification certificate, which
+        // AWS's documents name (`Code Verify Key`) or fall back to.
+        certificates: [[CERT_PATH, images.signerPem], [CODE_VERIFY_KEY, images.signerPem]],
         factoryImage: images.factoryImage,
         secondStage: images.secondStage,
         brokerUrl: access.brokerUrl,

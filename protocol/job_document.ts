@@ -13,6 +13,8 @@
 import { fromBase64, toBase64 } from "../lib/base64.ts";
 import { failedReason, JobParseErr } from "./job_status.ts";
 import { OtaPalMainStatus } from "./ota_pal_status.ts";
+import { duplicateKey } from "./strict_json.ts";
+import { derSignatureToRaw } from "./signatures.ts";
 
 /** Data protocols a job can offer. */
 export type DataProtocol = "MQTT" | "HTTP";
@@ -22,7 +24,11 @@ export interface OtaFileSpec {
   readonly filePath: string;
   readonly fileSize: number;
   readonly fileId: number;
-  readonly certFile: string;
+  /**
+   * The signer certificate the document names (`certfile`), or null when it names none: the
+   * device then uses its own code-verification certificate ({@linkcode CODE_VERIFY_KEY}).
+   */
+  readonly certFile: string | null;
   /** Detached DER ECDSA signature (base64-decoded `sig-sha256-ecdsa`). */
   readonly signature: Uint8Array;
   /** 0 = firmware (goes through the PAL and the bootloader); others are data files. */
@@ -126,13 +132,22 @@ export function buildOtaDocument(spec: {
   return { afr_ota: ota };
 }
 
+/**
+ * The name of a device's own code-verification certificate (the AWS PKCS#11 label of the key
+ * the OTA PAL verifies with): what a document without `certfile` means, and where an AWS PAL
+ * falls back when the named certificate is not in its store.
+ */
+export const CODE_VERIFY_KEY = "Code Verify Key";
+
 const JOB_ID = /^[a-zA-Z0-9_-]{1,64}$/;
 const STREAM_NAME = /^[a-zA-Z0-9_-]{1,128}$/;
 const SAFE_PATH = /^[A-Za-z0-9_.\-/]{1,128}$/;
 const SIGNATURE_KEYS = /^sig-/;
 
 /**
- * The default file-path rule: 1..128 characters of `[A-Za-z0-9_.-/]`, no `..` segment, not absolute.
+ * The default file-path rule for the name a file gets on the device (after
+ * {@linkcode deviceFileName}): 1..128 characters of `[A-Za-z0-9_.-/]`, no `..` segment, not
+ * absolute.
  *
  * @example
  * ```ts
@@ -174,8 +189,41 @@ function stringField(
   return value;
 }
 
+/** An optional field: absent and JSON null alike mean "not given" (AWS sends both). */
 function optionalString(obj: Record<string, unknown>, key: string, where: string): string | null {
-  return obj[key] === undefined ? null : stringField(obj, key, where);
+  return obj[key] === undefined || obj[key] === null ? null : stringField(obj, key, where);
+}
+
+/**
+ * The name a file gets on this device. The document's path names the file; the device decides
+ * where it goes (firmware to the update slot), as the AWS PALs of devices without a file system
+ * do: a leading `/` is dropped (`/test/demo` is `test/demo`), and no path, `null` or `/` alone
+ * gives the file its default name (`firmware.bin`, or `file-<fileid>.bin` for other types).
+ *
+ * @example
+ * ```ts
+ * import { deviceFileName } from "./job_document.ts";
+ * deviceFileName("/test/demo", 0, 0); // "test/demo"
+ * deviceFileName("/", 0, 0); // "firmware.bin"
+ * deviceFileName(null, 7, 2); // "file-2.bin"
+ * ```
+ */
+export function deviceFileName(path: string | null, fileType: number, fileId: number): string {
+  const name = (path ?? "").replace(/^\/+/, "");
+  if (name !== "") return name;
+  return fileType === 0 ? "firmware.bin" : `file-${fileId}.bin`;
+}
+
+/** Control characters (C0, DEL, C1): never part of a name a device looks up. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+function optionalInteger(
+  obj: Record<string, unknown>,
+  key: string,
+  where: string,
+  max: number,
+): number | null {
+  return obj[key] === undefined || obj[key] === null ? null : integerField(obj, key, where, max);
 }
 
 function integerField(
@@ -194,7 +242,9 @@ function integerField(
 function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaFileSpec {
   const where = `files[${index}]`;
   if (!isObject(raw)) throw malformed(`${where} must be an object`);
-  const filePath = stringField(raw, "filepath", where);
+  const fileId = integerField(raw, "fileid", where, 255);
+  const fileType = optionalInteger(raw, "fileType", where, 255) ?? 0;
+  const filePath = deviceFileName(optionalString(raw, "filepath", where), fileType, fileId);
   if (!(limits.isAllowedPath ?? defaultPathRule)(filePath)) {
     throw new Refusal(
       "REJECTED",
@@ -210,10 +260,13 @@ function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaF
       `${where}.filesize is 0`,
     );
   }
-  const fileId = integerField(raw, "fileid", where, 255);
-  const certFile = stringField(raw, "certfile", where);
-  const fileType = raw.fileType === undefined ? 0 : integerField(raw, "fileType", where, 255);
-  const attributes = raw.attr === undefined ? null : integerField(raw, "attr", where, 0xffffffff);
+  const certFile = optionalString(raw, "certfile", where);
+  if (certFile !== null && (certFile === "" || certFile.length > 256 || CONTROL.test(certFile))) {
+    throw malformed(
+      `${where}.certfile must name a certificate: 1..256 characters, no control characters`,
+    );
+  }
+  const attributes = optionalInteger(raw, "attr", where, 0xffffffff);
   const signatureKeys = Object.keys(raw).filter((key) => SIGNATURE_KEYS.test(key));
   if (signatureKeys.length !== 1) {
     throw malformed(
@@ -245,6 +298,10 @@ function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaF
   if (updateDataUrl !== null && !/^https?:\/\/[^\s]+$/.test(updateDataUrl)) {
     throw malformed(`${where}.update_data_url is not an http(s) URL`);
   }
+  // Last, so that what else is wrong with a file is said first: a DER signature is checked by
+  // its structure (SEQUENCE of two minimal positive INTEGERs), not only by its length.
+  const der = derSignatureToRaw(signature);
+  if (!der.ok) throw malformed(`${where}.${algorithm} is not a DER ECDSA signature: ${der.reason}`);
   return {
     filePath,
     fileSize,
@@ -264,12 +321,12 @@ function parseExecution(
   limits: JobDocumentLimits,
 ): OtaJob {
   let versionNumber: number | null = null;
-  if (execution.versionNumber !== undefined) {
+  if (execution.versionNumber !== undefined && execution.versionNumber !== null) {
     versionNumber = integerField(execution, "versionNumber", "execution", 0x7fffffff);
   }
   const executionStatus = optionalString(execution, "status", "execution");
   const statusDetails: Record<string, string> = {};
-  if (execution.statusDetails !== undefined) {
+  if (execution.statusDetails !== undefined && execution.statusDetails !== null) {
     if (!isObject(execution.statusDetails)) {
       throw malformed("execution.statusDetails must be an object");
     }
@@ -305,7 +362,7 @@ function parseExecution(
       `no supported data protocol in ${JSON.stringify(protocolsRaw).slice(0, 80)}`,
     );
   }
-  const streamName = ota.streamname === undefined
+  const streamName = ota.streamname === undefined || ota.streamname === null
     ? null
     : stringField(ota, "streamname", "afr_ota", STREAM_NAME);
   const filesRaw = ota.files;
@@ -389,7 +446,7 @@ export function parseJobMessage(payload: Uint8Array, limits: JobDocumentLimits):
       detail: "message is not a JSON object",
     };
   }
-  if (message.execution === undefined) return { kind: "no-job" };
+  if (message.execution === undefined || message.execution === null) return { kind: "no-job" };
   const execution = message.execution;
   const jobId =
     isObject(execution) && typeof execution.jobId === "string" && JOB_ID.test(execution.jobId)
@@ -406,6 +463,10 @@ export function parseJobMessage(payload: Uint8Array, limits: JobDocumentLimits):
         failedReason(12, JobParseErr.NonConformingJobDoc),
         `job document of ${payload.length} bytes exceeds ${maxBytes}`,
       );
+    }
+    const twice = duplicateKey(text);
+    if (twice !== null) {
+      throw malformed(`key '${twice.slice(0, 64)}' appears twice in one object`);
     }
     return { kind: "job", job: parseExecution(execution, jobId, limits) };
   } catch (error) {

@@ -3,7 +3,9 @@ import fc from "fast-check";
 import { parseJobMessage } from "../../protocol/job_document.ts";
 
 const limits = { maxFirmwareSize: 64 * 1024 };
-const SIG = btoa(String.fromCharCode(0x30, 0x44, ...new Array(68).fill(1)));
+// A DER ECDSA signature (the one in AWS's own test documents): 70 bytes, well formed.
+const SIG =
+  "MEQCIF2QDvww1G/kpRGZ8FYvQrok1bSZvXjXefRk7sqNcyPTAiB4dvGt8fozIY5NC0vUDJ2MY42ZERYEcrbwA4n6q7vrBg==";
 
 function file(overrides: Record<string, unknown> = {}) {
   return {
@@ -127,10 +129,33 @@ const corpus: [string, Uint8Array, "FAILED" | "REJECTED" | "none", RegExp][] = [
     /allowed names/,
   ],
   [
-    "absolute path",
-    message({ ...valid, files: [file({ filepath: "/bin/sh" })] }),
+    "path traversal after the leading slash",
+    message({ ...valid, files: [file({ filepath: "/../boot/rom.bin" })] }),
     "REJECTED",
     /allowed names/,
+  ],
+  [
+    "a signature only as long as a DER one",
+    message({
+      ...valid,
+      files: [file({
+        "sig-sha256-ecdsa": btoa(String.fromCharCode(0x30, 0x44, ...new Array(68).fill(1))),
+      })],
+    }),
+    "FAILED",
+    /not a DER ECDSA signature/,
+  ],
+  [
+    "empty certfile",
+    message({ ...valid, files: [file({ certfile: "" })] }),
+    "FAILED",
+    /certfile must name a certificate/,
+  ],
+  [
+    "control characters in certfile",
+    message({ ...valid, files: [file({ certfile: "signer\u0000.pem" })] }),
+    "FAILED",
+    /certfile must name a certificate/,
   ],
   [
     "RSA signature",
@@ -256,4 +281,61 @@ Deno.test("parseJobMessage(): property: any JSON value in, a typed result out, n
     ),
     { numRuns: 1000 },
   );
+});
+
+Deno.test("parseJobMessage() refuses a key given twice, even when the last one is valid", () => {
+  const good = JSON.stringify(message(valid).length > 0 ? SIG : "");
+  // A garbage signature first, then a valid one: JSON.parse would keep the valid one.
+  const text = new TextDecoder().decode(message(valid)).replace(
+    `"sig-sha256-ecdsa":${good}`,
+    `"sig-sha256-ecdsa":"AAAA","sig-sha256-ecdsa":${good}`,
+  );
+  assert.ok(text.includes('"AAAA"'), "the duplicate is in the message");
+  const result = parseJobMessage(new TextEncoder().encode(text), limits);
+  assert.equal(result.kind, "invalid");
+  if (result.kind !== "invalid") return;
+  assert.equal(result.jobId, "AFR_OTA-job1");
+  assert.match(result.detail, /key 'sig-sha256-ecdsa' appears twice/);
+});
+
+Deno.test("parseJobMessage() maps an absolute or missing file path to the device's own name", () => {
+  const named = (filepath: unknown, extra: Record<string, unknown> = {}) => {
+    const result = parseJobMessage(
+      message({ ...valid, files: [file({ filepath, ...extra })] }),
+      limits,
+    );
+    assert.equal(result.kind, "job", JSON.stringify(result));
+    return result.kind === "job" ? result.job.files[0]!.filePath : "";
+  };
+  assert.equal(named("/test/demo"), "test/demo");
+  assert.equal(named("/"), "firmware.bin");
+  assert.equal(named(null), "firmware.bin");
+  assert.equal(named(undefined), "firmware.bin");
+  assert.equal(named(null, { fileType: 7, fileid: 3 }), "file-3.bin");
+});
+
+Deno.test("parseJobMessage(): JSON null is absent for optional fields; no certfile means the device's own", () => {
+  const result = parseJobMessage(
+    message({
+      ...valid,
+      files: [
+        file({
+          certfile: null,
+          update_data_url: null,
+          auth_scheme: null,
+          attr: null,
+          fileType: null,
+        }),
+      ],
+    }, { statusDetails: null, versionNumber: null }),
+    limits,
+  );
+  assert.equal(result.kind, "job", JSON.stringify(result));
+  if (result.kind !== "job") return;
+  const spec = result.job.files[0]!;
+  assert.equal(spec.certFile, null);
+  assert.equal(spec.updateDataUrl, null);
+  assert.equal(spec.authScheme, null);
+  assert.equal(spec.fileType, 0);
+  assert.equal(result.job.versionNumber, null);
 });
