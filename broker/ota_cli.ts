@@ -25,6 +25,8 @@ Commands:
   create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
               and either  --payload FILE --version X.Y.Z --security-counter N --profile NAME
               or          --image FILE --signature FILE(DER) --certificate FILE(PEM)
+                          [--root FILE(PEM): the root the devices trust; default: the
+                          signing profiles' roots]
               [--protocol MQTT|HTTP|both] [--max-per-minute N]
               [--abort-failed-percent P --abort-min N] [--timeout-minutes N] [--retries N]
               [--file-type N]  0 firmware (default), 1 second-stage bootloader
@@ -101,6 +103,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         image: { type: "string" },
         signature: { type: "string" },
         certificate: { type: "string" },
+        root: { type: "string" },
         payload: { type: "string" },
         version: { type: "string" },
         "security-counter": { type: "string" },
@@ -202,6 +205,9 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           request.certificatePem = new TextDecoder().decode(
             await file(values.certificate, "certificate"),
           );
+          if (values.root !== undefined) {
+            request.rootPem = new TextDecoder().decode(await file(values.root, "root"));
+          }
         } else {
           request.payload = toBase64(await file(values.payload, "payload"));
           if (!values.version) throw new UsageError("Missing required option --version");

@@ -8,7 +8,12 @@
  */
 
 import { fromBase64 } from "../lib/base64.ts";
-import { checkCodeSigner, parseCertificate } from "../protocol/certificates.ts";
+import {
+  type Certificate,
+  checkCodeSigner,
+  type CodeSigner,
+  parseCertificate,
+} from "../protocol/certificates.ts";
 import { importPrivateKeyPem, sha256, signData, verifySignature } from "../protocol/signatures.ts";
 import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
@@ -35,6 +40,11 @@ export interface OtaUpdateRequest {
   readonly image?: string;
   readonly signature?: string;
   readonly certificatePem?: string;
+  /**
+   * The root CA the targets' devices trust, which an external signer certificate must chain to
+   * (PEM). Without it, the roots of the cloud's signing profiles are those devices' roots.
+   */
+  readonly rootPem?: string;
   /** ...or an unsigned payload (base64) with version, security counter and a signing profile. */
   readonly payload?: string;
   readonly version?: string;
@@ -258,6 +268,38 @@ export class OtaUpdateManager {
     return this.#store.listRecords<OtaUpdateRecord>("ota-update");
   }
 
+  /** An external signer certificate, checked against `rootPem` or the signing profiles' roots. */
+  async #checkExternalSigner(
+    certificate: Certificate,
+    rootPem: string | undefined,
+  ): Promise<Created<CodeSigner>> {
+    const roots: Certificate[] = [];
+    if (rootPem !== undefined) {
+      const root = parseCertificate(rootPem);
+      if (!root.ok) return { ok: false, reason: `rootPem: ${root.reason}` };
+      roots.push(root.value);
+    } else {
+      for (const profile of this.#store.listRecords<SigningProfile>("signing-profile")) {
+        const root = parseCertificate(profile.rootPem);
+        if (root.ok && !roots.some((r) => r.equal(root.value))) roots.push(root.value);
+      }
+    }
+    if (roots.length === 0) {
+      return {
+        ok: false,
+        reason:
+          "certificatePem: no root to check it against: give rootPem (the root the devices trust) or create a signing profile",
+      };
+    }
+    let first: string | null = null;
+    for (const root of roots) {
+      const checked = await checkCodeSigner(certificate, root, { at: new Date(this.#now()) });
+      if (checked.ok) return checked;
+      first ??= checked.reason;
+    }
+    return { ok: false, reason: `certificatePem: ${first}` };
+  }
+
   async #signedFile(
     request: OtaUpdateRequest,
   ): Promise<Created<{ image: Uint8Array; signature: Uint8Array }>> {
@@ -270,11 +312,12 @@ export class OtaUpdateManager {
       }
       const cert = parseCertificate(request.certificatePem ?? "");
       if (!cert.ok) return { ok: false, reason: `certificatePem: ${cert.reason}` };
-      const key = await cert.value.publicKey.export({ name: "ECDSA", namedCurve: "P-256" }, [
-        "verify",
-      ]).catch(() => null);
-      if (!key) return { ok: false, reason: "certificatePem: not an ECDSA P-256 certificate" };
-      const verifier = { key, keyHash: sha256(new Uint8Array(cert.value.publicKey.rawData)) };
+      // The checks a signing profile's certificate passes, and a device applies at close: a code
+      // signer (EKU), valid now, issued by the root the targets trust. Refused here, not after
+      // every device has downloaded the image.
+      const signer = await this.#checkExternalSigner(cert.value, request.rootPem);
+      if (!signer.ok) return signer;
+      const verifier = signer.value.verifier;
       if (!(await verifySignature(verifier, image, sha256(image), signature))) {
         return { ok: false, reason: "the signature does not verify with certificatePem" };
       }

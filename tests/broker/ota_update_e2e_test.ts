@@ -116,6 +116,7 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
       image: toBase64(image),
       signature: toBase64(tampered),
       certificatePem,
+      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
     });
@@ -125,6 +126,7 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
       image: toBase64(image),
       signature: toBase64(signature),
       certificatePem,
+      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
       protocols: ["MQTT"],
@@ -185,6 +187,7 @@ Deno.test({
       image: toBase64(image),
       signature: toBase64(await dir.read("image.sig")),
       certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
     });

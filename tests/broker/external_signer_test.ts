@@ -1,0 +1,210 @@
+/**
+ * `ota create` with an image signed outside the cloud (`openssl dgst -sha256 -sign`): the
+ * signer certificate passes the checks a signing profile's does, at creation: made by openssl, a
+ * code signer of the devices' root is taken; one without the codeSigning EKU, one from another
+ * CA and an expired one are refused with the same reasons a signing profile gets.
+ */
+import assert from "node:assert/strict";
+import { startCloud } from "../../broker/cloud.ts";
+import { runOtaCli } from "../../broker/ota_cli.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+import { OPENSSL, openssl, type OpensslDir, opensslDir } from "../helpers/openssl.ts";
+import { testImage } from "../helpers/pki.ts";
+
+const TOKEN = "external-signer-token";
+
+const CA_CONFIG = `[ca]
+default_ca = ca_default
+[ca_default]
+dir = .
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any_name
+unique_subject = no
+[any_name]
+commonName = supplied
+`;
+
+/** An openssl CA named `name` (key and self-signed certificate). */
+async function opensslCa(dir: OpensslDir, name: string): Promise<void> {
+  await openssl(dir, [
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    `${name}.key`,
+  ]);
+  await openssl(dir, [
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    `${name}.key`,
+    "-sha256",
+    "-days",
+    "3650",
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign",
+    "-out",
+    `${name}.pem`,
+  ]);
+}
+
+/** A leaf `name` issued by `ca` with `extensions`, valid from `start` to `end` (YYMMDDHHMMSSZ). */
+async function opensslLeaf(
+  dir: OpensslDir,
+  ca: string,
+  name: string,
+  extensions: string,
+  start = "250101000000Z",
+  end = "350101000000Z",
+): Promise<void> {
+  await openssl(dir, [
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    `${name}.key`,
+  ]);
+  await openssl(dir, [
+    "req",
+    "-new",
+    "-key",
+    `${name}.key`,
+    "-subj",
+    `/CN=${name}`,
+    "-out",
+    `${name}.csr`,
+  ]);
+  await dir.write(`${name}.ext`, `${extensions}\n`);
+  await openssl(dir, [
+    "ca",
+    "-batch",
+    "-config",
+    "ca.cnf",
+    "-notext",
+    "-cert",
+    `${ca}.pem`,
+    "-keyfile",
+    `${ca}.key`,
+    "-in",
+    `${name}.csr`,
+    "-out",
+    `${name}.pem`,
+    "-startdate",
+    start,
+    "-enddate",
+    end,
+    "-extfile",
+    `${name}.ext`,
+  ]);
+}
+
+const CODE_SIGNING =
+  "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning";
+
+Deno.test({
+  name:
+    "ota create --image --signature --certificate: an openssl signer is checked at creation (EKU, issuer, validity)",
+  ignore: OPENSSL.ignore,
+}, async () => {
+  const dir = await opensslDir();
+  const cloud = await startCloud();
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token: TOKEN }),
+  );
+  const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  try {
+    cloud.provisionThing("dev-1", "secret-xyz");
+    cloud.jobs.addThingToGroup("fleet", "dev-1");
+    await dir.write("ca.cnf", CA_CONFIG);
+    await dir.write("index.txt", "");
+    await dir.write("serial", "1000\n");
+    await opensslCa(dir, "devices-root");
+    await opensslCa(dir, "other-root");
+    await opensslLeaf(dir, "devices-root", "good", CODE_SIGNING);
+    await opensslLeaf(
+      dir,
+      "devices-root",
+      "no-eku",
+      "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth",
+    );
+    await opensslLeaf(dir, "other-root", "other-ca", CODE_SIGNING);
+    await opensslLeaf(
+      dir,
+      "devices-root",
+      "expired",
+      CODE_SIGNING,
+      "200101000000Z",
+      "210101000000Z",
+    );
+    await dir.write("image.bin", await testImage({ version: "1.1.0", securityCounter: 2 }));
+    const create = async (signer: string, id: string) => {
+      await openssl(dir, [
+        "dgst",
+        "-sha256",
+        "-sign",
+        `${signer}.key`,
+        "-out",
+        `${signer}.sig`,
+        "image.bin",
+      ]);
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await runOtaCli([
+        "create",
+        "--id",
+        id,
+        "--cert-file",
+        "/certs/ota_signer.pem",
+        "--group",
+        "fleet",
+        "--image",
+        `${dir.path}/image.bin`,
+        "--signature",
+        `${dir.path}/${signer}.sig`,
+        "--certificate",
+        `${dir.path}/${signer}.pem`,
+        "--root",
+        `${dir.path}/devices-root.pem`,
+        "--api",
+        api,
+      ], {
+        out: (l) => out.push(l),
+        err: (l) => err.push(l),
+        env: (n) => (n === "OTA_OPERATOR_TOKEN" ? TOKEN : undefined),
+        isTerminal: false,
+      });
+      return { code, text: [...out, ...err].join("\n") };
+    };
+    const good = await create("good", "ext-good");
+    assert.equal(good.code, 0, good.text);
+    for (
+      const [signer, reason] of [
+        ["no-eku", /lacks ExtendedKeyUsage codeSigning/],
+        ["other-ca", /issuer 'CN=other-root' is not the trusted root 'CN=devices-root'/],
+        ["expired", /expired at 2021-01-01/],
+      ] as const
+    ) {
+      const refused = await create(signer, `ext-${signer}`);
+      assert.notEqual(refused.code, 0, `${signer} was accepted`);
+      assert.match(refused.text, reason);
+      assert.equal(cloud.otaUpdates.list().some((u) => u.otaUpdateId === `ext-${signer}`), false);
+    }
+  } finally {
+    await server.shutdown();
+    await cloud.close();
+    await dir.dispose();
+  }
+});
