@@ -60,7 +60,13 @@ export class FileService {
   /** Serves `GET /files/<key>?...` (with or without a Range header). */
   handle(request: Request): Response {
     const url = new URL(request.url);
-    const key = decodeURIComponent(url.pathname.slice("/files/".length));
+    let key: string;
+    try {
+      key = decodeURIComponent(url.pathname.slice("/files/".length));
+    } catch {
+      this.refused++;
+      return new Response("malformed percent-escape in the path", { status: 400 });
+    }
     const expires = Number(url.searchParams.get("X-Ota-Expires"));
     const signature = url.searchParams.get("X-Ota-Signature") ?? "";
     const refuse = (status: number, message: string) => {
@@ -87,11 +93,15 @@ export class FileService {
         headers: { "content-length": String(file.length) },
       });
     }
-    const match = /^bytes=(\d+)-(\d*)$/.exec(range);
-    if (!match) return refuse(416, "unsupported range");
-    const start = Number(match[1]);
-    const end = Math.min(match[2] === "" ? file.length - 1 : Number(match[2]), file.length - 1);
-    if (start > end) {
+    const match = /^bytes=(\d*)-(\d*)$/.exec(range);
+    if (!match || (match[1] === "" && match[2] === "")) return refuse(416, "unsupported range");
+    // "bytes=-N" is a suffix range: the last N bytes (RFC 9110 14.1.1).
+    const suffix = match[1] === "";
+    const start = suffix ? Math.max(0, file.length - Number(match[2])) : Number(match[1]);
+    const end = suffix
+      ? file.length - 1
+      : Math.min(match[2] === "" ? file.length - 1 : Number(match[2]), file.length - 1);
+    if (start > end || (suffix && Number(match[2]) === 0)) {
       return new Response("range not satisfiable", {
         status: 416,
         headers: { "content-range": `bytes */${file.length}` },

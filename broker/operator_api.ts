@@ -27,19 +27,61 @@ const json = (status: number, body: unknown) =>
   });
 const problem = (status: number, error: string) => json(status, { error });
 
+/** The credentials of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 9110). */
+export function bearerToken(header: string | null): string {
+  const match = /^bearer +(\S+) *$/i.exec(header ?? "");
+  return match ? match[1]! : "";
+}
+
 function tokenMatches(expected: string, header: string | null): boolean {
-  const given = header?.startsWith("Bearer ") ? header.slice(7) : "";
+  const given = bearerToken(header);
   const a = new TextEncoder().encode(expected);
   const b = new TextEncoder().encode(given);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-async function readBody(request: Request, limit: number): Promise<Uint8Array | Response> {
+/**
+ * Reads a request body of at most `limit` bytes, counting as it reads: a chunked body (no
+ * Content-Length) that goes past the limit is cut off there, so one request cannot make the
+ * broker hold more than the limit.
+ */
+export async function readBody(request: Request, limit: number): Promise<Uint8Array | Response> {
+  const tooLarge = () => problem(413, `body larger than ${limit} bytes`);
   const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > limit) return problem(413, `body larger than ${limit} bytes`);
-  const body = new Uint8Array(await request.arrayBuffer());
-  if (body.length > limit) return problem(413, `body larger than ${limit} bytes`);
+  if (declared > limit) {
+    await request.body?.cancel();
+    return tooLarge();
+  }
+  if (!request.body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      await reader.cancel();
+      return tooLarge();
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.length;
+  }
   return body;
+}
+
+/** The path's segments after `/api`, percent-decoded; null when an escape is malformed. */
+export function pathSegments(pathname: string): string[] | null {
+  try {
+    return pathname.split("/").slice(2).map(decodeURIComponent);
+  } catch {
+    return null;
+  }
 }
 
 async function readJson(request: Request): Promise<Record<string, unknown> | Response> {
@@ -99,7 +141,8 @@ export function operatorApi(
 }
 
 async function route(cloud: Cloud, request: Request, url: URL): Promise<Response> {
-  const parts = url.pathname.split("/").slice(2).map(decodeURIComponent);
+  const parts = pathSegments(url.pathname);
+  if (parts === null) return problem(400, "malformed percent-escape in the path");
   const method = request.method;
   const { store, jobs } = cloud;
   const [resource, id, sub, subId] = parts;
