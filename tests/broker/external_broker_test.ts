@@ -35,6 +35,7 @@ Deno.test({
       image: toBase64(image),
       signature: toBase64(await signData(pki.signerKeys.privateKey, image)),
       certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
       certFile: SIGNER_CERT_PATH,
       targets: { groups: ["fleet"] },
     });

@@ -161,25 +161,35 @@ export const CASES: readonly QualificationCase[] = [
     name: "OTAE2EUntrustedCertificate",
     protocols: ["MQTT", "HTTP"],
     async run(world) {
-      // Signed, consistently, by a signer from another root: the cloud checks the signature
-      // against the certificate it was given; the device checks it against the one it trusts.
+      // Signed, consistently, by a signer from another root. The cloud refuses to create it (the
+      // signer does not chain to the devices' root); shipped anyway (a compromised cloud), the
+      // device checks it against the certificate it trusts and refuses it too.
       const pki = await testPki();
       const { image, signature } = await signedImage({
         version: "1.1.0",
         securityCounter: 2,
         signer: "rogue",
       });
-      const created = await world.cloud.otaUpdates.createOtaUpdate({
+      const refused = await world.cloud.otaUpdates.createOtaUpdate({
         otaUpdateId: "untrusted",
         image: toBase64(image),
         signature,
         certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.rogue)),
+        rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
         certFile: "/certs/ota_signer.pem",
         targets: { things: [world.thing] },
         protocols: [world.protocol],
       });
-      assert.ok(created.ok, !created.ok ? created.reason : "");
-      await signatureRefused(world, await world.ended(created.value.jobId, "FAILED"));
+      assert.equal(refused.ok, false);
+      assert.match(
+        refused.ok ? "" : refused.reason,
+        /signature does not verify against the trusted root/,
+      );
+      const jobId = world.rawJob("untrusted", image, (entry) => ({
+        ...entry,
+        "sig-sha256-ecdsa": signature,
+      }));
+      await signatureRefused(world, await world.ended(jobId, "FAILED"));
     },
   },
   {
