@@ -168,6 +168,18 @@ export interface ClientLimits {
   readonly maxPayloadBytes?: number;
   /** Messages per second a device may publish before it is disconnected. @default {200} */
   readonly maxMessagesPerSecond?: number;
+  /**
+   * Told every refused login and ACL violation as one line (reason, client id, remote address).
+   * Pass a rate-limited sink (`lib/rate_limited_log.ts`): a client decides how often it is called.
+   */
+  readonly onRefusal?: (line: string) => void;
+}
+
+/** Where a client connected from, as far as its transport says. */
+function remoteOf(client: HookClient): string {
+  const conn = client.conn;
+  if (!conn?.remoteAddress) return "an unknown address";
+  return conn.remotePort ? `${conn.remoteAddress}:${conn.remotePort}` : conn.remoteAddress;
 }
 
 /** The user name of the cloud services. */
@@ -182,6 +194,8 @@ export interface HookClient {
   /** The connection; a TLS one carries the verified client certificate. */
   readonly conn?: {
     readonly authorized?: boolean;
+    readonly remoteAddress?: string;
+    readonly remotePort?: number;
     getPeerCertificate?(): { subject?: { CN?: string }; raw?: Uint8Array } | null;
   };
 }
@@ -258,9 +272,13 @@ export function createAuthHooks(
   const verifier = new SecretVerifier();
   const maxPayload = limits.maxPayloadBytes ?? 128 * 1024 + 4096;
   const maxRate = limits.maxMessagesPerSecond ?? 200;
-  const refuse = (line: string) => {
+  const onRefusal = limits.onRefusal ?? (() => {});
+  const refuse = (line: string, client: HookClient) => {
     refusals.push(line);
     if (refusals.length > 1000) refusals.shift();
+    // What a client sent (its id, a topic) is shown, never able to forge a line of its own.
+    const shown = `refused: ${line} (client '${client.id.slice(0, 128)}' from ${remoteOf(client)})`;
+    onRefusal(shown.replace(/[\u0000-\u001f\u007f]/g, "?"));
   };
   return {
     refusals,
@@ -273,7 +291,7 @@ export function createAuthHooks(
           principals.set(client, { role: "service" });
           return done(null, true);
         }
-        refuse(`service login refused for client ${client.id}`);
+        refuse(`service login refused for client ${client.id}`, client);
         return done(refuseConnect(4, "Bad user name or password"), false);
       }
       const peer = certificateThing(client);
@@ -281,29 +299,35 @@ export function createAuthHooks(
       if (certified !== null) {
         // Mutual TLS: the certificate names the thing; client id (and user name, if any) must agree.
         if (client.id !== certified || (username !== undefined && username !== certified)) {
-          refuse(`connect refused: certificate for '${certified}' used by client '${client.id}'`);
+          refuse(
+            `connect refused: certificate for '${certified}' used by client '${client.id}'`,
+            client,
+          );
           return done(refuseConnect(5, "Not authorized"), false);
         }
         if (!credentials.thingSecret(certified)) {
-          refuse(`connect refused: certificate for unknown thing '${certified}'`);
+          refuse(`connect refused: certificate for unknown thing '${certified}'`, client);
           return done(refuseConnect(5, "Not authorized"), false);
         }
         if (credentials.tlsCertificateAllowed?.(certified, peer?.der) === false) {
-          refuse(`connect refused: '${certified}' presented a certificate no longer registered`);
+          refuse(
+            `connect refused: '${certified}' presented a certificate no longer registered`,
+            client,
+          );
           return done(refuseConnect(5, "Not authorized"), false);
         }
         principals.set(client, { role: "device", thing: certified });
         return done(null, true);
       }
       if (!username || !THING_NAME.test(username) || client.id !== username) {
-        refuse(`connect refused: client id '${client.id}' must equal the thing name`);
+        refuse(`connect refused: client id '${client.id}' must equal the thing name`, client);
         return done(refuseConnect(5, "Not authorized"), false);
       }
       const stored = credentials.thingSecret(username);
       if (stored && LOGIN_TOKEN.test(secret) && credentials.verifyDeviceToken) {
         credentials.verifyDeviceToken(username, secret).then((checked) => {
           if (!checked.ok) {
-            refuse(`connect refused: login token for '${username}': ${checked.reason}`);
+            refuse(`connect refused: login token for '${username}': ${checked.reason}`, client);
             return done(refuseConnect(4, "Bad user name or password"), false);
           }
           principals.set(client, { role: "device", thing: username });
@@ -312,7 +336,7 @@ export function createAuthHooks(
         return;
       }
       if (!stored || !verifier.matches(stored, secret)) {
-        refuse(`connect refused: bad credentials for '${username}'`);
+        refuse(`connect refused: bad credentials for '${username}'`, client);
         return done(refuseConnect(4, "Bad user name or password"), false);
       }
       principals.set(client, { role: "device", thing: username });
@@ -325,7 +349,7 @@ export function createAuthHooks(
         ? packet.payload.length
         : packet.payload.length;
       if (size > maxPayload) {
-        refuse(`${client.id}: payload of ${size} bytes refused`);
+        refuse(`${client.id}: payload of ${size} bytes refused`, client);
         return done(new Error("payload too large"));
       }
       if (principal?.role === "service") return done(null);
@@ -334,14 +358,14 @@ export function createAuthHooks(
       const rate = rates.get(client);
       if (rate && rate.second === second) {
         if (++rate.count > maxRate) {
-          refuse(`${client.id}: more than ${maxRate} messages per second`);
+          refuse(`${client.id}: more than ${maxRate} messages per second`, client);
           return done(new Error("flood"));
         }
       } else {
         rates.set(client, { second, count: 1 });
       }
       if (!isOwnTopic(principal.thing, packet.topic) || SERVICE_ONLY.test(packet.topic)) {
-        refuse(`${client.id}: publish to '${packet.topic}' refused`);
+        refuse(`${client.id}: publish to '${packet.topic}' refused`, client);
         return done(new Error("not authorized"));
       }
       done(null);
@@ -352,7 +376,7 @@ export function createAuthHooks(
       if (principal?.role === "device" && isOwnTopic(principal.thing, subscription.topic)) {
         return done(null, subscription);
       }
-      refuse(`${client.id}: subscribe to '${subscription.topic}' refused`);
+      refuse(`${client.id}: subscribe to '${subscription.topic}' refused`, client);
       done(null, null);
     },
   };

@@ -32,6 +32,7 @@ import { type CloudStore, SqliteStore } from "./store.ts";
 import { ShadowService } from "./shadow_service.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
 import { classifyRequest, SERVICE_SUBSCRIPTIONS } from "../protocol/topics.ts";
+import { RateLimitedLog } from "../lib/rate_limited_log.ts";
 
 /** Options of {@linkcode startCloud}. */
 export interface CloudOptions {
@@ -249,20 +250,28 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       put: (thing, record) => store.putRecord("device-certificate", thing, record),
     },
   });
-  const hooks = createAuthHooks({
-    thingSecret: (thing) => {
-      if (!secretCache.has(thing)) secretCache.set(thing, store.getThing(thing)?.secret ?? null);
-      return secretCache.get(thing)!;
+  const refusalLog = new RateLimitedLog(log, systemClock);
+  const hooks = createAuthHooks(
+    {
+      thingSecret: (thing) => {
+        if (!secretCache.has(thing)) secretCache.set(thing, store.getThing(thing)?.secret ?? null);
+        return secretCache.get(thing)!;
+      },
+      serviceSecret,
+      ...(identity.enabled
+        ? {
+          verifyDeviceToken: (thing: string, token: string) => identity.verifyToken(thing, token),
+          tlsCertificateAllowed: (thing: string, der: Uint8Array | undefined) =>
+            identity.allowsTlsCertificate(thing, der),
+        }
+        : {}),
     },
-    serviceSecret,
-    ...(identity.enabled
-      ? {
-        verifyDeviceToken: (thing: string, token: string) => identity.verifyToken(thing, token),
-        tlsCertificateAllowed: (thing: string, der: Uint8Array | undefined) =>
-          identity.allowsTlsCertificate(thing, der),
-      }
-      : {}),
-  }, clock);
+    clock,
+    {
+      // Refused logins and ACL violations reach the operator's log, at most 20 lines per 10 s.
+      onRefusal: (line) => refusalLog.write(line),
+    },
+  );
   const transport = options.external
     ? await externalTransport(options.external, options.serviceSecret, log)
     : await embeddedTransport(options.port, hooks, options.tls);
