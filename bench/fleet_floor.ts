@@ -165,6 +165,8 @@ export async function measureFleet(
         token,
         "--shard",
         `${shard}/${options.shards}`,
+        "--update-id",
+        "bench",
         "--report",
         `${dir}/report-${shard}.json`,
       ]));

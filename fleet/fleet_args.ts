@@ -65,7 +65,11 @@ export const USAGE = `Usage: deno task fleet [options]
                            Ctrl-C
   --broker URL --api URL --token T
                            join a running cloud (deno task broker) instead of embedding one
-  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token)
+  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token
+                           and one --update-id shared by all shards)
+  --update-id ID           the OTA update's id (1..40 of [a-zA-Z0-9_-]; back-to-back runs
+                           append the version); default: fleet, or fleet-<random> when joining
+                           a cloud, so every run creates its own update
   --latency MS             every message to a device arrives MS later (+-25% jitter, order kept)
   --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
   --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)
@@ -112,6 +116,8 @@ export interface Options {
   network?: NetworkProfile;
   remote?: { broker: string; api: string; token: string };
   shard: { index: number; count: number };
+  /** The OTA update's id (with the version appended when a run rolls out several). */
+  updateId: string;
   timeoutSeconds: number;
 }
 
@@ -169,6 +175,24 @@ export function blocksPerRequestFor(blockSize: number): number {
   return Math.max(1, Math.min(32, Math.floor(32 * 1024 / blockSize)));
 }
 
+const UPDATE_ID = /^[a-zA-Z0-9_-]{1,40}$/;
+
+/**
+ * The update id a run uses: the one given, else `fleet` for an embedded cloud (new every run)
+ * and `fleet-<random>` for a cloud that outlives the run, which may hold earlier runs' updates.
+ */
+function updateIdOf(given: string | undefined, remote: boolean): string {
+  if (given !== undefined) {
+    if (!UPDATE_ID.test(given)) {
+      throw new UsageError(
+        `Invalid --update-id: expected 1..40 characters of [a-zA-Z0-9_-]: current value is '${given}'`,
+      );
+    }
+    return given;
+  }
+  return remote ? `fleet-${crypto.randomUUID().slice(0, 8)}` : "fleet";
+}
+
 /** Parses and validates flags (a bad value is a UsageError naming it). */
 export function parseFleetArgs(args: string[]): Options {
   let values;
@@ -206,6 +230,7 @@ export function parseFleetArgs(args: string[]): Options {
             "api",
             "token",
             "shard",
+            "update-id",
             "latency",
             "bandwidth",
             "loss",
@@ -305,6 +330,7 @@ export function parseFleetArgs(args: string[]): Options {
     trace: traceList(v.trace),
     badImageShare: rate("bad-image-share", 0),
     shard: parseShard(v.shard),
+    updateId: updateIdOf(v["update-id"], v.broker !== undefined),
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
     ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
   };
@@ -345,6 +371,11 @@ export function parseFleetArgs(args: string[]): Options {
   }
   if (options.shard.count > 1 && !options.remote) {
     throw new UsageError("--shard needs --broker, --api and --token (one cloud for all shards)");
+  }
+  if (options.shard.count > 1 && v["update-id"] === undefined) {
+    throw new UsageError(
+      "--shard needs --update-id: the shards of one run must agree on the update they follow",
+    );
   }
   if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
     throw new UsageError("Give --workers or --devices-per-worker, not both");

@@ -37,6 +37,14 @@ import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 
+/**
+ * The id of the update a run creates for `version`: `--update-id` (default `fleet`, or
+ * `fleet-<random>` when joining a cloud) with the version appended, e.g. `fleet-1-1-0`.
+ */
+export function updateIdFor(options: Pick<Options, "updateId">, version: string): string {
+  return `${options.updateId}-${version.replaceAll(".", "-")}`;
+}
+
 /** Where devices keep the signer certificate the job document names. */
 const CERT_PATH = "/certs/ota_signer.pem";
 
@@ -188,7 +196,7 @@ export function updateRequestFor(
   behavior: Behavior,
   certPath: string,
 ): OtaUpdateRequest {
-  const otaUpdateId = `fleet-${version.replaceAll(".", "-")}`;
+  const otaUpdateId = updateIdFor(options, version);
   return {
     otaUpdateId,
     payload: toBase64(buildFirmware({ behavior, version }, options.imageSize)),
@@ -389,7 +397,9 @@ class FleetRun {
     await this.#fleet.start(devices.slice(0, initialDevices));
     this.#endPhase("setup");
     out(
-      `fleet: ${options.devices} devices in ${this.#fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}`,
+      `fleet: ${options.devices} devices in ${this.#fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}, update ${
+        updateIdFor(options, this.versions[0]!)
+      }`,
     );
     this.#deadline = performance.now() + options.timeoutSeconds * 1000;
   }
@@ -463,7 +473,7 @@ class FleetRun {
     const lateJoiners = options.scenario === "late-joiners"
       ? this.#devices.slice(this.#initialDevices)
       : [];
-    const otaUpdateId = `fleet-${version.replaceAll(".", "-")}`;
+    const otaUpdateId = updateIdFor(options, version);
     let created = this.#leader ? null : await access.findOtaUpdate(otaUpdateId);
     if (!this.#leader) {
       await this.#waitFor(

@@ -33,6 +33,8 @@ Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update 
           token,
           "--shard",
           `${i}/2`,
+          "--update-id",
+          "sharded",
         ]),
         () => {},
       );
@@ -43,7 +45,7 @@ Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update 
       JSON.stringify([first.expected, first.runningVersion, second.runningVersion]),
     );
     assert.equal(
-      cloud.otaUpdates.describe("fleet-1-1-0")!.counts.SUCCEEDED,
+      cloud.otaUpdates.describe("sharded-1-1-0")!.counts.SUCCEEDED,
       8,
       "one update served both shards",
     );
@@ -54,9 +56,74 @@ Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update 
   }
 });
 
+Deno.test("fleet runs against one running cloud: a second run creates its own update and succeeds", async () => {
+  const cloud = await startCloud({ tickMs: 100 });
+  const token = "second-run-token";
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token }),
+  );
+  const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  try {
+    const run = () =>
+      runFleet(
+        parseFleetArgs([
+          "--devices",
+          "4",
+          "--workers",
+          "1",
+          "--image-size",
+          "16KiB",
+          "--block-size",
+          "1KiB",
+          "--broker",
+          cloud.url,
+          "--api",
+          api,
+          "--token",
+          token,
+        ]),
+        () => {},
+      );
+    const first = await run();
+    const second = await run();
+    assert.ok(first.asExpected, first.expected);
+    assert.ok(second.asExpected, JSON.stringify([second.expected, second.outcome]));
+    const updates = cloud.otaUpdates.list();
+    assert.equal(updates.length, 2, "one update per run");
+    assert.notEqual(updates[0]!.otaUpdateId, updates[1]!.otaUpdateId);
+    assert.ok(updates.every((u) => /^fleet-[0-9a-f]{8}-1-1-0$/.test(u.otaUpdateId)));
+  } finally {
+    await server.shutdown();
+    await cloud.close();
+  }
+});
+
 Deno.test("fleet flags: joining a cloud needs --broker, --api and --token together; --shard needs them", () => {
   assert.throws(() => parseFleetArgs(["--api", "http://x/api"]), /--broker, --api and --token/);
   assert.throws(() => parseFleetArgs(["--shard", "1/2"]), /--shard needs/);
+  assert.throws(
+    () =>
+      parseFleetArgs([
+        "--broker",
+        "mqtt://h:1",
+        "--api",
+        "http://h/api",
+        "--token",
+        "t",
+        "--shard",
+        "1/2",
+      ]),
+    /--shard needs --update-id/,
+  );
+  assert.throws(() => parseFleetArgs(["--update-id", "no spaces"]), /Invalid --update-id/);
+  assert.equal(parseFleetArgs([]).updateId, "fleet");
+  const joined = ["--broker", "mqtt://h:1", "--api", "http://h/api", "--token", "t"];
+  assert.notEqual(
+    parseFleetArgs(joined).updateId,
+    parseFleetArgs(joined).updateId,
+    "a new id per run",
+  );
   assert.throws(
     () =>
       parseFleetArgs([
