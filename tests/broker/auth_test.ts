@@ -13,7 +13,7 @@ import {
 } from "../../broker/auth.ts";
 import { startEmbeddedBroker } from "../../broker/embedded.ts";
 import { systemClock } from "../../lib/clock.ts";
-import { waitUntil } from "../helpers/wait.ts";
+import { waitUntil, withDeadline } from "../helpers/wait.ts";
 
 const secrets = new Map<string, StoredSecret>([["dev-a", hashSecret("secret-a")], [
   "dev-b",
@@ -209,10 +209,13 @@ Deno.test("broker: oversized payloads, floods and garbage bytes lose only the of
     for (let i = 0; i < 200; i++) flood.publish("$aws/things/dev-a/jobs/$next/get", "{}");
     await waitUntil(() => !flood.connected, "flood disconnect");
     const socket = connect(s.broker.port, "127.0.0.1");
-    await new Promise<void>((resolve) => socket.on("connect", () => resolve()));
+    await withDeadline(
+      new Promise<void>((resolve) => socket.on("connect", () => resolve())),
+      "the raw socket to connect",
+    );
     const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
     socket.write(crypto.getRandomValues(new Uint8Array(512)));
-    await closed;
+    await withDeadline(closed, "the broker to close the socket that sent garbage", 10_000);
     await b.publishAsync("$aws/things/dev-b/jobs/$next/get", "{}", { qos: 1 });
     assert.ok(b.connected, "the innocent client kept working throughout");
     assert.ok(s.hooks.refusals.some((r) => /payload of 10000 bytes/.test(r)));

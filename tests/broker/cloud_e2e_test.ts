@@ -13,7 +13,7 @@ import { FwuState } from "../../bootloader/fwu.ts";
 import { signedUpdate } from "../helpers/agent_rig.ts";
 import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
 import { SIGNER_CERT_PATH } from "../helpers/pki.ts";
-import { waitUntil } from "../helpers/wait.ts";
+import { waitUntil, withDeadline } from "../helpers/wait.ts";
 import { Semaphore } from "../../lib/concurrency.ts";
 
 async function fleet(count: number, cloudUrl: string, secret: (thing: string) => string) {
@@ -133,10 +133,13 @@ Deno.test("cloud e2e: malformed CBOR, bad JSON and garbage bytes are answered or
     );
     await client.publishAsync("$aws/things/dev-x/jobs/job-x/update", "{not json", { qos: 1 });
     const socket = connect(cloud.broker!.port, "127.0.0.1");
-    await new Promise<void>((resolve) => socket.on("connect", () => resolve()));
+    await withDeadline(
+      new Promise<void>((resolve) => socket.on("connect", () => resolve())),
+      "the raw socket to connect",
+    );
     const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
     socket.write(new Uint8Array(4096).fill(0xa5));
-    await closed;
+    await withDeadline(closed, "the broker to close the socket that sent garbage", 10_000);
     await client.publishAsync("$aws/things/dev-x/jobs/$next/get", "{}", { qos: 1 });
     await waitUntil(() => replies.length === 3, "three answers");
     assert.deepEqual(replies.sort(), [

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import mqtt, { type MqttClient } from "mqtt";
+import { waitUntil, withDeadline } from "../helpers/wait.ts";
 
 const TOKEN = "durability-token";
 const SERVICE_SECRET = "service-secret-for-test";
@@ -50,11 +51,17 @@ async function startBroker(
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("broker exited before it was ready");
-    text += value;
-  }
+  await withDeadline(
+    (async () => {
+      while (!text.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("broker exited before it was ready");
+        text += value;
+      }
+    })(),
+    "the broker process to say it is ready",
+    60_000,
+  );
   reader.releaseLock();
   void child.stdout.cancel().catch(() => {});
   const ready = JSON.parse(text.split("\n")[0]!);
@@ -134,10 +141,15 @@ Deno.test("durability: SIGKILL mid-rollout, restart on the same directory, and t
     assert.equal(created.counts?.QUEUED, 2, JSON.stringify(created));
     for (const thing of things) clients.push(device(broker.mqtt, thing));
     let before: { counts: Record<string, number> } = { counts: {} };
-    for (let i = 0; i < 1000 && (before.counts.SUCCEEDED ?? 0) < 2; i++) {
-      before = await api(broker.api, "GET", "/jobs/ota-1");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitUntil(
+      async () => {
+        before = await api(broker.api, "GET", "/jobs/ota-1");
+        return (before.counts.SUCCEEDED ?? 0) >= 2;
+      },
+      "two devices to succeed before the broker is killed",
+      30_000,
+      20,
+    );
     assert.ok(
       before.counts.SUCCEEDED! >= 2 && before.counts.SUCCEEDED! < 6,
       `mid-rollout: ${JSON.stringify(before.counts)}`,
@@ -147,11 +159,15 @@ Deno.test("durability: SIGKILL mid-rollout, restart on the same directory, and t
 
     broker = await startBroker(dataDir, mqttPort, httpPort);
     let after: { status: string; counts: Record<string, number> } = { status: "", counts: {} };
-    const deadline = Date.now() + 60_000;
-    while (after.status !== "COMPLETED" && Date.now() < deadline) {
-      after = await api(broker.api, "GET", "/jobs/ota-1");
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitUntil(
+      async () => {
+        after = await api(broker.api, "GET", "/jobs/ota-1");
+        return after.status === "COMPLETED";
+      },
+      "the rollout to complete on the restarted broker",
+      60_000,
+      50,
+    );
     assert.equal(after.status, "COMPLETED", JSON.stringify(after));
     assert.equal(after.counts.SUCCEEDED, 6);
     for (const thing of things) {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import { decodeStreamBlock, encodeStreamBlock } from "../../protocol/stream_codec.ts";
 import { sha256 } from "../../protocol/signatures.ts";
-import { waitUntil } from "../helpers/wait.ts";
+import { waitUntil, withDeadline } from "../helpers/wait.ts";
 import {
   type DataProtocol,
   IMAGE_PAYLOAD,
@@ -269,18 +269,22 @@ Deno.test("attack (MQTT): a stream that goes on past the declared size (endless 
         payload: junk,
         hash: sha256(junk),
       });
-      await new Promise<void>((resolve) =>
-        broker.publish(
-          {
-            cmd: "publish",
-            topic: stream,
-            payload: Buffer.from(payload),
-            qos: 0,
-            retain: false,
-            dup: false,
-          },
-          () => resolve(),
-        )
+      await withDeadline(
+        new Promise<void>((resolve) =>
+          broker.publish(
+            {
+              cmd: "publish",
+              topic: stream,
+              payload: Buffer.from(payload),
+              qos: 0,
+              retain: false,
+              dup: false,
+            },
+            () => resolve(),
+          )
+        ),
+        `the broker to publish extra block ${blockId}`,
+        10_000,
       );
     }
     await updatedAsIfNothingCame(world, jobId, "the device saw the extra blocks and dropped them");
@@ -302,7 +306,11 @@ Deno.test("attack: another device publishes status for this device's job: it is 
       JSON.stringify({ status: "FAILED", statusDetails: { reason: "forged" } }),
       { qos: 0 },
     );
-    await closed;
+    await withDeadline(
+      closed,
+      "the broker to disconnect the device that published for another",
+      10_000,
+    );
     await mallory.endAsync(true);
     const execution = await world.ended(jobId, "SUCCEEDED");
     assert.equal(

@@ -64,7 +64,11 @@ Deno.test("Semaphore: property: never more holders than the limit, every waiter 
         );
         // Release whoever holds a place until everyone has had one.
         for (let served = 0; served < releaseTwice.length; served++) {
-          while (releases.length === 0) await Promise.resolve();
+          // Bounded: a semaphore that never grants would otherwise spin here for ever.
+          for (let turns = 0; releases.length === 0; turns++) {
+            if (turns > 100_000) throw new Error(`nobody holds a place for release ${served}`);
+            await Promise.resolve();
+          }
           releases.shift()!();
         }
         await Promise.all(granted);
