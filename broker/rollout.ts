@@ -152,7 +152,9 @@ export function firedAbortCriterion(
     const failures = criterion.failureType === "ALL"
       ? n("FAILED") + n("REJECTED") + n("TIMED_OUT")
       : n(criterion.failureType);
-    if ((failures / executed) * 100 >= criterion.thresholdPercentage) return criterion;
+    // Compared without a division: (29 / 100) * 100 is 28.999999999999996 in floating point,
+    // and exactly the threshold must fire.
+    if (failures * 100 >= criterion.thresholdPercentage * executed) return criterion;
   }
   return null;
 }

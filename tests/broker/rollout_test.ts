@@ -171,3 +171,29 @@ Deno.test("timeoutDeadline() follows the AWS step-timer example (12:00/12:05/12:
   assert.equal(timeoutDeadline({ startedAt: 0 }), null);
   assert.equal(timeoutDeadline({ startedAt: 0, stepSetAt: MIN, stepTimeoutMinutes: 1 }), 2 * MIN);
 });
+
+Deno.test("firedAbortCriterion(): exactly at the threshold percentage it fires, one failure fewer it does not", () => {
+  // Every executed count up to 200 and every whole percentage: where the failures are exactly
+  // that percentage of the executions, the criterion fires; one failure fewer, it does not.
+  for (let executed = 1; executed <= 200; executed++) {
+    for (let threshold = 1; threshold <= 100; threshold++) {
+      if ((threshold * executed) % 100 !== 0) continue;
+      const atThreshold = (threshold * executed) / 100;
+      const criterion = {
+        failureType: "ALL",
+        action: "CANCEL",
+        thresholdPercentage: threshold,
+        minNumberOfExecutedThings: 1,
+      } as const;
+      const counts = (failed: number) => ({ FAILED: failed, SUCCEEDED: executed - failed });
+      assert.equal(
+        firedAbortCriterion([criterion], counts(atThreshold)),
+        criterion,
+        `${atThreshold} of ${executed} is ${threshold}%`,
+      );
+      if (atThreshold > 0) {
+        assert.equal(firedAbortCriterion([criterion], counts(atThreshold - 1)), null);
+      }
+    }
+  }
+});
