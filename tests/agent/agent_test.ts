@@ -22,6 +22,9 @@ import { firmwareJobDocument } from "../helpers/ota_cloud.ts";
 import { factoryDevice, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { installUpdate } from "../helpers/update.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { ResumeStore } from "../../agent/resume_record.ts";
+import { BlockBitmap } from "../../agent/bitmap.ts";
+import { fromBase64 } from "../../lib/base64.ts";
 
 /** The rows, written out from the AWS table plus this project's additions. */
 const EXPECTED: [AgentState | "All", AgentEventType, string, AgentState][] = [
@@ -535,5 +538,88 @@ Deno.test("agent: a report retried after its connection dropped subscribes again
   await device.settle();
   assert.equal(device.running?.trial, false, "confirmed once the retry was acknowledged");
   assert.equal(connection.published.filter((t) => t.endsWith("/update")).length, 1);
+  await agent.shutdown();
+});
+
+/** The download record the agent has saved in the device's agent area, as the next boot reads it. */
+function savedRecord(device: Awaited<ReturnType<typeof factoryDevice>>["device"]) {
+  const record = new ResumeStore(new AgentStateStore(device.areas.agentState)).loadRecord();
+  if (!record) return null;
+  return {
+    record,
+    remaining: (count: number) =>
+      BlockBitmap.fromBytes(fromBase64(record.bitmap)!, count)!.remaining,
+  };
+}
+
+Deno.test("agent: the block bitmap is saved every persistEveryBlocks blocks, not at every block", async () => {
+  const { device, agent } = await agentOnFakes({ persistEveryBlocks: 4, blocksPerRequest: 32 });
+  const { payload, image } = await jobPayload(16 * 1024);
+  const count = Math.ceil(image.length / 1024);
+  agent.start();
+  await agent.idle();
+  agent.handleMessage("$aws/things/dev-1/jobs/$next/get/accepted", payload);
+  await agent.idle();
+  assert.equal(savedRecord(device)?.remaining(count), count, "saved when the file opened");
+  const seen: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    agent.handleMessage(
+      "$aws/things/dev-1/streams/s1/data/cbor",
+      encodeStreamBlock({
+        fileId: 0,
+        blockId: i,
+        blockSize: 1024,
+        payload: image.subarray(i * 1024, (i + 1) * 1024),
+        hash: null,
+      }),
+    );
+    await agent.idle();
+    seen.push(count - savedRecord(device)!.remaining(count));
+  }
+  assert.deepEqual(seen, [0, 0, 0, 4, 4, 4, 4, 8, 8], "blocks the saved record says are in flash");
+  await agent.shutdown();
+});
+
+Deno.test("agent: the trial image is confirmed only after SUCCEEDED is acknowledged, never before", async () => {
+  const { device, clock } = await factoryDevice();
+  await device.powerOn();
+  const { image } = await jobPayload();
+  await installUpdate(device, image);
+  const mqtt = new FakeMqtt(); // no agent attached: nothing is acknowledged by itself
+  const agent = new OtaAgent({
+    thingName: "dev-1",
+    mqtt,
+    platform: devicePlatform(device),
+    store: new AgentStateStore(device.areas.agentState),
+    clock,
+    config: { maxFirmwareSize: device.fwu.maxSize, statusAckTimeoutMs: 5_000, maxStatusRetries: 3 },
+  });
+  agent.start();
+  await agent.idle();
+  agent.handleMessage(
+    "$aws/things/dev-1/jobs/$next/get/accepted",
+    encoder.encode(JSON.stringify({
+      execution: {
+        jobId: "job-1",
+        status: "IN_PROGRESS",
+        versionNumber: 2,
+        statusDetails: { self_test: "ready", updatedBy: "0x01000000" },
+        jobDocument: await jobDocumentFor(image),
+      },
+    })),
+  );
+  await waitUntil(() => mqtt.statuses().some((s) => s.status === "SUCCEEDED"), "SUCCEEDED sent");
+  assert.equal(device.running?.trial, true, "sent, not acknowledged: still on trial");
+  clock.advance(4_999);
+  await device.settle();
+  assert.equal(device.running?.trial, true, "still nothing heard");
+  const sent = mqtt.statuses().filter((s) => s.status === "SUCCEEDED").at(-1)!;
+  agent.handleMessage(
+    "$aws/things/dev-1/jobs/job-1/update/accepted",
+    encoder.encode(JSON.stringify({ clientToken: sent.clientToken })),
+  );
+  await agent.idle();
+  await device.settle();
+  assert.equal(device.running?.trial, false, "confirmed once the cloud acknowledged it");
   await agent.shutdown();
 });

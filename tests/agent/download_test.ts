@@ -6,6 +6,7 @@ import {
   openFile,
   resumeRecordOf,
   resumes,
+  versionRefusal,
 } from "../../agent/download.ts";
 import type { OtaFileSpec, OtaJob } from "../../protocol/job_document.ts";
 import { encodeStreamBlock } from "../../protocol/stream_codec.ts";
@@ -106,4 +107,23 @@ Deno.test("resumes(): a record resumes only the very download it was made for", 
   assert.equal(resumes(record, active, 1024), false);
   assert.equal(resumes({ ...record, jobId: "j2" }, active, 4096), false);
   assert.equal(resumes({ ...record, signature: "AAAA" }, active, 4096), false);
+});
+
+Deno.test("versionRefusal(): the first block of the running version is refused as the same version, an older one as a downgrade", async () => {
+  const { testImage } = await import("../helpers/pki.ts");
+  const running = { major: 1, minor: 1, revision: 0, build: 0 };
+  const same = await testImage({ version: "1.1.0", payloadSize: 1024 });
+  const older = await testImage({ version: "1.0.9", payloadSize: 1024 });
+  const newer = await testImage({ version: "1.2.0", payloadSize: 1024 });
+  assert.deepEqual(versionRefusal(same.subarray(0, 1024), running), {
+    reason: "rejected: 0x00000010",
+    detail: "image 1.1.0 is the version already running",
+  });
+  assert.equal(versionRefusal(older.subarray(0, 1024), running)?.reason, "rejected: 0x0000000f");
+  assert.equal(versionRefusal(newer.subarray(0, 1024), running), null);
+  assert.equal(
+    versionRefusal(new Uint8Array(1024).fill(0xff), running),
+    null,
+    "not an image header",
+  );
 });
