@@ -10,15 +10,15 @@ import { DeviceRuntime } from "../agent/device_runtime.ts";
 import { fetchHttpPort } from "../agent/http_fetch.ts";
 import type { AgentCallbackEvent, AgentConfig } from "../agent/agent_config.ts";
 import type { BootRecord, BootRom } from "../bootloader/bootloader.ts";
-import { bootChain } from "../bootloader/first_stage.ts";
 import { SecureElement, type SecureElementChip } from "../bootloader/secure_element.ts";
 import type { Behavior } from "../bootloader/firmware.ts";
 import { Device, flashFactoryImage, provisionBootChain } from "../bootloader/device.ts";
 import { fwuStateName } from "../bootloader/fwu.ts";
 import { type FlashChanges, isPowerCut, type NorFlash } from "../bootloader/flash.ts";
-import { createFlash, type DeviceLayout, openAreas } from "../bootloader/layout.ts";
+import { createFlash, type DeviceLayout } from "../bootloader/layout.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Random } from "../lib/random.ts";
+import { bootsTrustedImage, eraseApplicationSlots } from "../bootloader/bootability.ts";
 
 /** Messages a device actor handles. */
 export type ActorMessage =
@@ -33,7 +33,9 @@ export type ActorMessage =
     readonly fault: "drop" | "duplicate" | "reorder";
     readonly count: number;
   }
-  | { readonly type: "throw"; readonly message: string };
+  | { readonly type: "throw"; readonly message: string }
+  /** Both application slots erased (a flash failure), then the power cycled. */
+  | { readonly type: "wipe-slots" };
 
 /**
  * When (epoch ms, comparable across Workers and processes) a device passed each stage of its
@@ -126,6 +128,8 @@ export interface ActorFaults {
   droppedBlocks: number;
   duplicatedBlocks: number;
   reorderedBlocks: number;
+  /** Times both application slots were erased (`wipe-slots`). */
+  wipes: number;
 }
 
 type BlockFault = "corrupt" | "drop" | "duplicate" | "reorder";
@@ -160,6 +164,7 @@ export class DeviceActor {
     droppedBlocks: 0,
     duplicatedBlocks: 0,
     reorderedBlocks: 0,
+    wipes: 0,
   };
   readonly #inFlight = new Set<ReturnType<typeof setTimeout>>();
   #linkFreeAt = 0;
@@ -295,15 +300,9 @@ export class DeviceActor {
    * Whether the flash still holds a bootable image from the trusted signer: a boot ROM run on a
    * copy-on-write clone, so the device itself is not touched.
    */
-  async bootable(): Promise<boolean> {
-    const flash = this.device.flash.clone();
-    flash.powerOn();
-    const outcome = await bootChain({
-      areas: openAreas(flash, this.#environment.layout),
-      rom: this.#environment.rom,
-      clock: this.#environment.clock,
-    });
-    return outcome.kind === "run";
+  bootable(): Promise<boolean> {
+    const { layout, rom, clock } = this.#environment;
+    return bootsTrustedImage(this.device.flash, layout, rom, clock);
   }
 
   /** Keeps an unintended power loss (cut, crash loop) from being permanent: power comes back. */
@@ -355,6 +354,13 @@ export class DeviceActor {
       case "cut-power":
         this.#faults.powerCuts++;
         this.device.cutPowerAt({ atOperation: message.atOperation, torn: message.torn });
+        return;
+      case "wipe-slots":
+        this.#faults.wipes++;
+        // The flash fails under power; the device notices at its next boot.
+        eraseApplicationSlots(this.device.flash, this.#environment.layout);
+        this.device.powerOff();
+        if (this.#wantOn) await this.runtime.start();
         return;
       case "disconnect":
         this.#faults.disconnects++;

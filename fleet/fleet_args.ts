@@ -67,6 +67,8 @@ export const USAGE = `Usage: deno task fleet [options]
                            join a running cloud (deno task broker) instead of embedding one
   --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token
                            and one --update-id shared by all shards)
+  --wipe-share P           share of devices whose application slots are erased once the rollout
+                           has ended (a flash failure): they must show up as bricked (0..1)
   --update-id ID           the OTA update's id (1..40 of [a-zA-Z0-9_-]; back-to-back runs
                            append the version); default: fleet, or fleet-<random> when joining
                            a cloud, so every run creates its own update
@@ -118,6 +120,8 @@ export interface Options {
   shard: { index: number; count: number };
   /** The OTA update's id (with the version appended when a run rolls out several). */
   updateId: string;
+  /** Share of devices whose application slots are erased after the rollout. */
+  wipeShare: number;
   timeoutSeconds: number;
 }
 
@@ -231,6 +235,7 @@ export function parseFleetArgs(args: string[]): Options {
             "token",
             "shard",
             "update-id",
+            "wipe-share",
             "latency",
             "bandwidth",
             "loss",
@@ -331,6 +336,7 @@ export function parseFleetArgs(args: string[]): Options {
     badImageShare: rate("bad-image-share", 0),
     shard: parseShard(v.shard),
     updateId: updateIdOf(v["update-id"], v.broker !== undefined),
+    wipeShare: rate("wipe-share", 0),
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
     ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
   };

@@ -37,6 +37,8 @@ export interface FleetReport {
     trialPowerCuts: number;
     crashes: number;
     lostMessages: number;
+    /** Devices whose application slots were erased after the rollout (`--wipe-share`). */
+    wipes: number;
     /** Workers made to crash (`--worker-crashes`). */
     workerCrashes: number;
     /** Worker deaths the supervisor saw and recovered from. */
@@ -129,7 +131,7 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
     Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
   }
   bricked            ${report.bricked}
-  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, wiped ${report.faults.wipes}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
   delivered          ${
     (report.bytesDelivered / 1e6).toFixed(1)
   } MB in ${report.wallSeconds} s, peak RSS ${

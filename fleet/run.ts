@@ -572,6 +572,24 @@ class FleetRun {
     );
   }
 
+  /**
+   * After the rollouts: a drawn share of the devices (`--wipe-share`) has both application slots
+   * erased, a flash failure no update is to blame for; they boot into recovery mode and count as
+   * bricked, which is how a run shows that its bricked count sees a device that cannot boot.
+   */
+  async wipe(): Promise<void> {
+    const share = this.options.wipeShare;
+    if (share === 0) return;
+    const fleet = this.#fleet!;
+    const wiped = this.#devices.filter(() => this.#random.next() < share).map((d) => d.thing);
+    for (const thing of wiped) fleet.send(thing, { type: "wipe-slots" });
+    await this.#waitFor(
+      () => wiped.every((thing) => fleet.telemetry.get(thing)?.state === "recovery"),
+      `the ${wiped.length} wiped devices to come up in recovery mode`,
+    );
+    this.#out(`fault: wiped the application slots of ${wiped.length} devices`);
+  }
+
   /** Report: the outcome over every update, versions, faults, bricked devices, the judgement. */
   async report(): Promise<FleetReport> {
     const options = this.options;
@@ -604,6 +622,7 @@ class FleetRun {
       trialPowerCuts: 0,
       crashes: 0,
       lostMessages: 0,
+      wipes: 0,
       workerCrashes: this.#crashesDone,
       workerRestarts: fleet.workerRestarts,
     };
@@ -614,6 +633,7 @@ class FleetRun {
       faults.trialPowerCuts += d.faults.trialPowerCuts;
       faults.crashes += d.faults.crashes;
       faults.lostMessages += d.faults.lostMessages;
+      faults.wipes += d.faults.wipes;
     }
     const jobStatus = last.status;
     const bricked = finals.filter((d) => !d.bootable).length;
@@ -733,6 +753,7 @@ async function runPhases(
     await run.setUp();
     await run.boot();
     for (const [index, version] of run.versions.entries()) await run.rollOut(version, index);
+    await run.wipe();
     report = await run.report();
     if (linger) await linger(report);
     return report;

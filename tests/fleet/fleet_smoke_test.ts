@@ -344,3 +344,20 @@ Deno.test("fleet smoke: --trace prints the traced device's own log lines as they
   );
   assert.throws(() => parseFleetArgs(["--trace", "dev 1"]), /Invalid --trace/);
 });
+
+Deno.test("fleet smoke: devices whose slots are wiped after the rollout count as bricked, and the run is not as expected", async () => {
+  const report = await run(
+    "--devices",
+    "6",
+    "--workers",
+    "1",
+    "--wipe-share",
+    "0.5",
+    "--seed",
+    "3",
+  );
+  assert.ok(report.faults.wipes >= 1, `wiped: ${report.faults.wipes}`);
+  assert.equal(report.bricked, report.faults.wipes, "exactly the wiped devices cannot boot");
+  assert.equal(report.asExpected, false);
+  assert.equal(report.outcome.succeeded, 6, "the rollout itself went through");
+});

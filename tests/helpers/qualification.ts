@@ -30,14 +30,13 @@ import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
 import {
-  bootChain,
   SECOND_STAGE_FILE_TYPE,
   type SecondStageBehavior,
   secondStagePayload,
 } from "../../bootloader/first_stage.ts";
 import type { Device } from "../../bootloader/device.ts";
 import { fwuStateName } from "../../bootloader/fwu.ts";
-import { openAreas } from "../../bootloader/layout.ts";
+import { bootsTrustedImage } from "../../bootloader/bootability.ts";
 
 /** Real time, plus an offset a test moves forward (an expiry passing without waiting for it). */
 export class ManualOffsetClock implements Clock {
@@ -378,16 +377,7 @@ export async function inProcessDevice(
     device,
     runtime,
     logs,
-    async bootable() {
-      const clone = device.flash.clone();
-      clone.powerOn();
-      const outcome = await bootChain({
-        areas: openAreas(clone, layout),
-        rom: pki.rom,
-        clock: systemClock,
-      });
-      return outcome.kind === "run";
-    },
+    bootable: () => bootsTrustedImage(device.flash, layout, pki.rom, systemClock),
     settled: () =>
       device.state === "running" && device.running?.trial === false &&
       ["READY", "UPDATED"].includes(fwuStateName(device.fwu.state)),
