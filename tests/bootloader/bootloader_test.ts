@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import { PsaStatus } from "../../bootloader/psa_status.ts";
-import { factoryDevice, testImage } from "../helpers/pki.ts";
+import { factoryDevice, testImage, withAlteredSignature } from "../helpers/pki.ts";
 import { installUpdate, plantCandidate } from "../helpers/update.ts";
 
 Deno.test("boot() runs a factory image and locks its security counter into the fuses", async () => {
@@ -80,7 +80,7 @@ Deno.test("an image below the security counter never boots, even with a higher v
   );
 });
 
-for (const attack of ["rogue signer", "tampered payload"] as const) {
+for (const attack of ["rogue signer", "tampered payload", "altered signature"] as const) {
   Deno.test(`a candidate with a ${attack} is refused at boot and never retried`, async () => {
     const { device } = await factoryDevice();
     await device.powerOn();
@@ -89,13 +89,18 @@ for (const attack of ["rogue signer", "tampered payload"] as const) {
       signer: attack === "rogue signer" ? "rogue" : "trusted",
     });
     if (attack === "tampered payload") image[100]! ^= 0x01;
-    plantCandidate(device, image);
+    // The hash TLV still matches: only the signature over it is wrong.
+    plantCandidate(device, attack === "altered signature" ? withAlteredSignature(image) : image);
     await device.reset("attacker reboots");
     assert.equal(device.running?.version, "1.0.0+0");
     const log = device.report().lastBootLog.join("\n");
     assert.match(
       log,
-      attack === "rogue signer" ? /not verify against the trusted root/ : /hash does not match/,
+      {
+        "rogue signer": /not verify against the trusted root/,
+        "tampered payload": /hash does not match/,
+        "altered signature": /signature does not verify/,
+      }[attack],
     );
     await device.reset("again");
     assert.doesNotMatch(

@@ -13,7 +13,7 @@ import type { SigningProfile } from "../../broker/ota_updates.ts";
 import { Device, flashFactoryImage, provisionBootChain } from "../../bootloader/device.ts";
 import { secondStagePayload } from "../../bootloader/first_stage.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
-import { parseVersion } from "../../protocol/image_format.ts";
+import { bytesSource, decodeImage, parseVersion, TlvType } from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
 import { createFlash, type DeviceLayout, deviceLayout } from "../../bootloader/layout.ts";
 import { ManualClock, systemClock } from "../../lib/clock.ts";
@@ -164,4 +164,27 @@ export async function releaseProfile(): Promise<SigningProfile> {
     certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
     privateKeyPem: await exportPrivateKeyPem(pki.signerKeys.privateKey),
   };
+}
+
+/**
+ * `image` with one byte of its ECDSA signature (the `r` integer, so the DER stays well formed)
+ * changed; the SHA-256 TLV still matches the header and payload.
+ */
+export function withAlteredSignature(image: Uint8Array): Uint8Array {
+  const decoded = decodeImage(bytesSource(image));
+  if (!decoded.ok) throw new Error(decoded.reason);
+  const signature = decoded.image.tlvs.find((t) => t.type === TlvType.ECDSA_SIG)!.value;
+  const at = indexOfBytes(image, signature);
+  if (at < 0) throw new Error("signature TLV not found in the image bytes");
+  const altered = image.slice();
+  altered[at + 10]! ^= 0x01;
+  return altered;
+}
+
+function indexOfBytes(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
 }
