@@ -194,7 +194,8 @@ export class JobService {
     if (!job || job.status !== "PAUSED") {
       return { ok: false, reason: `job '${jobId}' is not paused` };
     }
-    this.#putJob({ ...job, status: "IN_PROGRESS", reason: null });
+    // Resuming a job its health gate paused is the operator's word to go on: a new wave opens.
+    this.#putJob({ ...job, status: "IN_PROGRESS", reason: null, wave: [] });
     this.#audit(jobId, null, "job-resumed", {});
     this.#rollOut(jobId);
     return { ok: true, value: true };
@@ -306,20 +307,30 @@ export class JobService {
     const byStatus = Object.entries(this.#store.executionStatusCounts(jobId));
     const notified = byStatus.reduce((sum, [, n]) => sum + n, 0);
     const succeeded = byStatus.find(([status]) => status === "SUCCEEDED")?.[1] ?? 0;
-    const open = byStatus.some(([status, n]) =>
-      n > 0 && !TERMINAL_STATUSES.has(status as ExecutionStatus)
-    );
     const recent = job.notifiedAt.filter((at) => at > now - MINUTE);
     let allowed = notificationsAllowed(
       ratePerMinute(spec.rollout ?? {}, { notified, succeeded }),
       recent,
       now,
     );
+    let wave = job.wave ?? [];
     if (spec.healthGate) {
-      const { waveSize } = spec.healthGate;
-      const inWave = notified % waveSize;
-      // A new wave opens only once the previous one has entirely ended.
-      allowed = inWave === 0 && open ? 0 : Math.min(allowed, waveSize - inWave);
+      const gate = spec.healthGate;
+      if (wave.length >= gate.waveSize) {
+        const verdict = this.#waveVerdict(jobId, wave, gate);
+        if (verdict === "open") return;
+        if (verdict !== "healthy") {
+          this.#audit(jobId, null, "health-gate", { reason: verdict });
+          if ((gate.onFailure ?? "PAUSE") === "CANCEL") this.#cancel(job, false, verdict);
+          else {
+            this.#putJob({ ...job, status: "PAUSED", reason: verdict });
+            this.#audit(jobId, null, "job-paused", { reason: verdict });
+          }
+          return;
+        }
+        wave = [];
+      }
+      allowed = Math.min(allowed, gate.waveSize - wave.length);
     }
     if (allowed <= 0) return;
     const batch = job.pending.slice(0, allowed);
@@ -327,11 +338,34 @@ export class JobService {
       ...job,
       pending: job.pending.slice(batch.length),
       notifiedAt: [...recent, ...batch.map(() => now)],
+      ...(spec.healthGate ? { wave: [...wave, ...batch] } : {}),
     };
     this.#putJob(released);
     // One job record for the whole batch: reading it back per thing parsed its pending list (all
     // the fleet at first) once per released thing, quadratic in the fleet.
     for (const thing of batch) this.#queueExecution(released, thing, 1);
+  }
+
+  /**
+   * A full wave: "open" while any of its things' latest execution has not ended; else "healthy"
+   * when at least `minSuccessPercent` of them SUCCEEDED; else the reason the gate closes.
+   */
+  #waveVerdict(
+    jobId: string,
+    wave: readonly string[],
+    gate: NonNullable<JobSpec["healthGate"]>,
+  ): "open" | "healthy" | string {
+    let succeeded = 0;
+    for (const thing of wave) {
+      const status = this.#store.getExecution(jobId, thing)?.status;
+      if (status === undefined || !TERMINAL_STATUSES.has(status)) return "open";
+      if (status === "SUCCEEDED") succeeded++;
+    }
+    const min = gate.minSuccessPercent ?? 100;
+    // Compared without a division, so that exactly the threshold passes.
+    if (succeeded * 100 >= min * wave.length) return "healthy";
+    const percent = Math.floor((succeeded * 100) / wave.length);
+    return `health gate: ${succeeded} of the ${wave.length} things of the last wave succeeded (${percent}%), below the ${min}% required`;
   }
 
   #finishIfDone(jobId: string): void {

@@ -28,9 +28,23 @@ export interface JobSpec {
     readonly endTime?: number;
     readonly endBehavior?: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL";
   };
-  /** Waves of this many things; a wave starts only when every execution before it ended SUCCEEDED or failed. */
-  readonly healthGate?: { readonly waveSize: number };
+  /** Rollout in waves, each gated on the health of the one before (see {@linkcode HealthGate}). */
+  readonly healthGate?: HealthGate;
   readonly description?: string;
+}
+
+/**
+ * Waves of `waveSize` things. The next wave opens only once every execution of the previous one
+ * has ended and at least `minSuccessPercent` of its things SUCCEEDED (a confirmed boot after the
+ * self-test); otherwise the job is paused (`onFailure: "PAUSE"`, the default: an operator looks,
+ * then resumes or cancels) or canceled, with the reason on the job.
+ */
+export interface HealthGate {
+  readonly waveSize: number;
+  /** 0..100. @default {100} */
+  readonly minSuccessPercent?: number;
+  /** @default {"PAUSE"} */
+  readonly onFailure?: "PAUSE" | "CANCEL";
 }
 
 /** Outcome of an operator action. */
@@ -100,10 +114,24 @@ export function jobSpecProblems(spec: JobSpec): string[] {
     }
   }
   if ((spec.retry ?? []).length > 2) problems.push("retry holds at most 2 criteria");
-  if (
-    spec.healthGate && (!Number.isInteger(spec.healthGate.waveSize) || spec.healthGate.waveSize < 1)
-  ) {
-    problems.push("healthGate.waveSize must be a positive integer");
+  const gate = spec.healthGate;
+  if (gate !== undefined) {
+    if (typeof gate !== "object" || gate === null) {
+      problems.push("healthGate must be an object");
+    } else {
+      if (!Number.isInteger(gate.waveSize) || gate.waveSize < 1) {
+        problems.push("healthGate.waveSize must be a positive integer");
+      }
+      const min = gate.minSuccessPercent;
+      if (min !== undefined && !(typeof min === "number" && min >= 0 && min <= 100)) {
+        problems.push("healthGate.minSuccessPercent must be a number 0..100");
+      }
+      if (
+        gate.onFailure !== undefined && gate.onFailure !== "PAUSE" && gate.onFailure !== "CANCEL"
+      ) {
+        problems.push("healthGate.onFailure must be PAUSE or CANCEL");
+      }
+    }
   }
   return problems;
 }

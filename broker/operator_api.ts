@@ -356,6 +356,7 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
         abort: spec.abort ?? [],
         timeout: spec.timeout ?? null,
         retry: spec.retry ?? [],
+        healthGate: spec.healthGate ?? null,
         pending: job?.pending.length ?? 0,
         notified: job?.notifiedAt.length ?? 0,
       },

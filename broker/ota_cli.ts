@@ -29,6 +29,9 @@ Commands:
                           signing profiles' roots]
               [--protocol MQTT|HTTP|both] [--max-per-minute N]
               [--abort-failed-percent P --abort-min N] [--timeout-minutes N] [--retries N]
+              [--wave-size N [--min-success-percent P] [--on-gate-failure pause|cancel]]
+                          health-gated waves: the next wave only when P% (default 100) of
+                          the last one succeeded; else the update pauses (or is canceled)
               [--file-type N]  0 firmware (default), 1 second-stage bootloader
   list                       OTA updates with their status and counts
   describe ID                one OTA update
@@ -115,6 +118,9 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         protocol: { type: "string" },
         "max-per-minute": { type: "string" },
         "abort-failed-percent": { type: "string" },
+        "wave-size": { type: "string" },
+        "min-success-percent": { type: "string" },
+        "on-gate-failure": { type: "string" },
         "abort-min": { type: "string" },
         "timeout-minutes": { type: "string" },
         retries: { type: "string" },
@@ -241,6 +247,29 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
             ),
           }];
         }
+        const waveSize = positiveInt(values["wave-size"], "wave-size", 1_000_000);
+        if (waveSize === undefined) {
+          if (values["min-success-percent"] !== undefined || values["on-gate-failure"] !== undefined) {
+            throw new UsageError("--min-success-percent and --on-gate-failure need --wave-size");
+          }
+        } else {
+          const min = values["min-success-percent"];
+          const minValue = min === undefined ? 100 : Number(min);
+          if (!(minValue >= 0 && minValue <= 100) || min?.trim() === "") {
+            throw new UsageError(
+              `Invalid --min-success-percent: expected 0..100: current value is '${min}'`,
+            );
+          }
+          const action = (values["on-gate-failure"] ?? "pause").toUpperCase();
+          if (action !== "PAUSE" && action !== "CANCEL") {
+            throw new UsageError(
+              `Invalid --on-gate-failure: expected pause or cancel: current value is '${
+                values["on-gate-failure"]
+              }'`,
+            );
+          }
+          request.healthGate = { waveSize, minSuccessPercent: minValue, onFailure: action };
+        }
         const timeout = positiveInt(values["timeout-minutes"], "timeout-minutes", 10080);
         if (timeout !== undefined) request.timeout = { inProgressTimeoutInMinutes: timeout };
         const retries = values.retries === undefined ? undefined : Number(values.retries);
@@ -273,6 +302,9 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
               (u.protocols as string[]).join("+")
             }`,
             progressLine(u),
+            ...(typeof (u.job as { reason?: unknown } | undefined)?.reason === "string"
+              ? [`reason: ${(u.job as { reason: string }).reason}`]
+              : []),
           ],
         );
       case "cancel": {

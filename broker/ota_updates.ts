@@ -19,7 +19,7 @@ import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protoc
 import { signImage } from "../protocol/image_sign.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService } from "./job_service.ts";
-import type { JobSpec } from "./job_spec.ts";
+import { type JobSpec, type HealthGate } from "./job_spec.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
 import type { CloudStore } from "./store.ts";
 import type { StreamService } from "./stream_service.ts";
@@ -64,7 +64,7 @@ export interface OtaUpdateRequest {
   readonly abort?: readonly AbortCriterion[];
   readonly timeout?: { readonly inProgressTimeoutInMinutes: number };
   readonly retry?: readonly RetryCriterion[];
-  readonly healthGate?: { readonly waveSize: number };
+  readonly healthGate?: HealthGate;
   /** Pre-signed URL lifetime, 60..3600 s. @default {1800} */
   readonly presignedUrlExpirySeconds?: number;
 }

@@ -36,6 +36,8 @@ export interface JobRecord {
   /** When notifications went out (for the per-minute pacer). */
   readonly notifiedAt: readonly number[];
   readonly reason: string | null;
+  /** With a health gate: the things notified in the current wave, in order. */
+  readonly wave?: readonly string[];
 }
 
 /** One execution of a job on a thing. */

@@ -24,7 +24,8 @@ export interface CloudAccess {
   createOtaUpdate(request: OtaUpdateRequest): Promise<{ jobId: string; fileSize: number }>;
   /** An OTA update created by someone else (another shard): null until it exists. */
   findOtaUpdate(otaUpdateId: string): Promise<{ jobId: string; fileSize: number } | null>;
-  jobState(jobId: string): Promise<{ status: string; counts: Counts }>;
+  /** The job's status, why it is so (a pause, a cancel), and its counts. */
+  jobState(jobId: string): Promise<{ status: string; reason: string | null; counts: Counts }>;
   cancelJob(jobId: string, reason: string): Promise<void>;
   /** Bytes the stream service sent (null when the cloud is remote and does not say). */
   bytesDelivered(blockSize: number): number | null;
@@ -66,6 +67,7 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
     jobState(jobId) {
       return Promise.resolve({
         status: cloud.store.getJob(jobId)?.status ?? "UNKNOWN",
+        reason: cloud.store.getJob(jobId)?.reason ?? null,
         counts: cloud.jobs.counts(jobId),
       });
     },
@@ -138,7 +140,11 @@ export function remoteAccess(brokerUrl: string, api: string, token: string): Clo
     },
     async jobState(jobId) {
       const json = ok(await call("GET", `/jobs/${encodeURIComponent(jobId)}`), "read the job");
-      return { status: String(json.status), counts: json.counts as Counts };
+      return {
+        status: String(json.status),
+        reason: typeof json.reason === "string" ? json.reason : null,
+        counts: json.counts as Counts,
+      };
     },
     async cancelJob(jobId, reason) {
       ok(

@@ -27,6 +27,7 @@ export const SCENARIOS = [
   "canary-abort",
   "back-to-back",
   "late-joiners",
+  "bad-wave",
 ] as const;
 export type Scenario = typeof SCENARIOS[number];
 
@@ -378,6 +379,9 @@ export function parseFleetArgs(args: string[]): Options {
   if (options.shard.count > 1 && !options.remote) {
     throw new UsageError("--shard needs --broker, --api and --token (one cloud for all shards)");
   }
+  if (options.scenario === "bad-wave" && options.shard.count > 1) {
+    throw new UsageError("--scenario bad-wave runs in one process (its first wave must be local)");
+  }
   if (options.shard.count > 1 && v["update-id"] === undefined) {
     throw new UsageError(
       "--shard needs --update-id: the shards of one run must agree on the update they follow",
@@ -399,4 +403,17 @@ export function parseFleetArgs(args: string[]): Options {
     );
   }
   return options;
+}
+
+/**
+ * bad-wave's shape: waves of a fifth of the fleet (at least 2), half of the first wave on a
+ * failing image, and a health gate that wants 90% of a wave to succeed.
+ */
+export function badWaveShape(options: Pick<Options, "devices">): {
+  waveSize: number;
+  bad: number;
+  minSuccessPercent: number;
+} {
+  const waveSize = Math.max(2, Math.ceil(options.devices / 5));
+  return { waveSize, bad: Math.ceil(waveSize / 2), minSuccessPercent: 90 };
 }

@@ -6,7 +6,7 @@
  */
 
 import type { UpdateMarks } from "./device_actor.ts";
-import { type Options } from "./fleet_args.ts";
+import { badWaveShape, type Options } from "./fleet_args.ts";
 
 /** The JSON report. */
 export interface FleetReport {
@@ -27,6 +27,8 @@ export interface FleetReport {
   /** Every update of the run with its final counts (back-to-back has three). */
   updates: { jobId: string; status: string; counts: Record<string, number> }[];
   jobStatus: string;
+  /** Why the last job is where it is (a pause by its health gate, a cancel), if it says. */
+  jobReason: string | null;
   bricked: number;
   runningVersion: Record<string, number>;
   faults: {
@@ -125,7 +127,7 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
   const o = report.outcome;
   return `summary (${report.scenario}: ${report.expected})
   devices            ${report.devices} in ${report.workers} workers
-  job                ${report.jobStatus}
+  job                ${report.jobStatus}${report.jobReason ? ` (${report.jobReason})` : ""}
   outcome            succeeded ${o.succeeded}, failed ${o.failed}, rejected ${o.rejected}, timed out ${o.timedOut}, canceled ${o.canceled}, other ${o.other}
   running versions   ${
     Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
@@ -176,6 +178,7 @@ export interface RunFacts {
   readonly runningVersion: Readonly<Record<string, number>>;
   /** The last job's status and counts. */
   readonly jobStatus: string;
+  readonly jobReason: string | null;
   readonly lastCounts: Readonly<Record<string, number>>;
   /** Counts summed over every update of the run. */
   readonly total: Readonly<Record<"SUCCEEDED" | "FAILED", number>>;
@@ -192,6 +195,20 @@ export function judgeRun(facts: RunFacts): { expected: string; asExpected: boole
   const aborted = mixed && options.abortPercent !== undefined;
   const either =
     (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) === local;
+  if (options.scenario === "bad-wave") {
+    const { waveSize, bad } = badWaveShape(options);
+    const pausedByGate = jobStatus === "PAUSED" && /^health gate/.test(facts.jobReason ?? "");
+    return {
+      expected:
+        `the health gate pauses the rollout after the first wave (${bad} of its ${waveSize} devices fail their self-test); the ${
+          options.devices - waveSize
+        } devices after it are never notified; none bricked`,
+      asExpected: facts.bricked === 0 && facts.finals === local && pausedByGate &&
+        facts.lastCounts.SUCCEEDED === waveSize - bad && facts.lastCounts.FAILED === bad &&
+        (runningVersion[expectedVersion] ?? 0) === waveSize - bad &&
+        (runningVersion["1.0.0+0"] ?? 0) === local - (waveSize - bad),
+    };
+  }
   const expected = aborted
     ? `the abort criterion (${options.abortPercent}%) stops the rollout; devices on either image, none bricked`
     : mixed

@@ -32,7 +32,7 @@ import { forEachLimited } from "../lib/concurrency.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 import type { FleetDeviceSpec } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
-import { blocksPerRequestFor, type Options } from "./fleet_args.ts";
+import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts";
 import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
@@ -170,18 +170,26 @@ function drawDevices(
 ): { devices: FleetDeviceSpec[]; globalBad: number } {
   const devices: FleetDeviceSpec[] = [];
   let globalBad = 0;
+  const badWave = options.scenario === "bad-wave";
   for (let i = 0; i < options.devices; i++) {
-    const bad = random.next() < options.badImageShare;
+    const drawn = random.next() < options.badImageShare;
+    // bad-wave: half of the first wave runs an image that fails its self-test.
+    const bad = badWave ? i < badWaveShape(options).bad : drawn;
     if (bad) globalBad++;
     if (i % options.shard.count !== options.shard.index - 1) continue;
     devices.push({
       thing: `dev-${String(i).padStart(5, "0")}`,
       secret: "", // the cloud generates it at registration
       seed: options.seed * 100_003 + i,
-      ...(bad ? { badImage: options.badImageBehavior } : {}),
+      ...(bad ? { badImage: badWave ? "fail-self-test" : options.badImageBehavior } : {}),
     });
   }
   return { devices, globalBad };
+}
+
+/** The fleet's device names, in order (every shard knows all of them). */
+function thingNames(options: Options): string[] {
+  return Array.from({ length: options.devices }, (_, i) => `dev-${String(i).padStart(5, "0")}`);
 }
 
 /**
@@ -204,7 +212,17 @@ export function updateRequestFor(
     securityCounter: 2 + index,
     signingProfile: "fleet",
     certFile: certPath,
-    targets: { groups: ["fleet"] },
+    ...(options.scenario === "bad-wave"
+      ? {
+        // Named in order, so that the first wave is the one with the failing image.
+        targets: { things: thingNames(options) },
+        healthGate: {
+          waveSize: badWaveShape(options).waveSize,
+          minSuccessPercent: badWaveShape(options).minSuccessPercent,
+          onFailure: "PAUSE" as const,
+        },
+      }
+      : { targets: { groups: ["fleet"] } }),
     protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
     ...(options.scenario === "late-joiners" ? { targetSelection: "CONTINUOUS" as const } : {}),
     ...(options.retries > 0
@@ -553,7 +571,12 @@ class FleetRun {
       const status = state.status;
       const continuousDone = options.scenario === "late-joiners" &&
         done.SUCCEEDED === options.devices;
-      if (status !== "COMPLETED" && status !== "CANCELED" && !continuousDone) return false;
+      // bad-wave ends when the health gate has paused the rollout.
+      const gated = options.scenario === "bad-wave" && status === "PAUSED" &&
+        /^health gate/.test(state.reason ?? "");
+      if (status !== "COMPLETED" && status !== "CANCELED" && !continuousDone && !gated) {
+        return false;
+      }
       // A crash just ordered has not been seen yet: its devices' telemetry is not news yet.
       if (fleet.workerRestarts < this.#crashesDone) return false;
       // Wait for devices to settle: none mid-update, every confirmation landed.
@@ -636,6 +659,7 @@ class FleetRun {
       faults.wipes += d.faults.wipes;
     }
     const jobStatus = last.status;
+    const jobReason = last.reason;
     const bricked = finals.filter((d) => !d.bootable).length;
     const { expected, asExpected } = judgeRun({
       options,
@@ -655,6 +679,7 @@ class FleetRun {
       updates: versions.length,
       runningVersion,
       jobStatus,
+      jobReason,
       lastCounts: counts,
       total,
     });
@@ -688,6 +713,7 @@ class FleetRun {
       },
       updates,
       jobStatus,
+      jobReason,
       bricked,
       runningVersion,
       faults,

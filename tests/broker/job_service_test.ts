@@ -503,3 +503,68 @@ Deno.test("job service: a thing leaving the group before its turn is dropped fro
   assert.equal(s.store.getExecution("job-1", third!), null, "never queued");
   assert.equal(s.store.getExecution("job-1", second!)!.status, "QUEUED");
 });
+
+Deno.test("job service: a health gate pauses the rollout when a wave falls short, with the reason; resume opens the next wave", () => {
+  const s = setup();
+  const names = s.things(6);
+  s.jobs.createJob(job({ healthGate: { waveSize: 2, minSuccessPercent: 100 } }));
+  assert.deepEqual(s.store.executionsOfJob("job-1").map((e) => e.thing), names.slice(0, 2));
+  s.finish(names[0]!, "job-1", "SUCCEEDED");
+  s.finish(names[1]!, "job-1", "FAILED");
+  s.advance(MIN);
+  const paused = s.store.getJob("job-1")!;
+  assert.equal(paused.status, "PAUSED");
+  assert.match(
+    paused.reason ?? "",
+    /health gate: 1 of the 2 things of the last wave succeeded \(50%\), below the 100% required/,
+  );
+  assert.equal(
+    s.store.executionsOfJob("job-1").length,
+    2,
+    "nobody after the failing wave is notified",
+  );
+  s.advance(10 * MIN);
+  assert.equal(s.store.executionsOfJob("job-1").length, 2, "and stays so while paused");
+  assert.ok(s.jobs.resumeJob("job-1").ok);
+  assert.equal(
+    s.store.executionsOfJob("job-1").length,
+    4,
+    "the operator's resume opens the next wave",
+  );
+});
+
+Deno.test("job service: a health gate passes at exactly its percentage and cancels when told to", () => {
+  const s = setup();
+  const names = s.things(8);
+  s.jobs.createJob(job({ healthGate: { waveSize: 4, minSuccessPercent: 75 } }));
+  for (const [i, thing] of names.slice(0, 4).entries()) {
+    s.finish(thing, "job-1", i === 0 ? "FAILED" : "SUCCEEDED");
+  }
+  assert.equal(s.store.executionsOfJob("job-1").length, 8, "3 of 4 is 75%: the next wave opens");
+  const c = setup();
+  const others = c.things(4);
+  c.jobs.createJob(
+    job({ healthGate: { waveSize: 2, minSuccessPercent: 60, onFailure: "CANCEL" } }),
+  );
+  c.finish(others[0]!, "job-1", "SUCCEEDED");
+  c.finish(others[1]!, "job-1", "REJECTED");
+  const canceled = c.store.getJob("job-1")!;
+  assert.equal(canceled.status, "CANCELED");
+  assert.match(canceled.reason ?? "", /health gate: 1 of the 2/);
+  assert.equal(c.store.executionsOfJob("job-1").length, 2);
+});
+
+Deno.test("job service: a health gate's settings are checked", () => {
+  const s = setup();
+  s.things(2);
+  for (
+    const [gate, problem] of [
+      [{ waveSize: 2, minSuccessPercent: 101 }, /minSuccessPercent must be a number 0..100/],
+      [{ waveSize: 2, onFailure: "STOP" }, /onFailure must be PAUSE or CANCEL/],
+    ] as const
+  ) {
+    const created = s.jobs.createJob(job({ healthGate: gate as never }));
+    assert.equal(created.ok, false);
+    assert.match(created.ok ? "" : created.reason, problem);
+  }
+});

@@ -54,6 +54,7 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
       droppedBlocks: 0,
       duplicatedBlocks: 0,
       reorderedBlocks: 0,
+      wipes: 0,
     });
     assert.equal(first.device.state, "off", "the crash took the power");
     await first.watchdog();

@@ -361,3 +361,46 @@ Deno.test("fleet smoke: devices whose slots are wiped after the rollout count as
   assert.equal(report.asExpected, false);
   assert.equal(report.outcome.succeeded, 6, "the rollout itself went through");
 });
+
+Deno.test("fleet smoke: bad-wave: the health gate pauses the rollout after the failing wave; the command exits 0", async () => {
+  const report = await run("--devices", "10", "--workers", "1", "--scenario", "bad-wave");
+  assert.ok(report.asExpected, JSON.stringify([report.expected, report.outcome, report.jobReason]));
+  assert.equal(report.jobStatus, "PAUSED");
+  assert.match(
+    report.jobReason ?? "",
+    /^health gate: 1 of the 2 things of the last wave succeeded/,
+  );
+  assert.equal(report.outcome.other, 8, "the devices after the failing wave were never notified");
+  assert.equal(report.bricked, 0);
+  // The command itself: the expected outcome is a success.
+  const dir = await Deno.makeTempDir({ prefix: "ota-bad-wave-" });
+  try {
+    const command = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        new URL("../../fleet/fleet.ts", import.meta.url).pathname,
+        "--scenario",
+        "bad-wave",
+        "--devices",
+        "10",
+        "--workers",
+        "1",
+        "--image-size",
+        "16KiB",
+        "--block-size",
+        "1KiB",
+        "--report",
+        `${dir}/report.json`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(command.stdout);
+    assert.equal(command.code, 0, text + new TextDecoder().decode(command.stderr));
+    assert.match(text, /job {16}PAUSED \(health gate: /);
+    assert.match(text, /as expected {8}yes/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -23,6 +23,7 @@ function happyFacts(overrides: Partial<RunFacts> = {}): RunFacts {
     updates: 1,
     runningVersion: { "1.1.0+0": 10 },
     jobStatus: "COMPLETED",
+    jobReason: null,
     lastCounts: { SUCCEEDED: 10, FAILED: 0 },
     total: { SUCCEEDED: 10, FAILED: 0 },
     ...overrides,
