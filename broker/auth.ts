@@ -278,6 +278,7 @@ export function createAuthHooks(
     if (refusals.length > 1000) refusals.shift();
     // What a client sent (its id, a topic) is shown, never able to forge a line of its own.
     const shown = `refused: ${line} (client '${client.id.slice(0, 128)}' from ${remoteOf(client)})`;
+    // deno-lint-ignore no-control-regex -- control characters are what must not reach the log
     onRefusal(shown.replace(/[\u0000-\u001f\u007f]/g, "?"));
   };
   return {

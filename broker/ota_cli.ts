@@ -249,7 +249,9 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         }
         const waveSize = positiveInt(values["wave-size"], "wave-size", 1_000_000);
         if (waveSize === undefined) {
-          if (values["min-success-percent"] !== undefined || values["on-gate-failure"] !== undefined) {
+          if (
+            values["min-success-percent"] !== undefined || values["on-gate-failure"] !== undefined
+          ) {
             throw new UsageError("--min-success-percent and --on-gate-failure need --wave-size");
           }
         } else {

@@ -19,7 +19,7 @@ import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protoc
 import { signImage } from "../protocol/image_sign.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService } from "./job_service.ts";
-import { type JobSpec, type HealthGate } from "./job_spec.ts";
+import { type HealthGate, type JobSpec } from "./job_spec.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
 import type { CloudStore } from "./store.ts";
 import type { StreamService } from "./stream_service.ts";

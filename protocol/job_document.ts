@@ -215,6 +215,7 @@ export function deviceFileName(path: string | null, fileType: number, fileId: nu
 }
 
 /** Control characters (C0, DEL, C1): never part of a name a device looks up. */
+// deno-lint-ignore no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 function optionalInteger(

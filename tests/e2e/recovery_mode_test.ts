@@ -17,6 +17,7 @@ import {
   withInProcessDevice,
 } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { PLACEHOLDER_SIGNATURE } from "../helpers/pki.ts";
 
 /** Rewrites a few bytes of the stored image's payload, as a flash fault or an attacker would. */
 function damage(area: FlashArea): void {
@@ -82,7 +83,7 @@ Deno.test("recovery mode: data and bootloader files are REJECTED, an image below
     const data = side.rawJob("data-file", new Uint8Array(64), (file) => ({
       ...file,
       fileType: 2,
-      "sig-sha256-ecdsa": btoa("x".repeat(70)),
+      "sig-sha256-ecdsa": PLACEHOLDER_SIGNATURE,
     }));
     await waitUntil(ended(side, data), "the data job to be refused", 60_000);
     assert.equal(side.execution(data)?.status, "REJECTED");

@@ -16,6 +16,7 @@ import {
   withInProcessDevice,
 } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { PLACEHOLDER_SIGNATURE } from "../helpers/pki.ts";
 
 async function twoStageWorld(
   body: (side: QualificationCloud, rig: InProcessDevice) => Promise<void>,
@@ -119,7 +120,7 @@ Deno.test("second stage OTA: a job that mixes a second stage with firmware is RE
       filesize: 1024,
       fileid,
       certfile: "/certs/ota_signer.pem",
-      "sig-sha256-ecdsa": btoa("x".repeat(70)),
+      "sig-sha256-ecdsa": PLACEHOLDER_SIGNATURE,
       fileType,
     });
     const created = side.cloud.jobs.createJob({

@@ -188,3 +188,10 @@ function indexOfBytes(haystack: Uint8Array, needle: Uint8Array): number {
   }
   return -1;
 }
+
+/**
+ * A well-formed DER ECDSA signature that signs nothing of ours (the one in AWS's own test
+ * documents): for documents whose refusal must come from somewhere other than the signature.
+ */
+export const PLACEHOLDER_SIGNATURE =
+  "MEQCIF2QDvww1G/kpRGZ8FYvQrok1bSZvXjXefRk7sqNcyPTAiB4dvGt8fozIY5NC0vUDJ2MY42ZERYEcrbwA4n6q7vrBg==";
