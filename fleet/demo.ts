@@ -1,6 +1,8 @@
 /**
- * `deno task fleet` (until the fleet simulator exists): one simulated device walks through the
- * update paths the platform is about, printing what its bootloader decided at every boot.
+ * `deno task demo`: one simulated device walks through the update paths the platform is about,
+ * printing what its bootloader decided at every boot. With `--root-ca`, `--signer-key` and
+ * `--signer-cert` it trusts and signs with a PKI made outside (openssl's, an AWS signer's); with
+ * `--image`, `--signature` and `--certificate` its first update is an image signed elsewhere.
  *
  *   1. factory image 1.0.0 boots; 1.1.0 is downloaded through the OTA PAL, verified, installed,
  *      tested and confirmed;
@@ -20,18 +22,29 @@ import { Device, flashFactoryImage } from "../bootloader/device.ts";
 import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
 import { isPowerCut } from "../bootloader/flash.ts";
 import { fwuStateName } from "../bootloader/fwu.ts";
-import { parseVersion } from "../protocol/image_format.ts";
+import { compareVersions, formatVersion, parseVersion } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
 import { createFlash, deviceLayout } from "../bootloader/layout.ts";
 import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import { OtaImageState, otaPalMain } from "../protocol/ota_pal_status.ts";
 import { blockSizeProblem } from "../protocol/stream_codec.ts";
+import { loadTrust, type Trust } from "./trust_inputs.ts";
+import { UsageError } from "../lib/usage_error.ts";
 
-const USAGE = `Usage: deno task fleet [--image-size SIZE] [--block-size SIZE]
+const USAGE = `Usage: deno task demo [--image-size SIZE] [--block-size SIZE]
+                      [--root-ca FILE --signer-key FILE --signer-cert FILE
+                       [--image FILE --signature FILE --certificate FILE]]
 
-Single-device demo of the secure update path (the fleet simulator comes with issue #5).
+One device through the secure update path: an update installed and confirmed, one that crashes
+and is reverted, a power cut in the middle of a swap, a downgrade refused.
   --image-size  firmware payload size, e.g. 256KiB (default 256KiB, at most 480KiB)
-  --block-size  download block size, a power of two from 256 bytes to 128KiB (default 4KiB)`;
+  --block-size  download block size, a power of two from 256 bytes to 128KiB (default 4KiB)
+  --root-ca FILE --signer-key FILE --signer-cert FILE
+                the CA the device trusts and the code signer (SEC1 or PKCS#8 key) the demo
+                signs its images with; default: a PKI made for the run
+  --image FILE --signature FILE --certificate FILE
+                the first update is this image, signed elsewhere (detached DER signature, as
+                openssl dgst -sha256 -sign writes it); a version between 1.0.0 and 1.2.0`;
 
 function fail(message: string): never {
   console.error(`${message}\n\n${USAGE}`);
@@ -45,6 +58,12 @@ try {
     options: {
       "image-size": { type: "string" },
       "block-size": { type: "string" },
+      "root-ca": { type: "string" },
+      "signer-key": { type: "string" },
+      "signer-cert": { type: "string" },
+      image: { type: "string" },
+      signature: { type: "string" },
+      certificate: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -71,13 +90,59 @@ const validity = {
   notBefore: new Date(clock.now() - 86_400_000),
   notAfter: new Date(clock.now() + 3650 * 86_400_000),
 };
-const { root, signerKeys, signer } = await createSigningPki({
+const given = [values["root-ca"], values["signer-key"], values["signer-cert"]];
+const external = [values.image, values.signature, values.certificate];
+if (given.some((f) => f !== undefined) && given.some((f) => f === undefined)) {
+  fail("--root-ca, --signer-key and --signer-cert go together");
+}
+if (external.some((f) => f !== undefined) && (external.some((f) => f === undefined) || !given[0])) {
+  fail(
+    "--image, --signature and --certificate go together, with --root-ca, --signer-key and --signer-cert",
+  );
+}
+let trust: Trust | null = null;
+try {
+  trust = given[0] === undefined ? null : await loadTrust({
+    rootCa: given[0],
+    signerKey: given[1]!,
+    signerCert: given[2]!,
+    ...(external[0]
+      ? { image: { image: external[0], signature: external[1]!, certificate: external[2]! } }
+      : {}),
+  });
+} catch (error) {
+  if (error instanceof UsageError) fail(error.message);
+  throw error;
+}
+if (trust?.external) {
+  const v = trust.external.version;
+  if (
+    compareVersions(v, parseVersion("1.0.0")!) <= 0 ||
+    compareVersions(v, parseVersion("1.2.0")!) >= 0
+  ) {
+    fail(
+      `--image is version ${
+        formatVersion(v)
+      }: the demo's first update must be between 1.0.0 and 1.2.0`,
+    );
+  }
+}
+const { root, signerKeys, signer } = trust ?? await createSigningPki({
   rootSubject: "CN=Demo Device Root",
   signerSubject: "CN=Demo Firmware Signer",
   validity,
 });
 const certPath = "/certs/signer.pem";
-const rom = { root, certificates: new Map([[certPath, signer.toString("pem")]]) };
+const externalCertPath = "/certs/external_signer.pem";
+const rom = {
+  root,
+  certificates: new Map([
+    [certPath, signer.toString("pem")],
+    ...(trust?.external
+      ? [[externalCertPath, trust.external.certificatePem] as [string, string]]
+      : []),
+  ]),
+};
 
 async function image(
   version: string,
@@ -112,12 +177,15 @@ function showBoot(title: string): void {
   );
 }
 
-async function download(bytes: Uint8Array): Promise<OtaFileContext | null> {
+async function download(
+  bytes: Uint8Array,
+  signedElsewhere?: { signature: Uint8Array; certFilePath: string },
+): Promise<OtaFileContext | null> {
   const file: OtaFileContext = {
     filePath: "firmware.bin",
     fileSize: bytes.length,
-    signature: await signData(signerKeys.privateKey, bytes),
-    certFilePath: certPath,
+    signature: signedElsewhere?.signature ?? await signData(signerKeys.privateKey, bytes),
+    certFilePath: signedElsewhere?.certFilePath ?? certPath,
     fileHandle: null,
   };
   const pal = device.pal;
@@ -140,8 +208,17 @@ async function download(bytes: Uint8Array): Promise<OtaFileContext | null> {
 await device.powerOn();
 showBoot("factory boot");
 
-console.log("\n== update to 1.1.0");
-let file = await download(await image("1.1.0", 2));
+let file: OtaFileContext | null;
+if (trust?.external) {
+  console.log(`\n== update to ${formatVersion(trust.external.version)}, an image signed elsewhere`);
+  file = await download(trust.external.image, {
+    signature: trust.external.signature,
+    certFilePath: externalCertPath,
+  });
+} else {
+  console.log("\n== update to 1.1.0");
+  file = await download(await image("1.1.0", 2));
+}
 device.pal.activateNewImage(file);
 await device.settle();
 showBoot("boot after activation");

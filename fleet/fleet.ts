@@ -12,6 +12,7 @@ import cliProgress from "cli-progress";
 import { type Options, parseFleetArgs, USAGE } from "./fleet_args.ts";
 import { formatSummary } from "./report.ts";
 import { runFleet } from "./run.ts";
+import { UsageError } from "../lib/usage_error.ts";
 
 if (import.meta.main) {
   let options: Options;
@@ -62,6 +63,11 @@ if (import.meta.main) {
     console.log(`\n${formatSummary(report, options.report)}`);
     Deno.exit(report.asExpected ? 0 : 1);
   } catch (error) {
+    // Inputs found wrong only once read (a key that does not match its certificate): exit 2.
+    if (error instanceof UsageError) {
+      console.error(`${error.message} (see --help)`);
+      Deno.exit(2);
+    }
     console.error(`fleet run failed: ${(error as Error).message}`);
     Deno.exit(1);
   }

@@ -18,6 +18,7 @@ import { parseSize } from "../lib/units.ts";
 import type { NetworkProfile } from "./device_actor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
+import { type TrustFiles } from "./trust_inputs.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -68,6 +69,12 @@ export const USAGE = `Usage: deno task fleet [options]
                            join a running cloud (deno task broker) instead of embedding one
   --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token
                            and one --update-id shared by all shards)
+  --root-ca FILE --signer-key FILE --signer-cert FILE
+                           a root of trust made outside: the CA the devices' ROM trusts, and
+                           the code signer (SEC1 or PKCS#8 key) the fleet signs its images with
+  --image FILE --signature FILE --certificate FILE
+                           (with --root-ca ...) the update is this image, signed elsewhere: its
+                           detached DER signature (openssl dgst -sha256 -sign) and signer
   --wipe-share P           share of devices whose application slots are erased once the rollout
                            has ended (a flash failure): they must show up as bricked (0..1)
   --update-id ID           the OTA update's id (1..40 of [a-zA-Z0-9_-]; back-to-back runs
@@ -123,6 +130,8 @@ export interface Options {
   updateId: string;
   /** Share of devices whose application slots are erased after the rollout. */
   wipeShare: number;
+  /** A root of trust and signer made outside (`--root-ca` ...); none: the fleet makes its own. */
+  trust?: TrustFiles;
   timeoutSeconds: number;
 }
 
@@ -178,6 +187,37 @@ function badBehavior(text: string | undefined): Behavior {
  */
 export function blocksPerRequestFor(blockSize: number): number {
   return Math.max(1, Math.min(32, Math.floor(32 * 1024 / blockSize)));
+}
+
+/** `--root-ca`, `--signer-key`, `--signer-cert` and `--image`, `--signature`, `--certificate`. */
+function trustFilesOf(v: Record<string, string | boolean | undefined>): { trust?: TrustFiles } {
+  const given = (name: string) => typeof v[name] === "string" ? v[name] as string : undefined;
+  const signing = ["root-ca", "signer-key", "signer-cert"].map(given);
+  const external = ["image", "signature", "certificate"].map(given);
+  if (signing.every((f) => f === undefined)) {
+    if (external.some((f) => f !== undefined)) {
+      throw new UsageError(
+        "--image, --signature and --certificate need --root-ca, --signer-key and --signer-cert",
+      );
+    }
+    return {};
+  }
+  if (signing.some((f) => f === undefined)) {
+    throw new UsageError("--root-ca, --signer-key and --signer-cert go together");
+  }
+  if (external.some((f) => f !== undefined) && external.some((f) => f === undefined)) {
+    throw new UsageError("--image, --signature and --certificate go together");
+  }
+  const [rootCa, signerKey, signerCert] = signing as [string, string, string];
+  const [image, signature, certificate] = external;
+  return {
+    trust: {
+      rootCa,
+      signerKey,
+      signerCert,
+      ...(image ? { image: { image, signature: signature!, certificate: certificate! } } : {}),
+    },
+  };
 }
 
 const UPDATE_ID = /^[a-zA-Z0-9_-]{1,40}$/;
@@ -237,6 +277,12 @@ export function parseFleetArgs(args: string[]): Options {
             "shard",
             "update-id",
             "wipe-share",
+            "root-ca",
+            "signer-key",
+            "signer-cert",
+            "image",
+            "signature",
+            "certificate",
             "latency",
             "bandwidth",
             "loss",
@@ -338,6 +384,7 @@ export function parseFleetArgs(args: string[]): Options {
     shard: parseShard(v.shard),
     updateId: updateIdOf(v["update-id"], v.broker !== undefined),
     wipeShare: rate("wipe-share", 0),
+    ...trustFilesOf(v),
     badImageBehavior: badBehavior(v["bad-image-behavior"]),
     ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
   };
@@ -378,6 +425,11 @@ export function parseFleetArgs(args: string[]): Options {
   }
   if (options.shard.count > 1 && !options.remote) {
     throw new UsageError("--shard needs --broker, --api and --token (one cloud for all shards)");
+  }
+  if (options.trust?.image && !["happy", "chaos"].includes(options.scenario)) {
+    throw new UsageError(
+      `--image is one update: --scenario ${options.scenario} needs images the fleet builds itself`,
+    );
   }
   if (options.scenario === "bad-wave" && options.shard.count > 1) {
     throw new UsageError("--scenario bad-wave runs in one process (its first wave must be local)");

@@ -20,7 +20,7 @@ import { provisionSecureElement } from "../pki/provisioning.ts";
 import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
 import { secondStagePayload } from "../bootloader/first_stage.ts";
 import { SecureElement } from "../bootloader/secure_element.ts";
-import { parseVersion } from "../protocol/image_format.ts";
+import { compareVersions, formatVersion, parseVersion } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
 import { type Cloud, startCloud } from "../broker/cloud.ts";
 import { operatorApi } from "../broker/operator_api.ts";
@@ -36,6 +36,8 @@ import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts
 import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
+import { loadTrust, type Trust } from "./trust_inputs.ts";
+import { UsageError } from "../lib/usage_error.ts";
 
 /**
  * The id of the update a run creates for `version`: `--update-id` (default `fleet`, or
@@ -44,6 +46,12 @@ import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 export function updateIdFor(options: Pick<Options, "updateId">, version: string): string {
   return `${options.updateId}-${version.replaceAll(".", "-")}`;
 }
+
+/** The version every device starts from. */
+const FACTORY_VERSION = parseVersion("1.0.0")!;
+
+/** Where devices keep the certificate of an image signed elsewhere (`--certificate`). */
+const EXTERNAL_CERT_PATH = "/certs/external_signer.pem";
 
 /** Where devices keep the signer certificate the job document names. */
 const CERT_PATH = "/certs/ota_signer.pem";
@@ -122,8 +130,12 @@ interface FleetImages {
   readonly root: Awaited<ReturnType<typeof createSigningPki>>["root"];
   readonly signerKeys: Awaited<ReturnType<typeof createSigningPki>>["signerKeys"];
   readonly signerPem: string;
+  /** The signer's private key as PEM (for the cloud's signing profile). */
+  readonly signerKeyPem: string;
   readonly factoryImage: Uint8Array;
   readonly secondStage: Uint8Array;
+  /** The update as an image signed elsewhere (`--image`), when given. */
+  readonly external?: Trust["external"];
 }
 
 /** Phase 2: the signing PKI and the images every device starts from. */
@@ -140,13 +152,23 @@ async function makeImages(options: Options, token: string): Promise<FleetImages>
       notBefore: new Date(Date.now() - 86_400_000),
       notAfter: new Date(Date.now() + 3650 * 86_400_000),
     };
-  const { root, signerKeys, signer } = await createSigningPki({
+  // A root of trust made outside (--root-ca ...), or the fleet's own.
+  const trust = options.trust ? await loadTrust(options.trust) : null;
+  if (trust?.external && compareVersions(trust.external.version, FACTORY_VERSION) <= 0) {
+    throw new UsageError(
+      `--image is version ${
+        formatVersion(trust.external.version)
+      }: not newer than the devices' factory image 1.0.0`,
+    );
+  }
+  const { root, signerKeys, signer } = trust ?? await createSigningPki({
     rootSubject: "CN=Fleet Device Root",
     signerSubject: "CN=Fleet Signer",
     validity,
     ...(options.remote ? { derivedFrom: `${token}:${options.seed}` } : {}),
   });
   const signerPem = pemEncode("CERTIFICATE", certificateDer(signer));
+  const signerKeyPem = trust?.signerKeyPem ?? await exportPrivateKeyPem(signerKeys.privateKey);
   const factoryImage = await signImage(
     {
       payload: buildFirmware({ behavior: "ok", version: "1.0.0" }, options.imageSize),
@@ -160,7 +182,15 @@ async function makeImages(options: Options, token: string): Promise<FleetImages>
     { payload: secondStagePayload("2.0.0"), version: parseVersion("2.0.0")!, securityCounter: 1 },
     { privateKey: signerKeys.privateKey, certificate: signer },
   );
-  return { root, signerKeys, signerPem, factoryImage, secondStage };
+  return {
+    root,
+    signerKeys,
+    signerPem,
+    signerKeyPem,
+    factoryImage,
+    secondStage,
+    ...(trust?.external ? { external: trust.external } : {}),
+  };
 }
 
 /** Phase 3: the devices of this process (all, or its shard's share), drawn from the seed. */
@@ -310,6 +340,8 @@ class FleetRun {
 
   /** The versions this run rolls out, in order. */
   get versions(): string[] {
+    const external = this.#images?.external?.version;
+    if (external) return [`${external.major}.${external.minor}.${external.revision}`];
     return this.options.scenario === "back-to-back" ? ["1.1.0", "1.2.0", "1.3.0"] : ["1.1.0"];
   }
 
@@ -377,7 +409,13 @@ class FleetRun {
         rootCertificateDer: certificateDer(images.root),
         // The signer under its path, and as the device's own code-verification certificate, which
         // AWS's documents name (`Code Verify Key`) or fall back to.
-        certificates: [[CERT_PATH, images.signerPem], [CODE_VERIFY_KEY, images.signerPem]],
+        certificates: [
+          [CERT_PATH, images.signerPem],
+          [CODE_VERIFY_KEY, images.signerPem],
+          ...(images.external
+            ? [[EXTERNAL_CERT_PATH, images.external.certificatePem] as [string, string]]
+            : []),
+        ],
         factoryImage: images.factoryImage,
         secondStage: images.secondStage,
         brokerUrl: access.brokerUrl,
@@ -461,7 +499,7 @@ class FleetRun {
         name: "fleet",
         rootPem: pemEncode("CERTIFICATE", certificateDer(images.root)),
         certificatePem: images.signerPem,
-        privateKeyPem: await exportPrivateKeyPem(images.signerKeys.privateKey),
+        privateKeyPem: images.signerKeyPem,
       });
     }
   }
@@ -499,8 +537,20 @@ class FleetRun {
         `shard 1 to create ${otaUpdateId}`,
       );
     } else {
+      const external = this.#images!.external;
       created = await access.createOtaUpdate(
-        updateRequestFor(options, version, index, this.#behavior(), CERT_PATH),
+        external
+          ? {
+            otaUpdateId,
+            image: toBase64(external.image),
+            signature: toBase64(external.signature),
+            certificatePem: external.certificatePem,
+            rootPem: pemEncode("CERTIFICATE", certificateDer(this.#images!.root)),
+            certFile: EXTERNAL_CERT_PATH,
+            targets: { groups: ["fleet"] },
+            protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
+          }
+          : updateRequestFor(options, version, index, this.#behavior(), CERT_PATH),
       );
     }
     const { jobId, fileSize } = created!;
@@ -623,7 +673,10 @@ class FleetRun {
     const globalBad = this.#globalBad;
     const versions = this.versions;
     const jobId = this.#jobIds[this.#jobIds.length - 1]!;
-    const expectedVersion = `${versions[versions.length - 1]}+0`;
+    const external = this.#images?.external;
+    const expectedVersion = external
+      ? formatVersion(external.version)
+      : `${versions[versions.length - 1]}+0`;
     const finals = await fleet.report();
     const last = await access.jobState(jobId);
     const counts = last.counts;

@@ -8,110 +8,17 @@ import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
 import { runOtaCli } from "../../broker/ota_cli.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import { OPENSSL, openssl, type OpensslDir, opensslDir } from "../helpers/openssl.ts";
+import {
+  CODE_SIGNING_EXTENSIONS,
+  OPENSSL,
+  openssl,
+  opensslCa,
+  opensslDir,
+  opensslLeaf,
+} from "../helpers/openssl.ts";
 import { testImage } from "../helpers/pki.ts";
 
 const TOKEN = "external-signer-token";
-
-const CA_CONFIG = `[ca]
-default_ca = ca_default
-[ca_default]
-dir = .
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = any_name
-unique_subject = no
-[any_name]
-commonName = supplied
-`;
-
-/** An openssl CA named `name` (key and self-signed certificate). */
-async function opensslCa(dir: OpensslDir, name: string): Promise<void> {
-  await openssl(dir, [
-    "ecparam",
-    "-name",
-    "prime256v1",
-    "-genkey",
-    "-noout",
-    "-out",
-    `${name}.key`,
-  ]);
-  await openssl(dir, [
-    "req",
-    "-x509",
-    "-new",
-    "-key",
-    `${name}.key`,
-    "-sha256",
-    "-days",
-    "3650",
-    "-subj",
-    `/CN=${name}`,
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign",
-    "-out",
-    `${name}.pem`,
-  ]);
-}
-
-/** A leaf `name` issued by `ca` with `extensions`, valid from `start` to `end` (YYMMDDHHMMSSZ). */
-async function opensslLeaf(
-  dir: OpensslDir,
-  ca: string,
-  name: string,
-  extensions: string,
-  start = "250101000000Z",
-  end = "350101000000Z",
-): Promise<void> {
-  await openssl(dir, [
-    "ecparam",
-    "-name",
-    "prime256v1",
-    "-genkey",
-    "-noout",
-    "-out",
-    `${name}.key`,
-  ]);
-  await openssl(dir, [
-    "req",
-    "-new",
-    "-key",
-    `${name}.key`,
-    "-subj",
-    `/CN=${name}`,
-    "-out",
-    `${name}.csr`,
-  ]);
-  await dir.write(`${name}.ext`, `${extensions}\n`);
-  await openssl(dir, [
-    "ca",
-    "-batch",
-    "-config",
-    "ca.cnf",
-    "-notext",
-    "-cert",
-    `${ca}.pem`,
-    "-keyfile",
-    `${ca}.key`,
-    "-in",
-    `${name}.csr`,
-    "-out",
-    `${name}.pem`,
-    "-startdate",
-    start,
-    "-enddate",
-    end,
-    "-extfile",
-    `${name}.ext`,
-  ]);
-}
-
-const CODE_SIGNING =
-  "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning";
 
 Deno.test({
   name:
@@ -128,24 +35,21 @@ Deno.test({
   try {
     cloud.provisionThing("dev-1", "secret-xyz");
     cloud.jobs.addThingToGroup("fleet", "dev-1");
-    await dir.write("ca.cnf", CA_CONFIG);
-    await dir.write("index.txt", "");
-    await dir.write("serial", "1000\n");
     await opensslCa(dir, "devices-root");
     await opensslCa(dir, "other-root");
-    await opensslLeaf(dir, "devices-root", "good", CODE_SIGNING);
+    await opensslLeaf(dir, "devices-root", "good", CODE_SIGNING_EXTENSIONS);
     await opensslLeaf(
       dir,
       "devices-root",
       "no-eku",
       "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth",
     );
-    await opensslLeaf(dir, "other-root", "other-ca", CODE_SIGNING);
+    await opensslLeaf(dir, "other-root", "other-ca", CODE_SIGNING_EXTENSIONS);
     await opensslLeaf(
       dir,
       "devices-root",
       "expired",
-      CODE_SIGNING,
+      CODE_SIGNING_EXTENSIONS,
       "200101000000Z",
       "210101000000Z",
     );

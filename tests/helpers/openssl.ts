@@ -58,3 +58,111 @@ export async function openssl(
   if (result.code !== 0) throw new Error(`openssl ${args.join(" ")} failed: ${result.stderr}`);
   return result.stdout;
 }
+
+const CA_CONFIG = `[ca]
+default_ca = ca_default
+[ca_default]
+dir = .
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any_name
+unique_subject = no
+[any_name]
+commonName = supplied
+`;
+
+/** An openssl CA named `name` (key and self-signed certificate). */
+export async function opensslCa(dir: OpensslDir, name: string): Promise<void> {
+  await openssl(dir, [
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    `${name}.key`,
+  ]);
+  await openssl(dir, [
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    `${name}.key`,
+    "-sha256",
+    "-days",
+    "3650",
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign",
+    "-out",
+    `${name}.pem`,
+  ]);
+}
+
+/**
+ * A leaf `name` issued by `ca` (through `openssl ca`, which takes explicit validity dates; the
+ * CA's database is set up in `dir` on first use) with `extensions`, valid from `start` to `end` (YYMMDDHHMMSSZ). */
+export async function opensslLeaf(
+  dir: OpensslDir,
+  ca: string,
+  name: string,
+  extensions: string,
+  start = "250101000000Z",
+  end = "350101000000Z",
+): Promise<void> {
+  await dir.write("ca.cnf", CA_CONFIG);
+  if (!(await Deno.stat(`${dir.path}/index.txt`).catch(() => null))) {
+    await dir.write("index.txt", "");
+    await dir.write("serial", "1000\n");
+  }
+  await openssl(dir, [
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    `${name}.key`,
+  ]);
+  await openssl(dir, [
+    "req",
+    "-new",
+    "-key",
+    `${name}.key`,
+    "-subj",
+    `/CN=${name}`,
+    "-out",
+    `${name}.csr`,
+  ]);
+  await dir.write(`${name}.ext`, `${extensions}\n`);
+  await openssl(dir, [
+    "ca",
+    "-batch",
+    "-config",
+    "ca.cnf",
+    "-notext",
+    "-cert",
+    `${ca}.pem`,
+    "-keyfile",
+    `${ca}.key`,
+    "-in",
+    `${name}.csr`,
+    "-out",
+    `${name}.pem`,
+    "-startdate",
+    start,
+    "-enddate",
+    end,
+    "-extfile",
+    `${name}.ext`,
+  ]);
+}
+
+/** The extensions of a code-signing certificate, for {@linkcode opensslLeaf}. */
+export const CODE_SIGNING_EXTENSIONS =
+  "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning";
