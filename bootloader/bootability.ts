@@ -43,3 +43,24 @@ export function eraseApplicationSlots(flash: NorFlash, layout: DeviceLayout): vo
     for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
   }
 }
+
+/**
+ * A factory reset: the primary slot gets back what `factory` (a chip as it left the factory)
+ * holds there, the secondary slot is erased. The one-way security counter is not reset (fuses
+ * cannot be), so a factory image older than what the device has confirmed since no longer boots:
+ * the device comes up in recovery mode and waits for a signed image over the air.
+ */
+export function restoreFactorySlots(
+  flash: NorFlash,
+  factory: NorFlash,
+  layout: DeviceLayout,
+): void {
+  eraseApplicationSlots(flash, layout);
+  const from = openAreas(factory, layout).primary;
+  const to = openAreas(flash, layout).primary;
+  const size = to.sectorSize;
+  for (let sector = 0; sector < to.sectorCount; sector++) {
+    if (from.isErased(sector * size, size)) continue;
+    to.program(sector * size, from.read(sector * size, size));
+  }
+}

@@ -309,7 +309,12 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     );
   }
   const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
-  const shadows = new ShadowService({ store, publisher, clock });
+  const shadows = new ShadowService({
+    store,
+    publisher,
+    clock,
+    onFirmware: (thing, firmware) => jobs.thingReported(thing, firmware),
+  });
   const route = (topic: string, payload: Uint8Array) => {
     const request = classifyRequest(topic);
     switch (request.kind) {
@@ -350,14 +355,22 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       const { secret, stored } = chosen === null
         ? generateSecret()
         : { secret: chosen, stored: hashSecret(chosen) };
+      const again = store.getThing(name) !== null;
       store.putThing({ name, secret: stored, attributes });
+      if (again) jobs.thingReprovisioned(name);
       secretCache.delete(name);
       hooks.rememberSecret(stored, secret);
       return secret;
     },
     async registerDeviceCertificate(thing, certificate) {
       if (!store.getThing(thing)) return { ok: false, reason: `unknown thing '${thing}'` };
-      return await identity.register(thing, certificate);
+      const before = store.getRecord<RegisteredCertificate>("device-certificate", thing);
+      const registered = await identity.register(thing, certificate);
+      // A new certificate under the same name: a replaced or re-provisioned device.
+      if (registered.ok && before && before.sha256 !== registered.value.sha256) {
+        jobs.thingReprovisioned(thing);
+      }
+      return registered;
     },
     async close() {
       await jobs.stop();

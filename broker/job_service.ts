@@ -31,6 +31,7 @@ import type { CloudStore, ExecutionRecord, JobRecord } from "./store.ts";
 import { thingTopics } from "../protocol/topics.ts";
 import { JobsDeviceApi } from "./jobs_device_api.ts";
 import { type JobSpec, jobSpecProblems, type ServiceResult } from "./job_spec.ts";
+import { compareVersions, parseVersion } from "../protocol/image_format.ts";
 
 /** Counts per execution status, plus what is not rolled out yet. */
 export type JobCounts = Record<ExecutionStatus, number> & { readonly pending: number };
@@ -217,6 +218,40 @@ export class JobService {
       if (existing && !TERMINAL_STATUSES.has(existing.status)) continue;
       if (existing?.status === "SUCCEEDED") continue;
       this.#queueExecution(job, thing, 1);
+    }
+  }
+
+  /**
+   * A thing said which firmware it runs (its shadow; null: none, e.g. in recovery mode). Under a
+   * CONTINUOUS job that installs newer firmware, a thing whose execution SUCCEEDED but which
+   * runs older firmware again (a factory reset, a replaced board) gets a new execution, so the
+   * update reaches devices "as they are reset or re-provisioned".
+   */
+  thingReported(thing: string, firmware: string | null): void {
+    const running = firmware === null ? null : parseVersion(firmware);
+    this.#requeueSucceeded(thing, (spec) => {
+      const wanted = spec.firmwareVersion ? parseVersion(spec.firmwareVersion) : null;
+      return wanted !== null && (running === null || compareVersions(running, wanted) < 0);
+    }, `reports firmware ${firmware ?? "none"}`);
+  }
+
+  /**
+   * A thing was provisioned again (a new secret or certificate under the same name: a replaced
+   * or re-provisioned device): CONTINUOUS jobs it SUCCEEDED run on it once more.
+   */
+  thingReprovisioned(thing: string): void {
+    this.#requeueSucceeded(thing, () => true, "was provisioned again");
+  }
+
+  #requeueSucceeded(thing: string, applies: (spec: JobSpec) => boolean, why: string): void {
+    for (const job of this.#store.listJobs()) {
+      const spec = job.spec as unknown as JobSpec;
+      if (spec.targetSelection !== "CONTINUOUS" || job.status !== "IN_PROGRESS") continue;
+      const existing = this.#store.getExecution(job.jobId, thing);
+      if (existing?.status !== "SUCCEEDED" || !applies(spec)) continue;
+      if (!this.#targetsOf(spec).includes(thing)) continue;
+      this.#audit(job.jobId, thing, "requeued", { reason: `the thing ${why}` });
+      this.#queueExecution(job, thing, existing.executionNumber + 1);
     }
   }
 

@@ -12,6 +12,7 @@ import {
   type RolloutConfig,
   rolloutConfigProblems,
 } from "./rollout.ts";
+import { parseVersion } from "../protocol/image_format.ts";
 
 /** A job creation request. */
 export interface JobSpec {
@@ -28,6 +29,11 @@ export interface JobSpec {
     readonly endTime?: number;
     readonly endBehavior?: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL";
   };
+  /**
+   * The firmware version the job installs (`1.1.0+0`; OTA updates set it from the image). A
+   * CONTINUOUS job with one re-runs on a thing that succeeded but reports older firmware again.
+   */
+  readonly firmwareVersion?: string;
   /** Rollout in waves, each gated on the health of the one before (see {@linkcode HealthGate}). */
   readonly healthGate?: HealthGate;
   readonly description?: string;
@@ -114,6 +120,9 @@ export function jobSpecProblems(spec: JobSpec): string[] {
     }
   }
   if ((spec.retry ?? []).length > 2) problems.push("retry holds at most 2 criteria");
+  if (spec.firmwareVersion !== undefined && parseVersion(String(spec.firmwareVersion)) === null) {
+    problems.push("firmwareVersion must be X.Y.Z[+B]");
+  }
   const gate = spec.healthGate;
   if (gate !== undefined) {
     if (typeof gate !== "object" || gate === null) {

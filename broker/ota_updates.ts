@@ -232,6 +232,8 @@ export class OtaUpdateManager {
     const spec: JobSpec = {
       jobId: record.jobId,
       document,
+      // A continuous update re-runs on a thing that runs older firmware again after a success.
+      ...(record.version ? { firmwareVersion: record.version } : {}),
       targets: request.targets,
       ...(request.targetSelection ? { targetSelection: request.targetSelection } : {}),
       ...(request.rollout ? { rollout: request.rollout } : {}),

@@ -41,12 +41,22 @@ export class ShadowService {
   readonly #store: CloudStore;
   readonly #publisher: Publisher;
   readonly #clock: Clock;
+  readonly #onFirmware: (thing: string, firmware: string | null) => void;
 
   /** Builds the service. */
-  constructor(options: { store: CloudStore; publisher: Publisher; clock: Clock }) {
+  constructor(
+    options: {
+      store: CloudStore;
+      publisher: Publisher;
+      clock: Clock;
+      /** Told the firmware a thing reports running (null: none), after each accepted update. */
+      onFirmware?: (thing: string, firmware: string | null) => void;
+    },
+  ) {
     this.#store = options.store;
     this.#publisher = options.publisher;
     this.#clock = options.clock;
+    this.#onFirmware = options.onFirmware ?? (() => {});
   }
 
   /** The stored shadow of `thing`, or null. */
@@ -102,6 +112,10 @@ export class ShadowService {
     };
     this.#store.putRecord("shadow", thing, { ...document, thing });
     await this.#store.committed();
+    if ("firmware" in state.reported) {
+      const firmware = reported.firmware;
+      this.#onFirmware(thing, typeof firmware === "string" ? firmware : null);
+    }
     await this.#publisher.publish(
       `${topic}/accepted`,
       JSON.stringify({

@@ -18,7 +18,11 @@ import { type FlashChanges, isPowerCut, type NorFlash } from "../bootloader/flas
 import { createFlash, type DeviceLayout } from "../bootloader/layout.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Random } from "../lib/random.ts";
-import { bootsTrustedImage, eraseApplicationSlots } from "../bootloader/bootability.ts";
+import {
+  bootsTrustedImage,
+  eraseApplicationSlots,
+  restoreFactorySlots,
+} from "../bootloader/bootability.ts";
 
 /** Messages a device actor handles. */
 export type ActorMessage =
@@ -35,7 +39,9 @@ export type ActorMessage =
   }
   | { readonly type: "throw"; readonly message: string }
   /** Both application slots erased (a flash failure), then the power cycled. */
-  | { readonly type: "wipe-slots" };
+  | { readonly type: "wipe-slots" }
+  /** The factory image restored to the primary slot, the secondary erased, the power cycled. */
+  | { readonly type: "factory-reset" };
 
 /**
  * When (epoch ms, comparable across Workers and processes) a device passed each stage of its
@@ -130,6 +136,8 @@ export interface ActorFaults {
   reorderedBlocks: number;
   /** Times both application slots were erased (`wipe-slots`). */
   wipes: number;
+  /** Factory resets (`factory-reset`). */
+  factoryResets: number;
 }
 
 type BlockFault = "corrupt" | "drop" | "duplicate" | "reorder";
@@ -165,6 +173,7 @@ export class DeviceActor {
     duplicatedBlocks: 0,
     reorderedBlocks: 0,
     wipes: 0,
+    factoryResets: 0,
   };
   readonly #inFlight = new Set<ReturnType<typeof setTimeout>>();
   #linkFreeAt = 0;
@@ -239,7 +248,10 @@ export class DeviceActor {
     this.#marksChanged++;
     if (event.type === "ReceivedJob") {
       // A job received again after the reboot (self-test) is the same update going on.
-      if (this.#marks?.jobId !== event.jobId) this.#marks = { jobId: event.jobId, received: now };
+      // A job again after it completed (a new execution of it, e.g. after a reset): new marks.
+      if (this.#marks?.jobId !== event.jobId || this.#marks.complete !== undefined) {
+        this.#marks = { jobId: event.jobId, received: now };
+      }
     } else if (this.#marks && "jobId" in event && event.jobId === this.#marks.jobId) {
       if (event.type === "Activate") this.#marks.activated ??= now;
       else if (event.type === "StartTest") this.#marks.selfTest ??= now;
@@ -359,6 +371,12 @@ export class DeviceActor {
         this.#faults.wipes++;
         // The flash fails under power; the device notices at its next boot.
         eraseApplicationSlots(this.device.flash, this.#environment.layout);
+        this.device.powerOff();
+        if (this.#wantOn) await this.runtime.start();
+        return;
+      case "factory-reset":
+        this.#faults.factoryResets++;
+        restoreFactorySlots(this.device.flash, this.#environment.factory, this.#environment.layout);
         this.device.powerOff();
         if (this.#wantOn) await this.runtime.start();
         return;

@@ -29,6 +29,7 @@ export const SCENARIOS = [
   "back-to-back",
   "late-joiners",
   "bad-wave",
+  "factory-reset",
 ] as const;
 export type Scenario = typeof SCENARIOS[number];
 
@@ -430,6 +431,9 @@ export function parseFleetArgs(args: string[]): Options {
     throw new UsageError(
       `--image is one update: --scenario ${options.scenario} needs images the fleet builds itself`,
     );
+  }
+  if (options.scenario === "factory-reset" && options.remote) {
+    throw new UsageError("--scenario factory-reset needs the embedded cloud");
   }
   if (options.scenario === "bad-wave" && options.shard.count > 1) {
     throw new UsageError("--scenario bad-wave runs in one process (its first wave must be local)");

@@ -41,6 +41,8 @@ export interface FleetReport {
     lostMessages: number;
     /** Devices whose application slots were erased after the rollout (`--wipe-share`). */
     wipes: number;
+    /** Devices reset to the factory image after the update (`--scenario factory-reset`). */
+    factoryResets: number;
     /** Workers made to crash (`--worker-crashes`). */
     workerCrashes: number;
     /** Worker deaths the supervisor saw and recovered from. */
@@ -133,7 +135,7 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
     Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
   }
   bricked            ${report.bricked}
-  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, wiped ${report.faults.wipes}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
+  faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, wiped ${report.faults.wipes}, factory resets ${report.faults.factoryResets}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
   delivered          ${
     (report.bytesDelivered / 1e6).toFixed(1)
   } MB in ${report.wallSeconds} s, peak RSS ${
@@ -171,6 +173,8 @@ export interface RunFacts {
   /** Devices off the new version because their power went while it was on trial. */
   readonly revertedByPowerCut: number;
   readonly trialPowerCuts: number;
+  /** Devices reset to the factory image after the update. */
+  readonly factoryResets?: number;
   /** The last update's version, as devices report it (`1.1.0+0`). */
   readonly expectedVersion: string;
   /** How many updates the run rolled out. */
@@ -195,6 +199,16 @@ export function judgeRun(facts: RunFacts): { expected: string; asExpected: boole
   const aborted = mixed && options.abortPercent !== undefined;
   const either =
     (runningVersion["1.0.0+0"] ?? 0) + (runningVersion[expectedVersion] ?? 0) === local;
+  if (options.scenario === "factory-reset") {
+    const resets = facts.factoryResets ?? 0;
+    return {
+      expected:
+        `every device on ${expectedVersion}; the devices reset to the factory image after the update (its security counter sends them to recovery mode) are updated again by the continuous job`,
+      asExpected: facts.bricked === 0 && facts.finals === local && resets >= 1 &&
+        (runningVersion[expectedVersion] ?? 0) === local &&
+        facts.lastCounts.SUCCEEDED === options.devices,
+    };
+  }
   if (options.scenario === "bad-wave") {
     const { waveSize, bad } = badWaveShape(options);
     const pausedByGate = jobStatus === "PAUSED" && /^health gate/.test(facts.jobReason ?? "");

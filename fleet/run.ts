@@ -217,6 +217,17 @@ function drawDevices(
   return { devices, globalBad };
 }
 
+/** factory-reset: a fifth of the devices (at least one), drawn from the seed. */
+function factoryResetShare(devices: readonly FleetDeviceSpec[], random: Random): string[] {
+  const count = Math.max(1, Math.round(devices.length / 5));
+  const things = devices.map((d) => d.thing);
+  for (let i = things.length - 1; i > 0; i--) {
+    const j = random.below(i + 1);
+    [things[i], things[j]] = [things[j]!, things[i]!];
+  }
+  return things.slice(0, count);
+}
+
 /** The fleet's device names, in order (every shard knows all of them). */
 function thingNames(options: Options): string[] {
   return Array.from({ length: options.devices }, (_, i) => `dev-${String(i).padStart(5, "0")}`);
@@ -254,7 +265,9 @@ export function updateRequestFor(
       }
       : { targets: { groups: ["fleet"] } }),
     protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
-    ...(options.scenario === "late-joiners" ? { targetSelection: "CONTINUOUS" as const } : {}),
+    ...(options.scenario === "late-joiners" || options.scenario === "factory-reset"
+      ? { targetSelection: "CONTINUOUS" as const }
+      : {}),
     ...(options.retries > 0
       ? { retry: [{ failureType: "ALL" as const, numberOfRetries: options.retries }] }
       : {}),
@@ -325,6 +338,9 @@ class FleetRun {
   #devices: FleetDeviceSpec[] = [];
   #globalBad = 0;
   #initialDevices = 0;
+  /** factory-reset: the devices reset after the update (once chosen), and when. */
+  #reset: string[] | null = null;
+  #resetAt = 0;
 
   constructor(
     options: Options,
@@ -504,6 +520,14 @@ class FleetRun {
     }
   }
 
+  /** Every device settled: none mid-update, every confirmation landed. */
+  #settled(): boolean {
+    return [...this.#fleet!.telemetry.values()].every((t) =>
+      t.state === "running" && !t.trial &&
+      (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
+    );
+  }
+
   /** The fault plan, carried out: messages now, disconnects on timers. */
   #injectFaults(): void {
     const fleet = this.#fleet!;
@@ -619,8 +643,28 @@ class FleetRun {
         this.#crashesDone++;
       }
       const status = state.status;
-      const continuousDone = options.scenario === "late-joiners" &&
+      let continuousDone = options.scenario === "late-joiners" &&
         done.SUCCEEDED === options.devices;
+      if (options.scenario === "factory-reset") {
+        // Once everyone has the update, a fifth of the fleet is reset to the factory image; the
+        // run ends when those devices completed the update again after their reset.
+        if (done.SUCCEEDED !== options.devices || !this.#settled()) return false;
+        if (this.#reset === null) {
+          this.#resetAt = Date.now();
+          this.#reset = factoryResetShare(this.#devices, random);
+          for (const thing of this.#reset) fleet.send(thing, { type: "factory-reset" });
+          this.#out(
+            `fault: ${this.#reset.length} devices reset to the factory image: ${
+              this.#reset.join(", ")
+            }`,
+          );
+          return false;
+        }
+        continuousDone = this.#reset.every((thing) => {
+          const t = fleet.telemetry.get(thing);
+          return (t?.marks?.complete ?? 0) > this.#resetAt && t?.version === `${version}+0`;
+        });
+      }
       // bad-wave ends when the health gate has paused the rollout.
       const gated = options.scenario === "bad-wave" && status === "PAUSED" &&
         /^health gate/.test(state.reason ?? "");
@@ -629,12 +673,7 @@ class FleetRun {
       }
       // A crash just ordered has not been seen yet: its devices' telemetry is not news yet.
       if (fleet.workerRestarts < this.#crashesDone) return false;
-      // Wait for devices to settle: none mid-update, every confirmation landed.
-      return fleet.telemetry.size === local &&
-        [...fleet.telemetry.values()].every((t) =>
-          t.state === "running" && !t.trial &&
-          (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
-        );
+      return fleet.telemetry.size === local && this.#settled();
     };
     await this.#waitFor(ended, `the update to ${version} to end`);
     this.#endPhase(`update ${version}`);
@@ -699,6 +738,7 @@ class FleetRun {
       crashes: 0,
       lostMessages: 0,
       wipes: 0,
+      factoryResets: 0,
       workerCrashes: this.#crashesDone,
       workerRestarts: fleet.workerRestarts,
     };
@@ -710,6 +750,7 @@ class FleetRun {
       faults.crashes += d.faults.crashes;
       faults.lostMessages += d.faults.lostMessages;
       faults.wipes += d.faults.wipes;
+      faults.factoryResets += d.faults.factoryResets;
     }
     const jobStatus = last.status;
     const jobReason = last.reason;
@@ -728,6 +769,7 @@ class FleetRun {
         d.faults.trialPowerCuts > 0 && d.telemetry.version !== expectedVersion
       ).length,
       trialPowerCuts: faults.trialPowerCuts,
+      factoryResets: faults.factoryResets,
       expectedVersion,
       updates: versions.length,
       runningVersion,

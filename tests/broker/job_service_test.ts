@@ -568,3 +568,42 @@ Deno.test("job service: a health gate's settings are checked", () => {
     assert.match(created.ok ? "" : created.reason, problem);
   }
 });
+
+Deno.test("job service: a continuous job runs again on a thing that succeeded and reports older firmware, or is provisioned again", () => {
+  const s = setup();
+  const [a, b, c] = s.things(3);
+  s.jobs.createJob(job({ targetSelection: "CONTINUOUS", firmwareVersion: "1.1.0+0" }));
+  for (const thing of [a!, b!, c!]) s.finish(thing, "job-1", "SUCCEEDED");
+  const execution = (thing: string) => s.store.getExecution("job-1", thing)!;
+  s.jobs.thingReported(a!, "1.1.0+0");
+  assert.equal(execution(a!).status, "SUCCEEDED", "runs the job's firmware: nothing to do");
+  s.jobs.thingReported(a!, "1.2.0+0");
+  assert.equal(execution(a!).status, "SUCCEEDED", "runs newer firmware: nothing to do");
+  s.jobs.thingReported(a!, "1.0.0+0");
+  assert.equal(execution(a!).status, "QUEUED", "reset to the factory image: updated again");
+  assert.equal(execution(a!).executionNumber, 2);
+  s.jobs.thingReported(b!, null);
+  assert.equal(execution(b!).status, "QUEUED", "no firmware at all (recovery mode): updated again");
+  s.jobs.thingReprovisioned(c!);
+  assert.equal(
+    execution(c!).status,
+    "QUEUED",
+    "a replaced device under the same name: updated again",
+  );
+  s.finish(a!, "job-1", "SUCCEEDED");
+  assert.equal(execution(a!).status, "SUCCEEDED");
+  assert.equal(execution(a!).executionNumber, 2);
+});
+
+Deno.test("job service: a snapshot job, or one that is over, is not run again on a reset thing", () => {
+  const s = setup();
+  const [a] = s.things(1);
+  s.jobs.createJob(job({ firmwareVersion: "1.1.0+0" }));
+  s.finish(a!, "job-1", "SUCCEEDED");
+  s.jobs.thingReported(a!, "1.0.0+0");
+  s.jobs.thingReprovisioned(a!);
+  assert.equal(s.store.getExecution("job-1", a!)!.status, "SUCCEEDED");
+  const created = s.jobs.createJob(job({ jobId: "job-2", firmwareVersion: "one.two" }));
+  assert.equal(created.ok, false);
+  assert.match(created.ok ? "" : created.reason, /firmwareVersion must be X.Y.Z/);
+});

@@ -55,6 +55,7 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
       duplicatedBlocks: 0,
       reorderedBlocks: 0,
       wipes: 0,
+      factoryResets: 0,
     });
     assert.equal(first.device.state, "off", "the crash took the power");
     await first.watchdog();

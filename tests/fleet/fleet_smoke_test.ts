@@ -404,3 +404,15 @@ Deno.test("fleet smoke: bad-wave: the health gate pauses the rollout after the f
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fleet smoke: factory-reset: devices reset to the factory image after updating are updated again by the continuous job", async () => {
+  const report = await run("--devices", "10", "--workers", "1", "--scenario", "factory-reset");
+  assert.ok(
+    report.asExpected,
+    JSON.stringify([report.expected, report.runningVersion, report.faults]),
+  );
+  assert.equal(report.faults.factoryResets, 2);
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 10 });
+  assert.equal(report.bricked, 0);
+  assert.equal(report.outcome.succeeded, 10);
+});
