@@ -29,6 +29,8 @@ export interface CloudAccess {
   cancelJob(jobId: string, reason: string): Promise<void>;
   /** Bytes the stream service sent (null when the cloud is remote and does not say). */
   bytesDelivered(blockSize: number): number | null;
+  /** Times the cloud could not be reached and was waited for, and for how long in all. */
+  outages(): { readonly count: number; readonly seconds: number };
 }
 
 /**
@@ -76,6 +78,7 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
       return Promise.resolve();
     },
     bytesDelivered: (blockSize) => cloud.streams.stats.blocksSent * blockSize,
+    outages: () => ({ count: 0, seconds: 0 }),
   };
 }
 
@@ -87,16 +90,71 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
  * const access = remoteAccess("mqtt://10.0.0.5:1883", "http://10.0.0.5:8080/api", token);
  * ```
  */
-export function remoteAccess(brokerUrl: string, api: string, token: string): CloudAccess {
+export function remoteAccess(
+  brokerUrl: string,
+  api: string,
+  token: string,
+  options: {
+    /** How long the cloud may be unreachable before the run gives up. @default {120000} */
+    readonly outageToleranceMs?: number;
+    /** Told when an outage begins and ends. */
+    readonly log?: (line: string) => void;
+  } = {},
+): CloudAccess {
   const base = api.replace(/\/$/, "");
+  const tolerance = options.outageToleranceMs ?? 120_000;
+  const log = options.log ?? (() => {});
+  const outages = { count: 0, seconds: 0 };
+  let downSince: number | null = null;
+  /**
+   * One API call, waited out across an outage (connection refused or reset, 502-504: a cloud
+   * restarting) with backoff up to `tolerance`. `retried` says whether the request may have
+   * reached the cloud before a connection broke (a POST then may have been applied).
+   */
   const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const json = await response.json().catch(() => ({}));
-    return { status: response.status, json: json as Record<string, unknown> };
+    let delay = 250;
+    let retried = false;
+    for (;;) {
+      let failure: string;
+      try {
+        const response = await fetch(`${base}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        });
+        if (response.status < 502 || response.status > 504) {
+          const json = await response.json().catch(() => ({}));
+          if (downSince !== null) {
+            const seconds = (Date.now() - downSince) / 1000;
+            outages.count++;
+            outages.seconds += seconds;
+            log(`cloud: reachable again after ${seconds.toFixed(1)} s`);
+            downSince = null;
+          }
+          return { status: response.status, json: json as Record<string, unknown>, retried };
+        }
+        await response.body?.cancel();
+        failure = `HTTP ${response.status}`;
+      } catch (error) {
+        failure = (error as Error).message;
+      }
+      retried = true;
+      if (downSince === null) {
+        downSince = Date.now();
+        log(
+          `cloud: cannot reach the API at ${base} (${failure}); waiting up to ${
+            tolerance / 1000
+          } s`,
+        );
+      }
+      if (Date.now() - downSince > tolerance) {
+        throw new Error(
+          `cannot reach the API at ${base}: ${failure} (waited ${tolerance / 1000} s)`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 5_000);
+    }
   };
   const ok = (result: { status: number; json: Record<string, unknown> }, what: string) => {
     if (result.status >= 400) {
@@ -129,7 +187,18 @@ export function remoteAccess(brokerUrl: string, api: string, token: string): Clo
       ok(await call("POST", "/signing-profiles", profile), "create the signing profile");
     },
     async createOtaUpdate(request) {
-      const json = ok(await call("POST", "/ota-updates", request), "create the OTA update");
+      const result = await call("POST", "/ota-updates", request);
+      // Sent again after a connection broke: the first attempt may have created it already.
+      if (
+        result.retried && result.status === 400 && /already exists/.test(String(result.json.error))
+      ) {
+        const found = ok(
+          await call("GET", `/ota-updates/${encodeURIComponent(request.otaUpdateId)}`),
+          "find the OTA update",
+        );
+        return { jobId: String(found.jobId), fileSize: Number(found.fileSize) };
+      }
+      const json = ok(result, "create the OTA update");
       return { jobId: String(json.jobId), fileSize: Number(json.fileSize) };
     },
     async findOtaUpdate(otaUpdateId) {
@@ -153,5 +222,6 @@ export function remoteAccess(brokerUrl: string, api: string, token: string): Clo
       );
     },
     bytesDelivered: () => null,
+    outages: () => ({ ...outages }),
   };
 }

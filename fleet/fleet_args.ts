@@ -68,6 +68,8 @@ export const USAGE = `Usage: deno task fleet [options]
                            Ctrl-C
   --broker URL --api URL --token T
                            join a running cloud (deno task broker) instead of embedding one
+  --outage-tolerance S     how long that cloud may be unreachable (a restart) before the run
+                           gives up (default 120 s; outages are in the report)
   --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token
                            and one --update-id shared by all shards)
   --root-ca FILE --signer-key FILE --signer-cert FILE
@@ -134,6 +136,8 @@ export interface Options {
   /** A root of trust and signer made outside (`--root-ca` ...); none: the fleet makes its own. */
   trust?: TrustFiles;
   timeoutSeconds: number;
+  /** How long a cloud joined with --broker/--api may be unreachable before the run gives up. */
+  outageToleranceSeconds: number;
 }
 
 function identityOf(text: string | undefined): "secret" | "secure-element" {
@@ -268,6 +272,7 @@ export function parseFleetArgs(args: string[]): Options {
             "retries",
             "report",
             "timeout",
+            "outage-tolerance",
             "cancel",
             "bad-image-share",
             "bad-image-behavior",
@@ -378,6 +383,7 @@ export function parseFleetArgs(args: string[]): Options {
     identity: identityOf(v.identity),
     report: v.report ?? "fleet-report.json",
     timeoutSeconds: int("timeout", 600, 1, 86_400),
+    outageToleranceSeconds: int("outage-tolerance", 120, 1, 3600),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
     ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
     trace: traceList(v.trace),

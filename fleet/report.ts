@@ -49,6 +49,8 @@ export interface FleetReport {
     workerRestarts: number;
   };
   bytesDelivered: number;
+  /** Times the cloud (joined with --broker/--api) was unreachable and waited for, and how long. */
+  cloudOutages: { count: number; seconds: number };
   wallSeconds: number;
   /**
    * Where the wall time went, in order: `setup` (cloud, PKI, provisioning, Workers), `boot` (every
@@ -151,7 +153,13 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
       } (median/p90/max)`
     ).join("")
   }
-  as expected        ${report.asExpected ? "yes" : "NO"}
+${
+    report.cloudOutages.count > 0
+      ? `  cloud outages      ${report.cloudOutages.count}, ${
+        report.cloudOutages.seconds.toFixed(1)
+      } s in all (waited out)\n`
+      : ""
+  }  as expected        ${report.asExpected ? "yes" : "NO"}
   report             ${reportPath}`;
 }
 

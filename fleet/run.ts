@@ -121,7 +121,10 @@ async function startCloudSide(
   }
   const access = embedded
     ? embeddedAccess(embedded)
-    : remoteAccess(options.remote!.broker, options.remote!.api, token);
+    : remoteAccess(options.remote!.broker, options.remote!.api, token, {
+      outageToleranceMs: options.outageToleranceSeconds * 1000,
+      log: out,
+    });
   return { embedded, server, access, token, fleetCa };
 }
 
@@ -813,6 +816,7 @@ class FleetRun {
       runningVersion,
       faults,
       // A remote cloud does not say what its stream service sent: estimate from the image size.
+      cloudOutages: access.outages(),
       bytesDelivered: access.bytesDelivered(options.blockSize) ??
         this.#imageBytes * total.SUCCEEDED,
       wallSeconds: Math.round((performance.now() - this.#started) / 100) / 10,

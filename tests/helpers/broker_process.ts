@@ -1,0 +1,82 @@
+/** `deno task broker` as a real process on given ports and data directory, for restart tests. */
+import { withDeadline } from "./wait.ts";
+
+/** A running broker process. */
+export interface BrokerProcess {
+  readonly api: string;
+  readonly mqtt: string;
+  readonly child: Deno.ChildProcess;
+  /** kill -9, and wait for the process to be gone. */
+  kill(): Promise<void>;
+  /** SIGTERM, and wait. */
+  stop(): Promise<void>;
+}
+
+/** A free loopback port (for a process to listen on). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Starts the broker and waits for its ready line. */
+export async function startBrokerProcess(options: {
+  readonly dataDir: string;
+  readonly mqttPort: number;
+  readonly httpPort: number;
+  readonly token: string;
+  readonly serviceSecret: string;
+  readonly timeScale?: number;
+}): Promise<BrokerProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      new URL("../../broker/main.ts", import.meta.url).pathname,
+      "--port",
+      String(options.mqttPort),
+      "--http-port",
+      String(options.httpPort),
+      "--data",
+      options.dataDir,
+      "--time-scale",
+      String(options.timeScale ?? 60),
+      "--token",
+      options.token,
+      "--service-secret",
+      options.serviceSecret,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  await withDeadline(
+    (async () => {
+      while (!text.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("broker exited before it was ready");
+        text += value;
+      }
+    })(),
+    "the broker process to say it is ready",
+    60_000,
+  );
+  reader.releaseLock();
+  void child.stdout.cancel().catch(() => {});
+  const ready = JSON.parse(text.split("\n")[0]!);
+  return {
+    api: String(ready.api).replace(/\/$/, ""),
+    mqtt: String(ready.mqtt),
+    child,
+    async kill() {
+      child.kill("SIGKILL");
+      await child.status;
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
