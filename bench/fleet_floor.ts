@@ -21,6 +21,7 @@ import type { FleetReport } from "../fleet/report.ts";
 import { parseSize } from "../lib/units.ts";
 import { runFloorClients } from "./floor_clients.ts";
 import { sampleResidentMemory, spawnDeno } from "./processes.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
 
 /** What one floor run measured. */
 export interface FloorResult {
@@ -221,20 +222,46 @@ export async function measureFleet(
   }
 }
 
+/** Help text of `deno task bench:fleet`. */
+export const BENCH_USAGE =
+  `Usage: deno task bench:fleet [--devices N[,N...]] [--image-size SIZE] [--block-size SIZE]
+                            [--workers N] [--shards N] [--out FILE] [--floor-only]
+
+The fleet against its floor: broker and devices in their own processes, N devices each size.
+  --devices N[,N...]  fleet sizes to measure (default 1000,10000)
+  --image-size SIZE   image payload (default 256KiB)
+  --block-size SIZE   stream block (default 4KiB)
+  --workers N         Web Workers per fleet process (default: cores)
+  --shards N          fleet processes (default 1)
+  --out FILE          where the results go (default bench/results.json)
+  --floor-only        measure the floor alone`;
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    strict: true,
-    options: {
-      devices: { type: "string", default: "1000,10000" },
-      "image-size": { type: "string", default: "256KiB" },
-      "block-size": { type: "string", default: "4KiB" },
-      workers: { type: "string", default: String(navigator.hardwareConcurrency) },
-      shards: { type: "string", default: "1" },
-      out: { type: "string", default: "bench/results.json" },
-      "floor-only": { type: "boolean", default: false },
-    },
-  });
+  const early = standardFlags(Deno.args, BENCH_USAGE);
+  if (early) {
+    console.log(early.text);
+    Deno.exit(0);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        devices: { type: "string", default: "1000,10000" },
+        "image-size": { type: "string", default: "256KiB" },
+        "block-size": { type: "string", default: "4KiB" },
+        workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+        shards: { type: "string", default: "1" },
+        out: { type: "string", default: "bench/results.json" },
+        "floor-only": { type: "boolean", default: false },
+      },
+    });
+  } catch (error) {
+    console.error(usageLine((error as Error).message));
+    Deno.exit(2);
+  }
+  const { values } = parsed;
   const sizes = values.devices.split(",").map(Number);
   const workers = Number(values.workers);
   const shards = Number(values.shards);
@@ -245,7 +272,7 @@ if (import.meta.main) {
     imageSize === null || blockSize === null
   ) {
     console.error(
-      "Usage: deno task bench:fleet [--devices N[,N...]] [--image-size SIZE] [--block-size SIZE] [--workers N] [--shards N] [--out FILE] [--floor-only]",
+      usageLine("Invalid --devices, --workers, --shards, --image-size or --block-size"),
     );
     Deno.exit(2);
   }

@@ -11,13 +11,19 @@ import { ScaledClock, systemClock } from "../lib/clock.ts";
 import { BROKER_USAGE, parseBrokerArgs, UsageError } from "./broker_args.ts";
 import { startCloud } from "./cloud.ts";
 import { operatorApi } from "./operator_api.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
 
+const early = standardFlags(Deno.args, BROKER_USAGE);
+if (early) {
+  console.log(early.text);
+  Deno.exit(0);
+}
 let options;
 try {
   options = parseBrokerArgs(Deno.args, (name) => Deno.env.get(name));
 } catch (error) {
   if (!(error instanceof UsageError)) throw error;
-  console.error(`${error.message}\n\n${BROKER_USAGE}`);
+  console.error(usageLine(error.message));
   Deno.exit(2);
 }
 if (options.help) {
@@ -26,7 +32,21 @@ if (options.help) {
 }
 const { dataDir, token } = options;
 const scale = options.timeScale;
-await Deno.mkdir(dataDir, { recursive: true });
+/** An expected failure at start: one line for the operator, no stack, exit 1. */
+function cannot(what: string, error: unknown): never {
+  const e = error as Error & { code?: string };
+  const why = e instanceof Deno.errors.AddrInUse || e.code === "EADDRINUSE"
+    ? "the address is in use"
+    : e instanceof Deno.errors.PermissionDenied || e.code === "EACCES"
+    ? "permission denied"
+    : e.message.split("\n")[0];
+  console.error(`cannot ${what}: ${why}`);
+  Deno.exit(1);
+}
+
+await Deno.mkdir(dataDir, { recursive: true }).catch((error) =>
+  cannot(`create the data directory '${dataDir}'`, error)
+);
 const cloud = await startCloud({
   port: options.mqttPort,
   databasePath: `${dataDir}/cloud.db`,
@@ -36,11 +56,17 @@ const cloud = await startCloud({
   log: (line) => console.error(line),
   ...(options.external ? { external: options.external } : {}),
   ...(options.tls ? { tls: options.tls } : {}),
-});
-const server = Deno.serve(
-  { port: options.httpPort, hostname: "127.0.0.1", onListen: () => {} },
-  operatorApi(cloud, { token }),
-);
+}).catch((error) => cannot(`start the MQTT broker on port ${options.mqttPort}`, error));
+let server: Deno.HttpServer;
+try {
+  server = Deno.serve(
+    { port: options.httpPort, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token }),
+  );
+} catch (error) {
+  await cloud.close();
+  cannot(`serve the operator API on port ${options.httpPort}`, error);
+}
 const apiPort = (server.addr as Deno.NetAddr).port;
 cloud.files.baseUrl = `http://127.0.0.1:${apiPort}`;
 console.log(

@@ -1,7 +1,7 @@
 /**
  * `deno task ota`: the operator CLI over the operator API. Every command accepts `--json`.
  *
- *   create     --id ID (--image FILE --signature FILE --certificate FILE | --payload FILE --version X.Y.Z
+ *   create     --id ID (--image FILE --signature FILE --certificate FILE | --payload FILE --firmware-version X.Y.Z
  *              --security-counter N --profile NAME) --cert-file PATH (--group G | --thing T)...
  *              [--protocol MQTT|HTTP|both] [--max-per-minute N] [--abort-failed-percent P --abort-min N]
  *   list | describe ID | cancel ID [--force] | executions ID [--status S] | history THING | watch ID
@@ -18,12 +18,13 @@ import { parseArgs } from "node:util";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import { UsageError } from "../lib/usage_error.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
 
 export const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
 
 Commands:
   create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
-              and either  --payload FILE --version X.Y.Z --security-counter N --profile NAME
+              and either  --payload FILE --firmware-version X.Y.Z --security-counter N --profile NAME
               or          --image FILE --signature FILE(DER) --certificate FILE(PEM)
                           [--root FILE(PEM): the root the devices trust; default: the
                           signing profiles' roots]
@@ -84,6 +85,31 @@ function progressLine(body: { status?: string; counts?: Record<string, number> }
 }
 
 /**
+ * The API's base URL: `--api http://host:8080` (no path) means its `/api`; a trailing slash is
+ * dropped.
+ */
+export function apiBase(given: string): string {
+  const trimmed = given.replace(/\/+$/, "");
+  try {
+    return new URL(trimmed).pathname === "/" ? `${trimmed}/api` : trimmed;
+  } catch {
+    return trimmed; // not a URL: fetch says so, in one line
+  }
+}
+
+/** The API could not be reached at all (no answer, not an HTTP error). */
+class Unreachable extends Error {}
+
+/** What went wrong with a connection, in words (connection refused, host not found, ...). */
+function reasonOf(error: Error): string {
+  const cause = (error as { cause?: { message?: string; code?: string } }).cause;
+  const text = cause?.message ?? error.message;
+  if (/refused/i.test(text)) return "connection refused";
+  if (/dns|lookup|not known/i.test(text)) return "host not found";
+  return text.split("\n")[0]!;
+}
+
+/**
  * Runs the CLI; returns the exit code.
  *
  * @example
@@ -92,6 +118,11 @@ function progressLine(body: { status?: string; counts?: Record<string, number> }
  * ```
  */
 export async function runOtaCli(args: string[], io: Io): Promise<number> {
+  const early = standardFlags(args, USAGE);
+  if (early) {
+    io.out(early.text);
+    return 0;
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -108,7 +139,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         certificate: { type: "string" },
         root: { type: "string" },
         payload: { type: "string" },
-        version: { type: "string" },
+        "firmware-version": { type: "string" },
         "security-counter": { type: "string" },
         profile: { type: "string" },
         "cert-file": { type: "string" },
@@ -130,22 +161,26 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
       },
     });
   } catch (error) {
-    io.err(`${(error as Error).message}\n\n${USAGE}`);
+    io.err(usageLine((error as Error).message));
     return 2;
   }
   const { values, positionals } = parsed;
   const [command, target] = positionals;
-  if (values.help || !command) {
-    (values.help ? io.out : io.err)(USAGE);
-    return values.help ? 0 : 2;
+  if (!command) {
+    io.err(
+      usageLine("Missing the command (create, list, describe, cancel, executions, history, watch)"),
+    );
+    return 2;
   }
-  const api = (values.api ?? io.env("OTA_API") ?? "http://127.0.0.1:8080/api").replace(/\/$/, "");
+  const api = apiBase(values.api ?? io.env("OTA_API") ?? "http://127.0.0.1:8080/api");
   const token = values.token ?? io.env("OTA_OPERATOR_TOKEN");
   const call = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(`${api}${path}`, {
       method,
       headers: { authorization: `Bearer ${token ?? ""}`, "content-type": "application/json" },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    }).catch((error: Error) => {
+      throw new Unreachable(`cannot reach the API at ${api}: ${reasonOf(error)}`);
     });
     const text = await response.text();
     let json: unknown = text;
@@ -216,8 +251,10 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           }
         } else {
           request.payload = toBase64(await file(values.payload, "payload"));
-          if (!values.version) throw new UsageError("Missing required option --version");
-          request.version = values.version;
+          if (!values["firmware-version"]) {
+            throw new UsageError("Missing required option --firmware-version");
+          }
+          request.version = values["firmware-version"];
           request.securityCounter = positiveInt(
             values["security-counter"] ?? "",
             "security-counter",
@@ -362,10 +399,14 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
     }
   } catch (error) {
     if (error instanceof UsageError) {
-      io.err(`${error.message}\n\n${USAGE}`);
+      io.err(usageLine(error.message));
       return 2;
     }
-    io.err(`cannot reach the operator API at ${api}: ${(error as Error).message}`);
+    if (error instanceof Unreachable) {
+      io.err(error.message);
+      return 1;
+    }
+    io.err(`cannot reach the API at ${api}: ${reasonOf(error as Error)}`);
     return 1;
   }
 }

@@ -30,6 +30,7 @@ import { OtaImageState, otaPalMain } from "../protocol/ota_pal_status.ts";
 import { blockSizeProblem } from "../protocol/stream_codec.ts";
 import { loadTrust, type Trust } from "./trust_inputs.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task demo [--image-size SIZE] [--block-size SIZE]
                       [--root-ca FILE --signer-key FILE --signer-cert FILE
@@ -47,8 +48,14 @@ and is reverted, a power cut in the middle of a swap, a downgrade refused.
                 openssl dgst -sha256 -sign writes it); a version between 1.0.0 and 1.2.0`;
 
 function fail(message: string): never {
-  console.error(`${message}\n\n${USAGE}`);
+  console.error(usageLine(message));
   Deno.exit(2);
+}
+
+const early = standardFlags(Deno.args, USAGE);
+if (early) {
+  console.log(early.text);
+  Deno.exit(0);
 }
 
 let values;

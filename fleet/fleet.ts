@@ -13,13 +13,28 @@ import { type Options, parseFleetArgs, USAGE } from "./fleet_args.ts";
 import { formatSummary } from "./report.ts";
 import { runFleet } from "./run.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
 
 if (import.meta.main) {
+  const early = standardFlags(Deno.args, USAGE);
+  if (early) {
+    console.log(early.text);
+    Deno.exit(0);
+  }
   let options: Options;
   try {
     options = parseFleetArgs(Deno.args);
   } catch (error) {
-    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    console.error(usageLine((error as Error).message));
+    Deno.exit(2);
+  }
+  // The report's place is checked before the run, not found unwritable after it.
+  try {
+    const existed = await Deno.stat(options.report).then(() => true, () => false);
+    (await Deno.open(options.report, { write: true, create: true })).close();
+    if (!existed) await Deno.remove(options.report);
+  } catch (error) {
+    console.error(usageLine(`Invalid --report '${options.report}': ${(error as Error).message}`));
     Deno.exit(2);
   }
   try {
@@ -65,7 +80,7 @@ if (import.meta.main) {
   } catch (error) {
     // Inputs found wrong only once read (a key that does not match its certificate): exit 2.
     if (error instanceof UsageError) {
-      console.error(`${error.message} (see --help)`);
+      console.error(usageLine(error.message));
       Deno.exit(2);
     }
     console.error(`fleet run failed: ${(error as Error).message}`);

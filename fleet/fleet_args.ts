@@ -19,6 +19,7 @@ import type { NetworkProfile } from "./device_actor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
 import { type TrustFiles } from "./trust_inputs.ts";
+import { apiBase } from "../broker/ota_cli.ts";
 
 /** Named experiments. */
 export const SCENARIOS = [
@@ -317,12 +318,12 @@ export function parseFleetArgs(args: string[]): Options {
     }
     return n;
   };
-  const rate = (name: string, fallback: number) => {
+  const rate = (name: string, fallback: number, max = 1) => {
     const text = v[name];
     if (text === undefined) return fallback;
     const n = Number(text);
-    if (!(n >= 0 && n <= 1) || text.trim() === "") {
-      throw new UsageError(`Invalid --${name}: expected 0..1: current value is '${text}'`);
+    if (!(n >= 0 && n <= max) || text.trim() === "") {
+      throw new UsageError(`Invalid --${name}: expected 0..${max}: current value is '${text}'`);
     }
     return n;
   };
@@ -399,13 +400,8 @@ export function parseFleetArgs(args: string[]): Options {
     options.network = {
       latencyMs: int("latency", 0, 0, 60_000),
       bandwidthBytesPerSecond: v.bandwidth === undefined ? 0 : size("bandwidth", "0", 100, 2 ** 30),
-      loss: rate("loss", 0),
+      loss: rate("loss", 0, 0.5),
     };
-    if (options.network.loss > 0.5) {
-      throw new UsageError(
-        `Invalid --loss: expected 0..0.5: current value is '${v.loss}'`,
-      );
-    }
   }
   if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
   if (v["devices-per-worker"] !== undefined) {
@@ -423,7 +419,7 @@ export function parseFleetArgs(args: string[]): Options {
     if (!/^https?:\/\/\S+$/.test(v.api)) {
       throw new UsageError(`Invalid --api: expected an http(s) URL: current value is '${v.api}'`);
     }
-    options.remote = { broker: v.broker, api: v.api, token: v.token };
+    options.remote = { broker: v.broker, api: apiBase(v.api), token: v.token };
   }
   if (options.identity === "secure-element" && options.remote) {
     throw new UsageError(

@@ -24,6 +24,7 @@ import {
 import { signImage } from "../protocol/image_sign.ts";
 import { validateImage } from "../bootloader/image_validate.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
 
 /** A usage error: message shown, exit code 2. */
 export { UsageError };
@@ -34,9 +35,9 @@ Commands:
   keygen   --out-dir DIR [--days N]
            Create root.key/root.pem (the device ROM's trust anchor) and signer.key/signer.pem
            (an ECDSA P-256 code-signing certificate issued by the root).
-  firmware --version X.Y.Z --behavior ${BEHAVIORS.join("|")} --size N[KiB|MiB] --out FILE
+  firmware --firmware-version X.Y.Z --behavior ${BEHAVIORS.join("|")} --size N[KiB|MiB] --out FILE
            Build a simulated firmware payload that starts with a behaviour manifest.
-  sign     --payload FILE --version X.Y.Z[+B] --security-counter N --key FILE --cert FILE --out FILE
+  sign     --payload FILE --firmware-version X.Y.Z[+B] --security-counter N --key FILE --cert FILE --out FILE
            [--header-size N]
            Build and sign an image (keys: PEM, SEC1 or PKCS#8; certificates: PEM or DER).
   sign-detached --key FILE --in FILE [--out FILE]
@@ -124,16 +125,18 @@ async function firmware(args: string[], out: Output): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      version: { type: "string" },
+      "firmware-version": { type: "string" },
       behavior: { type: "string" },
       size: { type: "string" },
       out: { type: "string" },
     },
     strict: true,
   });
-  const version = required(values, "version");
+  const version = required(values, "firmware-version");
   if (!parseVersion(version)) {
-    throw new UsageError(`Invalid --version: expected X.Y.Z[+B]: current value is '${version}'`);
+    throw new UsageError(
+      `Invalid --firmware-version: expected X.Y.Z[+B]: current value is '${version}'`,
+    );
   }
   const behavior = values.behavior ?? "ok";
   if (!(BEHAVIORS as readonly string[]).includes(behavior)) {
@@ -159,7 +162,7 @@ async function sign(args: string[], out: Output): Promise<number> {
     args,
     options: {
       payload: { type: "string" },
-      version: { type: "string" },
+      "firmware-version": { type: "string" },
       "security-counter": { type: "string" },
       key: { type: "string" },
       cert: { type: "string" },
@@ -168,11 +171,11 @@ async function sign(args: string[], out: Output): Promise<number> {
     },
     strict: true,
   });
-  const versionText = required(values, "version");
+  const versionText = required(values, "firmware-version");
   const version = parseVersion(versionText);
   if (!version) {
     throw new UsageError(
-      `Invalid --version: expected X.Y.Z[+B]: current value is '${versionText}'`,
+      `Invalid --firmware-version: expected X.Y.Z[+B]: current value is '${versionText}'`,
     );
   }
   const securityCounter = integer(
@@ -292,13 +295,18 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
     "sign-detached": signDetached,
     inspect,
   };
-  if (!command || command === "--help" || command === "help") {
-    out(USAGE);
-    return command ? 0 : 2;
+  const early = standardFlags(args, USAGE);
+  if (early || command === "help") {
+    out(early?.text ?? USAGE);
+    return 0;
+  }
+  if (!command) {
+    err(usageLine("Missing the command (keygen, firmware, sign, sign-detached, inspect)"));
+    return 2;
   }
   const run = commands[command];
   if (!run) {
-    err(`Unknown command '${command}'\n\n${USAGE}`);
+    err(usageLine(`Unknown command '${command}'`));
     return 2;
   }
   try {
@@ -307,7 +315,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
     if (
       error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
     ) {
-      err(`${(error as Error).message}\n\n${USAGE}`);
+      err(usageLine((error as Error).message));
       return 2;
     }
     err(`image ${command} failed: ${(error as Error).message}`);

@@ -58,7 +58,7 @@ Deno.test({
     const quiet = () => {};
     assert.equal(
       await runImageCli(
-        ["firmware", "--version", "1.1.5", "--size", "32KiB", "--out", path("fw.bin")],
+        ["firmware", "--firmware-version", "1.1.5", "--size", "32KiB", "--out", path("fw.bin")],
         quiet,
         quiet,
       ),
@@ -70,7 +70,7 @@ Deno.test({
           "sign",
           "--payload",
           path("fw.bin"),
-          "--version",
+          "--firmware-version",
           "1.1.5",
           "--security-counter",
           "2",

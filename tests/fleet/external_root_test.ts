@@ -69,7 +69,7 @@ Deno.test({
     const quiet = { out: () => {}, err: () => {} };
     assert.equal(
       await runImageCli(
-        ["firmware", "--version", "1.2.0", "--size", "16KiB", "--out", path("fw.bin")],
+        ["firmware", "--firmware-version", "1.2.0", "--size", "16KiB", "--out", path("fw.bin")],
         quiet.out,
         quiet.err,
       ),
@@ -81,7 +81,7 @@ Deno.test({
           "sign",
           "--payload",
           path("fw.bin"),
-          "--version",
+          "--firmware-version",
           "1.2.0",
           "--security-counter",
           "2",

@@ -16,7 +16,7 @@ Deno.test("image CLI: keygen, firmware, sign and inspect make an image that veri
     assert.equal(
       (await cli([
         "firmware",
-        "--version",
+        "--firmware-version",
         "1.1.0",
         "--behavior",
         "hang",
@@ -32,7 +32,7 @@ Deno.test("image CLI: keygen, firmware, sign and inspect make an image that veri
       "sign",
       "--payload",
       `${dir}/fw.bin`,
-      "--version",
+      "--firmware-version",
       "1.1.0+7",
       "--security-counter",
       "3",
@@ -135,23 +135,42 @@ Deno.test({
 
 Deno.test("image CLI: bad flags are clear errors with exit code 2", async () => {
   const cases: [string[], RegExp][] = [
-    [[], /Usage/],
+    [[], /Missing the command/],
     [["frobnicate"], /Unknown command 'frobnicate'/],
-    [["firmware", "--version", "1.0.0", "--size", "12", "--out", "x"], /Invalid --size/],
-    [["firmware", "--version", "1.0", "--size", "1KiB", "--out", "x"], /Invalid --version/],
+    [["firmware", "--firmware-version", "1.0.0", "--size", "12", "--out", "x"], /Invalid --size/],
     [
-      ["firmware", "--version", "1.0.0", "--behavior", "explode", "--size", "1KiB", "--out", "x"],
+      ["firmware", "--firmware-version", "1.0", "--size", "1KiB", "--out", "x"],
+      /Invalid --firmware-version/,
+    ],
+    [
+      [
+        "firmware",
+        "--firmware-version",
+        "1.0.0",
+        "--behavior",
+        "explode",
+        "--size",
+        "1KiB",
+        "--out",
+        "x",
+      ],
       /Invalid --behavior/,
     ],
-    [["sign", "--version", "1.0.0"], /Missing required option --security-counter/],
-    [["sign", "--version", "1.0.0", "--security-counter=-1"], /Invalid --security-counter/],
-    [["sign", "--version", "1.0.0", "--security-counter", "abc"], /Invalid --security-counter/],
+    [["sign", "--firmware-version", "1.0.0"], /Missing required option --security-counter/],
+    [
+      ["sign", "--firmware-version", "1.0.0", "--security-counter=-1"],
+      /Invalid --security-counter/,
+    ],
+    [
+      ["sign", "--firmware-version", "1.0.0", "--security-counter", "abc"],
+      /Invalid --security-counter/,
+    ],
     [["keygen", "--nope"], /Unknown option/],
     [[
       "sign",
       "--payload",
       "/nonexistent",
-      "--version",
+      "--firmware-version",
       "1.0.0",
       "--security-counter",
       "1",
@@ -180,12 +199,12 @@ Deno.test("image CLI as a process exits 2 on bad usage", async () => {
       "--allow-env",
       new URL("../../tools/image_cli.ts", import.meta.url).pathname,
       "sign",
-      "--version",
+      "--firmware-version",
       "x",
     ],
     stdout: "piped",
     stderr: "piped",
   }).output();
   assert.equal(out.code, 2);
-  assert.match(new TextDecoder().decode(out.stderr), /Invalid --version/);
+  assert.match(new TextDecoder().decode(out.stderr), /Invalid --firmware-version/);
 });
