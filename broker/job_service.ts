@@ -140,6 +140,23 @@ export class JobService {
     if (this.#store.getJob(spec.jobId)) {
       return { ok: false, reason: `job '${spec.jobId}' already exists` };
     }
+    // A typo in a target must not make a job that "completes" with 0 of 0.
+    const unknown = (spec.targets.things ?? []).filter((thing) => !this.#store.getThing(thing));
+    if (unknown.length > 0) {
+      return {
+        ok: false,
+        reason: `no thing named ${unknown.slice(0, 5).map((t) => `'${t}'`).join(", ")}`,
+      };
+    }
+    if (spec.targetSelection !== "CONTINUOUS" && this.#targetsOf(spec).length === 0) {
+      const groups = (spec.targets.groups ?? []).map((g) => `'${g}'`).join(", ");
+      return {
+        ok: false,
+        reason: `the targets name no thing (group ${
+          groups || "none"
+        } has no members); a CONTINUOUS job may wait for them`,
+      };
+    }
     const now = this.#clock.now();
     const job: JobRecord = {
       jobId: spec.jobId,

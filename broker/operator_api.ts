@@ -300,7 +300,10 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     resource === "jobs" && id && (sub === "cancel" || sub === "pause" || sub === "resume") &&
     method === "POST"
   ) {
-    const body = await readJson(request);
+    // The body is optional here (`curl -X POST .../pause` is enough).
+    const body = request.headers.get("content-length") === "0" || !request.body
+      ? {}
+      : await readJson(request);
     if (body instanceof Response) return body;
     const result = sub === "cancel"
       ? jobs.cancelJob(id, {

@@ -37,9 +37,12 @@ Commands:
   list                       OTA updates with their status and counts
   describe ID                one OTA update
   cancel ID [--force]        cancel its job (force: executions in progress too)
+  pause ID | resume ID       stop notifying new devices / go on (also after a health gate)
   executions ID [--status S] executions of its job, optionally by status
   history THING              a device's executions and every status update it sent
-  watch ID                   live progress until the update ends`;
+  watch ID [--fail-on-failed]
+                             live progress until the update ends; with --fail-on-failed the
+                             exit code is 1 when any execution FAILED, was REJECTED or TIMED_OUT`;
 
 /** A usage error (exit code 2). */
 export { UsageError };
@@ -156,6 +159,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         "timeout-minutes": { type: "string" },
         retries: { type: "string" },
         force: { type: "boolean" },
+        "fail-on-failed": { type: "boolean" },
         status: { type: "string" },
         help: { type: "boolean" },
       },
@@ -358,6 +362,21 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           ) => [`canceled: ${progressLine(r)}`],
         );
       }
+      case "pause":
+      case "resume": {
+        const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
+        if (update.status >= 400) return show(update, () => []);
+        return show(
+          await call(
+            "POST",
+            `/jobs/${encodeURIComponent(String(update.json.jobId))}/${command}`,
+            {},
+          ),
+          (r: { status: string; counts: Record<string, number> }) => [
+            `${command === "pause" ? "paused" : "resumed"}: ${progressLine(r)}`,
+          ],
+        );
+      }
       case "executions": {
         const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
         if (update.status >= 400) return show(update, () => []);
@@ -393,7 +412,13 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
             ),
         );
       case "watch":
-        return await watch(api, token, need("an OTA update id"), values.json === true, io);
+        return await watch(
+          api,
+          token,
+          need("an OTA update id"),
+          { json: values.json === true, failOnFailed: values["fail-on-failed"] === true },
+          io,
+        );
       default:
         throw new UsageError(`Unknown command '${command}'`);
     }
@@ -415,9 +440,10 @@ async function watch(
   api: string,
   token: string,
   id: string,
-  json: boolean,
+  options: { readonly json: boolean; readonly failOnFailed: boolean },
   io: Io,
 ): Promise<number> {
+  const { json } = options;
   const headers = { authorization: `Bearer ${token}` };
   const update = await fetch(`${api}/ota-updates/${id}`, { headers });
   const body = await update.json();
@@ -459,7 +485,14 @@ async function watch(
   }
   bar?.stop();
   if (!json) io.out(`ended: ${progressLine(last)}`);
-  return last.status === "COMPLETED" ? 0 : 1;
+  if (last.status !== "COMPLETED") return 1;
+  const counts = (last.counts ?? {}) as Record<string, number>;
+  const failed = (counts.FAILED ?? 0) + (counts.REJECTED ?? 0) + (counts.TIMED_OUT ?? 0);
+  if (options.failOnFailed && failed > 0) {
+    io.err(`${failed} executions FAILED, were REJECTED or TIMED_OUT`);
+    return 1;
+  }
+  return 0;
 }
 
 if (import.meta.main) {

@@ -607,3 +607,21 @@ Deno.test("job service: a snapshot job, or one that is over, is not run again on
   assert.equal(created.ok, false);
   assert.match(created.ok ? "" : created.reason, /firmwareVersion must be X.Y.Z/);
 });
+
+Deno.test("job service: a job whose targets name no thing is refused, not completed with 0 of 0", () => {
+  const s = setup();
+  s.things(2);
+  const typo = s.jobs.createJob(job({ targets: { groups: ["flet"] } }));
+  assert.equal(typo.ok, false);
+  assert.match(
+    typo.ok ? "" : typo.reason,
+    /the targets name no thing \(group 'flet' has no members\)/,
+  );
+  const unknown = s.jobs.createJob(job({ targets: { things: ["dev-999"] } }));
+  assert.equal(unknown.ok, false);
+  assert.match(unknown.ok ? "" : unknown.reason, /no thing named 'dev-999'/);
+  const waiting = s.jobs.createJob(
+    job({ targets: { groups: ["later"] }, targetSelection: "CONTINUOUS" }),
+  );
+  assert.equal(waiting.ok, true, "a continuous job may wait for its group to fill");
+});

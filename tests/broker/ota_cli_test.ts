@@ -182,3 +182,68 @@ Deno.test("ota CLI: cancel, bad usage (exit 2) and refusals (exit 1)", async () 
     await s.close();
   }
 });
+
+Deno.test("ota CLI: pause and resume an update; watch --fail-on-failed exits 1 when executions failed", async () => {
+  const s = await setup();
+  try {
+    const created = await s.run(
+      "create",
+      "--id",
+      "v111",
+      "--payload",
+      `${s.dir}/fw.bin`,
+      "--firmware-version",
+      "1.1.0",
+      "--security-counter",
+      "2",
+      "--profile",
+      "release",
+      "--cert-file",
+      "/certs/ota_signer.pem",
+      "--group",
+      "fleet",
+    );
+    assert.equal(created.code, 0, created.err);
+    const paused = await s.run("pause", "v111");
+    assert.equal(paused.code, 0, paused.err);
+    assert.match(paused.out, /^paused: PAUSED/);
+    assert.equal(s.cloud.store.getJob("AFR_OTA-v111")!.status, "PAUSED");
+    const resumed = await s.run("resume", "v111");
+    assert.equal(resumed.code, 0, resumed.err);
+    assert.match(resumed.out, /^resumed: IN_PROGRESS/);
+    const watching = s.run("watch", "v111", "--fail-on-failed");
+    device(s.cloud, "dev-1", "AFR_OTA-v111", "IN_PROGRESS");
+    device(s.cloud, "dev-1", "AFR_OTA-v111", "SUCCEEDED");
+    device(s.cloud, "dev-2", "AFR_OTA-v111", "IN_PROGRESS");
+    device(s.cloud, "dev-2", "AFR_OTA-v111", "FAILED");
+    const watched = await watching;
+    assert.equal(watched.code, 1, "a failed execution fails the watch");
+    assert.match(watched.err, /1 executions FAILED, were REJECTED or TIMED_OUT/);
+    const again = await s.run("pause", "v111");
+    assert.equal(again.code, 1, "a completed update cannot be paused");
+    const unknownGroup = await s.run(
+      "create",
+      "--id",
+      "typo",
+      "--payload",
+      `${s.dir}/fw.bin`,
+      "--firmware-version",
+      "1.2.0",
+      "--security-counter",
+      "3",
+      "--profile",
+      "release",
+      "--cert-file",
+      "/certs/ota_signer.pem",
+      "--group",
+      "flet",
+    );
+    assert.equal(unknownGroup.code, 1);
+    assert.match(
+      unknownGroup.err + unknownGroup.out,
+      /the targets name no thing \(group 'flet' has no members\)/,
+    );
+  } finally {
+    await s.close();
+  }
+});

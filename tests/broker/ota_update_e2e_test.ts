@@ -167,6 +167,9 @@ Deno.test({
 }, async () => {
   const { openssl, opensslDir } = await import("../helpers/openssl.ts");
   const w = await world(0);
+  // A target that never connects: the update only has to be created.
+  w.cloud.provisionThing("idle", "secret-idle");
+  w.cloud.jobs.addThingToGroup("fleet", "idle");
   const dir = await opensslDir();
   try {
     const pki = await testPki();
