@@ -122,6 +122,8 @@ export function operatorApi(
     if (url.pathname === "/mqtt" && cloud.broker) {
       return mqttOverWebSocket(cloud.broker.broker, request);
     }
+    // Liveness and readiness, for a load balancer or an orchestrator: no token, no secrets.
+    if (url.pathname === "/healthz" && request.method === "GET") return health(cloud);
     const page = serveDashboard(request);
     if (page) return page;
     if (!url.pathname.startsWith("/api/")) return problem(404, "not found");
@@ -138,6 +140,22 @@ export function operatorApi(
       return problem(500, `internal error: ${(error as Error).message}`);
     }
   };
+}
+
+/** 200 when the store answers, 503 saying why not; which broker the services run on. */
+function health(cloud: Cloud): Response {
+  let store = "ok";
+  try {
+    cloud.store.check();
+  } catch (error) {
+    store = `failing: ${(error as Error).message}`;
+  }
+  const ok = store === "ok";
+  return json(ok ? 200 : 503, {
+    status: ok ? "ok" : "unavailable",
+    store,
+    broker: cloud.broker !== null ? "embedded" : "external",
+  });
 }
 
 async function route(cloud: Cloud, request: Request, url: URL): Promise<Response> {

@@ -104,6 +104,8 @@ export interface CloudStore {
    * for it only then (writes are committed in groups, once per turn of the event loop).
    */
   committed(): Promise<void>;
+  /** Throws unless the database answers a query now (readiness). */
+  check(): void;
   /**
    * Runs `callback` right after the writes made so far are committed (at once when they are);
    * if the commit fails it never runs.
@@ -485,6 +487,10 @@ export class SqliteStore implements CloudStore {
     } finally {
       this.#depth--;
     }
+  }
+
+  check(): void {
+    this.#statement("SELECT 1").get();
   }
 
   committed(): Promise<void> {

@@ -10,9 +10,18 @@
 import { parseArgs } from "node:util";
 import { parseSize } from "../lib/units.ts";
 import { toHex } from "../lib/bytes.ts";
-import { certificateDer, parseCertificate } from "../protocol/certificates.ts";
+import { type Certificate, certificateDer, parseCertificate } from "../protocol/certificates.ts";
 import { createSigningPki, exportPrivateKeyPem } from "../pki/certificate_issuer.ts";
-import { importPrivateKeyPem, pemEncode, signData } from "../protocol/signatures.ts";
+import {
+  ECDSA_P256,
+  importPrivateKeyPem,
+  pemEncode,
+  sha256,
+  signData,
+  type SigningKeys,
+  verifyingKey,
+  verifySignature,
+} from "../protocol/signatures.ts";
 import { type Behavior, BEHAVIORS, buildFirmware, readManifest } from "../bootloader/firmware.ts";
 import {
   bytesSource,
@@ -32,19 +41,24 @@ export { UsageError };
 export const USAGE = `Usage: deno task image <command> [options]
 
 Commands:
-  keygen   --out-dir DIR [--days N]
+  keygen   --out-dir DIR [--days N] [--force]
            Create root.key/root.pem (the device ROM's trust anchor) and signer.key/signer.pem
-           (an ECDSA P-256 code-signing certificate issued by the root).
+           (an ECDSA P-256 code-signing certificate issued by the root). Existing keys are
+           never overwritten without --force.
   firmware --firmware-version X.Y.Z --behavior ${BEHAVIORS.join("|")} --size N[KiB|MiB] --out FILE
            Build a simulated firmware payload that starts with a behaviour manifest.
   sign     --payload FILE --firmware-version X.Y.Z[+B] --security-counter N --key FILE --cert FILE --out FILE
            [--header-size N]
-           Build and sign an image (keys: PEM, SEC1 or PKCS#8; certificates: PEM or DER).
+           Build and sign an image (keys: PEM, SEC1 or PKCS#8; certificates: PEM or DER); the
+           key must be the certificate's.
   sign-detached --key FILE --in FILE [--out FILE]
            DER ECDSA-SHA256 signature of a whole file (the job document's sig-sha256-ecdsa);
            prints it in base64.
-  inspect  FILE [--root FILE]
+  inspect  FILE [--root FILE] [--json]
            Print every header field and TLV, and whether the signature verifies against --root.
+  verify   FILE --root FILE
+           Exit 0 only if the image would boot on a device trusting --root (hash, signature,
+           signer certificate), else 1 with the reason.
 `;
 
 type Output = (line: string) => void;
@@ -94,11 +108,25 @@ async function loadKey(path: string) {
 async function keygen(args: string[], out: Output): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { "out-dir": { type: "string" }, days: { type: "string" } },
+    options: {
+      "out-dir": { type: "string" },
+      days: { type: "string" },
+      force: { type: "boolean" },
+    },
     strict: true,
   });
   const dir = required(values, "out-dir");
   const days = integer(values.days ?? "3650", "days", 1, 36500);
+  // A key that exists may be the only copy of what a fleet trusts: never overwritten unasked.
+  const existing = [];
+  for (const name of ["root.key", "root.pem", "signer.key", "signer.pem"]) {
+    if (await Deno.stat(`${dir}/${name}`).then(() => true, () => false)) existing.push(name);
+  }
+  if (existing.length > 0 && values.force !== true) {
+    throw new UsageError(
+      `${dir} already holds ${existing.join(", ")}: not overwritten (give --force to replace them)`,
+    );
+  }
   await Deno.mkdir(dir, { recursive: true });
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(notBefore.getTime() + days * 86_400_000);
@@ -188,6 +216,11 @@ async function sign(args: string[], out: Output): Promise<number> {
   const payload = await readFile(required(values, "payload"), "payload");
   const keys = await loadKey(required(values, "key"));
   const certificate = await loadCertificate(required(values, "cert"));
+  if (!(await keyBelongsTo(keys, certificate))) {
+    throw new UsageError(
+      `--key '${values.key}' does not belong to --cert '${values.cert}': the image would not verify`,
+    );
+  }
   const image = await signImage({ payload, version, securityCounter, headerSize }, {
     privateKey: keys.privateKey,
     certificate,
@@ -198,6 +231,39 @@ async function sign(args: string[], out: Output): Promise<number> {
     `wrote ${path}: ${image.length} bytes, version ${
       formatVersion(version)
     }, security counter ${securityCounter}`,
+  );
+  return 0;
+}
+
+/** Whether `keys` holds the private key of `certificate`'s public key (a probe signature). */
+async function keyBelongsTo(keys: SigningKeys, certificate: Certificate): Promise<boolean> {
+  const publicKey = await certificate.publicKey.export(ECDSA_P256, ["verify"]).catch(() => null);
+  if (!publicKey) return false;
+  const probe = new TextEncoder().encode("image tool key check");
+  const signature = await signData(keys.privateKey, probe);
+  const verifier = await verifyingKey(publicKey);
+  return await verifySignature(verifier, probe, sha256(probe), signature);
+}
+
+async function verify(args: string[], out: Output): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { root: { type: "string" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 1) throw new UsageError("verify takes exactly one image file");
+  const root = await loadCertificate(required(values, "root"));
+  const bytes = await readFile(positionals[0]!, "image");
+  const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
+  if (!result.ok) {
+    out(`${positionals[0]}: would not boot: ${result.reason}`);
+    return 1;
+  }
+  out(
+    `${positionals[0]}: would boot: version ${
+      formatVersion(result.image.header.version)
+    }, signed under "${root.subject}"`,
   );
   return 0;
 }
@@ -223,7 +289,7 @@ const TLV_NAMES: Record<number, string> = Object.fromEntries(
 async function inspect(args: string[], out: Output): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: { root: { type: "string" } },
+    options: { root: { type: "string" }, json: { type: "boolean" } },
     allowPositionals: true,
     strict: true,
   });
@@ -231,20 +297,15 @@ async function inspect(args: string[], out: Output): Promise<number> {
   const bytes = await readFile(positionals[0]!, "image");
   const decoded = decodeImage(bytesSource(bytes));
   if (!decoded.ok) {
-    out(`invalid image: ${decoded.reason}`);
+    out(
+      values.json
+        ? JSON.stringify({ valid: false, reason: decoded.reason })
+        : `invalid image: ${decoded.reason}`,
+    );
     return 1;
   }
   const { header } = decoded.image;
-  out(`file:               ${positionals[0]} (${bytes.length} bytes)`);
-  out(`magic:              0x96f3b83d`);
-  out(`load address:       0x${header.loadAddress.toString(16)}`);
-  out(`header size:        ${header.headerSize}`);
-  out(`protected TLV size: ${header.protectedTlvSize}`);
-  out(`payload size:       ${header.payloadSize}`);
-  out(`flags:              0x${header.flags.toString(16)}`);
-  out(`version:            ${formatVersion(header.version)}`);
-  out(`image size:         ${decoded.image.totalSize}`);
-  for (const tlv of decoded.image.tlvs) {
+  const tlvs = decoded.image.tlvs.map((tlv) => {
     const name = TLV_NAMES[tlv.type] ?? `0x${tlv.type.toString(16)}`;
     let value = toHex(tlv.value);
     if (tlv.type === TlvType.SEC_CNT) value = String(decoded.image.securityCounter);
@@ -254,27 +315,65 @@ async function inspect(args: string[], out: Output): Promise<number> {
         ? `subject "${cert.value.subject}", issuer "${cert.value.issuer}", valid ${cert.value.notBefore.toISOString()} .. ${cert.value.notAfter.toISOString()}`
         : `unparsable: ${cert.reason}`;
     }
-    out(`TLV ${tlv.protected ? "(protected) " : ""}${name} [${tlv.value.length}]: ${value}`);
-  }
+    return { name, protected: tlv.protected, length: tlv.value.length, value };
+  });
   const manifest = readManifest(
     bytes.subarray(header.headerSize, header.headerSize + header.payloadSize),
   );
+  let signature: { checked: boolean; verifies?: boolean; root?: string; reason?: string } = {
+    checked: false,
+  };
+  if (values.root) {
+    const root = await loadCertificate(values.root);
+    const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
+    signature = result.ok
+      ? { checked: true, verifies: true, root: root.subject }
+      : { checked: true, verifies: false, root: root.subject, reason: result.reason };
+  }
+  if (values.json) {
+    out(JSON.stringify(
+      {
+        valid: true,
+        file: positionals[0],
+        bytes: bytes.length,
+        header: { ...header, version: formatVersion(header.version) },
+        imageSize: decoded.image.totalSize,
+        securityCounter: decoded.image.securityCounter,
+        tlvs,
+        manifest: manifest.source === "manifest" ? manifest.manifest : manifest.source,
+        signature,
+      },
+      null,
+      2,
+    ));
+    return signature.verifies === false ? 1 : 0;
+  }
+  out(`file:               ${positionals[0]} (${bytes.length} bytes)`);
+  out(`magic:              0x96f3b83d`);
+  out(`load address:       0x${header.loadAddress.toString(16)}`);
+  out(`header size:        ${header.headerSize}`);
+  out(`protected TLV size: ${header.protectedTlvSize}`);
+  out(`payload size:       ${header.payloadSize}`);
+  out(`flags:              0x${header.flags.toString(16)}`);
+  out(`version:            ${formatVersion(header.version)}`);
+  out(`image size:         ${decoded.image.totalSize}`);
+  for (const tlv of tlvs) {
+    out(`TLV ${tlv.protected ? "(protected) " : ""}${tlv.name} [${tlv.length}]: ${tlv.value}`);
+  }
   out(
     `firmware manifest:  ${
       manifest.source === "manifest" ? JSON.stringify(manifest.manifest) : manifest.source
     }`,
   );
-  if (!values.root) {
+  if (!signature.checked) {
     out("signature:          not checked (pass --root FILE)");
     return 0;
   }
-  const root = await loadCertificate(values.root);
-  const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
-  if (result.ok) {
-    out(`signature:          verifies against root "${root.subject}"`);
+  if (signature.verifies) {
+    out(`signature:          verifies against root "${signature.root}"`);
     return 0;
   }
-  out(`signature:          DOES NOT VERIFY: ${result.reason}`);
+  out(`signature:          DOES NOT VERIFY: ${signature.reason}`);
   return 1;
 }
 
@@ -294,6 +393,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
     sign,
     "sign-detached": signDetached,
     inspect,
+    verify,
   };
   const early = standardFlags(args, USAGE);
   if (early || command === "help") {
@@ -301,7 +401,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
     return 0;
   }
   if (!command) {
-    err(usageLine("Missing the command (keygen, firmware, sign, sign-detached, inspect)"));
+    err(usageLine("Missing the command (keygen, firmware, sign, sign-detached, inspect, verify)"));
     return 2;
   }
   const run = commands[command];

@@ -125,3 +125,20 @@ Deno.test("pre-signed URLs: a suffix range (bytes=-N) serves the last N bytes", 
     await close();
   }
 });
+
+Deno.test("operator API: /healthz answers without a token: the store answers, which broker runs", async () => {
+  const { base, cloud, close } = await serve();
+  try {
+    const ok = await fetch(`${base}/healthz`);
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { status: "ok", store: "ok", broker: "embedded" });
+    await cloud.close(); // the store closed under the API: not ready any more
+    const down = await fetch(`${base}/healthz`);
+    assert.equal(down.status, 503);
+    const body = await down.json();
+    assert.equal(body.status, "unavailable");
+    assert.match(body.store, /^failing: /);
+  } finally {
+    await close().catch(() => {});
+  }
+});

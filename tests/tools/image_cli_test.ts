@@ -208,3 +208,87 @@ Deno.test("image CLI as a process exits 2 on bad usage", async () => {
   assert.equal(out.code, 2);
   assert.match(new TextDecoder().decode(out.stderr), /Invalid --firmware-version/);
 });
+
+Deno.test("image CLI as a process: keygen keeps existing keys without --force; sign refuses another certificate's key; verify and inspect --json", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-image-tool-" });
+  const tool = async (...args: string[]) => {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        new URL("../../tools/image_cli.ts", import.meta.url).pathname,
+        ...args,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return {
+      code: output.code,
+      out: new TextDecoder().decode(output.stdout),
+      err: new TextDecoder().decode(output.stderr),
+    };
+  };
+  try {
+    assert.equal((await tool("keygen", "--out-dir", `${dir}/a`)).code, 0);
+    const rootBefore = await Deno.readTextFile(`${dir}/a/root.pem`);
+    const again = await tool("keygen", "--out-dir", `${dir}/a`);
+    assert.equal(again.code, 2);
+    assert.match(
+      again.err,
+      /already holds root\.key, root\.pem, signer\.key, signer\.pem: not overwritten \(give --force/,
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/a/root.pem`), rootBefore, "untouched");
+    assert.equal((await tool("keygen", "--out-dir", `${dir}/a`, "--force")).code, 0);
+    assert.notEqual(
+      await Deno.readTextFile(`${dir}/a/root.pem`),
+      rootBefore,
+      "replaced when asked",
+    );
+    assert.equal((await tool("keygen", "--out-dir", `${dir}/b`)).code, 0);
+    await tool(
+      "firmware",
+      "--firmware-version",
+      "1.1.0",
+      "--size",
+      "4KiB",
+      "--out",
+      `${dir}/fw.bin`,
+    );
+    const sign = (key: string) =>
+      tool(
+        "sign",
+        "--payload",
+        `${dir}/fw.bin`,
+        "--firmware-version",
+        "1.1.0",
+        "--security-counter",
+        "1",
+        "--key",
+        key,
+        "--cert",
+        `${dir}/a/signer.pem`,
+        "--out",
+        `${dir}/app.img`,
+      );
+    const mismatched = await sign(`${dir}/b/signer.key`);
+    assert.equal(mismatched.code, 2);
+    assert.match(mismatched.err, /does not belong to --cert/);
+    assert.equal((await sign(`${dir}/a/signer.key`)).code, 0);
+    const good = await tool("verify", `${dir}/app.img`, "--root", `${dir}/a/root.pem`);
+    assert.equal(good.code, 0, good.out + good.err);
+    assert.match(good.out, /would boot: version 1\.1\.0\+0/);
+    const foreign = await tool("verify", `${dir}/app.img`, "--root", `${dir}/b/root.pem`);
+    assert.equal(foreign.code, 1);
+    assert.match(foreign.out, /would not boot: .*trusted root/);
+    const json = await tool("inspect", `${dir}/app.img`, "--root", `${dir}/a/root.pem`, "--json");
+    assert.equal(json.code, 0, json.err);
+    const report = JSON.parse(json.out);
+    assert.equal(report.header.version, "1.1.0+0");
+    assert.equal(report.signature.verifies, true);
+    assert.ok(report.tlvs.some((t: { name: string }) => t.name === "ECDSA_SIG"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
