@@ -162,6 +162,11 @@ export interface Cloud {
    * thing), replacing the previous one: the thing keeps its jobs, the old certificate stops
    * logging in.
    */
+  /**
+   * Removes a thing: it can no longer log in, leaves its groups (its unfinished executions of
+   * jobs it was targeted through become REMOVED), and its history stays.
+   */
+  removeThing(name: string): boolean;
   registerDeviceCertificate(
     thing: string,
     certificate: string | Uint8Array,
@@ -361,6 +366,12 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       secretCache.delete(name);
       hooks.rememberSecret(stored, secret);
       return secret;
+    },
+    removeThing(name) {
+      for (const group of store.groupsOf(name)) jobs.removeThingFromGroup(group, name);
+      const removed = store.deleteThing(name);
+      secretCache.delete(name);
+      return removed;
     },
     async registerDeviceCertificate(thing, certificate) {
       if (!store.getThing(thing)) return { ok: false, reason: `unknown thing '${thing}'` };

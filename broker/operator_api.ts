@@ -13,6 +13,7 @@ import type { AuditEntry } from "./store.ts";
 import type { JobSpec } from "./job_spec.ts";
 import { serveDashboard } from "./dashboard.ts";
 import { mqttOverWebSocket } from "./websocket.ts";
+import { parseCertificate } from "../protocol/certificates.ts";
 
 /** Largest JSON body accepted. */
 const MAX_JSON_BODY = 1024 * 1024;
@@ -221,6 +222,11 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     // A generated secret is shown this once; the cloud keeps only its hash.
     return json(201, { name: id, groups: store.groupsOf(id), ...(generate ? { secret } : {}) });
   }
+  if (resource === "things" && id && parts.length === 2 && method === "DELETE") {
+    return cloud.removeThing(id)
+      ? json(200, { name: id, removed: true })
+      : problem(404, `no thing '${id}'`);
+  }
   if (resource === "things" && id && sub === "certificate" && parts.length === 3) {
     if (method === "GET") {
       const registered = store.getRecord("device-certificate", id);
@@ -259,6 +265,9 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       jobs.removeThingFromGroup(id, subId);
       return json(200, { group: id, things: store.groupMembers(id) });
     }
+  }
+  if (resource === "groups" && parts.length === 1 && method === "GET") {
+    return json(200, store.listGroups());
   }
   if (resource === "groups" && id && parts.length === 2 && method === "GET") {
     return json(200, { group: id, things: store.groupMembers(id) });
@@ -334,6 +343,21 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     return result.ok
       ? json(200, { jobId: id, status: store.getJob(id)?.status, counts: jobs.counts(id) })
       : problem(409, result.reason);
+  }
+  if (resource === "signing-profiles" && parts.length === 1 && method === "GET") {
+    // Names and certificates only: a profile's private key never leaves the cloud.
+    return json(
+      200,
+      store.listRecords<{ name: string; certificatePem: string }>("signing-profile").map((p) => {
+        const cert = parseCertificate(p.certificatePem);
+        return {
+          name: p.name,
+          subject: cert.ok ? cert.value.subject : null,
+          issuer: cert.ok ? cert.value.issuer : null,
+          notAfter: cert.ok ? cert.value.notAfter.toISOString() : null,
+        };
+      }),
+    );
   }
   if (resource === "signing-profiles" && parts.length === 1 && method === "POST") {
     const body = await readJson(request);

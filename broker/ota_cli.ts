@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
+import { explainReason } from "../protocol/job_status.ts";
 
 export const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
 
@@ -39,7 +40,12 @@ Commands:
   cancel ID [--force]        cancel its job (force: executions in progress too)
   pause ID | resume ID       stop notifying new devices / go on (also after a health gate)
   executions ID [--status S] executions of its job, optionally by status
+  failures ID                failed, rejected and timed-out executions grouped by reason
   history THING              a device's executions and every status update it sent
+  thing add NAME [--secret S] [--group G]...   (no --secret: the cloud makes one, shown once)
+  thing list | thing show NAME | thing remove NAME
+  group list | group show GROUP | group add GROUP THING... | group remove GROUP THING...
+  profile create NAME --root FILE --cert FILE --key FILE   | profile list
   watch ID [--fail-on-failed]
                              live progress until the update ends; with --fail-on-failed the
                              exit code is 1 when any execution FAILED, was REJECTED or TIMED_OUT`;
@@ -149,6 +155,9 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         "file-type": { type: "string" },
         group: { type: "string", multiple: true },
         thing: { type: "string", multiple: true },
+        secret: { type: "string" },
+        cert: { type: "string" },
+        key: { type: "string" },
         protocol: { type: "string" },
         "max-per-minute": { type: "string" },
         "abort-failed-percent": { type: "string" },
@@ -169,7 +178,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
     return 2;
   }
   const { values, positionals } = parsed;
-  const [command, target] = positionals;
+  const [command, target, ...more] = positionals;
   if (!command) {
     io.err(
       usageLine("Missing the command (create, list, describe, cancel, executions, history, watch)"),
@@ -333,9 +342,36 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         return show(
           await call("GET", "/ota-updates"),
           (list: { otaUpdateId: string; status: string; counts: Record<string, number> }[]) =>
-            list.length === 0
-              ? ["no OTA updates"]
-              : list.map((u) => `${u.otaUpdateId}  ${progressLine(u)}`),
+            list.length === 0 ? ["no OTA updates"] : table(
+              [
+                "update",
+                "status",
+                "done",
+                "succeeded",
+                "failed",
+                "rejected",
+                "timed out",
+                "in progress",
+                "queued",
+                "not notified",
+              ],
+              list.map((u) => {
+                const c = u.counts ?? {};
+                const n = (k: string) => String(c[k] ?? 0);
+                return [
+                  u.otaUpdateId,
+                  u.status,
+                  progressLine(u).split(" ")[1]!,
+                  n("SUCCEEDED"),
+                  n("FAILED"),
+                  n("REJECTED"),
+                  n("TIMED_OUT"),
+                  n("IN_PROGRESS"),
+                  n("QUEUED"),
+                  n("pending"),
+                ];
+              }),
+            ),
         );
       case "describe":
         return show(
@@ -377,6 +413,67 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           ],
         );
       }
+      case "failures": {
+        const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
+        if (update.status >= 400) return show(update, () => []);
+        const jobId = encodeURIComponent(String(update.json.jobId));
+        const failed: { thing: string; status: string; statusDetails: Record<string, string> }[] =
+          [];
+        for (const status of ["FAILED", "REJECTED", "TIMED_OUT"]) {
+          const list = await call("GET", `/jobs/${jobId}/executions?status=${status}`);
+          if (list.status >= 400) return show(list, () => []);
+          failed.push(...list.json as unknown as typeof failed);
+        }
+        const groups = new Map<
+          string,
+          { status: string; count: number; example: typeof failed[0] }
+        >();
+        for (const e of failed) {
+          const reason = e.statusDetails?.reason ?? e.status.toLowerCase();
+          const key = `${e.status} ${reason}`;
+          const group = groups.get(key);
+          if (group) group.count++;
+          else groups.set(key, { status: e.status, count: 1, example: e });
+        }
+        const rows = [...groups.entries()].sort((a, b) => b[1].count - a[1].count);
+        return show(
+          {
+            status: 200,
+            json: rows.map(([, g]) => ({
+              status: g.status,
+              reason: g.example.statusDetails?.reason ?? null,
+              meaning: explainReason(g.example.statusDetails?.reason ?? g.status.toLowerCase()),
+              count: g.count,
+              example: { thing: g.example.thing, detail: g.example.statusDetails?.detail ?? null },
+            })),
+          },
+          (
+            list: {
+              status: string;
+              reason: string | null;
+              meaning: string;
+              count: number;
+              example: { thing: string; detail: string | null };
+            }[],
+          ) =>
+            list.length === 0 ? ["no failures"] : table(
+              ["count", "status", "reason", "meaning", "example"],
+              list.map((f) => [
+                String(f.count),
+                f.status,
+                f.reason ?? "",
+                f.meaning,
+                `${f.example.thing}${f.example.detail ? `: ${f.example.detail}` : ""}`,
+              ]),
+            ),
+        );
+      }
+      case "thing":
+        return await thingCommand(target, more, values, call, show);
+      case "group":
+        return await groupCommand(target, more, call, show);
+      case "profile":
+        return await profileCommand(target, more, values, call, show);
       case "executions": {
         const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
         if (update.status >= 400) return show(update, () => []);
@@ -394,10 +491,15 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
               executionNumber: number;
             }[],
           ) =>
-            list.map((e) =>
-              `${e.thing}  ${e.status}  attempt ${e.executionNumber}  ${
-                JSON.stringify(e.statusDetails)
-              }`
+            table(
+              ["thing", "status", "attempt", "reason", "detail"],
+              list.map((e) => [
+                e.thing,
+                e.status,
+                `attempt ${e.executionNumber}`,
+                e.statusDetails?.reason ? explainReason(e.statusDetails.reason) : "",
+                e.statusDetails?.detail ?? "",
+              ]),
             ),
         );
       }
@@ -405,10 +507,15 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         return show(
           await call("GET", `/things/${need("a thing name")}/history`),
           (h: { history: { at: number; jobId: string; event: string; detail: unknown }[] }) =>
-            h.history.map((e) =>
-              `${new Date(e.at).toISOString()}  ${e.jobId ?? "-"}  ${e.event}  ${
-                JSON.stringify(e.detail)
-              }`
+            table(
+              // The cloud's clock: it runs faster under the broker's --time-scale.
+              ["time (cloud clock)", "job", "event", "detail"],
+              h.history.map((e) => [
+                new Date(e.at).toISOString(),
+                e.jobId ?? "-",
+                e.event,
+                readableDetail(e.detail),
+              ]),
             ),
         );
       case "watch":
@@ -436,6 +543,206 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
   }
 }
 
+/** An audit row's detail as words: a status and its reason explained, else compact JSON. */
+function readableDetail(detail: unknown): string {
+  if (typeof detail !== "object" || detail === null) return String(detail ?? "");
+  const d = detail as { status?: string; statusDetails?: Record<string, string> };
+  if (typeof d.status === "string") {
+    const details = d.statusDetails ?? {};
+    const parts = [d.status];
+    if (details.reason) parts.push(explainReason(details.reason));
+    if (details.receive) parts.push(`received ${details.receive} blocks`);
+    if (details.self_test) parts.push(`self-test ${details.self_test}`);
+    if (details.detail) parts.push(details.detail);
+    return parts.join(", ");
+  }
+  return JSON.stringify(detail);
+}
+
+/** Rows under a header, each column as wide as its widest cell. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells.map((cell, i) => i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)).join("  ")
+      .trimEnd();
+  return [line(header.map((h) => h.toUpperCase())), ...rows.map(line)];
+}
+
+type Call = (
+  method: string,
+  path: string,
+  body?: unknown,
+) => Promise<{ status: number; json: Record<string, unknown> }>;
+type Show = (result: { status: number; json: unknown }, human: (json: never) => string[]) => number;
+
+const enc = encodeURIComponent;
+
+async function thingCommand(
+  action: string | undefined,
+  names: string[],
+  values: { secret?: string | undefined; group?: string[] | undefined },
+  call: Call,
+  show: Show,
+): Promise<number> {
+  const name = names[0];
+  const needName = () => {
+    if (!name) throw new UsageError(`thing ${action} needs a thing name`);
+    return name;
+  };
+  switch (action) {
+    case "add": {
+      const body = {
+        ...(values.secret !== undefined ? { secret: values.secret } : { generateSecret: true }),
+        groups: values.group ?? [],
+      };
+      return show(
+        await call("PUT", `/things/${enc(needName())}`, body),
+        (t: { name: string; groups: string[]; secret?: string }) => [
+          `added ${t.name}${t.groups.length ? ` (groups ${t.groups.join(", ")})` : ""}`,
+          ...(t.secret
+            ? [`secret: ${t.secret}  (shown this once; the cloud keeps only its hash)`]
+            : []),
+        ],
+      );
+    }
+    case "list":
+      return show(
+        await call("GET", "/things"),
+        (list: { name: string; groups: string[] }[]) =>
+          list.length === 0
+            ? ["no things"]
+            : table(["thing", "groups"], list.map((t) => [t.name, t.groups.join(", ")])),
+      );
+    case "show":
+      return show(
+        await call("GET", `/things/${enc(needName())}`),
+        (
+          t: {
+            name: string;
+            groups: string[];
+            shadow: { reported?: Record<string, unknown> } | null;
+            executions: { jobId: string; status: string; statusDetails: Record<string, string> }[];
+          },
+        ) => [
+          `thing ${t.name}, groups: ${t.groups.join(", ") || "none"}`,
+          `firmware: ${t.shadow?.reported?.firmware ?? "not reported"}, mode: ${
+            t.shadow?.reported?.mode ?? "unknown"
+          }`,
+          ...(t.executions.length === 0 ? ["no executions"] : table(
+            ["job", "status", "reason"],
+            t.executions.map((e) => [
+              e.jobId,
+              e.status,
+              e.statusDetails?.reason ? explainReason(e.statusDetails.reason) : "",
+            ]),
+          )),
+        ],
+      );
+    case "remove":
+      return show(
+        await call("DELETE", `/things/${enc(needName())}`),
+        (t: { name: string }) => [`removed ${t.name}`],
+      );
+    default:
+      throw new UsageError(`Unknown thing action '${action ?? ""}' (add, list, show, remove)`);
+  }
+}
+
+async function groupCommand(
+  action: string | undefined,
+  args: string[],
+  call: Call,
+  show: Show,
+): Promise<number> {
+  const [group, ...things] = args;
+  const needGroup = () => {
+    if (!group) throw new UsageError(`group ${action} needs a group name`);
+    return group;
+  };
+  switch (action) {
+    case "list":
+      return show(
+        await call("GET", "/groups"),
+        (list: { group: string; members: number }[]) =>
+          list.length === 0
+            ? ["no groups"]
+            : table(["group", "things"], list.map((g) => [g.group, String(g.members)])),
+      );
+    case "show":
+      return show(
+        await call("GET", `/groups/${enc(needGroup())}`),
+        (g: { group: string; things: string[] }) => [
+          `group ${g.group}: ${g.things.length} things`,
+          ...g.things,
+        ],
+      );
+    case "add":
+    case "remove": {
+      const name = needGroup();
+      if (things.length === 0) throw new UsageError(`group ${action} needs at least one thing`);
+      let last: { status: number; json: Record<string, unknown> } = { status: 200, json: {} };
+      for (const thing of things) {
+        last = await call(
+          action === "add" ? "PUT" : "DELETE",
+          `/groups/${enc(name)}/things/${enc(thing)}`,
+        );
+        if (last.status >= 400) break;
+      }
+      return show(
+        last,
+        (g: { group: string; things: string[] }) => [`group ${g.group}: ${g.things.length} things`],
+      );
+    }
+    default:
+      throw new UsageError(`Unknown group action '${action ?? ""}' (list, show, add, remove)`);
+  }
+}
+
+async function profileCommand(
+  action: string | undefined,
+  names: string[],
+  values: { root?: string | undefined; cert?: string | undefined; key?: string | undefined },
+  call: Call,
+  show: Show,
+): Promise<number> {
+  switch (action) {
+    case "create": {
+      const name = names[0];
+      if (!name) throw new UsageError("profile create needs a profile name");
+      const text = async (path: string | undefined, flag: string) =>
+        new TextDecoder().decode(await file(path, flag));
+      return show(
+        await call("POST", "/signing-profiles", {
+          name,
+          rootPem: await text(values.root, "root"),
+          certificatePem: await text(values.cert, "cert"),
+          privateKeyPem: await text(values.key, "key"),
+        }),
+        (
+          p: { name: string; subject: string },
+        ) => [`created signing profile ${p.name} (${p.subject})`],
+      );
+    }
+    case "list":
+      return show(
+        await call("GET", "/signing-profiles"),
+        (
+          list: {
+            name: string;
+            subject: string | null;
+            issuer: string | null;
+            notAfter: string | null;
+          }[],
+        ) =>
+          list.length === 0 ? ["no signing profiles"] : table(
+            ["profile", "signer", "issuer", "valid until"],
+            list.map((p) => [p.name, p.subject ?? "?", p.issuer ?? "?", p.notAfter ?? "?"]),
+          ),
+      );
+    default:
+      throw new UsageError(`Unknown profile action '${action ?? ""}' (create, list)`);
+  }
+}
 async function watch(
   api: string,
   token: string,

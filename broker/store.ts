@@ -70,6 +70,10 @@ export interface CloudStore {
   putThing(thing: ThingRecord): void;
   getThing(name: string): ThingRecord | null;
   listThings(): ThingRecord[];
+  /** Forgets a thing and its group memberships (its executions stay, as history). */
+  deleteThing(name: string): boolean;
+  /** Every group with its number of members, by name. */
+  listGroups(): { group: string; members: number }[];
   addToGroup(group: string, thing: string): boolean;
   removeFromGroup(group: string, thing: string): boolean;
   groupMembers(group: string): string[];
@@ -244,6 +248,17 @@ export class SqliteStore implements CloudStore {
 
   listThings(): ThingRecord[] {
     return (this.#statement("SELECT * FROM things ORDER BY name").all() as Row[]).map(thingFrom);
+  }
+
+  deleteThing(name: string): boolean {
+    this.#write("DELETE FROM group_members WHERE thing = ?", name);
+    return this.#write("DELETE FROM things WHERE name = ?", name).changes > 0;
+  }
+
+  listGroups(): { group: string; members: number }[] {
+    return (this.#statement(
+      "SELECT grp, COUNT(*) AS members FROM group_members GROUP BY grp ORDER BY grp",
+    ).all() as Row[]).map((r) => ({ group: String(r.grp), members: Number(r.members) }));
   }
 
   addToGroup(group: string, thing: string): boolean {

@@ -6,6 +6,7 @@
  */
 
 import type { ImageVersion } from "./image_format.ts";
+import { OtaPalMainStatus } from "./ota_pal_status.ts";
 
 /** AWS IoT Jobs execution statuses. */
 export type JobExecutionStatus =
@@ -101,4 +102,48 @@ export function versionWord(version: ImageVersion): string {
  */
 export function acceptedReason(version: ImageVersion): string {
   return `accepted  v${version.major}.${version.minor}.${version.revision}`;
+}
+
+/** "SignatureCheckFailed" -> "signature check failed". */
+function words(name: string): string {
+  return name.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+}
+
+function nameOf(table: Readonly<Record<string, number>>, code: number): string | null {
+  const entry = Object.entries(table).find(([, value]) => value === code);
+  return entry ? words(entry[0]) : null;
+}
+
+/**
+ * A status reason as people read it: `"rejected: 0x00000010"` is "rejected: same firmware
+ * version", `"0x000000e3: 0x00000095"` is "signature check failed (0x95)"; anything this does
+ * not know is given back as it is.
+ *
+ * @example
+ * ```ts
+ * import { explainReason } from "./job_status.ts";
+ * explainReason("rejected: 0x00000010"); // "rejected: same firmware version"
+ * explainReason("0x0000000c: 0x00000004"); // "job parser error: non conforming job doc"
+ * ```
+ */
+export function explainReason(reason: string): string {
+  const state = /^(rejected|aborted): 0x([0-9a-f]{8})$/i.exec(reason);
+  if (state) {
+    const name = nameOf(OtaErr, parseInt(state[2]!, 16));
+    return name ? `${state[1]}: ${name}` : reason;
+  }
+  const failed = /^0x([0-9a-f]{8}): 0x([0-9a-f]{8})$/i.exec(reason);
+  if (failed) {
+    const main = parseInt(failed[1]!, 16);
+    const sub = parseInt(failed[2]!, 16);
+    const name = nameOf(OtaErr, main) ?? nameOf(OtaPalMainStatus, main);
+    if (!name) return reason;
+    if (main === OtaErr.JobParserError) {
+      const parse = nameOf(JobParseErr, sub);
+      return parse ? `${name}: ${parse}` : name;
+    }
+    return sub === 0 ? name : `${name} (0x${sub.toString(16)})`;
+  }
+  if (/^accepted +v/.test(reason)) return "accepted";
+  return reason;
 }

@@ -86,7 +86,9 @@ Deno.test("ota CLI: create, list, describe, executions, history and a watch that
     );
     assert.equal(created.code, 0, created.err);
     assert.match(created.out, /created v110 \(job AFR_OTA-v110\): IN_PROGRESS/);
-    assert.match((await s.run("list")).out, /v110 +IN_PROGRESS 0\/2 done/);
+    const listed = (await s.run("list")).out;
+    assert.match(listed, /^UPDATE +STATUS +DONE +SUCCEEDED/);
+    assert.match(listed, /\nv110 +IN_PROGRESS +0\/2 +0 +0/);
     const described = await s.run("describe", "v110", "--json");
     assert.equal(JSON.parse(described.out).counts.QUEUED, 2);
     const watching = s.run("watch", "v110", "--json");
@@ -103,7 +105,9 @@ Deno.test("ota CLI: create, list, describe, executions, history and a watch that
       (await s.run("executions", "v110", "--status", "FAILED")).out,
       /dev-2 +FAILED +attempt 1/,
     );
-    assert.match((await s.run("history", "dev-2")).out, /device-update .*0x000000e3: 0x00000095/);
+    const history = (await s.run("history", "dev-2")).out;
+    assert.match(history, /^TIME \(CLOUD CLOCK\) +JOB +EVENT +DETAIL/);
+    assert.match(history, /device-update +FAILED, signature check failed \(0x95\)/);
   } finally {
     await s.close();
   }
@@ -242,6 +246,84 @@ Deno.test("ota CLI: pause and resume an update; watch --fail-on-failed exits 1 w
     assert.match(
       unknownGroup.err + unknownGroup.out,
       /the targets name no thing \(group 'flet' has no members\)/,
+    );
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("ota CLI: things, groups and signing profiles without curl; failures grouped by reason", async () => {
+  const s = await setup();
+  try {
+    const added = await s.run("thing", "add", "dev-9", "--group", "lab");
+    assert.equal(added.code, 0, added.err);
+    assert.match(added.out, /added dev-9 \(groups lab\)\nsecret: \S{20,}/);
+    const withSecret = await s.run("thing", "add", "dev-10", "--secret", "chosen-secret-1");
+    assert.equal(withSecret.code, 0, withSecret.err);
+    assert.doesNotMatch(withSecret.out, /secret:/, "a chosen secret is not echoed");
+    assert.match((await s.run("thing", "list")).out, /^THING +GROUPS\n(.*\n)*dev-9 +lab/);
+    assert.match((await s.run("group", "add", "lab", "dev-10")).out, /group lab: 2 things/);
+    assert.match((await s.run("group", "list")).out, /^GROUP +THINGS\nfleet +2\nlab +2/);
+    assert.match((await s.run("group", "remove", "lab", "dev-9")).out, /group lab: 1 things/);
+    assert.match(
+      (await s.run("thing", "show", "dev-9")).out,
+      /thing dev-9, groups: none\nfirmware: not reported/,
+    );
+    assert.match((await s.run("thing", "remove", "dev-9")).out, /removed dev-9/);
+    const gone = await s.run("thing", "show", "dev-9");
+    assert.equal(gone.code, 1);
+    assert.match(gone.err, /error 404: no thing 'dev-9'/);
+    assert.match(
+      (await s.run("profile", "list")).out,
+      /^PROFILE +SIGNER +ISSUER +VALID UNTIL\nrelease +CN=Test Firmware Signer +CN=Test OTA Root/,
+    );
+    const noFiles = await s.run("profile", "create", "p2", "--root", "/nonexistent");
+    assert.equal(noFiles.code, 2);
+    // Two devices fail for the same reason, one for another.
+    for (const thing of ["dev-11", "dev-12", "dev-13"]) {
+      await s.run("thing", "add", thing, "--secret", "a-secret-123", "--group", "fleet");
+    }
+    const created = await s.run(
+      "create",
+      "--id",
+      "v120",
+      "--payload",
+      `${s.dir}/fw.bin`,
+      "--firmware-version",
+      "1.2.0",
+      "--security-counter",
+      "2",
+      "--profile",
+      "release",
+      "--cert-file",
+      "/certs/ota_signer.pem",
+      "--group",
+      "fleet",
+    );
+    assert.equal(created.code, 0, created.err);
+    for (const thing of ["dev-1", "dev-11"]) {
+      device(s.cloud, thing, "AFR_OTA-v120", "IN_PROGRESS");
+      device(s.cloud, thing, "AFR_OTA-v120", "FAILED");
+    }
+    s.cloud.jobs.handleDeviceMessage(
+      "dev-12",
+      "$aws/things/dev-12/jobs/AFR_OTA-v120/update",
+      new TextEncoder().encode(JSON.stringify({
+        status: "REJECTED",
+        statusDetails: {
+          reason: "rejected: 0x00000010",
+          detail: "image 1.2.0 is the version already running",
+        },
+      })),
+    );
+    const failures = await s.run("failures", "v120");
+    assert.equal(failures.code, 0, failures.err);
+    const lines = failures.out.split("\n");
+    assert.match(lines[0]!, /^COUNT +STATUS +REASON +MEANING +EXAMPLE/);
+    assert.match(lines[1]!, /^2 +FAILED +0x000000e3: 0x00000095 +signature check failed \(0x95\)/);
+    assert.match(
+      lines[2]!,
+      /^1 +REJECTED +rejected: 0x00000010 +rejected: same firmware version +dev-12: image 1\.2\.0/,
     );
   } finally {
     await s.close();

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseJobMessage } from "../../protocol/job_document.ts";
+import { explainReason } from "../../protocol/job_status.ts";
 
 const limits = { maxFirmwareSize: 64 * 1024 };
 // A DER ECDSA signature (the one in AWS's own test documents): 70 bytes, well formed.
@@ -338,4 +339,16 @@ Deno.test("parseJobMessage(): JSON null is absent for optional fields; no certfi
   assert.equal(spec.authScheme, null);
   assert.equal(spec.fileType, 0);
   assert.equal(result.job.versionNumber, null);
+});
+
+Deno.test("explainReason(): the status reasons read as words; unknown ones come back as they are", () => {
+  assert.equal(explainReason("rejected: 0x00000010"), "rejected: same firmware version");
+  assert.equal(explainReason("rejected: 0x0000000f"), "rejected: downgrade not allowed");
+  assert.equal(explainReason("0x000000e3: 0x00000095"), "signature check failed (0x95)");
+  assert.equal(explainReason("0x000000e7: 0x00000000"), "bad signer cert");
+  assert.equal(explainReason("0x0000000c: 0x00000004"), "job parser error: non conforming job doc");
+  assert.equal(explainReason("0x0000000e: 0x00000000"), "momentum abort");
+  assert.equal(explainReason("accepted  v1.1.0"), "accepted");
+  assert.equal(explainReason("timed out"), "timed out");
+  assert.equal(explainReason("rejected: 0x000000aa"), "rejected: 0x000000aa");
 });
