@@ -14,6 +14,11 @@ export const BROKER_USAGE =
 
   --port          MQTT port for devices (0 = any free port)          default 1883
   --http-port     operator API port (0 = any free port)              default 8080
+  --host ADDRESS  address the MQTT and HTTP listeners bind to         default 127.0.0.1
+                  (0.0.0.0: every interface, for devices on other machines)
+  --public-url URL  how others reach the HTTP port (pre-signed file links, the dashboard
+                  URL printed at start), e.g. http://ota.example.net:8080
+                                                                     default http://HOST:PORT
   --data          directory of the SQLite state (created if missing) default ./data
   --time-scale    run the cloud's clock N times faster (rollout rates and timeouts)  default 1
   --token         operator API token (or OTA_OPERATOR_TOKEN); generated and printed if absent
@@ -33,6 +38,10 @@ export { UsageError };
 export interface BrokerOptions {
   readonly help: boolean;
   readonly mqttPort: number;
+  /** Listen address. */
+  readonly host: string;
+  /** Base URL others reach the HTTP port at, when not http://host:port. */
+  readonly publicUrl?: string;
   readonly httpPort: number;
   readonly dataDir: string;
   readonly timeScale: number;
@@ -64,6 +73,8 @@ export function parseBrokerArgs(
       args: [...args],
       options: {
         port: { type: "string" },
+        host: { type: "string" },
+        "public-url": { type: "string" },
         "http-port": { type: "string" },
         data: { type: "string" },
         "time-scale": { type: "string" },
@@ -105,6 +116,18 @@ export function parseBrokerArgs(
       `Invalid --external: expected mqtt://HOST:PORT: current value is '${values.external}'`,
     );
   }
+  const host = values.host ?? "127.0.0.1";
+  if (!/^[a-zA-Z0-9.:-]{1,253}$/.test(host)) {
+    throw new UsageError(
+      `Invalid --host: expected an address or host name: current value is '${host}'`,
+    );
+  }
+  const publicUrl = values["public-url"];
+  if (publicUrl !== undefined && !/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(publicUrl)) {
+    throw new UsageError(
+      `Invalid --public-url: expected http(s)://HOST[:PORT]: current value is '${publicUrl}'`,
+    );
+  }
   if (values.data === "") throw new UsageError("Invalid --data: expected a directory");
   const given = values.token ?? env("OTA_OPERATOR_TOKEN");
   const token = given ?? crypto.randomUUID();
@@ -131,6 +154,8 @@ export function parseBrokerArgs(
   return {
     help: values.help ?? false,
     mqttPort: port("port", values.port, 1883),
+    host,
+    ...(publicUrl ? { publicUrl: publicUrl.replace(/\/+$/, "") } : {}),
     httpPort: port("http-port", values["http-port"], 8080),
     dataDir: values.data ?? "data",
     timeScale,

@@ -38,6 +38,8 @@ import { RateLimitedLog } from "../lib/rate_limited_log.ts";
 export interface CloudOptions {
   /** MQTT port (0: any free one). @default {0} */
   readonly port?: number;
+  /** Address the MQTT listeners bind to. @default {"127.0.0.1"} */
+  readonly host?: string;
   /** SQLite file, or `:memory:`. @default {":memory:"} */
   readonly databasePath?: string;
   /** fsync every commit (survives power loss of the host, not only the process dying). */
@@ -75,9 +77,11 @@ async function embeddedTransport(
   port: number | undefined,
   hooks: object,
   tls?: BrokerTls,
+  host?: string,
 ): Promise<Transport> {
   const broker = await startEmbeddedBroker({
     ...(port !== undefined ? { port } : {}),
+    ...(host !== undefined ? { host } : {}),
     ...(tls ? { tls } : {}),
     aedes: hooks as never,
   });
@@ -279,7 +283,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   );
   const transport = options.external
     ? await externalTransport(options.external, options.serviceSecret, log)
-    : await embeddedTransport(options.port, hooks, options.tls);
+    : await embeddedTransport(options.port, hooks, options.tls, options.host);
   const { broker, publisher } = transport;
   const listeners = new Set<(jobId: string) => void>();
   const files = new FileService({

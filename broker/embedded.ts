@@ -93,7 +93,8 @@ export function writeTogether(
 }
 
 /**
- * Starts aedes on `127.0.0.1:port`.
+ * Starts aedes on `host:port` (`127.0.0.1` unless asked: a device on another machine needs
+ * `0.0.0.0` or the machine's address).
  *
  * @example
  * ```ts ignore
@@ -103,7 +104,7 @@ export function writeTogether(
  * ```
  */
 export async function startEmbeddedBroker(
-  options: { port?: number; aedes?: AedesOptions; tls?: BrokerTls } = {},
+  options: { port?: number; host?: string; aedes?: AedesOptions; tls?: BrokerTls } = {},
 ): Promise<EmbeddedBroker> {
   // No cap on deliveries in flight (aedes' default is 100): past the cap, mqemitter queues
   // messages and, whenever one completes synchronously (nobody subscribed), starts the next from
@@ -123,7 +124,7 @@ export async function startEmbeddedBroker(
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(
-      { port: options.port ?? 0, host: "127.0.0.1", backlog: LISTEN_BACKLOG },
+      { port: options.port ?? 0, host: options.host ?? "127.0.0.1", backlog: LISTEN_BACKLOG },
       () => resolve(),
     );
   });
@@ -148,7 +149,11 @@ export async function startEmbeddedBroker(
     await new Promise<void>((resolve, reject) => {
       tlsServer!.once("error", reject);
       tlsServer!.listen(
-        { port: options.tls!.port ?? 0, host: "127.0.0.1", backlog: LISTEN_BACKLOG },
+        {
+          port: options.tls!.port ?? 0,
+          host: options.host ?? "127.0.0.1",
+          backlog: LISTEN_BACKLOG,
+        },
         () => resolve(),
       );
     });

@@ -49,6 +49,7 @@ await Deno.mkdir(dataDir, { recursive: true }).catch((error) =>
 );
 const cloud = await startCloud({
   port: options.mqttPort,
+  host: options.host,
   databasePath: `${dataDir}/cloud.db`,
   powerLossDurable: options.powerLossDurable,
   clock: scale === 1 ? systemClock : new ScaledClock(scale),
@@ -60,7 +61,7 @@ const cloud = await startCloud({
 let server: Deno.HttpServer;
 try {
   server = Deno.serve(
-    { port: options.httpPort, hostname: "127.0.0.1", onListen: () => {} },
+    { port: options.httpPort, hostname: options.host, onListen: () => {} },
     operatorApi(cloud, { token }),
   );
 } catch (error) {
@@ -68,16 +69,22 @@ try {
   cannot(`serve the operator API on port ${options.httpPort}`, error);
 }
 const apiPort = (server.addr as Deno.NetAddr).port;
-cloud.files.baseUrl = `http://127.0.0.1:${apiPort}`;
+// What others are told to reach: the public URL when given, else this listener (every
+// interface's is reached locally through loopback).
+const local = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host;
+const base = options.publicUrl ?? `http://${local}:${apiPort}`;
+cloud.files.baseUrl = base;
 console.log(
   JSON.stringify({
     mqtt: cloud.url,
     mqtts: cloud.broker?.tlsUrl ?? null,
-    api: `http://127.0.0.1:${apiPort}/api/`,
+    api: `${base}/api/`,
+    dashboard: `${base}/dashboard/`,
     data: dataDir,
     timeScale: scale,
   }),
 );
+console.error(`dashboard: ${base}/dashboard/ (it asks for the operator token)`);
 if (options.tokenGenerated) console.error(`operator token: ${token}`);
 
 const stop = async () => {
