@@ -460,8 +460,10 @@ class FleetRun {
         ...(options.trace.length > 0 ? { traceThings: options.trace } : {}),
       },
       log: (line) => {
-        // A traced device's lines come as "[thing] ...": shown live, the rest kept for a failure.
-        if (options.trace.length > 0 && line.startsWith("[")) {
+        // Injected faults are said as they happen, one line each; a traced device's lines come
+        // as "[thing] ...": shown live; the rest is kept for a failure.
+        if (line.startsWith("fault: ")) out(line);
+        else if (options.trace.length > 0 && line.startsWith("[")) {
           out(`trace ${((performance.now() - started) / 1000).toFixed(1)} s ${line}`);
         } else {
           logs.push(line);

@@ -164,7 +164,11 @@ export class FleetSupervisor {
     const lastWords = new Promise<void>((resolve) => heardLastWords = resolve);
     worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
       if (event.data.type === "dying") heardLastWords();
-      else this.#onMessage(event.data);
+      else if (event.data.type === "crashed") {
+        if (slot.worker !== worker) return;
+        this.#options.log?.(`fault: Worker ${slot.index} crashed (injected)`);
+        void this.#respawn(slot, "injected crash");
+      } else this.#onMessage(event.data);
     });
     worker.addEventListener("error", (event) => {
       event.preventDefault();

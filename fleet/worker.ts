@@ -69,7 +69,17 @@ const lastWords = () => {
   postTelemetry();
   post({ type: "dying" });
 };
-self.addEventListener("error", lastWords);
+/** The message of the crash the fleet injects (`--worker-crashes`). */
+const INJECTED_CRASH = "simulated Worker crash (fault injection)";
+self.addEventListener("error", (event) => {
+  lastWords();
+  if (event.message?.includes(INJECTED_CRASH)) {
+    // An expected death: the host says one line about it, not the runtime a stack trace.
+    event.preventDefault();
+    post({ type: "crashed", reason: "injected" });
+    self.close();
+  }
+});
 self.addEventListener("unhandledrejection", lastWords);
 
 // Registered before any await, so no message is lost (Deno's Worker docs).
@@ -151,7 +161,7 @@ async function handle(message: ToWorker): Promise<void> {
     case "crash":
       // Out of every handler and promise, so nothing catches it: the Worker dies as on a bug.
       setTimeout(() => {
-        throw new Error("simulated Worker crash (fault injection)");
+        throw new Error(INJECTED_CRASH);
       });
       return;
     case "stop":

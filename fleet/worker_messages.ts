@@ -85,4 +85,6 @@ export type FromWorker =
   }
   | { readonly type: "stopped" }
   /** Sent by a Worker dying of an uncaught error, after its last telemetry: nothing follows. */
-  | { readonly type: "dying" };
+  | { readonly type: "dying" }
+  /** Sent by a Worker ending itself on an injected crash (after "dying"). */
+  | { readonly type: "crashed"; readonly reason: "injected" };

@@ -416,3 +416,38 @@ Deno.test("fleet smoke: factory-reset: devices reset to the factory image after 
   assert.equal(report.bricked, 0);
   assert.equal(report.outcome.succeeded, 10);
 });
+
+Deno.test("fleet as a process: an injected Worker crash is one line, not an uncaught error with a stack", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-crash-" });
+  try {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        new URL("../../fleet/fleet.ts", import.meta.url).pathname,
+        "--devices",
+        "8",
+        "--workers",
+        "2",
+        "--worker-crashes",
+        "1",
+        "--image-size",
+        "16KiB",
+        "--block-size",
+        "1KiB",
+        "--report",
+        `${dir}/report.json`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(output.stdout);
+    const err = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, out + err);
+    assert.match(out, /^fault: Worker \d crashed \(injected\)$/m);
+    assert.doesNotMatch(err, /Uncaught|\n\s+at /, err);
+    assert.match(out, /worker crashes 1 \(restarts 1\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
