@@ -177,6 +177,15 @@ export interface Cloud {
   ): Promise<Checked<RegisteredCertificate>>;
   /** Login refusals and ACL denials so far. */
   readonly refusals: readonly string[];
+  /** MQTT traffic through the embedded broker (zeros with an external one). */
+  readonly traffic: {
+    readonly connections: number;
+    readonly connected: number;
+    /** Logins refused and ACL violations. */
+    readonly refused: number;
+    readonly messagesIn: number;
+    readonly bytesIn: number;
+  };
   /** Calls `listener` with the job id after every change of a job or its executions. */
   onJobChange(listener: (jobId: string) => void): () => void;
   close(): Promise<void>;
@@ -260,6 +269,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     },
   });
   const refusalLog = new RateLimitedLog(log, systemClock);
+  const refusalCount = { n: 0 };
   const hooks = createAuthHooks(
     {
       thingSecret: (thing) => {
@@ -278,13 +288,37 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     clock,
     {
       // Refused logins and ACL violations reach the operator's log, at most 20 lines per 10 s.
-      onRefusal: (line) => refusalLog.write(line),
+      onRefusal: (line) => {
+        refusalCount.n++;
+        refusalLog.write(line);
+      },
     },
   );
   const transport = options.external
     ? await externalTransport(options.external, options.serviceSecret, log)
     : await embeddedTransport(options.port, hooks, options.tls, options.host);
   const { broker, publisher } = transport;
+  const traffic = {
+    connections: 0,
+    connected: 0,
+    messagesIn: 0,
+    bytesIn: 0,
+    get refused() {
+      return refusalCount.n;
+    },
+  };
+  if (broker) {
+    broker.broker.on("client", () => {
+      traffic.connections++;
+      traffic.connected++;
+    });
+    broker.broker.on("clientDisconnect", () => traffic.connected--);
+    broker.broker.on("publish", (packet, client) => {
+      if (!client) return; // the cloud's own publications
+      traffic.messagesIn++;
+      traffic.bytesIn += packet.payload.length;
+    });
+  }
   const listeners = new Set<(jobId: string) => void>();
   const files = new FileService({
     secret: crypto.getRandomValues(new Uint8Array(32)),
@@ -356,6 +390,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     clock,
     url: transport.url,
     refusals: hooks.refusals,
+    traffic,
     onJobChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);

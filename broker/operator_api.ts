@@ -14,6 +14,7 @@ import type { JobSpec } from "./job_spec.ts";
 import { serveDashboard } from "./dashboard.ts";
 import { mqttOverWebSocket } from "./websocket.ts";
 import { parseCertificate } from "../protocol/certificates.ts";
+import { prometheusText } from "./metrics.ts";
 
 /** Largest JSON body accepted. */
 const MAX_JSON_BODY = 1024 * 1024;
@@ -125,6 +126,12 @@ export function operatorApi(
     }
     // Liveness and readiness, for a load balancer or an orchestrator: no token, no secrets.
     if (url.pathname === "/healthz" && request.method === "GET") return health(cloud);
+    // Counters for a Prometheus scraper: no token, nothing secret in them.
+    if (url.pathname === "/metrics" && request.method === "GET") {
+      return new Response(prometheusText(cloud), {
+        headers: { "content-type": "text/plain; version=0.0.4" },
+      });
+    }
     const page = serveDashboard(request);
     if (page) return page;
     if (!url.pathname.startsWith("/api/")) return problem(404, "not found");

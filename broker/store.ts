@@ -110,6 +110,10 @@ export interface CloudStore {
   committed(): Promise<void>;
   /** Throws unless the database answers a query now (readiness). */
   check(): void;
+  /** Commits so far and the seconds they took, for metrics. */
+  readonly commitStats: { readonly commits: number; readonly seconds: number };
+  /** Executions of every job by status. */
+  executionsByStatus(): Record<string, number>;
   /**
    * Runs `callback` right after the writes made so far are committed (at once when they are);
    * if the commit fails it never runs.
@@ -541,12 +545,25 @@ export class SqliteStore implements CloudStore {
     });
   }
 
+  /** Commits so far and the seconds they took. */
+  readonly commitStats = { commits: 0, seconds: 0 };
+
+  executionsByStatus(): Record<string, number> {
+    const rows = this.#statement(
+      "SELECT status, COUNT(*) AS n FROM executions GROUP BY status",
+    ).all() as Row[];
+    return Object.fromEntries(rows.map((r) => [String(r.status), Number(r.n)]));
+  }
+
   commit(): void {
     const batch = this.#batch;
     if (!batch || !this.#db.isOpen) return;
     this.#batch = null;
+    const started = performance.now();
     try {
       this.#db.exec("COMMIT");
+      this.commitStats.commits++;
+      this.commitStats.seconds += (performance.now() - started) / 1000;
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       this.#forgetCaches();

@@ -142,3 +142,31 @@ Deno.test("operator API: /healthz answers without a token: the store answers, wh
     await close().catch(() => {});
   }
 });
+
+Deno.test("operator API: /metrics in the Prometheus text format counts connections, refusals, executions and commits", async () => {
+  const { mqttConnect } = await import("../helpers/mqtt_login.ts");
+  const { base, cloud, close } = await serve();
+  try {
+    cloud.provisionThing("dev-m", "metrics-secret-1");
+    cloud.jobs.addThingToGroup("fleet", "dev-m");
+    cloud.jobs.createJob({ jobId: "m1", document: { op: "x" }, targets: { groups: ["fleet"] } });
+    const ok = await mqttConnect(cloud.url, "dev-m", "metrics-secret-1");
+    assert.equal(ok, 0);
+    const refused = await mqttConnect(cloud.url, "dev-m", "wrong-secret");
+    assert.notEqual(refused, 0);
+    await cloud.store.committed();
+    const response = await fetch(`${base}/metrics`);
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get("content-type") ?? "", /text\/plain; version=0\.0\.4/);
+    const text = await response.text();
+    const value = (series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}"]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1]);
+    assert.ok(value("ota_mqtt_connections_total") >= 1, text);
+    assert.ok(value("ota_mqtt_refusals_total") >= 1, text);
+    assert.equal(value('ota_job_executions{status="QUEUED"}'), 1);
+    assert.ok(value("ota_store_commits_total") >= 1);
+    assert.match(text, /^# TYPE ota_mqtt_connected gauge$/m);
+  } finally {
+    await close();
+  }
+});

@@ -1,0 +1,99 @@
+/**
+ * `GET /metrics` in the Prometheus text format (version 0.0.4): MQTT connections and traffic,
+ * refusals, stream blocks, executions by status, and the store's commits and their time.
+ *
+ * @module
+ */
+
+import type { Cloud } from "./cloud.ts";
+
+/** One metric: its help text, type and samples (labels -> value). */
+interface Metric {
+  readonly name: string;
+  readonly help: string;
+  readonly type: "counter" | "gauge";
+  readonly samples: readonly { readonly labels?: Record<string, string>; readonly value: number }[];
+}
+
+function render(metrics: readonly Metric[]): string {
+  const lines: string[] = [];
+  for (const m of metrics) {
+    lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
+    for (const sample of m.samples) {
+      const labels = Object.entries(sample.labels ?? {})
+        .map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "_")}"`).join(",");
+      lines.push(`${m.name}${labels ? `{${labels}}` : ""} ${sample.value}`);
+    }
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** The cloud's metrics as Prometheus text. */
+export function prometheusText(cloud: Cloud): string {
+  const { traffic } = cloud;
+  const executions = cloud.store.executionsByStatus();
+  const { commits, seconds } = cloud.store.commitStats;
+  const streams = cloud.streams.stats;
+  return render([
+    {
+      name: "ota_mqtt_connections_total",
+      help: "MQTT connections accepted.",
+      type: "counter",
+      samples: [{ value: traffic.connections }],
+    },
+    {
+      name: "ota_mqtt_connected",
+      help: "MQTT clients connected now.",
+      type: "gauge",
+      samples: [{ value: traffic.connected }],
+    },
+    {
+      name: "ota_mqtt_refusals_total",
+      help: "Logins refused and ACL violations.",
+      type: "counter",
+      samples: [{ value: traffic.refused }],
+    },
+    {
+      name: "ota_mqtt_messages_received_total",
+      help: "Messages clients published.",
+      type: "counter",
+      samples: [{ value: traffic.messagesIn }],
+    },
+    {
+      name: "ota_mqtt_bytes_received_total",
+      help: "Payload bytes clients published.",
+      type: "counter",
+      samples: [{ value: traffic.bytesIn }],
+    },
+    {
+      name: "ota_stream_requests_total",
+      help: "GetStream requests answered.",
+      type: "counter",
+      samples: [{ value: streams.requests }],
+    },
+    {
+      name: "ota_stream_blocks_sent_total",
+      help: "Stream data blocks sent.",
+      type: "counter",
+      samples: [{ value: streams.blocksSent }],
+    },
+    {
+      name: "ota_job_executions",
+      help: "Job executions by status.",
+      type: "gauge",
+      samples: Object.entries(executions).map(([status, value]) => ({ labels: { status }, value })),
+    },
+    {
+      name: "ota_store_commits_total",
+      help: "Store commits.",
+      type: "counter",
+      samples: [{ value: commits }],
+    },
+    {
+      name: "ota_store_commit_seconds_total",
+      help: "Time spent committing.",
+      type: "counter",
+      samples: [{ value: Number(seconds.toFixed(6)) }],
+    },
+  ]);
+}
