@@ -14,6 +14,7 @@ import { formatSummary } from "./report.ts";
 import { runFleet } from "./run.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
+import { reportHtml } from "./report_html.ts";
 
 if (import.meta.main) {
   const early = standardFlags(Deno.args, USAGE);
@@ -29,13 +30,16 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   // The report's place is checked before the run, not found unwritable after it.
-  try {
-    const existed = await Deno.stat(options.report).then(() => true, () => false);
-    (await Deno.open(options.report, { write: true, create: true })).close();
-    if (!existed) await Deno.remove(options.report);
-  } catch (error) {
-    console.error(usageLine(`Invalid --report '${options.report}': ${(error as Error).message}`));
-    Deno.exit(2);
+  for (const [flag, path] of [["report", options.report], ["report-html", options.reportHtml]]) {
+    if (path === undefined) continue;
+    try {
+      const existed = await Deno.stat(path).then(() => true, () => false);
+      (await Deno.open(path, { write: true, create: true })).close();
+      if (!existed) await Deno.remove(path);
+    } catch (error) {
+      console.error(usageLine(`Invalid --${flag} '${path}': ${(error as Error).message}`));
+      Deno.exit(2);
+    }
   }
   try {
     // A live bar on a terminal; plain periodic lines otherwise (logs, CI).
@@ -64,6 +68,9 @@ if (import.meta.main) {
         ? async (report) => {
           bar?.stop();
           await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
+          if (options.reportHtml) {
+            await Deno.writeTextFile(options.reportHtml, reportHtml(report));
+          }
           console.log(
             `run over (${
               report.asExpected ? "as expected" : "NOT as expected"
@@ -75,6 +82,7 @@ if (import.meta.main) {
     );
     bar?.stop();
     await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
+    if (options.reportHtml) await Deno.writeTextFile(options.reportHtml, reportHtml(report));
     console.log(`\n${formatSummary(report, options.report)}`);
     Deno.exit(report.asExpected ? 0 : 1);
   } catch (error) {

@@ -55,6 +55,8 @@ export const USAGE = `Usage: deno task fleet [options]
                            (0..10; default 0, chaos 3: a power lost during the self-test
                            reverts the image and fails that attempt, as on AWS IoT)
   --report FILE            where the JSON report goes (default fleet-report.json)
+  --report-html FILE       also a page to look at: the outcome, executions over time as a
+                           chart, stage times and faults, in one self-contained HTML file
   --timeout SECONDS        give up after this much real time (default 600)
   --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
   --bad-image-share P      share of devices on which the new image misbehaves (0..1)
@@ -119,6 +121,8 @@ export interface Options {
   /** How devices log in. */
   identity: "secret" | "secure-element";
   report: string;
+  /** Where the HTML report goes, if anywhere. */
+  reportHtml?: string;
   /** Directory for CPU profiles of the main thread and the Workers. */
   cpuProfile?: string;
   /** Devices whose own log lines are printed as they happen. */
@@ -272,6 +276,7 @@ export function parseFleetArgs(args: string[]): Options {
             "worker-crashes",
             "retries",
             "report",
+            "report-html",
             "timeout",
             "outage-tolerance",
             "cancel",
@@ -383,6 +388,7 @@ export function parseFleetArgs(args: string[]): Options {
     erasePreviousImage: values["erase-previous-image"] === true,
     identity: identityOf(v.identity),
     report: v.report ?? "fleet-report.json",
+    ...(v["report-html"] !== undefined ? { reportHtml: v["report-html"] } : {}),
     timeoutSeconds: int("timeout", 600, 1, 86_400),
     outageToleranceSeconds: int("outage-tolerance", 120, 1, 3600),
     ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
