@@ -28,6 +28,8 @@ export const BROKER_USAGE =
   --tls-port N --tls-key FILE --tls-cert FILE [--tls-ca FILE]
                   an MQTT over TLS listener; with --tls-ca (the fleet CA) devices log in with
                   client certificates whose CN is their thing name
+  --log-format text|json  operator log lines on stderr: words, or one JSON object a line
+                                                                     default text
   --power-loss-durable  fsync every commit: state survives the host losing power, not only the
                   broker process dying (costs one fsync per device status update)
   --help          this text`;
@@ -40,6 +42,8 @@ export interface BrokerOptions {
   readonly mqttPort: number;
   /** Listen address. */
   readonly host: string;
+  /** How the operator log is written. */
+  readonly logFormat: "text" | "json";
   /** Base URL others reach the HTTP port at, when not http://host:port. */
   readonly publicUrl?: string;
   readonly httpPort: number;
@@ -75,6 +79,7 @@ export function parseBrokerArgs(
         port: { type: "string" },
         host: { type: "string" },
         "public-url": { type: "string" },
+        "log-format": { type: "string" },
         "http-port": { type: "string" },
         data: { type: "string" },
         "time-scale": { type: "string" },
@@ -116,6 +121,12 @@ export function parseBrokerArgs(
       `Invalid --external: expected mqtt://HOST:PORT: current value is '${values.external}'`,
     );
   }
+  const logFormat = values["log-format"] ?? "text";
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new UsageError(
+      `Invalid --log-format: expected text or json: current value is '${logFormat}'`,
+    );
+  }
   const host = values.host ?? "127.0.0.1";
   if (!/^[a-zA-Z0-9.:-]{1,253}$/.test(host)) {
     throw new UsageError(
@@ -155,6 +166,7 @@ export function parseBrokerArgs(
     help: values.help ?? false,
     mqttPort: port("port", values.port, 1883),
     host,
+    logFormat,
     ...(publicUrl ? { publicUrl: publicUrl.replace(/\/+$/, "") } : {}),
     httpPort: port("http-port", values["http-port"], 8080),
     dataDir: values.data ?? "data",

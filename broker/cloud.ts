@@ -33,6 +33,7 @@ import { ShadowService } from "./shadow_service.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
 import { classifyRequest, SERVICE_SUBSCRIPTIONS } from "../protocol/topics.ts";
 import { RateLimitedLog } from "../lib/rate_limited_log.ts";
+import { type OperatorLog, rateLimited } from "./operator_log.ts";
 
 /** Options of {@linkcode startCloud}. */
 export interface CloudOptions {
@@ -50,6 +51,8 @@ export interface CloudOptions {
   /** Job service tick, in the clock's time. @default {1000} */
   readonly tickMs?: number;
   readonly log?: (line: string) => void;
+  /** Told what an operator follows: clients connecting (rate-limited) and job events. */
+  readonly events?: OperatorLog;
   /**
    * Run the services as clients of this external MQTT broker (e.g. mosquitto or a cluster)
    * instead of the embedded aedes; authentication and ACLs are then that broker's job.
@@ -252,6 +255,7 @@ function aedesPublisher(broker: Aedes): Publisher {
 export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? (() => {});
+  const events: OperatorLog = options.events ?? (() => {});
   const store = new SqliteStore(options.databasePath ?? ":memory:", {
     powerLossDurable: options.powerLossDurable ?? false,
   });
@@ -308,11 +312,20 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     },
   };
   if (broker) {
-    broker.broker.on("client", () => {
+    const clientEvents = rateLimited(events);
+    const remote = (client: { conn?: unknown }) => {
+      const conn = client.conn as { remoteAddress?: string; remotePort?: number } | undefined;
+      return conn?.remoteAddress ? `${conn.remoteAddress}:${conn.remotePort ?? ""}` : "unknown";
+    };
+    broker.broker.on("client", (client) => {
       traffic.connections++;
       traffic.connected++;
+      clientEvents("client-connected", { client: client.id, remote: remote(client) });
     });
-    broker.broker.on("clientDisconnect", () => traffic.connected--);
+    broker.broker.on("clientDisconnect", (client) => {
+      traffic.connected--;
+      clientEvents("client-disconnected", { client: client.id });
+    });
     broker.broker.on("publish", (packet, client) => {
       if (!client) return; // the cloud's own publications
       traffic.messagesIn++;
@@ -334,6 +347,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     onChange: (jobId) => {
       for (const listener of listeners) listener(jobId);
     },
+    onJobEvent: (jobId, event, detail) => events(event, { job: jobId, ...detail }),
     renderDocument: (document) =>
       renderPresignedUrls(document, (key, seconds) => files.presign(key, seconds)) as Record<
         string,

@@ -46,6 +46,8 @@ export interface JobServiceOptions {
   readonly log?: (line: string) => void;
   /** Told after every change of a job or execution (for progress streams). */
   readonly onChange?: (jobId: string) => void;
+  /** Told the job-level events (created, started, paused, resumed, health gate, completed, canceled). */
+  readonly onJobEvent?: (jobId: string, event: string, detail: Record<string, unknown>) => void;
   /**
    * Renders a job document each time a device is served it (e.g. fresh pre-signed URLs, as AWS
    * does for `${aws:iot:s3-presigned-url:...}` placeholders).
@@ -75,6 +77,7 @@ export class JobService {
   readonly #tickMs: number;
   readonly #log: (line: string) => void;
   readonly #onChange: (jobId: string) => void;
+  readonly #onJobEvent: (jobId: string, event: string, detail: Record<string, unknown>) => void;
   readonly #render: (
     document: Readonly<Record<string, unknown>>,
     jobId: string,
@@ -91,6 +94,7 @@ export class JobService {
     this.#tickMs = options.tickMs ?? 1000;
     this.#log = options.log ?? (() => {});
     this.#onChange = options.onChange ?? (() => {});
+    this.#onJobEvent = options.onJobEvent ?? (() => {});
     this.#render = options.renderDocument ?? ((document) => document);
     this.#deviceApi = new JobsDeviceApi({
       executionsOfThing: (thing) => this.#store.executionsOfThing(thing),
@@ -685,6 +689,7 @@ export class JobService {
     detail: Record<string, unknown>,
   ): void {
     this.#store.audit({ at: this.#clock.now(), jobId, thing, event, detail });
+    if (thing === null && jobId !== null) this.#onJobEvent(jobId, event, detail);
   }
 
   #seconds(): number {

@@ -12,6 +12,7 @@ import { BROKER_USAGE, parseBrokerArgs, UsageError } from "./broker_args.ts";
 import { startCloud } from "./cloud.ts";
 import { operatorApi } from "./operator_api.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
+import { operatorLog } from "./operator_log.ts";
 
 const early = standardFlags(Deno.args, BROKER_USAGE);
 if (early) {
@@ -31,6 +32,8 @@ if (options.help) {
   Deno.exit(0);
 }
 const { dataDir, token } = options;
+// The operator's log: what happens, one event a line on stderr (stdout carries the ready line).
+const events = operatorLog(options.logFormat, (line) => console.error(line));
 const scale = options.timeScale;
 /** An expected failure at start: one line for the operator, no stack, exit 1. */
 function cannot(what: string, error: unknown): never {
@@ -54,7 +57,12 @@ const cloud = await startCloud({
   powerLossDurable: options.powerLossDurable,
   clock: scale === 1 ? systemClock : new ScaledClock(scale),
   ...(options.serviceSecret ? { serviceSecret: options.serviceSecret } : {}),
-  log: (line) => console.error(line),
+  // The cloud's own lines: refusals (already one line each, rate-limited) and trouble.
+  log: (line) =>
+    line.startsWith("refused: ")
+      ? events("refused", { reason: line.slice("refused: ".length) })
+      : events("problem", { message: line }),
+  events,
   ...(options.external ? { external: options.external } : {}),
   ...(options.tls ? { tls: options.tls } : {}),
 }).catch((error) => cannot(`start the MQTT broker on port ${options.mqttPort}`, error));
@@ -84,6 +92,12 @@ console.log(
     timeScale: scale,
   }),
 );
+events("started", {
+  mqtt: cloud.url,
+  api: `${base}/api/`,
+  dashboard: `${base}/dashboard/`,
+  data: dataDir,
+});
 console.error(`dashboard: ${base}/dashboard/ (it asks for the operator token)`);
 if (options.tokenGenerated) console.error(`operator token: ${token}`);
 
