@@ -69,6 +69,7 @@ export const USAGE = `Usage: deno task fleet [options]
                            by a secure element whose key the fleet CA certified (embedded cloud)
   --dashboard              print the rollout dashboard's URL; it stays up after the run until
                            Ctrl-C
+  --dashboard-port N       the dashboard's port (default: any free one)
   --broker URL --api URL --token T
                            join a running cloud (deno task broker) instead of embedding one
   --outage-tolerance S     how long that cloud may be unreachable (a restart) before the run
@@ -116,6 +117,8 @@ export interface Options {
   retries: number;
   /** Print the dashboard's URL and keep it up after the run. */
   dashboard: boolean;
+  /** The dashboard's fixed port (with --dashboard). */
+  dashboardPort?: number;
   /** Devices erase their previous image once a new one is confirmed. */
   erasePreviousImage: boolean;
   /** How devices log in. */
@@ -257,6 +260,7 @@ export function parseFleetArgs(args: string[]): Options {
       strict: true,
       options: {
         dashboard: { type: "boolean" },
+        "dashboard-port": { type: "string" },
         "erase-previous-image": { type: "boolean" },
         ...Object.fromEntries(
           [
@@ -385,6 +389,9 @@ export function parseFleetArgs(args: string[]): Options {
     workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
     retries: int("retries", chaos ? 3 : 0, 0, 10),
     dashboard: values.dashboard === true,
+    ...(values["dashboard-port"] !== undefined
+      ? { dashboardPort: int("dashboard-port", 0, 1, 65535) }
+      : {}),
     erasePreviousImage: values["erase-previous-image"] === true,
     identity: identityOf(v.identity),
     report: v.report ?? "fleet-report.json",

@@ -107,7 +107,7 @@ async function startCloudSide(
   const token = options.remote?.token ?? crypto.randomUUID();
   const server = embedded
     ? Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+      { port: options.dashboardPort ?? 0, hostname: "127.0.0.1", onListen: () => {} },
       operatorApi(embedded, { token }),
     )
     : null;

@@ -22,6 +22,9 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     let dashboardUrl = "";
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const dashboardPort = (probe.addr as Deno.NetAddr).port;
+    probe.close();
     let browserDone: () => void = () => {};
     const watched = new Promise<void>((resolve) => browserDone = resolve);
     const lines: string[] = [];
@@ -34,6 +37,8 @@ Deno.test({
       "--max-per-minute",
       "2",
       "--dashboard",
+      "--dashboard-port",
+      String(dashboardPort),
       "--report",
       "/dev/null",
     ]);
@@ -49,6 +54,10 @@ Deno.test({
     const browser = await launch();
     try {
       await waitUntil(() => dashboardUrl !== "", "the dashboard's URL");
+      assert.ok(
+        dashboardUrl.startsWith(`http://127.0.0.1:${dashboardPort}/dashboard/`),
+        dashboardUrl,
+      );
       const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
       const errors = watchErrors(page);
       await page.goto(dashboardUrl);
