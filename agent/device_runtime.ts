@@ -11,7 +11,7 @@ import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
 import { SECOND_STAGE_FILE_TYPE } from "../bootloader/first_stage.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { type AgentCallbackEvent, type AgentConfig, type OtaAgentOptions } from "./agent_config.ts";
+import { type AgentCallbackEvent, type AgentConfig, type OtaAgentOptions, type AgentStatistics } from "./agent_config.ts";
 import { type AgentPlatform, type HttpPort, type UpdatableComponent } from "./ports.ts";
 import { OtaAgent } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
@@ -125,6 +125,11 @@ export class DeviceRuntime {
   readonly log: string[] = [];
   readonly #options: DeviceRuntimeOptions;
   #agent: OtaAgent | null = null;
+
+  /** The thing this device is. */
+  get thingName(): string {
+    return this.#options.thingName;
+  }
   #client: MqttClient | null = null;
   #detach: (() => void) | null = null;
   #stopped = false;
@@ -171,6 +176,7 @@ export class DeviceRuntime {
     if (agent) {
       await agent.shutdown().catch(() => {});
       agent.halt();
+      this.#retire(agent);
     }
     await this.#closeClient();
   }
@@ -305,18 +311,51 @@ export class DeviceRuntime {
     return client;
   }
 
+  /** The agent's counters (AWS `OtaAgentStatistics_t`) summed over every agent since start. */
+  readonly #agentTotals: AgentStatistics = {
+    packetsReceived: 0,
+    packetsQueued: 0,
+    packetsProcessed: 0,
+    packetsDropped: 0,
+  };
+
+  readonly #retired = new WeakSet<OtaAgent>();
+
+  /** This device's OTA agent statistics: every agent's since the runtime started. */
+  agentStatistics(): AgentStatistics {
+    const current = this.#agent && !this.#retired.has(this.#agent)
+      ? this.#agent.statistics
+      : null;
+    const totals = { ...this.#agentTotals };
+    if (current) {
+      for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += current[key];
+    }
+    return totals;
+  }
+
+  /** An agent ends (power off, stop): its counters go into the totals. */
+  #retire(agent: OtaAgent): void {
+    if (this.#retired.has(agent)) return;
+    this.#retired.add(agent);
+    for (const key of Object.keys(this.#agentTotals) as (keyof AgentStatistics)[]) {
+      this.#agentTotals[key] += agent.statistics[key];
+    }
+  }
+
   /** Publishes the device's reported state (shadow update); fire and forget. */
   #reportState(): void {
     const client = this.#client;
     const state = this.#options.device.state;
     if (!client?.connected || (state !== "running" && state !== "recovery")) return;
     const topic = thingTopics(this.#options.thingName).shadowUpdate;
-    const reported = this.#options.device.reportedState();
+    // The agent's counters travel with the device's own facts, as the AWS agent keeps them.
+    const reported = { ...this.#options.device.reportedState(), agent: this.agentStatistics() };
     client.publish(topic, JSON.stringify({ state: { reported } }), { qos: 0 }, () => {});
   }
 
   #onPowerOff(): void {
     this.#boot++;
+    if (this.#agent) this.#retire(this.#agent);
     this.#agent?.halt();
     this.#agent = null;
     void this.#closeClient();

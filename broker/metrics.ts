@@ -28,6 +28,21 @@ function render(metrics: readonly Metric[]): string {
   return `${lines.join("\n")}\n`;
 }
 
+/** The OTA agents' counters summed over every device's last report. */
+function agentPackets(cloud: Cloud): [string, number][] {
+  const sums = { received: 0, queued: 0, processed: 0, dropped: 0 };
+  for (const shadow of cloud.shadows.all().values()) {
+    const agent = shadow.reported.agent as Record<string, unknown> | undefined;
+    if (!agent || typeof agent !== "object") continue;
+    const n = (key: string) => typeof agent[key] === "number" ? agent[key] as number : 0;
+    sums.received += n("packetsReceived");
+    sums.queued += n("packetsQueued");
+    sums.processed += n("packetsProcessed");
+    sums.dropped += n("packetsDropped");
+  }
+  return Object.entries(sums);
+}
+
 /** The cloud's metrics as Prometheus text. */
 export function prometheusText(cloud: Cloud): string {
   const { traffic } = cloud;
@@ -82,6 +97,12 @@ export function prometheusText(cloud: Cloud): string {
       help: "Job executions by status.",
       type: "gauge",
       samples: Object.entries(executions).map(([status, value]) => ({ labels: { status }, value })),
+    },
+    {
+      name: "ota_agent_packets_total",
+      help: "Stream blocks the devices' OTA agents counted, as they report them (shadow).",
+      type: "counter",
+      samples: agentPackets(cloud).map(([kind, value]) => ({ labels: { kind }, value })),
     },
     {
       name: "ota_store_commits_total",

@@ -621,6 +621,14 @@ async function devicePage(thing) {
       h("dd", {}, slot(reported.slots?.secondary)),
       h("dt", {}, "update state"),
       h("dd", {}, reported.updateState ?? "?"),
+      h("dt", {}, "OTA agent"),
+      h(
+        "dd",
+        { id: "agent-stats" },
+        reported.agent
+          ? `${reported.agent.packetsProcessed} of ${reported.agent.packetsReceived} blocks processed, ${reported.agent.packetsDropped} dropped`
+          : "not reported",
+      ),
       h("dt", {}, "boots"),
       h("dd", {}, reported.boot?.count ?? "?"),
       h("dt", {}, "reported"),

@@ -18,6 +18,7 @@ import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import { releaseProfile, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { OPENSSL } from "../helpers/openssl.ts";
+import { prometheusText } from "../../broker/metrics.ts";
 
 async function world(devices: number) {
   const cloud = await startCloud({ tickMs: 100 });
@@ -133,6 +134,26 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
     });
     assert.ok(created.ok, !created.ok ? created.reason : "");
     await confirmed(w, "ext");
+    // The agents' counters reach the cloud with the devices' reports, and its metrics.
+    await waitUntil(
+      () =>
+        w.runtimes.every((r) => {
+          const agent = w.cloud.shadows.get(r.thingName)?.reported.agent as
+            | Record<string, number>
+            | undefined;
+          return (agent?.packetsProcessed ?? 0) > 0;
+        }),
+      "the agents' statistics in the devices' shadows",
+    );
+    for (const r of w.runtimes) {
+      const agent = w.cloud.shadows.get(r.thingName)!.reported.agent as Record<string, number>;
+      assert.deepEqual(agent, r.agentStatistics());
+      assert.ok(agent.packetsReceived! >= agent.packetsProcessed!);
+    }
+    const processed = /^ota_agent_packets_total\{kind="processed"\} (\d+)$/m.exec(
+      prometheusText(w.cloud),
+    );
+    assert.ok(Number(processed?.[1]) > 0, "summed in /metrics");
   } finally {
     await w.close();
   }

@@ -97,6 +97,11 @@ Deno.test({
       await page.waitForSelector("#executions .reason");
       assert.equal(await page.textContent("#executions .reason"), "rejected: 0x00000010");
       assert.equal(await page.textContent("#firmware"), "1.0.0+0");
+      // The device downloaded the image it then reverted: its agent's counters say so.
+      assert.match(
+        await page.textContent("#agent-stats") ?? "",
+        /^[1-9]\d* of [1-9]\d* blocks processed, \d+ dropped$/,
+      );
       assert.equal(await page.textContent("#bootloader"), "2.0.0+0 in slot A");
       assert.match((await page.textContent("#boot-log")) ?? "", /revert/);
       await assertNotBlank(page, "device page");
