@@ -11,7 +11,12 @@ import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
 import { SECOND_STAGE_FILE_TYPE } from "../bootloader/first_stage.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { type AgentCallbackEvent, type AgentConfig, type OtaAgentOptions, type AgentStatistics } from "./agent_config.ts";
+import {
+  type AgentCallbackEvent,
+  type AgentConfig,
+  type AgentStatistics,
+  type OtaAgentOptions,
+} from "./agent_config.ts";
 import { type AgentPlatform, type HttpPort, type UpdatableComponent } from "./ports.ts";
 import { OtaAgent } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
@@ -323,9 +328,7 @@ export class DeviceRuntime {
 
   /** This device's OTA agent statistics: every agent's since the runtime started. */
   agentStatistics(): AgentStatistics {
-    const current = this.#agent && !this.#retired.has(this.#agent)
-      ? this.#agent.statistics
-      : null;
+    const current = this.#agent && !this.#retired.has(this.#agent) ? this.#agent.statistics : null;
     const totals = { ...this.#agentTotals };
     if (current) {
       for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += current[key];
