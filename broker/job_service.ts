@@ -34,7 +34,12 @@ import { type JobSpec, jobSpecProblems, type ServiceResult } from "./job_spec.ts
 import { compareVersions, parseVersion } from "../protocol/image_format.ts";
 
 /** Counts per execution status, plus what is not rolled out yet. */
-export type JobCounts = Record<ExecutionStatus, number> & { readonly pending: number };
+export type JobCounts = Record<ExecutionStatus, number> & {
+  /** Targets the rollout has not notified yet. */
+  readonly pending: number;
+  /** Targets it never will: the rollout stopped first (cancel, abort, end of schedule). */
+  readonly neverNotified: number;
+};
 
 /** Options of {@linkcode JobService}. */
 export interface JobServiceOptions {
@@ -299,6 +304,7 @@ export class JobService {
 
   /** Counts of a job's executions by status (and things not rolled out yet). */
   counts(jobId: string): JobCounts {
+    const job = this.#store.getJob(jobId);
     const counts = {
       QUEUED: 0,
       IN_PROGRESS: 0,
@@ -308,7 +314,8 @@ export class JobService {
       REJECTED: 0,
       REMOVED: 0,
       CANCELED: 0,
-      pending: this.#store.getJob(jobId)?.pending.length ?? 0,
+      pending: job?.pending.length ?? 0,
+      neverNotified: job?.neverNotified?.length ?? 0,
     };
     for (const [status, n] of Object.entries(this.#store.executionStatusCounts(jobId))) {
       counts[status as ExecutionStatus] += n;
@@ -344,7 +351,7 @@ export class JobService {
     const job = this.#store.getJob(jobId)!;
     if (behavior === "STOP_ROLLOUT") {
       if (job.pending.length > 0) {
-        this.#putJob({ ...job, pending: [] });
+        this.#putJob({ ...job, pending: [], neverNotified: neverNotifiedAfterStop(job) });
         this.#audit(jobId, null, "rollout-stopped", {
           reason: "end of schedule",
           left: job.pending.length,
@@ -430,13 +437,20 @@ export class JobService {
     if ((job.spec as unknown as JobSpec).targetSelection === "CONTINUOUS") return;
     const byStatus = Object.entries(this.#store.executionStatusCounts(jobId));
     if (byStatus.every(([status]) => TERMINAL_STATUSES.has(status as ExecutionStatus))) {
-      this.#putJob({ ...job, status: "COMPLETED" });
+      this.#putJob({ ...job, status: "COMPLETED", endedAt: this.#clock.now() });
       this.#audit(jobId, null, "job-completed", this.counts(jobId));
     }
   }
 
   #cancel(job: JobRecord, force: boolean, reason: string): void {
-    this.#putJob({ ...job, status: "CANCELED", pending: [], reason });
+    this.#putJob({
+      ...job,
+      status: "CANCELED",
+      pending: [],
+      neverNotified: neverNotifiedAfterStop(job),
+      endedAt: this.#clock.now(),
+      reason,
+    });
     this.#audit(job.jobId, null, "job-canceled", { force, reason });
     for (const e of this.#store.executionsOfJob(job.jobId)) {
       if (e.status === "QUEUED" || (force && e.status === "IN_PROGRESS")) {
@@ -695,4 +709,9 @@ export class JobService {
   #seconds(): number {
     return Math.floor(this.#clock.now() / 1000);
   }
+}
+
+/** The targets a stopped rollout leaves behind: those it had not reached, kept to be counted. */
+function neverNotifiedAfterStop(job: JobRecord): readonly string[] {
+  return [...(job.neverNotified ?? []), ...job.pending];
 }

@@ -15,6 +15,7 @@ import { serveDashboard } from "./dashboard.ts";
 import { mqttOverWebSocket } from "./websocket.ts";
 import { parseCertificate } from "../protocol/certificates.ts";
 import { prometheusText } from "./metrics.ts";
+import { FAILURE_STATUSES, groupFailures } from "./failure_groups.ts";
 
 /** Largest JSON body accepted. */
 const MAX_JSON_BODY = 1024 * 1024;
@@ -185,12 +186,17 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
   if (resource === "things" && id && parts.length === 2 && method === "GET") {
     const thing = store.getThing(id);
     if (!thing) return problem(404, `no thing '${id}'`);
+    // Each execution names its OTA update (if it belongs to one), so a device links back to it.
+    const updateOfJob = new Map(cloud.otaUpdates.list().map((u) => [u.jobId, u.otaUpdateId]));
     return json(200, {
       name: thing.name,
       attributes: thing.attributes,
       groups: store.groupsOf(id),
       shadow: cloud.shadows.get(id),
-      executions: store.executionsOfThing(id),
+      executions: store.executionsOfThing(id).map((e) => ({
+        ...e,
+        otaUpdateId: updateOfJob.get(e.jobId) ?? null,
+      })),
     });
   }
   if (resource === "things" && id && parts.length === 2 && method === "PUT") {
@@ -308,11 +314,21 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
   if (resource === "jobs" && id && sub === "timeline" && method === "GET") {
     const job = store.getJob(id);
     if (!job) return problem(404, `no job '${id}'`);
-    const targets = new Set([...store.executionsOfJob(id).map((e) => e.thing), ...job.pending]);
+    const targets = new Set([
+      ...store.executionsOfJob(id).map((e) => e.thing),
+      ...job.pending,
+      ...(job.neverNotified ?? []),
+    ]);
+    const points = countsTimeline(store.history({ jobId: id }), targets.size);
+    // The chart of an ended job ends with it, not at the moment someone looks at it.
+    if (job.endedAt !== undefined && points.length > 0) {
+      points.push({ at: job.endedAt, counts: { ...points.at(-1)!.counts } });
+    }
     return json(200, {
       jobId: id,
       createdAt: job.createdAt,
-      points: countsTimeline(store.history({ jobId: id }), targets.size),
+      endedAt: job.endedAt ?? null,
+      points,
     });
   }
   if (resource === "jobs" && id && sub === "events" && method === "GET") {
@@ -425,17 +441,19 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     };
     const executions = new Map(store.executionsOfJob(update.jobId).map((e) => [e.thing, e]));
     const job = store.getJob(update.jobId);
-    // Every target: those with an execution, and those the rollout has not reached yet.
+    // Every target: those with an execution, those the rollout has not reached yet and those
+    // it never will (it stopped first).
+    const neverNotified = new Set(job?.neverNotified ?? []);
     const things = [
       ...executions.keys(),
-      ...(job?.pending ?? []).filter((t) => !executions.has(t)),
+      ...[...(job?.pending ?? []), ...neverNotified].filter((t) => !executions.has(t)),
     ];
     const devices = things.map((thing) => {
       const execution = executions.get(thing);
       const firmware = shadows.get(thing)?.reported.firmware;
       return {
         thing,
-        status: execution?.status ?? "PENDING",
+        status: execution?.status ?? (neverNotified.has(thing) ? "NEVER_NOTIFIED" : "PENDING"),
         reason: execution?.statusDetails.reason ?? null,
         version: typeof firmware === "string" ? firmware : null,
         groups: store.groupsOf(thing),
@@ -446,6 +464,19 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       (filter.group === null || d.groups.includes(filter.group))
     );
     return json(200, { otaUpdateId: id, jobId: update.jobId, devices });
+  }
+  if (resource === "ota-updates" && id && sub === "failures" && method === "GET") {
+    const update = cloud.otaUpdates.describe(id);
+    if (!update) return problem(404, `no OTA update '${id}'`);
+    const failed = store.executionsOfJob(update.jobId).filter((e) =>
+      (FAILURE_STATUSES as readonly string[]).includes(e.status)
+    );
+    return json(200, {
+      otaUpdateId: id,
+      jobId: update.jobId,
+      failed: failed.length,
+      groups: groupFailures(failed),
+    });
   }
   if (resource === "streams" && id && parts.length === 2 && method === "PUT") {
     if (!/^[a-zA-Z0-9_-]{1,128}$/.test(id)) {
@@ -482,7 +513,7 @@ function progressStream(cloud: Cloud, jobId: string): Response {
         const job = cloud.store.getJob(jobId);
         const body = {
           jobId,
-          at: cloud.clock.now(),
+          at: job?.endedAt ?? cloud.clock.now(),
           status: job?.status,
           reason: job?.reason ?? null,
           counts: cloud.jobs.counts(jobId),
@@ -517,7 +548,8 @@ const TIMELINE_POINTS = 400;
 /**
  * Per-status counts over time, rebuilt from a job's audit log (each execution's status after
  * every event), so a chart opened mid-rollout or afterwards starts from the whole history.
- * `pending` is the targets no event has reached yet.
+ * `pending` is the targets no event has reached yet, `neverNotified` those a stopped rollout
+ * left behind.
  */
 export function countsTimeline(
   entries: readonly AuditEntry[],
@@ -527,7 +559,15 @@ export function countsTimeline(
   const counts: Record<string, number> = { pending: targets };
   const points: { at: number; counts: Record<string, number> }[] = [];
   for (const entry of entries) {
-    if (!entry.thing) continue;
+    if (!entry.thing) {
+      // A stopped rollout leaves the targets it had not reached never notified.
+      if (entry.event === "job-canceled" || entry.event === "rollout-stopped") {
+        counts.neverNotified = (counts.neverNotified ?? 0) + (counts.pending ?? 0);
+        counts.pending = 0;
+        points.push({ at: entry.at, counts: { ...counts } });
+      }
+      continue;
+    }
     const next = entry.event === "queued"
       ? "QUEUED"
       : entry.event === "device-update"

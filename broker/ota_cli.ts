@@ -20,6 +20,7 @@ import cliProgress from "cli-progress";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { explainReason } from "../protocol/job_status.ts";
+import { type FailureGroup } from "./failure_groups.ts";
 
 export const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
 
@@ -82,15 +83,17 @@ function positiveInt(text: string | undefined, name: string, max: number): numbe
 
 function progressLine(body: { status?: string; counts?: Record<string, number> }): string {
   const c = body.counts ?? {};
-  const total = [...EXECUTION_STATUSES, "pending"]
+  const total = [...EXECUTION_STATUSES, "pending", "neverNotified"]
     .reduce((sum, k) => sum + (c[k] ?? 0), 0);
   const done = (c.SUCCEEDED ?? 0) + (c.FAILED ?? 0) + (c.TIMED_OUT ?? 0) + (c.REJECTED ?? 0) +
-    (c.REMOVED ?? 0) + (c.CANCELED ?? 0);
+    (c.REMOVED ?? 0) + (c.CANCELED ?? 0) + (c.neverNotified ?? 0);
   return `${body.status} ${done}/${total} done: succeeded ${c.SUCCEEDED ?? 0}, failed ${
     c.FAILED ?? 0
   }, rejected ${c.REJECTED ?? 0}, timed out ${c.TIMED_OUT ?? 0}, in progress ${
     c.IN_PROGRESS ?? 0
-  }, queued ${c.QUEUED ?? 0}, not notified ${c.pending ?? 0}`;
+  }, queued ${c.QUEUED ?? 0}, not notified ${c.pending ?? 0}${
+    c.neverNotified ? `, never notified ${c.neverNotified} (the rollout stopped)` : ""
+  }`;
 }
 
 /**
@@ -414,58 +417,23 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         );
       }
       case "failures": {
-        const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
-        if (update.status >= 400) return show(update, () => []);
-        const jobId = encodeURIComponent(String(update.json.jobId));
-        const failed: { thing: string; status: string; statusDetails: Record<string, string> }[] =
-          [];
-        for (const status of ["FAILED", "REJECTED", "TIMED_OUT"]) {
-          const list = await call("GET", `/jobs/${jobId}/executions?status=${status}`);
-          if (list.status >= 400) return show(list, () => []);
-          failed.push(...list.json as unknown as typeof failed);
-        }
-        const groups = new Map<
-          string,
-          { status: string; count: number; example: typeof failed[0] }
-        >();
-        for (const e of failed) {
-          const reason = e.statusDetails?.reason ?? e.status.toLowerCase();
-          const key = `${e.status} ${reason}`;
-          const group = groups.get(key);
-          if (group) group.count++;
-          else groups.set(key, { status: e.status, count: 1, example: e });
-        }
-        const rows = [...groups.entries()].sort((a, b) => b[1].count - a[1].count);
+        const id = encodeURIComponent(need("an OTA update id"));
         return show(
-          {
-            status: 200,
-            json: rows.map(([, g]) => ({
-              status: g.status,
-              reason: g.example.statusDetails?.reason ?? null,
-              meaning: explainReason(g.example.statusDetails?.reason ?? g.status.toLowerCase()),
-              count: g.count,
-              example: { thing: g.example.thing, detail: g.example.statusDetails?.detail ?? null },
-            })),
-          },
-          (
-            list: {
-              status: string;
-              reason: string | null;
-              meaning: string;
-              count: number;
-              example: { thing: string; detail: string | null };
-            }[],
-          ) =>
-            list.length === 0 ? ["no failures"] : table(
-              ["count", "status", "reason", "meaning", "example"],
-              list.map((f) => [
-                String(f.count),
-                f.status,
-                f.reason ?? "",
-                f.meaning,
-                `${f.example.thing}${f.example.detail ? `: ${f.example.detail}` : ""}`,
-              ]),
-            ),
+          await call("GET", `/ota-updates/${id}/failures`),
+          (report: { failed: number; groups: FailureGroup[] }) =>
+            report.groups.length === 0 ? ["no failures"] : [
+              ...table(
+                ["count", "status", "reason", "meaning", "example"],
+                report.groups.map((f) => [
+                  String(f.count),
+                  f.status,
+                  f.reason ?? "",
+                  f.meaning,
+                  `${f.example.thing}${f.example.detail ? `: ${f.example.detail}` : ""}`,
+                ]),
+              ),
+              `${report.failed} failed in ${report.groups.length} groups`,
+            ],
         );
       }
       case "thing":

@@ -38,6 +38,10 @@ export interface JobRecord {
   readonly reason: string | null;
   /** With a health gate: the things notified in the current wave, in order. */
   readonly wave?: readonly string[];
+  /** Things the rollout never reached: it stopped (cancel, abort, end of schedule) first. */
+  readonly neverNotified?: readonly string[];
+  /** When it completed or was canceled (cloud clock): where its charts end. */
+  readonly endedAt?: number;
 }
 
 /** One execution of a job on a thing. */

@@ -3,9 +3,13 @@
 // pause/resume/cancel) and one page per device (execution history, reported firmware, slots,
 // security counter, last boot log). Plain browser JavaScript, no build step; uPlot draws the chart.
 
-/** Colours of execution statuses (PENDING: not notified yet by the rollout). */
+/**
+ * Colours of execution statuses. PENDING: not notified yet by the rollout; NEVER_NOTIFIED: the
+ * rollout stopped (cancel, abort, end of schedule) before it reached the device.
+ */
 const COLORS = {
   PENDING: "#d1d5db",
+  NEVER_NOTIFIED: "#fde68a",
   QUEUED: "#94a3b8",
   IN_PROGRESS: "#3b82f6",
   SUCCEEDED: "#16a34a",
@@ -16,7 +20,22 @@ const COLORS = {
   REMOVED: "#111827",
 };
 const STATUSES = Object.keys(COLORS);
-const TERMINAL = new Set(["SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "CANCELED", "REMOVED"]);
+/** Where a status's number is in a job's counts (the two not-notified ones are not statuses). */
+const COUNT_KEYS = { PENDING: "pending", NEVER_NOTIFIED: "neverNotified" };
+
+function countOf(counts, status) {
+  return counts[COUNT_KEYS[status] ?? status] ?? 0;
+}
+/** Statuses nothing more will happen to (a device the rollout never reached included). */
+const TERMINAL = new Set([
+  "SUCCEEDED",
+  "FAILED",
+  "TIMED_OUT",
+  "REJECTED",
+  "CANCELED",
+  "REMOVED",
+  "NEVER_NOTIFIED",
+]);
 
 const view = document.getElementById("view");
 const crumbs = document.getElementById("crumbs");
@@ -92,11 +111,11 @@ function setCrumbs(...parts) {
 }
 
 function total(counts) {
-  return STATUSES.reduce((sum, status) => sum + (counts[status] ?? 0), 0) + (counts.pending ?? 0);
+  return STATUSES.reduce((sum, status) => sum + countOf(counts, status), 0);
 }
 
 function done(counts) {
-  return [...TERMINAL].reduce((sum, status) => sum + (counts[status] ?? 0), 0);
+  return [...TERMINAL].reduce((sum, status) => sum + countOf(counts, status), 0);
 }
 
 function progressBar(counts) {
@@ -104,8 +123,10 @@ function progressBar(counts) {
   return h(
     "span",
     { class: "bar", title: `${done(counts)} of ${total(counts)} ended` },
-    ...STATUSES.filter((s) => counts[s] > 0).map((status) =>
-      h("span", { style: `background:${COLORS[status]};width:${(100 * counts[status]) / all}%` })
+    ...STATUSES.filter((s) => countOf(counts, s) > 0).map((status) =>
+      h("span", {
+        style: `background:${COLORS[status]};width:${(100 * countOf(counts, status)) / all}%`,
+      })
     ),
   );
 }
@@ -314,7 +335,7 @@ async function updatePage(id) {
     legend,
     h("div", {}, canvas),
     tooltip,
-    h("h2", {}, "Failed devices"),
+    h("h2", {}, "Failures by reason"),
     failures,
   );
 
@@ -389,12 +410,15 @@ async function updatePage(id) {
   const timeline = await api(`/jobs/${encodeURIComponent(update.jobId)}/timeline`);
   const series = [[], ...STATUSES.map(() => [])];
   const addPoint = (at, counts) => {
-    series[0].push((at - timeline.createdAt) / 1000);
-    STATUSES.forEach((s, i) =>
-      series[i + 1].push(s === "PENDING" ? counts.pending ?? 0 : counts[s] ?? 0)
-    );
+    const x = (at - timeline.createdAt) / 1000;
+    // Points come in time order; an ended job's last event repeats its end, which the chart
+    // already has: the axis ends where the job did.
+    if (series[0].length > 0 && x <= series[0].at(-1)) return;
+    series[0].push(x);
+    STATUSES.forEach((s, i) => series[i + 1].push(countOf(counts, s)));
   };
   for (const point of timeline.points) addPoint(point.at, point.counts);
+  chartBox.dataset.end = String(series[0].at(-1) ?? 0);
   const samples = [];
   chart = new uPlot(
     {
@@ -415,7 +439,7 @@ async function updatePage(id) {
         h(
           "div",
           { class: "tile", "data-status": s },
-          h("div", { class: "n" }, s === "PENDING" ? counts.pending ?? 0 : counts[s] ?? 0),
+          h("div", { class: "n" }, countOf(counts, s)),
           h("div", { class: "k" }, s),
         )
       ),
@@ -490,6 +514,7 @@ async function updatePage(id) {
   const onProgress = (event) => {
     addPoint(event.at, event.counts);
     chart.setData(series);
+    chartBox.dataset.end = String(series[0].at(-1) ?? 0);
     update.job.status = event.status;
     update.job.reason = event.reason;
     drawCounts(event.counts, event.status);
@@ -539,33 +564,44 @@ async function updatePage(id) {
       select("group", unique(devices.flatMap((d) => d.groups))),
       h("span", { class: "muted", id: "shown" }, `${shown.length} of ${devices.length} shown`),
     );
-    const failed = devices.filter((d) => ["FAILED", "TIMED_OUT", "REJECTED"].includes(d.status));
+  };
+  /** Failures grouped by reason, with the reason in words and the devices of each group. */
+  const drawFailures = (report) => {
+    const link = (thing) =>
+      h("a", { href: `#/device/${encodeURIComponent(thing)}`, class: "failed-device" }, thing);
     fill(
       failures,
-      h("tr", {}, h("th", {}, "device"), h("th", {}, "status"), h("th", {}, "reason")),
-      ...failed.slice(0, 200).map((d) =>
+      h("tr", {}, ["count", "status", "reason", "meaning", "devices"].map((t) => h("th", {}, t))),
+      ...report.groups.map((g) =>
         h(
           "tr",
-          {},
+          { class: "failure-group" },
+          h("td", { class: "count" }, g.count),
+          h("td", {}, badge(g.status)),
+          h("td", { class: "reason" }, g.reason ?? ""),
+          h("td", { class: "meaning" }, g.meaning),
           h(
             "td",
             {},
-            h(
-              "a",
-              { href: `#/device/${encodeURIComponent(d.thing)}`, class: "failed-device" },
-              d.thing,
-            ),
+            g.things.flatMap((thing, i) => i === 0 ? [link(thing)] : [", ", link(thing)]),
+            g.count > g.things.length ? ` and ${g.count - g.things.length} more` : "",
+            g.example.detail ? h("div", { class: "muted" }, g.example.detail) : null,
           ),
-          h("td", {}, badge(d.status)),
-          h("td", {}, d.reason ?? ""),
         )
       ),
     );
-    if (failed.length === 0) failures.append(h("tr", {}, h("td", { class: "muted" }, "none")));
+    if (report.groups.length === 0) {
+      failures.append(h("tr", {}, h("td", { class: "muted", colspan: 5 }, "none")));
+    }
   };
   const refreshDevices = async () => {
-    devices = (await api(`/ota-updates/${encodeURIComponent(id)}/devices`)).devices;
+    const [listed, failed] = await Promise.all([
+      api(`/ota-updates/${encodeURIComponent(id)}/devices`),
+      api(`/ota-updates/${encodeURIComponent(id)}/failures`),
+    ]);
+    devices = listed.devices;
     drawDevices();
+    drawFailures(failed);
   };
   await refreshDevices();
   timers.push(setInterval(() => refreshDevices().catch(() => {}), 1000));
@@ -644,12 +680,22 @@ async function devicePage(thing) {
   const executions = h(
     "table",
     { id: "executions" },
-    h("tr", {}, ["job", "status", "reason", "attempt", "updated"].map((t) => h("th", {}, t))),
+    h("tr", {}, ["update", "status", "reason", "attempt", "updated"].map((t) => h("th", {}, t))),
     device.executions.map((e) =>
       h(
         "tr",
         {},
-        h("td", {}, e.jobId),
+        h(
+          "td",
+          {},
+          e.otaUpdateId
+            ? h(
+              "a",
+              { href: `#/update/${encodeURIComponent(e.otaUpdateId)}`, class: "update-link" },
+              e.otaUpdateId,
+            )
+            : e.jobId,
+        ),
         h("td", {}, badge(e.status)),
         h("td", { class: "reason" }, e.statusDetails?.reason ?? ""),
         h("td", {}, e.executionNumber ?? 1),

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { countsTimeline } from "../../broker/operator_api.ts";
 import type { AuditEntry } from "../../broker/store.ts";
 import { qualificationCloud } from "../helpers/qualification.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 const TOKEN = "qualification-token";
 
@@ -102,6 +103,92 @@ Deno.test("dashboard API: an update's devices (filtered by status, version, grou
     const timeline = await api(`/jobs/${jobId}/timeline`);
     assert.equal(timeline.body.createdAt, cloud.store.getJob(jobId)!.createdAt);
     assert.deepEqual(timeline.body.points.at(-1).counts, { pending: 0, QUEUED: 1 });
+  } finally {
+    await side.close();
+  }
+});
+
+Deno.test("dashboard API: a stopped rollout's unreached devices stay counted; an ended job's chart ends with it; failures grouped; executions name their update", async () => {
+  const side = await qualificationCloud("MQTT");
+  try {
+    const { cloud } = side;
+    for (const thing of ["n1", "n2", "n3"]) {
+      cloud.provisionThing(thing, `${thing}-secret-1`);
+      cloud.jobs.addThingToGroup("fleet", thing);
+    }
+    const jobId = await side.update("slow", {
+      version: "1.1.0",
+      securityCounter: 2,
+      targets: { groups: ["fleet"] },
+      rollout: { maximumPerMinute: 1 },
+    });
+    const api = async (path: string) => {
+      const response = await fetch(`${cloud.files.baseUrl}/api${path}`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      return { status: response.status, body: await response.json() };
+    };
+    await waitUntil(() => cloud.store.executionsOfJob(jobId).length === 1, "one notification");
+    const [first] = cloud.store.executionsOfJob(jobId);
+    const report = (status: string, reason: string) =>
+      cloud.jobs.handleDeviceMessage(
+        first!.thing,
+        `$aws/things/${first!.thing}/jobs/${jobId}/update`,
+        new TextEncoder().encode(JSON.stringify({ status, statusDetails: { reason } })),
+      );
+    report("IN_PROGRESS", "downloading");
+    report("FAILED", "0x000000e3: 0x00000095");
+    assert.equal(cloud.jobs.counts(jobId).pending, 3);
+    assert.ok(cloud.jobs.cancelJob(jobId, { reason: "stopped by a test" }).ok);
+
+    // The three the rollout never reached are still counted, and listed.
+    const counts = cloud.jobs.counts(jobId);
+    assert.equal(counts.pending, 0);
+    assert.equal(counts.neverNotified, 3);
+    const devices = (await api("/ota-updates/slow/devices")).body.devices;
+    assert.deepEqual(
+      devices.map((d: { status: string }) => d.status).sort(),
+      ["FAILED", "NEVER_NOTIFIED", "NEVER_NOTIFIED", "NEVER_NOTIFIED"],
+    );
+
+    // The failure, grouped and explained.
+    const failures = await api("/ota-updates/slow/failures");
+    assert.equal(failures.body.failed, 1);
+    assert.deepEqual(failures.body.groups, [{
+      status: "FAILED",
+      reason: "0x000000e3: 0x00000095",
+      meaning: "signature check failed (0x95)",
+      count: 1,
+      example: { thing: first!.thing, detail: null },
+      things: [first!.thing],
+    }]);
+    assert.equal((await api("/ota-updates/nope/failures")).status, 404);
+
+    // Long after, the chart still ends where the job did: its timeline, then its event stream.
+    const endedAt = cloud.store.getJob(jobId)!.endedAt!;
+    assert.ok(endedAt >= cloud.store.getJob(jobId)!.createdAt);
+    side.clock.advance(3_600_000);
+    const timeline = (await api(`/jobs/${jobId}/timeline`)).body;
+    assert.equal(timeline.endedAt, endedAt);
+    assert.equal(timeline.points.at(-1).at, endedAt);
+    assert.deepEqual(timeline.points.at(-1).counts, {
+      pending: 0,
+      neverNotified: 3,
+      QUEUED: 0,
+      IN_PROGRESS: 0,
+      FAILED: 1,
+    });
+    const events = await fetch(`${cloud.files.baseUrl}/api/jobs/${jobId}/events`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    const text = await events.text();
+    const last = JSON.parse(/^data: (.*)$/m.exec(text.split("event: end")[1]!)![1]!);
+    assert.equal(last.at, endedAt);
+    assert.equal(last.counts.neverNotified, 3);
+
+    // A device's executions name the update they belong to, for the link back to it.
+    const thing = await api(`/things/${first!.thing}`);
+    assert.equal(thing.body.executions[0].otaUpdateId, "slow");
   } finally {
     await side.close();
   }

@@ -1,8 +1,10 @@
 /**
  * The rollout dashboard in a real browser (the system's Chromium, driven by playwright-core):
  * a fleet run with a share of devices whose new image crashes, watched from the page while it
- * rolls out; a failed device opened and its reason read; operator actions (pause, resume,
- * cancel) clicked and seen in the cloud; the token asked for and checked. Screenshots must not be
+ * rolls out; its failures grouped by reason; a failed device opened, its reason read and the way
+ * back to its update followed; operator actions (pause, resume, cancel) clicked and seen in the
+ * cloud, devices the canceled rollout never reached still counted; the token asked for and
+ * checked. Screenshots must not be
  * blank.
  */
 import assert from "node:assert/strict";
@@ -15,7 +17,7 @@ import { assertNotBlank, CHROMIUM, launch, watchErrors } from "../helpers/browse
 
 Deno.test({
   name:
-    "dashboard in Chromium: a rollout watched to completion, a failed device opened and its reason read",
+    "dashboard in Chromium: a rollout watched to completion, failures grouped, a failed device opened, its reason read and its update linked",
   // playwright-core keeps its own pipes and timers to the browser process between calls.
   ignore: CHROMIUM.ignore,
   sanitizeOps: false,
@@ -84,6 +86,18 @@ Deno.test({
       );
       assert.equal(await page.getAttribute("#grid", "data-devices"), "16");
       assert.equal(await page.textContent("[data-status=FAILED] .n"), "4");
+      const chartEnd = await page.getAttribute("#chart", "data-end");
+      // The failures, grouped by reason and explained.
+      await waitUntil(
+        async () => (await page.textContent(".failure-group .count")) === "4",
+        "the 4 failures in one group",
+      );
+      assert.equal(await page.textContent(".failure-group .reason"), "rejected: 0x00000010");
+      assert.match(
+        (await page.textContent(".failure-group .meaning")) ?? "",
+        /^rejected: (?!0x)\w/,
+      );
+      assert.equal(await page.locator(".failure-group a.failed-device").count(), 4);
       await assertNotBlank(page, "update page");
       // The grid filters by status (its device list refreshes every second: it converges on the
       // counts, which the event stream brings sooner).
@@ -105,6 +119,12 @@ Deno.test({
       assert.equal(await page.textContent("#bootloader"), "2.0.0+0 in slot A");
       assert.match((await page.textContent("#boot-log")) ?? "", /revert/);
       await assertNotBlank(page, "device page");
+      // Back to the update from the device; its chart still ends where the job did, though the
+      // cloud's clock (60 times real time) has moved on since.
+      await page.click("a.update-link");
+      await page.waitForSelector("#chart[data-end]");
+      assert.equal(await page.textContent("h1 .badge"), "COMPLETED");
+      assert.equal(await page.getAttribute("#chart", "data-end"), chartEnd);
       assert.deepEqual(errors, []);
     } finally {
       browserDone();
@@ -117,16 +137,24 @@ Deno.test({
 
 Deno.test({
   name:
-    "dashboard in Chromium: the token is asked for and checked; pause, resume and cancel act on the job",
+    "dashboard in Chromium: the token is asked for and checked; pause, resume and cancel act on the job; never-notified devices counted",
   ignore: CHROMIUM.ignore,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
     // A cloud whose one target never connects: the job stays in progress for the buttons.
+    // A second target the rollout (1 a minute) does not reach before the cancel.
     const side = await qualificationCloud("MQTT");
+    side.cloud.provisionThing("late", "late-secret-1");
+    side.cloud.jobs.addThingToGroup("fleet", "late");
     const browser = await launch();
     try {
-      const jobId = await side.update("held", { version: "1.1.0", securityCounter: 2 });
+      const jobId = await side.update("held", {
+        version: "1.1.0",
+        securityCounter: 2,
+        targets: { groups: ["fleet"] },
+        rollout: { maximumPerMinute: 1 },
+      });
       const job = () => side.cloud.store.getJob(jobId)?.status;
       const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const errors = watchErrors(page);
@@ -154,6 +182,12 @@ Deno.test({
         "the page to show CANCELED",
       );
       assert.ok(await page.isDisabled("#cancel"));
+      // The device the rollout never reached is still counted.
+      await waitUntil(
+        async () => (await page.textContent("[data-status=NEVER_NOTIFIED] .n")) === "1",
+        "the never-notified device counted",
+      );
+      assert.equal(await page.textContent("#ended"), "2 / 2");
       await assertNotBlank(page, "canceled update");
       assert.deepEqual(errors, []);
     } finally {

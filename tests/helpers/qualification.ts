@@ -37,6 +37,7 @@ import {
 import type { Device } from "../../bootloader/device.ts";
 import { fwuStateName } from "../../bootloader/fwu.ts";
 import { bootsTrustedImage } from "../../bootloader/bootability.ts";
+import { type OtaUpdateRequest } from "../../broker/ota_updates.ts";
 
 /** Real time, plus an offset a test moves forward (an expiry passing without waiting for it). */
 export class ManualOffsetClock implements Clock {
@@ -84,6 +85,9 @@ export interface QualificationCloud {
       inProgressTimeoutInMinutes?: number;
       /** Publish a second-stage bootloader that behaves so (file type 1) instead of firmware. */
       secondStage?: SecondStageBehavior;
+      /** Other targets than the qualification device. */
+      targets?: OtaUpdateRequest["targets"];
+      rollout?: OtaUpdateRequest["rollout"];
     },
   ): Promise<string>;
   /**
@@ -162,7 +166,8 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
         securityCounter: options.securityCounter ?? 1,
         signingProfile: "release",
         certFile: SIGNER_CERT_PATH,
-        targets: { things: [THING] },
+        targets: options.targets ?? { things: [THING] },
+        ...(options.rollout ? { rollout: options.rollout } : {}),
         protocols: [protocol],
         ...(options.presignedUrlExpirySeconds
           ? { presignedUrlExpirySeconds: options.presignedUrlExpirySeconds }
