@@ -51,6 +51,8 @@ export type ActorMessage =
 export interface UpdateMarks {
   readonly jobId: string;
   received: number;
+  /** Image bytes received for this job (re-sent blocks included). */
+  bytes?: number;
   activated?: number;
   selfTest?: number;
   complete?: number;
@@ -195,6 +197,7 @@ export class DeviceActor {
     readonly value: DeviceTelemetry;
   } | null = null;
   #marksChanged = 0;
+  #bytesReceived = 0;
 
   /** Builds a powered-off device from the factory chip (and the changes its flash went through). */
   constructor(spec: FleetDeviceSpec, environment: ActorEnvironment) {
@@ -234,7 +237,13 @@ export class DeviceActor {
       ...(spec.element ? { login: "secure-element" as const } : {}),
       ...(environment.connectGate ? { connectGate: environment.connectGate } : {}),
       // Fleet devices have both data planes; the job document says which to use.
-      http: fetchHttpPort,
+      http: {
+        getRange: async (url, start, end) => {
+          const response = await fetchHttpPort.getRange(url, start, end);
+          this.#received(response.body.length);
+          return response;
+        },
+      },
       messageFilter: (topic, payload) => this.#filter(topic, payload),
       onEvent: (event) => this.#mark(event),
       ...(environment.deviceLogs || environment.traceThings?.has(spec.thing)
@@ -257,6 +266,25 @@ export class DeviceActor {
       else if (event.type === "StartTest") this.#marks.selfTest ??= now;
       else if (event.type === "UpdateComplete") this.#marks.complete ??= now;
     }
+  }
+
+  /** Counts image bytes that reached the device, in all and for the update under way. */
+  #received(bytes: number): void {
+    this.#bytesReceived += bytes;
+    if (this.#marks && this.#marks.complete === undefined) {
+      this.#marks.bytes = (this.#marks.bytes ?? 0) + bytes;
+    }
+  }
+
+  /**
+   * Image bytes that reached the device (stream blocks as they come off the network, before any
+   * injected loss; HTTP range bodies) since the last call: how fast the fleet really downloads,
+   * whichever cloud it talks to.
+   */
+  takeBytesReceived(): number {
+    const bytes = this.#bytesReceived;
+    this.#bytesReceived = 0;
+    return bytes;
   }
 
   /** Queues a message; messages are handled in order, one at a time. */
@@ -396,6 +424,7 @@ export class DeviceActor {
   }
 
   #filter(topic: string, payload: Uint8Array): Uint8Array | null {
+    if (topic.endsWith("/data/cbor")) this.#received(payload.length);
     const damaged = topic.endsWith("/data/cbor") ? this.#blockFault(topic, payload) : payload;
     if (damaged === null) return null;
     const network = this.#environment.network;

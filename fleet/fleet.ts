@@ -12,6 +12,7 @@ import cliProgress from "cli-progress";
 import { type Options, parseFleetArgs, USAGE } from "./fleet_args.ts";
 import { formatSummary } from "./report.ts";
 import { runFleet } from "./run.ts";
+import { formatProgress } from "./progress.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { reportHtml } from "./report_html.ts";
@@ -42,26 +43,29 @@ if (import.meta.main) {
     }
   }
   try {
-    // A live bar on a terminal; plain periodic lines otherwise (logs, CI).
+    // A live bar on a terminal, moving with the devices' work (blocks received, stages reached);
+    // plain periodic lines otherwise (logs, CI). Each rollout's bar ends on its final frame.
     const bar = Deno.stdout.isTerminal()
       ? new cliProgress.SingleBar(
-        { format: "{version} {bar} {value}/{total} | {line}" },
+        { format: "{version} {bar} {percentage}% | {line}", hideCursor: true },
         cliProgress.Presets.shades_classic,
       )
       : null;
-    let barStarted = false;
+    let barVersion: string | null = null;
     const report = await runFleet(
       options,
       (line) => console.log(line),
       bar
         ? (p) => {
-          const line =
-            `ok ${p.counts.SUCCEEDED} failed ${p.counts.FAILED} in progress ${p.counts.IN_PROGRESS} queued ${p.counts.QUEUED} | ${
-              p.mbPerSecond.toFixed(1)
-            } MB/s | ETA ${p.etaSeconds ?? "?"} s`;
-          if (!barStarted) bar.start(p.total, p.done, { version: p.version, line });
-          else bar.update(p.done, { version: p.version, line });
-          barStarted = true;
+          const payload = { version: p.version, line: formatProgress(p) };
+          const work = Math.round(p.stages.work * 10) / 10;
+          if (barVersion !== p.version) bar.start(p.stages.total, work, payload);
+          else bar.update(work, payload);
+          barVersion = p.version;
+          if (p.final) {
+            bar.stop();
+            barVersion = null;
+          }
         }
         : undefined,
       options.dashboard

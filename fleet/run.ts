@@ -38,6 +38,7 @@ import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 import { loadTrust, type Trust } from "./trust_inputs.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { type FleetProgress, formatProgress, rolloutStages } from "./progress.ts";
 
 /**
  * The id of the update a run creates for `version`: `--update-id` (default `fleet`, or
@@ -68,17 +69,6 @@ async function createFleetCa() {
     ...validity,
   });
   return { certificate, privateKey: keys.privateKey, validity };
-}
-
-/** A progress snapshot (about once a second). */
-export interface FleetProgress {
-  readonly version: string;
-  readonly status: string;
-  readonly done: number;
-  readonly total: number;
-  readonly counts: Record<string, number>;
-  readonly mbPerSecond: number;
-  readonly etaSeconds: number | null;
 }
 
 /** The cloud a run talks to, and how it reaches it. */
@@ -592,41 +582,38 @@ class FleetRun {
       await fleet.addDevices(lateJoiners);
       for (const device of lateJoiners) await access.addToGroup(device.thing);
     }
-    const progress = async () => {
+    const bytesAtStart = fleet.bytesReceived;
+    // One snapshot about every second, and a last one when the rollout ends (the bar's final
+    // frame); speed from the devices' own byte counts, so it is real against a remote cloud too.
+    const progress = async (final = false) => {
       const state = await access.jobState(jobId);
       const counts = state.counts;
       this.#series.push({
         t: Math.round(performance.now() - this.#started),
         counts: { ...counts },
       });
-      if (performance.now() - this.#lastLine > 1000) {
-        const bytes = access.bytesDelivered(options.blockSize) ?? 0;
-        const rate = (bytes - this.#lastBytes) / ((performance.now() - this.#lastAt) / 1000);
-        const done = counts.SUCCEEDED + counts.FAILED + counts.REJECTED + counts.TIMED_OUT +
-          counts.CANCELED;
-        const elapsed = (performance.now() - this.#started) / 1000;
-        const eta = done > 0 ? Math.round((options.devices - done) * elapsed / done) : null;
-        this.#lastLine = this.#lastAt = performance.now();
-        this.#lastBytes = bytes;
-        const status = state.status;
-        if (this.#onProgress) {
-          this.#onProgress({
-            version,
-            status,
-            done,
-            total: options.devices,
-            counts: { ...counts },
-            mbPerSecond: rate / 1e6,
-            etaSeconds: eta,
-          });
-        } else {
-          this.#out(
-            `progress ${version}: ${status} succeeded ${counts.SUCCEEDED} failed ${counts.FAILED} rejected ${counts.REJECTED} in progress ${counts.IN_PROGRESS} queued ${counts.QUEUED} not notified ${counts.pending} | ${
-              (rate / 1e6).toFixed(1)
-            } MB/s | ETA ${eta === null ? "?" : `${eta} s`}`,
-          );
-        }
-      }
+      if (!final && performance.now() - this.#lastLine <= 1000) return state;
+      const now = performance.now();
+      const bytes = fleet.bytesReceived;
+      const rate = (bytes - this.#lastBytes) / Math.max(0.001, (now - this.#lastAt) / 1000);
+      const stages = rolloutStages(counts, fleet.telemetry.values(), jobId, fileSize);
+      const elapsed = (now - this.#started) / 1000;
+      const eta = stages.work > 0
+        ? Math.round((stages.total - stages.work) * elapsed / stages.work)
+        : null;
+      this.#lastLine = this.#lastAt = now;
+      this.#lastBytes = bytes;
+      const snapshot: FleetProgress = {
+        version,
+        status: state.status,
+        stages,
+        bytesReceived: bytes - bytesAtStart,
+        mbPerSecond: rate / 1e6,
+        etaSeconds: eta,
+        final,
+      };
+      if (this.#onProgress) this.#onProgress(snapshot);
+      else this.#out(`progress ${version}: ${formatProgress(snapshot)}`);
       return state;
     };
     let canceled = false;
@@ -681,6 +668,7 @@ class FleetRun {
       return fleet.telemetry.size === local && this.#settled();
     };
     await this.#waitFor(ended, `the update to ${version} to end`);
+    await progress(true);
     this.#endPhase(`update ${version}`);
     this.#stages[version] = stageTimes(
       createdAt,
@@ -817,10 +805,9 @@ class FleetRun {
       bricked,
       runningVersion,
       faults,
-      // A remote cloud does not say what its stream service sent: estimate from the image size.
       cloudOutages: access.outages(),
-      bytesDelivered: access.bytesDelivered(options.blockSize) ??
-        this.#imageBytes * total.SUCCEEDED,
+      // A remote cloud does not say what its stream service sent: what the devices received.
+      bytesDelivered: access.bytesDelivered(options.blockSize) ?? fleet.bytesReceived,
       wallSeconds: Math.round((performance.now() - this.#started) / 100) / 10,
       phases: this.#phases,
       stages: this.#stages,

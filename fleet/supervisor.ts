@@ -49,6 +49,8 @@ export class FleetSupervisor {
   readonly telemetry = new Map<string, DeviceTelemetry>();
   /** Worker deaths seen. */
   workerRestarts = 0;
+  /** Image bytes the devices received, as of the Workers' last batches. */
+  bytesReceived = 0;
   readonly #options: SupervisorOptions;
   readonly #slots: WorkerSlot[] = [];
   readonly #where = new Map<string, WorkerSlot>();
@@ -218,6 +220,7 @@ export class FleetSupervisor {
     switch (message.type) {
       case "telemetry":
         for (const state of message.states) this.telemetry.set(state.thing, state);
+        this.bytesReceived += message.bytes;
         for (const [thing, changes] of message.flash) {
           let sectors = this.#flash.get(thing);
           if (!sectors) this.#flash.set(thing, sectors = new Map());

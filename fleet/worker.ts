@@ -50,7 +50,9 @@ const sent = new WeakMap<DeviceActor, DeviceTelemetry>();
 function postTelemetry(): void {
   const flash: [string, FlashChanges][] = [];
   const states: DeviceTelemetry[] = [];
+  let bytes = 0;
   for (const actor of actors.values()) {
+    bytes += actor.takeBytesReceived();
     const changes = actor.device.flash.takeChanges();
     if (changes.length > 0) flash.push([actor.thing, changes]);
     const state = actor.telemetry();
@@ -59,7 +61,9 @@ function postTelemetry(): void {
       states.push(state);
     }
   }
-  if (states.length > 0 || flash.length > 0) post({ type: "telemetry", states, flash });
+  if (states.length > 0 || flash.length > 0 || bytes > 0) {
+    post({ type: "telemetry", states, flash, bytes });
+  }
 }
 
 // A Worker dying of an uncaught error still gets its messages out: the devices' flash goes with

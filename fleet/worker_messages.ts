@@ -76,6 +76,8 @@ export type FromWorker =
      * supervisor holds them so a device outlives its Worker with its flash as of this batch.
      */
     readonly flash: readonly (readonly [thing: string, changes: FlashChanges])[];
+    /** Image bytes the Worker's devices received since the last batch. */
+    readonly bytes: number;
   }
   | { readonly type: "log"; readonly line: string }
   | {
