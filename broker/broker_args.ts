@@ -5,40 +5,103 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import { UsageError } from "../lib/usage_error.ts";
 
-/** Help text of `deno task broker`. */
-export const BROKER_USAGE =
-  `Usage: deno task broker [--port 1883] [--http-port 8080] [--data DIR] [--time-scale N]
+/** The flags of `deno task broker`: the parser's options, the help text and the checked ranges. */
+export const BROKER_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "port",
+    value: "N",
+    help: "MQTT port for devices (0: any free port)",
+    range: [0, 65535],
+    default: "1883",
+  },
+  {
+    name: "http-port",
+    value: "N",
+    help: "operator API and dashboard port (0: any free port)",
+    range: [0, 65535],
+    default: "8080",
+  },
+  {
+    name: "host",
+    value: "ADDRESS",
+    help: "address the MQTT and HTTP listeners bind to (0.0.0.0: every interface, for devices " +
+      "on other machines)",
+    default: "127.0.0.1",
+  },
+  {
+    name: "public-url",
+    value: "URL",
+    help: "how others reach the HTTP port (pre-signed file links, the dashboard URL printed at " +
+      "start), e.g. http://ota.example.net:8080",
+    defaultText: "http://HOST:PORT",
+  },
+  {
+    name: "data",
+    value: "DIR",
+    help: "directory of the SQLite state (created if missing)",
+    default: "data",
+  },
+  {
+    name: "time-scale",
+    value: "N",
+    help: "run the cloud's clock N times faster (rollout rates and timeouts)",
+    range: [0.001, 1_000_000],
+    default: "1",
+  },
+  {
+    name: "token",
+    value: "T",
+    help: "operator API token, 8 characters or more (or OTA_OPERATOR_TOKEN); generated and " +
+      "printed if absent",
+  },
+  {
+    name: "service-secret",
+    value: "S",
+    help: "the cloud services' MQTT secret (or OTA_SERVICE_SECRET)",
+  },
+  {
+    name: "external",
+    value: "URL",
+    help: "run the services as clients of an external MQTT broker (mqtt://HOST:PORT); " +
+      "authentication and ACLs are then that broker's job",
+  },
+  {
+    name: "tls-port",
+    value: "N",
+    help: "with --tls-key and --tls-cert: an MQTT over TLS listener",
+    range: [0, 65535],
+  },
+  { name: "tls-key", value: "FILE", help: "the TLS listener's private key (PEM)" },
+  { name: "tls-cert", value: "FILE", help: "the TLS listener's certificate (PEM)" },
+  {
+    name: "tls-ca",
+    value: "FILE",
+    help: "the fleet CA: devices log in with client certificates whose CN is their thing name",
+  },
+  {
+    name: "log-format",
+    value: "F",
+    help: "operator log lines on stderr: words, or one JSON object a line",
+    choices: ["text", "json"],
+    default: "text",
+  },
+  {
+    name: "power-loss-durable",
+    help: "fsync every commit: state survives the host losing power, not only the broker " +
+      "process dying (costs one fsync per device status update)",
+  },
+];
 
-  --port          MQTT port for devices (0 = any free port)          default 1883
-  --http-port     operator API port (0 = any free port)              default 8080
-  --host ADDRESS  address the MQTT and HTTP listeners bind to         default 127.0.0.1
-                  (0.0.0.0: every interface, for devices on other machines)
-  --public-url URL  how others reach the HTTP port (pre-signed file links, the dashboard
-                  URL printed at start), e.g. http://ota.example.net:8080
-                                                                     default http://HOST:PORT
-  --data          directory of the SQLite state (created if missing) default ./data
-  --time-scale    run the cloud's clock N times faster (rollout rates and timeouts)  default 1
-  --token         operator API token (or OTA_OPERATOR_TOKEN); generated and printed if absent
-  --service-secret  the cloud services' MQTT secret (or OTA_SERVICE_SECRET)
-  --external URL  run the services as clients of an external MQTT broker (mqtt://HOST:PORT);
-                  authentication and ACLs are then that broker's job
-  --tls-port N --tls-key FILE --tls-cert FILE [--tls-ca FILE]
-                  an MQTT over TLS listener; with --tls-ca (the fleet CA) devices log in with
-                  client certificates whose CN is their thing name
-  --log-format text|json  operator log lines on stderr: words, or one JSON object a line
-                                                                     default text
-  --power-loss-durable  fsync every commit: state survives the host losing power, not only the
-                  broker process dying (costs one fsync per device status update)
-  --help          this text`;
+/** Help text of `deno task broker`. */
+export const BROKER_USAGE = usage("Usage: deno task broker [options]", BROKER_FLAGS);
 
 export { UsageError };
 
 /** What the flags ask for. */
 export interface BrokerOptions {
-  readonly help: boolean;
   readonly mqttPort: number;
   /** Listen address. */
   readonly host: string;
@@ -71,62 +134,17 @@ export function parseBrokerArgs(
   args: readonly string[],
   env: (name: string) => string | undefined,
 ): BrokerOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: [...args],
-      options: {
-        port: { type: "string" },
-        host: { type: "string" },
-        "public-url": { type: "string" },
-        "log-format": { type: "string" },
-        "http-port": { type: "string" },
-        data: { type: "string" },
-        "time-scale": { type: "string" },
-        token: { type: "string" },
-        "service-secret": { type: "string" },
-        external: { type: "string" },
-        "tls-port": { type: "string" },
-        "tls-key": { type: "string" },
-        "tls-cert": { type: "string" },
-        "tls-ca": { type: "string" },
-        "power-loss-durable": { type: "boolean" },
-        help: { type: "boolean" },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const port = (name: string, text: string | undefined, fallback: number) => {
-    if (text === undefined) return fallback;
-    const value = Number(text);
-    if (!/^\d+$/.test(text) || value > 65535) {
-      throw new UsageError(
-        `Invalid --${name}: expected a port 0..65535: current value is '${text}'`,
-      );
-    }
-    return value;
-  };
-  const timeScale = Number(values["time-scale"] ?? "1");
-  if (!(timeScale > 0) || !Number.isFinite(timeScale)) {
-    throw new UsageError(
-      `Invalid --time-scale: expected a positive number: current value is '${
-        values["time-scale"]
-      }'`,
-    );
-  }
+  const flags = parseFlags(args, BROKER_FLAGS);
+  const values = Object.fromEntries(
+    BROKER_FLAGS.filter((f) => f.value).map((f) => [f.name, flags.values[f.name] as string]),
+  ) as Record<string, string | undefined>;
+  const timeScale = flags.number("time-scale");
   if (values.external !== undefined && !/^mqtts?:\/\/[^\s/]+(:\d+)?\/?$/.test(values.external)) {
     throw new UsageError(
       `Invalid --external: expected mqtt://HOST:PORT: current value is '${values.external}'`,
     );
   }
-  const logFormat = values["log-format"] ?? "text";
-  if (logFormat !== "text" && logFormat !== "json") {
-    throw new UsageError(
-      `Invalid --log-format: expected text or json: current value is '${logFormat}'`,
-    );
-  }
+  const logFormat = flags.choice<"text" | "json">("log-format");
   const host = values.host ?? "127.0.0.1";
   if (!/^[a-zA-Z0-9.:-]{1,253}$/.test(host)) {
     throw new UsageError(
@@ -153,22 +171,22 @@ export function parseBrokerArgs(
   };
   let tls: BrokerOptions["tls"];
   if (values["tls-port"] !== undefined) {
+    const tlsPort = flags.int("tls-port");
     const key = readPem("tls-key", values["tls-key"]);
     const cert = readPem("tls-cert", values["tls-cert"]);
     if (!key || !cert) throw new UsageError("--tls-port needs --tls-key and --tls-cert");
     const ca = readPem("tls-ca", values["tls-ca"]);
-    tls = { port: port("tls-port", values["tls-port"], 8883), key, cert, ...(ca ? { ca } : {}) };
+    tls = { port: tlsPort, key, cert, ...(ca ? { ca } : {}) };
   } else if (values["tls-key"] ?? values["tls-cert"] ?? values["tls-ca"]) {
     throw new UsageError("--tls-key, --tls-cert and --tls-ca need --tls-port");
   }
   const serviceSecret = values["service-secret"] ?? env("OTA_SERVICE_SECRET");
   return {
-    help: values.help ?? false,
-    mqttPort: port("port", values.port, 1883),
+    mqttPort: flags.int("port"),
     host,
     logFormat,
     ...(publicUrl ? { publicUrl: publicUrl.replace(/\/+$/, "") } : {}),
-    httpPort: port("http-port", values["http-port"], 8080),
+    httpPort: flags.int("http-port"),
     dataDir: values.data ?? "data",
     timeScale,
     token,
@@ -176,6 +194,6 @@ export function parseBrokerArgs(
     ...(serviceSecret ? { serviceSecret } : {}),
     ...(values.external ? { external: values.external } : {}),
     ...(tls ? { tls } : {}),
-    powerLossDurable: values["power-loss-durable"] ?? false,
+    powerLossDurable: flags.boolean("power-loss-durable"),
   };
 }

@@ -27,10 +27,6 @@ try {
   console.error(usageLine(error.message));
   Deno.exit(2);
 }
-if (options.help) {
-  console.log(BROKER_USAGE);
-  Deno.exit(0);
-}
 const { dataDir, token } = options;
 // The operator's log: what happens, one event a line on stderr (stdout carries the ready line).
 const events = operatorLog(options.logFormat, (line) => console.error(line));

@@ -12,9 +12,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { type Behavior } from "../bootloader/firmware.ts";
-import { parseSize } from "../lib/units.ts";
+import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import type { NetworkProfile } from "./device_actor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
@@ -34,66 +33,250 @@ export const SCENARIOS = [
 ] as const;
 export type Scenario = typeof SCENARIOS[number];
 
-export const USAGE = `Usage: deno task fleet [options]
+/** The flags of `deno task fleet`: the parser's options, the help text and the checked ranges. */
+export const FLEET_FLAGS: readonly FlagSpec[] = [
+  { name: "devices", value: "N", help: "fleet size", range: [1, 100_000], default: "200" },
+  {
+    name: "image-size",
+    value: "SIZE",
+    help: "firmware payload, e.g. 256KiB",
+    sizeRange: [1024, 448 * 1024],
+    default: "64KiB",
+  },
+  {
+    name: "block-size",
+    value: "SIZE",
+    help: "stream block, a power of two",
+    sizeRange: [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE],
+    default: "4KiB",
+  },
+  { name: "protocol", value: "P", help: "data plane", choices: ["mqtt", "http"], default: "mqtt" },
+  { name: "workers", value: "N", help: "Web Workers", range: [1, 256], defaultText: "cores" },
+  {
+    name: "devices-per-worker",
+    value: "N",
+    help: "instead of --workers (1 = a Worker per device)",
+    range: [1, 100_000],
+  },
+  { name: "scenario", value: "NAME", help: "the experiment", choices: SCENARIOS, default: "happy" },
+  { name: "seed", value: "N", help: "fault plan seed", range: [0, 2 ** 31], default: "1" },
+  {
+    name: "time-scale",
+    value: "N",
+    help: "cloud and device clocks run N times faster",
+    range: [0.001, 10_000],
+    default: "60",
+  },
+  {
+    name: "max-per-minute",
+    value: "N",
+    help: "rollout rate (notifications a minute)",
+    range: [1, 1000],
+    default: "1000",
+  },
+  {
+    name: "disconnect-rate",
+    value: "P",
+    help: "share of devices that lose their connection mid-update",
+    range: [0, 1],
+    defaultText: "0, chaos 0.2",
+  },
+  {
+    name: "corrupt-rate",
+    value: "P",
+    help: "share of devices that receive corrupted blocks",
+    range: [0, 1],
+    defaultText: "0, chaos 0.2",
+  },
+  {
+    name: "power-cut-rate",
+    value: "P",
+    help: "share of devices whose power is cut during the update",
+    range: [0, 1],
+    defaultText: "0, chaos 0.1",
+  },
+  {
+    name: "worker-crashes",
+    value: "N",
+    help: "Workers that die of an uncaught error mid-update; their devices come back with their " +
+      "flash",
+    range: [0, 1000],
+    defaultText: "0, chaos 1",
+  },
+  {
+    name: "retries",
+    value: "N",
+    help: "the cloud retries a FAILED or TIMED_OUT execution up to N times (a power lost during " +
+      "the self-test reverts the image and fails that attempt, as on AWS IoT)",
+    range: [0, 10],
+    defaultText: "0, chaos 3",
+  },
+  {
+    name: "report",
+    value: "FILE",
+    help: "where the JSON report goes",
+    default: "fleet-report.json",
+  },
+  {
+    name: "report-html",
+    value: "FILE",
+    help: "also a page to look at: the outcome, executions over time as a chart, stage times " +
+      "and faults, in one self-contained HTML file",
+  },
+  {
+    name: "timeout",
+    value: "SECONDS",
+    help: "give up after this much real time",
+    range: [1, 86_400],
+    default: "600",
+  },
+  {
+    name: "cancel",
+    value: "P",
+    help: "cancel the update once a share P of the fleet has ended it",
+    range: [0, 1],
+  },
+  {
+    name: "bad-image-share",
+    value: "P",
+    help: "share of devices on which the new image misbehaves",
+    range: [0, 1],
+    default: "0",
+  },
+  {
+    name: "bad-image-behavior",
+    value: "B",
+    help: "how it misbehaves",
+    choices: ["crash-on-boot", "no-network", "fail-self-test", "hang"],
+    default: "crash-on-boot",
+  },
+  {
+    name: "abort-percent",
+    value: "N",
+    help: "cancel the rollout when N% of the first executions failed (at least 10 executed)",
+    range: [1, 100],
+  },
+  {
+    name: "erase-previous-image",
+    help: "devices erase their old image once the new one is confirmed (no exploitable image " +
+      "stays in flash; no way back but a new update)",
+  },
+  {
+    name: "identity",
+    value: "I",
+    help: "how devices log in: a per-device secret, or tokens signed by a secure element whose " +
+      "key the fleet CA certified (embedded cloud)",
+    choices: ["secret", "secure-element"],
+    default: "secret",
+  },
+  {
+    name: "dashboard",
+    help: "print the rollout dashboard's URL; it stays up after the run until Ctrl-C",
+  },
+  {
+    name: "dashboard-port",
+    value: "N",
+    help: "the dashboard's port",
+    range: [1, 65535],
+    defaultText: "any free one",
+  },
+  {
+    name: "broker",
+    value: "URL",
+    help: "with --api and --token: join a running cloud (deno task broker) instead of " +
+      "embedding one; its MQTT URL, mqtt://HOST:PORT",
+  },
+  { name: "api", value: "URL", help: "the running cloud's operator API, http://HOST:PORT/api" },
+  { name: "token", value: "T", help: "the running cloud's operator token" },
+  {
+    name: "outage-tolerance",
+    value: "S",
+    help: "how long that cloud may be unreachable (a restart) before the run gives up; outages " +
+      "are in the report",
+    range: [1, 3600],
+    default: "120",
+  },
+  {
+    name: "shard",
+    value: "I/N",
+    help: "run the I-th of N shares of the fleet (with --broker/--api/--token and one " +
+      "--update-id shared by all shards)",
+  },
+  {
+    name: "root-ca",
+    value: "FILE",
+    help: "with --signer-key and --signer-cert: a root of trust made outside, the CA the " +
+      "devices' ROM trusts",
+  },
+  {
+    name: "signer-key",
+    value: "FILE",
+    help: "the code signer's key (SEC1 or PKCS#8) the fleet signs its images with",
+  },
+  { name: "signer-cert", value: "FILE", help: "the code signer's certificate" },
+  {
+    name: "image",
+    value: "FILE",
+    help: "with --root-ca ..., --signature and --certificate: the update is this image, signed " +
+      "elsewhere",
+  },
+  {
+    name: "signature",
+    value: "FILE",
+    help: "its detached DER signature (openssl dgst -sha256 -sign)",
+  },
+  { name: "certificate", value: "FILE", help: "its signer's certificate" },
+  {
+    name: "wipe-share",
+    value: "P",
+    help: "share of devices whose application slots are erased once the rollout has ended (a " +
+      "flash failure): they must show up as bricked",
+    range: [0, 1],
+    default: "0",
+  },
+  {
+    name: "update-id",
+    value: "ID",
+    help: "the OTA update's id (1..40 of [a-zA-Z0-9_-]; back-to-back runs append the version); " +
+      "default: fleet, or fleet-<random> when joining a cloud, so every run creates its own " +
+      "update",
+  },
+  {
+    name: "latency",
+    value: "MS",
+    help: "every message to a device arrives MS later (+-25% jitter, order kept)",
+    range: [0, 60_000],
+    default: "0",
+  },
+  {
+    name: "bandwidth",
+    value: "SIZE/s",
+    help: "a device's downlink, e.g. 32KiB/s",
+    sizeRange: [100, 2 ** 30],
+    defaultText: "unlimited",
+  },
+  {
+    name: "loss",
+    value: "P",
+    help: "share of stream data blocks (QoS 0) lost on the way",
+    range: [0, 0.5],
+    default: "0",
+  },
+  {
+    name: "trace",
+    value: "THINGS",
+    help: "print those devices' own log lines (boot, agent, connection) as they happen, with the " +
+      "seconds since the run started (names separated by commas)",
+  },
+  {
+    name: "cpu-profile",
+    value: "DIR",
+    help: "write a V8 CPU profile of the main thread and of every Worker into DIR (summarize " +
+      "with tools/cpu_profile.ts, or open in DevTools)",
+  },
+];
 
-  --devices N              fleet size (default 200)
-  --image-size SIZE        firmware payload, e.g. 256KiB (default 64KiB)
-  --block-size SIZE        stream block, power of two 256..128KiB (default 4KiB)
-  --protocol mqtt|http     data plane (default mqtt)
-  --workers N              Web Workers (default: cores)
-  --devices-per-worker N   instead of --workers (1 = a Worker per device)
-  --scenario NAME          ${SCENARIOS.join(" | ")} (default happy)
-  --seed N                 fault plan seed (default 1)
-  --time-scale N           cloud and device clocks run N times faster (default 60)
-  --max-per-minute N       rollout rate (default 1000)
-  --disconnect-rate P      share of devices that lose their connection mid-update (0..1)
-  --corrupt-rate P         share of devices that receive corrupted blocks (0..1)
-  --power-cut-rate P       share of devices whose power is cut during the update (0..1)
-  --worker-crashes N       Workers that die of an uncaught error mid-update; their devices come
-                           back with their flash (default 0, chaos 1)
-  --retries N              the cloud retries a FAILED or TIMED_OUT execution up to N times
-                           (0..10; default 0, chaos 3: a power lost during the self-test
-                           reverts the image and fails that attempt, as on AWS IoT)
-  --report FILE            where the JSON report goes (default fleet-report.json)
-  --report-html FILE       also a page to look at: the outcome, executions over time as a
-                           chart, stage times and faults, in one self-contained HTML file
-  --timeout SECONDS        give up after this much real time (default 600)
-  --cancel P               cancel the update once a share P (0..1) of the fleet has ended it
-  --bad-image-share P      share of devices on which the new image misbehaves (0..1)
-  --bad-image-behavior B   crash-on-boot | no-network | fail-self-test | hang (default crash-on-boot)
-  --abort-percent N        cancel the rollout when N% of the first executions failed (min 10 executed)
-  --erase-previous-image   devices erase their old image once the new one is confirmed (no
-                           exploitable image stays in flash; no way back but a new update)
-  --identity secret|secure-element
-                           how devices log in: a per-device secret (default), or tokens signed
-                           by a secure element whose key the fleet CA certified (embedded cloud)
-  --dashboard              print the rollout dashboard's URL; it stays up after the run until
-                           Ctrl-C
-  --dashboard-port N       the dashboard's port (default: any free one)
-  --broker URL --api URL --token T
-                           join a running cloud (deno task broker) instead of embedding one
-  --outage-tolerance S     how long that cloud may be unreachable (a restart) before the run
-                           gives up (default 120 s; outages are in the report)
-  --shard I/N              run the I-th of N shares of the fleet (with --broker/--api/--token
-                           and one --update-id shared by all shards)
-  --root-ca FILE --signer-key FILE --signer-cert FILE
-                           a root of trust made outside: the CA the devices' ROM trusts, and
-                           the code signer (SEC1 or PKCS#8 key) the fleet signs its images with
-  --image FILE --signature FILE --certificate FILE
-                           (with --root-ca ...) the update is this image, signed elsewhere: its
-                           detached DER signature (openssl dgst -sha256 -sign) and signer
-  --wipe-share P           share of devices whose application slots are erased once the rollout
-                           has ended (a flash failure): they must show up as bricked (0..1)
-  --update-id ID           the OTA update's id (1..40 of [a-zA-Z0-9_-]; back-to-back runs
-                           append the version); default: fleet, or fleet-<random> when joining
-                           a cloud, so every run creates its own update
-  --latency MS             every message to a device arrives MS later (+-25% jitter, order kept)
-  --bandwidth SIZE/s       a device's downlink, e.g. 32KiB/s (default unlimited)
-  --loss P                 share of stream data blocks (QoS 0) lost on the way (0..0.5)
-  --trace THING[,THING...] print those devices' own log lines (boot, agent, connection) as they
-                           happen, with the seconds since the run started
-  --cpu-profile DIR        write a V8 CPU profile of the main thread and of every Worker into
-                           DIR (summarize with tools/cpu_profile.ts, or open in DevTools)`;
+export const USAGE = usage("Usage: deno task fleet [options]", FLEET_FLAGS);
 
 export { UsageError };
 
@@ -148,13 +331,6 @@ export interface Options {
   outageToleranceSeconds: number;
 }
 
-function identityOf(text: string | undefined): "secret" | "secure-element" {
-  if (text === undefined || text === "secret" || text === "secure-element") return text ?? "secret";
-  throw new UsageError(
-    `Invalid --identity: expected secret or secure-element: current value is '${text}'`,
-  );
-}
-
 function traceList(text: string | undefined): string[] {
   if (text === undefined) return [];
   const things = text.split(",");
@@ -177,16 +353,6 @@ function parseShard(text: string | undefined): { index: number; count: number } 
     );
   }
   return { index, count };
-}
-
-function badBehavior(text: string | undefined): Behavior {
-  const value = text ?? "crash-on-boot";
-  if (!["crash-on-boot", "no-network", "fail-self-test", "hang"].includes(value)) {
-    throw new UsageError(
-      `Invalid --bad-image-behavior: expected crash-on-boot, no-network, fail-self-test or hang: current value is '${value}'`,
-    );
-  }
-  return value as Behavior;
 }
 
 /**
@@ -253,172 +419,66 @@ function updateIdOf(given: string | undefined, remote: boolean): string {
 
 /** Parses and validates flags (a bad value is a UsageError naming it). */
 export function parseFleetArgs(args: string[]): Options {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        dashboard: { type: "boolean" },
-        "dashboard-port": { type: "string" },
-        "erase-previous-image": { type: "boolean" },
-        ...Object.fromEntries(
-          [
-            "devices",
-            "image-size",
-            "block-size",
-            "protocol",
-            "workers",
-            "devices-per-worker",
-            "scenario",
-            "seed",
-            "time-scale",
-            "max-per-minute",
-            "disconnect-rate",
-            "corrupt-rate",
-            "power-cut-rate",
-            "worker-crashes",
-            "retries",
-            "report",
-            "report-html",
-            "timeout",
-            "outage-tolerance",
-            "cancel",
-            "bad-image-share",
-            "bad-image-behavior",
-            "abort-percent",
-            "broker",
-            "api",
-            "token",
-            "shard",
-            "update-id",
-            "wipe-share",
-            "root-ca",
-            "signer-key",
-            "signer-cert",
-            "image",
-            "signature",
-            "certificate",
-            "latency",
-            "bandwidth",
-            "loss",
-            "identity",
-            "cpu-profile",
-            "trace",
-          ]
-            .map((name) => [name, { type: "string" as const }]),
-        ),
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const v = values as Record<string, string | undefined>;
   // Bandwidth reads naturally as a rate; the unit suffix is optional.
-  if (v.bandwidth !== undefined) v.bandwidth = v.bandwidth.replace(/\/s$/, "");
-  const int = (name: string, fallback: number, min: number, max: number) => {
-    const text = v[name];
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || n < min || n > max) {
-      throw new UsageError(
-        `Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`,
-      );
-    }
-    return n;
-  };
-  const rate = (name: string, fallback: number, max = 1) => {
-    const text = v[name];
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!(n >= 0 && n <= max) || text.trim() === "") {
-      throw new UsageError(`Invalid --${name}: expected 0..${max}: current value is '${text}'`);
-    }
-    return n;
-  };
-  const size = (name: string, fallback: string, min: number, max: number) => {
-    const text = v[name] ?? fallback;
-    const n = parseSize(text);
-    if (n === null || n < min || n > max) {
-      throw new UsageError(
-        `Invalid --${name}: expected ${min}..${max} bytes (e.g. 64KiB): current value is '${text}'`,
-      );
-    }
-    return n;
-  };
-  const scenario = (v.scenario ?? "happy") as Scenario;
-  if (!SCENARIOS.includes(scenario)) {
-    throw new UsageError(
-      `Invalid --scenario: expected one of ${
-        SCENARIOS.join(", ")
-      }: current value is '${v.scenario}'`,
-    );
-  }
-  const protocol = v.protocol ?? "mqtt";
-  if (protocol !== "mqtt" && protocol !== "http") {
-    throw new UsageError(
-      `Invalid --protocol: expected mqtt or http: current value is '${protocol}'`,
-    );
-  }
-  const blockSize = size("block-size", "4KiB", MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
+  const flags = parseFlags(
+    args.map((arg, i) => args[i - 1] === "--bandwidth" ? arg.replace(/\/s$/, "") : arg),
+    FLEET_FLAGS,
+  );
+  const v = Object.fromEntries(
+    FLEET_FLAGS.filter((f) => f.value).map((f) => [f.name, flags.values[f.name] as string]),
+  ) as Record<string, string | undefined>;
+  const scenario = flags.choice<Scenario>("scenario");
+  const blockSize = flags.size("block-size");
   const sizeProblem = blockSizeProblem(blockSize);
   if (sizeProblem !== null) {
     throw new UsageError(
       `Invalid --block-size: it ${sizeProblem}: current value is '${v["block-size"]}'`,
     );
   }
-  const timeScale = Number(v["time-scale"] ?? "60");
-  if (!(timeScale > 0 && timeScale <= 10_000)) {
-    throw new UsageError(
-      `Invalid --time-scale: expected 0..10000: current value is '${v["time-scale"]}'`,
-    );
-  }
   const chaos = scenario === "chaos";
   const options: Options = {
-    devices: int("devices", 200, 1, 100_000),
-    imageSize: size("image-size", "64KiB", 1024, 448 * 1024),
+    devices: flags.int("devices"),
+    imageSize: flags.size("image-size"),
     blockSize,
-    protocol,
+    protocol: flags.choice("protocol"),
     scenario,
-    seed: int("seed", 1, 0, 2 ** 31),
-    timeScale,
-    maxPerMinute: int("max-per-minute", 1000, 1, 1000),
-    disconnectRate: rate("disconnect-rate", chaos ? 0.2 : 0),
-    corruptRate: rate("corrupt-rate", chaos ? 0.2 : 0),
-    powerCutRate: rate("power-cut-rate", chaos ? 0.1 : 0),
-    workerCrashes: int("worker-crashes", chaos ? 1 : 0, 0, 1000),
-    retries: int("retries", chaos ? 3 : 0, 0, 10),
-    dashboard: values.dashboard === true,
-    ...(values["dashboard-port"] !== undefined
-      ? { dashboardPort: int("dashboard-port", 0, 1, 65535) }
-      : {}),
-    erasePreviousImage: values["erase-previous-image"] === true,
-    identity: identityOf(v.identity),
-    report: v.report ?? "fleet-report.json",
+    seed: flags.int("seed"),
+    timeScale: flags.number("time-scale"),
+    maxPerMinute: flags.int("max-per-minute"),
+    disconnectRate: flags.number("disconnect-rate", chaos ? 0.2 : 0),
+    corruptRate: flags.number("corrupt-rate", chaos ? 0.2 : 0),
+    powerCutRate: flags.number("power-cut-rate", chaos ? 0.1 : 0),
+    workerCrashes: flags.int("worker-crashes", chaos ? 1 : 0),
+    retries: flags.int("retries", chaos ? 3 : 0),
+    dashboard: flags.boolean("dashboard"),
+    ...(flags.has("dashboard-port") ? { dashboardPort: flags.int("dashboard-port") } : {}),
+    erasePreviousImage: flags.boolean("erase-previous-image"),
+    identity: flags.choice("identity"),
+    report: flags.string("report")!,
     ...(v["report-html"] !== undefined ? { reportHtml: v["report-html"] } : {}),
-    timeoutSeconds: int("timeout", 600, 1, 86_400),
-    outageToleranceSeconds: int("outage-tolerance", 120, 1, 3600),
-    ...(v.cancel !== undefined ? { cancelAt: rate("cancel", 0) } : {}),
+    timeoutSeconds: flags.int("timeout"),
+    outageToleranceSeconds: flags.int("outage-tolerance"),
+    ...(flags.has("cancel") ? { cancelAt: flags.number("cancel") } : {}),
     ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
     trace: traceList(v.trace),
-    badImageShare: rate("bad-image-share", 0),
+    badImageShare: flags.number("bad-image-share"),
     shard: parseShard(v.shard),
     updateId: updateIdOf(v["update-id"], v.broker !== undefined),
-    wipeShare: rate("wipe-share", 0),
+    wipeShare: flags.number("wipe-share"),
     ...trustFilesOf(v),
-    badImageBehavior: badBehavior(v["bad-image-behavior"]),
-    ...(v["abort-percent"] !== undefined ? { abortPercent: int("abort-percent", 0, 1, 100) } : {}),
+    badImageBehavior: flags.choice("bad-image-behavior"),
+    ...(flags.has("abort-percent") ? { abortPercent: flags.int("abort-percent") } : {}),
   };
-  if (v.latency !== undefined || v.bandwidth !== undefined || v.loss !== undefined) {
+  if (flags.has("latency") || flags.has("bandwidth") || flags.has("loss")) {
     options.network = {
-      latencyMs: int("latency", 0, 0, 60_000),
-      bandwidthBytesPerSecond: v.bandwidth === undefined ? 0 : size("bandwidth", "0", 100, 2 ** 30),
-      loss: rate("loss", 0, 0.5),
+      latencyMs: flags.int("latency"),
+      bandwidthBytesPerSecond: flags.has("bandwidth") ? flags.size("bandwidth") : 0,
+      loss: flags.number("loss"),
     };
   }
-  if (v.workers !== undefined) options.workers = int("workers", 1, 1, 256);
-  if (v["devices-per-worker"] !== undefined) {
-    options.devicesPerWorker = int("devices-per-worker", 1, 1, 100_000);
+  if (flags.has("workers")) options.workers = flags.int("workers", undefined);
+  if (flags.has("devices-per-worker")) {
+    options.devicesPerWorker = flags.int("devices-per-worker");
   }
   if (v.broker !== undefined || v.api !== undefined || v.token !== undefined) {
     if (!v.broker || !v.api || !v.token) {

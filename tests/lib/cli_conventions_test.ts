@@ -94,7 +94,7 @@ Deno.test("command line: expected failures are one line without a stack", async 
       /^Invalid --report '\/nonexistent-dir\/report.json': .* \(see --help\)$/,
     );
     assert.equal(loss.code, 2);
-    assert.match(loss.err, /Invalid --loss: expected 0\.\.0\.5/);
+    assert.match(loss.err, /Invalid --loss: expected a number 0\.\.0\.5/);
     for (const r of [inUse, unreachable, report, loss]) assert.doesNotMatch(r.err, /\n\s+at /);
   } finally {
     listener.close();

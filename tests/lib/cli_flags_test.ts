@@ -13,9 +13,13 @@ import { runOtaCli, USAGE as OTA_USAGE } from "../../broker/ota_cli.ts";
 import { runImageCli, USAGE as IMAGE_USAGE } from "../../tools/image_cli.ts";
 import { UsageError } from "../../lib/usage_error.ts";
 
-/** The `--flags` a help text mentions. */
+/**
+ * The `--flags` a help text mentions, but `--help` and `--version`: every command answers those
+ * before its parser runs (tests/lib/cli_conventions_test.ts).
+ */
 function documentedFlags(usage: string): string[] {
-  return [...new Set(usage.match(/--[a-z][a-z-]*/g) ?? [])];
+  return [...new Set(usage.match(/--[a-z][a-z-]*/g) ?? [])]
+    .filter((flag) => flag !== "--help" && flag !== "--version");
 }
 
 const noEnv = () => undefined;
