@@ -14,14 +14,15 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { parseArgs } from "node:util";
 import type { AedesPublishPacket, Client } from "aedes";
 import { startEmbeddedBroker, writeTogether } from "../broker/embedded.ts";
 import type { FleetReport } from "../fleet/report.ts";
-import { parseSize } from "../lib/units.ts";
 import { runFloorClients } from "./floor_clients.ts";
 import { sampleResidentMemory, spawnDeno } from "./processes.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
+import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
+import { UsageError } from "../lib/usage_error.ts";
+import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
 
 /** What one floor run measured. */
 export interface FloorResult {
@@ -222,19 +223,46 @@ export async function measureFleet(
   }
 }
 
-/** Help text of `deno task bench:fleet`. */
-export const BENCH_USAGE =
-  `Usage: deno task bench:fleet [--devices N[,N...]] [--image-size SIZE] [--block-size SIZE]
-                            [--workers N] [--shards N] [--out FILE] [--floor-only]
+const BENCH_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "devices",
+    value: "N[,N...]",
+    help: "fleet sizes to measure, each 1..100000",
+    default: "1000,10000",
+  },
+  {
+    name: "image-size",
+    value: "SIZE",
+    help: "image payload",
+    sizeRange: [1024, 448 * 1024],
+    default: "256KiB",
+  },
+  {
+    name: "block-size",
+    value: "SIZE",
+    help: "stream block, a power of two",
+    sizeRange: [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE],
+    default: "4KiB",
+  },
+  {
+    name: "workers",
+    value: "N",
+    help: "Web Workers per fleet process",
+    range: [1, 256],
+    defaultText: "cores",
+  },
+  { name: "shards", value: "N", help: "fleet processes", range: [1, 64], default: "1" },
+  { name: "out", value: "FILE", help: "where the results go", default: "bench/results.json" },
+  { name: "floor-only", help: "measure the floor alone" },
+];
 
-The fleet against its floor: broker and devices in their own processes, N devices each size.
-  --devices N[,N...]  fleet sizes to measure (default 1000,10000)
-  --image-size SIZE   image payload (default 256KiB)
-  --block-size SIZE   stream block (default 4KiB)
-  --workers N         Web Workers per fleet process (default: cores)
-  --shards N          fleet processes (default 1)
-  --out FILE          where the results go (default bench/results.json)
-  --floor-only        measure the floor alone`;
+/** Help text of `deno task bench:fleet`. */
+export const BENCH_USAGE = usage(
+  `Usage: deno task bench:fleet [options]
+
+The fleet against its floor: broker and devices in their own processes, N devices each size.`,
+  BENCH_FLAGS,
+);
 
 if (import.meta.main) {
   const early = standardFlags(Deno.args, BENCH_USAGE);
@@ -242,40 +270,37 @@ if (import.meta.main) {
     console.log(early.text);
     Deno.exit(0);
   }
-  let parsed;
+  let values;
   try {
-    parsed = parseArgs({
-      args: Deno.args,
-      strict: true,
-      options: {
-        devices: { type: "string", default: "1000,10000" },
-        "image-size": { type: "string", default: "256KiB" },
-        "block-size": { type: "string", default: "4KiB" },
-        workers: { type: "string", default: String(navigator.hardwareConcurrency) },
-        shards: { type: "string", default: "1" },
-        out: { type: "string", default: "bench/results.json" },
-        "floor-only": { type: "boolean", default: false },
-      },
-    });
+    const flags = parseFlags(Deno.args, BENCH_FLAGS);
+    const devices = flags.string("devices")!;
+    const sizes = devices.split(",").map(Number);
+    if (!sizes.every((n) => Number.isInteger(n) && n >= 1 && n <= 100_000)) {
+      throw new UsageError(
+        `Invalid --devices: expected sizes 1..100000 separated by commas: current value is '${devices}'`,
+      );
+    }
+    const blockSize = flags.size("block-size");
+    const problem = blockSizeProblem(blockSize);
+    if (problem !== null) {
+      throw new UsageError(
+        `Invalid --block-size: it ${problem}: current value is '${flags.string("block-size")}'`,
+      );
+    }
+    values = {
+      sizes,
+      imageSize: flags.size("image-size"),
+      blockSize,
+      workers: flags.int("workers", navigator.hardwareConcurrency),
+      shards: flags.int("shards"),
+      out: flags.string("out")!,
+      floorOnly: flags.boolean("floor-only"),
+    };
   } catch (error) {
     console.error(usageLine((error as Error).message));
     Deno.exit(2);
   }
-  const { values } = parsed;
-  const sizes = values.devices.split(",").map(Number);
-  const workers = Number(values.workers);
-  const shards = Number(values.shards);
-  const imageSize = parseSize(values["image-size"]);
-  const blockSize = parseSize(values["block-size"]);
-  if (
-    !sizes.every((n) => Number.isInteger(n) && n >= 1) || !(workers >= 1) || !(shards >= 1) ||
-    imageSize === null || blockSize === null
-  ) {
-    console.error(
-      usageLine("Invalid --devices, --workers, --shards, --image-size or --block-size"),
-    );
-    Deno.exit(2);
-  }
+  const { sizes, imageSize, blockSize, workers, shards } = values;
   const runs = [];
   for (const devices of sizes) {
     const shape = { devices, imageSize, blockSize, workers };
@@ -285,7 +310,7 @@ if (import.meta.main) {
         floor.mbPerSecond.toFixed(1)
       } MB/s)`,
     );
-    const fleet = values["floor-only"] ? null : await measureFleet({ ...shape, shards });
+    const fleet = values.floorOnly ? null : await measureFleet({ ...shape, shards });
     if (fleet) {
       console.log(
         `${devices} devices: fleet ${fleet.bytes / 1e6} MB in ${fleet.seconds} s (${

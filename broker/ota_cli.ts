@@ -14,7 +14,7 @@
 
 import { toBase64 } from "../lib/base64.ts";
 import { EXECUTION_STATUSES } from "./job_execution.ts";
-import { parseArgs } from "node:util";
+import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import { UsageError } from "../lib/usage_error.ts";
@@ -22,7 +22,117 @@ import { standardFlags, usageLine } from "../lib/cli.ts";
 import { explainReason } from "../protocol/job_status.ts";
 import { type FailureGroup } from "./failure_groups.ts";
 
-export const USAGE = `Usage: deno task ota <command> [options] [--json] [--api URL] [--token TOKEN]
+/** The flags of `deno task ota` (each command uses those it names in the help). */
+export const OTA_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "api",
+    value: "URL",
+    help: "the operator API (or OTA_API); a URL without a path means its /api",
+    default: "http://127.0.0.1:8080/api",
+  },
+  { name: "token", value: "T", help: "the operator token (or OTA_OPERATOR_TOKEN)" },
+  { name: "json", help: "print the API's JSON, for machines" },
+  { name: "id", value: "ID", help: "create: the OTA update's id" },
+  { name: "cert-file", value: "PATH", help: "create: where devices find the signer certificate" },
+  { name: "group", value: "G", multiple: true, help: "create, thing add: a target group" },
+  { name: "thing", value: "T", multiple: true, help: "create: a target thing" },
+  { name: "payload", value: "FILE", help: "create: the firmware the cloud signs" },
+  { name: "firmware-version", value: "X.Y.Z", help: "create: the payload's version" },
+  {
+    name: "security-counter",
+    value: "N",
+    help: "create: the payload's anti-rollback counter",
+    range: [1, 0xffffffff],
+  },
+  { name: "profile", value: "NAME", help: "create: the signing profile that signs the payload" },
+  { name: "image", value: "FILE", help: "create: an image signed elsewhere" },
+  { name: "signature", value: "FILE", help: "create: its detached DER signature" },
+  { name: "certificate", value: "FILE", help: "create: its signer's certificate (PEM)" },
+  {
+    name: "root",
+    value: "FILE",
+    help: "create: the root (PEM) the devices trust, which the signer must chain to (default: " +
+      "the signing profiles' roots); profile create: the profile's root",
+  },
+  {
+    name: "protocol",
+    value: "P",
+    help: "create: the data plane",
+    choices: ["MQTT", "HTTP", "both"],
+    default: "MQTT",
+  },
+  {
+    name: "max-per-minute",
+    value: "N",
+    help: "create: rollout rate",
+    range: [1, 1000],
+  },
+  {
+    name: "abort-failed-percent",
+    value: "P",
+    help: "create: cancel when this share of the executed failed",
+    range: [0, 100],
+  },
+  {
+    name: "abort-min",
+    value: "N",
+    help: "create: executions before the abort criterion applies",
+    range: [1, 1_000_000],
+    default: "1",
+  },
+  { name: "timeout-minutes", value: "N", help: "create: in-progress timeout", range: [1, 10080] },
+  {
+    name: "retries",
+    value: "N",
+    help: "create: retries of a FAILED or TIMED_OUT execution",
+    range: [0, 10],
+  },
+  {
+    name: "wave-size",
+    value: "N",
+    help: "create: health-gated waves of N devices",
+    range: [1, 1_000_000],
+  },
+  {
+    name: "min-success-percent",
+    value: "P",
+    help: "create: the share of a wave that must succeed for the next one",
+    range: [0, 100],
+    default: "100",
+  },
+  {
+    name: "on-gate-failure",
+    value: "A",
+    help: "create: what a failed wave does to the update",
+    choices: ["pause", "cancel"],
+    default: "pause",
+  },
+  {
+    name: "file-type",
+    value: "N",
+    help: "create: 0 firmware, 1 second-stage bootloader",
+    range: [0, 255],
+    default: "0",
+  },
+  { name: "force", help: "cancel: executions in progress too" },
+  {
+    name: "status",
+    value: "S",
+    help: "executions: only those in this status",
+    choices: EXECUTION_STATUSES,
+  },
+  { name: "fail-on-failed", help: "watch: exit 1 when any execution failed" },
+  {
+    name: "secret",
+    value: "S",
+    help: "thing add: the thing's secret (default: one made, shown once)",
+  },
+  { name: "cert", value: "FILE", help: "profile create: the signer's certificate" },
+  { name: "key", value: "FILE", help: "profile create: the signer's key" },
+];
+
+export const USAGE = usage(
+  `Usage: deno task ota <command> [options]
 
 Commands:
   create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
@@ -49,7 +159,52 @@ Commands:
   profile create NAME --root FILE --cert FILE --key FILE   | profile list
   watch ID [--fail-on-failed]
                              live progress until the update ends; with --fail-on-failed the
-                             exit code is 1 when any execution FAILED, was REJECTED or TIMED_OUT`;
+                             exit code is 1 when any execution FAILED, was REJECTED or TIMED_OUT
+
+Options:`,
+  OTA_FLAGS,
+);
+
+/** The flags as parsed: texts, lists for the repeatable ones, booleans. */
+type OtaValues =
+  & {
+    readonly [
+      K in
+        | "api"
+        | "token"
+        | "id"
+        | "cert-file"
+        | "payload"
+        | "firmware-version"
+        | "security-counter"
+        | "profile"
+        | "image"
+        | "signature"
+        | "certificate"
+        | "root"
+        | "protocol"
+        | "max-per-minute"
+        | "abort-failed-percent"
+        | "abort-min"
+        | "timeout-minutes"
+        | "retries"
+        | "wave-size"
+        | "min-success-percent"
+        | "on-gate-failure"
+        | "file-type"
+        | "status"
+        | "secret"
+        | "cert"
+        | "key"
+    ]?: string;
+  }
+  & {
+    readonly group?: string[];
+    readonly thing?: string[];
+    readonly json?: boolean;
+    readonly force?: boolean;
+    readonly "fail-on-failed"?: boolean;
+  };
 
 /** A usage error (exit code 2). */
 export { UsageError };
@@ -70,15 +225,6 @@ async function file(path: string | undefined, what: string): Promise<Uint8Array>
   } catch (error) {
     throw new UsageError(`Cannot read --${what} '${path}': ${(error as Error).message}`);
   }
-}
-
-function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!/^\d+$/.test(text) || value < 1 || value > max) {
-    throw new UsageError(`Invalid --${name}: expected 1..${max}: current value is '${text}'`);
-  }
-  return value;
 }
 
 function progressLine(body: { status?: string; counts?: Record<string, number> }): string {
@@ -137,50 +283,14 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
   }
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        api: { type: "string" },
-        token: { type: "string" },
-        json: { type: "boolean" },
-        id: { type: "string" },
-        image: { type: "string" },
-        signature: { type: "string" },
-        certificate: { type: "string" },
-        root: { type: "string" },
-        payload: { type: "string" },
-        "firmware-version": { type: "string" },
-        "security-counter": { type: "string" },
-        profile: { type: "string" },
-        "cert-file": { type: "string" },
-        "file-type": { type: "string" },
-        group: { type: "string", multiple: true },
-        thing: { type: "string", multiple: true },
-        secret: { type: "string" },
-        cert: { type: "string" },
-        key: { type: "string" },
-        protocol: { type: "string" },
-        "max-per-minute": { type: "string" },
-        "abort-failed-percent": { type: "string" },
-        "wave-size": { type: "string" },
-        "min-success-percent": { type: "string" },
-        "on-gate-failure": { type: "string" },
-        "abort-min": { type: "string" },
-        "timeout-minutes": { type: "string" },
-        retries: { type: "string" },
-        force: { type: "boolean" },
-        "fail-on-failed": { type: "boolean" },
-        status: { type: "string" },
-        help: { type: "boolean" },
-      },
-    });
+    parsed = parseFlags(args, OTA_FLAGS, { allowPositionals: true });
   } catch (error) {
     io.err(usageLine((error as Error).message));
     return 2;
   }
-  const { values, positionals } = parsed;
+  const flags = parsed;
+  const { positionals } = parsed;
+  const values = parsed.values as OtaValues;
   const [command, target, ...more] = positionals;
   if (!command) {
     io.err(
@@ -234,28 +344,15 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         if (targets.things.length + targets.groups.length === 0) {
           throw new UsageError("Give at least one --group or --thing");
         }
-        const protocol = values.protocol ?? "MQTT";
+        const protocol = flags.choice("protocol");
         const protocols = protocol === "both" ? ["MQTT", "HTTP"] : [protocol];
-        if (!["MQTT", "HTTP", "both"].includes(protocol)) {
-          throw new UsageError(
-            `Invalid --protocol: expected MQTT, HTTP or both: current value is '${protocol}'`,
-          );
-        }
         const request: Record<string, unknown> = {
           otaUpdateId: values.id,
           certFile: values["cert-file"],
           targets,
           protocols,
         };
-        const fileType = values["file-type"];
-        if (fileType !== undefined) {
-          if (!/^\d{1,3}$/.test(fileType) || Number(fileType) > 255) {
-            throw new UsageError(
-              `Invalid --file-type: expected 0..255: current value is '${fileType}'`,
-            );
-          }
-          request.fileType = Number(fileType);
-        }
+        if (flags.has("file-type")) request.fileType = flags.int("file-type");
         if (values.image) {
           request.image = toBase64(await file(values.image, "image"));
           request.signature = toBase64(await file(values.signature, "signature"));
@@ -271,36 +368,25 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
             throw new UsageError("Missing required option --firmware-version");
           }
           request.version = values["firmware-version"];
-          request.securityCounter = positiveInt(
-            values["security-counter"] ?? "",
-            "security-counter",
-            0xffffffff,
-          );
+          if (!flags.has("security-counter")) {
+            throw new UsageError("Missing required option --security-counter");
+          }
+          request.securityCounter = flags.int("security-counter");
           if (!values.profile) throw new UsageError("Missing required option --profile");
           request.signingProfile = values.profile;
         }
-        const max = positiveInt(values["max-per-minute"], "max-per-minute", 1000);
-        if (max !== undefined) request.rollout = { maximumPerMinute: max };
-        const percent = values["abort-failed-percent"];
-        if (percent !== undefined) {
-          const value = Number(percent);
-          if (!(value >= 0 && value <= 100)) {
-            throw new UsageError(
-              `Invalid --abort-failed-percent: expected 0..100: current value is '${percent}'`,
-            );
-          }
+        if (flags.has("max-per-minute")) {
+          request.rollout = { maximumPerMinute: flags.int("max-per-minute") };
+        }
+        if (flags.has("abort-failed-percent")) {
           request.abort = [{
             failureType: "ALL",
             action: "CANCEL",
-            thresholdPercentage: value,
-            minNumberOfExecutedThings: positiveInt(
-              values["abort-min"] ?? "1",
-              "abort-min",
-              1_000_000,
-            ),
+            thresholdPercentage: flags.number("abort-failed-percent"),
+            minNumberOfExecutedThings: flags.int("abort-min"),
           }];
         }
-        const waveSize = positiveInt(values["wave-size"], "wave-size", 1_000_000);
+        const waveSize = flags.has("wave-size") ? flags.int("wave-size") : undefined;
         if (waveSize === undefined) {
           if (
             values["min-success-percent"] !== undefined || values["on-gate-failure"] !== undefined
@@ -308,31 +394,15 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
             throw new UsageError("--min-success-percent and --on-gate-failure need --wave-size");
           }
         } else {
-          const min = values["min-success-percent"];
-          const minValue = min === undefined ? 100 : Number(min);
-          if (!(minValue >= 0 && minValue <= 100) || min?.trim() === "") {
-            throw new UsageError(
-              `Invalid --min-success-percent: expected 0..100: current value is '${min}'`,
-            );
-          }
-          const action = (values["on-gate-failure"] ?? "pause").toUpperCase();
-          if (action !== "PAUSE" && action !== "CANCEL") {
-            throw new UsageError(
-              `Invalid --on-gate-failure: expected pause or cancel: current value is '${
-                values["on-gate-failure"]
-              }'`,
-            );
-          }
+          const minValue = flags.number("min-success-percent");
+          const action = flags.choice("on-gate-failure").toUpperCase() as "PAUSE" | "CANCEL";
           request.healthGate = { waveSize, minSuccessPercent: minValue, onFailure: action };
         }
-        const timeout = positiveInt(values["timeout-minutes"], "timeout-minutes", 10080);
-        if (timeout !== undefined) request.timeout = { inProgressTimeoutInMinutes: timeout };
-        const retries = values.retries === undefined ? undefined : Number(values.retries);
-        if (retries !== undefined) {
-          if (!Number.isInteger(retries) || retries < 0 || retries > 10) {
-            throw new UsageError("Invalid --retries: expected 0..10");
-          }
-          request.retry = [{ failureType: "ALL", numberOfRetries: retries }];
+        if (flags.has("timeout-minutes")) {
+          request.timeout = { inProgressTimeoutInMinutes: flags.int("timeout-minutes") };
+        }
+        if (flags.has("retries")) {
+          request.retry = [{ failureType: "ALL", numberOfRetries: flags.int("retries") }];
         }
         return show(
           await call("POST", "/ota-updates", request),
@@ -445,7 +515,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
       case "executions": {
         const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
         if (update.status >= 400) return show(update, () => []);
-        const query = values.status ? `?status=${encodeURIComponent(values.status)}` : "";
+        const query = flags.has("status") ? `?status=${flags.choice("status")}` : "";
         return show(
           await call(
             "GET",

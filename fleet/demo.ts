@@ -13,9 +13,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { ManualClock } from "../lib/clock.ts";
-import { parseSize } from "../lib/units.ts";
 import { createSigningPki } from "../pki/certificate_issuer.ts";
 import { signData } from "../protocol/signatures.ts";
 import { Device, flashFactoryImage } from "../bootloader/device.ts";
@@ -27,25 +25,60 @@ import { signImage } from "../protocol/image_sign.ts";
 import { createFlash, deviceLayout } from "../bootloader/layout.ts";
 import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import { OtaImageState, otaPalMain } from "../protocol/ota_pal_status.ts";
-import { blockSizeProblem } from "../protocol/stream_codec.ts";
+import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
+import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import { loadTrust, type Trust } from "./trust_inputs.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 
-const USAGE = `Usage: deno task demo [--image-size SIZE] [--block-size SIZE]
-                      [--root-ca FILE --signer-key FILE --signer-cert FILE
-                       [--image FILE --signature FILE --certificate FILE]]
+const DEMO_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "image-size",
+    value: "SIZE",
+    help: "firmware payload size, e.g. 128KiB",
+    sizeRange: [1024, 480 * 1024],
+    default: "256KiB",
+  },
+  {
+    name: "block-size",
+    value: "SIZE",
+    help: "download block size, a power of two",
+    sizeRange: [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE],
+    default: "4KiB",
+  },
+  {
+    name: "root-ca",
+    value: "FILE",
+    help: "with --signer-key and --signer-cert: the CA the device trusts (default: a PKI made " +
+      "for the run)",
+  },
+  {
+    name: "signer-key",
+    value: "FILE",
+    help: "the code signer's key (SEC1 or PKCS#8) the demo signs its images with",
+  },
+  { name: "signer-cert", value: "FILE", help: "the code signer's certificate" },
+  {
+    name: "image",
+    value: "FILE",
+    help: "with --signature and --certificate: the first update is this image, signed " +
+      "elsewhere; a version between 1.0.0 and 1.2.0",
+  },
+  {
+    name: "signature",
+    value: "FILE",
+    help: "its detached DER signature (openssl dgst -sha256 -sign)",
+  },
+  { name: "certificate", value: "FILE", help: "its signer's certificate" },
+];
+
+const USAGE = usage(
+  `Usage: deno task demo [options]
 
 One device through the secure update path: an update installed and confirmed, one that crashes
-and is reverted, a power cut in the middle of a swap, a downgrade refused.
-  --image-size  firmware payload size, e.g. 256KiB (default 256KiB, at most 480KiB)
-  --block-size  download block size, a power of two from 256 bytes to 128KiB (default 4KiB)
-  --root-ca FILE --signer-key FILE --signer-cert FILE
-                the CA the device trusts and the code signer (SEC1 or PKCS#8 key) the demo
-                signs its images with; default: a PKI made for the run
-  --image FILE --signature FILE --certificate FILE
-                the first update is this image, signed elsewhere (detached DER signature, as
-                openssl dgst -sha256 -sign writes it); a version between 1.0.0 and 1.2.0`;
+and is reverted, a power cut in the middle of a swap, a downgrade refused.`,
+  DEMO_FLAGS,
+);
 
 function fail(message: string): never {
   console.error(usageLine(message));
@@ -58,36 +91,18 @@ if (early) {
   Deno.exit(0);
 }
 
-let values;
+let flags;
+let imageSize = 0;
+let blockSize = 0;
 try {
-  ({ values } = parseArgs({
-    args: Deno.args,
-    options: {
-      "image-size": { type: "string" },
-      "block-size": { type: "string" },
-      "root-ca": { type: "string" },
-      "signer-key": { type: "string" },
-      "signer-cert": { type: "string" },
-      image: { type: "string" },
-      signature: { type: "string" },
-      certificate: { type: "string" },
-      help: { type: "boolean" },
-    },
-    strict: true,
-  }));
+  flags = parseFlags(Deno.args, DEMO_FLAGS);
+  imageSize = flags.size("image-size");
+  blockSize = flags.size("block-size");
 } catch (error) {
   fail((error as Error).message);
 }
-if (values.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
-const imageSize = parseSize(values["image-size"] ?? "256KiB");
-if (imageSize === null || imageSize < 1024 || imageSize > 480 * 1024) {
-  fail(`Invalid --image-size: expected 1KiB..480KiB: current value is '${values["image-size"]}'`);
-}
-const blockSize = parseSize(values["block-size"] ?? "4KiB");
-const blockSizeWrong = blockSize === null ? "is not a size" : blockSizeProblem(blockSize);
+const values = flags.values as Record<string, string | undefined>;
+const blockSizeWrong = blockSizeProblem(blockSize);
 if (blockSizeWrong !== null) {
   fail(`Invalid --block-size: it ${blockSizeWrong}: current value is '${values["block-size"]}'`);
 }

@@ -40,6 +40,8 @@ export interface FlagSpec {
   readonly defaultText?: string;
   /** A one-letter alias (`-p`). */
   readonly short?: string;
+  /** May be given several times (its values come as a list). */
+  readonly multiple?: boolean;
 }
 
 /** Where the help's descriptions start, and its width. */
@@ -54,7 +56,7 @@ export function usage(head: string, flags: readonly FlagSpec[], tail = ""): stri
   const entries = flags.map((flag) => {
     const name = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${
       flag.value ? ` ${flag.value}` : ""
-    }`;
+    }${flag.multiple ? "..." : ""}`;
     const words = `${flag.help}${facts(flag)}`.split(/\s+/);
     const lines: string[] = [];
     let line = name.length < HELP_COLUMN - 1
@@ -103,8 +105,8 @@ function sizeText(bytes: number): string {
 
 /** Parsed flags, with typed getters that enforce each flag's declared range or choices. */
 export interface ParsedFlags {
-  /** Every flag given: strings, or true for flags without a value. */
-  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  /** Every flag given: strings (lists for `multiple` ones), or true for flags without a value. */
+  readonly values: Readonly<Record<string, string | string[] | boolean | undefined>>;
   readonly positionals: readonly string[];
   /** Whether the flag was given. */
   has(name: string): boolean;
@@ -142,13 +144,14 @@ export function parseFlags(
         flags.map((flag) => [flag.name, {
           type: flag.value ? "string" as const : "boolean" as const,
           ...(flag.short ? { short: flag.short } : {}),
+          ...(flag.multiple ? { multiple: true } : {}),
         }]),
       ),
     });
   } catch (error) {
     throw new UsageError((error as Error).message.split("\n")[0]!);
   }
-  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const values = parsed.values as Record<string, string | string[] | boolean | undefined>;
   const spec = (name: string) => {
     const flag = byName.get(name);
     if (!flag) throw new Error(`no flag --${name} is declared`);
