@@ -40,6 +40,8 @@ export interface FlagSpec {
   readonly defaultText?: string;
   /** A one-letter alias (`-p`). */
   readonly short?: string;
+  /** Shown as required in the help (the command checks it, with its own message). */
+  readonly required?: boolean;
   /** May be given several times (its values come as a list). */
   readonly multiple?: boolean;
 }
@@ -53,40 +55,51 @@ const HELP_WIDTH = 100;
  * default appended), `--help` and `--version`, and an optional tail.
  */
 export function usage(head: string, flags: readonly FlagSpec[], tail = ""): string {
-  const entries = flags.map((flag) => {
-    const name = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${
-      flag.value ? ` ${flag.value}` : ""
-    }${flag.multiple ? "..." : ""}`;
-    const words = `${flag.help}${facts(flag)}`.split(/\s+/);
-    const lines: string[] = [];
-    let line = name.length < HELP_COLUMN - 1
-      ? name.padEnd(HELP_COLUMN)
-      : (lines.push(name), " ".repeat(HELP_COLUMN));
-    let fresh = true;
-    for (const word of words) {
-      if (!fresh && line.length + 1 + word.length > HELP_WIDTH) {
-        lines.push(line);
-        line = " ".repeat(HELP_COLUMN);
-        fresh = true;
-      }
-      line += fresh ? word : ` ${word}`;
-      fresh = false;
-    }
-    lines.push(line);
-    return lines.join("\n");
-  });
   // Every command answers these two before parsing (lib/cli.ts standardFlags).
   const standard = [
     "  -h, --help".padEnd(HELP_COLUMN) + "this text",
-    "  --version".padEnd(HELP_COLUMN) +
-    "the project's version",
+    "  --version".padEnd(HELP_COLUMN) + "the project's version",
   ];
-  return [head, "", ...entries, ...standard, ...(tail ? ["", tail] : [])].join("\n");
+  return [head, "", ...flagLines(flags), ...standard, ...(tail ? ["", tail] : [])].join("\n");
+}
+
+/**
+ * One help entry per flag: its name and value placeholder, then its description with range,
+ * choices and default, wrapped under column 27 (`indent` spaces before each name).
+ */
+export function flagLines(flags: readonly FlagSpec[], indent = 2): string[] {
+  return flags.map((flag) => {
+    const name = `${" ".repeat(indent)}${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${
+      flag.value ? ` ${flag.value}` : ""
+    }${flag.multiple ? "..." : ""}`;
+    return wrapped(name, `${flag.help}${facts(flag)}`);
+  });
+}
+
+/** `text` wrapped to the help's width under its column, after `lead` (alone if too long). */
+export function wrapped(lead: string, text: string): string {
+  const lines: string[] = [];
+  let line = lead.length < HELP_COLUMN - 1
+    ? lead.padEnd(HELP_COLUMN)
+    : (lines.push(lead), " ".repeat(HELP_COLUMN));
+  let fresh = true;
+  for (const word of text.split(/\s+/)) {
+    if (!fresh && line.length + 1 + word.length > HELP_WIDTH) {
+      lines.push(line);
+      line = " ".repeat(HELP_COLUMN);
+      fresh = true;
+    }
+    line += fresh ? word : ` ${word}`;
+    fresh = false;
+  }
+  lines.push(line);
+  return lines.join("\n");
 }
 
 /** " (1..100, default 5)", " (a | b; default a)", or "". */
 function facts(flag: FlagSpec): string {
   const parts: string[] = [];
+  if (flag.required) parts.push("required");
   if (flag.range) parts.push(`${flag.range[0]}..${flag.range[1]}`);
   if (flag.sizeRange) parts.push(`${sizeText(flag.sizeRange[0])}..${sizeText(flag.sizeRange[1])}`);
   if (flag.choices) parts.push(flag.choices.join(" | "));

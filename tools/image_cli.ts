@@ -7,8 +7,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { parseSize } from "../lib/units.ts";
+import { flagLines, type FlagSpec, parseFlags, wrapped } from "../lib/flags.ts";
 import { toHex } from "../lib/bytes.ts";
 import { type Certificate, certificateDer, parseCertificate } from "../protocol/certificates.ts";
 import { createSigningPki, exportPrivateKeyPem } from "../pki/certificate_issuer.ts";
@@ -38,28 +37,116 @@ import { standardFlags, usageLine } from "../lib/cli.ts";
 /** A usage error: message shown, exit code 2. */
 export { UsageError };
 
-export const USAGE = `Usage: deno task image <command> [options]
+/** Each command: its arguments, what it does, and its flags (the parser's and the help's). */
+const COMMANDS: Record<string, { args: string; about: string; flags: readonly FlagSpec[] }> = {
+  keygen: {
+    args: "",
+    about: "Create root.key/root.pem (the device ROM's trust anchor) and signer.key/signer.pem " +
+      "(an ECDSA P-256 code-signing certificate issued by the root). Existing keys are never " +
+      "overwritten without --force.",
+    flags: [
+      { name: "out-dir", value: "DIR", help: "where the keys and certificates go (required)" },
+      {
+        name: "days",
+        value: "N",
+        help: "how long the certificates are valid",
+        range: [1, 36500],
+        default: "3650",
+      },
+      { name: "force", help: "overwrite existing keys" },
+    ],
+  },
+  firmware: {
+    args: "",
+    about: "Build a simulated firmware payload that starts with a behaviour manifest.",
+    flags: [
+      { name: "firmware-version", value: "X.Y.Z", help: "its version (required)" },
+      {
+        name: "behavior",
+        value: "B",
+        help: "how it behaves once booted",
+        choices: BEHAVIORS,
+        default: "ok",
+      },
+      {
+        name: "size",
+        value: "SIZE",
+        help: "payload size, e.g. 256KiB",
+        required: true,
+        sizeRange: [64, 16 * 1024 * 1024],
+      },
+      { name: "out", value: "FILE", help: "where it goes (required)" },
+    ],
+  },
+  sign: {
+    args: "",
+    about: "Build and sign an image (keys: PEM, SEC1 or PKCS#8; certificates: PEM or DER); the " +
+      "key must be the certificate's.",
+    flags: [
+      { name: "payload", value: "FILE", help: "the firmware (required)" },
+      { name: "firmware-version", value: "X.Y.Z[+B]", help: "the image's version (required)" },
+      {
+        name: "security-counter",
+        value: "N",
+        help: "anti-rollback counter",
+        required: true,
+        range: [0, 0xffffffff],
+      },
+      { name: "key", value: "FILE", help: "the signer's private key (required)" },
+      { name: "cert", value: "FILE", help: "the signer's certificate (required)" },
+      { name: "out", value: "FILE", help: "where the image goes (required)" },
+      {
+        name: "header-size",
+        value: "N",
+        help: "bytes before the payload",
+        range: [32, 0xffff],
+        default: "32",
+      },
+    ],
+  },
+  "sign-detached": {
+    args: "",
+    about: "DER ECDSA-SHA256 signature of a whole file (the job document's sig-sha256-ecdsa); " +
+      "prints it in base64.",
+    flags: [
+      { name: "key", value: "FILE", help: "the signer's private key (required)" },
+      { name: "in", value: "FILE", help: "the file to sign (required)" },
+      { name: "out", value: "FILE", help: "also write the DER signature here" },
+    ],
+  },
+  inspect: {
+    args: "FILE",
+    about: "Print every header field and TLV, and whether the signature verifies against --root.",
+    flags: [
+      { name: "root", value: "FILE", help: "the root certificate to verify against" },
+      { name: "json", help: "as JSON" },
+    ],
+  },
+  verify: {
+    args: "FILE",
+    about: "Exit 0 only if the image would boot on a device trusting --root (hash, signature, " +
+      "signer certificate), else 1 with the reason.",
+    flags: [{ name: "root", value: "FILE", help: "the root the device trusts (required)" }],
+  },
+};
 
-Commands:
-  keygen   --out-dir DIR [--days N] [--force]
-           Create root.key/root.pem (the device ROM's trust anchor) and signer.key/signer.pem
-           (an ECDSA P-256 code-signing certificate issued by the root). Existing keys are
-           never overwritten without --force.
-  firmware --firmware-version X.Y.Z --behavior ${BEHAVIORS.join("|")} --size N[KiB|MiB] --out FILE
-           Build a simulated firmware payload that starts with a behaviour manifest.
-  sign     --payload FILE --firmware-version X.Y.Z[+B] --security-counter N --key FILE --cert FILE --out FILE
-           [--header-size N]
-           Build and sign an image (keys: PEM, SEC1 or PKCS#8; certificates: PEM or DER); the
-           key must be the certificate's.
-  sign-detached --key FILE --in FILE [--out FILE]
-           DER ECDSA-SHA256 signature of a whole file (the job document's sig-sha256-ecdsa);
-           prints it in base64.
-  inspect  FILE [--root FILE] [--json]
-           Print every header field and TLV, and whether the signature verifies against --root.
-  verify   FILE --root FILE
-           Exit 0 only if the image would boot on a device trusting --root (hash, signature,
-           signer certificate), else 1 with the reason.
-`;
+export const USAGE = [
+  "Usage: deno task image <command> [options]",
+  "",
+  "Commands:",
+  ...Object.entries(COMMANDS).flatMap(([name, command]) => [
+    wrapped(`  ${name}${command.args ? ` ${command.args}` : ""}`, command.about),
+    ...flagLines(command.flags, 4),
+  ]),
+  "",
+  "  -h, --help".padEnd(27) + "this text",
+  "  --version".padEnd(27) + "the project's version",
+].join("\n");
+
+/** Parses one command's flags against its declaration. */
+function flagsOf(command: string, args: string[], allowPositionals = false) {
+  return parseFlags(args, COMMANDS[command]!.flags, { allowPositionals });
+}
 
 type Output = (line: string) => void;
 
@@ -67,16 +154,6 @@ function required(values: Record<string, unknown>, name: string): string {
   const value = values[name];
   if (typeof value !== "string" || value.length === 0) {
     throw new UsageError(`Missing required option --${name}`);
-  }
-  return value;
-}
-
-function integer(text: string, name: string, min: number, max: number): number {
-  const value = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new UsageError(
-      `Invalid --${name}: expected an integer ${min}..${max}: current value is '${text}'`,
-    );
   }
   return value;
 }
@@ -106,17 +183,10 @@ async function loadKey(path: string) {
 }
 
 async function keygen(args: string[], out: Output): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      "out-dir": { type: "string" },
-      days: { type: "string" },
-      force: { type: "boolean" },
-    },
-    strict: true,
-  });
+  const flags = flagsOf("keygen", args);
+  const values = flags.values;
   const dir = required(values, "out-dir");
-  const days = integer(values.days ?? "3650", "days", 1, 36500);
+  const days = flags.int("days");
   // A key that exists may be the only copy of what a fleet trusts: never overwritten unasked.
   const existing = [];
   for (const name of ["root.key", "root.pem", "signer.key", "signer.pem"]) {
@@ -150,55 +220,26 @@ async function keygen(args: string[], out: Output): Promise<number> {
 }
 
 async function firmware(args: string[], out: Output): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      "firmware-version": { type: "string" },
-      behavior: { type: "string" },
-      size: { type: "string" },
-      out: { type: "string" },
-    },
-    strict: true,
-  });
+  const flags = flagsOf("firmware", args);
+  const values = flags.values;
   const version = required(values, "firmware-version");
   if (!parseVersion(version)) {
     throw new UsageError(
       `Invalid --firmware-version: expected X.Y.Z[+B]: current value is '${version}'`,
     );
   }
-  const behavior = values.behavior ?? "ok";
-  if (!(BEHAVIORS as readonly string[]).includes(behavior)) {
-    throw new UsageError(
-      `Invalid --behavior: expected one of ${BEHAVIORS.join(", ")}: current value is '${behavior}'`,
-    );
-  }
-  const sizeText = required(values, "size");
-  const size = parseSize(sizeText);
-  if (size === null || size < 64 || size > 16 * 1024 * 1024) {
-    throw new UsageError(
-      `Invalid --size: expected 64 bytes..16MiB (e.g. 256KiB): current value is '${sizeText}'`,
-    );
-  }
+  const behavior = flags.choice<Behavior>("behavior");
+  required(values, "size");
+  const size = flags.size("size");
   const path = required(values, "out");
-  await Deno.writeFile(path, buildFirmware({ behavior: behavior as Behavior, version }, size));
+  await Deno.writeFile(path, buildFirmware({ behavior, version }, size));
   out(`wrote ${path}: ${size} bytes, behavior ${behavior}, version ${version}`);
   return 0;
 }
 
 async function sign(args: string[], out: Output): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      payload: { type: "string" },
-      "firmware-version": { type: "string" },
-      "security-counter": { type: "string" },
-      key: { type: "string" },
-      cert: { type: "string" },
-      out: { type: "string" },
-      "header-size": { type: "string" },
-    },
-    strict: true,
-  });
+  const flags = flagsOf("sign", args);
+  const values = flags.values;
   const versionText = required(values, "firmware-version");
   const version = parseVersion(versionText);
   if (!version) {
@@ -206,13 +247,9 @@ async function sign(args: string[], out: Output): Promise<number> {
       `Invalid --firmware-version: expected X.Y.Z[+B]: current value is '${versionText}'`,
     );
   }
-  const securityCounter = integer(
-    required(values, "security-counter"),
-    "security-counter",
-    0,
-    0xffffffff,
-  );
-  const headerSize = integer(values["header-size"] ?? "32", "header-size", 32, 0xffff);
+  required(values, "security-counter");
+  const securityCounter = flags.int("security-counter");
+  const headerSize = flags.int("header-size");
   const payload = await readFile(required(values, "payload"), "payload");
   const keys = await loadKey(required(values, "key"));
   const certificate = await loadCertificate(required(values, "cert"));
@@ -246,12 +283,7 @@ async function keyBelongsTo(keys: SigningKeys, certificate: Certificate): Promis
 }
 
 async function verify(args: string[], out: Output): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: { root: { type: "string" } },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals } = flagsOf("verify", args, true);
   if (positionals.length !== 1) throw new UsageError("verify takes exactly one image file");
   const root = await loadCertificate(required(values, "root"));
   const bytes = await readFile(positionals[0]!, "image");
@@ -269,15 +301,12 @@ async function verify(args: string[], out: Output): Promise<number> {
 }
 
 async function signDetached(args: string[], out: Output): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: { key: { type: "string" }, in: { type: "string" }, out: { type: "string" } },
-    strict: true,
-  });
-  const keys = await loadKey(required(values, "key"));
-  const data = await readFile(required(values, "in"), "input");
+  const flags = flagsOf("sign-detached", args);
+  const keys = await loadKey(required(flags.values, "key"));
+  const data = await readFile(required(flags.values, "in"), "input");
   const signature = await signData(keys.privateKey, data);
-  if (values.out) await Deno.writeFile(values.out, signature);
+  const file = flags.string("out");
+  if (file) await Deno.writeFile(file, signature);
   out(btoa(String.fromCharCode(...signature)));
   return 0;
 }
@@ -287,12 +316,7 @@ const TLV_NAMES: Record<number, string> = Object.fromEntries(
 );
 
 async function inspect(args: string[], out: Output): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: { root: { type: "string" }, json: { type: "boolean" } },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals } = flagsOf("inspect", args, true);
   if (positionals.length !== 1) throw new UsageError("inspect takes exactly one image file");
   const bytes = await readFile(positionals[0]!, "image");
   const decoded = decodeImage(bytesSource(bytes));
@@ -323,7 +347,7 @@ async function inspect(args: string[], out: Output): Promise<number> {
   let signature: { checked: boolean; verifies?: boolean; root?: string; reason?: string } = {
     checked: false,
   };
-  if (values.root) {
+  if (typeof values.root === "string") {
     const root = await loadCertificate(values.root);
     const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
     signature = result.ok
