@@ -5,14 +5,13 @@
  * frame.
  */
 import assert from "node:assert/strict";
-import { startCloud } from "../../broker/cloud.ts";
-import { operatorApi } from "../../broker/operator_api.ts";
 import type { DeviceTelemetry } from "../../fleet/device_actor.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { type FleetProgress, formatProgress, rolloutStages } from "../../fleet/progress.ts";
 import { runFleet } from "../../fleet/run.ts";
 import { systemProgram } from "../helpers/system_program.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
+import { runningCloud } from "../helpers/running_cloud.ts";
 
 const IMAGE = 10_000;
 
@@ -119,24 +118,11 @@ Deno.test("formatProgress: ended of total, the stages under way, bytes and speed
 });
 
 Deno.test("fleet progress against a running cloud: speed and bytes from the devices themselves, a final snapshot with the whole fleet ended", async () => {
-  const cloud = await startCloud({ tickMs: 100 });
-  const token = "progress-test-token";
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    operatorApi(cloud, { token }),
-  );
+  const running = await runningCloud("progress-test-token");
   try {
     const snapshots: FleetProgress[] = [];
     const report = await runFleet(
-      parseFleetArgs([
-        ...smallFleetArgs(4),
-        "--broker",
-        cloud.url,
-        "--api",
-        `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`,
-        "--token",
-        token,
-      ]),
+      parseFleetArgs([...smallFleetArgs(4), ...running.joinFlags]),
       () => {},
       (p) => snapshots.push(p),
     );
@@ -153,8 +139,7 @@ Deno.test("fleet progress against a running cloud: speed and bytes from the devi
     const works = snapshots.map((s) => s.stages.work);
     assert.deepEqual(works, [...works].sort((a, b) => a - b), `work never went back: ${works}`);
   } finally {
-    await server.shutdown();
-    await cloud.close();
+    await running.close();
   }
 });
 

@@ -1,36 +1,21 @@
 /** Two fleet processes' worth of shards join one running cloud through its operator API. */
 import assert from "node:assert/strict";
-import { startCloud } from "../../broker/cloud.ts";
-import { operatorApi } from "../../broker/operator_api.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { runFleet } from "../../fleet/run.ts";
+import { runningCloud } from "../helpers/running_cloud.ts";
+import { smallFleetArgs } from "../helpers/fleet_args.ts";
 
 Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update one fleet together", async () => {
-  const cloud = await startCloud({ tickMs: 100 });
-  const token = "shard-test-token";
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    operatorApi(cloud, { token }),
-  );
-  const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  const running = await runningCloud("shard-test-token");
+  const { cloud } = running;
   try {
     const shard = (i: number) =>
       runFleet(
         parseFleetArgs([
-          "--devices",
-          "8",
+          ...smallFleetArgs(8),
           "--workers",
           "1",
-          "--image-size",
-          "16KiB",
-          "--block-size",
-          "1KiB",
-          "--broker",
-          cloud.url,
-          "--api",
-          api,
-          "--token",
-          token,
+          ...running.joinFlags,
           "--shard",
           `${i}/2`,
           "--update-id",
@@ -51,38 +36,17 @@ Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update 
     );
     assert.equal(cloud.store.listThings().length, 8);
   } finally {
-    await server.shutdown();
-    await cloud.close();
+    await running.close();
   }
 });
 
 Deno.test("fleet runs against one running cloud: a second run creates its own update and succeeds", async () => {
-  const cloud = await startCloud({ tickMs: 100 });
-  const token = "second-run-token";
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    operatorApi(cloud, { token }),
-  );
-  const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  const running = await runningCloud("second-run-token");
+  const { cloud } = running;
   try {
     const run = () =>
       runFleet(
-        parseFleetArgs([
-          "--devices",
-          "4",
-          "--workers",
-          "1",
-          "--image-size",
-          "16KiB",
-          "--block-size",
-          "1KiB",
-          "--broker",
-          cloud.url,
-          "--api",
-          api,
-          "--token",
-          token,
-        ]),
+        parseFleetArgs([...smallFleetArgs(4), "--workers", "1", ...running.joinFlags]),
         () => {},
       );
     const first = await run();
@@ -94,8 +58,7 @@ Deno.test("fleet runs against one running cloud: a second run creates its own up
     assert.notEqual(updates[0]!.otaUpdateId, updates[1]!.otaUpdateId);
     assert.ok(updates.every((u) => /^fleet-[0-9a-f]{8}-1-1-0$/.test(u.otaUpdateId)));
   } finally {
-    await server.shutdown();
-    await cloud.close();
+    await running.close();
   }
 });
 
