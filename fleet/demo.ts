@@ -27,7 +27,7 @@ import { type OtaFileContext } from "../bootloader/ota_pal.ts";
 import { OtaImageState, otaPalMain } from "../protocol/ota_pal_status.ts";
 import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
 import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
-import { loadTrust, type Trust } from "./trust_inputs.ts";
+import { loadTrust, type Trust, TRUST_FLAGS } from "./trust_inputs.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 
@@ -46,37 +46,15 @@ const DEMO_FLAGS: readonly FlagSpec[] = [
     sizeRange: [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE],
     default: "4KiB",
   },
-  {
-    name: "root-ca",
-    value: "FILE",
-    help: "with --signer-key and --signer-cert: the CA the device trusts (default: a PKI made " +
-      "for the run)",
-  },
-  {
-    name: "signer-key",
-    value: "FILE",
-    help: "the code signer's key (SEC1 or PKCS#8) the demo signs its images with",
-  },
-  { name: "signer-cert", value: "FILE", help: "the code signer's certificate" },
-  {
-    name: "image",
-    value: "FILE",
-    help: "with --signature and --certificate: the first update is this image, signed " +
-      "elsewhere; a version between 1.0.0 and 1.2.0",
-  },
-  {
-    name: "signature",
-    value: "FILE",
-    help: "its detached DER signature (openssl dgst -sha256 -sign)",
-  },
-  { name: "certificate", value: "FILE", help: "its signer's certificate" },
+  ...TRUST_FLAGS,
 ];
 
 const USAGE = usage(
   `Usage: deno task demo [options]
 
 One device through the secure update path: an update installed and confirmed, one that crashes
-and is reverted, a power cut in the middle of a swap, a downgrade refused.`,
+and is reverted, a power cut in the middle of a swap, a downgrade refused. An --image signed
+elsewhere is the first update: its version must lie between 1.0.0 and 1.2.0.`,
   DEMO_FLAGS,
 );
 

@@ -17,7 +17,7 @@ import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import type { NetworkProfile } from "./device_actor.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
-import { type TrustFiles } from "./trust_inputs.ts";
+import { TRUST_FLAGS, type TrustFiles } from "./trust_inputs.ts";
 import { apiBase } from "../broker/ota_cli.ts";
 
 /** Named experiments. */
@@ -202,30 +202,7 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     help: "run the I-th of N shares of the fleet (with --broker/--api/--token and one " +
       "--update-id shared by all shards)",
   },
-  {
-    name: "root-ca",
-    value: "FILE",
-    help: "with --signer-key and --signer-cert: a root of trust made outside, the CA the " +
-      "devices' ROM trusts",
-  },
-  {
-    name: "signer-key",
-    value: "FILE",
-    help: "the code signer's key (SEC1 or PKCS#8) the fleet signs its images with",
-  },
-  { name: "signer-cert", value: "FILE", help: "the code signer's certificate" },
-  {
-    name: "image",
-    value: "FILE",
-    help: "with --root-ca ..., --signature and --certificate: the update is this image, signed " +
-      "elsewhere",
-  },
-  {
-    name: "signature",
-    value: "FILE",
-    help: "its detached DER signature (openssl dgst -sha256 -sign)",
-  },
-  { name: "certificate", value: "FILE", help: "its signer's certificate" },
+  ...TRUST_FLAGS,
   {
     name: "wipe-share",
     value: "P",

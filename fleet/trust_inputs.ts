@@ -24,6 +24,38 @@ import {
 } from "../protocol/signatures.ts";
 import { bytesSource, decodeImage, type ImageVersion } from "../protocol/image_format.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import type { FlagSpec } from "../lib/flags.ts";
+
+/**
+ * The flags that bring a root of trust and a signer made outside, and optionally an image signed
+ * elsewhere (fleet and demo take the same ones).
+ */
+export const TRUST_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "root-ca",
+    value: "FILE",
+    help: "with --signer-key and --signer-cert: a root of trust made outside, the CA the " +
+      "devices' ROM trusts (default: a PKI made for the run)",
+  },
+  {
+    name: "signer-key",
+    value: "FILE",
+    help: "the code signer's key (SEC1 or PKCS#8) the images are signed with",
+  },
+  { name: "signer-cert", value: "FILE", help: "the code signer's certificate" },
+  {
+    name: "image",
+    value: "FILE",
+    help: "with --root-ca ..., --signature and --certificate: the (first) update is this image, " +
+      "signed elsewhere",
+  },
+  {
+    name: "signature",
+    value: "FILE",
+    help: "its detached DER signature (openssl dgst -sha256 -sign)",
+  },
+  { name: "certificate", value: "FILE", help: "its signer's certificate" },
+];
 
 /** The files, as given on the command line. */
 export interface TrustFiles {
