@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { missingSuitePrograms, SUITE_PROGRAMS } from "./helpers/system_program.ts";
 
 /** Lines found and hit in one source file. */
 export interface FileCoverage {
@@ -88,6 +89,17 @@ if (import.meta.main) {
   for (const row of rows) {
     const floor = row.floor === null ? "" : ` (floor ${row.floor}%${row.ok ? "" : ": BELOW"})`;
     console.log(`  ${row.name.padEnd(14)} ${row.percent.toFixed(1).padStart(5)}%${floor}`);
+  }
+  // Tests ignored for a missing program leave their code uncovered: the floors are CI's promise,
+  // made where every program is installed; elsewhere they are shown, not enforced.
+  const missing = missingSuitePrograms();
+  if (missing.length > 0) {
+    console.log(
+      `  floors not enforced here: ${missing.join(", ")} missing, their tests were ignored (${
+        missing.map((name) => SUITE_PROGRAMS[name]).join(", ")
+      } from apt installs them)`,
+    );
+    Deno.exit(0);
   }
   Deno.exit(rows.every((row) => row.ok) ? 0 : 1);
 }

@@ -16,6 +16,27 @@
  * @module
  */
 
+/** Every program the suite's tests need, with the Debian package that installs it. */
+export const SUITE_PROGRAMS: Readonly<Record<string, string>> = {
+  openssl: "openssl",
+  mosquitto: "mosquitto",
+  chromium: "chromium",
+  script: "bsdutils",
+};
+
+/**
+ * The suite's programs this machine lacks, unless CI requires them (then their tests ran and
+ * failed instead): where any is missing, their tests were ignored and the coverage floors say
+ * less (tests/coverage_report.ts reports them without enforcing them).
+ */
+export function missingSuitePrograms(
+  env: { get(key: string): string | undefined } = Deno.env,
+  find: (name: string) => string | null = findProgram,
+): string[] {
+  if (env.get(REQUIRE_VARIABLE) === "1") return [];
+  return Object.keys(SUITE_PROGRAMS).filter((name) => find(name) === null);
+}
+
 /** The variable that turns a missing program into a failure. */
 export const REQUIRE_VARIABLE = "OTA_REQUIRE_SYSTEM_PROGRAMS";
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { findProgram, REQUIRE_VARIABLE, systemProgram } from "../helpers/system_program.ts";
+import {
+  findProgram,
+  missingSuitePrograms,
+  REQUIRE_VARIABLE,
+  SUITE_PROGRAMS,
+  systemProgram,
+} from "../helpers/system_program.ts";
 import { testCommands } from "../run.ts";
 
 function env(values: Record<string, string>): { get(key: string): string | undefined } {
@@ -43,4 +49,30 @@ Deno.test("test task: no arguments run all with coverage; arguments run only wha
   assert.equal(one.length, 1);
   assert.equal(one[0]!.at(-1), "tests/lib/units_test.ts");
   assert.ok(!one[0]!.some((a) => a.startsWith("--coverage")));
+});
+
+Deno.test("suite programs: every program a test asks for is listed with the same package; missing ones are named unless CI requires them", async () => {
+  // Every systemProgram("name", "package") in the suite, by reading the tests' sources.
+  const asked = new Map<string, string>();
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) await walk(path);
+      else if (path.endsWith(".ts") && !path.endsWith("system_program_test.ts")) {
+        const text = await Deno.readTextFile(path);
+        for (const [, name, pkg] of text.matchAll(/systemProgram\("([^"]+)", "([^"]+)"/g)) {
+          asked.set(name!, pkg!);
+        }
+      }
+    }
+  };
+  await walk(new URL("..", import.meta.url).pathname.replace(/\/$/, ""));
+  for (const [name, pkg] of asked) {
+    assert.equal(SUITE_PROGRAMS[name], pkg, `${name} (apt ${pkg}) is in SUITE_PROGRAMS`);
+  }
+  assert.ok(asked.size >= 3, [...asked.keys()].join(", "));
+  const none = () => null;
+  assert.deepEqual(missingSuitePrograms(env({}), none), Object.keys(SUITE_PROGRAMS));
+  assert.deepEqual(missingSuitePrograms(env({ [REQUIRE_VARIABLE]: "1" }), none), []);
+  assert.deepEqual(missingSuitePrograms(env({}), (name) => `/usr/bin/${name}`), []);
 });
