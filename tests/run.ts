@@ -25,6 +25,7 @@ export function testCommands(args: readonly string[], coverageDir = "coverage/ra
       "--allow-read",
       "--allow-write",
       "--allow-run",
+      "--allow-env",
       "tests/coverage_report.ts",
       coverageDir,
     ],
