@@ -22,6 +22,8 @@ export const SUITE_PROGRAMS: Readonly<Record<string, string>> = {
   mosquitto: "mosquitto",
   chromium: "chromium",
   script: "bsdutils",
+  "redis-server": "redis-server",
+  pg_ctlcluster: "postgresql",
 };
 
 /**
