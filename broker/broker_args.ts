@@ -135,9 +135,7 @@ export function parseBrokerArgs(
   env: (name: string) => string | undefined,
 ): BrokerOptions {
   const flags = parseFlags(args, BROKER_FLAGS);
-  const values = Object.fromEntries(
-    BROKER_FLAGS.filter((f) => f.value).map((f) => [f.name, flags.values[f.name] as string]),
-  ) as Record<string, string | undefined>;
+  const values = flags.texts;
   const timeScale = flags.number("time-scale");
   if (values.external !== undefined && !/^mqtts?:\/\/[^\s/]+(:\d+)?\/?$/.test(values.external)) {
     throw new UsageError(

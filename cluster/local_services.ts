@@ -16,6 +16,8 @@
  * @module
  */
 
+import { freePort } from "../lib/free_port.ts";
+
 /** A service started here, and how to reach and stop it. */
 export interface LocalService {
   readonly url: string;
@@ -36,14 +38,6 @@ export function postgresBinDir(root = "/usr/lib/postgresql"): string | null {
   } catch {
     return null;
   }
-}
-
-/** A loopback port free right now (the service binds it next; a clash fails its start loudly). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /** Waits until `ready()` holds, or throws with the service's own output after `ms`. */

@@ -79,7 +79,7 @@ try {
 } catch (error) {
   fail((error as Error).message);
 }
-const values = flags.values as Record<string, string | undefined>;
+const values = flags.texts;
 const blockSizeWrong = blockSizeProblem(blockSize);
 if (blockSizeWrong !== null) {
   fail(`Invalid --block-size: it ${blockSizeWrong}: current value is '${values["block-size"]}'`);

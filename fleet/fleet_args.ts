@@ -401,9 +401,7 @@ export function parseFleetArgs(args: string[]): Options {
     args.map((arg, i) => args[i - 1] === "--bandwidth" ? arg.replace(/\/s$/, "") : arg),
     FLEET_FLAGS,
   );
-  const v = Object.fromEntries(
-    FLEET_FLAGS.filter((f) => f.value).map((f) => [f.name, flags.values[f.name] as string]),
-  ) as Record<string, string | undefined>;
+  const v = flags.texts;
   const scenario = flags.choice<Scenario>("scenario");
   const blockSize = flags.size("block-size");
   const sizeProblem = blockSizeProblem(blockSize);

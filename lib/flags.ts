@@ -120,6 +120,8 @@ function sizeText(bytes: number): string {
 export interface ParsedFlags {
   /** Every flag given: strings (lists for `multiple` ones), or true for flags without a value. */
   readonly values: Readonly<Record<string, string | string[] | boolean | undefined>>;
+  /** The text of every flag given that takes one (lists of repeatable flags left out). */
+  readonly texts: Readonly<Record<string, string | undefined>>;
   readonly positionals: readonly string[];
   /** Whether the flag was given. */
   has(name: string): boolean;
@@ -195,8 +197,12 @@ export function parseFlags(
     }
     return n;
   };
+  const texts = Object.fromEntries(
+    Object.entries(values).filter(([, value]) => typeof value === "string"),
+  ) as Record<string, string>;
   return {
     values,
+    texts,
     positionals: parsed.positionals,
     has: (name) => (spec(name), values[name] !== undefined),
     string: (name) => text(name),

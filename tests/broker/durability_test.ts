@@ -5,67 +5,20 @@
  */
 import assert from "node:assert/strict";
 import mqtt, { type MqttClient } from "mqtt";
-import { waitUntil, withDeadline } from "../helpers/wait.ts";
+import { waitUntil } from "../helpers/wait.ts";
+import { freePort, startBrokerProcess } from "../helpers/broker_process.ts";
 
 const TOKEN = "durability-token";
 const SERVICE_SECRET = "service-secret-for-test";
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-interface BrokerProcess {
-  readonly api: string;
-  readonly mqtt: string;
-  readonly child: Deno.ChildProcess;
-}
-
-async function startBroker(
-  dataDir: string,
-  mqttPort: number,
-  httpPort: number,
-): Promise<BrokerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      new URL("../../broker/main.ts", import.meta.url).pathname,
-      "--port",
-      String(mqttPort),
-      "--http-port",
-      String(httpPort),
-      "--data",
-      dataDir,
-      "--time-scale",
-      "60",
-      "--token",
-      TOKEN,
-      "--service-secret",
-      SERVICE_SECRET,
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  await withDeadline(
-    (async () => {
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("broker exited before it was ready");
-        text += value;
-      }
-    })(),
-    "the broker process to say it is ready",
-    60_000,
-  );
-  reader.releaseLock();
-  void child.stdout.cancel().catch(() => {});
-  const ready = JSON.parse(text.split("\n")[0]!);
-  return { api: ready.api, mqtt: ready.mqtt, child };
+function startBroker(dataDir: string, mqttPort: number, httpPort: number) {
+  return startBrokerProcess({
+    dataDir,
+    mqttPort,
+    httpPort,
+    token: TOKEN,
+    serviceSecret: SERVICE_SECRET,
+  });
 }
 
 async function api(base: string, method: string, path: string, body?: unknown) {
@@ -154,8 +107,7 @@ Deno.test("durability: SIGKILL mid-rollout, restart on the same directory, and t
       before.counts.SUCCEEDED! >= 2 && before.counts.SUCCEEDED! < 6,
       `mid-rollout: ${JSON.stringify(before.counts)}`,
     );
-    broker.child.kill("SIGKILL");
-    await broker.child.status;
+    await broker.kill();
 
     broker = await startBroker(dataDir, mqttPort, httpPort);
     let after: { status: string; counts: Record<string, number> } = { status: "", counts: {} };
@@ -186,8 +138,7 @@ Deno.test("durability: SIGKILL mid-rollout, restart on the same directory, and t
     }
   } finally {
     await Promise.all(clients.map((c) => c.endAsync(true)));
-    broker.child.kill("SIGKILL");
-    await broker.child.status;
+    await broker.kill();
     await Deno.remove(dataDir, { recursive: true });
   }
 });

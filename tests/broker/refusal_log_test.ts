@@ -5,15 +5,9 @@
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import { waitUntil } from "../helpers/wait.ts";
+import { freePort } from "../../lib/free_port.ts";
 
 const TOKEN = "refusal-log-token";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /** One MQTT login attempt that the broker answers (accepted or refused). */
 function tryLogin(url: string, clientId: string, password: string): Promise<void> {

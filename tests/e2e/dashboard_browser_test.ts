@@ -13,6 +13,7 @@ import { runFleet } from "../../fleet/run.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
 import { qualificationCloud } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { freePort } from "../../lib/free_port.ts";
 import { assertNotBlank, CHROMIUM, launch, watchErrors } from "../helpers/browser.ts";
 
 Deno.test({
@@ -24,9 +25,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     let dashboardUrl = "";
-    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const dashboardPort = (probe.addr as Deno.NetAddr).port;
-    probe.close();
+    const dashboardPort = freePort();
     let browserDone: () => void = () => {};
     const watched = new Promise<void>((resolve) => browserDone = resolve);
     const lines: string[] = [];

@@ -13,12 +13,7 @@ export interface BrokerProcess {
 }
 
 /** A free loopback port (for a process to listen on). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+export { freePort } from "../../lib/free_port.ts";
 
 /** Starts the broker and waits for its ready line. */
 export async function startBrokerProcess(options: {

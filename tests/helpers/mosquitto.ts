@@ -1,5 +1,6 @@
 /** Starts a mosquitto broker (Debian package) on a free loopback port for one test. */
 import { systemProgram } from "./system_program.ts";
+import { freePort } from "../../lib/free_port.ts";
 
 /** The mosquitto program, or why its tests are ignored. */
 export const MOSQUITTO = systemProgram("mosquitto", "mosquitto");
@@ -8,13 +9,6 @@ export const MOSQUITTO = systemProgram("mosquitto", "mosquitto");
 export interface Mosquitto {
   readonly url: string;
   stop(): Promise<void>;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 async function waitForPort(

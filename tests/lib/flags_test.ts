@@ -50,6 +50,7 @@ Deno.test("flags: values are checked against the declared ranges and choices; de
   assert.equal(flags.size("image-size"), 4096);
   assert.equal(flags.choice("mode"), "fast");
   assert.equal(flags.boolean("verbose"), true);
+  assert.deepEqual(flags.texts, { devices: "7", loss: "0.25" }, "texts: the given values only");
   assert.equal(flags.has("mode"), false);
   assert.equal(flags.int("devices", 99), 7, "a fallback only stands in for an absent flag");
   assert.equal(parseFlags([], FLAGS).int("devices", 99), 99);
