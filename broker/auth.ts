@@ -150,7 +150,7 @@ export class SecretVerifier {
 /** Where the hooks look credentials up. */
 export interface CredentialSource {
   /** The stored secret of a thing, or null when the thing is unknown. */
-  thingSecret(thing: string): StoredSecret | null;
+  thingSecret(thing: string): Promise<StoredSecret | null>;
   /** The cloud services' shared secret. */
   readonly serviceSecret: StoredSecret;
   /** Checks a login token signed in a device's secure element (absent: no token logins). */
@@ -159,7 +159,7 @@ export interface CredentialSource {
     token: string,
   ): Promise<{ ok: true } | { ok: false; reason: string }>;
   /** Whether a TLS client certificate the CA vouched for may log in as `thing` (registered one). */
-  tlsCertificateAllowed?(thing: string, der: Uint8Array | undefined): boolean;
+  tlsCertificateAllowed?(thing: string, der: Uint8Array | undefined): Promise<boolean>;
 }
 
 /** Limits on what one client may send. */
@@ -281,67 +281,83 @@ export function createAuthHooks(
     // deno-lint-ignore no-control-regex -- control characters are what must not reach the log
     onRefusal(shown.replace(/[\u0000-\u001f\u007f]/g, "?"));
   };
+  /** Checks a connecting client's credentials: null when it may log in, else the refusal. */
+  const login = async (
+    client: HookClient,
+    username: string | undefined,
+    password: Uint8Array | undefined,
+  ): Promise<Error | null> => {
+    const secret = password ? new TextDecoder().decode(password) : "";
+    if (username === SERVICE_USER) {
+      if (verifier.matches(credentials.serviceSecret, secret)) {
+        principals.set(client, { role: "service" });
+        return null;
+      }
+      refuse(`service login refused for client ${client.id}`, client);
+      return refuseConnect(4, "Bad user name or password");
+    }
+    const peer = certificateThing(client);
+    const certified = peer?.thing ?? null;
+    if (certified !== null) {
+      // Mutual TLS: the certificate names the thing; client id (and user name, if any) must agree.
+      if (client.id !== certified || (username !== undefined && username !== certified)) {
+        refuse(
+          `connect refused: certificate for '${certified}' used by client '${client.id}'`,
+          client,
+        );
+        return refuseConnect(5, "Not authorized");
+      }
+      if (!(await credentials.thingSecret(certified))) {
+        refuse(`connect refused: certificate for unknown thing '${certified}'`, client);
+        return refuseConnect(5, "Not authorized");
+      }
+      if ((await credentials.tlsCertificateAllowed?.(certified, peer?.der)) === false) {
+        refuse(
+          `connect refused: '${certified}' presented a certificate no longer registered`,
+          client,
+        );
+        return refuseConnect(5, "Not authorized");
+      }
+      principals.set(client, { role: "device", thing: certified });
+      return null;
+    }
+    if (!username || !THING_NAME.test(username) || client.id !== username) {
+      refuse(`connect refused: client id '${client.id}' must equal the thing name`, client);
+      return refuseConnect(5, "Not authorized");
+    }
+    const stored = await credentials.thingSecret(username);
+    if (stored && LOGIN_TOKEN.test(secret) && credentials.verifyDeviceToken) {
+      const checked = await credentials.verifyDeviceToken(username, secret).catch(() => null);
+      if (!checked?.ok) {
+        if (checked) {
+          refuse(`connect refused: login token for '${username}': ${checked.reason}`, client);
+        }
+        return refuseConnect(4, "Bad user name or password");
+      }
+      principals.set(client, { role: "device", thing: username });
+      return null;
+    }
+    if (!stored || !verifier.matches(stored, secret)) {
+      refuse(`connect refused: bad credentials for '${username}'`, client);
+      return refuseConnect(4, "Bad user name or password");
+    }
+    principals.set(client, { role: "device", thing: username });
+    return null;
+  };
   return {
     refusals,
     principalOf: (client) => principals.get(client),
     rememberSecret: (stored, secret) => verifier.remember(stored, secret),
     authenticate(client, username, password, done) {
-      const secret = password ? new TextDecoder().decode(password) : "";
-      if (username === SERVICE_USER) {
-        if (verifier.matches(credentials.serviceSecret, secret)) {
-          principals.set(client, { role: "service" });
-          return done(null, true);
-        }
-        refuse(`service login refused for client ${client.id}`, client);
-        return done(refuseConnect(4, "Bad user name or password"), false);
-      }
-      const peer = certificateThing(client);
-      const certified = peer?.thing ?? null;
-      if (certified !== null) {
-        // Mutual TLS: the certificate names the thing; client id (and user name, if any) must agree.
-        if (client.id !== certified || (username !== undefined && username !== certified)) {
-          refuse(
-            `connect refused: certificate for '${certified}' used by client '${client.id}'`,
-            client,
-          );
-          return done(refuseConnect(5, "Not authorized"), false);
-        }
-        if (!credentials.thingSecret(certified)) {
-          refuse(`connect refused: certificate for unknown thing '${certified}'`, client);
-          return done(refuseConnect(5, "Not authorized"), false);
-        }
-        if (credentials.tlsCertificateAllowed?.(certified, peer?.der) === false) {
-          refuse(
-            `connect refused: '${certified}' presented a certificate no longer registered`,
-            client,
-          );
-          return done(refuseConnect(5, "Not authorized"), false);
-        }
-        principals.set(client, { role: "device", thing: certified });
-        return done(null, true);
-      }
-      if (!username || !THING_NAME.test(username) || client.id !== username) {
-        refuse(`connect refused: client id '${client.id}' must equal the thing name`, client);
-        return done(refuseConnect(5, "Not authorized"), false);
-      }
-      const stored = credentials.thingSecret(username);
-      if (stored && LOGIN_TOKEN.test(secret) && credentials.verifyDeviceToken) {
-        credentials.verifyDeviceToken(username, secret).then((checked) => {
-          if (!checked.ok) {
-            refuse(`connect refused: login token for '${username}': ${checked.reason}`, client);
-            return done(refuseConnect(4, "Bad user name or password"), false);
-          }
-          principals.set(client, { role: "device", thing: username });
-          done(null, true);
-        }, () => done(refuseConnect(4, "Bad user name or password"), false));
-        return;
-      }
-      if (!stored || !verifier.matches(stored, secret)) {
-        refuse(`connect refused: bad credentials for '${username}'`, client);
-        return done(refuseConnect(4, "Bad user name or password"), false);
-      }
-      principals.set(client, { role: "device", thing: username });
-      done(null, true);
+      // The credentials live in the store (a database a cluster shares): looked up
+      // asynchronously; a lookup that fails refuses the login as the server's fault.
+      login(client, username, password).then(
+        (refusal) => refusal ? done(refusal, false) : done(null, true),
+        (error) => {
+          refuse(`connect refused: credentials unavailable: ${(error as Error).message}`, client);
+          done(refuseConnect(3, "Server unavailable"), false);
+        },
+      );
     },
     authorizePublish(client, packet, done) {
       if (!client) return done(null); // the broker's own publications

@@ -28,7 +28,8 @@ import { DeviceIdentity, type RegisteredCertificate } from "./device_identity.ts
 import type { Checked } from "../protocol/signatures.ts";
 import { JobService } from "./job_service.ts";
 import { OtaUpdateManager, renderPresignedUrls } from "./ota_updates.ts";
-import { type CloudStore, SqliteStore } from "./store.ts";
+import type { CloudStore } from "./store.ts";
+import { SqliteStore } from "./sqlite_store.ts";
 import { ShadowService } from "./shadow_service.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
 import { classifyRequest, SERVICE_SUBSCRIPTIONS } from "../protocol/topics.ts";
@@ -163,17 +164,17 @@ export interface Cloud {
     name: string,
     secret: string | null,
     attributes?: Record<string, string>,
-  ): string;
+  ): Promise<string>;
+  /**
+   * Removes a thing: it can no longer log in, leaves its groups (its unfinished executions of
+   * jobs it was targeted through become REMOVED), and its history stays.
+   */
+  removeThing(name: string): Promise<boolean>;
   /**
    * Registers a device certificate from the fleet CA for a provisioned thing (its CN must be the
    * thing), replacing the previous one: the thing keeps its jobs, the old certificate stops
    * logging in.
    */
-  /**
-   * Removes a thing: it can no longer log in, leaves its groups (its unfinished executions of
-   * jobs it was targeted through become REMOVED), and its history stays.
-   */
-  removeThing(name: string): boolean;
   registerDeviceCertificate(
     thing: string,
     certificate: string | Uint8Array,
@@ -276,8 +277,10 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const refusalCount = { n: 0 };
   const hooks = createAuthHooks(
     {
-      thingSecret: (thing) => {
-        if (!secretCache.has(thing)) secretCache.set(thing, store.getThing(thing)?.secret ?? null);
+      thingSecret: async (thing) => {
+        if (!secretCache.has(thing)) {
+          secretCache.set(thing, (await store.getThing(thing))?.secret ?? null);
+        }
         return secretCache.get(thing)!;
       },
       serviceSecret,
@@ -333,10 +336,23 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     });
   }
   const listeners = new Set<(jobId: string) => void>();
+  // A file is written once under its key: the ones served lately stay in memory (an image is
+  // fetched by every device of a rollout).
+  const recentFiles = new Map<string, Uint8Array>();
+  const fileOf = async (key: string): Promise<Uint8Array | null> => {
+    const cached = recentFiles.get(key);
+    if (cached) return cached;
+    const bytes = await store.getFile(key);
+    if (bytes) {
+      if (recentFiles.size >= 8) recentFiles.delete(recentFiles.keys().next().value!);
+      recentFiles.set(key, bytes);
+    }
+    return bytes;
+  };
   const files = new FileService({
     secret: crypto.getRandomValues(new Uint8Array(32)),
     clock,
-    source: (key) => store.getFile(key),
+    source: (key) => fileOf(key),
     baseUrl: "http://127.0.0.1:8080",
   });
   const jobs = new JobService({
@@ -356,14 +372,13 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
     ...(options.tickMs ? { tickMs: options.tickMs } : {}),
   });
   const streams = new StreamService(publisher);
-  for (const { streamId, files: keys } of store.listStreams()) {
-    const entries = Object.entries(keys).map(([fileId, key]) =>
-      [Number(fileId), store.getFile(key)] as const
-    );
-    streams.addStream(
-      streamId,
-      new Map(entries.filter((e): e is [number, Uint8Array] => e[1] !== null)),
-    );
+  for (const { streamId, files: keys } of await store.listStreams()) {
+    const files = new Map<number, Uint8Array>();
+    for (const [fileId, key] of Object.entries(keys)) {
+      const bytes = await store.getFile(key);
+      if (bytes) files.set(Number(fileId), bytes);
+    }
+    streams.addStream(streamId, files);
   }
   const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
   const shadows = new ShadowService({
@@ -388,7 +403,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       case "other":
         return;
       default:
-        jobs.handleDeviceMessage(request.thing, topic, payload);
+        void jobs.handleDeviceMessage(request.thing, topic, payload);
     }
   };
   await transport.listen(route);
@@ -409,37 +424,37 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    provisionThing(name, chosen, attributes = {}) {
+    async provisionThing(name, chosen, attributes = {}) {
       const { secret, stored } = chosen === null
         ? generateSecret()
         : { secret: chosen, stored: hashSecret(chosen) };
-      const again = store.getThing(name) !== null;
-      store.putThing({ name, secret: stored, attributes });
-      if (again) jobs.thingReprovisioned(name);
+      const again = (await store.getThing(name)) !== null;
+      await store.putThing({ name, secret: stored, attributes });
+      if (again) await jobs.thingReprovisioned(name);
       secretCache.delete(name);
       hooks.rememberSecret(stored, secret);
       return secret;
     },
-    removeThing(name) {
-      for (const group of store.groupsOf(name)) jobs.removeThingFromGroup(group, name);
-      const removed = store.deleteThing(name);
+    async removeThing(name) {
+      for (const group of await store.groupsOf(name)) await jobs.removeThingFromGroup(group, name);
+      const removed = await store.deleteThing(name);
       secretCache.delete(name);
       return removed;
     },
     async registerDeviceCertificate(thing, certificate) {
-      if (!store.getThing(thing)) return { ok: false, reason: `unknown thing '${thing}'` };
-      const before = store.getRecord<RegisteredCertificate>("device-certificate", thing);
+      if (!(await store.getThing(thing))) return { ok: false, reason: `unknown thing '${thing}'` };
+      const before = await store.getRecord<RegisteredCertificate>("device-certificate", thing);
       const registered = await identity.register(thing, certificate);
       // A new certificate under the same name: a replaced or re-provisioned device.
       if (registered.ok && before && before.sha256 !== registered.value.sha256) {
-        jobs.thingReprovisioned(thing);
+        await jobs.thingReprovisioned(thing);
       }
       return registered;
     },
     async close() {
       await jobs.stop();
       await transport.close();
-      store.close();
+      await store.close();
     },
   };
 }

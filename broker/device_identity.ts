@@ -33,8 +33,8 @@ export interface RegisteredCertificate {
 
 /** Where registrations live (the cloud's store). */
 export interface CertificateRegistry {
-  get(thing: string): RegisteredCertificate | null;
-  put(thing: string, record: RegisteredCertificate): void;
+  get(thing: string): Promise<RegisteredCertificate | null>;
+  put(thing: string, record: RegisteredCertificate): Promise<void>;
 }
 
 /** How far a token's time may be from the broker's. */
@@ -99,7 +99,7 @@ export class DeviceIdentity {
       notAfter: cert.notAfter.toISOString(),
       registeredAt: this.#clock.now(),
     };
-    this.#registry.put(thing, record);
+    await this.#registry.put(thing, record);
     this.#lastLogin.delete(thing);
     return { ok: true, value: record };
   }
@@ -108,8 +108,8 @@ export class DeviceIdentity {
    * Whether a certificate the TLS layer already verified against the CA may log in as `thing`:
    * when one is registered, only that one (a replaced certificate is refused).
    */
-  allowsTlsCertificate(thing: string, der: Uint8Array | undefined): boolean {
-    const registered = this.#registry.get(thing);
+  async allowsTlsCertificate(thing: string, der: Uint8Array | undefined): Promise<boolean> {
+    const registered = await this.#registry.get(thing);
     if (!registered) return true;
     return der !== undefined && toHex(sha256(der)) === registered.sha256;
   }
@@ -126,7 +126,7 @@ export class DeviceIdentity {
       return { ok: false, reason: "malformed login token" };
     }
     const at = Number(parts[2]);
-    const registered = this.#registry.get(thing);
+    const registered = await this.#registry.get(thing);
     if (!registered) return { ok: false, reason: `no certificate is registered for '${thing}'` };
     if (toHex(sha256(der)) !== registered.sha256) {
       return { ok: false, reason: `not the certificate registered for '${thing}'` };

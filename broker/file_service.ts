@@ -9,7 +9,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../lib/clock.ts";
 
 /** Where the service finds file bytes. */
-export type FileSource = (key: string) => Uint8Array | null;
+export type FileSource = (key: string) => Promise<Uint8Array | null>;
 
 const KEY = /^[a-zA-Z0-9_.-]{1,128}$/;
 
@@ -58,7 +58,7 @@ export class FileService {
   }
 
   /** Serves `GET /files/<key>?...` (with or without a Range header). */
-  handle(request: Request): Response {
+  async handle(request: Request): Promise<Response> {
     const url = new URL(request.url);
     let key: string;
     try {
@@ -83,7 +83,7 @@ export class FileService {
       return refuse(403, "signature does not match");
     }
     if (this.#clock.now() > expires) return refuse(403, "Request has expired");
-    const file = this.#source(key);
+    const file = await this.#source(key);
     if (!file) return refuse(404, "no such file");
     const range = request.headers.get("range");
     if (range === null) {

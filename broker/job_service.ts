@@ -16,7 +16,6 @@ import {
   applyServiceChange,
   type ExecutionStatus,
   parseUpdateRequest,
-  type RejectionCode,
   TERMINAL_STATUSES,
 } from "./job_execution.ts";
 import {
@@ -29,7 +28,7 @@ import {
 import type { Publisher } from "./stream_service.ts";
 import type { CloudStore, ExecutionRecord, JobRecord } from "./store.ts";
 import { thingTopics } from "../protocol/topics.ts";
-import { JobsDeviceApi } from "./jobs_device_api.ts";
+import { JobsDeviceApi, type UpdateOutcome } from "./jobs_device_api.ts";
 import { type JobSpec, jobSpecProblems, type ServiceResult } from "./job_spec.ts";
 import { compareVersions, parseVersion } from "../protocol/image_format.ts";
 
@@ -57,6 +56,11 @@ export interface JobServiceOptions {
    * Renders a job document each time a device is served it (e.g. fresh pre-signed URLs, as AWS
    * does for `${aws:iot:s3-presigned-url:...}` placeholders).
    */
+  /**
+   * Whether this service runs the rollout scheduler (see {@linkcode JobService.scheduling}).
+   * @default {true}
+   */
+  readonly scheduling?: boolean;
   readonly renderDocument?: (
     document: Readonly<Record<string, unknown>>,
     jobId: string,
@@ -71,7 +75,7 @@ const MINUTE = 60_000;
  * @example
  * ```ts ignore
  * const jobs = new JobService({ store, publisher, clock });
- * jobs.createJob({ jobId: "ota-1", document, targets: { groups: ["fleet"] } });
+ * await jobs.createJob({ jobId: "ota-1", document, targets: { groups: ["fleet"] } });
  * jobs.start();
  * ```
  */
@@ -88,8 +92,14 @@ export class JobService {
     jobId: string,
   ) => Readonly<Record<string, unknown>>;
   #timer: TimerId | null = null;
+  #running = false;
+  /** The tick in progress (or the last one). */
+  #ticking: Promise<void> = Promise.resolve();
+  #scheduling: boolean;
   readonly #outbox = new Set<Promise<unknown>>();
   readonly #deviceApi: JobsDeviceApi;
+  /** Per thing, the last of its requests being handled. */
+  readonly #deviceQueues = new Map<string, Promise<void>>();
 
   /** Builds the service; call {@linkcode JobService.start} to run its timer. */
   constructor(options: JobServiceOptions) {
@@ -101,6 +111,7 @@ export class JobService {
     this.#onChange = options.onChange ?? (() => {});
     this.#onJobEvent = options.onJobEvent ?? (() => {});
     this.#render = options.renderDocument ?? ((document) => document);
+    this.#scheduling = options.scheduling ?? true;
     this.#deviceApi = new JobsDeviceApi({
       executionsOfThing: (thing) => this.#store.executionsOfThing(thing),
       getExecution: (jobId, thing) => this.#store.getExecution(jobId, thing),
@@ -114,24 +125,40 @@ export class JobService {
     });
   }
 
-  /** Starts the periodic tick. */
+  /** Starts the periodic tick (one at a time: the next is timed from the end of the last). */
   start(): void {
-    if (this.#timer !== null) return;
+    if (this.#running) return;
+    this.#running = true;
     const loop = () => {
+      if (!this.#running) return;
       this.#timer = this.#clock.setTimer(this.#tickMs, () => {
-        this.tick();
-        loop();
+        this.#timer = null;
+        this.#ticking = this.#safeTick().finally(loop);
       });
     };
-    this.tick();
-    loop();
+    this.#ticking = this.#safeTick().finally(loop);
   }
 
-  /** Stops the tick and waits for messages in flight. */
+  /** Stops the tick and waits for the one running and for messages in flight. */
   async stop(): Promise<void> {
+    this.#running = false;
     if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
     this.#timer = null;
+    await this.#ticking;
+    await Promise.allSettled([...this.#deviceQueues.values()]);
     await this.flush();
+  }
+
+  /**
+   * Whether this service runs the rollout scheduler (rates, waves, schedules, timeouts, abort
+   * criteria, completion). In a cluster exactly one node does; the others answer devices only.
+   */
+  get scheduling(): boolean {
+    return this.#scheduling;
+  }
+
+  set scheduling(on: boolean) {
+    this.#scheduling = on;
   }
 
   /** Waits until every message published so far has been handed to the broker. */
@@ -143,21 +170,24 @@ export class JobService {
   // ---- operator side -------------------------------------------------------------------------
 
   /** Creates a job. Its executions are rolled out by {@linkcode JobService.tick}. */
-  createJob(spec: JobSpec): ServiceResult<JobRecord> {
+  async createJob(spec: JobSpec): Promise<ServiceResult<JobRecord>> {
     const problems = jobSpecProblems(spec);
     if (problems.length > 0) return { ok: false, reason: problems.join("; ") };
-    if (this.#store.getJob(spec.jobId)) {
-      return { ok: false, reason: `job '${spec.jobId}' already exists` };
-    }
+    const exists = { ok: false as const, reason: `job '${spec.jobId}' already exists` };
+    if (await this.#store.getJob(spec.jobId)) return exists;
     // A typo in a target must not make a job that "completes" with 0 of 0.
-    const unknown = (spec.targets.things ?? []).filter((thing) => !this.#store.getThing(thing));
+    const unknown: string[] = [];
+    for (const thing of spec.targets.things ?? []) {
+      if (!(await this.#store.getThing(thing))) unknown.push(thing);
+    }
     if (unknown.length > 0) {
       return {
         ok: false,
         reason: `no thing named ${unknown.slice(0, 5).map((t) => `'${t}'`).join(", ")}`,
       };
     }
-    if (spec.targetSelection !== "CONTINUOUS" && this.#targetsOf(spec).length === 0) {
+    const targets = await this.#targetsOf(spec);
+    if (spec.targetSelection !== "CONTINUOUS" && targets.length === 0) {
       const groups = (spec.targets.groups ?? []).map((g) => `'${g}'`).join(", ");
       return {
         ok: false,
@@ -174,19 +204,24 @@ export class JobService {
         : "IN_PROGRESS",
       spec: spec as unknown as Record<string, unknown>,
       createdAt: now,
-      pending: this.#targetsOf(spec),
+      pending: targets,
       notifiedAt: [],
       reason: null,
     };
-    this.#store.transaction(() => {
-      this.#store.putJob(job);
-      this.#audit(job.jobId, null, "job-created", {
+    const created = await this.#store.transaction(async () => {
+      await this.#store.lockJob(job.jobId);
+      // Another node may have created it since the check above.
+      if (await this.#store.getJob(job.jobId)) return false;
+      await this.#store.putJob(job);
+      await this.#audit(job.jobId, null, "job-created", {
         targets: job.pending.length,
         status: job.status,
       });
+      return true;
     });
+    if (!created) return exists;
     this.#onChange(job.jobId);
-    if (job.status === "IN_PROGRESS") this.#rollOut(job.jobId);
+    if (job.status === "IN_PROGRESS" && this.#scheduling) await this.#rollOut(job.jobId);
     return { ok: true, value: job };
   }
 
@@ -194,56 +229,72 @@ export class JobService {
    * Cancels a job: no more rollout, queued executions CANCELED; with `force`, executions in
    * progress too.
    */
-  cancelJob(jobId: string, options: { force?: boolean; reason?: string } = {}): ServiceResult {
-    const job = this.#store.getJob(jobId);
-    if (!job) return { ok: false, reason: `no job '${jobId}'` };
-    if (job.status === "CANCELED" || job.status === "COMPLETED") {
-      return { ok: false, reason: `job '${jobId}' is ${job.status}` };
-    }
-    this.#cancel(job, options.force ?? false, options.reason ?? "canceled by operator");
-    return { ok: true, value: true };
+  cancelJob(
+    jobId: string,
+    options: { force?: boolean; reason?: string } = {},
+  ): Promise<ServiceResult> {
+    return this.#store.transaction(async () => {
+      await this.#store.lockJob(jobId);
+      const job = await this.#store.getJob(jobId);
+      if (!job) return { ok: false, reason: `no job '${jobId}'` };
+      if (job.status === "CANCELED" || job.status === "COMPLETED") {
+        return { ok: false, reason: `job '${jobId}' is ${job.status}` };
+      }
+      await this.#cancel(job, options.force ?? false, options.reason ?? "canceled by operator");
+      return { ok: true, value: true };
+    });
   }
 
   /** Stops rolling out (queued executions stay queued). */
-  pauseJob(jobId: string, reason = "paused by operator"): ServiceResult {
-    const job = this.#store.getJob(jobId);
-    if (!job || job.status !== "IN_PROGRESS") {
-      return { ok: false, reason: `job '${jobId}' is not in progress` };
-    }
-    this.#putJob({ ...job, status: "PAUSED", reason });
-    this.#audit(jobId, null, "job-paused", { reason });
-    return { ok: true, value: true };
+  pauseJob(jobId: string, reason = "paused by operator"): Promise<ServiceResult> {
+    return this.#store.transaction(async () => {
+      await this.#store.lockJob(jobId);
+      const job = await this.#store.getJob(jobId);
+      if (!job || job.status !== "IN_PROGRESS") {
+        return { ok: false, reason: `job '${jobId}' is not in progress` };
+      }
+      await this.#putJob({ ...job, status: "PAUSED", reason });
+      await this.#audit(jobId, null, "job-paused", { reason });
+      return { ok: true, value: true };
+    });
   }
 
   /** Resumes a paused job. */
-  resumeJob(jobId: string): ServiceResult {
-    const job = this.#store.getJob(jobId);
-    if (!job || job.status !== "PAUSED") {
-      return { ok: false, reason: `job '${jobId}' is not paused` };
-    }
-    // Resuming a job its health gate paused is the operator's word to go on: a new wave opens.
-    this.#putJob({ ...job, status: "IN_PROGRESS", reason: null, wave: [] });
-    this.#audit(jobId, null, "job-resumed", {});
-    this.#rollOut(jobId);
-    return { ok: true, value: true };
+  async resumeJob(jobId: string): Promise<ServiceResult> {
+    const result = await this.#store.transaction(async (): Promise<ServiceResult> => {
+      await this.#store.lockJob(jobId);
+      const job = await this.#store.getJob(jobId);
+      if (!job || job.status !== "PAUSED") {
+        return { ok: false, reason: `job '${jobId}' is not paused` };
+      }
+      // Resuming a job its health gate paused is the operator's word to go on: a new wave opens.
+      await this.#putJob({ ...job, status: "IN_PROGRESS", reason: null, wave: [] });
+      await this.#audit(jobId, null, "job-resumed", {});
+      return { ok: true, value: true };
+    });
+    if (result.ok && this.#scheduling) await this.#rollOut(jobId);
+    return result;
   }
 
   /**
    * Adds a thing to a group. Continuous jobs that target the group get an execution for it at
    * once (not rate limited, as in AWS); a thing that rejoins starts its retries from 0.
    */
-  addThingToGroup(group: string, thing: string): void {
-    this.#store.addToGroup(group, thing);
-    for (const job of this.#store.listJobs()) {
+  async addThingToGroup(group: string, thing: string): Promise<void> {
+    await this.#store.addToGroup(group, thing);
+    for (const job of await this.#store.listJobs()) {
       const spec = job.spec as unknown as JobSpec;
       if (spec.targetSelection !== "CONTINUOUS" || !(spec.targets.groups ?? []).includes(group)) {
         continue;
       }
       if (job.status === "CANCELED" || job.status === "COMPLETED") continue;
-      const existing = this.#store.getExecution(job.jobId, thing);
-      if (existing && !TERMINAL_STATUSES.has(existing.status)) continue;
-      if (existing?.status === "SUCCEEDED") continue;
-      this.#queueExecution(job, thing, 1);
+      await this.#store.transaction(async () => {
+        await this.#store.lockThing(thing);
+        const existing = await this.#store.getExecution(job.jobId, thing);
+        if (existing && !TERMINAL_STATUSES.has(existing.status)) return;
+        if (existing?.status === "SUCCEEDED") return;
+        await this.#queueExecution(job.jobId, thing, 1);
+      });
     }
   }
 
@@ -253,9 +304,9 @@ export class JobService {
    * runs older firmware again (a factory reset, a replaced board) gets a new execution, so the
    * update reaches devices "as they are reset or re-provisioned".
    */
-  thingReported(thing: string, firmware: string | null): void {
+  thingReported(thing: string, firmware: string | null): Promise<void> {
     const running = firmware === null ? null : parseVersion(firmware);
-    this.#requeueSucceeded(thing, (spec) => {
+    return this.#requeueSucceeded(thing, (spec) => {
       const wanted = spec.firmwareVersion ? parseVersion(spec.firmwareVersion) : null;
       return wanted !== null && (running === null || compareVersions(running, wanted) < 0);
     }, `reports firmware ${firmware ?? "none"}`);
@@ -265,162 +316,187 @@ export class JobService {
    * A thing was provisioned again (a new secret or certificate under the same name: a replaced
    * or re-provisioned device): CONTINUOUS jobs it SUCCEEDED run on it once more.
    */
-  thingReprovisioned(thing: string): void {
-    this.#requeueSucceeded(thing, () => true, "was provisioned again");
+  thingReprovisioned(thing: string): Promise<void> {
+    return this.#requeueSucceeded(thing, () => true, "was provisioned again");
   }
 
-  #requeueSucceeded(thing: string, applies: (spec: JobSpec) => boolean, why: string): void {
-    for (const job of this.#store.listJobs()) {
+  async #requeueSucceeded(
+    thing: string,
+    applies: (spec: JobSpec) => boolean,
+    why: string,
+  ): Promise<void> {
+    for (const job of await this.#store.listJobs()) {
       const spec = job.spec as unknown as JobSpec;
       if (spec.targetSelection !== "CONTINUOUS" || job.status !== "IN_PROGRESS") continue;
-      const existing = this.#store.getExecution(job.jobId, thing);
-      if (existing?.status !== "SUCCEEDED" || !applies(spec)) continue;
-      if (!this.#targetsOf(spec).includes(thing)) continue;
-      this.#audit(job.jobId, thing, "requeued", { reason: `the thing ${why}` });
-      this.#queueExecution(job, thing, existing.executionNumber + 1);
+      if (!applies(spec) || !(await this.#targetsOf(spec)).includes(thing)) continue;
+      await this.#store.transaction(async () => {
+        await this.#store.lockThing(thing);
+        const existing = await this.#store.getExecution(job.jobId, thing);
+        if (existing?.status !== "SUCCEEDED") return;
+        await this.#audit(job.jobId, thing, "requeued", { reason: `the thing ${why}` });
+        await this.#queueExecution(job.jobId, thing, existing.executionNumber + 1);
+      });
     }
   }
 
   /** Removes a thing from a group: its unfinished executions of jobs it was targeted through become REMOVED. */
-  removeThingFromGroup(group: string, thing: string): void {
-    this.#store.removeFromGroup(group, thing);
-    for (const job of this.#store.listJobs()) {
+  async removeThingFromGroup(group: string, thing: string): Promise<void> {
+    await this.#store.removeFromGroup(group, thing);
+    const groups = await this.#store.groupsOf(thing);
+    for (const job of await this.#store.listJobs()) {
       const spec = job.spec as unknown as JobSpec;
       if (
         !(spec.targets.groups ?? []).includes(group) || (spec.targets.things ?? []).includes(thing)
       ) continue;
-      if (this.#store.groupsOf(thing).some((g) => (spec.targets.groups ?? []).includes(g))) {
-        continue;
-      }
-      this.#serviceChange(job.jobId, thing, "REMOVED", false, { reason: `left group ${group}` });
-      if (job.pending.includes(thing)) {
-        this.#putJob({
-          ...job,
-          pending: job.pending.filter((t) => t !== thing),
-        });
-      }
+      if (groups.some((g) => (spec.targets.groups ?? []).includes(g))) continue;
+      await this.#serviceChange(job.jobId, thing, "REMOVED", false, {
+        reason: `left group ${group}`,
+      });
+      await this.#store.transaction(async () => {
+        await this.#store.lockJob(job.jobId);
+        const current = await this.#store.getJob(job.jobId);
+        if (!current?.pending.includes(thing)) return;
+        await this.#putJob({ ...current, pending: current.pending.filter((t) => t !== thing) });
+      });
     }
   }
 
   /** Counts of a job's executions by status (and things not rolled out yet). */
-  counts(jobId: string): JobCounts {
-    const job = this.#store.getJob(jobId);
-    const counts = {
-      QUEUED: 0,
-      IN_PROGRESS: 0,
-      SUCCEEDED: 0,
-      FAILED: 0,
-      TIMED_OUT: 0,
-      REJECTED: 0,
-      REMOVED: 0,
-      CANCELED: 0,
-      pending: job?.pending.length ?? 0,
-      neverNotified: job?.neverNotified?.length ?? 0,
-    };
-    for (const [status, n] of Object.entries(this.#store.executionStatusCounts(jobId))) {
-      counts[status as ExecutionStatus] += n;
-    }
-    return counts;
+  async counts(jobId: string): Promise<JobCounts> {
+    const job = await this.#store.getJob(jobId);
+    return countsOf(job, await this.#store.executionStatusCounts(jobId));
   }
 
   // ---- time ----------------------------------------------------------------------------------
 
-  /** Schedules, timeouts, rollouts, aborts and completion, as of now. */
-  tick(): void {
+  async #safeTick(): Promise<void> {
+    try {
+      await this.tick();
+    } catch (error) {
+      // The store may be out of reach for a while (a database restarting): the next tick retries.
+      this.#log(`job service tick failed: ${(error as Error).message}`);
+    }
+  }
+
+  /** Schedules, timeouts, rollouts, aborts and completion, as of now (the scheduler's work). */
+  async tick(): Promise<void> {
+    if (!this.#scheduling) return;
     const now = this.#clock.now();
-    for (const job of this.#store.listJobs()) {
-      if (job.status === "COMPLETED" || job.status === "CANCELED") continue;
-      const spec = job.spec as unknown as JobSpec;
-      if (job.status === "SCHEDULED" && (spec.scheduling?.startTime ?? 0) <= now) {
-        this.#putJob({ ...job, status: "IN_PROGRESS" });
-        this.#audit(job.jobId, null, "job-started", {});
+    for (const listed of await this.#store.listJobs()) {
+      if (listed.status === "COMPLETED" || listed.status === "CANCELED") continue;
+      const jobId = listed.jobId;
+      const spec = listed.spec as unknown as JobSpec;
+      if (listed.status === "SCHEDULED" && (spec.scheduling?.startTime ?? 0) <= now) {
+        await this.#store.transaction(async () => {
+          await this.#store.lockJob(jobId);
+          const job = await this.#store.getJob(jobId);
+          if (job?.status !== "SCHEDULED") return;
+          await this.#putJob({ ...job, status: "IN_PROGRESS" });
+          await this.#audit(jobId, null, "job-started", {});
+        });
       }
       const end = spec.scheduling?.endTime;
       if (end !== undefined && end <= now) {
-        this.#endOfSchedule(job.jobId, spec.scheduling?.endBehavior ?? "STOP_ROLLOUT");
+        await this.#endOfSchedule(jobId, spec.scheduling?.endBehavior ?? "STOP_ROLLOUT");
       }
-      for (const e of this.#store.overdueExecutions(job.jobId, now)) {
-        this.#serviceChange(job.jobId, e.thing, "TIMED_OUT", false, { reason: "timed out" });
+      for (const e of await this.#store.overdueExecutions(jobId, now)) {
+        // Checked again under the thing's lock: a step timeout set since may have moved it.
+        await this.#serviceChange(jobId, e.thing, "TIMED_OUT", false, { reason: "timed out" }, (
+          current,
+        ) =>
+          current.status === "IN_PROGRESS" && current.deadline !== null && current.deadline <= now);
       }
-      this.#rollOut(job.jobId);
-      this.#finishIfDone(job.jobId);
+      await this.#rollOut(jobId);
+      await this.#finishIfDone(jobId);
     }
   }
 
-  #endOfSchedule(jobId: string, behavior: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL"): void {
-    const job = this.#store.getJob(jobId)!;
-    if (behavior === "STOP_ROLLOUT") {
-      if (job.pending.length > 0) {
-        this.#putJob({ ...job, pending: [], neverNotified: neverNotifiedAfterStop(job) });
-        this.#audit(jobId, null, "rollout-stopped", {
-          reason: "end of schedule",
-          left: job.pending.length,
-        });
-      }
-      return;
-    }
-    this.#cancel(job, behavior === "FORCE_CANCEL", "end of schedule");
-  }
-
-  #rollOut(jobId: string): void {
-    const job = this.#store.getJob(jobId);
-    if (!job || job.status !== "IN_PROGRESS" || job.pending.length === 0) return;
-    const spec = job.spec as unknown as JobSpec;
-    const now = this.#clock.now();
-    const byStatus = Object.entries(this.#store.executionStatusCounts(jobId));
-    const notified = byStatus.reduce((sum, [, n]) => sum + n, 0);
-    const succeeded = byStatus.find(([status]) => status === "SUCCEEDED")?.[1] ?? 0;
-    const recent = job.notifiedAt.filter((at) => at > now - MINUTE);
-    let allowed = notificationsAllowed(
-      ratePerMinute(spec.rollout ?? {}, { notified, succeeded }),
-      recent,
-      now,
-    );
-    let wave = job.wave ?? [];
-    if (spec.healthGate) {
-      const gate = spec.healthGate;
-      if (wave.length >= gate.waveSize) {
-        const verdict = this.#waveVerdict(jobId, wave, gate);
-        if (verdict === "open") return;
-        if (verdict !== "healthy") {
-          this.#audit(jobId, null, "health-gate", { reason: verdict });
-          if ((gate.onFailure ?? "PAUSE") === "CANCEL") this.#cancel(job, false, verdict);
-          else {
-            this.#putJob({ ...job, status: "PAUSED", reason: verdict });
-            this.#audit(jobId, null, "job-paused", { reason: verdict });
-          }
-          return;
+  #endOfSchedule(
+    jobId: string,
+    behavior: "STOP_ROLLOUT" | "CANCEL" | "FORCE_CANCEL",
+  ): Promise<void> {
+    return this.#store.transaction(async () => {
+      await this.#store.lockJob(jobId);
+      const job = await this.#store.getJob(jobId);
+      if (!job || job.status === "COMPLETED" || job.status === "CANCELED") return;
+      if (behavior === "STOP_ROLLOUT") {
+        if (job.pending.length > 0) {
+          await this.#putJob({ ...job, pending: [], neverNotified: neverNotifiedAfterStop(job) });
+          await this.#audit(jobId, null, "rollout-stopped", {
+            reason: "end of schedule",
+            left: job.pending.length,
+          });
         }
-        wave = [];
+        return;
       }
-      allowed = Math.min(allowed, gate.waveSize - wave.length);
-    }
-    if (allowed <= 0) return;
-    const batch = job.pending.slice(0, allowed);
-    const released: JobRecord = {
-      ...job,
-      pending: job.pending.slice(batch.length),
-      notifiedAt: [...recent, ...batch.map(() => now)],
-      ...(spec.healthGate ? { wave: [...wave, ...batch] } : {}),
-    };
-    this.#putJob(released);
-    // One job record for the whole batch: reading it back per thing parsed its pending list (all
-    // the fleet at first) once per released thing, quadratic in the fleet.
-    for (const thing of batch) this.#queueExecution(released, thing, 1);
+      await this.#cancel(job, behavior === "FORCE_CANCEL", "end of schedule");
+    });
+  }
+
+  /**
+   * Releases the things the rate and the health gate allow now: the job's record and their
+   * executions are written in one transaction, so a scheduler dying in between neither loses a
+   * thing nor notifies one twice.
+   */
+  #rollOut(jobId: string): Promise<void> {
+    return this.#store.transaction(async () => {
+      await this.#store.lockJob(jobId);
+      const job = await this.#store.getJob(jobId);
+      if (!job || job.status !== "IN_PROGRESS" || job.pending.length === 0) return;
+      const spec = job.spec as unknown as JobSpec;
+      const now = this.#clock.now();
+      const byStatus = Object.entries(await this.#store.executionStatusCounts(jobId));
+      const notified = byStatus.reduce((sum, [, n]) => sum + n, 0);
+      const succeeded = byStatus.find(([status]) => status === "SUCCEEDED")?.[1] ?? 0;
+      const recent = job.notifiedAt.filter((at) => at > now - MINUTE);
+      let allowed = notificationsAllowed(
+        ratePerMinute(spec.rollout ?? {}, { notified, succeeded }),
+        recent,
+        now,
+      );
+      let wave = job.wave ?? [];
+      if (spec.healthGate) {
+        const gate = spec.healthGate;
+        if (wave.length >= gate.waveSize) {
+          const verdict = await this.#waveVerdict(jobId, wave, gate);
+          if (verdict === "open") return;
+          if (verdict !== "healthy") {
+            await this.#audit(jobId, null, "health-gate", { reason: verdict });
+            if ((gate.onFailure ?? "PAUSE") === "CANCEL") await this.#cancel(job, false, verdict);
+            else {
+              await this.#putJob({ ...job, status: "PAUSED", reason: verdict });
+              await this.#audit(jobId, null, "job-paused", { reason: verdict });
+            }
+            return;
+          }
+          wave = [];
+        }
+        allowed = Math.min(allowed, gate.waveSize - wave.length);
+      }
+      if (allowed <= 0) return;
+      const batch = job.pending.slice(0, allowed);
+      await this.#putJob({
+        ...job,
+        pending: job.pending.slice(batch.length),
+        notifiedAt: [...recent, ...batch.map(() => now)],
+        ...(spec.healthGate ? { wave: [...wave, ...batch] } : {}),
+      });
+      for (const thing of batch) await this.#queueExecution(jobId, thing, 1);
+    });
   }
 
   /**
    * A full wave: "open" while any of its things' latest execution has not ended; else "healthy"
    * when at least `minSuccessPercent` of them SUCCEEDED; else the reason the gate closes.
    */
-  #waveVerdict(
+  async #waveVerdict(
     jobId: string,
     wave: readonly string[],
     gate: NonNullable<JobSpec["healthGate"]>,
-  ): "open" | "healthy" | string {
+  ): Promise<"open" | "healthy" | string> {
     let succeeded = 0;
     for (const thing of wave) {
-      const status = this.#store.getExecution(jobId, thing)?.status;
+      const status = (await this.#store.getExecution(jobId, thing))?.status;
       if (status === undefined || !TERMINAL_STATUSES.has(status)) return "open";
       if (status === "SUCCEEDED") succeeded++;
     }
@@ -431,19 +507,25 @@ export class JobService {
     return `health gate: ${succeeded} of the ${wave.length} things of the last wave succeeded (${percent}%), below the ${min}% required`;
   }
 
-  #finishIfDone(jobId: string): void {
-    const job = this.#store.getJob(jobId);
-    if (!job || job.status !== "IN_PROGRESS" || job.pending.length > 0) return;
-    if ((job.spec as unknown as JobSpec).targetSelection === "CONTINUOUS") return;
-    const byStatus = Object.entries(this.#store.executionStatusCounts(jobId));
-    if (byStatus.every(([status]) => TERMINAL_STATUSES.has(status as ExecutionStatus))) {
-      this.#putJob({ ...job, status: "COMPLETED", endedAt: this.#clock.now() });
-      this.#audit(jobId, null, "job-completed", this.counts(jobId));
-    }
+  #finishIfDone(jobId: string): Promise<void> {
+    return this.#store.transaction(async () => {
+      await this.#store.lockJob(jobId);
+      const job = await this.#store.getJob(jobId);
+      if (!job || job.status !== "IN_PROGRESS" || job.pending.length > 0) return;
+      if ((job.spec as unknown as JobSpec).targetSelection === "CONTINUOUS") return;
+      const byStatus = await this.#store.executionStatusCounts(jobId);
+      if (
+        Object.keys(byStatus).every((status) => TERMINAL_STATUSES.has(status as ExecutionStatus))
+      ) {
+        await this.#putJob({ ...job, status: "COMPLETED", endedAt: this.#clock.now() });
+        await this.#audit(jobId, null, "job-completed", countsOf(job, byStatus));
+      }
+    });
   }
 
-  #cancel(job: JobRecord, force: boolean, reason: string): void {
-    this.#putJob({
+  /** Inside a transaction holding the job's lock. */
+  async #cancel(job: JobRecord, force: boolean, reason: string): Promise<void> {
+    await this.#putJob({
       ...job,
       status: "CANCELED",
       pending: [],
@@ -451,22 +533,52 @@ export class JobService {
       endedAt: this.#clock.now(),
       reason,
     });
-    this.#audit(job.jobId, null, "job-canceled", { force, reason });
-    for (const e of this.#store.executionsOfJob(job.jobId)) {
+    await this.#audit(job.jobId, null, "job-canceled", { force, reason });
+    for (const e of await this.#store.executionsOfJob(job.jobId)) {
       if (e.status === "QUEUED" || (force && e.status === "IN_PROGRESS")) {
-        this.#serviceChange(job.jobId, e.thing, "CANCELED", force, { reason });
+        await this.#serviceChange(job.jobId, e.thing, "CANCELED", force, { reason });
       }
     }
   }
 
+  /**
+   * After an execution of the job ended: abort criteria, completion and the next releases. The
+   * scheduler's work; a node that does not schedule leaves it to the scheduler's next tick.
+   */
+  async #reviewJob(jobId: string): Promise<void> {
+    if (!this.#scheduling) return;
+    const job = await this.#store.getJob(jobId);
+    if (!job) return;
+    const spec = job.spec as unknown as JobSpec;
+    if (job.status === "IN_PROGRESS" && (spec.abort ?? []).length > 0) {
+      const fired = firedAbortCriterion(spec.abort ?? [], await this.counts(jobId));
+      if (fired) {
+        const reason =
+          `abort criterion: ${fired.failureType} reached ${fired.thresholdPercentage}% after ${fired.minNumberOfExecutedThings} things`;
+        if (fired.action === "PAUSE") await this.pauseJob(jobId, reason);
+        else {
+          await this.#store.transaction(async () => {
+            await this.#store.lockJob(jobId);
+            const current = await this.#store.getJob(jobId);
+            if (current?.status === "IN_PROGRESS") await this.#cancel(current, false, reason);
+          });
+        }
+      }
+    }
+    await this.#finishIfDone(jobId);
+    await this.#rollOut(jobId);
+  }
+
   // ---- executions ----------------------------------------------------------------------------
 
-  #queueExecution(job: JobRecord, thing: string, executionNumber: number): void {
-    const before = this.#nextFor(thing);
+  /** Queues an execution and notifies the thing if it is its next now. Inside a transaction. */
+  async #queueExecution(jobId: string, thing: string, executionNumber: number): Promise<void> {
+    await this.#store.lockThing(thing);
+    const before = await this.#nextFor(thing);
     const now = this.#clock.now();
-    const previous = this.#store.getExecution(job.jobId, thing);
+    const previous = await this.#store.getExecution(jobId, thing);
     const execution: ExecutionRecord = {
-      jobId: job.jobId,
+      jobId,
       thing,
       status: "QUEUED",
       statusDetails: {},
@@ -477,76 +589,68 @@ export class JobService {
       updatedAt: now,
       deadline: null,
     };
-    this.#store.transaction(() => {
-      this.#store.putExecution(execution);
-      this.#audit(job.jobId, thing, "queued", { executionNumber });
-    });
-    this.#onChange(job.jobId);
-    this.#notifyIfNextChanged(thing, before);
+    await this.#store.putExecution(execution);
+    await this.#audit(jobId, thing, "queued", { executionNumber });
+    this.#onChange(jobId);
+    await this.#notifyIfNextChanged(thing, before);
   }
 
-  /** A change the service makes (cancel, remove, time out), then retries and aborts. */
-  #serviceChange(
+  /**
+   * A change the service makes (cancel, remove, time out) when `applies` to the execution as it
+   * is under the thing's lock; then retries and the job's review.
+   */
+  async #serviceChange(
     jobId: string,
     thing: string,
     to: ExecutionStatus,
     force: boolean,
     details: Record<string, string>,
-  ): void {
-    const execution = this.#store.getExecution(jobId, thing);
-    if (!execution) return;
-    const before = this.#nextFor(thing);
-    const result = applyServiceChange(execution, to, {
-      force,
-      statusDetails: { ...execution.statusDetails, ...details },
+    applies: (execution: ExecutionRecord) => boolean = () => true,
+  ): Promise<void> {
+    const updated = await this.#store.transaction(async () => {
+      await this.#store.lockThing(thing);
+      const execution = await this.#store.getExecution(jobId, thing);
+      if (!execution || !applies(execution)) return null;
+      const result = applyServiceChange(execution, to, {
+        force,
+        statusDetails: { ...execution.statusDetails, ...details },
+      });
+      if (!result.ok) return null;
+      const before = await this.#nextFor(thing);
+      const updated: ExecutionRecord = {
+        ...execution,
+        ...result.state,
+        updatedAt: this.#clock.now(),
+        deadline: null,
+      };
+      await this.#store.putExecution(updated);
+      await this.#audit(jobId, thing, to.toLowerCase(), details);
+      await this.#retryIfDue(updated);
+      await this.#notifyIfNextChanged(thing, before);
+      return updated;
     });
-    if (!result.ok) return;
-    const updated: ExecutionRecord = {
-      ...execution,
-      ...result.state,
-      updatedAt: this.#clock.now(),
-      deadline: null,
-    };
-    this.#store.transaction(() => {
-      this.#store.putExecution(updated);
-      this.#audit(jobId, thing, to.toLowerCase(), details);
-    });
+    if (!updated) return;
     this.#onChange(jobId);
-    this.#afterTerminal(updated);
-    this.#notifyIfNextChanged(thing, before);
+    if (TERMINAL_STATUSES.has(updated.status)) await this.#reviewJob(jobId);
   }
 
-  /** Retries and abort checks after an execution ended. */
-  #afterTerminal(execution: ExecutionRecord): void {
+  /** Queues the next attempt of an execution that just ended, if the job retries it. */
+  async #retryIfDue(execution: ExecutionRecord): Promise<void> {
     if (!TERMINAL_STATUSES.has(execution.status)) return;
-    const job = this.#store.getJob(execution.jobId);
-    if (!job) return;
+    const job = await this.#store.getJob(execution.jobId);
+    if (!job || job.status === "CANCELED") return;
     const spec = job.spec as unknown as JobSpec;
-    if (
-      job.status !== "CANCELED" &&
-      shouldRetry(spec.retry ?? [], execution.status, execution.executionNumber - 1)
-    ) {
-      this.#audit(job.jobId, execution.thing, "retry", {
-        after: execution.status,
-        executionNumber: execution.executionNumber + 1,
-      });
-      this.#queueExecution(job, execution.thing, execution.executionNumber + 1);
-      return;
-    }
-    const fired = firedAbortCriterion(spec.abort ?? [], this.counts(job.jobId));
-    if (fired && job.status === "IN_PROGRESS") {
-      const reason =
-        `abort criterion: ${fired.failureType} reached ${fired.thresholdPercentage}% after ${fired.minNumberOfExecutedThings} things`;
-      if (fired.action === "PAUSE") this.pauseJob(job.jobId, reason);
-      else this.#cancel(job, false, reason);
-    }
-    this.#finishIfDone(job.jobId);
-    this.#rollOut(job.jobId);
+    if (!shouldRetry(spec.retry ?? [], execution.status, execution.executionNumber - 1)) return;
+    await this.#audit(job.jobId, execution.thing, "retry", {
+      after: execution.status,
+      executionNumber: execution.executionNumber + 1,
+    });
+    await this.#queueExecution(job.jobId, execution.thing, execution.executionNumber + 1);
   }
 
   /** The execution a thing should work on next: the oldest in progress, else the oldest queued. */
-  #nextFor(thing: string): ExecutionRecord | null {
-    const open = this.#store.executionsOfThing(thing).filter((e) =>
+  async #nextFor(thing: string): Promise<ExecutionRecord | null> {
+    const open = (await this.#store.executionsOfThing(thing)).filter((e) =>
       e.status === "IN_PROGRESS" || e.status === "QUEUED"
     );
     const running = open.filter((e) => e.status === "IN_PROGRESS").sort((a, b) =>
@@ -556,95 +660,108 @@ export class JobService {
     return open.sort((a, b) => a.queuedAt - b.queuedAt)[0] ?? null;
   }
 
-  #notifyIfNextChanged(thing: string, before: ExecutionRecord | null): void {
-    const after = this.#nextFor(thing);
+  async #notifyIfNextChanged(thing: string, before: ExecutionRecord | null): Promise<void> {
+    const after = await this.#nextFor(thing);
     if (
       (before?.jobId ?? null) === (after?.jobId ?? null) &&
       before?.executionNumber === after?.executionNumber
     ) return;
     const body: Record<string, unknown> = { timestamp: this.#seconds() };
-    if (after) body.execution = this.#executionView(after, true);
+    if (after) body.execution = await this.#executionView(after, true);
     this.#send(thingTopics(thing).notifyNext, body);
   }
 
   // ---- device MQTT API (jobs_device_api.ts) --------------------------------------------------
 
   /**
-   * Handles a message a device published under `$aws/things/<thing>/jobs/`. Never throws: bad
-   * requests get `/rejected` with the AWS code.
+   * Handles a message a device published under `$aws/things/<thing>/jobs/`. Never rejects: bad
+   * requests get `/rejected` with the AWS code. A thing's requests are answered in the order
+   * it sent them, as MQTT delivers them.
    */
-  handleDeviceMessage(thing: string, topic: string, payload: Uint8Array): void {
-    this.#deviceApi.handle(thing, topic, payload);
+  handleDeviceMessage(thing: string, topic: string, payload: Uint8Array): Promise<void> {
+    const previous = this.#deviceQueues.get(thing);
+    const handling = (previous ?? Promise.resolve())
+      .then(() => this.#deviceApi.handle(thing, topic, payload))
+      .catch((error) => this.#log(`jobs API error on ${topic}: ${(error as Error).message}`));
+    this.#deviceQueues.set(thing, handling);
+    void handling.finally(() => {
+      if (this.#deviceQueues.get(thing) === handling) this.#deviceQueues.delete(thing);
+    });
+    return handling;
   }
 
-  #applyUpdate(
+  async #applyUpdate(
     thing: string,
     jobId: string,
     raw: Record<string, unknown>,
-  ): { ok: true; execution: ExecutionRecord } | {
-    ok: false;
-    code: RejectionCode;
-    message: string;
-    execution?: ExecutionRecord;
-  } {
-    const execution = this.#store.getExecution(jobId, thing);
-    if (!execution) {
-      return {
-        ok: false,
-        code: "ResourceNotFound",
-        message: `no execution of job '${jobId.slice(0, 64)}' for this thing`,
-      };
-    }
-    const parsed = parseUpdateRequest(raw);
-    if (!parsed.ok) return { ...parsed, execution };
-    const step = raw.stepTimeoutInMinutes;
-    if (
-      step !== undefined &&
-      (typeof step !== "number" || !Number.isInteger(step) || step < 1 || step > 10080)
-    ) {
-      return {
-        ok: false,
-        code: "InvalidRequest",
-        message: "stepTimeoutInMinutes must be 1..10080",
-        execution,
-      };
-    }
-    const result = applyDeviceUpdate(execution, parsed.value);
-    if (!result.ok) return { ...result, execution };
-    const before = this.#nextFor(thing);
-    const now = this.#clock.now();
-    const startedAt = execution.startedAt ?? (result.state.status === "IN_PROGRESS" ? now : null);
-    const spec = this.#store.getJob(jobId)?.spec as unknown as JobSpec | undefined;
-    const deadline = result.state.status === "IN_PROGRESS" && startedAt !== null
-      ? timeoutDeadline({
+  ): Promise<UpdateOutcome> {
+    const outcome = await this.#store.transaction(async (): Promise<UpdateOutcome> => {
+      await this.#store.lockThing(thing);
+      const execution = await this.#store.getExecution(jobId, thing);
+      if (!execution) {
+        return {
+          ok: false,
+          code: "ResourceNotFound",
+          message: `no execution of job '${jobId.slice(0, 64)}' for this thing`,
+        };
+      }
+      const parsed = parseUpdateRequest(raw);
+      if (!parsed.ok) return { ...parsed, execution };
+      const step = raw.stepTimeoutInMinutes;
+      if (
+        step !== undefined &&
+        (typeof step !== "number" || !Number.isInteger(step) || step < 1 || step > 10080)
+      ) {
+        return {
+          ok: false,
+          code: "InvalidRequest",
+          message: "stepTimeoutInMinutes must be 1..10080",
+          execution,
+        };
+      }
+      const result = applyDeviceUpdate(execution, parsed.value);
+      if (!result.ok) return { ...result, execution };
+      const before = await this.#nextFor(thing);
+      const now = this.#clock.now();
+      const startedAt = execution.startedAt ??
+        (result.state.status === "IN_PROGRESS" ? now : null);
+      const spec = (await this.#store.getJob(jobId))?.spec as unknown as JobSpec | undefined;
+      const deadline = result.state.status === "IN_PROGRESS" && startedAt !== null
+        ? timeoutDeadline({
+          startedAt,
+          ...(spec?.timeout
+            ? { inProgressTimeoutMinutes: spec.timeout.inProgressTimeoutInMinutes }
+            : {}),
+          ...(typeof step === "number" ? { stepSetAt: now, stepTimeoutMinutes: step } : {}),
+        }) ?? (typeof step === "number" ? null : execution.deadline)
+        : null;
+      const updated: ExecutionRecord = {
+        ...execution,
+        ...result.state,
         startedAt,
-        ...(spec?.timeout
-          ? { inProgressTimeoutMinutes: spec.timeout.inProgressTimeoutInMinutes }
-          : {}),
-        ...(typeof step === "number" ? { stepSetAt: now, stepTimeoutMinutes: step } : {}),
-      }) ?? (typeof step === "number" ? null : execution.deadline)
-      : null;
-    const updated: ExecutionRecord = {
-      ...execution,
-      ...result.state,
-      startedAt,
-      updatedAt: now,
-      deadline,
-    };
-    this.#store.transaction(() => {
-      this.#store.putExecution(updated);
-      this.#audit(jobId, thing, "device-update", {
+        updatedAt: now,
+        deadline,
+      };
+      await this.#store.putExecution(updated);
+      await this.#audit(jobId, thing, "device-update", {
         status: updated.status,
         statusDetails: updated.statusDetails,
       });
+      await this.#retryIfDue(updated);
+      await this.#notifyIfNextChanged(thing, before);
+      return { ok: true, execution: updated };
     });
-    this.#onChange(jobId);
-    this.#afterTerminal(updated);
-    this.#notifyIfNextChanged(thing, before);
-    return { ok: true, execution: updated };
+    if (outcome.ok) {
+      this.#onChange(jobId);
+      if (TERMINAL_STATUSES.has(outcome.execution.status)) await this.#reviewJob(jobId);
+    }
+    return outcome;
   }
 
-  #executionView(e: ExecutionRecord, withDocument: boolean): Record<string, unknown> {
+  async #executionView(
+    e: ExecutionRecord,
+    withDocument: boolean,
+  ): Promise<Record<string, unknown>> {
     const view: Record<string, unknown> = {
       jobId: e.jobId,
       thingName: e.thing,
@@ -656,24 +773,22 @@ export class JobService {
       executionNumber: e.executionNumber,
     };
     if (e.startedAt !== null) view.startedAt = Math.floor(e.startedAt / 1000);
-    if (withDocument) view.jobDocument = this.#documentOf(e.jobId);
+    if (withDocument) view.jobDocument = await this.#documentOf(e.jobId);
     return view;
   }
 
-  #documentOf(jobId: string): Readonly<Record<string, unknown>> {
-    const document =
-      (this.#store.getJob(jobId)?.spec as unknown as JobSpec | undefined)?.document ?? {};
+  async #documentOf(jobId: string): Promise<Readonly<Record<string, unknown>>> {
+    const job = await this.#store.getJob(jobId);
+    const document = (job?.spec as unknown as JobSpec | undefined)?.document ?? {};
     return this.#render(document, jobId);
   }
 
   // ---- plumbing ------------------------------------------------------------------------------
 
-  #targetsOf(spec: JobSpec): string[] {
+  async #targetsOf(spec: JobSpec): Promise<string[]> {
     const things = new Set<string>(spec.targets.things ?? []);
     for (const group of spec.targets.groups ?? []) {
-      for (const thing of this.#store.groupMembers(group)) {
-        things.add(thing);
-      }
+      for (const thing of await this.#store.groupMembers(group)) things.add(thing);
     }
     return [...things];
   }
@@ -691,24 +806,42 @@ export class JobService {
     });
   }
 
-  #putJob(job: JobRecord): void {
-    this.#store.putJob(job);
+  async #putJob(job: JobRecord): Promise<void> {
+    await this.#store.putJob(job);
     this.#onChange(job.jobId);
   }
 
-  #audit(
+  async #audit(
     jobId: string | null,
     thing: string | null,
     event: string,
     detail: Record<string, unknown>,
-  ): void {
-    this.#store.audit({ at: this.#clock.now(), jobId, thing, event, detail });
+  ): Promise<void> {
+    await this.#store.audit({ at: this.#clock.now(), jobId, thing, event, detail });
     if (thing === null && jobId !== null) this.#onJobEvent(jobId, event, detail);
   }
 
   #seconds(): number {
     return Math.floor(this.#clock.now() / 1000);
   }
+}
+
+/** A job's counts from its record and its executions' counts by status. */
+function countsOf(job: JobRecord | null, byStatus: Record<string, number>): JobCounts {
+  const counts = {
+    QUEUED: 0,
+    IN_PROGRESS: 0,
+    SUCCEEDED: 0,
+    FAILED: 0,
+    TIMED_OUT: 0,
+    REJECTED: 0,
+    REMOVED: 0,
+    CANCELED: 0,
+    pending: job?.pending.length ?? 0,
+    neverNotified: job?.neverNotified?.length ?? 0,
+  };
+  for (const [status, n] of Object.entries(byStatus)) counts[status as ExecutionStatus] += n;
+  return counts;
 }
 
 /** The targets a stopped rollout leaves behind: those it had not reached, kept to be counted. */

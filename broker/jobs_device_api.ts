@@ -22,15 +22,18 @@ export type UpdateOutcome = { ok: true; execution: ExecutionRecord } | {
 
 /** What the device API needs of the job service. */
 export interface JobsBackend {
-  executionsOfThing(thing: string): readonly ExecutionRecord[];
-  getExecution(jobId: string, thing: string): ExecutionRecord | null;
+  executionsOfThing(thing: string): Promise<readonly ExecutionRecord[]>;
+  getExecution(jobId: string, thing: string): Promise<ExecutionRecord | null>;
   /** The execution AWS calls `$next`: the oldest in progress, else the oldest queued. */
-  nextFor(thing: string): ExecutionRecord | null;
+  nextFor(thing: string): Promise<ExecutionRecord | null>;
   /** Applies a device's update request (version checks, transitions, timeouts). */
-  applyUpdate(thing: string, jobId: string, raw: Record<string, unknown>): UpdateOutcome;
+  applyUpdate(thing: string, jobId: string, raw: Record<string, unknown>): Promise<UpdateOutcome>;
   /** The execution as the replies describe it. */
-  executionView(execution: ExecutionRecord, withDocument: boolean): Record<string, unknown>;
-  documentOf(jobId: string): Readonly<Record<string, unknown>>;
+  executionView(
+    execution: ExecutionRecord,
+    withDocument: boolean,
+  ): Promise<Record<string, unknown>>;
+  documentOf(jobId: string): Promise<Readonly<Record<string, unknown>>>;
   /** The cloud's time in seconds. */
   seconds(): number;
   /** Sends a reply once what it reports is committed. */
@@ -38,7 +41,7 @@ export interface JobsBackend {
   log(line: string): void;
 }
 
-/** Answers device requests. Never throws: bad requests are rejected with a code. */
+/** Answers device requests. Never rejects: bad requests are rejected with a code. */
 export class JobsDeviceApi {
   readonly #backend: JobsBackend;
 
@@ -47,7 +50,7 @@ export class JobsDeviceApi {
   }
 
   /** Handles a message a device published under `$aws/things/<thing>/jobs/`. */
-  handle(thing: string, topic: string, payload: Uint8Array): void {
+  async handle(thing: string, topic: string, payload: Uint8Array): Promise<void> {
     const request = classifyRequest(topic);
     if (!("thing" in request) || request.thing !== thing) return;
     if (request.kind === "stream-get" || request.kind === "shadow-update") return;
@@ -59,13 +62,13 @@ export class JobsDeviceApi {
     try {
       switch (request.kind) {
         case "jobs-get-pending":
-          return this.#getPending(thing, topic, clientToken);
+          return await this.#getPending(thing, topic, clientToken);
         case "jobs-start-next":
-          return this.#startNext(thing, topic, body, clientToken);
+          return await this.#startNext(thing, topic, body, clientToken);
         case "jobs-describe":
-          return this.#describe(thing, request.jobId, topic, body, clientToken);
+          return await this.#describe(thing, request.jobId, topic, body, clientToken);
         case "jobs-update":
-          return this.#update(thing, request.jobId, topic, body, clientToken);
+          return await this.#update(thing, request.jobId, topic, body, clientToken);
         case "jobs-reply":
           return;
       }
@@ -81,8 +84,8 @@ export class JobsDeviceApi {
     }
   }
 
-  #getPending(thing: string, topic: string, clientToken: string | undefined): void {
-    const open = this.#backend.executionsOfThing(thing).filter((e) =>
+  async #getPending(thing: string, topic: string, clientToken: string | undefined): Promise<void> {
+    const open = (await this.#backend.executionsOfThing(thing)).filter((e) =>
       e.status === "IN_PROGRESS" || e.status === "QUEUED"
     );
     const summary = (e: ExecutionRecord) => ({
@@ -100,16 +103,16 @@ export class JobsDeviceApi {
     });
   }
 
-  #describe(
+  async #describe(
     thing: string,
     jobId: string,
     topic: string,
     request: Record<string, unknown>,
     clientToken: string | undefined,
-  ): void {
+  ): Promise<void> {
     const execution = jobId === "$next"
-      ? this.#backend.nextFor(thing)
-      : this.#backend.getExecution(jobId, thing);
+      ? await this.#backend.nextFor(thing)
+      : await this.#backend.getExecution(jobId, thing);
     if (!execution) {
       if (jobId === "$next") {
         return this.#backend.send(replyTopic(topic, "accepted"), {
@@ -130,17 +133,17 @@ export class JobsDeviceApi {
     this.#backend.send(replyTopic(topic, "accepted"), {
       clientToken,
       timestamp: this.#backend.seconds(),
-      execution: this.#backend.executionView(execution, withDocument),
+      execution: await this.#backend.executionView(execution, withDocument),
     });
   }
 
-  #startNext(
+  async #startNext(
     thing: string,
     topic: string,
     request: Record<string, unknown>,
     clientToken: string | undefined,
-  ): void {
-    const next = this.#backend.nextFor(thing);
+  ): Promise<void> {
+    const next = await this.#backend.nextFor(thing);
     if (!next) {
       return this.#backend.send(replyTopic(topic, "accepted"), {
         clientToken,
@@ -151,7 +154,7 @@ export class JobsDeviceApi {
       return this.#backend.send(replyTopic(topic, "accepted"), {
         clientToken,
         timestamp: this.#backend.seconds(),
-        execution: this.#backend.executionView(next, true),
+        execution: await this.#backend.executionView(next, true),
       });
     }
     const details = request.statusDetails;
@@ -162,25 +165,25 @@ export class JobsDeviceApi {
     if (request.stepTimeoutInMinutes !== undefined) {
       update.stepTimeoutInMinutes = request.stepTimeoutInMinutes;
     }
-    const result = this.#backend.applyUpdate(thing, next.jobId, update);
+    const result = await this.#backend.applyUpdate(thing, next.jobId, update);
     if (!result.ok) {
       return this.#reject(topic, result.code, result.message, clientToken, result.execution);
     }
     this.#backend.send(replyTopic(topic, "accepted"), {
       clientToken,
       timestamp: this.#backend.seconds(),
-      execution: this.#backend.executionView(result.execution, true),
+      execution: await this.#backend.executionView(result.execution, true),
     });
   }
 
-  #update(
+  async #update(
     thing: string,
     jobId: string,
     topic: string,
     request: Record<string, unknown>,
     clientToken: string | undefined,
-  ): void {
-    const result = this.#backend.applyUpdate(thing, jobId, request);
+  ): Promise<void> {
+    const result = await this.#backend.applyUpdate(thing, jobId, request);
     if (!result.ok) {
       return this.#reject(topic, result.code, result.message, clientToken, result.execution);
     }
@@ -194,7 +197,7 @@ export class JobsDeviceApi {
       };
     }
     if (request.includeJobDocument === true) {
-      body.jobDocument = this.#backend.documentOf(jobId);
+      body.jobDocument = await this.#backend.documentOf(jobId);
     }
     this.#backend.send(replyTopic(topic, "accepted"), body);
   }

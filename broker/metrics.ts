@@ -29,9 +29,9 @@ function render(metrics: readonly Metric[]): string {
 }
 
 /** The OTA agents' counters summed over every device's last report. */
-function agentPackets(cloud: Cloud): [string, number][] {
+async function agentPackets(cloud: Cloud): Promise<[string, number][]> {
   const sums = { received: 0, queued: 0, processed: 0, dropped: 0 };
-  for (const shadow of cloud.shadows.all().values()) {
+  for (const shadow of (await cloud.shadows.all()).values()) {
     const agent = shadow.reported.agent as Record<string, unknown> | undefined;
     if (!agent || typeof agent !== "object") continue;
     const n = (key: string) => typeof agent[key] === "number" ? agent[key] as number : 0;
@@ -44,9 +44,9 @@ function agentPackets(cloud: Cloud): [string, number][] {
 }
 
 /** The cloud's metrics as Prometheus text. */
-export function prometheusText(cloud: Cloud): string {
+export async function prometheusText(cloud: Cloud): Promise<string> {
   const { traffic } = cloud;
-  const executions = cloud.store.executionsByStatus();
+  const executions = await cloud.store.executionsByStatus();
   const { commits, seconds } = cloud.store.commitStats;
   const streams = cloud.streams.stats;
   return render([
@@ -102,7 +102,7 @@ export function prometheusText(cloud: Cloud): string {
       name: "ota_agent_packets_total",
       help: "Stream blocks the devices' OTA agents counted, as they report them (shadow).",
       type: "counter",
-      samples: agentPackets(cloud).map(([kind, value]) => ({ labels: { kind }, value })),
+      samples: (await agentPackets(cloud)).map(([kind, value]) => ({ labels: { kind }, value })),
     },
     {
       name: "ota_store_commits_total",

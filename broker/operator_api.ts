@@ -126,10 +126,10 @@ export function operatorApi(
       return mqttOverWebSocket(cloud.broker.broker, request);
     }
     // Liveness and readiness, for a load balancer or an orchestrator: no token, no secrets.
-    if (url.pathname === "/healthz" && request.method === "GET") return health(cloud);
+    if (url.pathname === "/healthz" && request.method === "GET") return await health(cloud);
     // Counters for a Prometheus scraper: no token, nothing secret in them.
     if (url.pathname === "/metrics" && request.method === "GET") {
-      return new Response(prometheusText(cloud), {
+      return new Response(await prometheusText(cloud), {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     }
@@ -152,10 +152,10 @@ export function operatorApi(
 }
 
 /** 200 when the store answers, 503 saying why not; which broker the services run on. */
-function health(cloud: Cloud): Response {
+async function health(cloud: Cloud): Promise<Response> {
   let store = "ok";
   try {
-    cloud.store.check();
+    await cloud.store.check();
   } catch (error) {
     store = `failing: ${(error as Error).message}`;
   }
@@ -174,26 +174,25 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
   const { store, jobs } = cloud;
   const [resource, id, sub, subId] = parts;
   if (resource === "things" && parts.length === 1 && method === "GET") {
-    return json(
-      200,
-      store.listThings().map((t) => ({
-        name: t.name,
-        attributes: t.attributes,
-        groups: store.groupsOf(t.name),
-      })),
-    );
+    const things = [];
+    for (const t of await store.listThings()) {
+      things.push({ name: t.name, attributes: t.attributes, groups: await store.groupsOf(t.name) });
+    }
+    return json(200, things);
   }
   if (resource === "things" && id && parts.length === 2 && method === "GET") {
-    const thing = store.getThing(id);
+    const thing = await store.getThing(id);
     if (!thing) return problem(404, `no thing '${id}'`);
     // Each execution names its OTA update (if it belongs to one), so a device links back to it.
-    const updateOfJob = new Map(cloud.otaUpdates.list().map((u) => [u.jobId, u.otaUpdateId]));
+    const updateOfJob = new Map(
+      (await cloud.otaUpdates.list()).map((u) => [u.jobId, u.otaUpdateId]),
+    );
     return json(200, {
       name: thing.name,
       attributes: thing.attributes,
-      groups: store.groupsOf(id),
-      shadow: cloud.shadows.get(id),
-      executions: store.executionsOfThing(id).map((e) => ({
+      groups: await store.groupsOf(id),
+      shadow: await cloud.shadows.get(id),
+      executions: (await store.executionsOfThing(id)).map((e) => ({
         ...e,
         otaUpdateId: updateOfJob.get(e.jobId) ?? null,
       })),
@@ -226,23 +225,27 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     ) {
       return problem(400, "attributes must be an object of strings");
     }
-    const secret = cloud.provisionThing(
+    const secret = await cloud.provisionThing(
       id,
       generate ? null : body.secret as string,
       attributes as Record<string, string>,
     );
-    for (const group of groups as string[]) jobs.addThingToGroup(group, id);
+    for (const group of groups as string[]) await jobs.addThingToGroup(group, id);
     // A generated secret is shown this once; the cloud keeps only its hash.
-    return json(201, { name: id, groups: store.groupsOf(id), ...(generate ? { secret } : {}) });
+    return json(201, {
+      name: id,
+      groups: await store.groupsOf(id),
+      ...(generate ? { secret } : {}),
+    });
   }
   if (resource === "things" && id && parts.length === 2 && method === "DELETE") {
-    return cloud.removeThing(id)
+    return (await cloud.removeThing(id))
       ? json(200, { name: id, removed: true })
       : problem(404, `no thing '${id}'`);
   }
   if (resource === "things" && id && sub === "certificate" && parts.length === 3) {
     if (method === "GET") {
-      const registered = store.getRecord("device-certificate", id);
+      const registered = await store.getRecord("device-certificate", id);
       return registered ? json(200, registered) : problem(404, `no certificate for '${id}'`);
     }
     if (method === "PUT") {
@@ -254,7 +257,7 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       }
       const registered = await cloud.registerDeviceCertificate(id, body.certificatePem);
       if (!registered.ok) {
-        return problem(store.getThing(id) ? 400 : 404, registered.reason);
+        return problem((await store.getThing(id)) ? 400 : 404, registered.reason);
       }
       return json(200, registered.value);
     }
@@ -262,8 +265,8 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
   if (resource === "things" && id && sub === "history" && method === "GET") {
     return json(200, {
       thing: id,
-      executions: store.executionsOfThing(id),
-      history: store.history({ thing: id }),
+      executions: await store.executionsOfThing(id),
+      history: await store.history({ thing: id }),
     });
   }
   if (resource === "groups" && id && sub === "things" && subId && parts.length === 4) {
@@ -271,55 +274,56 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       return problem(400, "group and thing names must be 1..128 characters of [a-zA-Z0-9:_-]");
     }
     if (method === "PUT") {
-      jobs.addThingToGroup(id, subId);
-      return json(200, { group: id, things: store.groupMembers(id) });
+      await jobs.addThingToGroup(id, subId);
+      return json(200, { group: id, things: await store.groupMembers(id) });
     }
     if (method === "DELETE") {
-      jobs.removeThingFromGroup(id, subId);
-      return json(200, { group: id, things: store.groupMembers(id) });
+      await jobs.removeThingFromGroup(id, subId);
+      return json(200, { group: id, things: await store.groupMembers(id) });
     }
   }
   if (resource === "groups" && parts.length === 1 && method === "GET") {
-    return json(200, store.listGroups());
+    return json(200, await store.listGroups());
   }
   if (resource === "groups" && id && parts.length === 2 && method === "GET") {
-    return json(200, { group: id, things: store.groupMembers(id) });
+    return json(200, { group: id, things: await store.groupMembers(id) });
   }
   if (resource === "jobs" && parts.length === 1 && method === "POST") {
     const body = await readJson(request);
     if (body instanceof Response) return body;
-    const created = jobs.createJob(body as unknown as JobSpec);
+    const created = await jobs.createJob(body as unknown as JobSpec);
     return created.ok
-      ? json(201, { ...created.value, counts: jobs.counts(created.value.jobId) })
+      ? json(201, { ...created.value, counts: await jobs.counts(created.value.jobId) })
       : problem(400, created.reason);
   }
   if (resource === "jobs" && parts.length === 1 && method === "GET") {
-    return json(
-      200,
-      store.listJobs().map((job) => ({
+    const listed = [];
+    for (const job of await store.listJobs()) {
+      listed.push({
         jobId: job.jobId,
         status: job.status,
         reason: job.reason,
         createdAt: job.createdAt,
-        counts: jobs.counts(job.jobId),
-      })),
-    );
+        counts: await jobs.counts(job.jobId),
+      });
+    }
+    return json(200, listed);
   }
   if (resource === "jobs" && id && parts.length === 2 && method === "GET") {
-    const job = store.getJob(id);
+    const job = await store.getJob(id);
     return job
-      ? json(200, { ...job, pending: job.pending.length, counts: jobs.counts(id) })
+      ? json(200, { ...job, pending: job.pending.length, counts: await jobs.counts(id) })
       : problem(404, `no job '${id}'`);
   }
   if (resource === "jobs" && id && sub === "timeline" && method === "GET") {
-    const job = store.getJob(id);
+    const job = await store.getJob(id);
     if (!job) return problem(404, `no job '${id}'`);
     const targets = new Set([
-      ...store.executionsOfJob(id).map((e) => e.thing),
+      ...(await store.executionsOfJob(id)).map((e) => e.thing),
       ...job.pending,
       ...(job.neverNotified ?? []),
     ]);
-    const points = countsTimeline(store.history({ jobId: id }), targets.size);
+    const points = countsTimeline(await store.history({ jobId: id }), targets.size);
     // The chart of an ended job ends with it, not at the moment someone looks at it.
     if (job.endedAt !== undefined && points.length > 0) {
       points.push({ at: job.endedAt, counts: { ...points.at(-1)!.counts } });
@@ -332,7 +336,7 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     });
   }
   if (resource === "jobs" && id && sub === "events" && method === "GET") {
-    if (!store.getJob(id)) return problem(404, `no job '${id}'`);
+    if (!(await store.getJob(id))) return problem(404, `no job '${id}'`);
     return progressStream(cloud, id);
   }
   if (resource === "jobs" && id && sub === "executions" && method === "GET") {
@@ -340,8 +344,8 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     if (status !== null && !(EXECUTION_STATUSES as readonly string[]).includes(status)) {
       return problem(400, `unknown status '${status}'`);
     }
-    if (!store.getJob(id)) return problem(404, `no job '${id}'`);
-    const executions = store.executionsOfJob(id).filter((e) =>
+    if (!(await store.getJob(id))) return problem(404, `no job '${id}'`);
+    const executions = (await store.executionsOfJob(id)).filter((e) =>
       status === null || e.status === (status as ExecutionStatus)
     );
     return json(200, executions);
@@ -355,31 +359,37 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       ? {}
       : await readJson(request);
     if (body instanceof Response) return body;
-    const result = sub === "cancel"
+    const result = await (sub === "cancel"
       ? jobs.cancelJob(id, {
         force: body.force === true,
         ...(typeof body.reason === "string" ? { reason: body.reason } : {}),
       })
       : sub === "pause"
       ? jobs.pauseJob(id)
-      : jobs.resumeJob(id);
+      : jobs.resumeJob(id));
     return result.ok
-      ? json(200, { jobId: id, status: store.getJob(id)?.status, counts: jobs.counts(id) })
+      ? json(200, {
+        jobId: id,
+        status: (await store.getJob(id))?.status,
+        counts: await jobs.counts(id),
+      })
       : problem(409, result.reason);
   }
   if (resource === "signing-profiles" && parts.length === 1 && method === "GET") {
     // Names and certificates only: a profile's private key never leaves the cloud.
     return json(
       200,
-      store.listRecords<{ name: string; certificatePem: string }>("signing-profile").map((p) => {
-        const cert = parseCertificate(p.certificatePem);
-        return {
-          name: p.name,
-          subject: cert.ok ? cert.value.subject : null,
-          issuer: cert.ok ? cert.value.issuer : null,
-          notAfter: cert.ok ? cert.value.notAfter.toISOString() : null,
-        };
-      }),
+      (await store.listRecords<{ name: string; certificatePem: string }>("signing-profile")).map(
+        (p) => {
+          const cert = parseCertificate(p.certificatePem);
+          return {
+            name: p.name,
+            subject: cert.ok ? cert.value.subject : null,
+            issuer: cert.ok ? cert.value.issuer : null,
+            notAfter: cert.ok ? cert.value.notAfter.toISOString() : null,
+          };
+        },
+      ),
     );
   }
   if (resource === "signing-profiles" && parts.length === 1 && method === "POST") {
@@ -402,16 +412,20 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     }
     const created = await cloud.otaUpdates.createOtaUpdate(parsed as never);
     return created.ok
-      ? json(201, cloud.otaUpdates.describe(created.value.otaUpdateId))
+      ? json(201, await cloud.otaUpdates.describe(created.value.otaUpdateId))
       : problem(400, created.reason);
   }
   if (resource === "ota-updates" && parts.length === 1 && method === "GET") {
-    return json(200, cloud.otaUpdates.list().map((u) => cloud.otaUpdates.describe(u.otaUpdateId)));
+    const updates = [];
+    for (const u of await cloud.otaUpdates.list()) {
+      updates.push(await cloud.otaUpdates.describe(u.otaUpdateId));
+    }
+    return json(200, updates);
   }
   if (resource === "ota-updates" && id && parts.length === 2 && method === "GET") {
-    const update = cloud.otaUpdates.describe(id);
+    const update = await cloud.otaUpdates.describe(id);
     if (!update) return problem(404, `no OTA update '${id}'`);
-    const job = store.getJob(update.jobId);
+    const job = await store.getJob(update.jobId);
     const spec = (job?.spec ?? {}) as Partial<JobSpec>;
     return json(200, {
       ...update,
@@ -431,16 +445,18 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     });
   }
   if (resource === "ota-updates" && id && sub === "devices" && method === "GET") {
-    const update = cloud.otaUpdates.describe(id);
+    const update = await cloud.otaUpdates.describe(id);
     if (!update) return problem(404, `no OTA update '${id}'`);
-    const shadows = cloud.shadows.all();
+    const shadows = await cloud.shadows.all();
     const filter = {
       status: url.searchParams.get("status"),
       version: url.searchParams.get("version"),
       group: url.searchParams.get("group"),
     };
-    const executions = new Map(store.executionsOfJob(update.jobId).map((e) => [e.thing, e]));
-    const job = store.getJob(update.jobId);
+    const executions = new Map(
+      (await store.executionsOfJob(update.jobId)).map((e) => [e.thing, e]),
+    );
+    const job = await store.getJob(update.jobId);
     // Every target: those with an execution, those the rollout has not reached yet and those
     // it never will (it stopped first).
     const neverNotified = new Set(job?.neverNotified ?? []);
@@ -448,17 +464,19 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
       ...executions.keys(),
       ...[...(job?.pending ?? []), ...neverNotified].filter((t) => !executions.has(t)),
     ];
-    const devices = things.map((thing) => {
+    const listed = [];
+    for (const thing of things) {
       const execution = executions.get(thing);
       const firmware = shadows.get(thing)?.reported.firmware;
-      return {
+      listed.push({
         thing,
         status: execution?.status ?? (neverNotified.has(thing) ? "NEVER_NOTIFIED" : "PENDING"),
         reason: execution?.statusDetails.reason ?? null,
         version: typeof firmware === "string" ? firmware : null,
-        groups: store.groupsOf(thing),
-      };
-    }).filter((d) =>
+        groups: await store.groupsOf(thing),
+      });
+    }
+    const devices = listed.filter((d) =>
       (filter.status === null || d.status === filter.status) &&
       (filter.version === null || d.version === filter.version) &&
       (filter.group === null || d.groups.includes(filter.group))
@@ -466,9 +484,9 @@ async function route(cloud: Cloud, request: Request, url: URL): Promise<Response
     return json(200, { otaUpdateId: id, jobId: update.jobId, devices });
   }
   if (resource === "ota-updates" && id && sub === "failures" && method === "GET") {
-    const update = cloud.otaUpdates.describe(id);
+    const update = await cloud.otaUpdates.describe(id);
     if (!update) return problem(404, `no OTA update '${id}'`);
-    const failed = store.executionsOfJob(update.jobId).filter((e) =>
+    const failed = (await store.executionsOfJob(update.jobId)).filter((e) =>
       (FAILURE_STATUSES as readonly string[]).includes(e.status)
     );
     return json(200, {
@@ -506,33 +524,49 @@ function progressStream(cloud: Cloud, jobId: string): Response {
   const encoder = new TextEncoder();
   let unsubscribe = () => {};
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
   const stream = new ReadableStream<Uint8Array>({
     start(controller) {
-      const send = () => {
-        timer = undefined;
-        const job = cloud.store.getJob(jobId);
+      const close = () => {
+        closed = true;
+        unsubscribe();
+        if (timer !== undefined) clearTimeout(timer);
+        controller.close();
+      };
+      const send = async () => {
+        const job = await cloud.store.getJob(jobId);
         const body = {
           jobId,
           at: job?.endedAt ?? cloud.clock.now(),
           status: job?.status,
           reason: job?.reason ?? null,
-          counts: cloud.jobs.counts(jobId),
+          counts: await cloud.jobs.counts(jobId),
         };
+        timer = undefined;
+        if (closed) return;
         controller.enqueue(encoder.encode(`event: progress\ndata: ${JSON.stringify(body)}\n\n`));
         if (job?.status === "COMPLETED" || job?.status === "CANCELED") {
           controller.enqueue(encoder.encode(`event: end\ndata: ${JSON.stringify(body)}\n\n`));
-          unsubscribe();
-          controller.close();
+          close();
         }
       };
+      const sendOrEnd = () => {
+        send().catch((error) => {
+          if (closed) return;
+          const line = JSON.stringify({ jobId, error: (error as Error).message });
+          controller.enqueue(encoder.encode(`event: error\ndata: ${line}\n\n`));
+          close();
+        });
+      };
       unsubscribe = cloud.onJobChange((changed) => {
-        if (changed === jobId && timer === undefined) {
-          timer = setTimeout(send, PROGRESS_INTERVAL_MS);
+        if (changed === jobId && timer === undefined && !closed) {
+          timer = setTimeout(sendOrEnd, PROGRESS_INTERVAL_MS);
         }
       });
-      send();
+      sendOrEnd();
     },
     cancel() {
+      closed = true;
       unsubscribe();
       if (timer !== undefined) clearTimeout(timer);
     },

@@ -169,7 +169,7 @@ export class OtaUpdateManager {
     if (!(await verifySignature(signer.value.verifier, probe, sha256(probe), signature))) {
       return { ok: false, reason: "the private key does not belong to the certificate" };
     }
-    this.#store.putRecord("signing-profile", profile.name, profile);
+    await this.#store.putRecord("signing-profile", profile.name, profile);
     return { ok: true, value: { name: profile.name, subject: cert.value.subject } };
   }
 
@@ -178,7 +178,7 @@ export class OtaUpdateManager {
     if (!ID.test(request.otaUpdateId ?? "")) {
       return { ok: false, reason: "otaUpdateId must be 1..50 characters of [a-zA-Z0-9_-]" };
     }
-    if (this.#store.getRecord("ota-update", request.otaUpdateId)) {
+    if (await this.#store.getRecord("ota-update", request.otaUpdateId)) {
       return { ok: false, reason: `OTA update '${request.otaUpdateId}' already exists` };
     }
     if (typeof request.certFile !== "string" || request.certFile.length === 0) {
@@ -243,30 +243,30 @@ export class OtaUpdateManager {
       ...(request.healthGate ? { healthGate: request.healthGate } : {}),
       description: `OTA update ${id}`,
     };
-    this.#store.putFile(record.fileKey, image);
-    this.#store.putStream(record.streamId, { 0: record.fileKey });
+    await this.#store.putFile(record.fileKey, image);
+    await this.#store.putStream(record.streamId, { 0: record.fileKey });
     this.#streams.addStream(record.streamId, new Map([[0, image]]));
-    const job = this.#jobs.createJob(spec);
+    const job = await this.#jobs.createJob(spec);
     if (!job.ok) return { ok: false, reason: job.reason };
-    this.#store.putRecord("ota-update", id, record);
+    await this.#store.putRecord("ota-update", id, record);
     return { ok: true, value: record };
   }
 
   /** An OTA update with its job's status and counts. */
-  describe(
+  async describe(
     otaUpdateId: string,
-  ): (OtaUpdateRecord & { status: string; counts: Record<string, number> }) | null {
-    const record = this.#store.getRecord<OtaUpdateRecord>("ota-update", otaUpdateId);
+  ): Promise<(OtaUpdateRecord & { status: string; counts: Record<string, number> }) | null> {
+    const record = await this.#store.getRecord<OtaUpdateRecord>("ota-update", otaUpdateId);
     if (!record) return null;
     return {
       ...record,
-      status: this.#store.getJob(record.jobId)?.status ?? "UNKNOWN",
-      counts: this.#jobs.counts(record.jobId),
+      status: (await this.#store.getJob(record.jobId))?.status ?? "UNKNOWN",
+      counts: await this.#jobs.counts(record.jobId),
     };
   }
 
   /** All OTA updates. */
-  list(): OtaUpdateRecord[] {
+  list(): Promise<OtaUpdateRecord[]> {
     return this.#store.listRecords<OtaUpdateRecord>("ota-update");
   }
 
@@ -281,7 +281,7 @@ export class OtaUpdateManager {
       if (!root.ok) return { ok: false, reason: `rootPem: ${root.reason}` };
       roots.push(root.value);
     } else {
-      for (const profile of this.#store.listRecords<SigningProfile>("signing-profile")) {
+      for (const profile of await this.#store.listRecords<SigningProfile>("signing-profile")) {
         const root = parseCertificate(profile.rootPem);
         if (root.ok && !roots.some((r) => r.equal(root.value))) roots.push(root.value);
       }
@@ -339,7 +339,7 @@ export class OtaUpdateManager {
     if (!Number.isInteger(counter) || counter! < 0 || counter! > 0xffffffff) {
       return { ok: false, reason: "securityCounter must be a u32" };
     }
-    const profile = this.#store.getRecord<SigningProfile>(
+    const profile = await this.#store.getRecord<SigningProfile>(
       "signing-profile",
       request.signingProfile ?? "",
     );

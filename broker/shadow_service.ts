@@ -41,7 +41,7 @@ export class ShadowService {
   readonly #store: CloudStore;
   readonly #publisher: Publisher;
   readonly #clock: Clock;
-  readonly #onFirmware: (thing: string, firmware: string | null) => void;
+  readonly #onFirmware: (thing: string, firmware: string | null) => void | Promise<void>;
 
   /** Builds the service. */
   constructor(
@@ -50,7 +50,7 @@ export class ShadowService {
       publisher: Publisher;
       clock: Clock;
       /** Told the firmware a thing reports running (null: none), after each accepted update. */
-      onFirmware?: (thing: string, firmware: string | null) => void;
+      onFirmware?: (thing: string, firmware: string | null) => void | Promise<void>;
     },
   ) {
     this.#store = options.store;
@@ -60,14 +60,15 @@ export class ShadowService {
   }
 
   /** The stored shadow of `thing`, or null. */
-  get(thing: string): ShadowDocument | null {
+  get(thing: string): Promise<ShadowDocument | null> {
     return this.#store.getRecord<ShadowDocument>("shadow", thing);
   }
 
   /** Every stored shadow, by thing. */
-  all(): Map<string, ShadowDocument> {
+  async all(): Promise<Map<string, ShadowDocument>> {
     const shadows = new Map<string, ShadowDocument>();
-    for (const entry of this.#store.listRecords<ShadowDocument & { thing: string }>("shadow")) {
+    const stored = await this.#store.listRecords<ShadowDocument & { thing: string }>("shadow");
+    for (const entry of stored) {
       shadows.set(entry.thing, entry);
     }
     return shadows;
@@ -103,18 +104,23 @@ export class ShadowService {
     if (depth(state.reported) > MAX_DEPTH) {
       return await reject(400, `state.reported nests deeper than ${MAX_DEPTH}`, clientToken);
     }
-    const previous = this.get(thing);
-    const reported = merge(previous?.reported ?? {}, state.reported);
-    const document: ShadowDocument = {
-      reported,
-      version: (previous?.version ?? 0) + 1,
-      timestamp,
-    };
-    this.#store.putRecord("shadow", thing, { ...document, thing });
+    const reportedNow = state.reported;
+    // Merged under the thing's lock: two nodes never build a version from the same previous one.
+    const document = await this.#store.transaction(async () => {
+      await this.#store.lockThing(thing);
+      const previous = await this.get(thing);
+      const document: ShadowDocument = {
+        reported: merge(previous?.reported ?? {}, reportedNow),
+        version: (previous?.version ?? 0) + 1,
+        timestamp,
+      };
+      await this.#store.putRecord("shadow", thing, { ...document, thing });
+      return document;
+    });
     await this.#store.committed();
-    if ("firmware" in state.reported) {
-      const firmware = reported.firmware;
-      this.#onFirmware(thing, typeof firmware === "string" ? firmware : null);
+    if ("firmware" in reportedNow) {
+      const firmware = document.reported.firmware;
+      await this.#onFirmware(thing, typeof firmware === "string" ? firmware : null);
     }
     await this.#publisher.publish(
       `${topic}/accepted`,

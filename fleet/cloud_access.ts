@@ -44,14 +44,13 @@ export interface CloudAccess {
 export function embeddedAccess(cloud: Cloud): CloudAccess {
   return {
     brokerUrl: cloud.url,
-    provisionThing(thing, inGroup) {
-      const secret = cloud.provisionThing(thing, null);
-      if (inGroup) cloud.store.addToGroup("fleet", thing);
-      return Promise.resolve(secret);
+    async provisionThing(thing, inGroup) {
+      const secret = await cloud.provisionThing(thing, null);
+      if (inGroup) await cloud.store.addToGroup("fleet", thing);
+      return secret;
     },
     addToGroup(thing) {
-      cloud.jobs.addThingToGroup("fleet", thing);
-      return Promise.resolve();
+      return cloud.jobs.addThingToGroup("fleet", thing);
     },
     async createSigningProfile(profile) {
       const created = await cloud.otaUpdates.createSigningProfile(profile);
@@ -62,20 +61,20 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
       if (!created.ok) throw new Error(created.reason);
       return { jobId: created.value.jobId, fileSize: created.value.fileSize };
     },
-    findOtaUpdate(otaUpdateId) {
-      const found = cloud.otaUpdates.describe(otaUpdateId);
-      return Promise.resolve(found ? { jobId: found.jobId, fileSize: found.fileSize } : null);
+    async findOtaUpdate(otaUpdateId) {
+      const found = await cloud.otaUpdates.describe(otaUpdateId);
+      return found ? { jobId: found.jobId, fileSize: found.fileSize } : null;
     },
-    jobState(jobId) {
-      return Promise.resolve({
-        status: cloud.store.getJob(jobId)?.status ?? "UNKNOWN",
-        reason: cloud.store.getJob(jobId)?.reason ?? null,
-        counts: cloud.jobs.counts(jobId),
-      });
+    async jobState(jobId) {
+      const job = await cloud.store.getJob(jobId);
+      return {
+        status: job?.status ?? "UNKNOWN",
+        reason: job?.reason ?? null,
+        counts: await cloud.jobs.counts(jobId),
+      };
     },
-    cancelJob(jobId, reason) {
-      cloud.jobs.cancelJob(jobId, { reason });
-      return Promise.resolve();
+    async cancelJob(jobId, reason) {
+      await cloud.jobs.cancelJob(jobId, { reason });
     },
     bytesDelivered: (blockSize) => cloud.streams.stats.blocksSent * blockSize,
     outages: () => ({ count: 0, seconds: 0 }),

@@ -41,7 +41,7 @@ Deno.test("mqttPort: a disconnected client fails at once", async () => {
 Deno.test("mqttPort: several topics go in one SUBSCRIBE, and a refused one fails the call naming it", async () => {
   const cloud = await startCloud();
   try {
-    const secret = cloud.provisionThing("dev-1", null);
+    const secret = await cloud.provisionThing("dev-1", null);
     const client = await mqtt.connectAsync(cloud.url, {
       clientId: "dev-1",
       username: "dev-1",

@@ -22,7 +22,10 @@ const secrets = new Map<string, StoredSecret>([["dev-a", hashSecret("secret-a")]
 
 async function setup() {
   const hooks = createAuthHooks(
-    { thingSecret: (t) => secrets.get(t) ?? null, serviceSecret: hashSecret("service-secret") },
+    {
+      thingSecret: (t) => Promise.resolve(secrets.get(t) ?? null),
+      serviceSecret: hashSecret("service-secret"),
+    },
     systemClock,
     { maxPayloadBytes: 4096, maxMessagesPerSecond: 50 },
   );

@@ -37,13 +37,13 @@ Deno.test("cloud e2e: four authenticated devices update through the job and stre
   const runtimes = await fleet(4, cloud.url, (t) => `secret-of-${t}`);
   try {
     for (let i = 0; i < runtimes.length; i++) {
-      cloud.provisionThing(`dev-${i}`, `secret-of-dev-${i}`);
-      cloud.jobs.addThingToGroup("fleet", `dev-${i}`);
+      await cloud.provisionThing(`dev-${i}`, `secret-of-dev-${i}`);
+      await cloud.jobs.addThingToGroup("fleet", `dev-${i}`);
     }
     const { image, signature } = await signedUpdate("1.1.0");
     cloud.streams.addStream("fw-1-1-0", new Map([[0, image]]));
     await Promise.all(runtimes.map((r) => r.start()));
-    const created = cloud.jobs.createJob({
+    const created = await cloud.jobs.createJob({
       jobId: "ota-1",
       document: firmwareJobDocument({
         stream: "fw-1-1-0",
@@ -55,15 +55,18 @@ Deno.test("cloud e2e: four authenticated devices update through the job and stre
       rollout: { maximumPerMinute: 1000 },
     });
     assert.ok(created.ok);
-    await waitUntil(() => cloud.jobs.counts("ota-1").SUCCEEDED === 4, "all four SUCCEEDED");
+    await waitUntil(
+      async () => (await cloud.jobs.counts("ota-1")).SUCCEEDED === 4,
+      "all four SUCCEEDED",
+    );
     await waitUntil(
       () =>
         runtimes.every((r) => r.device.running?.version === "1.1.0+0" && !r.device.running.trial),
       "all confirmed",
     );
-    assert.equal(cloud.store.getJob("ota-1")!.status, "COMPLETED");
+    assert.equal((await cloud.store.getJob("ota-1"))!.status, "COMPLETED");
     for (const r of runtimes) assert.equal(r.device.fwu.state, FwuState.UPDATED);
-    const history = cloud.store.history({ jobId: "ota-1", thing: "dev-2" }).map((h) =>
+    const history = (await cloud.store.history({ jobId: "ota-1", thing: "dev-2" })).map((h) =>
       h.event === "device-update" ? (h.detail as { status: string }).status : h.event
     );
     assert.deepEqual(history.slice(0, 2), ["queued", "IN_PROGRESS"]);
@@ -83,9 +86,9 @@ Deno.test("cloud e2e: a device with a wrong secret never connects and its execut
   const cloud = await startCloud({ tickMs: 100 });
   const [runtime] = await fleet(1, cloud.url, () => "wrong");
   try {
-    cloud.provisionThing("dev-0", "right");
-    cloud.jobs.addThingToGroup("fleet", "dev-0");
-    cloud.jobs.createJob({
+    await cloud.provisionThing("dev-0", "right");
+    await cloud.jobs.addThingToGroup("fleet", "dev-0");
+    await cloud.jobs.createJob({
       jobId: "ota-1",
       document: { afr_ota: { protocols: ["MQTT"], streamname: "s", files: [] } },
       targets: { groups: ["fleet"] },
@@ -95,7 +98,7 @@ Deno.test("cloud e2e: a device with a wrong secret never connects and its execut
       () => cloud.refusals.some((r) => /bad credentials for 'dev-0'/.test(r)),
       "the refusal",
     );
-    assert.equal(cloud.store.getExecution("ota-1", "dev-0")!.status, "QUEUED");
+    assert.equal((await cloud.store.getExecution("ota-1", "dev-0"))!.status, "QUEUED");
   } finally {
     await runtime!.stop();
     await cloud.close();
@@ -105,8 +108,8 @@ Deno.test("cloud e2e: a device with a wrong secret never connects and its execut
 Deno.test("cloud e2e: malformed CBOR, bad JSON and garbage bytes are answered or dropped, and the broker keeps serving", async () => {
   const cloud = await startCloud();
   try {
-    cloud.provisionThing("dev-x", "secret-x");
-    cloud.jobs.createJob({
+    await cloud.provisionThing("dev-x", "secret-x");
+    await cloud.jobs.createJob({
       jobId: "job-x",
       document: { afr_ota: {} },
       targets: { things: ["dev-x"] },
@@ -163,7 +166,7 @@ Deno.test("cloud e2e: devices sharing one connection turn connect one after the 
   try {
     for (let i = 0; i < 3; i++) {
       const thing = `dev-${i}`;
-      const secret = cloud.provisionThing(thing, null);
+      const secret = await cloud.provisionThing(thing, null);
       runtimes.push(
         await cloudDevice({
           seed: i + 1,
@@ -186,7 +189,9 @@ Deno.test("cloud e2e: devices sharing one connection turn connect one after the 
     await waitUntil(() => ended.length === 3, "every device's turn to end");
     assert.equal(most, 1, "one connection attempt at a time");
     await waitUntil(
-      () => ["dev-0", "dev-1", "dev-2"].every((t) => cloud.shadows.get(t) !== null),
+      async () =>
+        (await Promise.all(["dev-0", "dev-1", "dev-2"].map((t) => cloud.shadows.get(t))))
+          .every((shadow) => shadow !== null),
       "every device connected and reported",
     );
   } finally {
@@ -197,7 +202,7 @@ Deno.test("cloud e2e: devices sharing one connection turn connect one after the 
 
 Deno.test("cloud e2e: a GetStream request's blocks leave the broker in one socket write", async () => {
   const cloud = await startCloud();
-  cloud.provisionThing("dev-0", "secret-of-dev-0");
+  await cloud.provisionThing("dev-0", "secret-of-dev-0");
   const image = new Uint8Array(10 * 4096).map((_, i) => i % 253);
   cloud.streams.addStream("fw", new Map([[0, image]]));
   // The server side of the device's connection, and the batches of chunks written to it.

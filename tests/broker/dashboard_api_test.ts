@@ -55,8 +55,8 @@ Deno.test("dashboard API: an update's devices (filtered by status, version, grou
   const side = await qualificationCloud("MQTT");
   try {
     const { cloud } = side;
-    cloud.provisionThing("other", "other-secret");
-    cloud.jobs.addThingToGroup("lab", "other");
+    await cloud.provisionThing("other", "other-secret");
+    await cloud.jobs.addThingToGroup("lab", "other");
     const jobId = await side.update("listed", { version: "1.1.0", securityCounter: 2 });
     await cloud.shadows.handleUpdate(
       side.thing,
@@ -101,7 +101,7 @@ Deno.test("dashboard API: an update's devices (filtered by status, version, grou
     assert.equal((await api("/things/nobody")).status, 404);
 
     const timeline = await api(`/jobs/${jobId}/timeline`);
-    assert.equal(timeline.body.createdAt, cloud.store.getJob(jobId)!.createdAt);
+    assert.equal(timeline.body.createdAt, (await cloud.store.getJob(jobId))!.createdAt);
     assert.deepEqual(timeline.body.points.at(-1).counts, { pending: 0, QUEUED: 1 });
   } finally {
     await side.close();
@@ -113,8 +113,8 @@ Deno.test("dashboard API: a stopped rollout's unreached devices stay counted; an
   try {
     const { cloud } = side;
     for (const thing of ["n1", "n2", "n3"]) {
-      cloud.provisionThing(thing, `${thing}-secret-1`);
-      cloud.jobs.addThingToGroup("fleet", thing);
+      await cloud.provisionThing(thing, `${thing}-secret-1`);
+      await cloud.jobs.addThingToGroup("fleet", thing);
     }
     const jobId = await side.update("slow", {
       version: "1.1.0",
@@ -128,21 +128,24 @@ Deno.test("dashboard API: a stopped rollout's unreached devices stay counted; an
       });
       return { status: response.status, body: await response.json() };
     };
-    await waitUntil(() => cloud.store.executionsOfJob(jobId).length === 1, "one notification");
-    const [first] = cloud.store.executionsOfJob(jobId);
+    await waitUntil(
+      async () => (await cloud.store.executionsOfJob(jobId)).length === 1,
+      "one notification",
+    );
+    const [first] = await cloud.store.executionsOfJob(jobId);
     const report = (status: string, reason: string) =>
       cloud.jobs.handleDeviceMessage(
         first!.thing,
         `$aws/things/${first!.thing}/jobs/${jobId}/update`,
         new TextEncoder().encode(JSON.stringify({ status, statusDetails: { reason } })),
       );
-    report("IN_PROGRESS", "downloading");
-    report("FAILED", "0x000000e3: 0x00000095");
-    assert.equal(cloud.jobs.counts(jobId).pending, 3);
-    assert.ok(cloud.jobs.cancelJob(jobId, { reason: "stopped by a test" }).ok);
+    await report("IN_PROGRESS", "downloading");
+    await report("FAILED", "0x000000e3: 0x00000095");
+    assert.equal((await cloud.jobs.counts(jobId)).pending, 3);
+    assert.ok((await cloud.jobs.cancelJob(jobId, { reason: "stopped by a test" })).ok);
 
     // The three the rollout never reached are still counted, and listed.
-    const counts = cloud.jobs.counts(jobId);
+    const counts = await cloud.jobs.counts(jobId);
     assert.equal(counts.pending, 0);
     assert.equal(counts.neverNotified, 3);
     const devices = (await api("/ota-updates/slow/devices")).body.devices;
@@ -165,8 +168,8 @@ Deno.test("dashboard API: a stopped rollout's unreached devices stay counted; an
     assert.equal((await api("/ota-updates/nope/failures")).status, 404);
 
     // Long after, the chart still ends where the job did: its timeline, then its event stream.
-    const endedAt = cloud.store.getJob(jobId)!.endedAt!;
-    assert.ok(endedAt >= cloud.store.getJob(jobId)!.createdAt);
+    const endedAt = (await cloud.store.getJob(jobId))!.endedAt!;
+    assert.ok(endedAt >= (await cloud.store.getJob(jobId))!.createdAt);
     side.clock.advance(3_600_000);
     const timeline = (await api(`/jobs/${jobId}/timeline`)).body;
     assert.equal(timeline.endedAt, endedAt);

@@ -74,9 +74,11 @@ Deno.test("device API fuzz: any payload on any service topic: the broker serves 
   const cloud = await startCloud();
   const clients: mqtt.MqttClient[] = [];
   try {
-    for (const thing of ["fuzzer", "bystander"]) cloud.provisionThing(thing, `secret-${thing}`);
+    for (const thing of ["fuzzer", "bystander"]) {
+      await cloud.provisionThing(thing, `secret-${thing}`);
+    }
     cloud.streams.addStream("fuzz-stream", new Map([[0, new Uint8Array(5000).fill(7)]]));
-    const created = cloud.jobs.createJob({
+    const created = await cloud.jobs.createJob({
       jobId: "fuzz-job",
       document: { afr_ota: { protocols: ["MQTT"], streamname: "fuzz-stream", files: [] } },
       targets: { things: ["fuzzer", "bystander"] },
@@ -129,7 +131,7 @@ Deno.test("device API fuzz: any payload on any service topic: the broker serves 
             { qos: 1 },
           );
           await waitUntil(() => answers > before, "the bystander to be answered");
-          const status = cloud.store.getExecution("fuzz-job", "fuzzer")?.status;
+          const status = (await cloud.store.getExecution("fuzz-job", "fuzzer"))?.status;
           assert.ok(status !== undefined && EXECUTION_STATUSES.includes(status), `${status}`);
           if (terminalSeen !== null) {
             assert.equal(status, terminalSeen, "a terminal status is final");
@@ -141,7 +143,7 @@ Deno.test("device API fuzz: any payload on any service topic: the broker serves 
       ),
       { numRuns: 40 },
     );
-    assert.equal(cloud.store.getExecution("fuzz-job", "bystander")?.status, "QUEUED");
+    assert.equal((await cloud.store.getExecution("fuzz-job", "bystander"))?.status, "QUEUED");
   } finally {
     for (const client of clients) await client.endAsync(true);
     await cloud.close();

@@ -22,7 +22,7 @@ Deno.test({
     assert.equal(cloud.broker, null);
     for (let i = 0; i < 2; i++) {
       const thing = `ext-${i}`;
-      cloud.jobs.addThingToGroup("fleet", thing);
+      await cloud.jobs.addThingToGroup("fleet", thing);
       runtimes.push(
         await cloudDevice({ seed: i + 7, thingName: thing, brokerUrl: mosquitto.url }),
       );
@@ -41,10 +41,10 @@ Deno.test({
     });
     assert.ok(created.ok, !created.ok ? created.reason : "");
     await waitUntil(
-      () => cloud.otaUpdates.describe("ext")?.status === "COMPLETED",
+      async () => (await cloud.otaUpdates.describe("ext"))?.status === "COMPLETED",
       "the update to complete",
     );
-    assert.equal(cloud.otaUpdates.describe("ext")!.counts.SUCCEEDED, 2);
+    assert.equal((await cloud.otaUpdates.describe("ext"))!.counts.SUCCEEDED, 2);
     await waitUntil(
       () =>
         runtimes.every((r) => r.device.running?.version === "1.1.0+0" && !r.device.running.trial),

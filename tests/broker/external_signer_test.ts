@@ -33,8 +33,8 @@ Deno.test({
   );
   const api = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
   try {
-    cloud.provisionThing("dev-1", "secret-xyz");
-    cloud.jobs.addThingToGroup("fleet", "dev-1");
+    await cloud.provisionThing("dev-1", "secret-xyz");
+    await cloud.jobs.addThingToGroup("fleet", "dev-1");
     await opensslCa(dir, "devices-root");
     await opensslCa(dir, "other-root");
     await opensslLeaf(dir, "devices-root", "good", CODE_SIGNING_EXTENSIONS);
@@ -104,7 +104,10 @@ Deno.test({
       const refused = await create(signer, `ext-${signer}`);
       assert.notEqual(refused.code, 0, `${signer} was accepted`);
       assert.match(refused.text, reason);
-      assert.equal(cloud.otaUpdates.list().some((u) => u.otaUpdateId === `ext-${signer}`), false);
+      assert.equal(
+        (await cloud.otaUpdates.list()).some((u) => u.otaUpdateId === `ext-${signer}`),
+        false,
+      );
     }
   } finally {
     await server.shutdown();

@@ -9,7 +9,7 @@ function service() {
   const files = new FileService({
     secret: new Uint8Array(32).fill(7),
     clock,
-    source: (key) => (key === "fw.bin" ? file : null),
+    source: (key) => Promise.resolve(key === "fw.bin" ? file : null),
     baseUrl: "http://h",
   });
   return { clock, file, files };
@@ -21,20 +21,20 @@ const get = (files: FileService, url: string, range?: string) =>
 Deno.test("FileService serves a pre-signed URL whole and by range", async () => {
   const { files, file } = service();
   const url = files.presign("fw.bin", 60);
-  const whole = get(files, url);
+  const whole = await get(files, url);
   assert.equal(whole.status, 200);
   assert.deepEqual(new Uint8Array(await whole.arrayBuffer()), file);
-  const part = get(files, url, "bytes=1024-2047");
+  const part = await get(files, url, "bytes=1024-2047");
   assert.equal(part.status, 206);
   assert.equal(part.headers.get("content-range"), "bytes 1024-2047/5000");
   assert.deepEqual(new Uint8Array(await part.arrayBuffer()), file.subarray(1024, 2048));
-  const tail = get(files, url, "bytes=4096-9999");
+  const tail = await get(files, url, "bytes=4096-9999");
   assert.equal(
     (await tail.arrayBuffer()).byteLength,
     904,
     "a range past the end is clipped to the file",
   );
-  const beyond = get(files, url, "bytes=6000-6001");
+  const beyond = await get(files, url, "bytes=6000-6001");
   assert.equal(beyond.status, 416);
   await beyond.body?.cancel();
 });
@@ -57,25 +57,25 @@ Deno.test("FileService refuses expired, tampered and foreign URLs with 403", asy
       "http://h/files/../etc?X-Ota-Expires=1&X-Ota-Signature=x",
     ]
   ) {
-    const response = get(files, bad);
+    const response = await get(files, bad);
     assert.equal(response.status, 403, bad);
     await response.body?.cancel();
   }
   clock.advance(60_001);
-  const expired = get(files, url);
+  const expired = await get(files, url);
   assert.equal(expired.status, 403);
   assert.equal(await expired.text(), "Request has expired");
   assert.equal(files.refused, 6);
   assert.throws(() => files.presign("../x", 60), RangeError);
 });
 
-Deno.test("FileService: property: a tampered pre-signed URL or range never gets bytes it was not signed for, and never a 5xx", () => {
+Deno.test("FileService: property: a tampered pre-signed URL or range never gets bytes it was not signed for, and never a 5xx", async () => {
   const { files, file } = service();
   const url = new URL(files.presign("fw.bin", 60));
   const signature = url.searchParams.get("X-Ota-Signature")!;
   const expires = url.searchParams.get("X-Ota-Expires")!;
-  fc.assert(
-    fc.property(
+  await fc.assert(
+    fc.asyncProperty(
       fc.record({
         key: fc.oneof(fc.constant("fw.bin"), fc.string({ maxLength: 40 })),
         expires: fc.oneof(fc.constant(expires), fc.string({ maxLength: 20 })),
@@ -93,11 +93,11 @@ Deno.test("FileService: property: a tampered pre-signed URL or range never gets 
           ),
         ),
       }),
-      (t) => {
+      async (t) => {
         const tampered = `http://h/files/${encodeURIComponent(t.key)}?X-Ota-Expires=${
           encodeURIComponent(t.expires)
         }&X-Ota-Signature=${encodeURIComponent(t.signature)}`;
-        const response = get(files, tampered, t.range ?? undefined);
+        const response = await get(files, tampered, t.range ?? undefined);
         assert.ok(response.status < 500, `${tampered} -> ${response.status}`);
         const genuine = t.key === "fw.bin" && t.expires === expires && t.signature === signature;
         if (!genuine) assert.equal(response.status, 403, tampered);

@@ -105,7 +105,7 @@ Deno.test("pre-signed URLs: a suffix range (bytes=-N) serves the last N bytes", 
   const { cloud, close } = await serve();
   try {
     const file = Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff);
-    cloud.store.putFile("fw.bin", file);
+    await cloud.store.putFile("fw.bin", file);
     const url = cloud.files.presign("fw.bin", 60);
     const last = await fetch(url, { headers: { range: "bytes=-100" } });
     assert.equal(last.status, 206);
@@ -147,9 +147,13 @@ Deno.test("operator API: /metrics in the Prometheus text format counts connectio
   const { mqttConnect } = await import("../helpers/mqtt_login.ts");
   const { base, cloud, close } = await serve();
   try {
-    cloud.provisionThing("dev-m", "metrics-secret-1");
-    cloud.jobs.addThingToGroup("fleet", "dev-m");
-    cloud.jobs.createJob({ jobId: "m1", document: { op: "x" }, targets: { groups: ["fleet"] } });
+    await cloud.provisionThing("dev-m", "metrics-secret-1");
+    await cloud.jobs.addThingToGroup("fleet", "dev-m");
+    await cloud.jobs.createJob({
+      jobId: "m1",
+      document: { op: "x" },
+      targets: { groups: ["fleet"] },
+    });
     const ok = await mqttConnect(cloud.url, "dev-m", "metrics-secret-1");
     assert.equal(ok, 0);
     const refused = await mqttConnect(cloud.url, "dev-m", "wrong-secret");

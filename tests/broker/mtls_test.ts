@@ -14,8 +14,8 @@ Deno.test("mutual TLS: a fleet-CA certificate logs a device in as its thing; wro
   const caPem = pem(fleet.certificate);
   const code = (options: Record<string, unknown>) => loginCode(url, { ca: caPem, ...options });
   try {
-    cloud.provisionThing("dev-tls", "not-used-with-tls");
-    cloud.jobs.createJob({
+    await cloud.provisionThing("dev-tls", "not-used-with-tls");
+    await cloud.jobs.createJob({
       jobId: "job-tls",
       document: { afr_ota: {} },
       targets: { things: ["dev-tls"] },

@@ -44,7 +44,7 @@ async function setup() {
 Deno.test("operator API: no token, a wrong token or device credentials get 401", async () => {
   const s = await setup();
   try {
-    s.cloud.provisionThing("dev-1", "device-secret");
+    await s.cloud.provisionThing("dev-1", "device-secret");
     assert.equal((await s.call("GET", "/jobs", undefined, null)).status, 401);
     assert.equal((await s.call("GET", "/jobs", undefined, "nope")).status, 401);
     assert.equal((await s.call("GET", "/jobs", undefined, "device-secret")).status, 401);
@@ -125,12 +125,12 @@ Deno.test("operator API: things, groups, jobs, executions by status, history, ca
     const bad = await s.call("POST", "/jobs", "{not json");
     assert.equal(bad.status, 400);
     assert.match(bad.body.error, /not JSON/);
-    s.cloud.jobs.handleDeviceMessage(
+    await s.cloud.jobs.handleDeviceMessage(
       "dev-2",
       "$aws/things/dev-2/jobs/ota-1/update",
       new TextEncoder().encode(JSON.stringify({ status: "IN_PROGRESS" })),
     );
-    s.cloud.jobs.handleDeviceMessage(
+    await s.cloud.jobs.handleDeviceMessage(
       "dev-2",
       "$aws/things/dev-2/jobs/ota-1/update",
       new TextEncoder().encode(

@@ -17,8 +17,8 @@ async function setup() {
   const created = await cloud.otaUpdates.createSigningProfile(await releaseProfile());
   assert.ok(created.ok);
   for (const thing of ["dev-1", "dev-2"]) {
-    cloud.provisionThing(thing, "secret-xyz");
-    cloud.jobs.addThingToGroup("fleet", thing);
+    await cloud.provisionThing(thing, "secret-xyz");
+    await cloud.jobs.addThingToGroup("fleet", thing);
   }
   const dir = await Deno.makeTempDir({ prefix: "ota-cli-" });
   await Deno.writeFile(`${dir}/fw.bin`, buildFirmware({ behavior: "ok", version: "1.1.0" }, 4096));
@@ -92,10 +92,10 @@ Deno.test("ota CLI: create, list, describe, executions, history and a watch that
     const described = await s.run("describe", "v110", "--json");
     assert.equal(JSON.parse(described.out).counts.QUEUED, 2);
     const watching = s.run("watch", "v110", "--json");
-    device(s.cloud, "dev-1", "AFR_OTA-v110", "IN_PROGRESS");
-    device(s.cloud, "dev-1", "AFR_OTA-v110", "SUCCEEDED");
-    device(s.cloud, "dev-2", "AFR_OTA-v110", "IN_PROGRESS");
-    device(s.cloud, "dev-2", "AFR_OTA-v110", "FAILED");
+    await device(s.cloud, "dev-1", "AFR_OTA-v110", "IN_PROGRESS");
+    await device(s.cloud, "dev-1", "AFR_OTA-v110", "SUCCEEDED");
+    await device(s.cloud, "dev-2", "AFR_OTA-v110", "IN_PROGRESS");
+    await device(s.cloud, "dev-2", "AFR_OTA-v110", "FAILED");
     const watched = await watching;
     assert.equal(watched.code, 0);
     const events = watched.out.split("\n").map((l) => JSON.parse(l));
@@ -211,15 +211,15 @@ Deno.test("ota CLI: pause and resume an update; watch --fail-on-failed exits 1 w
     const paused = await s.run("pause", "v111");
     assert.equal(paused.code, 0, paused.err);
     assert.match(paused.out, /^paused: PAUSED/);
-    assert.equal(s.cloud.store.getJob("AFR_OTA-v111")!.status, "PAUSED");
+    assert.equal((await s.cloud.store.getJob("AFR_OTA-v111"))!.status, "PAUSED");
     const resumed = await s.run("resume", "v111");
     assert.equal(resumed.code, 0, resumed.err);
     assert.match(resumed.out, /^resumed: IN_PROGRESS/);
     const watching = s.run("watch", "v111", "--fail-on-failed");
-    device(s.cloud, "dev-1", "AFR_OTA-v111", "IN_PROGRESS");
-    device(s.cloud, "dev-1", "AFR_OTA-v111", "SUCCEEDED");
-    device(s.cloud, "dev-2", "AFR_OTA-v111", "IN_PROGRESS");
-    device(s.cloud, "dev-2", "AFR_OTA-v111", "FAILED");
+    await device(s.cloud, "dev-1", "AFR_OTA-v111", "IN_PROGRESS");
+    await device(s.cloud, "dev-1", "AFR_OTA-v111", "SUCCEEDED");
+    await device(s.cloud, "dev-2", "AFR_OTA-v111", "IN_PROGRESS");
+    await device(s.cloud, "dev-2", "AFR_OTA-v111", "FAILED");
     const watched = await watching;
     assert.equal(watched.code, 1, "a failed execution fails the watch");
     assert.match(watched.err, /1 executions FAILED, were REJECTED or TIMED_OUT/);
@@ -302,10 +302,10 @@ Deno.test("ota CLI: things, groups and signing profiles without curl; failures g
     );
     assert.equal(created.code, 0, created.err);
     for (const thing of ["dev-1", "dev-11"]) {
-      device(s.cloud, thing, "AFR_OTA-v120", "IN_PROGRESS");
-      device(s.cloud, thing, "AFR_OTA-v120", "FAILED");
+      await device(s.cloud, thing, "AFR_OTA-v120", "IN_PROGRESS");
+      await device(s.cloud, thing, "AFR_OTA-v120", "FAILED");
     }
-    s.cloud.jobs.handleDeviceMessage(
+    await s.cloud.jobs.handleDeviceMessage(
       "dev-12",
       "$aws/things/dev-12/jobs/AFR_OTA-v120/update",
       new TextEncoder().encode(JSON.stringify({

@@ -30,8 +30,8 @@ async function world(devices: number) {
   const runtimes: DeviceRuntime[] = [];
   for (let i = 0; i < devices; i++) {
     const thing = `dev-${i}`;
-    cloud.provisionThing(thing, `secret-${thing}`);
-    cloud.jobs.addThingToGroup("fleet", thing);
+    await cloud.provisionThing(thing, `secret-${thing}`);
+    await cloud.jobs.addThingToGroup("fleet", thing);
     runtimes.push(
       await cloudDevice({
         seed: i + 1,
@@ -61,7 +61,7 @@ async function profile(cloud: Cloud) {
 
 async function confirmed(w: Awaited<ReturnType<typeof world>>, otaUpdateId: string) {
   await waitUntil(
-    () => w.cloud.otaUpdates.describe(otaUpdateId)?.status === "COMPLETED",
+    async () => (await w.cloud.otaUpdates.describe(otaUpdateId))?.status === "COMPLETED",
     `${otaUpdateId} to complete`,
   );
   await waitUntil(
@@ -69,7 +69,10 @@ async function confirmed(w: Awaited<ReturnType<typeof world>>, otaUpdateId: stri
       w.runtimes.every((r) => r.device.running?.version === "1.1.0+0" && !r.device.running.trial),
     "confirmation",
   );
-  assert.equal(w.cloud.otaUpdates.describe(otaUpdateId)!.counts.SUCCEEDED, w.runtimes.length);
+  assert.equal(
+    (await w.cloud.otaUpdates.describe(otaUpdateId))!.counts.SUCCEEDED,
+    w.runtimes.length,
+  );
 }
 
 Deno.test("OTA update over HTTP: a signing profile signs the payload and devices fetch it with fresh pre-signed URLs", async () => {
@@ -88,7 +91,7 @@ Deno.test("OTA update over HTTP: a signing profile signs the payload and devices
       presignedUrlExpirySeconds: 300,
     });
     assert.ok(created.ok, !created.ok ? created.reason : "");
-    const document = w.cloud.store.getJob(created.value.jobId)!.spec.document as {
+    const document = (await w.cloud.store.getJob(created.value.jobId))!.spec.document as {
       afr_ota: { files: { update_data_url: string }[] };
     };
     assert.match(
@@ -137,8 +140,8 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
     // The agents' counters reach the cloud with the devices' reports, and its metrics.
     await waitUntil(
       () =>
-        w.runtimes.every((r) => {
-          const agent = w.cloud.shadows.get(r.thingName)?.reported.agent as
+        w.runtimes.every(async (r) => {
+          const agent = (await w.cloud.shadows.get(r.thingName))?.reported.agent as
             | Record<string, number>
             | undefined;
           return (agent?.packetsProcessed ?? 0) > 0;
@@ -146,12 +149,15 @@ Deno.test("OTA update over MQTT from an image signed elsewhere; a bad external s
       "the agents' statistics in the devices' shadows",
     );
     for (const r of w.runtimes) {
-      const agent = w.cloud.shadows.get(r.thingName)!.reported.agent as Record<string, number>;
+      const agent = (await w.cloud.shadows.get(r.thingName))!.reported.agent as Record<
+        string,
+        number
+      >;
       assert.deepEqual(agent, r.agentStatistics());
       assert.ok(agent.packetsReceived! >= agent.packetsProcessed!);
     }
     const processed = /^ota_agent_packets_total\{kind="processed"\} (\d+)$/m.exec(
-      prometheusText(w.cloud),
+      await prometheusText(w.cloud),
     );
     assert.ok(Number(processed?.[1]) > 0, "summed in /metrics");
   } finally {
@@ -189,8 +195,8 @@ Deno.test({
   const { openssl, opensslDir } = await import("../helpers/openssl.ts");
   const w = await world(0);
   // A target that never connects: the update only has to be created.
-  w.cloud.provisionThing("idle", "secret-idle");
-  w.cloud.jobs.addThingToGroup("fleet", "idle");
+  await w.cloud.provisionThing("idle", "secret-idle");
+  await w.cloud.jobs.addThingToGroup("fleet", "idle");
   const dir = await opensslDir();
   try {
     const pki = await testPki();

@@ -1,7 +1,7 @@
 /** The shadow service (reported state), and a real device reporting itself after boot. */
 import assert from "node:assert/strict";
 import { MAX_SHADOW_BYTES, ShadowService } from "../../broker/shadow_service.ts";
-import { SqliteStore } from "../../broker/store.ts";
+import { SqliteStore } from "../../broker/sqlite_store.ts";
 import { ManualClock } from "../../lib/clock.ts";
 import { inProcessDevice, qualificationCloud } from "../helpers/qualification.ts";
 import { waitUntil } from "../helpers/wait.ts";
@@ -37,19 +37,19 @@ Deno.test("shadow: reported state merges key by key, null deletes, every accepte
       clientToken: "t1",
     });
     await send({ state: { reported: { slots: { b: null, c: 3 }, counter: 2 } } });
-    assert.deepEqual(shadows.get("dev-1")?.reported, {
+    assert.deepEqual((await shadows.get("dev-1"))?.reported, {
       firmware: "1.0.0",
       slots: { a: 1, c: 3 },
       counter: 2,
     });
-    assert.equal(shadows.get("dev-1")?.version, 2);
+    assert.equal((await shadows.get("dev-1"))?.version, 2);
     assert.equal(published[0]!.topic, "$aws/things/dev-1/shadow/update/accepted");
     assert.equal(published[0]!.body.clientToken, "t1");
     assert.equal(published[1]!.body.version, 2);
-    assert.deepEqual([...shadows.all().keys()], ["dev-1"]);
-    assert.equal(shadows.get("dev-2"), null);
+    assert.deepEqual([...(await shadows.all()).keys()], ["dev-1"]);
+    assert.equal(await shadows.get("dev-2"), null);
   } finally {
-    store.close();
+    await store.close();
   }
 });
 
@@ -75,10 +75,10 @@ Deno.test("shadow: bad updates are rejected with AWS codes and a message, and ch
       assert.equal(answer.body.code, code);
       assert.match(String(answer.body.message), message);
     }
-    assert.deepEqual(shadows.get("dev-1")?.reported, { firmware: "1.0.0" });
-    assert.equal(shadows.get("dev-1")?.version, 1);
+    assert.deepEqual((await shadows.get("dev-1"))?.reported, { firmware: "1.0.0" });
+    assert.equal((await shadows.get("dev-1"))?.version, 1);
   } finally {
-    store.close();
+    await store.close();
   }
 });
 
@@ -87,8 +87,11 @@ Deno.test("shadow end to end: a device reports its firmware, slots, counter and 
   const rig = await inProcessDevice(side);
   try {
     await rig.runtime.start();
-    await waitUntil(() => side.cloud.shadows.get(side.thing) !== null, "the device's report");
-    const reported = side.cloud.shadows.get(side.thing)!.reported;
+    await waitUntil(
+      async () => (await side.cloud.shadows.get(side.thing)) !== null,
+      "the device's report",
+    );
+    const reported = (await side.cloud.shadows.get(side.thing))!.reported;
     assert.equal(reported.firmware, "1.0.0+0");
     assert.equal(reported.securityCounter, 1);
     assert.deepEqual(reported.slots, {

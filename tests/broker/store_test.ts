@@ -1,74 +1,36 @@
-/** The SQLite store's execution queries: counts and overdue executions agree with the records. */
+/**
+ * The SQLite store: the store contract, and what is its own (durability settings, migrating an
+ * old file, reads from memory agreeing with the file, group commits).
+ */
 import { DatabaseSync } from "node:sqlite";
 import assert from "node:assert/strict";
-import { type ExecutionRecord, SqliteStore } from "../../broker/store.ts";
-import type { ExecutionStatus } from "../../broker/job_execution.ts";
+import { SqliteStore } from "../../broker/sqlite_store.ts";
+import { execution, storeContract } from "./store_contract.ts";
 
-function execution(jobId: string, thing: string, status: ExecutionStatus): ExecutionRecord {
-  return {
-    jobId,
-    thing,
-    status,
-    statusDetails: {},
-    versionNumber: 1,
-    executionNumber: 1,
-    queuedAt: 0,
-    startedAt: null,
-    updatedAt: 0,
-    deadline: null,
-  };
-}
-
-Deno.test("store: execution counts by status and overdue executions follow every update", () => {
-  const directory = Deno.makeTempDirSync();
-  const store = new SqliteStore(`${directory}/cloud.db`);
-  try {
-    assert.deepEqual(store.executionStatusCounts("job-a"), {});
-    store.putExecution(execution("job-a", "t1", "QUEUED"));
-    store.putExecution(execution("job-a", "t2", "IN_PROGRESS"));
-    store.putExecution(execution("job-a", "t3", "IN_PROGRESS"));
-    store.putExecution(execution("job-b", "t1", "SUCCEEDED"));
-    // A status change replaces the row, so the old status no longer counts.
-    store.putExecution(execution("job-a", "t2", "SUCCEEDED"));
-    assert.deepEqual(store.executionStatusCounts("job-a"), {
-      QUEUED: 1,
-      IN_PROGRESS: 1,
-      SUCCEEDED: 1,
-    });
-    assert.deepEqual(store.executionStatusCounts("job-b"), { SUCCEEDED: 1 });
-    assert.deepEqual(store.executionsOfJob("job-a").map((e) => e.thing), ["t1", "t3", "t2"]);
-    // Overdue: in progress with a deadline at or before now; no deadline is never overdue.
-    store.putExecution({ ...execution("job-a", "t4", "IN_PROGRESS"), deadline: 5_000 });
-    store.putExecution({ ...execution("job-a", "t5", "IN_PROGRESS"), deadline: 9_000 });
-    store.putExecution({ ...execution("job-a", "t6", "SUCCEEDED"), deadline: 1_000 });
-    assert.deepEqual(store.overdueExecutions("job-a", 4_999).map((e) => e.thing), []);
-    assert.deepEqual(store.overdueExecutions("job-a", 5_000).map((e) => e.thing), ["t4"]);
-    assert.deepEqual(store.overdueExecutions("job-a", 10_000).map((e) => e.thing), ["t4", "t5"]);
-  } finally {
-    store.close();
-    Deno.removeSync(directory, { recursive: true });
-  }
+storeContract("SQLite", () => {
+  const store = new SqliteStore(":memory:");
+  return Promise.resolve({ store, cleanup: () => store.close() });
 });
 
-Deno.test("store: commits are WAL + NORMAL by default, fsynced each with powerLossDurable, and survive reopening", () => {
+Deno.test("store: commits are WAL + NORMAL by default, fsynced each with powerLossDurable, and survive reopening", async () => {
   const directory = Deno.makeTempDirSync();
   try {
     const quick = new SqliteStore(`${directory}/quick.db`);
     const durable = new SqliteStore(`${directory}/durable.db`, { powerLossDurable: true });
     assert.equal(quick.synchronous, "NORMAL");
     assert.equal(durable.synchronous, "FULL");
-    quick.putExecution(execution("job-a", "t1", "SUCCEEDED"));
-    quick.close();
-    durable.close();
+    await quick.putExecution(execution("job-a", "t1", "SUCCEEDED"));
+    await quick.close();
+    await durable.close();
     const reopened = new SqliteStore(`${directory}/quick.db`);
-    assert.deepEqual(reopened.executionStatusCounts("job-a"), { SUCCEEDED: 1 });
-    reopened.close();
+    assert.deepEqual(await reopened.executionStatusCounts("job-a"), { SUCCEEDED: 1 });
+    await reopened.close();
   } finally {
     Deno.removeSync(directory, { recursive: true });
   }
 });
 
-Deno.test("store: a database from before the deadline column is migrated and its overdue executions still found", () => {
+Deno.test("store: a database from before the deadline column is migrated and its overdue executions still found", async () => {
   const directory = Deno.makeTempDirSync();
   try {
     const path = `${directory}/old.db`;
@@ -89,15 +51,15 @@ Deno.test("store: a database from before the deadline column is migrated and its
     }
     old.close();
     const store = new SqliteStore(path);
-    assert.deepEqual(store.overdueExecutions("job-a", 5_000).map((e) => e.thing), ["t1"]);
-    assert.deepEqual(store.executionStatusCounts("job-a"), { IN_PROGRESS: 2 });
-    store.close();
+    assert.deepEqual((await store.overdueExecutions("job-a", 5_000)).map((e) => e.thing), ["t1"]);
+    assert.deepEqual(await store.executionStatusCounts("job-a"), { IN_PROGRESS: 2 });
+    await store.close();
   } finally {
     Deno.removeSync(directory, { recursive: true });
   }
 });
 
-Deno.test("store: reads served from memory agree with the file after writes, a rollback and reopening", () => {
+Deno.test("store: reads served from memory agree with the file after writes, a rollback and reopening", async () => {
   const directory = Deno.makeTempDirSync();
   const path = `${directory}/cloud.db`;
   const store = new SqliteStore(path);
@@ -112,45 +74,48 @@ Deno.test("store: reads served from memory agree with the file after writes, a r
     reason: null,
   };
   try {
-    store.putJob(job);
+    await store.putJob(job);
     // Counted (and cached) before the writes that follow, which must keep the counts exact.
-    assert.deepEqual(store.executionStatusCounts("job-a"), {});
-    assert.equal(store.getExecution("job-a", "t1"), null);
-    store.putExecution(execution("job-a", "t1", "QUEUED"));
-    store.putExecution(execution("job-a", "t2", "QUEUED"));
-    store.putExecution(execution("job-a", "t1", "IN_PROGRESS"));
-    store.putExecution(execution("job-b", "t1", "QUEUED"));
-    assert.deepEqual(store.executionStatusCounts("job-a"), { QUEUED: 1, IN_PROGRESS: 1 });
-    assert.throws(() =>
-      store.transaction(() => {
-        store.putExecution(execution("job-a", "t2", "SUCCEEDED"));
-        store.putJob({ ...job, pending: [] });
+    assert.deepEqual(await store.executionStatusCounts("job-a"), {});
+    assert.equal(await store.getExecution("job-a", "t1"), null);
+    await store.putExecution(execution("job-a", "t1", "QUEUED"));
+    await store.putExecution(execution("job-a", "t2", "QUEUED"));
+    await store.putExecution(execution("job-a", "t1", "IN_PROGRESS"));
+    await store.putExecution(execution("job-b", "t1", "QUEUED"));
+    assert.deepEqual(await store.executionStatusCounts("job-a"), { QUEUED: 1, IN_PROGRESS: 1 });
+    await assert.rejects(
+      store.transaction(async () => {
+        await store.putExecution(execution("job-a", "t2", "SUCCEEDED"));
+        await store.putJob({ ...job, pending: [] });
         throw new Error("abandoned");
-      }), /abandoned/);
+      }),
+      /abandoned/,
+    );
     store.commit();
     const other = fromFile();
     try {
       for (const s of [store, other]) {
-        assert.deepEqual(s.executionStatusCounts("job-a"), { QUEUED: 1, IN_PROGRESS: 1 });
-        assert.equal(s.getExecution("job-a", "t2")?.status, "QUEUED");
-        assert.deepEqual(s.getJob("job-a")?.pending, ["t3", "t4"]);
+        assert.deepEqual(await s.executionStatusCounts("job-a"), { QUEUED: 1, IN_PROGRESS: 1 });
+        assert.equal((await s.getExecution("job-a", "t2"))?.status, "QUEUED");
+        assert.deepEqual((await s.getJob("job-a"))?.pending, ["t3", "t4"]);
         // Replaced rows move to the end, in memory as in the file.
-        assert.deepEqual(s.executionsOfThing("t1").map((e) => `${e.jobId}:${e.status}`), [
+        assert.deepEqual((await s.executionsOfThing("t1")).map((e) => `${e.jobId}:${e.status}`), [
           "job-a:IN_PROGRESS",
           "job-b:QUEUED",
         ]);
       }
     } finally {
-      other.close();
+      await other.close();
     }
     // A cached record cannot be changed in place behind the store's back.
-    const cached = store.getJob("job-a")!;
+    const cached = (await store.getJob("job-a"))!;
     assert.throws(() => (cached.pending as string[]).push("t9"), TypeError);
+    const cachedExecution = (await store.getExecution("job-a", "t1"))!;
     assert.throws(() => {
-      (store.getExecution("job-a", "t1")!.statusDetails as Record<string, string>).x = "y";
+      (cachedExecution.statusDetails as Record<string, string>).x = "y";
     }, TypeError);
   } finally {
-    store.close();
+    await store.close();
     Deno.removeSync(directory, { recursive: true });
   }
 });
@@ -164,26 +129,28 @@ Deno.test("store: writes of one turn commit together; acknowledgements wait for 
     Number((reader.prepare("SELECT COUNT(*) AS n FROM executions").get() as { n: number }).n);
   try {
     const heard: string[] = [];
-    store.putExecution(execution("job-a", "t1", "QUEUED"));
+    await store.putExecution(execution("job-a", "t1", "QUEUED"));
     store.afterCommit(() => heard.push(`ack t1 with ${countOnDisk()} on disk`));
-    assert.throws(() =>
-      store.transaction(() => {
-        store.putExecution(execution("job-a", "t2", "QUEUED"));
+    await assert.rejects(
+      store.transaction(async () => {
+        await store.putExecution(execution("job-a", "t2", "QUEUED"));
         throw new Error("abandoned");
-      }), /abandoned/);
-    store.transaction(() => store.putExecution(execution("job-a", "t3", "QUEUED")));
+      }),
+      /abandoned/,
+    );
+    await store.transaction(() => store.putExecution(execution("job-a", "t3", "QUEUED")));
     store.afterCommit(() => heard.push("ack t3"));
     assert.equal(countOnDisk(), 0, "nothing is visible before the commit");
     assert.deepEqual(heard, [], "nobody hears of an uncommitted change");
     await store.committed();
     assert.deepEqual(heard, ["ack t1 with 2 on disk", "ack t3"]);
     assert.equal(countOnDisk(), 2, "t1 and t3, not the abandoned t2");
-    assert.equal(store.getExecution("job-a", "t2"), null);
+    assert.equal(await store.getExecution("job-a", "t2"), null);
     const done: string[] = [];
     store.afterCommit(() => done.push("nothing pending: at once"));
     assert.deepEqual(done, ["nothing pending: at once"]);
-    store.putExecution(execution("job-a", "t4", "QUEUED"));
-    store.close(); // commits what is pending
+    await store.putExecution(execution("job-a", "t4", "QUEUED"));
+    await store.close(); // commits what is pending
     assert.equal(countOnDisk(), 3);
   } finally {
     reader.close();

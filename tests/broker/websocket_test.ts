@@ -28,8 +28,8 @@ Deno.test("MQTT over WebSocket: an authenticated device gets its job over /mqtt;
   );
   const url = `ws://127.0.0.1:${(server.addr as Deno.NetAddr).port}/mqtt`;
   try {
-    cloud.provisionThing("web-1", "web-secret");
-    cloud.jobs.createJob({
+    await cloud.provisionThing("web-1", "web-secret");
+    await cloud.jobs.createJob({
       jobId: "job-ws",
       document: { afr_ota: {} },
       targets: { things: ["web-1"] },

@@ -115,13 +115,13 @@ Deno.test("hostile corpus: pre-signed URLs and operator API bodies get a 4xx wit
   const cloud = await startCloud();
   try {
     cloud.files.baseUrl = "http://cloud";
-    cloud.store.putFile("ota-x.bin", new Uint8Array(10));
+    await cloud.store.putFile("ota-x.bin", new Uint8Array(10));
     const genuine = new URL(cloud.files.presign("ota-x.bin", 60));
     const fill = (path: string) =>
       path.replace("{expires}", genuine.searchParams.get("X-Ota-Expires")!)
         .replace("{signature}", genuine.searchParams.get("X-Ota-Signature")!);
     for (const entry of corpus.presignedUrl) {
-      const response = cloud.files.handle(
+      const response = await cloud.files.handle(
         new Request(`http://cloud${fill(entry.path)}`, {
           ...(entry.range ? { headers: { range: entry.range } } : {}),
         }),
@@ -131,8 +131,8 @@ Deno.test("hostile corpus: pre-signed URLs and operator API bodies get a 4xx wit
       assert.ok(text.includes(entry.expect), `${entry.name}: '${text}' lacks '${entry.expect}'`);
     }
     const api = operatorApi(cloud, { token: "corpus-operator-token" });
-    const things = cloud.store.listThings().length;
-    const jobs = cloud.store.listJobs().length;
+    const things = (await cloud.store.listThings()).length;
+    const jobs = (await cloud.store.listJobs()).length;
     for (const entry of corpus.operatorApi) {
       const response = await api(
         new Request(`http://cloud${entry.path}`, {
@@ -148,8 +148,8 @@ Deno.test("hostile corpus: pre-signed URLs and operator API bodies get a 4xx wit
       assert.equal(response.status, entry.status, `${entry.name}: ${text}`);
       assert.ok(text.includes(entry.expect), `${entry.name}: '${text}' lacks '${entry.expect}'`);
     }
-    assert.equal(cloud.store.listThings().length, things, "no thing was half-created");
-    assert.equal(cloud.store.listJobs().length, jobs, "no job was half-created");
+    assert.equal((await cloud.store.listThings()).length, things, "no thing was half-created");
+    assert.equal((await cloud.store.listJobs()).length, jobs, "no job was half-created");
   } finally {
     await cloud.close();
   }

@@ -209,7 +209,7 @@ for (const protocol of ["MQTT", "HTTP"] as const) {
         { privateKey: leakedKeys.privateKey, certificate: leaked },
       );
       const signature = toBase64(await signData(leakedKeys.privateKey, image));
-      const jobId = world.rawJob("leaked-key", image, (entry) => ({
+      const jobId = await world.rawJob("leaked-key", image, (entry) => ({
         ...entry,
         certfile: LEAKED_CERT_PATH,
         "sig-sha256-ecdsa": signature,
@@ -292,7 +292,7 @@ Deno.test("attack (MQTT): a stream that goes on past the declared size (endless 
 
 Deno.test("attack: another device publishes status for this device's job: it is disconnected and the execution is untouched", () =>
   attack("MQTT", async (world) => {
-    world.cloud.provisionThing("mallory", "mallory-secret");
+    await world.cloud.provisionThing("mallory", "mallory-secret");
     const jobId = await world.update("target", { version: "1.1.0", securityCounter: 2 });
     const mallory = await mqtt.connectAsync(world.cloud.url, {
       clientId: "mallory",
@@ -318,7 +318,7 @@ Deno.test("attack: another device publishes status for this device's job: it is 
       "accepted  v1.1.0",
       "the forged status never landed",
     );
-    const history = world.cloud.store.history({ jobId, thing: world.thing });
+    const history = await world.cloud.store.history({ jobId, thing: world.thing });
     assert.ok(!history.some((e) => JSON.stringify(e).includes("forged")));
     await unharmed(world, "1.1.0+0", 2);
   }));

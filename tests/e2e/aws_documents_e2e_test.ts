@@ -37,7 +37,7 @@ for (const protocol of ["MQTT", "HTTP"] as DataProtocol[]) {
         for (const [i, shape] of SHAPES.entries()) {
           const version = `1.${i + 1}.0`;
           const { image, signature } = await signedImage({ version, securityCounter: 2 + i });
-          const jobId = world.rawJob(`aws-${i}`, image, (entry) => ({
+          const jobId = await world.rawJob(`aws-${i}`, image, (entry) => ({
             ...entry,
             filepath: shape.filepath,
             certfile: shape.certfile,
@@ -67,7 +67,7 @@ Deno.test({
     const world = await qualificationWorld("MQTT");
     try {
       const { image, signature } = await signedImage({ version: "1.1.0", securityCounter: 2 });
-      const jobId = world.rawJob("aws-unknown-cert", image, (entry) => ({
+      const jobId = await world.rawJob("aws-unknown-cert", image, (entry) => ({
         ...entry,
         filepath: "/test/demo",
         certfile: "test.crt",

@@ -29,7 +29,7 @@ Deno.test("block faults: a link that loses, doubles, reorders and damages blocks
       },
       { dropped: 2, duplicated: 2, reordered: 2, corrupted: 2 },
     );
-    const published = decodeImage(bytesSource(world.published(jobId)));
+    const published = decodeImage(bytesSource(await world.published(jobId)));
     assert.ok(published.ok);
     assert.equal(report.device.running?.imageSha256, toHex(published.image.sha256!));
     assert.equal(report.device.running?.trial, false);

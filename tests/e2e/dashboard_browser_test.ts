@@ -144,8 +144,8 @@ Deno.test({
     // A cloud whose one target never connects: the job stays in progress for the buttons.
     // A second target the rollout (1 a minute) does not reach before the cancel.
     const side = await qualificationCloud("MQTT");
-    side.cloud.provisionThing("late", "late-secret-1");
-    side.cloud.jobs.addThingToGroup("fleet", "late");
+    await side.cloud.provisionThing("late", "late-secret-1");
+    await side.cloud.jobs.addThingToGroup("fleet", "late");
     const browser = await launch();
     try {
       const jobId = await side.update("held", {
@@ -154,7 +154,7 @@ Deno.test({
         targets: { groups: ["fleet"] },
         rollout: { maximumPerMinute: 1 },
       });
-      const job = () => side.cloud.store.getJob(jobId)?.status;
+      const job = async () => (await side.cloud.store.getJob(jobId))?.status;
       const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const errors = watchErrors(page);
       await page.goto(`${side.cloud.files.baseUrl}/dashboard/`);
@@ -168,14 +168,14 @@ Deno.test({
       await page.click("#updates a");
       await page.waitForSelector("#pause:not([disabled])");
       await page.click("#pause");
-      await waitUntil(() => job() === "PAUSED", "the job to pause");
+      await waitUntil(async () => (await job()) === "PAUSED", "the job to pause");
       await page.waitForSelector("#resume:not([disabled])");
       await page.click("#resume");
-      await waitUntil(() => job() === "IN_PROGRESS", "the job to resume");
+      await waitUntil(async () => (await job()) === "IN_PROGRESS", "the job to resume");
       await page.waitForSelector("#cancel:not([disabled])");
       await page.click("#cancel");
       await page.click("#cancel-confirm");
-      await waitUntil(() => job() === "CANCELED", "the job to be canceled");
+      await waitUntil(async () => (await job()) === "CANCELED", "the job to be canceled");
       await waitUntil(
         async () => (await page.textContent("h1 .badge")) === "CANCELED",
         "the page to show CANCELED",

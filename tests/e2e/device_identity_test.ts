@@ -38,7 +38,7 @@ async function tlsWorld() {
   const cloud = await startCloud({ tickMs: 100, tls: await brokerTls(ca) });
   /** Provisions `thing` with a fresh secure element; returns the element. */
   const provision = async (thing: string) => {
-    if (!cloud.store.getThing(thing)) cloud.provisionThing(thing, crypto.randomUUID());
+    if (!await cloud.store.getThing(thing)) await cloud.provisionThing(thing, crypto.randomUUID());
     const element = await SecureElement.generate();
     const der = await provisionSecureElement(element, thing, ca, validity);
     const registered = await cloud.registerDeviceCertificate(thing, der);
@@ -80,7 +80,7 @@ Deno.test("secure element: its key cannot be read; a token it signs logs the dev
     assert.equal(element.privateKeyExtractable, false, "the key never leaves the element");
     assert.deepEqual(Object.keys(element), ["publicKey"], "only the public half shows");
     assert.equal(element.publicKey.type, "public");
-    cloud.jobs.createJob({
+    await cloud.jobs.createJob({
       jobId: "job-se",
       document: { afr_ota: {} },
       targets: { things: ["dev-se"] },
@@ -118,7 +118,7 @@ Deno.test("secure element: its key cannot be read; a token it signs logs the dev
 Deno.test("device certificates: only a fleet-CA clientAuth certificate naming the thing is registered", async () => {
   const world = await tlsWorld();
   try {
-    world.cloud.provisionThing("dev-1", "secret-1");
+    await world.cloud.provisionThing("dev-1", "secret-1");
     const element = await SecureElement.generate();
     const misnamed = await provisionSecureElement(element, "dev-2", world.ca, validity);
     assert.deepEqual(await world.cloud.registerDeviceCertificate("dev-1", misnamed), {
@@ -202,7 +202,7 @@ Deno.test("re-provisioning: a new key and certificate for the same thing; the ol
   const { cloud, url, caPem } = world;
   try {
     const first = await world.provision("dev-rp");
-    cloud.jobs.createJob({
+    await cloud.jobs.createJob({
       jobId: "job-rp",
       document: { afr_ota: {} },
       targets: { things: ["dev-rp"] },
@@ -269,7 +269,8 @@ Deno.test("a device whose identity lives in its secure element updates over TLS,
     });
     assert.ok(created.ok);
     await waitUntil(
-      () => cloud.store.getExecution(created.value.jobId, "dev-ota")?.status === "SUCCEEDED",
+      async () =>
+        (await cloud.store.getExecution(created.value.jobId, "dev-ota"))?.status === "SUCCEEDED",
       "the update over the token-authenticated connection",
       60_000,
     );

@@ -45,14 +45,14 @@ async function quiet(real: Real, model: Model): Promise<void> {
   if (model.open) {
     const jobId = model.open.jobId;
     await waitUntil(
-      () => {
-        const status = world.execution(jobId)?.status;
+      async () => {
+        const status = (await world.execution(jobId))?.status;
         return status !== undefined && TERMINAL_STATUSES.has(status);
       },
       `${jobId} to end`,
       60_000,
     );
-    const status = world.execution(jobId)!.status;
+    const status = (await world.execution(jobId))!.status;
     if (status === "SUCCEEDED") {
       model.running = { minor: model.open.minor, counter: model.open.minor + 1, jobId };
     }
@@ -74,7 +74,7 @@ async function invariants(real: Real, model: Model): Promise<void> {
   );
   assert.equal(report.device.securityCounter, model.running.counter);
   if (model.running.jobId) {
-    const published = decodeImage(bytesSource(real.world.published(model.running.jobId)));
+    const published = decodeImage(bytesSource(await real.world.published(model.running.jobId)));
     assert.ok(published.ok);
     assert.equal(
       report.device.running?.imageSha256,
@@ -122,9 +122,8 @@ class Cancel implements fc.AsyncCommand<Model, Real> {
   async run(model: Model, real: Real): Promise<void> {
     // In a race an earlier move may have let the update end already: nothing left to cancel.
     if (model.open) {
-      real.world.cloud.jobs.cancelJob(model.open.jobId, { force: true, reason: "model" });
+      await real.world.cloud.jobs.cancelJob(model.open.jobId, { force: true, reason: "model" });
     }
-    await Promise.resolve();
   }
   toString(): string {
     return "Cancel";
@@ -280,8 +279,8 @@ Deno.test("model: updates, disconnects, cancels, reboots, power cuts, block faul
       const world = await qualificationWorld("MQTT");
       // Sampled all along, not only when quiet: two downloads at once would not wait for a check.
       let mostInProgress = 0;
-      const sampler = setInterval(() => {
-        mostInProgress = Math.max(mostInProgress, world.inProgress());
+      const sampler = setInterval(async () => {
+        mostInProgress = Math.max(mostInProgress, await world.inProgress());
       }, 10);
       try {
         const model: Model = {

@@ -87,7 +87,7 @@ async function race(scheduler: fc.Scheduler, plan: RacePlan): Promise<void> {
       // Let what is on its way arrive first, so that several messages compete for the next slot.
       await new Promise((resolve) => setTimeout(resolve, 1));
       if (scheduler.count() > 0) await scheduler.waitOne();
-      mostInProgress = Math.max(mostInProgress, side.inProgress());
+      mostInProgress = Math.max(mostInProgress, await side.inProgress());
     }
     await scheduler.waitAll();
   })();
@@ -111,12 +111,13 @@ async function race(scheduler: fc.Scheduler, plan: RacePlan): Promise<void> {
       );
     }
     await Promise.all(moves);
+    const statuses = () =>
+      Promise.all(jobs.map(async (job) => (await side.execution(job.jobId))?.status));
     await waitUntil(
-      () =>
-        jobs.every((job) => {
-          const status = side.execution(job.jobId)?.status;
-          return status !== undefined && TERMINAL_STATUSES.has(status);
-        }) && settled(),
+      async () =>
+        (await statuses()).every((status) =>
+          status !== undefined && TERMINAL_STATUSES.has(status)
+        ) && settled(),
       "every update to end and the device to settle",
       60_000,
     );
@@ -125,21 +126,23 @@ async function race(scheduler: fc.Scheduler, plan: RacePlan): Promise<void> {
 
     assert.ok(mostInProgress <= 1, `${mostInProgress} executions were in progress at once`);
     assert.ok(await bootable(), "the flash boots an image from the trusted signer");
-    const succeeded = jobs.filter((job) => side.execution(job.jobId)!.status === "SUCCEEDED");
+    const ended = await statuses();
+    const succeeded = jobs.filter((_, i) => ended[i] === "SUCCEEDED");
     const last = succeeded.sort((a, b) => a.minor - b.minor).at(-1);
     const minor = last?.minor ?? 0;
     assert.equal(device.running?.version, `1.${minor}.0+0`, "the last update that SUCCEEDED runs");
     assert.equal(device.report().securityCounter, minor + 1);
     if (last) {
-      const published = decodeImage(bytesSource(side.published(last.jobId)));
+      const published = decodeImage(bytesSource(await side.published(last.jobId)));
       assert.ok(published.ok);
       assert.equal(device.running?.imageSha256, toHex(published.image.sha256!));
     }
   } catch (error) {
+    const ended = await Promise.all(jobs.map((job) => side.execution(job.jobId)));
     console.log(
-      `statuses: ${
-        jobs.map((job) => `${job.jobId}=${side.execution(job.jobId)?.status}`).join(", ")
-      }\n${logs.slice(-40).join("\n")}`,
+      `statuses: ${jobs.map((job, i) => `${job.jobId}=${ended[i]?.status}`).join(", ")}\n${
+        logs.slice(-40).join("\n")
+      }`,
     );
     throw error;
   } finally {

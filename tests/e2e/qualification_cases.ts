@@ -61,7 +61,7 @@ async function unsignedJob(
 ): Promise<string> {
   const { image } = await signedImage({ version: "1.1.0", securityCounter: 2 });
   const entry = await sign(image);
-  return world.rawJob(id, image, (base) => ({ ...base, ...entry }));
+  return await world.rawJob(id, image, (base) => ({ ...base, ...entry }));
 }
 
 /** The device refused the image's signature, said so, and never left 1.0.0. */
@@ -185,7 +185,7 @@ export const CASES: readonly QualificationCase[] = [
         refused.ok ? "" : refused.reason,
         /signature does not verify against the trusted root/,
       );
-      const jobId = world.rawJob("untrusted", image, (entry) => ({
+      const jobId = await world.rawJob("untrusted", image, (entry) => ({
         ...entry,
         "sig-sha256-ecdsa": signature,
       }));
@@ -216,7 +216,7 @@ export const CASES: readonly QualificationCase[] = [
     agentConfig: { blocksPerRequest: 2 },
     async run(world) {
       const jobId = await world.update("resume", { version: "1.1.0", securityCounter: 2 });
-      const blocks = Math.ceil(world.cloud.otaUpdates.describe("resume")!.fileSize / 1024);
+      const blocks = Math.ceil((await world.cloud.otaUpdates.describe("resume"))!.fileSize / 1024);
       const delivered = () => world.cloud.streams.stats.blocksSent + world.cloud.files.served;
       await waitUntil(() => delivered() >= blocks / 2, "half the image to be delivered");
       const before = world.disconnects();
@@ -234,13 +234,18 @@ export const CASES: readonly QualificationCase[] = [
     protocols: ["MQTT", "HTTP"],
     async run(world) {
       const first = await world.update("cancel-me", { version: "1.1.0", securityCounter: 2 });
-      await waitUntil(() => world.execution(first)?.status === "IN_PROGRESS", "the download");
+      await waitUntil(
+        async () => (await world.execution(first))?.status === "IN_PROGRESS",
+        "the download",
+      );
       await takeOverSession(world);
-      assert.ok(world.cloud.jobs.cancelJob(first, { force: true, reason: "canceled in test" }).ok);
+      assert.ok(
+        (await world.cloud.jobs.cancelJob(first, { force: true, reason: "canceled in test" })).ok,
+      );
       const second = await world.update("after-cancel", { version: "1.2.0", securityCounter: 3 });
       const execution = await world.ended(second, "SUCCEEDED");
       assert.equal(execution.statusDetails.reason, "accepted  v1.2.0");
-      assert.equal(world.execution(first)?.status, "CANCELED");
+      assert.equal((await world.execution(first))?.status, "CANCELED");
       await deviceRuns(world, "1.2.0+0", 3);
     },
   },
@@ -268,11 +273,16 @@ export const CASES: readonly QualificationCase[] = [
     async run(world) {
       const first = await world.update("first", { version: "1.1.0", securityCounter: 2 });
       const second = await world.update("second", { version: "1.2.0", securityCounter: 3 });
-      await waitUntil(() => world.execution(first)?.status === "IN_PROGRESS", "the download");
-      assert.ok(world.cloud.jobs.cancelJob(first, { force: true, reason: "canceled in test" }).ok);
+      await waitUntil(
+        async () => (await world.execution(first))?.status === "IN_PROGRESS",
+        "the download",
+      );
+      assert.ok(
+        (await world.cloud.jobs.cancelJob(first, { force: true, reason: "canceled in test" })).ok,
+      );
       const execution = await world.ended(second, "SUCCEEDED");
       assert.equal(execution.statusDetails.reason, "accepted  v1.2.0");
-      assert.equal(world.execution(first)?.status, "CANCELED");
+      assert.equal((await world.execution(first))?.status, "CANCELED");
       await deviceRuns(world, "1.2.0+0", 3);
     },
   },
@@ -281,12 +291,17 @@ export const CASES: readonly QualificationCase[] = [
     protocols: ["MQTT", "HTTP"],
     async run(world) {
       const first = await world.update("canceled", { version: "1.1.0", securityCounter: 2 });
-      await waitUntil(() => world.execution(first)?.status === "IN_PROGRESS", "the download");
-      assert.ok(world.cloud.jobs.cancelJob(first, { force: true, reason: "canceled in test" }).ok);
+      await waitUntil(
+        async () => (await world.execution(first))?.status === "IN_PROGRESS",
+        "the download",
+      );
+      assert.ok(
+        (await world.cloud.jobs.cancelJob(first, { force: true, reason: "canceled in test" })).ok,
+      );
       const second = await world.update("then", { version: "1.1.0", securityCounter: 2 });
       const execution = await world.ended(second, "SUCCEEDED");
       assert.equal(execution.statusDetails.reason, "accepted  v1.1.0");
-      assert.equal(world.execution(first)?.status, "CANCELED");
+      assert.equal((await world.execution(first))?.status, "CANCELED");
       await deviceRuns(world, "1.1.0+0", 2);
     },
   },

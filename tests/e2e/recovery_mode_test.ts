@@ -54,22 +54,22 @@ const ended = executionEnded;
 Deno.test("recovery mode: a device with no valid image reports it and is brought back by a signed image over the normal OTA path", async () => {
   await recoveryWorld(async (side, rig) => {
     await waitUntil(
-      () => side.cloud.shadows.get(side.thing)?.reported.mode === "recovery",
+      async () => (await side.cloud.shadows.get(side.thing))?.reported.mode === "recovery",
       "the device to report recovery mode",
     );
-    const reported = side.cloud.shadows.get(side.thing)!.reported;
+    const reported = (await side.cloud.shadows.get(side.thing))!.reported;
     assert.match(String(reported.recoveryReason), /no valid image/);
     assert.equal(reported.firmware ?? null, null, "no firmware runs");
 
     const jobId = await side.update("rescue", { version: "1.1.0", securityCounter: 1 });
     await waitUntil(ended(side, jobId), "the rescue update to end", 60_000);
-    assert.equal(side.execution(jobId)?.status, "SUCCEEDED");
+    assert.equal((await side.execution(jobId))?.status, "SUCCEEDED");
     await waitUntil(rig.settled, "the device to run the rescue image confirmed");
     assert.equal(rig.device.state, "running");
     assert.equal(rig.device.running?.version, "1.1.0+0");
     assert.ok(rig.logs.some((line) => line.includes("recovery mode (OTA only): no valid image")));
     await waitUntil(
-      () => side.cloud.shadows.get(side.thing)?.reported.mode === "application",
+      async () => (await side.cloud.shadows.get(side.thing))?.reported.mode === "application",
       "the shadow to say the application runs again",
     );
     await rig.device.reset("power cycle");
@@ -80,21 +80,21 @@ Deno.test("recovery mode: a device with no valid image reports it and is brought
 
 Deno.test("recovery mode: data and bootloader files are REJECTED, an image below the security counter is refused; the device stays in recovery", async () => {
   await recoveryWorld(async (side, rig) => {
-    const data = side.rawJob("data-file", new Uint8Array(64), (file) => ({
+    const data = await side.rawJob("data-file", new Uint8Array(64), (file) => ({
       ...file,
       fileType: 2,
       "sig-sha256-ecdsa": PLACEHOLDER_SIGNATURE,
     }));
     await waitUntil(ended(side, data), "the data job to be refused", 60_000);
-    assert.equal(side.execution(data)?.status, "REJECTED");
-    assert.match(String(side.execution(data)?.statusDetails.detail), /recovery mode/);
+    assert.equal((await side.execution(data))?.status, "REJECTED");
+    assert.match(String((await side.execution(data))?.statusDetails.detail), /recovery mode/);
 
     // The factory image carried security counter 1: a counter-0 image is older than the device.
     const old = await side.update("too-old", { version: "1.1.0", securityCounter: 0 });
     await waitUntil(ended(side, old), "the old image to be refused", 60_000);
-    assert.equal(side.execution(old)?.status, "FAILED");
+    assert.equal((await side.execution(old))?.status, "FAILED");
     assert.match(
-      JSON.stringify(side.execution(old)?.statusDetails),
+      JSON.stringify((await side.execution(old))?.statusDetails),
       /security counter 0 is below the device's 1/,
     );
     assert.equal(rig.device.state, "recovery");

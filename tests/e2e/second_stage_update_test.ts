@@ -40,7 +40,7 @@ Deno.test("second stage OTA: downloaded, tried once, confirmed by the self-test;
   await twoStageWorld(async (side, rig) => {
     const jobId = await side.update("stage2-2-1", { version: "2.1.0", secondStage: "boots" });
     await waitUntil(ended(side, jobId), "the bootloader update to end", 60_000);
-    const execution = side.execution(jobId)!;
+    const execution = (await side.execution(jobId))!;
     assert.equal(execution.status, "SUCCEEDED", JSON.stringify(execution.statusDetails));
     assert.equal(execution.statusDetails.reason, "accepted  v2.1.0");
     assert.equal(execution.statusDetails.updatedBy, "0x02010000");
@@ -51,8 +51,8 @@ Deno.test("second stage OTA: downloaded, tried once, confirmed by the self-test;
     assert.ok(rig.device.bootLogs.flat().some((line) => line.includes("new second stage 2.1.0")));
     assert.equal(rig.device.running?.version, "1.0.0+0", "the firmware was not touched");
     await waitUntil(
-      () =>
-        JSON.stringify(side.cloud.shadows.get(side.thing)?.reported.bootloader) ===
+      async () =>
+        JSON.stringify((await side.cloud.shadows.get(side.thing))?.reported.bootloader) ===
           JSON.stringify({ version: "2.1.0+0", slot: "B", trial: false }),
       "the shadow to report the confirmed bootloader",
     );
@@ -68,7 +68,7 @@ Deno.test("second stage OTA: a second stage that crashes is reverted by the firs
   await twoStageWorld(async (side, rig) => {
     const jobId = await side.update("stage2-broken", { version: "2.1.0", secondStage: "crashes" });
     await waitUntil(ended(side, jobId), "the bootloader update to end", 60_000);
-    const execution = side.execution(jobId)!;
+    const execution = (await side.execution(jobId))!;
     assert.equal(execution.status, "FAILED");
     assert.match(String(execution.statusDetails.detail), /did not come up/);
     const bootLog = rig.device.bootLogs.flat();
@@ -87,7 +87,7 @@ Deno.test("second stage OTA: an older second stage is REJECTED (the bootloader h
   await twoStageWorld(async (side, rig) => {
     const jobId = await side.update("stage2-old", { version: "1.9.0", secondStage: "boots" });
     await waitUntil(ended(side, jobId), "the bootloader update to end", 60_000);
-    const execution = side.execution(jobId)!;
+    const execution = (await side.execution(jobId))!;
     assert.equal(execution.status, "REJECTED");
     assert.match(String(execution.statusDetails.detail), /not newer than the running 2\.0\.0/);
     assert.equal(rig.device.secondStage?.version, "2.0.0+0");
@@ -102,11 +102,11 @@ Deno.test("second stage OTA: power lost after the confirmation, before SUCCEEDED
     const cut = losePowerWithReport(side, rig, () => jobId, "SUCCEEDED");
     jobId = await side.update("stage2-cut", { version: "2.1.0", secondStage: "boots" });
     await waitUntil(() => cut() && rig.device.state === "off", "the power to go with the report");
-    assert.equal(side.execution(jobId)?.status, "IN_PROGRESS");
+    assert.equal((await side.execution(jobId))?.status, "IN_PROGRESS");
 
     await rig.runtime.start();
     await waitUntil(ended(side, jobId), "the report after the reboot", 60_000);
-    assert.equal(side.execution(jobId)?.status, "SUCCEEDED");
+    assert.equal((await side.execution(jobId))?.status, "SUCCEEDED");
     assert.ok(rig.logs.some((line) => line.includes("was confirmed before a reset")));
     assert.equal(rig.device.secondStage?.version, "2.1.0+0");
     assert.equal(rig.device.secondStage?.trial, false);
@@ -123,7 +123,7 @@ Deno.test("second stage OTA: a job that mixes a second stage with firmware is RE
       "sig-sha256-ecdsa": PLACEHOLDER_SIGNATURE,
       fileType,
     });
-    const created = side.cloud.jobs.createJob({
+    const created = await side.cloud.jobs.createJob({
       jobId: "mixed-files",
       document: {
         afr_ota: { protocols: ["MQTT"], streamname: "nowhere", files: [file(0, 0), file(1, 1)] },
@@ -132,7 +132,7 @@ Deno.test("second stage OTA: a job that mixes a second stage with firmware is RE
     });
     assert.ok(created.ok);
     await waitUntil(ended(side, "mixed-files"), "the job to be refused", 60_000);
-    const execution = side.execution("mixed-files")!;
+    const execution = (await side.execution("mixed-files"))!;
     assert.equal(execution.status, "REJECTED");
     assert.match(String(execution.statusDetails.detail), /must be the only file of its job/);
     assert.equal(rig.device.secondStage?.version, "2.0.0+0");
@@ -144,7 +144,7 @@ Deno.test("second stage OTA: the cloud puts fileType in the job document and ref
   const side = await qualificationCloud("MQTT");
   try {
     const jobId = await side.update("stage2-doc", { version: "2.1.0", secondStage: "boots" });
-    const document = side.cloud.store.getJob(jobId)!.spec.document as {
+    const document = (await side.cloud.store.getJob(jobId))!.spec.document as {
       afr_ota: { files: { fileType?: number; filepath: string }[] };
     };
     assert.deepEqual(

@@ -27,7 +27,7 @@ Deno.test({
       const altered = withAlteredSignature(image);
       // The detached signature covers the altered bytes: the PAL's first check passes.
       const detached = toBase64(await signData(pki.signerKeys.privateKey, altered));
-      const jobId = world.rawJob("altered-signature", altered, (entry) => ({
+      const jobId = await world.rawJob("altered-signature", altered, (entry) => ({
         ...entry,
         "sig-sha256-ecdsa": detached,
       }));
@@ -59,7 +59,7 @@ Deno.test({
         securityCounter: 2,
         signer: "rogue",
       });
-      const jobId = world.rawJob("untrusted-key", image, (entry) => ({
+      const jobId = await world.rawJob("untrusted-key", image, (entry) => ({
         ...entry,
         "sig-sha256-ecdsa": signature,
       }));

@@ -25,8 +25,8 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
     random: seededRandom(1),
     log: () => {},
   };
-  cloud.provisionThing("a-1", "secret-a-1");
-  cloud.provisionThing("a-2", "secret-a-2");
+  await cloud.provisionThing("a-1", "secret-a-1");
+  await cloud.provisionThing("a-2", "secret-a-2");
   const first = new DeviceActor({ thing: "a-1", secret: "secret-a-1", seed: 1 }, environment);
   const second = new DeviceActor({ thing: "a-2", secret: "secret-a-2", seed: 2 }, environment);
   try {
@@ -79,7 +79,7 @@ Deno.test("fleet supervisor: a crashed Worker is detected and its devices come b
     secret: `secret-${thing}`,
     seed: i,
   }));
-  for (const d of devices) cloud.provisionThing(d.thing, d.secret);
+  for (const d of devices) await cloud.provisionThing(d.thing, d.secret);
   const fleet = new FleetSupervisor({
     workers: 2,
     init: {

@@ -30,11 +30,11 @@ Deno.test("fleet shards: --broker/--api/--token with --shard 1/2 and 2/2 update 
       JSON.stringify([first.expected, first.runningVersion, second.runningVersion]),
     );
     assert.equal(
-      cloud.otaUpdates.describe("sharded-1-1-0")!.counts.SUCCEEDED,
+      (await cloud.otaUpdates.describe("sharded-1-1-0"))!.counts.SUCCEEDED,
       8,
       "one update served both shards",
     );
-    assert.equal(cloud.store.listThings().length, 8);
+    assert.equal((await cloud.store.listThings()).length, 8);
   } finally {
     await running.close();
   }
@@ -53,7 +53,7 @@ Deno.test("fleet runs against one running cloud: a second run creates its own up
     const second = await run();
     assert.ok(first.asExpected, first.expected);
     assert.ok(second.asExpected, JSON.stringify([second.expected, second.outcome]));
-    const updates = cloud.otaUpdates.list();
+    const updates = await cloud.otaUpdates.list();
     assert.equal(updates.length, 2, "one update per run");
     assert.notEqual(updates[0]!.otaUpdateId, updates[1]!.otaUpdateId);
     assert.ok(updates.every((u) => /^fleet-[0-9a-f]{8}-1-1-0$/.test(u.otaUpdateId)));

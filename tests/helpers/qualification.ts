@@ -98,13 +98,13 @@ export interface QualificationCloud {
     id: string,
     image: Uint8Array,
     file: (entry: Record<string, unknown>) => Record<string, unknown>,
-  ): string;
+  ): Promise<string>;
   /** The image bytes a job published (what a device that completed it must run). */
-  published(jobId: string): Uint8Array;
+  published(jobId: string): Promise<Uint8Array>;
   /** The device's execution of a job. */
-  execution(jobId: string): ExecutionRecord | null;
+  execution(jobId: string): Promise<ExecutionRecord | null>;
   /** The device's executions in progress right now (an agent works on at most one). */
-  inProgress(): number;
+  inProgress(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -140,8 +140,8 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
   cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
   const profile = await cloud.otaUpdates.createSigningProfile(await releaseProfile());
   if (!profile.ok) throw new Error(profile.reason);
-  cloud.provisionThing(THING, SECRET);
-  cloud.jobs.addThingToGroup("fleet", THING);
+  await cloud.provisionThing(THING, SECRET);
+  await cloud.jobs.addThingToGroup("fleet", THING);
   const files = new Map<string, string>();
   const execution = (jobId: string) => cloud.store.getExecution(jobId, THING);
   return {
@@ -180,10 +180,10 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
       files.set(created.value.jobId, created.value.fileKey);
       return created.value.jobId;
     },
-    rawJob(id, image, file) {
+    async rawJob(id, image, file) {
       const jobId = `AFR_OTA-${id}`;
       const fileKey = `raw-${id}.bin`;
-      cloud.store.putFile(fileKey, image);
+      await cloud.store.putFile(fileKey, image);
       files.set(jobId, fileKey);
       cloud.streams.addStream(jobId, new Map([[0, image]]));
       const entry: Record<string, unknown> = {
@@ -196,7 +196,7 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
         entry.update_data_url = `\${ota:presigned-url:${fileKey}:300}`;
         entry.auth_scheme = "aws.s3.presigned";
       }
-      const created = cloud.jobs.createJob({
+      const created = await cloud.jobs.createJob({
         jobId,
         document: {
           afr_ota: {
@@ -210,14 +210,14 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
       if (!created.ok) throw new Error(created.reason);
       return jobId;
     },
-    published(jobId) {
-      const bytes = cloud.store.getFile(files.get(jobId) ?? "");
+    async published(jobId) {
+      const bytes = await cloud.store.getFile(files.get(jobId) ?? "");
       if (!bytes) throw new Error(`no image published for ${jobId}`);
       return bytes;
     },
     execution,
-    inProgress: () =>
-      cloud.store.executionsOfThing(THING).filter((e) => e.status === "IN_PROGRESS").length,
+    inProgress: async () =>
+      (await cloud.store.executionsOfThing(THING)).filter((e) => e.status === "IN_PROGRESS").length,
     async close() {
       await server.shutdown();
       await cloud.close();
@@ -284,9 +284,12 @@ export async function qualificationWorld(
     execution,
     settled,
     async ended(jobId, status) {
-      await waitUntil(() => execution(jobId)?.status === status, `${jobId} to be ${status}`);
+      await waitUntil(
+        async () => (await execution(jobId))?.status === status,
+        `${jobId} to be ${status}`,
+      );
       await settled();
-      return execution(jobId)!;
+      return (await execution(jobId))!;
     },
     device,
     async close() {
@@ -407,8 +410,9 @@ export async function withInProcessDevice(
 }
 
 /** A condition: the device's execution of `jobId` ended (SUCCEEDED, FAILED or REJECTED). */
-export const executionEnded = (side: QualificationCloud, jobId: string) => (): boolean =>
-  ["SUCCEEDED", "FAILED", "REJECTED"].includes(side.execution(jobId)?.status ?? "");
+export const executionEnded =
+  (side: QualificationCloud, jobId: string) => async (): Promise<boolean> =>
+    ["SUCCEEDED", "FAILED", "REJECTED"].includes((await side.execution(jobId))?.status ?? "");
 
 /**
  * The device loses power as it sends `status` for the job `jobId()` names: the broker drops that
