@@ -96,6 +96,8 @@ export class JobService {
   /** The tick in progress (or the last one). */
   #ticking: Promise<void> = Promise.resolve();
   #scheduling: boolean;
+  /** Whether the next tick first tells the things nobody told of their queued executions. */
+  #renotifyDue: boolean;
   readonly #outbox = new Set<Promise<unknown>>();
   readonly #deviceApi: JobsDeviceApi;
   /** Per thing, the last of its requests being handled. */
@@ -112,6 +114,7 @@ export class JobService {
     this.#onJobEvent = options.onJobEvent ?? (() => {});
     this.#render = options.renderDocument ?? ((document) => document);
     this.#scheduling = options.scheduling ?? true;
+    this.#renotifyDue = this.#scheduling;
     this.#deviceApi = new JobsDeviceApi({
       executionsOfThing: (thing) => this.#store.executionsOfThing(thing),
       getExecution: (jobId, thing) => this.#store.getExecution(jobId, thing),
@@ -158,6 +161,8 @@ export class JobService {
   }
 
   set scheduling(on: boolean) {
+    // A scheduler taking over first tells the things its predecessor queued but never told.
+    if (on && !this.#scheduling) this.#renotifyDue = true;
     this.#scheduling = on;
   }
 
@@ -381,6 +386,10 @@ export class JobService {
   /** Schedules, timeouts, rollouts, aborts and completion, as of now (the scheduler's work). */
   async tick(): Promise<void> {
     if (!this.#scheduling) return;
+    if (this.#renotifyDue) {
+      this.#renotifyDue = false;
+      await this.#renotify();
+    }
     const now = this.#clock.now();
     for (const listed of await this.#store.listJobs()) {
       if (listed.status === "COMPLETED" || listed.status === "CANCELED") continue;
@@ -408,6 +417,30 @@ export class JobService {
       }
       await this.#rollOut(jobId);
       await this.#finishIfDone(jobId);
+    }
+  }
+
+  /**
+   * Tells every thing of a job in progress about a QUEUED execution it was never told of (the
+   * notification of a scheduler or broker that died between committing the execution and
+   * publishing), if that execution is still its next.
+   */
+  async #renotify(): Promise<void> {
+    // What this process is still sending is not lost: let it go out (and be recorded) first.
+    await this.flush();
+    for (const job of await this.#store.listJobs()) {
+      if (job.status === "COMPLETED" || job.status === "CANCELED") continue;
+      for (const execution of await this.#store.unnotifiedExecutions(job.jobId)) {
+        const next = await this.#nextFor(execution.thing);
+        if (next?.jobId !== execution.jobId) continue;
+        if (next.executionNumber !== execution.executionNumber || next.status !== "QUEUED") {
+          continue;
+        }
+        await this.#audit(job.jobId, execution.thing, "renotified", {
+          executionNumber: execution.executionNumber,
+        });
+        await this.#notify(execution.thing, next);
+      }
     }
   }
 
@@ -666,9 +699,23 @@ export class JobService {
       (before?.jobId ?? null) === (after?.jobId ?? null) &&
       before?.executionNumber === after?.executionNumber
     ) return;
+    await this.#notify(thing, after);
+  }
+
+  /**
+   * Sends `notify-next` with `next` (none: nothing left). A QUEUED execution is recorded as told
+   * once the broker took the message, so a scheduler taking over knows who still needs telling.
+   */
+  async #notify(thing: string, next: ExecutionRecord | null): Promise<void> {
     const body: Record<string, unknown> = { timestamp: this.#seconds() };
-    if (after) body.execution = await this.#executionView(after, true);
-    this.#send(thingTopics(thing).notifyNext, body);
+    if (next) body.execution = await this.#executionView(next, true);
+    this.#send(
+      thingTopics(thing).notifyNext,
+      body,
+      next?.status === "QUEUED"
+        ? () => this.#store.markNotified(next.jobId, thing, next.executionNumber)
+        : undefined,
+    );
   }
 
   // ---- device MQTT API (jobs_device_api.ts) --------------------------------------------------
@@ -793,12 +840,12 @@ export class JobService {
     return [...things];
   }
 
-  #send(topic: string, body: Record<string, unknown>): void {
+  #send(topic: string, body: Record<string, unknown>, published?: () => Promise<void>): void {
     const payload = JSON.stringify(body);
     // Replies and notifications leave once what they report is committed: a device must never
     // hear of a change that a crash right after could undo.
     this.#store.afterCommit(() => {
-      const sending = this.#publisher.publish(topic, payload, 1).catch((error) => {
+      const sending = this.#publisher.publish(topic, payload, 1).then(published).catch((error) => {
         this.#log(`publish to ${topic} failed: ${(error as Error).message}`);
       });
       this.#outbox.add(sending);

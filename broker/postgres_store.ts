@@ -65,6 +65,13 @@ export const MIGRATIONS: readonly Migration[] = [{
        written BIGINT NOT NULL, PRIMARY KEY (kind, id))`,
     "CREATE INDEX records_kind ON records (kind, written)",
   ],
+}, {
+  version: 2,
+  description: "notifications sent, so a new scheduler tells the things an old one did not",
+  statements: [
+    `CREATE TABLE notified (job_id TEXT NOT NULL, thing TEXT NOT NULL,
+       execution_number INTEGER NOT NULL, PRIMARY KEY (job_id, thing, execution_number))`,
+  ],
 }];
 
 /** Advisory lock classes (the first key of the two-key form). */
@@ -311,6 +318,22 @@ export class PostgresStore implements CloudStore {
   async executionsByStatus(): Promise<Record<string, number>> {
     const rows = await this.#q()`SELECT status, COUNT(*) AS n FROM executions GROUP BY status`;
     return Object.fromEntries(rows.map((r) => [String(r.status), Number(r.n)]));
+  }
+
+  async markNotified(jobId: string, thing: string, executionNumber: number): Promise<void> {
+    await this.#write((sql) =>
+      sql`INSERT INTO notified (job_id, thing, execution_number)
+          VALUES (${jobId}, ${thing}, ${executionNumber}) ON CONFLICT DO NOTHING`
+    );
+  }
+
+  async unnotifiedExecutions(jobId: string): Promise<ExecutionRecord[]> {
+    const rows = await this.#q()`SELECT body FROM executions e
+      WHERE job_id = ${jobId} AND status = 'QUEUED' AND NOT EXISTS (
+        SELECT 1 FROM notified n WHERE n.job_id = e.job_id AND n.thing = e.thing
+          AND n.execution_number = (e.body::json->>'executionNumber')::int)
+      ORDER BY written`;
+    return rows.map((r) => JSON.parse(String(r.body)));
   }
 
   async audit(entry: AuditEntry): Promise<void> {

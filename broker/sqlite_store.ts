@@ -46,6 +46,9 @@ CREATE INDEX IF NOT EXISTS audit_thing ON audit (thing);
 CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, bytes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS streams (stream_id TEXT PRIMARY KEY, files TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));
+CREATE TABLE IF NOT EXISTS notified (
+  job_id TEXT NOT NULL, thing TEXT NOT NULL, execution_number INTEGER NOT NULL,
+  PRIMARY KEY (job_id, thing, execution_number));
 `;
 
 type Row = Record<string, unknown>;
@@ -332,6 +335,24 @@ export class SqliteStore implements CloudStore {
 
   async executionsOfThing(thing: string): Promise<ExecutionRecord[]> {
     return [...this.#executionsOf(thing).values()];
+  }
+
+  async markNotified(jobId: string, thing: string, executionNumber: number): Promise<void> {
+    await this.#turn();
+    this.#write(
+      "INSERT OR IGNORE INTO notified (job_id, thing, execution_number) VALUES (?, ?, ?)",
+      jobId,
+      thing,
+      executionNumber,
+    );
+  }
+
+  async unnotifiedExecutions(jobId: string): Promise<ExecutionRecord[]> {
+    return (this.#statement(
+      "SELECT body FROM executions e WHERE job_id = ? AND status = 'QUEUED' AND NOT EXISTS" +
+        " (SELECT 1 FROM notified n WHERE n.job_id = e.job_id AND n.thing = e.thing" +
+        " AND n.execution_number = json_extract(e.body, '$.executionNumber')) ORDER BY rowid",
+    ).all(jobId) as Row[]).map((r) => JSON.parse(String(r.body)));
   }
 
   async audit(entry: AuditEntry): Promise<void> {

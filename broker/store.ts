@@ -96,6 +96,13 @@ export interface CloudStore {
   executionsOfThing(thing: string): Promise<ExecutionRecord[]>;
   /** Executions of every job by status. */
   executionsByStatus(): Promise<Record<string, number>>;
+  /** Records that a thing was told of its execution number `executionNumber` of a job. */
+  markNotified(jobId: string, thing: string, executionNumber: number): Promise<void>;
+  /**
+   * A job's QUEUED executions whose thing was never told of them (a scheduler or broker that
+   * died between committing them and publishing the notification): the next one tells them.
+   */
+  unnotifiedExecutions(jobId: string): Promise<ExecutionRecord[]>;
   audit(entry: AuditEntry): Promise<void>;
   /** Audit entries in the order they were written. */
   history(filter: { jobId?: string; thing?: string }): Promise<AuditEntry[]>;

@@ -657,3 +657,46 @@ Deno.test("job service: a job whose targets name no thing is refused, not comple
   );
   assert.equal(waiting.ok, true, "a continuous job may wait for its group to fill");
 });
+
+Deno.test("job service: a scheduler taking over tells exactly the things its predecessor queued but never told", async () => {
+  const store = new SqliteStore(":memory:");
+  const clock = new ManualClock(Date.parse("2026-06-01T00:00:00Z"));
+  const told: string[] = [];
+  const service = (lost: string | null, scheduling: boolean) =>
+    new JobService({
+      store,
+      clock,
+      scheduling,
+      publisher: {
+        publish: (topic) => {
+          // The old scheduler dies before its notification of `lost` reaches the broker.
+          if (lost !== null && topic.includes(`/${lost}/`)) {
+            return Promise.reject(new Error("died"));
+          }
+          if (topic.endsWith("/notify-next")) told.push(topic.split("/")[2]!);
+          return Promise.resolve();
+        },
+      },
+    });
+  for (const thing of ["dev-0", "dev-1", "dev-2"]) await store.addToGroup("fleet", thing);
+  const old = service("dev-1", true);
+  assert.ok((await old.createJob(job())).ok);
+  await old.flush();
+  assert.deepEqual(told.sort(), ["dev-0", "dev-2"]);
+  told.length = 0;
+  const next = service(null, false);
+  await next.tick();
+  assert.deepEqual(told, [], "a node that does not schedule tells nobody");
+  next.scheduling = true;
+  await next.tick();
+  await next.flush();
+  assert.deepEqual(told, ["dev-1"], "only the thing never told");
+  await next.tick();
+  await next.flush();
+  assert.deepEqual(told, ["dev-1"], "and only once");
+  assert.ok(
+    (await store.history({ thing: "dev-1" })).some((e) => e.event === "renotified"),
+    "the audit log says so",
+  );
+  await store.close();
+});

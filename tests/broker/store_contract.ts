@@ -253,6 +253,23 @@ export const STORE_CASES: StoreCase[] = [];
     assert.equal((await store.getExecution("job-a", "t1"))?.versionNumber, 25);
   });
 
+  test("notifications: QUEUED executions are unnotified until marked for their execution number", async (store) => {
+    await store.putExecution(execution("job-a", "t1", "QUEUED"));
+    await store.putExecution(execution("job-a", "t2", "QUEUED"));
+    await store.putExecution(execution("job-a", "t3", "IN_PROGRESS"));
+    await store.putExecution(execution("job-b", "t1", "QUEUED"));
+    const unnotified = async (jobId: string) =>
+      (await store.unnotifiedExecutions(jobId)).map((e) => `${e.thing}#${e.executionNumber}`);
+    assert.deepEqual(await unnotified("job-a"), ["t1#1", "t2#1"]);
+    await store.markNotified("job-a", "t1", 1);
+    await store.markNotified("job-a", "t1", 1); // twice is once
+    assert.deepEqual(await unnotified("job-a"), ["t2#1"]);
+    assert.deepEqual(await unnotified("job-b"), ["t1#1"], "marks are per job");
+    // A retry is a new execution number: it needs telling again.
+    await store.putExecution(execution("job-a", "t1", "QUEUED", { executionNumber: 2 }));
+    assert.deepEqual(await unnotified("job-a"), ["t2#1", "t1#2"]);
+  });
+
   test("check answers while the store is open", async (store) => {
     await store.check();
   });
