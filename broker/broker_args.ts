@@ -89,6 +89,25 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
     default: "text",
   },
   {
+    name: "cluster",
+    value: "URL",
+    help: "join a cluster of broker nodes through this Redis (redis://HOST:PORT): devices may " +
+      "connect to any node; needs --db",
+  },
+  {
+    name: "db",
+    value: "URL",
+    help:
+      "keep the cloud's state in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DB), shared " +
+      "by the nodes of a cluster, instead of SQLite in --data",
+  },
+  {
+    name: "node-id",
+    value: "ID",
+    help: "this node's name in the cluster (1..64 of [a-zA-Z0-9_.-])",
+    defaultText: "node-<random>",
+  },
+  {
     name: "power-loss-durable",
     help: "fsync every commit: state survives the host losing power, not only the broker " +
       "process dying (costs one fsync per device status update)",
@@ -119,6 +138,11 @@ export interface BrokerOptions {
   readonly external?: string;
   readonly tls?: { port: number; key: string; cert: string; ca?: string };
   readonly powerLossDurable: boolean;
+  /** The cluster's Redis (redis://HOST:PORT), when this broker is a node of one. */
+  readonly cluster?: string;
+  /** The PostgreSQL database of the state, instead of SQLite. */
+  readonly db?: string;
+  readonly nodeId: string;
 }
 
 /**
@@ -179,6 +203,41 @@ export function parseBrokerArgs(
     throw new UsageError("--tls-key, --tls-cert and --tls-ca need --tls-port");
   }
   const serviceSecret = values["service-secret"] ?? env("OTA_SERVICE_SECRET");
+  const { cluster, db } = values;
+  if (cluster !== undefined && !/^redis:\/\/[^\s:/]+(:\d{1,5})?\/?$/.test(cluster)) {
+    throw new UsageError(
+      `Invalid --cluster: expected redis://HOST:PORT: current value is '${cluster}'`,
+    );
+  }
+  if (db !== undefined && !/^postgres(ql)?:\/\/\S+$/.test(db)) {
+    throw new UsageError(
+      "Invalid --db: expected postgres://USER[:PASSWORD]@HOST:PORT/DB",
+    );
+  }
+  if (cluster !== undefined && db === undefined) {
+    throw new UsageError(
+      "--cluster needs --db: the nodes of a cluster share their state in PostgreSQL",
+    );
+  }
+  if (cluster !== undefined && values.external !== undefined) {
+    throw new UsageError("--cluster and --external exclude each other: a node is its own broker");
+  }
+  if (db !== undefined && values.data !== undefined) {
+    throw new UsageError("--db and --data exclude each other: the state is in one of them");
+  }
+  if (db !== undefined && flags.boolean("power-loss-durable")) {
+    throw new UsageError(
+      "--power-loss-durable is SQLite's; PostgreSQL's durability is its own (fsync, synchronous_commit)",
+    );
+  }
+  const nodeId = values["node-id"] ?? `node-${crypto.randomUUID().slice(0, 8)}`;
+  if (!/^[a-zA-Z0-9_.-]{1,64}$/.test(nodeId)) {
+    throw new UsageError(
+      `Invalid --node-id: expected 1..64 of [a-zA-Z0-9_.-]: current value is '${
+        nodeId.slice(0, 80)
+      }'`,
+    );
+  }
   return {
     mqttPort: flags.int("port"),
     host,
@@ -193,5 +252,8 @@ export function parseBrokerArgs(
     ...(values.external ? { external: values.external } : {}),
     ...(tls ? { tls } : {}),
     powerLossDurable: flags.boolean("power-loss-durable"),
+    ...(cluster ? { cluster } : {}),
+    ...(db ? { db } : {}),
+    nodeId,
   };
 }

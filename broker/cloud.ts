@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Aedes, AedesPublishPacket, Client } from "aedes";
+import type { Aedes, AedesOptions, AedesPublishPacket, Client } from "aedes";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import mqtt from "mqtt";
 import {
@@ -66,6 +66,23 @@ export interface CloudOptions {
    * login tokens. @default {tls.ca}
    */
   readonly deviceCa?: string;
+  /**
+   * The store to keep the state in (e.g. PostgreSQL shared by a cluster) instead of the SQLite
+   * file of `databasePath`; the cloud closes it with itself.
+   */
+  readonly store?: CloudStore;
+  /**
+   * This broker is one node of a cluster: aedes options that join it (`mq` and `persistence`
+   * shared through Redis, the node's `id`). The services then answer only the devices connected
+   * to this node, deliver stream blocks to them directly, and follow jobs other nodes change.
+   */
+  readonly cluster?: {
+    readonly aedes: Partial<AedesOptions>;
+    /** How often jobs watched here are looked at for changes made by other nodes (ms). */
+    readonly changePollMs?: number;
+  };
+  /** Whether this cloud runs the rollout scheduler from the start. @default {true} */
+  readonly scheduling?: boolean;
 }
 
 /** How the services meet the devices: the embedded aedes, or an external broker. */
@@ -82,18 +99,28 @@ async function embeddedTransport(
   hooks: object,
   tls?: BrokerTls,
   host?: string,
+  cluster?: Partial<AedesOptions>,
 ): Promise<Transport> {
   const broker = await startEmbeddedBroker({
     ...(port !== undefined ? { port } : {}),
     ...(host !== undefined ? { host } : {}),
     ...(tls ? { tls } : {}),
-    aedes: hooks as never,
+    aedes: { ...hooks, ...cluster } as never,
   });
   return {
     broker,
-    publisher: aedesPublisher(broker.broker),
+    publisher: aedesPublisher(broker.broker, cluster !== undefined),
     url: broker.url,
     async listen(route) {
+      if (cluster) {
+        // In a cluster a subscription inside aedes hears every node's devices (the messages
+        // cross Redis); each node's services answer the devices connected to it, whose
+        // publications aedes reports here with their client.
+        broker.broker.on("publish", (packet, client) => {
+          if (client) route(packet.topic, new Uint8Array(packet.payload as Uint8Array));
+        });
+        return;
+      }
       const deliver = (packet: AedesPublishPacket, done: () => void) => {
         route(packet.topic, new Uint8Array(packet.payload as Uint8Array));
         done();
@@ -215,7 +242,7 @@ const bufferViews = new WeakMap<Uint8Array, Buffer>();
  * Publishes from inside aedes; `together` writes a burst to one client in one socket write
  * ({@linkcode writeTogether}): a request's 8 blocks leave in one writev instead of 8.
  */
-function aedesPublisher(broker: Aedes): Publisher {
+function aedesPublisher(broker: Aedes, direct = false): Publisher {
   // Connected clients by id (a device's id is its thing name), from aedes' documented events.
   const clients = new Map<string, Client>();
   broker.on("client", (client) => clients.set(client.id, client));
@@ -223,25 +250,72 @@ function aedesPublisher(broker: Aedes): Publisher {
     // A takeover (same id, new connection): whichever of its events comes first, the newer stays.
     if (clients.get(client.id) === client) clients.delete(client.id);
   });
+  const packetOf = (topic: string, payload: Uint8Array | string, qos: 0 | 1) =>
+    ({
+      cmd: "publish",
+      topic,
+      payload: typeof payload === "string" ? Buffer.from(payload) : bufferOf(payload),
+      qos,
+      retain: false,
+      dup: false,
+    }) as unknown as AedesPublishPacket;
+  const publish = (topic: string, payload: Uint8Array | string, qos: 0 | 1) =>
+    new Promise<void>((resolve, reject) => {
+      broker.publish(
+        packetOf(topic, payload, qos),
+        (error?: Error) => (error ? reject(error) : resolve()),
+      );
+    });
   return {
     together(clientId, handOver) {
       const conn = clients.get(clientId)?.conn;
       if (conn) writeTogether(conn, handOver);
       else handOver();
     },
-    publish: (topic, payload, qos) =>
-      new Promise<void>((resolve, reject) => {
-        const packet = {
-          cmd: "publish",
-          topic,
-          payload: typeof payload === "string" ? Buffer.from(payload) : bufferOf(payload),
-          qos,
-          retain: false,
-          dup: false,
-        } as unknown as AedesPublishPacket;
-        broker.publish(packet, (error?: Error) => (error ? reject(error) : resolve()));
-      }),
+    publish,
+    // In a cluster every publication crosses Redis to every node: what is meant for one client
+    // connected here (a stream's blocks) goes to it directly, as its subscription would.
+    ...(direct
+      ? {
+        publishTo(clientId: string, topic: string, payload: Uint8Array | string, qos: 0 | 1) {
+          const client = clients.get(clientId);
+          if (!client || !subscribedTo(client, topic)) return publish(topic, payload, qos);
+          return new Promise<void>((resolve, reject) => {
+            client.publish(
+              packetOf(topic, payload, qos),
+              (error?: Error) => (error ? reject(error) : resolve()),
+            );
+          });
+        },
+      }
+      : {}),
   };
+}
+
+/** Whether one of the client's subscription filters matches `topic` (MQTT wildcards). */
+function subscribedTo(client: Client, topic: string): boolean {
+  const filters = Object.keys((client as unknown as { subscriptions: object }).subscriptions);
+  return filters.some((filter) => topicMatches(filter, topic));
+}
+
+/**
+ * Whether an MQTT topic filter matches a topic name (`+` one level, `#` the rest).
+ *
+ * @example
+ * ```ts ignore
+ * topicMatches("$aws/things/+/streams/#", "$aws/things/d/streams/s/data/cbor"); // true
+ * ```
+ */
+export function topicMatches(filter: string, topic: string): boolean {
+  if (filter === topic) return true;
+  const wanted = filter.split("/");
+  const levels = topic.split("/");
+  for (let i = 0; i < wanted.length; i++) {
+    if (wanted[i] === "#") return i < levels.length || i === levels.length;
+    if (i >= levels.length) return false;
+    if (wanted[i] !== "+" && wanted[i] !== levels[i]) return false;
+  }
+  return wanted.length === levels.length;
 }
 
 /**
@@ -257,7 +331,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? (() => {});
   const events: OperatorLog = options.events ?? (() => {});
-  const store = new SqliteStore(options.databasePath ?? ":memory:", {
+  const store = options.store ?? new SqliteStore(options.databasePath ?? ":memory:", {
     powerLossDurable: options.powerLossDurable ?? false,
   });
   const serviceSecret: StoredSecret = hashSecret(options.serviceSecret ?? crypto.randomUUID());
@@ -303,7 +377,13 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   );
   const transport = options.external
     ? await externalTransport(options.external, options.serviceSecret, log)
-    : await embeddedTransport(options.port, hooks, options.tls, options.host);
+    : await embeddedTransport(
+      options.port,
+      hooks,
+      options.tls,
+      options.host,
+      options.cluster?.aedes,
+    );
   const { broker, publisher } = transport;
   const traffic = {
     connections: 0,
@@ -370,16 +450,52 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
         unknown
       >,
     ...(options.tickMs ? { tickMs: options.tickMs } : {}),
+    scheduling: options.scheduling ?? true,
   });
-  const streams = new StreamService(publisher);
-  for (const { streamId, files: keys } of await store.listStreams()) {
+  const filesOfStream = async (keys: Record<number, string>) => {
     const files = new Map<number, Uint8Array>();
     for (const [fileId, key] of Object.entries(keys)) {
-      const bytes = await store.getFile(key);
+      const bytes = await fileOf(key);
       if (bytes) files.set(Number(fileId), bytes);
     }
-    streams.addStream(streamId, files);
+    return files;
+  };
+  // Streams created later by another node are found in the store when a device asks for them.
+  const streams = new StreamService(
+    publisher,
+    options.cluster
+      ? async (streamId) => {
+        const stream = (await store.listStreams()).find((s) => s.streamId === streamId);
+        return stream ? await filesOfStream(stream.files) : null;
+      }
+      : null,
+  );
+  for (const { streamId, files: keys } of await store.listStreams()) {
+    streams.addStream(streamId, await filesOfStream(keys));
   }
+  // In a cluster, devices on other nodes change jobs too: the jobs watched here (progress
+  // streams) are compared every `changePollMs` and their listeners told of what changed.
+  const seen = new Map<string, string>();
+  let polling: Promise<void> = Promise.resolve();
+  const pollChanges = async () => {
+    if (listeners.size === 0) return;
+    for (const job of await store.listJobs()) {
+      const ended = job.status === "COMPLETED" || job.status === "CANCELED";
+      if (ended && seen.get(job.jobId)?.startsWith(`${job.status} `)) continue;
+      const now = `${job.status} ${JSON.stringify(await store.executionStatusCounts(job.jobId))}`;
+      if (seen.get(job.jobId) === now) continue;
+      const first = !seen.has(job.jobId);
+      seen.set(job.jobId, now);
+      if (!first) { for (const listener of listeners) listener(job.jobId); }
+    }
+  };
+  const changePoll = options.cluster
+    ? setInterval(() => {
+      polling = polling.then(pollChanges).catch((error) =>
+        log(`job change poll failed: ${(error as Error).message}`)
+      );
+    }, options.cluster.changePollMs ?? 1000)
+    : null;
   const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
   const shadows = new ShadowService({
     store,
@@ -452,6 +568,8 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       return registered;
     },
     async close() {
+      if (changePoll !== null) clearInterval(changePoll);
+      await polling;
       await jobs.stop();
       await transport.close();
       await store.close();

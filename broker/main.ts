@@ -1,6 +1,8 @@
 /**
  * `deno task broker`: the cloud as a process — embedded aedes with device authentication and
- * ACLs on `--port`, the operator API on `--http-port`, state in `--data DIR`.
+ * ACLs on `--port`, the operator API on `--http-port`, state in `--data DIR` (SQLite) or `--db`
+ * (PostgreSQL); with `--cluster`, one node of a cluster joined through Redis, the rollout
+ * scheduler running on whichever node holds the database's scheduler lease.
  *
  * Exit codes: 0 after SIGINT/SIGTERM, 2 on bad flags.
  *
@@ -13,6 +15,10 @@ import { startCloud } from "./cloud.ts";
 import { operatorApi } from "./operator_api.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { operatorLog } from "./operator_log.ts";
+import type { CloudStore } from "./store.ts";
+import { PostgresStore } from "./postgres_store.ts";
+import { type ClusterAedes, clusterAedesOptions } from "./cluster_aedes.ts";
+import { SchedulerLease } from "./scheduler_lease.ts";
 
 const early = standardFlags(Deno.args, BROKER_USAGE);
 if (early) {
@@ -43,10 +49,27 @@ function cannot(what: string, error: unknown): never {
   Deno.exit(1);
 }
 
-await Deno.mkdir(dataDir, { recursive: true }).catch((error) =>
-  cannot(`create the data directory '${dataDir}'`, error)
-);
+let store: CloudStore | undefined;
+if (options.db) {
+  store = await PostgresStore.open(options.db).catch((error) => cannot("open the database", error));
+} else {
+  await Deno.mkdir(dataDir, { recursive: true }).catch((error) =>
+    cannot(`create the data directory '${dataDir}'`, error)
+  );
+}
+let cluster: ClusterAedes | undefined;
+if (options.cluster) {
+  try {
+    cluster = clusterAedesOptions(options.cluster);
+  } catch (error) {
+    cannot(`join the cluster at ${options.cluster}`, error);
+  }
+}
 const cloud = await startCloud({
+  ...(store ? { store } : {}),
+  ...(cluster ? { cluster: { aedes: { ...cluster.options, id: options.nodeId } } } : {}),
+  // With a shared database the scheduler runs where the lease is (below), nowhere before.
+  scheduling: store === undefined,
   port: options.mqttPort,
   host: options.host,
   databasePath: `${dataDir}/cloud.db`,
@@ -62,6 +85,15 @@ const cloud = await startCloud({
   ...(options.external ? { external: options.external } : {}),
   ...(options.tls ? { tls: options.tls } : {}),
 }).catch((error) => cannot(`start the MQTT broker on port ${options.mqttPort}`, error));
+const lease = options.db
+  ? await SchedulerLease.start(options.db, {
+    onChange: (held) => {
+      cloud.jobs.scheduling = held;
+      events(held ? "scheduler-started" : "scheduler-stopped", { node: options.nodeId });
+    },
+    log: (line) => events("problem", { message: line }),
+  })
+  : null;
 let server: Deno.HttpServer;
 try {
   server = Deno.serve(
@@ -84,22 +116,27 @@ console.log(
     mqtts: cloud.broker?.tlsUrl ?? null,
     api: `${base}/api/`,
     dashboard: `${base}/dashboard/`,
-    data: dataDir,
+    data: options.db ? null : dataDir,
     timeScale: scale,
+    node: options.nodeId,
+    cluster: options.cluster ?? null,
+    scheduler: lease?.held ?? true,
   }),
 );
 events("started", {
   mqtt: cloud.url,
   api: `${base}/api/`,
   dashboard: `${base}/dashboard/`,
-  data: dataDir,
+  ...(options.db ? { node: options.nodeId } : { data: dataDir }),
 });
 console.error(`dashboard: ${base}/dashboard/ (it asks for the operator token)`);
 if (options.tokenGenerated) console.error(`operator token: ${token}`);
 
 const stop = async () => {
   await server.shutdown();
+  await lease?.stop();
   await cloud.close();
+  await cluster?.close();
   Deno.exit(0);
 };
 Deno.addSignalListener("SIGINT", stop);

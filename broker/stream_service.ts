@@ -25,7 +25,23 @@ export interface Publisher {
    * publishes go out one by one, which is just as correct).
    */
   together?(clientId: string, handOver: () => void): void;
+  /**
+   * Publishes to the one client `clientId` if it is connected here and subscribed to `topic`,
+   * else as {@linkcode Publisher.publish} (optional: a cluster node's shortcut past the bus).
+   */
+  publishTo?(
+    clientId: string,
+    topic: string,
+    payload: Uint8Array | string,
+    qos: 0 | 1,
+  ): Promise<void>;
 }
+
+/** Finds a stream this service was not given (e.g. one another cluster node created). */
+export type StreamSource = (streamId: string) => Promise<ReadonlyMap<number, Uint8Array> | null>;
+
+/** How long a stream found nowhere is not looked for again (a device asking in a loop). */
+const MISSING_STREAM_MS = 5_000;
 
 /** Most data one request returns (AWS: 128 KB). */
 export const MAX_DATA_PER_REQUEST = 128 * 1024;
@@ -57,9 +73,31 @@ export class StreamService {
   /** Optional fault hook (tests, fault injection). */
   blockFilter: BlockFilter | null = null;
 
-  /** Builds the service over a publisher. */
-  constructor(publisher: Publisher) {
+  readonly #source: StreamSource | null;
+  /** Streams looked for and not found, and when. */
+  readonly #missing = new Map<string, number>();
+
+  /** Builds the service over a publisher; `source` finds streams it was not given. */
+  constructor(publisher: Publisher, source: StreamSource | null = null) {
     this.#publisher = publisher;
+    this.#source = source;
+  }
+
+  /** The stream's files: given, or found by the source (once, then kept). */
+  async #filesOf(streamId: string): Promise<ReadonlyMap<number, Uint8Array> | undefined> {
+    const known = this.#streams.get(streamId);
+    if (known || !this.#source) return known;
+    const missedAt = this.#missing.get(streamId);
+    if (missedAt !== undefined && performance.now() - missedAt < MISSING_STREAM_MS) return;
+    const found = await this.#source(streamId);
+    if (!found) {
+      if (this.#missing.size >= 1000) this.#missing.clear();
+      this.#missing.set(streamId, performance.now());
+      return;
+    }
+    this.#missing.delete(streamId);
+    if (!this.#streams.has(streamId)) this.addStream(streamId, found);
+    return this.#streams.get(streamId);
   }
 
   /** Adds (or replaces) a stream of files, by file id. */
@@ -83,7 +121,7 @@ export class StreamService {
       return await this.#reject(topics.streamRejected(streamId), decoded.code, decoded.reason, "");
     }
     const request = decoded.value;
-    const file = this.#streams.get(streamId)?.get(request.fileId);
+    const file = (await this.#filesOf(streamId))?.get(request.fileId);
     if (!file) {
       return await this.#reject(
         topics.streamRejected(streamId),
@@ -140,7 +178,11 @@ export class StreamService {
         );
         if (this.blockFilter) message = this.blockFilter(thing, blockId, message);
         if (!message) continue;
-        sent.push(this.#publisher.publish(dataTopic, message, 0));
+        sent.push(
+          this.#publisher.publishTo
+            ? this.#publisher.publishTo(thing, dataTopic, message, 0)
+            : this.#publisher.publish(dataTopic, message, 0),
+        );
         this.stats.blocksSent++;
       }
     };

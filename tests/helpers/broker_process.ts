@@ -1,4 +1,7 @@
-/** `deno task broker` as a real process on given ports and data directory, for restart tests. */
+/**
+ * `deno task broker` as a real process on given ports, with a data directory or as a cluster
+ * node (`extraArgs`), for restart and cluster tests.
+ */
 import { withDeadline } from "./wait.ts";
 
 /** A running broker process. */
@@ -6,6 +9,8 @@ export interface BrokerProcess {
   readonly api: string;
   readonly mqtt: string;
   readonly child: Deno.ChildProcess;
+  /** The ready line the broker printed. */
+  readonly ready: Record<string, unknown>;
   /** kill -9, and wait for the process to be gone. */
   kill(): Promise<void>;
   /** SIGTERM, and wait. */
@@ -17,7 +22,10 @@ export { freePort } from "../../lib/free_port.ts";
 
 /** Starts the broker and waits for its ready line. */
 export async function startBrokerProcess(options: {
-  readonly dataDir: string;
+  /** SQLite's directory (absent: `extraArgs` name the store, e.g. `--db`). */
+  readonly dataDir?: string;
+  /** More flags (`--cluster`, `--db`, `--node-id`...). */
+  readonly extraArgs?: readonly string[];
   readonly mqttPort: number;
   readonly httpPort: number;
   readonly token: string;
@@ -33,8 +41,8 @@ export async function startBrokerProcess(options: {
       String(options.mqttPort),
       "--http-port",
       String(options.httpPort),
-      "--data",
-      options.dataDir,
+      ...(options.dataDir !== undefined ? ["--data", options.dataDir] : []),
+      ...(options.extraArgs ?? []),
       "--time-scale",
       String(options.timeScale ?? 60),
       "--token",
@@ -62,6 +70,7 @@ export async function startBrokerProcess(options: {
   void child.stdout.cancel().catch(() => {});
   const ready = JSON.parse(text.split("\n")[0]!);
   return {
+    ready,
     api: String(ready.api).replace(/\/$/, ""),
     mqtt: String(ready.mqtt),
     child,

@@ -205,3 +205,54 @@ Deno.test("CLI flags: property: ota and image commands answer any argument list 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("broker flags: a cluster node needs PostgreSQL; the state is in --db or --data, never both; bad URLs and node ids are one line", () => {
+  const env = () => undefined;
+  const parse = (...args: string[]) => parseBrokerArgs(["--token", "operator-1", ...args], env);
+  const node = parse(
+    "--cluster",
+    "redis://127.0.0.1:6379",
+    "--db",
+    "postgres://ota@127.0.0.1:5432/ota",
+    "--node-id",
+    "node-a",
+  );
+  assert.deepEqual([node.cluster, node.db, node.nodeId], [
+    "redis://127.0.0.1:6379",
+    "postgres://ota@127.0.0.1:5432/ota",
+    "node-a",
+  ]);
+  assert.match(parse().nodeId, /^node-[0-9a-f]{8}$/, "a node id is made up when not given");
+  const refusals: [string[], RegExp][] = [
+    [["--cluster", "redis://h:1"], /--cluster needs --db/],
+    [["--cluster", "http://h:1", "--db", "postgres://h/d"], /Invalid --cluster: expected redis/],
+    [["--db", "mysql://h/d"], /Invalid --db: expected postgres:\/\//],
+    [["--db", "postgres://h/d", "--data", "dir"], /--db and --data exclude each other/],
+    [["--db", "postgres://h/d", "--power-loss-durable"], /PostgreSQL's durability is its own/],
+    [
+      ["--cluster", "redis://h:1", "--db", "postgres://h/d", "--external", "mqtt://h:1"],
+      /--cluster and --external exclude each other/,
+    ],
+    [["--node-id", "a b"], /Invalid --node-id/],
+  ];
+  for (const [args, message] of refusals) {
+    assert.throws(() => parse(...args), (error: Error) => {
+      assert.ok(error instanceof UsageError, args.join(" "));
+      assert.match(error.message, message);
+      assert.doesNotMatch(error.message, /\n/);
+      return true;
+    });
+  }
+  assert.doesNotMatch(
+    (() => {
+      try {
+        parse("--db", "mysql://ota:hunter2@h/d");
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return "";
+    })(),
+    /hunter2/,
+    "a refused database URL is not echoed (it may hold a password)",
+  );
+});

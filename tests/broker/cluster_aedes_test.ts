@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import mqtt, { type MqttClient } from "mqtt";
 import { startEmbeddedBroker } from "../../broker/embedded.ts";
-import { clusterAedesOptions, redisAddress } from "../../cluster/broker_cluster.ts";
+import { clusterAedesOptions, redisAddress } from "../../broker/cluster_aedes.ts";
 import { type LocalService, startRedis } from "../../cluster/local_services.ts";
 import { systemProgram } from "../helpers/system_program.ts";
 import { waitUntil, withDeadline } from "../helpers/wait.ts";

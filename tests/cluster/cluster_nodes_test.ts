@@ -1,0 +1,152 @@
+/**
+ * Broker nodes as real processes (`deno task broker --cluster --db --node-id`) on a real
+ * redis-server and PostgreSQL: fleets joined to different nodes update together under one job,
+ * each node streams only to its own devices, exactly one node schedules.
+ */
+import assert from "node:assert/strict";
+import { parseFleetArgs } from "../../fleet/fleet_args.ts";
+import { runFleet } from "../../fleet/run.ts";
+import { type LocalService, startPostgres, startRedis } from "../../cluster/local_services.ts";
+import { type BrokerProcess, freePort, startBrokerProcess } from "../helpers/broker_process.ts";
+import { smallFleetArgs } from "../helpers/fleet_args.ts";
+import { systemProgram } from "../helpers/system_program.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+const REDIS = systemProgram("redis-server", "redis-server");
+const POSTGRES = systemProgram("pg_ctlcluster", "postgresql");
+const TOKEN = "cluster-test-token";
+const SECRET = "cluster-service-secret";
+
+/** A local cluster: Redis, PostgreSQL and broker node processes. */
+interface LocalCluster {
+  readonly redis: LocalService;
+  readonly db: LocalService;
+  readonly nodes: BrokerProcess[];
+  node(id: string): Promise<BrokerProcess>;
+  close(): Promise<void>;
+}
+
+async function localCluster(): Promise<LocalCluster> {
+  REDIS.require();
+  POSTGRES.require();
+  const redis = await startRedis();
+  const db = await startPostgres().catch(async (error) => {
+    await redis.stop();
+    throw error;
+  });
+  const nodes: BrokerProcess[] = [];
+  return {
+    redis,
+    db,
+    nodes,
+    async node(id) {
+      const node = await startBrokerProcess({
+        mqttPort: await freePort(),
+        httpPort: await freePort(),
+        token: TOKEN,
+        serviceSecret: SECRET,
+        timeScale: 1,
+        extraArgs: ["--cluster", redis.url, "--db", db.url, "--node-id", id],
+      });
+      nodes.push(node);
+      return node;
+    },
+    async close() {
+      for (const node of nodes) await node.stop().catch(() => {});
+      await db.stop();
+      await redis.stop();
+    },
+  };
+}
+
+/** A node's Prometheus sample (summed over labels), 0 when absent. */
+async function metric(node: BrokerProcess, name: string): Promise<number> {
+  const text = await (await fetch(`${node.api.replace(/\/api$/, "")}/metrics`)).text();
+  return text.split("\n").filter((line) => line.startsWith(name))
+    .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0);
+}
+
+async function api(node: BrokerProcess, path: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${node.api}${path}`, {
+    headers: { authorization: `Bearer ${TOKEN}` },
+  });
+  return await response.json();
+}
+
+Deno.test({
+  name:
+    "cluster: two node processes, one fleet sharded across them, one job: every device updated, each node streams only to its own devices, one scheduler",
+  ignore: REDIS.ignore || POSTGRES.ignore,
+  async fn() {
+    const cluster = await localCluster();
+    try {
+      const a = await cluster.node("node-a");
+      const b = await cluster.node("node-b");
+      assert.equal(a.ready.node, "node-a");
+      assert.equal(
+        [a.ready.scheduler, b.ready.scheduler].filter((held) => held === true).length,
+        1,
+        "exactly one node holds the scheduler lease",
+      );
+      const devices = 8;
+      const shard = (i: number, node: BrokerProcess) =>
+        runFleet(
+          parseFleetArgs([
+            ...smallFleetArgs(devices),
+            "--workers",
+            "1",
+            "--broker",
+            node.mqtt,
+            "--api",
+            node.api,
+            "--token",
+            TOKEN,
+            "--shard",
+            `${i}/2`,
+            "--update-id",
+            "clustered",
+          ]),
+          () => {},
+        );
+      const [first, second] = await Promise.all([shard(1, a), shard(2, b)]);
+      assert.equal(first.devices + second.devices, devices);
+      assert.ok(
+        first.asExpected && second.asExpected,
+        JSON.stringify([first.expected, second.expected]),
+      );
+      const update = await api(b, "/ota-updates/clustered-1-1-0");
+      assert.equal(
+        (update.counts as Record<string, number>).SUCCEEDED,
+        devices,
+        "one job, both nodes",
+      );
+      assert.equal(update.status, "COMPLETED");
+      // Blocks of a 16 KiB image in 1 KiB blocks: had both nodes answered every request, the
+      // devices would have been sent twice what they needed.
+      const needed = 16;
+      const sentA = await metric(a, "ota_stream_blocks_sent_total");
+      const sentB = await metric(b, "ota_stream_blocks_sent_total");
+      assert.ok(
+        sentA >= first.devices * needed && sentB >= second.devices * needed,
+        `${sentA} ${sentB}`,
+      );
+      assert.ok(
+        sentA + sentB < devices * needed * 1.5,
+        `${sentA} + ${sentB} blocks sent for ${devices * needed} needed`,
+      );
+      // Each node's connections are its own devices (plus nothing of the other's).
+      assert.ok((await metric(a, "ota_mqtt_connections_total")) >= first.devices);
+      assert.ok((await metric(b, "ota_mqtt_connections_total")) >= second.devices);
+      const things = await fetch(`${a.api}/things`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      }).then((r) => r.json()) as unknown[];
+      assert.equal(things.length, devices, "both shards' things are in the one database");
+      await waitUntil(
+        async () => (await api(a, "/jobs/AFR_OTA-clustered-1-1-0")).status === "COMPLETED",
+        "the job to complete on every node",
+      );
+    } finally {
+      await cluster.close();
+    }
+  },
+});
