@@ -90,6 +90,11 @@ export interface DeviceRuntimeOptions {
   readonly device: Device;
   readonly thingName: string;
   readonly brokerUrl: string;
+  /**
+   * Other brokers of the same cluster: when the connection to one goes away, the device
+   * reconnects to the next in turn (`brokerUrl` first), and its agent resumes where it was.
+   */
+  readonly fallbackBrokerUrls?: readonly string[];
   readonly clock?: Clock;
   readonly agentConfig?: Partial<AgentConfig>;
   readonly http?: HttpPort;
@@ -267,8 +272,13 @@ export class DeviceRuntime {
   #connect(common: Omit<OtaAgentOptions, "mqtt">, password?: string): MqttClient {
     const thingName = this.#options.thingName;
     const reconnectPeriod = this.#options.mqttOptions?.reconnectPeriod ?? 100;
+    const fallbacks = this.#options.fallbackBrokerUrls ?? [];
     const client = mqtt.connect(this.#options.brokerUrl, {
       clientId: thingName,
+      // mqtt.js takes the next of `servers` at every (re)connection, from the first.
+      ...(fallbacks.length > 0
+        ? { servers: [this.#options.brokerUrl, ...fallbacks].map(serverOf) }
+        : {}),
       reconnectPeriod,
       connectTimeout: 5_000,
       // mqtt.js logs every packet through `debug` even when it is off: 1.4% of a Worker's time.
@@ -385,4 +395,15 @@ const noLog = () => {};
 function keepLast<T>(history: T[], item: T): void {
   history.push(item);
   if (history.length > HISTORY) history.splice(0, history.length - HISTORY);
+}
+
+/** An mqtt.js `servers` entry for a broker URL (mqtt://HOST:PORT or mqtts://HOST:PORT). */
+function serverOf(url: string): { host: string; port: number; protocol: "mqtt" | "mqtts" } {
+  const parsed = new URL(url);
+  const protocol = parsed.protocol === "mqtts:" ? "mqtts" : "mqtt";
+  return {
+    host: parsed.hostname,
+    port: Number(parsed.port || (protocol === "mqtts" ? 8883 : 1883)),
+    protocol,
+  };
 }

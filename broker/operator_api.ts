@@ -164,6 +164,8 @@ async function health(cloud: Cloud): Promise<Response> {
     status: ok ? "ok" : "unavailable",
     store,
     broker: cloud.broker !== null ? "embedded" : "external",
+    // Whether this process runs the rollout scheduler (in a cluster, exactly one node does).
+    scheduler: cloud.jobs.scheduling,
   });
 }
 

@@ -15,7 +15,8 @@ export type Counts = JobCounts;
 
 /** The cloud as the fleet uses it. */
 export interface CloudAccess {
-  readonly brokerUrl: string;
+  /** The MQTT brokers devices connect to (several: the nodes of a cluster). */
+  readonly brokerUrls: readonly string[];
   /** Registers a thing with a secret the cloud generates, and returns that secret. */
   provisionThing(thing: string, inGroup: boolean): Promise<string>;
   addToGroup(thing: string): Promise<void>;
@@ -43,7 +44,7 @@ export interface CloudAccess {
  */
 export function embeddedAccess(cloud: Cloud): CloudAccess {
   return {
-    brokerUrl: cloud.url,
+    brokerUrls: [cloud.url],
     async provisionThing(thing, inGroup) {
       const secret = await cloud.provisionThing(thing, null);
       if (inGroup) await cloud.store.addToGroup("fleet", thing);
@@ -86,11 +87,11 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
  *
  * @example
  * ```ts ignore
- * const access = remoteAccess("mqtt://10.0.0.5:1883", "http://10.0.0.5:8080/api", token);
+ * const access = remoteAccess(["mqtt://10.0.0.5:1883"], "http://10.0.0.5:8080/api", token);
  * ```
  */
 export function remoteAccess(
-  brokerUrl: string,
+  brokerUrls: readonly string[],
   api: string,
   token: string,
   options: {
@@ -162,7 +163,7 @@ export function remoteAccess(
     return result.json;
   };
   return {
-    brokerUrl,
+    brokerUrls,
     async provisionThing(thing, inGroup) {
       const registered = ok(
         await call("PUT", `/things/${encodeURIComponent(thing)}`, {

@@ -87,7 +87,11 @@ export interface ActorEnvironment {
   readonly rom: BootRom;
   /** A chip already holding the factory image; each device starts from a copy-on-write clone. */
   readonly factory: NorFlash;
-  readonly brokerUrl: string;
+  /**
+   * The brokers devices connect to: a device starts on one (spread by its seed) and fails over
+   * to the others in turn.
+   */
+  readonly brokerUrls: readonly string[];
   /** Turns to open a connection, shared by the Worker's devices (none: connect at once). */
   readonly connectGate?: () => Promise<() => void>;
   readonly clock: Clock;
@@ -222,7 +226,7 @@ export class DeviceActor {
     this.runtime = new DeviceRuntime({
       device: this.device,
       thingName: spec.thing,
-      brokerUrl: environment.brokerUrl,
+      ...brokersFor(spec.seed, environment.brokerUrls),
       clock: environment.clock,
       agentConfig: environment.agentConfig,
       // 30 s to connect, as mqtt.js defaults to: with 10,000 devices rebooting at once the
@@ -521,4 +525,16 @@ export function factoryChip(
   flashFactoryImage(flash, layout, factoryImage);
   if (bootChain) provisionBootChain(flash, layout, bootChain);
   return flash;
+}
+
+/** A device's broker and the ones it fails over to: the list turned to start at its share. */
+function brokersFor(
+  seed: number,
+  urls: readonly string[],
+): { brokerUrl: string; fallbackBrokerUrls?: readonly string[] } {
+  const start = Math.abs(Math.trunc(seed)) % urls.length;
+  const turned = [...urls.slice(start), ...urls.slice(0, start)];
+  return turned.length > 1
+    ? { brokerUrl: turned[0]!, fallbackBrokerUrls: turned.slice(1) }
+    : { brokerUrl: turned[0]! };
 }

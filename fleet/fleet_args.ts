@@ -184,7 +184,8 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     name: "broker",
     value: "URL",
     help: "with --api and --token: join a running cloud (deno task broker) instead of " +
-      "embedding one; its MQTT URL, mqtt://HOST:PORT",
+      "embedding one; its MQTT URL, mqtt://HOST:PORT, or the comma-separated URLs of a " +
+      "cluster's nodes (devices are spread over them and fail over to the others)",
   },
   { name: "api", value: "URL", help: "the running cloud's operator API, http://HOST:PORT/api" },
   { name: "token", value: "T", help: "the running cloud's operator token" },
@@ -295,7 +296,7 @@ export interface Options {
   badImageBehavior: Behavior;
   abortPercent?: number;
   network?: NetworkProfile;
-  remote?: { broker: string; api: string; token: string };
+  remote?: { brokers: readonly string[]; api: string; token: string };
   shard: { index: number; count: number };
   /** The OTA update's id (with the version appended when a run rolls out several). */
   updateId: string;
@@ -459,15 +460,16 @@ export function parseFleetArgs(args: string[]): Options {
     if (!v.broker || !v.api || !v.token) {
       throw new UsageError("Joining a cloud needs all of --broker, --api and --token");
     }
-    if (!/^mqtts?:\/\/\S+$/.test(v.broker)) {
+    const brokers = v.broker.split(",");
+    if (!brokers.every((url) => /^mqtts?:\/\/[^\s,/]+\/?$/.test(url))) {
       throw new UsageError(
-        `Invalid --broker: expected mqtt://HOST:PORT: current value is '${v.broker}'`,
+        `Invalid --broker: expected mqtt://HOST:PORT[,mqtt://HOST:PORT...]: current value is '${v.broker}'`,
       );
     }
     if (!/^https?:\/\/\S+$/.test(v.api)) {
       throw new UsageError(`Invalid --api: expected an http(s) URL: current value is '${v.api}'`);
     }
-    options.remote = { broker: v.broker, api: apiBase(v.api), token: v.token };
+    options.remote = { brokers, api: apiBase(v.api), token: v.token };
   }
   if (options.identity === "secure-element" && options.remote) {
     throw new UsageError(

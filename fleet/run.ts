@@ -111,7 +111,7 @@ async function startCloudSide(
   }
   const access = embedded
     ? embeddedAccess(embedded)
-    : remoteAccess(options.remote!.broker, options.remote!.api, token, {
+    : remoteAccess(options.remote!.brokers, options.remote!.api, token, {
       outageToleranceMs: options.outageToleranceSeconds * 1000,
       log: out,
     });
@@ -427,7 +427,7 @@ class FleetRun {
         ],
         factoryImage: images.factoryImage,
         secondStage: images.secondStage,
-        brokerUrl: access.brokerUrl,
+        brokerUrls: access.brokerUrls,
         // Devices keep real time: their request and self-test timers guard real sockets under real
         // load. The cloud's clock is the scaled one (rollout rates, job timeouts, schedules).
         timeScale: 1,

@@ -110,7 +110,7 @@ async function handle(message: ToWorker): Promise<void> {
             ? { rootCertificateDer: init.rootCertificateDer, secondStage: init.secondStage }
             : undefined,
         ),
-        brokerUrl: init.brokerUrl,
+        brokerUrls: init.brokerUrls,
         connectGate: () => connectTurns.acquire(),
         clock: init.timeScale === 1 ? systemClock : new ScaledClock(init.timeScale),
         agentConfig: init.agentConfig,

@@ -25,7 +25,8 @@ export interface WorkerInit {
   readonly factoryImage: Uint8Array;
   /** A signed second-stage bootloader: devices boot in two stages (none: single stage). */
   readonly secondStage?: Uint8Array;
-  readonly brokerUrl: string;
+  /** The brokers of the cloud (several: the nodes of a cluster). */
+  readonly brokerUrls: readonly string[];
   readonly timeScale: number;
   readonly agentConfig: Partial<AgentConfig>;
   readonly seed: number;

@@ -126,12 +126,17 @@ Deno.test("pre-signed URLs: a suffix range (bytes=-N) serves the last N bytes", 
   }
 });
 
-Deno.test("operator API: /healthz answers without a token: the store answers, which broker runs", async () => {
+Deno.test("operator API: /healthz answers without a token: the store answers, which broker runs, whether it schedules", async () => {
   const { base, cloud, close } = await serve();
   try {
     const ok = await fetch(`${base}/healthz`);
     assert.equal(ok.status, 200);
-    assert.deepEqual(await ok.json(), { status: "ok", store: "ok", broker: "embedded" });
+    assert.deepEqual(await ok.json(), {
+      status: "ok",
+      store: "ok",
+      broker: "embedded",
+      scheduler: true,
+    });
     await cloud.close(); // the store closed under the API: not ready any more
     const down = await fetch(`${base}/healthz`);
     assert.equal(down.status, 503);

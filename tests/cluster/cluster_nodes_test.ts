@@ -6,77 +6,15 @@
 import assert from "node:assert/strict";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { runFleet } from "../../fleet/run.ts";
-import { type LocalService, startPostgres, startRedis } from "../../cluster/local_services.ts";
-import { type BrokerProcess, freePort, startBrokerProcess } from "../helpers/broker_process.ts";
+import type { BrokerProcess } from "../helpers/broker_process.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
-import { systemProgram } from "../helpers/system_program.ts";
+import { api, CLUSTER_IGNORE, localCluster, metric, TOKEN } from "../helpers/local_cluster.ts";
 import { waitUntil } from "../helpers/wait.ts";
-
-const REDIS = systemProgram("redis-server", "redis-server");
-const POSTGRES = systemProgram("pg_ctlcluster", "postgresql");
-const TOKEN = "cluster-test-token";
-const SECRET = "cluster-service-secret";
-
-/** A local cluster: Redis, PostgreSQL and broker node processes. */
-interface LocalCluster {
-  readonly redis: LocalService;
-  readonly db: LocalService;
-  readonly nodes: BrokerProcess[];
-  node(id: string): Promise<BrokerProcess>;
-  close(): Promise<void>;
-}
-
-async function localCluster(): Promise<LocalCluster> {
-  REDIS.require();
-  POSTGRES.require();
-  const redis = await startRedis();
-  const db = await startPostgres().catch(async (error) => {
-    await redis.stop();
-    throw error;
-  });
-  const nodes: BrokerProcess[] = [];
-  return {
-    redis,
-    db,
-    nodes,
-    async node(id) {
-      const node = await startBrokerProcess({
-        mqttPort: await freePort(),
-        httpPort: await freePort(),
-        token: TOKEN,
-        serviceSecret: SECRET,
-        timeScale: 1,
-        extraArgs: ["--cluster", redis.url, "--db", db.url, "--node-id", id],
-      });
-      nodes.push(node);
-      return node;
-    },
-    async close() {
-      for (const node of nodes) await node.stop().catch(() => {});
-      await db.stop();
-      await redis.stop();
-    },
-  };
-}
-
-/** A node's Prometheus sample (summed over labels), 0 when absent. */
-async function metric(node: BrokerProcess, name: string): Promise<number> {
-  const text = await (await fetch(`${node.api.replace(/\/api$/, "")}/metrics`)).text();
-  return text.split("\n").filter((line) => line.startsWith(name))
-    .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0);
-}
-
-async function api(node: BrokerProcess, path: string): Promise<Record<string, unknown>> {
-  const response = await fetch(`${node.api}${path}`, {
-    headers: { authorization: `Bearer ${TOKEN}` },
-  });
-  return await response.json();
-}
 
 Deno.test({
   name:
     "cluster: two node processes, one fleet sharded across them, one job: every device updated, each node streams only to its own devices, one scheduler",
-  ignore: REDIS.ignore || POSTGRES.ignore,
+  ignore: CLUSTER_IGNORE,
   async fn() {
     const cluster = await localCluster();
     try {

@@ -102,3 +102,16 @@ Deno.test("fleet flags: joining a cloud needs --broker, --api and --token togeth
     /Invalid --shard/,
   );
 });
+
+Deno.test("fleet flags: --broker takes a cluster's comma-separated node URLs; a bad one is refused whole", () => {
+  const join = (broker: string) =>
+    parseFleetArgs(["--broker", broker, "--api", "http://h:8080/api", "--token", "t"]);
+  assert.deepEqual(join("mqtt://a:1883,mqtt://b:1884").remote?.brokers, [
+    "mqtt://a:1883",
+    "mqtt://b:1884",
+  ]);
+  assert.deepEqual(join("mqtt://a:1883").remote?.brokers, ["mqtt://a:1883"]);
+  for (const bad of ["mqtt://a:1883,", "mqtt://a:1883,http://b:1", "mqtt://a b:1"]) {
+    assert.throws(() => join(bad), /Invalid --broker: expected mqtt:\/\/HOST:PORT\[,mqtt/, bad);
+  }
+});

@@ -251,7 +251,7 @@ export async function qualificationWorld(
       rootCertificateDer: certificateDer(pki.root),
       certificates: [[SIGNER_CERT_PATH, signerPem], ...(options.deviceCertificates ?? [])],
       factoryImage: await testImage({ version: "1.0.0", payloadSize: IMAGE_PAYLOAD }),
-      brokerUrl: cloud.url,
+      brokerUrls: [cloud.url],
       timeScale: 1,
       agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: protocol, ...agentConfig },
       seed: 1,
