@@ -16,6 +16,7 @@ import { formatProgress } from "./progress.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { reportHtml } from "./report_html.ts";
+import { formatClusterSummary, runClusteredFleet } from "../cluster/clustered_fleet.ts";
 
 if (import.meta.main) {
   const early = standardFlags(Deno.args, USAGE);
@@ -40,6 +41,18 @@ if (import.meta.main) {
     } catch (error) {
       console.error(usageLine(`Invalid --${flag} '${path}': ${(error as Error).message}`));
       Deno.exit(2);
+    }
+  }
+  if (options.cluster) {
+    try {
+      const report = await runClusteredFleet(options, Deno.args, (line) => console.log(line));
+      await Deno.writeTextFile(options.report, JSON.stringify(report, null, 2));
+      if (options.reportHtml) await Deno.writeTextFile(options.reportHtml, reportHtml(report));
+      console.log(`\n${formatClusterSummary(report, options.report)}`);
+      Deno.exit(report.asExpected ? 0 : 1);
+    } catch (error) {
+      console.error(`fleet run failed: ${(error as Error).message}`);
+      Deno.exit(1);
     }
   }
   try {

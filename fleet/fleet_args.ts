@@ -198,6 +198,33 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     default: "120",
   },
   {
+    name: "brokers",
+    value: "K",
+    help: "run the cloud as a cluster of K broker node processes on Redis and PostgreSQL " +
+      "(started here from the Debian packages, or --cluster-redis/--cluster-db); devices are " +
+      "spread over the nodes",
+    range: [1, 16],
+    default: "1",
+  },
+  {
+    name: "processes",
+    value: "M",
+    help: "run the fleet in M processes, each its share of the devices (with a local cluster: " +
+      "--brokers)",
+    range: [1, 64],
+    default: "1",
+  },
+  {
+    name: "cluster-redis",
+    value: "URL",
+    help: "the local cluster's Redis (redis://HOST:PORT) instead of starting redis-server",
+  },
+  {
+    name: "cluster-db",
+    value: "URL",
+    help: "the local cluster's PostgreSQL (postgres://USER@HOST:PORT/DB) instead of starting one",
+  },
+  {
     name: "shard",
     value: "I/N",
     help: "run the I-th of N shares of the fleet (with --broker/--api/--token and one " +
@@ -307,6 +334,11 @@ export interface Options {
   timeoutSeconds: number;
   /** How long a cloud joined with --broker/--api may be unreachable before the run gives up. */
   outageToleranceSeconds: number;
+  /**
+   * A local cluster this run starts (`--brokers`, `--processes`): its node and fleet process
+   * counts, and the Redis and PostgreSQL to use instead of starting them.
+   */
+  cluster?: { brokers: number; processes: number; redis?: string; db?: string };
 }
 
 function traceList(text: string | undefined): string[] {
@@ -494,6 +526,42 @@ export function parseFleetArgs(args: string[]): Options {
     throw new UsageError(
       "--shard needs --update-id: the shards of one run must agree on the update they follow",
     );
+  }
+  const brokers = flags.int("brokers");
+  const processes = flags.int("processes");
+  const redis = v["cluster-redis"];
+  const db = v["cluster-db"];
+  if (brokers > 1 || processes > 1 || redis !== undefined || db !== undefined) {
+    if (options.remote || options.shard.count > 1) {
+      throw new UsageError(
+        "--brokers/--processes start a local cluster: not with --broker/--api/--token or --shard",
+      );
+    }
+    if (redis !== undefined && !/^redis:\/\/[^\s:/]+(:\d{1,5})?\/?$/.test(redis)) {
+      throw new UsageError(
+        `Invalid --cluster-redis: expected redis://HOST:PORT: current value is '${redis}'`,
+      );
+    }
+    if (db !== undefined && !/^postgres(ql)?:\/\/\S+$/.test(db)) {
+      throw new UsageError("Invalid --cluster-db: expected postgres://USER@HOST:PORT/DB");
+    }
+    for (
+      const [flag, refused] of [
+        ["--identity secure-element", options.identity === "secure-element"],
+        ["--scenario factory-reset", options.scenario === "factory-reset"],
+        ["--scenario bad-wave", options.scenario === "bad-wave" && processes > 1],
+        ["--dashboard", options.dashboard],
+        ["--cpu-profile", options.cpuProfile !== undefined],
+      ] as const
+    ) {
+      if (refused) throw new UsageError(`${flag} runs in one process with the embedded cloud`);
+    }
+    options.cluster = {
+      brokers,
+      processes,
+      ...(redis ? { redis } : {}),
+      ...(db ? { db } : {}),
+    };
   }
   if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
     throw new UsageError("Give --workers or --devices-per-worker, not both");

@@ -67,6 +67,8 @@ export interface FleetReport {
    */
   stages: Record<string, Record<UpdateStage, StageTimes>>;
   peakRssBytes: number;
+  /** Whose memory `peakRssBytes` is. @default {"main process"} */
+  peakRssOf?: string;
   series: { t: number; counts: Record<string, number> }[];
   expected: string;
   asExpected: boolean;
@@ -140,9 +142,9 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
   faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, wiped ${report.faults.wipes}, factory resets ${report.faults.factoryResets}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
   delivered          ${
     (report.bytesDelivered / 1e6).toFixed(1)
-  } MB in ${report.wallSeconds} s, peak RSS ${
-    (report.peakRssBytes / 2 ** 20).toFixed(0)
-  } MiB (main process)
+  } MB in ${report.wallSeconds} s, peak RSS ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB (${
+    report.peakRssOf ?? "main process"
+  })
   phases             ${
     Object.entries(report.phases).map(([name, s]) => `${name} ${s} s`).join(", ")
   }${

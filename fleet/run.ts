@@ -796,7 +796,8 @@ class FleetRun {
         timedOut: counts.TIMED_OUT,
         canceled: counts.CANCELED,
         // Everything else: still open, removed, or never notified (a canceled rollout stops there).
-        other: local - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
+        // The counts are the job's, over every shard's devices.
+        other: options.devices - counts.SUCCEEDED - counts.FAILED - counts.REJECTED -
           counts.TIMED_OUT - counts.CANCELED,
       },
       updates,

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import mqtt, { type MqttClient } from "mqtt";
 import { waitUntil } from "../helpers/wait.ts";
-import { freePort, startBrokerProcess } from "../helpers/broker_process.ts";
+import { freePort, startBrokerProcess } from "../../cluster/broker_process.ts";
 
 const TOKEN = "durability-token";
 const SERVICE_SECRET = "service-secret-for-test";

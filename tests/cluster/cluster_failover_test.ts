@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { runFleet } from "../../fleet/run.ts";
-import type { BrokerProcess } from "../helpers/broker_process.ts";
+import type { BrokerProcess } from "../../cluster/broker_process.ts";
 import {
   api,
   CLUSTER_IGNORE,

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { runFleet } from "../../fleet/run.ts";
-import { freePort, startBrokerProcess } from "../helpers/broker_process.ts";
+import { freePort, startBrokerProcess } from "../../cluster/broker_process.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 const TOKEN = "outage-test-token";

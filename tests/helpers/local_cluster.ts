@@ -3,7 +3,7 @@
  * node processes (`deno task broker --cluster --db --node-id`) on free ports.
  */
 import { type LocalService, startPostgres, startRedis } from "../../cluster/local_services.ts";
-import { type BrokerProcess, freePort, startBrokerProcess } from "./broker_process.ts";
+import { type BrokerProcess, freePort, startBrokerProcess } from "../../cluster/broker_process.ts";
 import { systemProgram } from "./system_program.ts";
 
 export const REDIS = systemProgram("redis-server", "redis-server");

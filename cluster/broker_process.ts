@@ -1,8 +1,17 @@
 /**
- * `deno task broker` as a real process on given ports, with a data directory or as a cluster
- * node (`extraArgs`), for restart and cluster tests.
+ * `deno task broker` as a child process on given ports, with a data directory or as a cluster
+ * node (`extraArgs`): the nodes of a local cluster, and the broker of restart tests.
+ *
+ * @example
+ * ```ts ignore
+ * const node = await startBrokerProcess({ mqttPort: 0, httpPort: 0, token, serviceSecret,
+ *   extraArgs: ["--cluster", redisUrl, "--db", dbUrl, "--node-id", "node-1"] });
+ * console.log(node.mqtt, node.api);
+ * await node.stop();
+ * ```
+ *
+ * @module
  */
-import { withDeadline } from "./wait.ts";
 
 /** A running broker process. */
 export interface BrokerProcess {
@@ -18,7 +27,7 @@ export interface BrokerProcess {
 }
 
 /** A free loopback port (for a process to listen on). */
-export { freePort } from "../../lib/free_port.ts";
+export { freePort } from "../lib/free_port.ts";
 
 /** Starts the broker and waits for its ready line. */
 export async function startBrokerProcess(options: {
@@ -26,6 +35,8 @@ export async function startBrokerProcess(options: {
   readonly dataDir?: string;
   /** More flags (`--cluster`, `--db`, `--node-id`...). */
   readonly extraArgs?: readonly string[];
+  /** The broker's operator log: dropped, or passed on to this process's stderr. */
+  readonly stderr?: "null" | "inherit";
   readonly mqttPort: number;
   readonly httpPort: number;
   readonly token: string;
@@ -36,7 +47,7 @@ export async function startBrokerProcess(options: {
     args: [
       "run",
       "--allow-all",
-      new URL("../../broker/main.ts", import.meta.url).pathname,
+      new URL("../broker/main.ts", import.meta.url).pathname,
       "--port",
       String(options.mqttPort),
       "--http-port",
@@ -51,21 +62,24 @@ export async function startBrokerProcess(options: {
       options.serviceSecret,
     ],
     stdout: "piped",
-    stderr: "null",
+    stderr: options.stderr ?? "null",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  await withDeadline(
-    (async () => {
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("broker exited before it was ready");
-        text += value;
-      }
-    })(),
-    "the broker process to say it is ready",
-    60_000,
-  );
+  // A broker that never says it is ready (stuck, or its output lost) is given up on.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  try {
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the broker process exited before it was ready");
+      text += value;
+    }
+  } catch (error) {
+    await child.status;
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
   reader.releaseLock();
   void child.stdout.cancel().catch(() => {});
   const ready = JSON.parse(text.split("\n")[0]!);

@@ -1,0 +1,289 @@
+/**
+ * `deno task fleet --brokers K --processes M`: a whole cluster on this machine for one run —
+ * redis-server and PostgreSQL (or the ones given), K broker node processes on their own ports,
+ * and M fleet processes each running its share of the devices (`--shard i/M`) against the nodes,
+ * devices spread over every node. Their reports are merged into one, with what each node carried
+ * and what every process used (CPU, the peak of their memory together).
+ *
+ * @module
+ */
+
+import { type FleetReport, formatSummary } from "../fleet/report.ts";
+import type { Options } from "../fleet/fleet_args.ts";
+import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
+import { freePort } from "../lib/free_port.ts";
+import { type LocalService, startPostgres, startRedis } from "./local_services.ts";
+import { ProcessTreeSampler, type SampledProcess } from "./process_sampler.ts";
+
+/** What one broker node carried. */
+export interface NodeFigures {
+  readonly node: string;
+  readonly mqtt: string;
+  /** MQTT connections it accepted, and messages it received from its clients. */
+  readonly connections: number;
+  readonly messagesIn: number;
+  readonly blocksSent: number;
+  readonly cpuSeconds: number;
+  readonly peakRssBytes: number;
+}
+
+/** One fleet process of the run. */
+export interface ShardFigures {
+  readonly shard: string;
+  readonly devices: number;
+  readonly wallSeconds: number;
+  readonly peakRssBytes: number;
+  readonly asExpected: boolean;
+}
+
+/** A fleet report of a clustered run. */
+export interface ClusterFleetReport extends FleetReport {
+  readonly brokers: readonly NodeFigures[];
+  readonly processes: readonly ShardFigures[];
+  /** Every process of the run together: the fleet, the nodes, Redis, PostgreSQL. */
+  readonly usage: {
+    readonly peakRssBytes: number;
+    readonly cpuSeconds: number;
+    readonly processes: readonly SampledProcess[];
+  };
+}
+
+/** The flags this run gives its fleet processes itself (or keeps for itself). */
+const OWN_FLAGS = new Set([
+  "brokers",
+  "processes",
+  "cluster-redis",
+  "cluster-db",
+  "report",
+  "report-html",
+  "update-id",
+  "broker",
+  "api",
+  "token",
+  "shard",
+]);
+
+/** `args` without the flags in `names` (as `--flag value` or `--flag=value`). */
+export function withoutFlags(args: readonly string[], names: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const match = /^--([a-z-]+)(=.*)?$/.exec(args[i]!);
+    if (match && names.has(match[1]!)) {
+      if (match[2] === undefined) i++; // its value is the next argument
+      continue;
+    }
+    out.push(args[i]!);
+  }
+  return out;
+}
+
+/**
+ * Runs the clustered fleet. `args` are the command's own (forwarded to the fleet processes but
+ * for the cluster's flags); `out` gets progress lines, each process's prefixed with its shard.
+ */
+export async function runClusteredFleet(
+  options: Options,
+  args: readonly string[],
+  out: (line: string) => void,
+): Promise<ClusterFleetReport> {
+  const cluster = options.cluster!;
+  const started = performance.now();
+  const sampler = new ProcessTreeSampler();
+  sampler.start(500);
+  const services: LocalService[] = [];
+  const nodes: BrokerProcess[] = [];
+  const token = crypto.randomUUID();
+  const directory = await Deno.makeTempDir({ prefix: "ota-cluster-run-" });
+  try {
+    const redis = cluster.redis ?? (await track(services, startRedis())).url;
+    const db = cluster.db ?? (await track(services, startPostgres())).url;
+    out(`cluster: redis ${redis}, PostgreSQL ${db.replace(/:[^:@/]*@/, ":***@")}`);
+    for (let i = 1; i <= cluster.brokers; i++) {
+      nodes.push(
+        await startBrokerProcess({
+          mqttPort: await freePort(),
+          httpPort: await freePort(),
+          token,
+          serviceSecret: crypto.randomUUID(),
+          timeScale: options.timeScale,
+          extraArgs: ["--cluster", redis, "--db", db, "--node-id", `node-${i}`],
+        }),
+      );
+      out(`cluster: node-${i} on ${nodes.at(-1)!.mqtt}`);
+    }
+    const brokers = nodes.map((node) => node.mqtt).join(",");
+    // The shards must agree on one update: the one asked for, else one of this run's own.
+    const named = args.some((arg) => arg === "--update-id" || arg.startsWith("--update-id="));
+    const updateId = named ? options.updateId : `fleet-${crypto.randomUUID().slice(0, 8)}`;
+    const forwarded = withoutFlags(args, OWN_FLAGS);
+    const shards = Array.from({ length: cluster.processes }, (_, i) => {
+      const shard = `${i + 1}/${cluster.processes}`;
+      const report = `${directory}/shard-${i + 1}.json`;
+      return runShard(shard, report, [
+        ...forwarded,
+        "--broker",
+        brokers,
+        "--api",
+        nodes[i % nodes.length]!.api,
+        "--token",
+        token,
+        "--shard",
+        shard,
+        "--update-id",
+        updateId,
+        "--report",
+        report,
+      ], out);
+    });
+    const reports = await Promise.all(shards);
+    const usage = sampler.usage();
+    const figures: NodeFigures[] = [];
+    for (const [i, node] of nodes.entries()) {
+      const metrics = await nodeMetrics(node);
+      const own = usage.processes.find((p) => p.pid === node.child.pid);
+      figures.push({
+        node: `node-${i + 1}`,
+        mqtt: node.mqtt,
+        connections: metrics("ota_mqtt_connections_total"),
+        messagesIn: metrics("ota_mqtt_messages_received_total"),
+        blocksSent: metrics("ota_stream_blocks_sent_total"),
+        cpuSeconds: own?.cpuSeconds ?? 0,
+        peakRssBytes: own?.peakRssBytes ?? 0,
+      });
+    }
+    return mergeReports(reports, figures, sampler, (performance.now() - started) / 1000);
+  } finally {
+    for (const node of nodes) await node.stop().catch(() => {});
+    for (const service of services.reverse()) await service.stop().catch(() => {});
+    await Deno.remove(directory, { recursive: true }).catch(() => {});
+    sampler.stop();
+  }
+}
+
+async function track(services: LocalService[], starting: Promise<LocalService>) {
+  const service = await starting;
+  services.push(service);
+  return service;
+}
+
+/** Runs one fleet process and reads its report (its lines go to `out`, prefixed). */
+async function runShard(
+  shard: string,
+  reportPath: string,
+  args: readonly string[],
+  out: (line: string) => void,
+): Promise<FleetReport> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL("../fleet/fleet.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const prefix = `[${shard}] `;
+  const lines = async (stream: ReadableStream<Uint8Array>) => {
+    let rest = "";
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) if (line.trim() !== "") out(prefix + line);
+    }
+    if (rest.trim() !== "") out(prefix + rest);
+  };
+  const [status] = await Promise.all([child.status, lines(child.stdout), lines(child.stderr)]);
+  try {
+    return JSON.parse(await Deno.readTextFile(reportPath));
+  } catch {
+    throw new Error(`fleet process ${shard} exited with ${status.code} without a report`);
+  }
+}
+
+/** A node's Prometheus samples, summed over labels, by name. */
+async function nodeMetrics(node: BrokerProcess): Promise<(name: string) => number> {
+  const text = await fetch(`${node.api.replace(/\/api$/, "")}/metrics`)
+    .then((r) => r.text(), () => "");
+  return (name) =>
+    text.split("\n").filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
+      .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0);
+}
+
+/** One report of the shards' reports: counts added, the job's state as the last shard saw it. */
+function mergeReports(
+  reports: readonly FleetReport[],
+  brokers: readonly NodeFigures[],
+  sampler: ProcessTreeSampler,
+  wallSeconds: number,
+): ClusterFleetReport {
+  const first = reports[0]!;
+  const sum = <T extends object>(pick: (r: FleetReport) => T): T => {
+    const total = {} as Record<string, number>;
+    for (const report of reports) {
+      for (const [key, value] of Object.entries(pick(report)) as [string, number][]) {
+        total[key] = (total[key] ?? 0) + value;
+      }
+    }
+    return total as T;
+  };
+  const usage = sampler.usage();
+  const devices = reports.reduce((n, r) => n + r.devices, 0);
+  return {
+    ...first,
+    devices,
+    // The outcome counts the job's executions, over every shard: each shard reports them all.
+    outcome: first.outcome,
+    bricked: reports.reduce((n, r) => n + r.bricked, 0),
+    runningVersion: sum((r) => r.runningVersion),
+    faults: sum((r) => r.faults),
+    bytesDelivered: reports.reduce((n, r) => n + r.bytesDelivered, 0),
+    cloudOutages: sum((r) => r.cloudOutages),
+    wallSeconds: Math.round(wallSeconds * 10) / 10,
+    // Phases and stage times are each process's own: the slowest process's are shown.
+    phases: maxOf(reports.map((r) => r.phases)),
+    peakRssBytes: usage.peakRssBytes,
+    peakRssOf: "every process of the run together",
+    asExpected: reports.every((r) => r.asExpected),
+    brokers,
+    processes: reports.map((r, i) => ({
+      shard: `${i + 1}/${reports.length}`,
+      devices: r.devices,
+      wallSeconds: r.wallSeconds,
+      peakRssBytes: r.peakRssBytes,
+      asExpected: r.asExpected,
+    })),
+    usage,
+  };
+}
+
+function maxOf(all: readonly Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const one of all) {
+    for (const [key, value] of Object.entries(one)) out[key] = Math.max(out[key] ?? 0, value);
+  }
+  return out;
+}
+
+/** The summary of a clustered run: the fleet's, then what each node and process carried. */
+export function formatClusterSummary(report: ClusterFleetReport, reportPath: string): string {
+  const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
+  const lines = [formatSummary(report, reportPath), "", "cluster"];
+  for (const node of report.brokers) {
+    lines.push(
+      `  ${node.node.padEnd(8)} ${String(node.connections).padStart(7)} connections ${
+        String(node.messagesIn).padStart(9)
+      } messages in ${String(node.blocksSent).padStart(9)} blocks out  cpu ${
+        node.cpuSeconds.toFixed(1)
+      } s  peak ${mib(node.peakRssBytes)}`,
+    );
+  }
+  for (const shard of report.processes) {
+    lines.push(
+      `  fleet ${shard.shard.padEnd(6)} ${String(shard.devices).padStart(7)} devices  ${
+        shard.wallSeconds.toFixed(1)
+      } s  peak ${mib(shard.peakRssBytes)}${shard.asExpected ? "" : "  NOT as expected"}`,
+    );
+  }
+  lines.push(
+    `  all processes together: cpu ${report.usage.cpuSeconds.toFixed(1)} s, peak ${
+      mib(report.usage.peakRssBytes)
+    }`,
+  );
+  return lines.join("\n");
+}

@@ -1,0 +1,120 @@
+/**
+ * `deno task fleet --brokers K --processes M` as the command runs: it starts redis-server,
+ * PostgreSQL, K node processes and M fleet processes, merges their reports, and leaves nothing
+ * running.
+ */
+import assert from "node:assert/strict";
+import { type ClusterFleetReport, withoutFlags } from "../../cluster/clustered_fleet.ts";
+import { parseFleetArgs } from "../../fleet/fleet_args.ts";
+import { CLUSTER_IGNORE } from "../helpers/local_cluster.ts";
+
+/** Processes whose command line names one of this machine's temporary cluster directories. */
+function clusterProcesses(): string[] {
+  const found: string[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const command = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
+      if (/ota-(redis|postgres|cluster-run)-/.test(command)) found.push(command);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+Deno.test({
+  name:
+    "clustered fleet: --brokers 2 --processes 2 updates every device through both nodes and reports each node, each process and all of them together",
+  ignore: CLUSTER_IGNORE,
+  async fn() {
+    const directory = await Deno.makeTempDir();
+    const before = clusterProcesses();
+    try {
+      const report = `${directory}/report.json`;
+      const run = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../../fleet/fleet.ts", import.meta.url).pathname,
+          "--devices",
+          "12",
+          "--brokers",
+          "2",
+          "--processes",
+          "2",
+          "--workers",
+          "1",
+          "--image-size",
+          "16KiB",
+          "--block-size",
+          "1KiB",
+          "--report",
+          report,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(run.stdout);
+      assert.equal(run.code, 0, text + new TextDecoder().decode(run.stderr));
+      assert.match(text, /\[1\/2\] .*\n[\s\S]*\[2\/2\] /, "each process's lines, prefixed");
+      assert.match(text, /node-1 +\d+ connections/);
+      const merged = JSON.parse(await Deno.readTextFile(report)) as ClusterFleetReport;
+      assert.equal(merged.devices, 12);
+      assert.equal(merged.outcome.succeeded, 12);
+      assert.equal(merged.outcome.other, 0);
+      assert.deepEqual(merged.runningVersion, { "1.1.0+0": 12 });
+      assert.equal(merged.bricked, 0);
+      assert.ok(merged.asExpected);
+      assert.deepEqual(merged.processes.map((p) => [p.shard, p.devices]), [["1/2", 6], ["2/2", 6]]);
+      assert.deepEqual(merged.brokers.map((b) => b.node), ["node-1", "node-2"]);
+      for (const node of merged.brokers) {
+        assert.ok(node.connections >= 6, `${node.node}: devices of both processes`);
+        assert.ok(node.messagesIn > 0 && node.blocksSent > 0 && node.cpuSeconds > 0, node.node);
+      }
+      const names = new Set(merged.usage.processes.map((p) => p.name));
+      for (const name of ["redis-server", "postgres", "deno"]) assert.ok(names.has(name), name);
+      const largest = Math.max(...merged.usage.processes.map((p) => p.peakRssBytes));
+      assert.ok(merged.usage.peakRssBytes > largest, "the peak is of the processes together");
+      assert.equal(merged.peakRssBytes, merged.usage.peakRssBytes);
+      assert.deepEqual(clusterProcesses(), before, "Redis and PostgreSQL were stopped");
+    } finally {
+      await Deno.remove(directory, { recursive: true });
+    }
+  },
+});
+
+Deno.test("clustered fleet: the cluster's own flags are not passed on to the fleet processes", () => {
+  assert.deepEqual(
+    withoutFlags(
+      ["--devices", "10", "--brokers=2", "--processes", "3", "--report", "r.json", "--seed", "4"],
+      new Set(["brokers", "processes", "report"]),
+    ),
+    ["--devices", "10", "--seed", "4"],
+  );
+});
+
+Deno.test("clustered fleet flags: a local cluster is not joined to another cloud, and what needs one process is refused", () => {
+  const refused: [string[], RegExp][] = [
+    [
+      ["--brokers", "2", "--broker", "mqtt://h:1", "--api", "http://h/api", "--token", "t"],
+      /not with --broker/,
+    ],
+    [
+      ["--processes", "2", "--identity", "secure-element"],
+      /--identity secure-element runs in one process/,
+    ],
+    [["--brokers", "2", "--scenario", "factory-reset"], /factory-reset runs in one process/],
+    [["--processes", "2", "--scenario", "bad-wave"], /bad-wave runs in one process/],
+    [["--brokers", "2", "--dashboard"], /--dashboard runs in one process/],
+    [["--cluster-redis", "http://h:1"], /Invalid --cluster-redis/],
+    [["--cluster-db", "redis://h:1"], /Invalid --cluster-db/],
+    [["--brokers", "17"], /--brokers/],
+  ];
+  for (const [args, message] of refused) {
+    assert.throws(() => parseFleetArgs(args), message, args.join(" "));
+  }
+  const options = parseFleetArgs(["--brokers", "3", "--processes", "2"]);
+  assert.deepEqual(options.cluster, { brokers: 3, processes: 2 });
+  assert.equal(parseFleetArgs([]).cluster, undefined, "the default stays one process, embedded");
+});
