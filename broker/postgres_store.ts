@@ -245,15 +245,16 @@ export class PostgresStore implements CloudStore {
       this.#jobs.delete(jobId);
       return null;
     }
+    // The body is absent exactly when the revision is the one asked with: that entry is the
+    // answer even if another read has cached a newer revision meanwhile.
+    if (row.body === null && cached?.revision === String(row.revision)) return cached.job;
     return this.#jobFrom(jobId, row);
   }
 
+  /** Parses a job row that has its body, and caches it. */
   #jobFrom(jobId: string, row: Row): JobRecord {
-    const revision = String(row.revision);
-    const cached = this.#jobs.get(jobId);
-    if (row.body === null && cached?.revision === revision) return cached.job;
     const job = deepFreeze(JSON.parse(String(row.body))) as JobRecord;
-    this.#jobs.set(jobId, { revision, job });
+    this.#jobs.set(jobId, { revision: String(row.revision), job });
     return job;
   }
 

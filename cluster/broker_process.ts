@@ -35,8 +35,8 @@ export async function startBrokerProcess(options: {
   readonly dataDir?: string;
   /** More flags (`--cluster`, `--db`, `--node-id`...). */
   readonly extraArgs?: readonly string[];
-  /** The broker's operator log: dropped, or passed on to this process's stderr. */
-  readonly stderr?: "null" | "inherit";
+  /** Told each line of the broker's operator log (stderr); without it they are dropped. */
+  readonly onLog?: (line: string) => void;
   readonly mqttPort: number;
   readonly httpPort: number;
   readonly token: string;
@@ -62,8 +62,9 @@ export async function startBrokerProcess(options: {
       options.serviceSecret,
     ],
     stdout: "piped",
-    stderr: options.stderr ?? "null",
+    stderr: options.onLog ? "piped" : "null",
   }).spawn();
+  if (options.onLog) void forwardLines(child.stderr, options.onLog);
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   // A broker that never says it is ready (stuck, or its output lost) is given up on.
@@ -97,4 +98,22 @@ export async function startBrokerProcess(options: {
       await child.status;
     },
   };
+}
+
+/** Calls `onLine` with each non-empty line of `stream` as it comes. */
+export async function forwardLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
+  let rest = "";
+  try {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      const lines = (rest + text).split("\n");
+      rest = lines.pop()!;
+      for (const line of lines) if (line.trim() !== "") onLine(line);
+    }
+  } catch {
+    // the process went away mid-line
+  }
+  if (rest.trim() !== "") onLine(rest);
 }

@@ -10,7 +10,7 @@
 
 import { type FleetReport, formatSummary } from "../fleet/report.ts";
 import type { Options } from "../fleet/fleet_args.ts";
-import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
+import { type BrokerProcess, forwardLines, startBrokerProcess } from "./broker_process.ts";
 import { freePort } from "../lib/free_port.ts";
 import { type LocalService, startPostgres, startRedis } from "./local_services.ts";
 import { ProcessTreeSampler, type SampledProcess } from "./process_sampler.ts";
@@ -107,6 +107,12 @@ export async function runClusteredFleet(
           serviceSecret: crypto.randomUUID(),
           timeScale: options.timeScale,
           extraArgs: ["--cluster", redis, "--db", db, "--node-id", `node-${i}`],
+          // The node's operator log but its clients coming and going (thousands of lines).
+          onLog: (line) => {
+            if (!/ client-(connected|disconnected) |^dashboard: /.test(line)) {
+              out(`[node-${i}] ${line}`);
+            }
+          },
         }),
       );
       out(`cluster: node-${i} on ${nodes.at(-1)!.mqtt}`);
@@ -178,17 +184,12 @@ async function runShard(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const prefix = `[${shard}] `;
-  const lines = async (stream: ReadableStream<Uint8Array>) => {
-    let rest = "";
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) if (line.trim() !== "") out(prefix + line);
-    }
-    if (rest.trim() !== "") out(prefix + rest);
-  };
-  const [status] = await Promise.all([child.status, lines(child.stdout), lines(child.stderr)]);
+  const prefix = (line: string) => out(`[${shard}] ${line}`);
+  const [status] = await Promise.all([
+    child.status,
+    forwardLines(child.stdout, prefix),
+    forwardLines(child.stderr, prefix),
+  ]);
   try {
     return JSON.parse(await Deno.readTextFile(reportPath));
   } catch {

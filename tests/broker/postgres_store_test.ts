@@ -127,6 +127,15 @@ Deno.test({
             );
             await b.putJob(jobRecord("job-a", { pending: ["t3"] }));
             assert.deepEqual((await a.getJob("job-a"))?.pending, ["t3"]);
+            // Reads on one node racing each other and another node's writes never lose the job
+            // (a read answered "unchanged" while a concurrent read cached a newer revision).
+            const reads: Promise<unknown>[] = [];
+            for (let i = 0; i < 200; i++) {
+              reads.push(a.getJob("job-a"));
+              if (i % 6 === 0) reads.push(b.putJob(jobRecord("job-a", { pending: [`p${i}`] })));
+            }
+            const seen = (await Promise.all(reads)).filter((r) => r !== undefined);
+            assert.ok(seen.every((job) => job !== null), "a job never reads as missing");
           } finally {
             await a.close();
             await b.close();
