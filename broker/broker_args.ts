@@ -108,6 +108,12 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
     defaultText: "node-<random>",
   },
   {
+    name: "cpu-profile",
+    value: "FILE",
+    help: "sample this process's CPU and write a V8 profile (.cpuprofile) to FILE when it stops " +
+      "(tools/cpu_profile.ts summarizes it)",
+  },
+  {
     name: "power-loss-durable",
     help: "fsync every commit: state survives the host losing power, not only the broker " +
       "process dying (costs one fsync per device status update)",
@@ -143,6 +149,8 @@ export interface BrokerOptions {
   /** The PostgreSQL database of the state, instead of SQLite. */
   readonly db?: string;
   readonly nodeId: string;
+  /** Where the CPU profile goes when the broker stops. */
+  readonly cpuProfile?: string;
 }
 
 /**
@@ -255,5 +263,6 @@ export function parseBrokerArgs(
     ...(cluster ? { cluster } : {}),
     ...(db ? { db } : {}),
     nodeId,
+    ...(values["cpu-profile"] ? { cpuProfile: values["cpu-profile"] } : {}),
   };
 }

@@ -4,6 +4,15 @@
  * (subscriptions, retained messages, sessions and their queued messages shared), so a device may
  * connect to any node and find its session there. Pass the result as the aedes options of a node.
  *
+ * One setting of ours: the Redis channel a topic travels on. mqemitter-redis maps each topic to
+ * a channel of the same name, and a subscription with a wildcard to a Redis pattern; Redis
+ * matches every PUBLISH against every pattern, and devices subscribe with wildcards (`.../jobs/+
+ * /update/+`), so at 10,000 devices each message was matched against some 60,000 patterns and
+ * Redis fell behind while the nodes queued without bound. Every topic of a thing
+ * (`$aws/things/<thing>/...`) now travels on one channel per thing, subscribed without a
+ * pattern; the node's own matcher still matches the full topic against its clients'
+ * subscriptions, wildcards and all.
+ *
  * @example
  * ```ts ignore
  * const cluster = clusterAedesOptions("redis://127.0.0.1:6379");
@@ -43,8 +52,15 @@ export function redisAddress(url: string): { host: string; port: number } {
 /** The aedes options of one node of the cluster whose Redis is at `redisUrl`. */
 export function clusterAedesOptions(redisUrl: string): ClusterAedes {
   const address = redisAddress(redisUrl);
+  // No cap on deliveries in flight, as the embedded broker (embedded.ts): past mqemitter's
+  // default of 100 every further delivery of the node queues behind the slowest client.
   // deno-lint-ignore no-explicit-any
-  const mq = (mqemitterRedis as any)({ ...address });
+  const mq = (mqemitterRedis as any)({ ...address, concurrency: 0 });
+  // The channel of a topic (see above): what mqemitter-redis subscribes and publishes to.
+  mq._subTopic = redisChannel;
+  mq._containsWildcard = (topic: string) => redisChannel(topic).includes("*");
+  const publish = mq.pubConn.publish.bind(mq.pubConn);
+  mq.pubConn.publish = (topic: string, payload: unknown) => publish(redisChannel(topic), payload);
   // deno-lint-ignore no-explicit-any
   const persistence = new (AsyncRedisPersistence as any)({ ...address });
   // aedes 1.2 pipes the retained messages it is given; this persistence yields them from an
@@ -62,4 +78,24 @@ export function clusterAedesOptions(redisUrl: string): ClusterAedes {
         await persistence.destroy();
       })(),
   };
+}
+
+/**
+ * The Redis channel a topic travels on between nodes: `$aws/things/<thing>` for every topic of
+ * a thing, the topic itself for others; MQTT wildcards become Redis's `*`.
+ *
+ * @example
+ * ```ts
+ * import { redisChannel } from "./cluster_aedes.ts";
+ * redisChannel("$aws/things/dev-1/jobs/+/update/+"); // "$aws/things/dev-1"
+ * redisChannel("$aws/things/+/jobs/get"); // "$aws/things/*"
+ * ```
+ */
+export function redisChannel(topic: string): string {
+  const levels = topic.split("/");
+  if (levels[0] === "$aws" && levels[1] === "things" && levels.length >= 3) {
+    const thing = levels[2]!;
+    return `$aws/things/${thing === "+" || thing === "#" ? "*" : thing}`;
+  }
+  return topic.replace(/\+/g, "*").replace(/#/g, "*");
 }

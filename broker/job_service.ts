@@ -668,47 +668,50 @@ export class JobService {
   }
 
   /** Queues the next attempt of an execution that just ended, if the job retries it. */
-  async #retryIfDue(execution: ExecutionRecord): Promise<void> {
-    if (!TERMINAL_STATUSES.has(execution.status)) return;
+  async #retryIfDue(execution: ExecutionRecord): Promise<boolean> {
+    if (!TERMINAL_STATUSES.has(execution.status)) return false;
     const job = await this.#store.getJob(execution.jobId);
-    if (!job || job.status === "CANCELED") return;
+    if (!job || job.status === "CANCELED") return false;
     const spec = job.spec as unknown as JobSpec;
-    if (!shouldRetry(spec.retry ?? [], execution.status, execution.executionNumber - 1)) return;
+    if (!shouldRetry(spec.retry ?? [], execution.status, execution.executionNumber - 1)) {
+      return false;
+    }
     await this.#audit(job.jobId, execution.thing, "retry", {
       after: execution.status,
       executionNumber: execution.executionNumber + 1,
     });
     await this.#queueExecution(job.jobId, execution.thing, execution.executionNumber + 1);
+    return true;
   }
 
-  /** The execution a thing should work on next: the oldest in progress, else the oldest queued. */
+  /** The execution a thing should work on next (see {@linkcode nextOf}). */
   async #nextFor(thing: string): Promise<ExecutionRecord | null> {
-    const open = (await this.#store.executionsOfThing(thing)).filter((e) =>
-      e.status === "IN_PROGRESS" || e.status === "QUEUED"
-    );
-    const running = open.filter((e) => e.status === "IN_PROGRESS").sort((a, b) =>
-      (a.startedAt ?? 0) - (b.startedAt ?? 0)
-    );
-    if (running[0]) return running[0];
-    return open.sort((a, b) => a.queuedAt - b.queuedAt)[0] ?? null;
+    return nextOf(await this.#store.executionsOfThing(thing));
   }
 
   async #notifyIfNextChanged(thing: string, before: ExecutionRecord | null): Promise<void> {
     const after = await this.#nextFor(thing);
-    if (
-      (before?.jobId ?? null) === (after?.jobId ?? null) &&
-      before?.executionNumber === after?.executionNumber
-    ) return;
-    await this.#notify(thing, after);
+    if (!sameExecution(before, after)) await this.#notify(thing, after);
   }
 
   /**
    * Sends `notify-next` with `next` (none: nothing left). A QUEUED execution is recorded as told
    * once the broker took the message, so a scheduler taking over knows who still needs telling.
    */
-  async #notify(thing: string, next: ExecutionRecord | null): Promise<void> {
+  async #notify(
+    thing: string,
+    next: ExecutionRecord | null,
+    job?: JobRecord | null,
+  ): Promise<void> {
     const body: Record<string, unknown> = { timestamp: this.#seconds() };
-    if (next) body.execution = await this.#executionView(next, true);
+    if (next) {
+      // The job already read, when it is the one the execution belongs to.
+      body.execution = await this.#executionView(
+        next,
+        true,
+        job?.jobId === next.jobId ? job : undefined,
+      );
+    }
     this.#send(
       thingTopics(thing).notifyNext,
       body,
@@ -744,7 +747,13 @@ export class JobService {
   ): Promise<UpdateOutcome> {
     const outcome = await this.#store.transaction(async (): Promise<UpdateOutcome> => {
       await this.#store.lockThing(thing);
-      const execution = await this.#store.getExecution(jobId, thing);
+      // Read together (one round trip to a database that pipelines): the thing's executions,
+      // this one among them, and the job.
+      const [executions, job] = await Promise.all([
+        this.#store.executionsOfThing(thing),
+        this.#store.getJob(jobId),
+      ]);
+      const execution = executions.find((e) => e.jobId === jobId);
       if (!execution) {
         return {
           ok: false,
@@ -768,11 +777,11 @@ export class JobService {
       }
       const result = applyDeviceUpdate(execution, parsed.value);
       if (!result.ok) return { ...result, execution };
-      const before = await this.#nextFor(thing);
+      const before = nextOf(executions);
       const now = this.#clock.now();
       const startedAt = execution.startedAt ??
         (result.state.status === "IN_PROGRESS" ? now : null);
-      const spec = (await this.#store.getJob(jobId))?.spec as unknown as JobSpec | undefined;
+      const spec = job?.spec as unknown as JobSpec | undefined;
       const deadline = result.state.status === "IN_PROGRESS" && startedAt !== null
         ? timeoutDeadline({
           startedAt,
@@ -789,13 +798,20 @@ export class JobService {
         updatedAt: now,
         deadline,
       };
-      await this.#store.putExecution(updated);
-      await this.#audit(jobId, thing, "device-update", {
-        status: updated.status,
-        statusDetails: updated.statusDetails,
-      });
-      await this.#retryIfDue(updated);
-      await this.#notifyIfNextChanged(thing, before);
+      await Promise.all([
+        this.#store.putExecution(updated),
+        this.#audit(jobId, thing, "device-update", {
+          status: updated.status,
+          statusDetails: updated.statusDetails,
+        }),
+      ]);
+      if (await this.#retryIfDue(updated)) {
+        await this.#notifyIfNextChanged(thing, before);
+      } else {
+        // Nothing else changed under the thing's lock: its next is known without a read.
+        const after = nextOf(executions.map((e) => e.jobId === jobId ? updated : e));
+        if (!sameExecution(before, after)) await this.#notify(thing, after, job);
+      }
       return { ok: true, execution: updated };
     });
     if (outcome.ok) {
@@ -808,6 +824,7 @@ export class JobService {
   async #executionView(
     e: ExecutionRecord,
     withDocument: boolean,
+    job?: JobRecord,
   ): Promise<Record<string, unknown>> {
     const view: Record<string, unknown> = {
       jobId: e.jobId,
@@ -820,12 +837,15 @@ export class JobService {
       executionNumber: e.executionNumber,
     };
     if (e.startedAt !== null) view.startedAt = Math.floor(e.startedAt / 1000);
-    if (withDocument) view.jobDocument = await this.#documentOf(e.jobId);
+    if (withDocument) view.jobDocument = await this.#documentOf(e.jobId, job);
     return view;
   }
 
-  async #documentOf(jobId: string): Promise<Readonly<Record<string, unknown>>> {
-    const job = await this.#store.getJob(jobId);
+  async #documentOf(
+    jobId: string,
+    known?: JobRecord,
+  ): Promise<Readonly<Record<string, unknown>>> {
+    const job = known ?? await this.#store.getJob(jobId);
     const document = (job?.spec as unknown as JobSpec | undefined)?.document ?? {};
     return this.#render(document, jobId);
   }
@@ -889,6 +909,21 @@ function countsOf(job: JobRecord | null, byStatus: Record<string, number>): JobC
   };
   for (const [status, n] of Object.entries(byStatus)) counts[status as ExecutionStatus] += n;
   return counts;
+}
+
+/** The execution a thing should work on next: the oldest in progress, else the oldest queued. */
+function nextOf(executions: readonly ExecutionRecord[]): ExecutionRecord | null {
+  const open = executions.filter((e) => e.status === "IN_PROGRESS" || e.status === "QUEUED");
+  const running = open.filter((e) => e.status === "IN_PROGRESS").sort((a, b) =>
+    (a.startedAt ?? 0) - (b.startedAt ?? 0)
+  );
+  if (running[0]) return running[0];
+  return open.sort((a, b) => a.queuedAt - b.queuedAt)[0] ?? null;
+}
+
+/** Whether two "next" executions are the same one (same job, same attempt). */
+function sameExecution(a: ExecutionRecord | null, b: ExecutionRecord | null): boolean {
+  return (a?.jobId ?? null) === (b?.jobId ?? null) && a?.executionNumber === b?.executionNumber;
 }
 
 /** The targets a stopped rollout leaves behind: those it had not reached, kept to be counted. */

@@ -19,6 +19,7 @@ import type { CloudStore } from "./store.ts";
 import { PostgresStore } from "./postgres_store.ts";
 import { type ClusterAedes, clusterAedesOptions } from "./cluster_aedes.ts";
 import { SchedulerLease } from "./scheduler_lease.ts";
+import { startCpuProfile } from "../lib/cpu_profiler.ts";
 
 const early = standardFlags(Deno.args, BROKER_USAGE);
 if (early) {
@@ -34,6 +35,7 @@ try {
   Deno.exit(2);
 }
 const { dataDir, token } = options;
+const stopProfile = options.cpuProfile ? await startCpuProfile() : null;
 // The operator's log: what happens, one event a line on stderr (stdout carries the ready line).
 const events = operatorLog(options.logFormat, (line) => console.error(line));
 const scale = options.timeScale;
@@ -133,6 +135,7 @@ console.error(`dashboard: ${base}/dashboard/ (it asks for the operator token)`);
 if (options.tokenGenerated) console.error(`operator token: ${token}`);
 
 const stop = async () => {
+  if (stopProfile) await stopProfile(options.cpuProfile!).catch(() => {});
   await server.shutdown();
   await lease?.stop();
   await cloud.close();

@@ -88,7 +88,7 @@ type Row = Record<string, unknown>;
 
 /** A transaction of this store: its connection and what to run once it commits. */
 interface Transaction {
-  readonly sql: postgres.TransactionSql;
+  readonly sql: postgres.ReservedSql;
   readonly callbacks: (() => void)[];
 }
 
@@ -96,18 +96,25 @@ interface Transaction {
 export class PostgresStore implements CloudStore {
   readonly #sql: Sql;
   readonly #context = new AsyncLocalStorage<Transaction>();
-  /** Writes and transactions not settled yet (what `committed()` and `afterCommit` wait for). */
-  readonly #inFlight = new Set<Promise<unknown>>();
+  /** Writes and transactions not settled yet (what `committed()` waits for). */
+  #epoch: Epoch = newEpoch(null);
+  /**
+   * Connections kept reserved for transactions, idle ones here, and transactions waiting for
+   * one: reserving a connection per transaction built a new postgres.js instance each time (a
+   * tenth of a node's CPU), and one kept for transactions never carries anyone else's queries.
+   */
+  readonly #idleReserved: postgres.ReservedSql[] = [];
+  readonly #waitingForReserved: ((sql: postgres.ReservedSql) => void)[] = [];
+  #reservedCount = 0;
+  readonly #maxReserved: number;
   /** Job records read so far, by revision. */
   readonly #jobs = new Map<string, { revision: string; job: JobRecord }>();
-  /** Callbacks run in the order they were registered. */
-  #callbacks: Promise<void> = Promise.resolve();
-  #waitingCallbacks = 0;
   /** Commits so far and the seconds they took (transactions and single writes). */
   readonly commitStats = { commits: 0, seconds: 0 };
 
-  private constructor(sql: Sql) {
+  private constructor(sql: Sql, maxReserved: number) {
     this.#sql = sql;
+    this.#maxReserved = maxReserved;
   }
 
   /**
@@ -118,8 +125,9 @@ export class PostgresStore implements CloudStore {
     url: string,
     options: { readonly connections?: number } = {},
   ): Promise<PostgresStore> {
+    const connections = Math.max(2, options.connections ?? 10);
     const sql = postgres(url, {
-      max: options.connections ?? 10,
+      max: connections,
       onnotice: () => {},
       // Idle connections are closed so a stopped node leaves no sessions behind for long.
       idle_timeout: 60,
@@ -131,7 +139,41 @@ export class PostgresStore implements CloudStore {
       await sql.end({ timeout: 1 }).catch(() => {});
       throw new Error(`PostgreSQL at ${redacted(url)}: ${(error as Error).message}`);
     }
-    return new PostgresStore(sql);
+    // Most connections may be held by transactions; at least one always serves single queries.
+    return new PostgresStore(sql, connections - Math.max(1, Math.floor(connections / 4)));
+  }
+
+  /** A connection reserved for one transaction at a time. */
+  async #acquireReserved(): Promise<postgres.ReservedSql> {
+    const idle = this.#idleReserved.pop();
+    if (idle) return idle;
+    if (this.#reservedCount < this.#maxReserved) {
+      this.#reservedCount++;
+      try {
+        return await this.#sql.reserve();
+      } catch (error) {
+        this.#reservedCount--;
+        throw error;
+      }
+    }
+    return await new Promise((resolve) => this.#waitingForReserved.push(resolve));
+  }
+
+  /** Hands the connection to the next transaction, or drops it when it broke. */
+  #releaseReserved(sql: postgres.ReservedSql, broken: boolean): void {
+    if (broken) {
+      this.#reservedCount--;
+      sql.release();
+      // Someone waiting gets a fresh connection instead.
+      const next = this.#waitingForReserved.shift();
+      if (next) {
+        void this.#acquireReserved().then(next, () => this.#waitingForReserved.unshift(next));
+      }
+      return;
+    }
+    const next = this.#waitingForReserved.shift();
+    if (next) next(sql);
+    else this.#idleReserved.push(sql);
   }
 
   /** The schema versions applied, in order. */
@@ -141,12 +183,12 @@ export class PostgresStore implements CloudStore {
   }
 
   /** The connection of the transaction this context runs in, else the pool. */
-  #q(): Sql | postgres.TransactionSql {
+  #q(): Sql | postgres.ReservedSql {
     return this.#context.getStore()?.sql ?? this.#sql;
   }
 
   /** Runs a write, tracked until it settles (it commits on its own outside a transaction). */
-  #write<T>(run: (sql: Sql | postgres.TransactionSql) => Promise<T>): Promise<T> {
+  #write<T>(run: (sql: Sql | postgres.ReservedSql) => Promise<T>): Promise<T> {
     const inTransaction = this.#context.getStore() !== undefined;
     const started = performance.now();
     const writing = run(this.#q());
@@ -158,10 +200,14 @@ export class PostgresStore implements CloudStore {
     }));
   }
 
+  /** Counts `promise` in the current epoch until it settles. */
   #track<T>(promise: Promise<T>): Promise<T> {
-    this.#inFlight.add(promise);
-    const forget = () => this.#inFlight.delete(promise);
-    promise.then(forget, forget);
+    const epoch = this.#epoch;
+    epoch.open++;
+    const settled = () => {
+      if (--epoch.open === 0 && epoch.closed) epoch.end();
+    };
+    promise.then(settled, settled);
     return promise;
   }
 
@@ -412,25 +458,43 @@ export class PostgresStore implements CloudStore {
     return this.#track(this.#runTransaction(work));
   }
 
+  /**
+   * One attempt after another until one commits or fails for good. Each runs on a connection
+   * reserved for it before BEGIN is sent: postgres.js 3.4.9's `sql.begin` can send BEGIN on a
+   * connection it has not reserved when the pool is busy (porsager/postgres#823, #1189), and then
+   * other queries run inside that transaction; seen here as UNSAFE_TRANSACTION at 10,000 devices.
+   */
   async #runTransaction<T>(work: () => Promise<T>): Promise<T> {
     for (let attempt = 1;; attempt++) {
       const started = performance.now();
-      let transaction: Transaction | null = null;
+      const sql = await this.#acquireReserved();
+      const transaction: Transaction = { sql, callbacks: [] };
+      let broken = false;
       try {
-        const result = await this.#sql.begin((sql) => {
-          transaction = { sql, callbacks: [] };
-          return this.#context.run(transaction, work);
-        });
+        // Sent with the work's first query in one write; its failure fails them both.
+        const begun = sql`BEGIN`.execute();
+        begun.catch(() => {});
+        let result: T;
+        try {
+          result = await this.#context.run(transaction, work);
+          await begun;
+          await sql`COMMIT`;
+        } catch (error) {
+          await sql`ROLLBACK`.catch(() => {});
+          throw error;
+        }
         this.commitStats.commits++;
         this.commitStats.seconds += (performance.now() - started) / 1000;
-        for (const callback of (transaction as Transaction | null)?.callbacks ?? []) {
-          this.#runCallback(callback);
-        }
-        return result as T;
+        for (const callback of transaction.callbacks) callback();
+        return result;
       } catch (error) {
         const code = (error as { code?: string }).code;
+        // A connection that failed under us is not given to the next transaction.
+        broken = typeof code === "string" && code.startsWith("CONNECTION_");
         if (attempt < RETRIES && code !== undefined && RETRYABLE.has(code)) continue;
         throw error;
+      } finally {
+        this.#releaseReserved(sql, broken);
       }
     }
   }
@@ -449,27 +513,30 @@ export class PostgresStore implements CloudStore {
     await transaction.sql`SELECT pg_advisory_xact_lock(${kind}, hashtext(${key}))`;
   }
 
+  /**
+   * Inside a transaction: runs `callback` once it commits. Outside: at once, for every write
+   * here commits when its promise resolves, and callers await theirs. (Waiting for every write
+   * in flight on the node instead, as a group commit must, held every reply of the node behind
+   * the slowest transaction of any other device.)
+   */
   afterCommit(callback: () => void): void {
     const transaction = this.#context.getStore();
     if (transaction) transaction.callbacks.push(callback);
-    else this.#runCallback(callback);
+    else callback();
   }
 
-  /** Runs `callback` once every write in flight now has committed, after earlier callbacks. */
-  #runCallback(callback: () => void): void {
-    if (this.#inFlight.size === 0 && this.#waitingCallbacks === 0) return callback();
-    const writes = [...this.#inFlight];
-    this.#waitingCallbacks++;
-    this.#callbacks = this.#callbacks.then(async () => {
-      const settled = await Promise.allSettled(writes);
-      this.#waitingCallbacks--;
-      if (settled.every((s) => s.status === "fulfilled")) callback();
-    });
-  }
-
-  async committed(): Promise<void> {
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
-    await this.#callbacks;
+  /**
+   * Resolves once the writes begun so far have settled: the current epoch is closed (later
+   * writes count in the next) and waited for with every earlier one, in O(1) however many
+   * writes are in flight (a copy of them all per call, with thousands in flight and a call per
+   * device message, was most of a node's CPU at 3,000 devices).
+   */
+  committed(): Promise<void> {
+    const epoch = this.#epoch;
+    this.#epoch = newEpoch(epoch);
+    epoch.closed = true;
+    if (epoch.open === 0) epoch.end();
+    return epoch.done;
   }
 
   async check(): Promise<void> {
@@ -478,8 +545,31 @@ export class PostgresStore implements CloudStore {
 
   async close(): Promise<void> {
     await this.committed();
+    for (const sql of this.#idleReserved.splice(0)) sql.release();
     await this.#sql.end({ timeout: 5 });
   }
+}
+
+/**
+ * Writes begun between two calls of `committed()`: how many are still open, and a promise that
+ * resolves once they and every earlier epoch's have settled.
+ */
+interface Epoch {
+  open: number;
+  closed: boolean;
+  readonly done: Promise<void>;
+  readonly end: () => void;
+}
+
+function newEpoch(previous: Epoch | null): Epoch {
+  let end!: () => void;
+  const own = new Promise<void>((resolve) => end = resolve);
+  return {
+    open: 0,
+    closed: false,
+    done: previous ? Promise.all([previous.done, own]).then(() => {}) : own,
+    end,
+  };
 }
 
 /** Applies the migrations not applied yet, in order, one transaction each. */

@@ -50,6 +50,7 @@ export interface ClusterFleetReport extends FleetReport {
 
 /** The flags this run gives its fleet processes itself (or keeps for itself). */
 const OWN_FLAGS = new Set([
+  "cpu-profile",
   "brokers",
   "processes",
   "cluster-redis",
@@ -106,7 +107,17 @@ export async function runClusteredFleet(
           token,
           serviceSecret: crypto.randomUUID(),
           timeScale: options.timeScale,
-          extraArgs: ["--cluster", redis, "--db", db, "--node-id", `node-${i}`],
+          extraArgs: [
+            "--cluster",
+            redis,
+            "--db",
+            db,
+            "--node-id",
+            `node-${i}`,
+            ...(options.cpuProfile
+              ? ["--cpu-profile", `${options.cpuProfile}/node-${i}.cpuprofile`]
+              : []),
+          ],
           // The node's operator log but its clients coming and going (thousands of lines).
           onLog: (line) => {
             if (!/ client-(connected|disconnected) |^dashboard: /.test(line)) {
@@ -139,6 +150,7 @@ export async function runClusteredFleet(
         updateId,
         "--report",
         report,
+        ...(options.cpuProfile ? ["--cpu-profile", `${options.cpuProfile}/fleet-${i + 1}`] : []),
       ], out);
     });
     const reports = await Promise.all(shards);

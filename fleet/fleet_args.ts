@@ -551,7 +551,6 @@ export function parseFleetArgs(args: string[]): Options {
         ["--scenario factory-reset", options.scenario === "factory-reset"],
         ["--scenario bad-wave", options.scenario === "bad-wave" && processes > 1],
         ["--dashboard", options.dashboard],
-        ["--cpu-profile", options.cpuProfile !== undefined],
       ] as const
     ) {
       if (refused) throw new UsageError(`${flag} runs in one process with the embedded cloud`);
