@@ -1,0 +1,206 @@
+/**
+ * The fleet in one process against the fleet on a cluster: `deno task fleet` as users run it,
+ * once with the cloud embedded and once with `--brokers K --processes M` (Redis, PostgreSQL, K
+ * broker nodes, M fleet processes), each run sampled from outside for the CPU of every process
+ * and the peak of their memory together. Writes the figures under `cluster` in
+ * bench/results.json (the fleet benchmark's figures stay as they are).
+ *
+ * ```sh
+ * deno task bench:cluster                       # single:10000, cluster:10000, cluster:30000
+ * deno task bench:cluster --runs cluster:2000 --brokers 2 --processes 2
+ * ```
+ *
+ * @module
+ */
+import type { ClusterFleetReport } from "../cluster/clustered_fleet.ts";
+import { ProcessTreeSampler } from "../cluster/process_sampler.ts";
+import type { FleetReport } from "../fleet/report.ts";
+import { standardFlags, usageLine } from "../lib/cli.ts";
+import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
+import { UsageError } from "../lib/usage_error.ts";
+
+const FLAGS: readonly FlagSpec[] = [
+  {
+    name: "runs",
+    value: "LIST",
+    help: "runs, in order: single:N (one process, cloud embedded) or cluster:N",
+    default: "single:10000,cluster:10000,cluster:30000",
+  },
+  { name: "brokers", value: "K", help: "nodes of a cluster run", range: [1, 16], default: "2" },
+  {
+    name: "processes",
+    value: "M",
+    help: "fleet processes of a cluster run",
+    range: [1, 64],
+    default: "2",
+  },
+  { name: "image-size", value: "SIZE", help: "image size", default: "256KiB" },
+  { name: "block-size", value: "SIZE", help: "stream block", default: "4KiB" },
+  { name: "out", value: "FILE", help: "where the results go", default: "bench/results.json" },
+];
+
+const USAGE = usage(
+  `Usage: deno task bench:cluster [options]
+
+The fleet in one process against the fleet on a local cluster, measured from outside.`,
+  FLAGS,
+);
+
+/** One run's figures. */
+export interface ClusterBenchRun {
+  readonly kind: "single" | "cluster";
+  readonly devices: number;
+  readonly brokers: number;
+  readonly processes: number;
+  readonly wallSeconds: number;
+  readonly mbPerSecond: number;
+  readonly succeeded: number;
+  readonly bricked: number;
+  readonly asExpected: boolean;
+  /** CPU seconds by process kind (fleet, broker node, redis-server, postgres, ...). */
+  readonly cpuSeconds: Record<string, number>;
+  readonly peakRssBytes: number;
+  readonly nodes: readonly { node: string; connections: number; messagesIn: number }[];
+  readonly stages: FleetReport["stages"];
+}
+
+/** Runs `deno task fleet` with `args` and measures it from outside. */
+async function measure(
+  kind: "single" | "cluster",
+  devices: number,
+  args: readonly string[],
+  shape: { brokers: number; processes: number },
+): Promise<ClusterBenchRun> {
+  const directory = await Deno.makeTempDir({ prefix: "ota-bench-cluster-" });
+  const report = `${directory}/report.json`;
+  const sampler = new ProcessTreeSampler();
+  sampler.start(500);
+  const started = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      new URL("../fleet/fleet.ts", import.meta.url).pathname,
+      "--devices",
+      String(devices),
+      ...args,
+      "--report",
+      report,
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const status = await child.status;
+  const wallSeconds = (performance.now() - started) / 1000;
+  const usage = sampler.stop();
+  try {
+    const result = JSON.parse(await Deno.readTextFile(report)) as
+      & FleetReport
+      & Partial<ClusterFleetReport>;
+    const cpuSeconds: Record<string, number> = {};
+    for (const p of usage.processes) {
+      const name = p.pid === Deno.pid ? "bench" : p.name;
+      cpuSeconds[name] = Math.round(((cpuSeconds[name] ?? 0) + p.cpuSeconds) * 10) / 10;
+    }
+    return {
+      kind,
+      devices,
+      brokers: kind === "cluster" ? shape.brokers : 1,
+      processes: kind === "cluster" ? shape.processes : 1,
+      wallSeconds: Math.round(wallSeconds * 10) / 10,
+      mbPerSecond: Math.round(result.bytesDelivered / 1e6 / wallSeconds * 10) / 10,
+      succeeded: result.outcome.succeeded,
+      bricked: result.bricked,
+      asExpected: status.success && result.asExpected,
+      cpuSeconds,
+      peakRssBytes: usage.peakRssBytes,
+      nodes: (result.brokers ?? []).map((n) => ({
+        node: n.node,
+        connections: n.connections,
+        messagesIn: n.messagesIn,
+      })),
+      stages: result.stages,
+    };
+  } catch {
+    throw new Error(`the ${kind} run of ${devices} devices ended with ${status.code}, no report`);
+  } finally {
+    await Deno.remove(directory, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  const early = standardFlags(Deno.args, USAGE);
+  if (early) {
+    console.log(early.text);
+    Deno.exit(0);
+  }
+  let values: {
+    runs: { kind: "single" | "cluster"; devices: number }[];
+    brokers: number;
+    processes: number;
+    sizes: string[];
+    out: string;
+  };
+  try {
+    const flags = parseFlags(Deno.args, FLAGS);
+    const runs = flags.string("runs")!.split(",").map((run) => {
+      const match = /^(single|cluster):(\d+)$/.exec(run);
+      const devices = Number(match?.[2]);
+      if (!match || devices < 1 || devices > 100_000) {
+        throw new UsageError(
+          `Invalid --runs: expected single:N or cluster:N separated by commas: current value is '${run}'`,
+        );
+      }
+      return { kind: match[1] as "single" | "cluster", devices };
+    });
+    values = {
+      runs,
+      brokers: flags.int("brokers"),
+      processes: flags.int("processes"),
+      sizes: [
+        "--image-size",
+        flags.string("image-size")!,
+        "--block-size",
+        flags.string("block-size")!,
+      ],
+      out: flags.string("out")!,
+    };
+  } catch (error) {
+    console.error(usageLine((error as Error).message));
+    Deno.exit(2);
+  }
+  const results: ClusterBenchRun[] = [];
+  for (const { kind, devices } of values.runs) {
+    const args = kind === "cluster"
+      ? [
+        ...values.sizes,
+        "--brokers",
+        String(values.brokers),
+        "--processes",
+        String(values.processes),
+      ]
+      : values.sizes;
+    const run = await measure(kind, devices, args, values);
+    results.push(run);
+    console.log(
+      `${kind} ${devices} devices: ${run.wallSeconds} s, ${run.mbPerSecond} MB/s, ${run.succeeded} succeeded, ${run.bricked} bricked, peak ${
+        (run.peakRssBytes / 2 ** 30).toFixed(2)
+      } GiB together, cpu ${JSON.stringify(run.cpuSeconds)}${
+        run.nodes.length > 0 ? `, nodes ${JSON.stringify(run.nodes)}` : ""
+      }${run.asExpected ? "" : ", NOT as expected"}`,
+    );
+  }
+  let existing: Record<string, unknown> = {};
+  try {
+    existing = JSON.parse(await Deno.readTextFile(values.out));
+  } catch {
+    // a first run
+  }
+  existing.cluster = {
+    at: new Date().toISOString(),
+    cores: navigator.hardwareConcurrency,
+    runs: results,
+  };
+  await Deno.writeTextFile(values.out, JSON.stringify(existing, null, 2) + "\n");
+  Deno.exit(results.every((r) => r.asExpected) ? 0 : 1);
+}
