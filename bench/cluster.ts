@@ -1,8 +1,10 @@
 /**
- * The fleet in one process against the fleet on a cluster: `deno task fleet` as users run it,
- * once with the cloud embedded and once with `--brokers K --processes M` (Redis, PostgreSQL, K
- * broker nodes, M fleet processes), each run sampled from outside for the CPU of every process
- * and the peak of their memory together. Writes the figures under `cluster` in
+ * The fleet on one broker against the fleet on a cluster: `deno task fleet` as users run it,
+ * once joined to one `deno task broker` process (SQLite; the broker in its own process, as a
+ * deployment has it and as 10,000 devices need: each device's connection is two open files in a
+ * process holding both ends, and a process may hold 20,000) and once with `--brokers K
+ * --processes M` (Redis, PostgreSQL, K broker nodes, M fleet processes), each run sampled from
+ * outside for the CPU of every process and the peak of their memory together. Writes the figures under `cluster` in
  * bench/results.json (the fleet benchmark's figures stay as they are).
  *
  * ```sh
@@ -13,6 +15,7 @@
  * @module
  */
 import type { ClusterFleetReport } from "../cluster/clustered_fleet.ts";
+import { type BrokerProcess, startBrokerProcess } from "../cluster/broker_process.ts";
 import { ProcessTreeSampler } from "../cluster/process_sampler.ts";
 import type { FleetReport } from "../fleet/report.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
@@ -23,7 +26,8 @@ const FLAGS: readonly FlagSpec[] = [
   {
     name: "runs",
     value: "LIST",
-    help: "runs, in order: single:N (one process, cloud embedded) or cluster:N",
+    help: "runs, in order: single:N (one broker process on SQLite, one fleet process) or " +
+      "cluster:N",
     default: "single:10000,cluster:10000,cluster:30000",
   },
   { name: "brokers", value: "K", help: "nodes of a cluster run", range: [1, 16], default: "2" },
@@ -76,6 +80,19 @@ async function measure(
   const sampler = new ProcessTreeSampler();
   sampler.start(500);
   const started = performance.now();
+  let broker: BrokerProcess | null = null;
+  if (kind === "single") {
+    const token = crypto.randomUUID();
+    broker = await startBrokerProcess({
+      dataDir: `${directory}/data`,
+      mqttPort: 0,
+      httpPort: 0,
+      token,
+      serviceSecret: crypto.randomUUID(),
+      timeScale: 60,
+    });
+    args = [...args, "--broker", broker.mqtt, "--api", broker.api, "--token", token];
+  }
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -91,6 +108,7 @@ async function measure(
     stderr: "inherit",
   }).spawn();
   const status = await child.status;
+  await broker?.stop();
   const wallSeconds = (performance.now() - started) / 1000;
   const usage = sampler.stop();
   try {

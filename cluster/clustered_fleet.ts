@@ -11,7 +11,6 @@
 import { type FleetReport, formatSummary } from "../fleet/report.ts";
 import type { Options } from "../fleet/fleet_args.ts";
 import { type BrokerProcess, forwardLines, startBrokerProcess } from "./broker_process.ts";
-import { freePort } from "../lib/free_port.ts";
 import { type LocalService, startPostgres, startRedis } from "./local_services.ts";
 import { ProcessTreeSampler, type SampledProcess } from "./process_sampler.ts";
 
@@ -102,8 +101,9 @@ export async function runClusteredFleet(
     for (let i = 1; i <= cluster.brokers; i++) {
       nodes.push(
         await startBrokerProcess({
-          mqttPort: await freePort(),
-          httpPort: await freePort(),
+          // Port 0: the node takes free ports itself and says which in its ready line.
+          mqttPort: 0,
+          httpPort: 0,
           token,
           serviceSecret: crypto.randomUUID(),
           timeScale: options.timeScale,

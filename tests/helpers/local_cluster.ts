@@ -3,7 +3,7 @@
  * node processes (`deno task broker --cluster --db --node-id`) on free ports.
  */
 import { type LocalService, startPostgres, startRedis } from "../../cluster/local_services.ts";
-import { type BrokerProcess, freePort, startBrokerProcess } from "../../cluster/broker_process.ts";
+import { type BrokerProcess, startBrokerProcess } from "../../cluster/broker_process.ts";
 import { systemProgram } from "./system_program.ts";
 
 export const REDIS = systemProgram("redis-server", "redis-server");
@@ -39,8 +39,10 @@ export async function localCluster(): Promise<LocalCluster> {
     nodes,
     async node(id, timeScale = 1) {
       const node = await startBrokerProcess({
-        mqttPort: await freePort(),
-        httpPort: await freePort(),
+        // Port 0: the node takes free ports itself and says which (two free ports asked for
+        // beforehand may be the same one, or taken by the time the node binds them).
+        mqttPort: 0,
+        httpPort: 0,
         token: TOKEN,
         serviceSecret: SECRET,
         timeScale,
