@@ -61,7 +61,7 @@ export interface ClusterBenchRun {
   readonly succeeded: number;
   readonly bricked: number;
   readonly asExpected: boolean;
-  /** CPU seconds by process kind (fleet, broker node, redis-server, postgres, ...). */
+  /** CPU seconds by process kind (fleet, broker, redis-server, postgres, ...). */
   readonly cpuSeconds: Record<string, number>;
   readonly peakRssBytes: number;
   readonly nodes: readonly { node: string; connections: number; messagesIn: number }[];

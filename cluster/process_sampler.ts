@@ -20,7 +20,10 @@
 /** One process as sampled. */
 export interface SampledProcess {
   readonly pid: number;
-  /** Its command name (`/proc/PID/comm`), e.g. `deno`, `redis-server`, `postgres`. */
+  /**
+   * What it is: `broker` or `fleet` for this project's Deno processes (by the script they run),
+   * else its command name (`redis-server`, `postgres`, `deno`...).
+   */
   readonly name: string;
   /** CPU seconds (user + system) when last seen. */
   readonly cpuSeconds: number;
@@ -84,7 +87,7 @@ export class ProcessTreeSampler {
       total += stat.rss;
       const known = this.#seen.get(pid);
       this.#seen.set(pid, {
-        name: stat.name,
+        name: known?.name ?? roleOf(pid, stat.name),
         ticks: Math.max(known?.ticks ?? 0, stat.ticks),
         peakRss: Math.max(known?.peakRss ?? 0, stat.rss),
       });
@@ -116,6 +119,18 @@ export class ProcessTreeSampler {
       samples: this.#samples,
     };
   }
+}
+
+/** `broker` or `fleet` for a Deno process running that script, else `name`. */
+function roleOf(pid: number, name: string): string {
+  try {
+    const command = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    if (command.includes("broker/main.ts")) return "broker";
+    if (command.includes("fleet/fleet.ts")) return "fleet";
+  } catch {
+    // gone meanwhile
+  }
+  return name;
 }
 
 function safeReadDir(path: string): string[] {

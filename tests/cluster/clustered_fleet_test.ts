@@ -6,21 +6,26 @@
 import assert from "node:assert/strict";
 import { type ClusterFleetReport, withoutFlags } from "../../cluster/clustered_fleet.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
+import postgres from "postgres";
+import { startPostgres, startRedis } from "../../cluster/local_services.ts";
 import { CLUSTER_IGNORE } from "../helpers/local_cluster.ts";
 
-/** Processes whose command line names one of this machine's temporary cluster directories. */
-function clusterProcesses(): string[] {
-  const found: string[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const command = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
-      if (/ota-(redis|postgres|cluster-run)-/.test(command)) found.push(command);
-    } catch {
-      // gone meanwhile
-    }
+/** Whether something accepts connections on the loopback port. */
+async function listening(port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    return true;
+  } catch {
+    return false;
   }
-  return found;
+}
+
+/** The ports of the Redis and PostgreSQL a clustered run says it uses. */
+function servicePorts(output: string): number[] {
+  const line = /cluster: redis redis:\/\/127\.0\.0\.1:(\d+), PostgreSQL \S+@127\.0\.0\.1:(\d+)\//
+    .exec(output);
+  if (!line) throw new Error(`no services line in: ${output.slice(0, 300)}`);
+  return [Number(line[1]), Number(line[2])];
 }
 
 Deno.test({
@@ -29,7 +34,6 @@ Deno.test({
   ignore: CLUSTER_IGNORE,
   async fn() {
     const directory = await Deno.makeTempDir();
-    const before = clusterProcesses();
     try {
       const report = `${directory}/report.json`;
       const run = await new Deno.Command(Deno.execPath(), {
@@ -73,12 +77,59 @@ Deno.test({
         assert.ok(node.messagesIn > 0 && node.blocksSent > 0 && node.cpuSeconds > 0, node.node);
       }
       const names = new Set(merged.usage.processes.map((p) => p.name));
-      for (const name of ["redis-server", "postgres", "deno"]) assert.ok(names.has(name), name);
+      for (const name of ["redis-server", "postgres", "broker", "fleet"]) {
+        assert.ok(names.has(name), name);
+      }
       const largest = Math.max(...merged.usage.processes.map((p) => p.peakRssBytes));
       assert.ok(merged.usage.peakRssBytes > largest, "the peak is of the processes together");
       assert.equal(merged.peakRssBytes, merged.usage.peakRssBytes);
-      assert.deepEqual(clusterProcesses(), before, "Redis and PostgreSQL were stopped");
+      for (const port of servicePorts(text)) {
+        assert.equal(await listening(port), false, `the run's service on ${port} was stopped`);
+      }
     } finally {
+      await Deno.remove(directory, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "clustered fleet: --cluster-redis and --cluster-db use the Redis and PostgreSQL given, and leave them running",
+  ignore: CLUSTER_IGNORE,
+  async fn() {
+    const redis = await startRedis();
+    const db = await startPostgres();
+    const directory = await Deno.makeTempDir();
+    try {
+      const run = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../../fleet/fleet.ts", import.meta.url).pathname,
+          ...["--devices", "4", "--brokers", "2", "--workers", "1"],
+          ...["--image-size", "8KiB", "--block-size", "1KiB"],
+          ...["--cluster-redis", redis.url, "--cluster-db", db.url],
+          ...["--report", `${directory}/report.json`],
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(run.stdout);
+      assert.equal(run.code, 0, text + new TextDecoder().decode(run.stderr));
+      assert.deepEqual(
+        servicePorts(text),
+        [redis.port, db.port],
+        "the services given, none of its own",
+      );
+      assert.ok(await listening(redis.port) && await listening(db.port), "and left running");
+      // The run's state is in the database given: its things are there after it.
+      const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+      const [row] = await sql`SELECT COUNT(*) AS n FROM things`;
+      await sql.end();
+      assert.equal(Number(row!.n), 4);
+    } finally {
+      await db.stop();
+      await redis.stop();
       await Deno.remove(directory, { recursive: true });
     }
   },
