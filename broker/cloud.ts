@@ -484,9 +484,9 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       if (ended && seen.get(job.jobId)?.startsWith(`${job.status} `)) continue;
       const now = `${job.status} ${JSON.stringify(await store.executionStatusCounts(job.jobId))}`;
       if (seen.get(job.jobId) === now) continue;
-      const first = !seen.has(job.jobId);
+      // A job seen for the first time may have changed since a listener read it: tell them.
       seen.set(job.jobId, now);
-      if (!first) { for (const listener of listeners) listener(job.jobId); }
+      for (const listener of listeners) listener(job.jobId);
     }
   };
   const changePoll = options.cluster

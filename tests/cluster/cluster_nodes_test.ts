@@ -9,7 +9,12 @@ import { runFleet } from "../../fleet/run.ts";
 import type { BrokerProcess } from "../../cluster/broker_process.ts";
 import { smallFleetArgs } from "../helpers/fleet_args.ts";
 import { api, CLUSTER_IGNORE, localCluster, metric, TOKEN } from "../helpers/local_cluster.ts";
-import { waitUntil } from "../helpers/wait.ts";
+import { waitUntil, withDeadline } from "../helpers/wait.ts";
+import { type Cloud, startCloud } from "../../broker/cloud.ts";
+import { type ClusterAedes, clusterAedesOptions } from "../../broker/cluster_aedes.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+import { PostgresStore } from "../../broker/postgres_store.ts";
+import { startPostgres, startRedis } from "../../cluster/local_services.ts";
 
 Deno.test({
   name:
@@ -85,6 +90,68 @@ Deno.test({
       );
     } finally {
       await cluster.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: a node's progress stream follows a job that devices on another node move",
+  ignore: CLUSTER_IGNORE,
+  async fn() {
+    const redis = await startRedis();
+    const db = await startPostgres();
+    const clouds: Cloud[] = [];
+    const joins: ClusterAedes[] = [];
+    try {
+      for (const id of ["node-a", "node-b"]) {
+        const join = clusterAedesOptions(redis.url);
+        joins.push(join);
+        clouds.push(
+          await startCloud({
+            store: await PostgresStore.open(db.url),
+            cluster: { aedes: { ...join.options, id }, changePollMs: 100 },
+            scheduling: id === "node-a",
+          }),
+        );
+      }
+      const [a, b] = clouds as [Cloud, Cloud];
+      await a.provisionThing("dev-1", "dev-1-secret");
+      await a.jobs.addThingToGroup("fleet", "dev-1");
+      const created = await a.jobs.createJob({
+        jobId: "job-x",
+        document: { op: "x" },
+        targets: { groups: ["fleet"] },
+      });
+      assert.ok(created.ok);
+      const api = operatorApi(b, { token: TOKEN });
+      const response = await api(
+        new Request("http://b/api/jobs/job-x/events", {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        }),
+      );
+      const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let text = "";
+      const next = async (match: RegExp) => {
+        while (!match.test(text)) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`the stream ended before ${match}: ${text}`);
+          text += value;
+        }
+      };
+      await withDeadline(next(/"QUEUED":1/), "the first progress event", 30_000);
+      // The device's update is handled by node A; node B's stream hears of it.
+      await a.jobs.handleDeviceMessage(
+        "dev-1",
+        "$aws/things/dev-1/jobs/job-x/update",
+        new TextEncoder().encode(JSON.stringify({ status: "IN_PROGRESS" })),
+      );
+      await withDeadline(next(/"IN_PROGRESS":1/), "node B to hear of node A's change", 30_000);
+      await reader.cancel();
+    } finally {
+      for (const cloud of clouds) await cloud.close();
+      for (const join of joins) await join.close();
+      await db.stop();
+      await redis.stop();
     }
   },
 });
