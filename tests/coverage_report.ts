@@ -72,8 +72,32 @@ export function byComponent(
   });
 }
 
+/**
+ * Removes the raw coverage files in `dir` that are not whole JSON, and says how many: a child
+ * process the suite kills on purpose (a broker node, kill -9 mid-rollout) may die while Deno
+ * writes its coverage, and one truncated file made `deno coverage` refuse them all.
+ */
+export async function dropUnreadable(dir: string): Promise<number> {
+  let dropped = 0;
+  for await (const entry of Deno.readDir(dir)) {
+    if (!entry.isFile || !entry.name.endsWith(".json")) continue;
+    const path = `${dir}/${entry.name}`;
+    try {
+      JSON.parse(await Deno.readTextFile(path));
+    } catch {
+      await Deno.remove(path);
+      dropped++;
+    }
+  }
+  return dropped;
+}
+
 if (import.meta.main) {
   const raw = Deno.args[0] ?? "coverage/raw";
+  const dropped = await dropUnreadable(raw);
+  if (dropped > 0) {
+    console.log(`coverage: ${dropped} unfinished raw file(s) of killed child processes left out`);
+  }
   const lcovPath = `${raw}/../lcov.info`;
   const result = await new Deno.Command(Deno.execPath(), {
     args: ["coverage", raw, "--lcov", `--output=${lcovPath}`, "--exclude=tests/|bench/"],

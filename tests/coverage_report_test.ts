@@ -1,6 +1,6 @@
 /** The coverage report's arithmetic: lcov parsing and per-component floors. */
 import assert from "node:assert/strict";
-import { byComponent, parseLcov } from "./coverage_report.ts";
+import { byComponent, dropUnreadable, parseLcov } from "./coverage_report.ts";
 
 Deno.test("coverage report: lcov records are summed per component and held to their floors", () => {
   const lcov = [
@@ -35,4 +35,19 @@ Deno.test("coverage report: lcov records are summed per component and held to th
   assert.equal(rows["fleet"]!.percent, 0, "no files, no coverage");
   assert.equal(rows["fleet"]!.ok, false, "a component that ran nothing fails its floor");
   assert.equal(rows["pki"]!.ok, true, "reported only");
+});
+
+Deno.test("coverage report: raw files a killed process left unfinished are left out, whole ones kept", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/whole.json`, JSON.stringify({ result: [] }));
+    await Deno.writeTextFile(`${dir}/empty.json`, "");
+    await Deno.writeTextFile(`${dir}/cut.json`, '{"result": [');
+    await Deno.writeTextFile(`${dir}/notes.txt`, "not coverage");
+    assert.equal(await dropUnreadable(dir), 2);
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(left, ["notes.txt", "whole.json"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
