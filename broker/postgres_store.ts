@@ -24,10 +24,12 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import postgres from "postgres";
 import {
   type AuditEntry,
+  auditFromRow,
   type CloudStore,
   deepFreeze,
   type ExecutionRecord,
   type JobRecord,
+  thingFromRow,
   type ThingRecord,
 } from "./store.ts";
 
@@ -223,11 +225,11 @@ export class PostgresStore implements CloudStore {
 
   async getThing(name: string): Promise<ThingRecord | null> {
     const [row] = await this.#q()`SELECT * FROM things WHERE name = ${name}`;
-    return row ? thingFrom(row) : null;
+    return row ? thingFromRow(row) : null;
   }
 
   async listThings(): Promise<ThingRecord[]> {
-    return (await this.#q()`SELECT * FROM things ORDER BY name`).map(thingFrom);
+    return (await this.#q()`SELECT * FROM things ORDER BY name`).map(thingFromRow);
   }
 
   deleteThing(name: string): Promise<boolean> {
@@ -398,13 +400,7 @@ export class PostgresStore implements CloudStore {
       WHERE (${jobId}::text IS NULL OR job_id = ${jobId})
         AND (${thing}::text IS NULL OR thing = ${thing})
       ORDER BY id`;
-    return rows.map((r) => ({
-      at: Number(r.at),
-      jobId: r.job_id === null ? null : String(r.job_id),
-      thing: r.thing === null ? null : String(r.thing),
-      event: String(r.event),
-      detail: JSON.parse(String(r.detail)),
-    }));
+    return rows.map(auditFromRow);
   }
 
   async putFile(key: string, bytes: Uint8Array): Promise<void> {
@@ -607,12 +603,4 @@ function redacted(url: string): string {
   } catch {
     return "(unparsable URL)";
   }
-}
-
-function thingFrom(row: Row): ThingRecord {
-  return {
-    name: String(row.name),
-    secret: JSON.parse(String(row.secret)),
-    attributes: JSON.parse(String(row.attributes)),
-  };
 }

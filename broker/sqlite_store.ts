@@ -22,10 +22,12 @@ import {
 import { setImmediate } from "node:timers";
 import {
   type AuditEntry,
+  auditFromRow,
   type CloudStore,
   deepFreeze,
   type ExecutionRecord,
   type JobRecord,
+  thingFromRow,
   type ThingRecord,
 } from "./store.ts";
 
@@ -167,11 +169,11 @@ export class SqliteStore implements CloudStore {
     const row = this.#statement("SELECT * FROM things WHERE name = ?").get(name) as
       | Row
       | undefined;
-    return row ? thingFrom(row) : null;
+    return row ? thingFromRow(row) : null;
   }
 
   async listThings(): Promise<ThingRecord[]> {
-    return (this.#statement("SELECT * FROM things ORDER BY name").all() as Row[]).map(thingFrom);
+    return (this.#statement("SELECT * FROM things ORDER BY name").all() as Row[]).map(thingFromRow);
   }
 
   async deleteThing(name: string): Promise<boolean> {
@@ -371,13 +373,7 @@ export class SqliteStore implements CloudStore {
     const rows = this.#statement(
       "SELECT * FROM audit WHERE (?1 IS NULL OR job_id = ?1) AND (?2 IS NULL OR thing = ?2) ORDER BY id",
     ).all(filter.jobId ?? null, filter.thing ?? null) as Row[];
-    return rows.map((r) => ({
-      at: Number(r.at),
-      jobId: r.job_id === null ? null : String(r.job_id),
-      thing: r.thing === null ? null : String(r.thing),
-      event: String(r.event),
-      detail: JSON.parse(String(r.detail)),
-    }));
+    return rows.map(auditFromRow);
   }
 
   async putFile(key: string, bytes: Uint8Array): Promise<void> {
@@ -576,12 +572,4 @@ export class SqliteStore implements CloudStore {
     this.commit();
     this.#db.close();
   }
-}
-
-function thingFrom(row: Row): ThingRecord {
-  return {
-    name: String(row.name),
-    secret: JSON.parse(String(row.secret)),
-    attributes: JSON.parse(String(row.attributes)),
-  };
 }

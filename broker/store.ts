@@ -155,3 +155,23 @@ export function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/** A thing from its row (columns `name`, `secret`, `attributes`, the last two JSON). */
+export function thingFromRow(row: Record<string, unknown>): ThingRecord {
+  return {
+    name: String(row.name),
+    secret: JSON.parse(String(row.secret)),
+    attributes: JSON.parse(String(row.attributes)),
+  };
+}
+
+/** An audit entry from its row (columns `at`, `job_id`, `thing`, `event`, `detail` as JSON). */
+export function auditFromRow(row: Record<string, unknown>): AuditEntry {
+  return {
+    at: Number(row.at),
+    jobId: row.job_id === null ? null : String(row.job_id),
+    thing: row.thing === null ? null : String(row.thing),
+    event: String(row.event),
+    detail: JSON.parse(String(row.detail)),
+  };
+}
