@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Aedes, AedesOptions, AedesPublishPacket, Client } from "aedes";
+import type { AedesOptions, AedesPublishPacket } from "aedes";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import mqtt from "mqtt";
 import {
@@ -17,12 +17,7 @@ import {
   SERVICE_USER,
   type StoredSecret,
 } from "./auth.ts";
-import {
-  type BrokerTls,
-  type EmbeddedBroker,
-  startEmbeddedBroker,
-  writeTogether,
-} from "./embedded.ts";
+import { type BrokerTls, type EmbeddedBroker, startEmbeddedBroker } from "./embedded.ts";
 import { FileService } from "./file_service.ts";
 import { DeviceIdentity, type RegisteredCertificate } from "./device_identity.ts";
 import type { Checked } from "../protocol/signatures.ts";
@@ -32,6 +27,7 @@ import type { CloudStore } from "./store.ts";
 import { SqliteStore } from "./sqlite_store.ts";
 import { ShadowService } from "./shadow_service.ts";
 import { type Publisher, StreamService } from "./stream_service.ts";
+import { aedesPublisher, bufferOf } from "./aedes_publisher.ts";
 import { classifyRequest, SERVICE_SUBSCRIPTIONS } from "../protocol/topics.ts";
 import { RateLimitedLog } from "../lib/rate_limited_log.ts";
 import { type OperatorLog, rateLimited } from "./operator_log.ts";
@@ -109,7 +105,7 @@ async function embeddedTransport(
   });
   return {
     broker,
-    publisher: aedesPublisher(broker.broker, cluster !== undefined),
+    publisher: aedesPublisher(broker.broker),
     url: broker.url,
     async listen(route) {
       if (cluster) {
@@ -220,102 +216,6 @@ export interface Cloud {
   /** Calls `listener` with the job id after every change of a job or its executions. */
   onJobChange(listener: (jobId: string) => void): () => void;
   close(): Promise<void>;
-}
-
-/**
- * A Buffer over the same bytes, made once per array: the stream service publishes each cached
- * block message to thousands of devices, and a fresh view per publish was a tenth of what the
- * broker allocated at 10,000 devices.
- */
-function bufferOf(payload: Uint8Array): Buffer {
-  let view = bufferViews.get(payload);
-  if (!view) {
-    view = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-    bufferViews.set(payload, view);
-  }
-  return view;
-}
-
-const bufferViews = new WeakMap<Uint8Array, Buffer>();
-
-/**
- * Publishes from inside aedes; `together` writes a burst to one client in one socket write
- * ({@linkcode writeTogether}): a request's 8 blocks leave in one writev instead of 8.
- */
-function aedesPublisher(broker: Aedes, direct = false): Publisher {
-  // Connected clients by id (a device's id is its thing name), from aedes' documented events.
-  const clients = new Map<string, Client>();
-  broker.on("client", (client) => clients.set(client.id, client));
-  broker.on("clientDisconnect", (client) => {
-    // A takeover (same id, new connection): whichever of its events comes first, the newer stays.
-    if (clients.get(client.id) === client) clients.delete(client.id);
-  });
-  const packetOf = (topic: string, payload: Uint8Array | string, qos: 0 | 1) =>
-    ({
-      cmd: "publish",
-      topic,
-      payload: typeof payload === "string" ? Buffer.from(payload) : bufferOf(payload),
-      qos,
-      retain: false,
-      dup: false,
-    }) as unknown as AedesPublishPacket;
-  const publish = (topic: string, payload: Uint8Array | string, qos: 0 | 1) =>
-    new Promise<void>((resolve, reject) => {
-      broker.publish(
-        packetOf(topic, payload, qos),
-        (error?: Error) => (error ? reject(error) : resolve()),
-      );
-    });
-  return {
-    together(clientId, handOver) {
-      const conn = clients.get(clientId)?.conn;
-      if (conn) writeTogether(conn, handOver);
-      else handOver();
-    },
-    publish,
-    // In a cluster every publication crosses Redis to every node: what is meant for one client
-    // connected here (a stream's blocks) goes to it directly, as its subscription would.
-    ...(direct
-      ? {
-        publishTo(clientId: string, topic: string, payload: Uint8Array | string, qos: 0 | 1) {
-          const client = clients.get(clientId);
-          if (!client || !subscribedTo(client, topic)) return publish(topic, payload, qos);
-          return new Promise<void>((resolve, reject) => {
-            client.publish(
-              packetOf(topic, payload, qos),
-              (error?: Error) => (error ? reject(error) : resolve()),
-            );
-          });
-        },
-      }
-      : {}),
-  };
-}
-
-/** Whether one of the client's subscription filters matches `topic` (MQTT wildcards). */
-function subscribedTo(client: Client, topic: string): boolean {
-  const filters = Object.keys((client as unknown as { subscriptions: object }).subscriptions);
-  return filters.some((filter) => topicMatches(filter, topic));
-}
-
-/**
- * Whether an MQTT topic filter matches a topic name (`+` one level, `#` the rest).
- *
- * @example
- * ```ts ignore
- * topicMatches("$aws/things/+/streams/#", "$aws/things/d/streams/s/data/cbor"); // true
- * ```
- */
-export function topicMatches(filter: string, topic: string): boolean {
-  if (filter === topic) return true;
-  const wanted = filter.split("/");
-  const levels = topic.split("/");
-  for (let i = 0; i < wanted.length; i++) {
-    if (wanted[i] === "#") return i < levels.length || i === levels.length;
-    if (i >= levels.length) return false;
-    if (wanted[i] !== "+" && wanted[i] !== levels[i]) return false;
-  }
-  return wanted.length === levels.length;
 }
 
 /**
