@@ -6,7 +6,7 @@
  * @module
  */
 
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type MqttClient, type Packet } from "mqtt";
 import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
 import { SECOND_STAGE_FILE_TYPE } from "../bootloader/first_stage.ts";
@@ -115,6 +115,17 @@ export interface DeviceRuntimeOptions {
    * keep its connection attempts within what the broker's listen queue holds.
    */
   readonly connectGate?: () => Promise<() => void>;
+  /** Told of every MQTT packet the device sends or receives (a wire log; for a few devices). */
+  readonly wireTap?: (direction: "sent" | "received", packet: Packet) => void;
+}
+
+/** What a device's MQTT connections carried, every connection since it started. */
+export interface WireTraffic {
+  packetsSent: number;
+  packetsReceived: number;
+  /** Bytes its sockets wrote and read: MQTT packets with their headers. */
+  bytesSent: number;
+  bytesReceived: number;
 }
 
 /**
@@ -286,8 +297,12 @@ export class DeviceRuntime {
       ...this.#options.mqttOptions,
       // A token is good for one login: reconnecting is ours, each time with a new token.
       ...(password ? { username: thingName, password, reconnectPeriod: 0 } : {}),
+      // Connected below, once the traffic counters listen: mqtt.js writes CONNECT at once.
+      manualConnect: true,
     });
     this.#client = client;
+    this.#countTraffic(client);
+    client.connect();
     if (password) {
       client.on("close", () => {
         if (client !== this.#client) return; // closed on purpose (power loss, stop)
@@ -324,6 +339,48 @@ export class DeviceRuntime {
       this.#reportState();
     });
     return client;
+  }
+
+  readonly #wire: WireTraffic = {
+    packetsSent: 0,
+    packetsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+  };
+  /** Sockets whose bytes are in `#wire` already. */
+  readonly #countedSockets = new WeakSet<object>();
+
+  #countTraffic(client: MqttClient): void {
+    const wire = this.#wire;
+    const tap = this.#options.wireTap;
+    client.on("packetsend", (packet) => {
+      wire.packetsSent++;
+      tap?.("sent", packet);
+    });
+    client.on("packetreceive", (packet) => {
+      wire.packetsReceived++;
+      tap?.("received", packet);
+    });
+    // mqtt.js makes a new socket per (re)connection; a closed one's counts are final.
+    client.on("close", () => this.#countSocket(client.stream as SocketCounts, wire));
+  }
+
+  #countSocket(socket: SocketCounts | undefined, into: WireTraffic): void {
+    if (!socket || this.#countedSockets.has(socket)) return;
+    this.#countedSockets.add(socket);
+    into.bytesSent += socket.bytesWritten ?? 0;
+    into.bytesReceived += socket.bytesRead ?? 0;
+  }
+
+  /** What this device's MQTT connections carried so far (its open socket's bytes included). */
+  wireTraffic(): WireTraffic {
+    const totals = { ...this.#wire };
+    const open = this.#client?.stream as SocketCounts | undefined;
+    if (open && !this.#countedSockets.has(open)) {
+      totals.bytesSent += open.bytesWritten ?? 0;
+      totals.bytesReceived += open.bytesRead ?? 0;
+    }
+    return totals;
   }
 
   /** The agent's counters (AWS `OtaAgentStatistics_t`) summed over every agent since start. */
@@ -386,6 +443,9 @@ export class DeviceRuntime {
     if (client) await client.endAsync(true).catch(() => {});
   }
 }
+
+/** What a Node socket says it carried. */
+type SocketCounts = { readonly bytesRead?: number; readonly bytesWritten?: number };
 
 /** A device runs for as long as a soak lasts: its history is bounded (one event per block). */
 const HISTORY = 1_000;

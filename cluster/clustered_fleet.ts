@@ -246,6 +246,8 @@ function mergeReports(
     runningVersion: sum((r) => r.runningVersion),
     faults: sum((r) => r.faults),
     bytesDelivered: reports.reduce((n, r) => n + r.bytesDelivered, 0),
+    // Each process's average, weighted by its devices.
+    wirePerDevice: weightedMean(reports.map((r) => [r.devices, r.wirePerDevice] as const)),
     cloudOutages: sum((r) => r.cloudOutages),
     wallSeconds: Math.round(wallSeconds * 10) / 10,
     // Phases and stage times are each process's own: the slowest process's are shown.
@@ -299,4 +301,19 @@ export function formatClusterSummary(report: ClusterFleetReport, reportPath: str
     }`,
   );
   return lines.join("\n");
+}
+
+/** The mean of per-process averages, each weighted by its count of devices. */
+function weightedMean<T extends Record<string, number>>(
+  parts: readonly (readonly [weight: number, values: T])[],
+): T {
+  const total = parts.reduce((n, [weight]) => n + weight, 0);
+  const mean = {} as Record<string, number>;
+  for (const [weight, values] of parts) {
+    for (const [key, value] of Object.entries(values)) {
+      mean[key] = (mean[key] ?? 0) + (total > 0 ? value * weight / total : 0);
+    }
+  }
+  for (const key of Object.keys(mean)) mean[key] = Math.round(mean[key]! * 10) / 10;
+  return mean as T;
 }

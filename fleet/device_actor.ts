@@ -18,6 +18,13 @@ import { type FlashChanges, isPowerCut, type NorFlash } from "../bootloader/flas
 import { createFlash, type DeviceLayout } from "../bootloader/layout.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Random } from "../lib/random.ts";
+import type { Packet } from "mqtt";
+import {
+  type MqttPacketLike,
+  type WireDirection,
+  type WireRecord,
+  wireRecord,
+} from "./wire_log.ts";
 import {
   bootsTrustedImage,
   eraseApplicationSlots,
@@ -106,6 +113,12 @@ export interface ActorEnvironment {
   readonly traceThings?: ReadonlySet<string>;
   /** Devices erase their previous image once a new one is confirmed. */
   readonly erasePreviousImage?: boolean;
+  /** Devices whose every MQTT packet goes to `record` (the run's wire log). */
+  readonly wireLog?: {
+    readonly things: ReadonlySet<string>;
+    readonly startedAt: number;
+    readonly record: (record: WireRecord) => void;
+  };
 }
 
 /**
@@ -250,6 +263,9 @@ export class DeviceActor {
       },
       messageFilter: (topic, payload) => this.#filter(topic, payload),
       onEvent: (event) => this.#mark(event),
+      ...(environment.wireLog?.things.has(spec.thing)
+        ? { wireTap: wireTapOf(spec.thing, environment.wireLog) }
+        : {}),
       ...(environment.deviceLogs || environment.traceThings?.has(spec.thing)
         ? { log: environment.log }
         : {}),
@@ -537,4 +553,20 @@ function brokersFor(
   return turned.length > 1
     ? { brokerUrl: turned[0]!, fallbackBrokerUrls: turned.slice(1) }
     : { brokerUrl: turned[0]! };
+}
+
+/** A wire tap that turns a device's packets into wire log records. */
+function wireTapOf(
+  thing: string,
+  log: NonNullable<ActorEnvironment["wireLog"]>,
+): (direction: WireDirection, packet: Packet) => void {
+  return (direction, packet) =>
+    log.record(
+      wireRecord(
+        thing,
+        direction,
+        packet as unknown as MqttPacketLike,
+        (Date.now() - log.startedAt) / 1000,
+      ),
+    );
 }

@@ -274,6 +274,13 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
       "seconds since the run started (names separated by commas)",
   },
   {
+    name: "wire-log",
+    value: "FILE",
+    help: "write every MQTT packet the traced devices (--trace; none named: the run's first " +
+      "device) send and receive until the run's report to FILE, one JSON object per line, " +
+      "with its size on the wire (a password as its length only)",
+  },
+  {
     name: "cpu-profile",
     value: "DIR",
     help: "write a V8 CPU profile of the main thread and of every Worker into DIR (summarize " +
@@ -318,6 +325,8 @@ export interface Options {
   cpuProfile?: string;
   /** Devices whose own log lines are printed as they happen. */
   trace: readonly string[];
+  /** Where the traced devices' MQTT packets go (fleet/wire_log.ts), if anywhere. */
+  wireLog?: string;
   cancelAt?: number;
   badImageShare: number;
   badImageBehavior: Behavior;
@@ -469,6 +478,7 @@ export function parseFleetArgs(args: string[]): Options {
     ...(flags.has("cancel") ? { cancelAt: flags.number("cancel") } : {}),
     ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
     trace: traceList(v.trace),
+    ...(v["wire-log"] !== undefined ? { wireLog: v["wire-log"] } : {}),
     badImageShare: flags.number("bad-image-share"),
     shard: parseShard(v.shard),
     updateId: updateIdOf(v["update-id"], v.broker !== undefined),

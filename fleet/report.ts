@@ -49,6 +49,16 @@ export interface FleetReport {
     workerRestarts: number;
   };
   bytesDelivered: number;
+  /**
+   * What a device's MQTT connections carried, on average over this process's devices: packets
+   * each way (PUBACKs, pings and the rest included) and bytes its sockets wrote and read.
+   */
+  wirePerDevice: {
+    packetsSent: number;
+    packetsReceived: number;
+    bytesSent: number;
+    bytesReceived: number;
+  };
   /** Times the cloud (joined with --broker/--api) was unreachable and waited for, and how long. */
   cloudOutages: { count: number; seconds: number };
   wallSeconds: number;

@@ -32,6 +32,7 @@ import { forEachLimited } from "../lib/concurrency.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 import type { FleetDeviceSpec } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
+import type { WorkerInit } from "./worker_messages.ts";
 import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts";
 import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
@@ -328,6 +329,8 @@ class FleetRun {
   #cloud: CloudSide | null = null;
   #images: FleetImages | null = null;
   #fleet: FleetSupervisor | null = null;
+  /** Where `--wire-log` records go. */
+  #wireLog: Deno.FsFile | null = null;
   #devices: FleetDeviceSpec[] = [];
   #globalBad = 0;
   #initialDevices = 0;
@@ -408,6 +411,19 @@ class FleetRun {
       }
     });
     const slotSectors = Math.ceil((options.imageSize + 4096) / 4096) + 1;
+    let wireLog: WorkerInit["wireLog"] | undefined;
+    if (options.wireLog !== undefined && devices.length > 0) {
+      this.#wireLog = await Deno.open(options.wireLog, {
+        write: true,
+        create: true,
+        truncate: true,
+      });
+      wireLog = {
+        things: options.trace.length > 0 ? options.trace : [devices[0]!.thing],
+        startedAt: Date.now() - (performance.now() - started),
+      };
+    }
+    const lines = new TextEncoder();
     this.#fleet = new FleetSupervisor({
       ...(options.workers !== undefined ? { workers: options.workers } : {}),
       ...(options.devicesPerWorker !== undefined
@@ -448,7 +464,9 @@ class FleetRun {
         ...(options.network ? { network: options.network } : {}),
         ...(options.cpuProfile ? { cpuProfileDir: options.cpuProfile } : {}),
         ...(options.trace.length > 0 ? { traceThings: options.trace } : {}),
+        ...(wireLog ? { wireLog } : {}),
       },
+      wire: (record) => this.#wireLog?.writeSync(lines.encode(JSON.stringify(record) + "\n")),
       log: (line) => {
         // Injected faults are said as they happen, one line each; a traced device's lines come
         // as "[thing] ...": shown live; the rest is kept for a failure.
@@ -710,6 +728,9 @@ class FleetRun {
       ? formatVersion(external.version)
       : `${versions[versions.length - 1]}+0`;
     const finals = await fleet.report();
+    // The log ends where the devices' counts in the report do: what follows is the run stopping.
+    this.#wireLog?.close();
+    this.#wireLog = null;
     const last = await access.jobState(jobId);
     const counts = last.counts;
     // Outcome over every update of the run (back-to-back runs three).
@@ -748,6 +769,15 @@ class FleetRun {
     const jobStatus = last.status;
     const jobReason = last.reason;
     const bricked = finals.filter((d) => !d.bootable).length;
+    const wirePerDevice = { packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0 };
+    for (const d of finals) {
+      for (const key of Object.keys(wirePerDevice) as (keyof typeof wirePerDevice)[]) {
+        wirePerDevice[key] += d.wire[key] / finals.length;
+      }
+    }
+    for (const key of Object.keys(wirePerDevice) as (keyof typeof wirePerDevice)[]) {
+      wirePerDevice[key] = Math.round(wirePerDevice[key] * 10) / 10;
+    }
     const { expected, asExpected } = judgeRun({
       options,
       local,
@@ -809,6 +839,7 @@ class FleetRun {
       cloudOutages: access.outages(),
       // A remote cloud does not say what its stream service sent: what the devices received.
       bytesDelivered: access.bytesDelivered(options.blockSize) ?? fleet.bytesReceived,
+      wirePerDevice,
       wallSeconds: Math.round((performance.now() - this.#started) / 100) / 10,
       phases: this.#phases,
       stages: this.#stages,
@@ -824,6 +855,8 @@ class FleetRun {
     for (const timer of this.#faultTimers) clearTimeout(timer);
     if (failed) { for (const line of this.#logs.slice(-20)) this.#out(`log: ${line}`); }
     await this.#fleet?.stop();
+    this.#wireLog?.close();
+    this.#wireLog = null;
     await this.#cloud?.server?.shutdown();
     await this.#cloud?.embedded?.close();
   }

@@ -9,6 +9,7 @@
 import type { FlashChanges } from "../bootloader/flash.ts";
 import type { ActorMessage, DeviceTelemetry, FleetDeviceSpec } from "./device_actor.ts";
 import type { DeviceReport, FromWorker, ToWorker, WorkerInit } from "./worker_messages.ts";
+import type { WireRecord } from "./wire_log.ts";
 
 /** Options of {@linkcode FleetSupervisor}. */
 export interface SupervisorOptions {
@@ -18,6 +19,8 @@ export interface SupervisorOptions {
   readonly devicesPerWorker?: number;
   readonly init: Omit<WorkerInit, "workerIndex">;
   readonly log?: (line: string) => void;
+  /** Told of every packet of the devices in `init.wireLog`. */
+  readonly wire?: (record: WireRecord) => void;
 }
 
 interface WorkerSlot {
@@ -229,6 +232,9 @@ export class FleetSupervisor {
         return;
       case "log":
         this.#options.log?.(message.line);
+        return;
+      case "wire":
+        this.#options.wire?.(message.record);
         return;
       case "report":
         this.#reports.get(message.requestId)?.(message.devices);

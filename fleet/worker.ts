@@ -17,6 +17,7 @@ import {
   factoryChip,
 } from "./device_actor.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
+import type { WireRecord } from "./wire_log.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 import { Semaphore } from "../lib/concurrency.ts";
 
@@ -120,6 +121,15 @@ async function handle(message: ToWorker): Promise<void> {
         ...(init.deviceLogs ? { deviceLogs: true } : {}),
         ...(init.traceThings ? { traceThings: new Set(init.traceThings) } : {}),
         ...(init.erasePreviousImage ? { erasePreviousImage: true } : {}),
+        ...(init.wireLog
+          ? {
+            wireLog: {
+              things: new Set(init.wireLog.things),
+              startedAt: init.wireLog.startedAt,
+              record: (record: WireRecord) => post({ type: "wire", record }),
+            },
+          }
+          : {}),
       };
       if (init.cpuProfileDir) {
         const stop = await startCpuProfile();
@@ -157,6 +167,7 @@ async function handle(message: ToWorker): Promise<void> {
           faults: actor.faults,
           device: actor.device.report(),
           lastLog: actor.runtime.log.slice(-12),
+          wire: actor.runtime.wireTraffic(),
         });
       }
       post({ type: "report", requestId: message.requestId, devices });

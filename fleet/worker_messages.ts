@@ -6,6 +6,8 @@
  */
 
 import type { AgentConfig } from "../agent/agent_config.ts";
+import type { WireTraffic } from "../agent/device_runtime.ts";
+import type { WireRecord } from "./wire_log.ts";
 import type { DeviceReport as DeviceSnapshot } from "../bootloader/device.ts";
 import type { FlashChanges } from "../bootloader/flash.ts";
 import type {
@@ -42,6 +44,8 @@ export interface WorkerInit {
   readonly traceThings?: readonly string[];
   /** Sample the Worker's CPU and write `worker-<index>.cpuprofile` here when it stops. */
   readonly cpuProfileDir?: string;
+  /** Devices whose every MQTT packet is sent as a `wire` message, timed from `startedAt`. */
+  readonly wireLog?: { readonly things: readonly string[]; readonly startedAt: number };
 }
 
 /** Main -> Worker. */
@@ -63,6 +67,8 @@ export interface DeviceReport {
   readonly device: DeviceSnapshot;
   /** The device's latest log lines (agent, connection), to tell why it is where it is. */
   readonly lastLog: readonly string[];
+  /** What its MQTT connections carried. */
+  readonly wire: WireTraffic;
 }
 
 /** Worker -> main. */
@@ -81,6 +87,8 @@ export type FromWorker =
     readonly bytes: number;
   }
   | { readonly type: "log"; readonly line: string }
+  /** One packet of a device named in `wireLog`. */
+  | { readonly type: "wire"; readonly record: WireRecord }
   | {
     readonly type: "report";
     readonly requestId: number;
