@@ -15,7 +15,7 @@
  * @module
  */
 import type { ClusterFleetReport } from "../cluster/clustered_fleet.ts";
-import { type BrokerProcess, startBrokerProcess } from "../cluster/broker_process.ts";
+import { type BrokerProcess, forwardLines, startBrokerProcess } from "../cluster/broker_process.ts";
 import { ProcessTreeSampler } from "../cluster/process_sampler.ts";
 import type { FleetReport } from "../fleet/report.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
@@ -40,6 +40,13 @@ const FLAGS: readonly FlagSpec[] = [
   },
   { name: "image-size", value: "SIZE", help: "image size", default: "256KiB" },
   { name: "block-size", value: "SIZE", help: "stream block", default: "4KiB" },
+  {
+    name: "timeout",
+    value: "SECONDS",
+    help: "each run's fleet gives up after this much real time (a 40,000-device run takes ~10 min)",
+    range: [1, 86_400],
+    default: "1800",
+  },
   { name: "out", value: "FILE", help: "where the results go", default: "bench/results.json" },
 ];
 
@@ -104,10 +111,20 @@ async function measure(
       "--report",
       report,
     ],
-    stdout: "null",
+    stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const status = await child.status;
+  // The fleet's own lines (its processes' and nodes' included) are kept to show a run that
+  // went wrong: a process that died says why there.
+  const tail: string[] = [];
+  const [status] = await Promise.all([
+    child.status,
+    forwardLines(child.stdout, (line) => {
+      tail.push(line);
+      if (tail.length > 200) tail.shift();
+    }),
+  ]);
+  if (!status.success) console.error(tail.join("\n"));
   await broker?.stop();
   const wallSeconds = (performance.now() - started) / 1000;
   const usage = sampler.stop();
@@ -180,6 +197,8 @@ if (import.meta.main) {
         flags.string("image-size")!,
         "--block-size",
         flags.string("block-size")!,
+        "--timeout",
+        String(flags.int("timeout")),
       ],
       out: flags.string("out")!,
     };

@@ -17,8 +17,10 @@ import { Buffer } from "node:buffer";
 import type { AedesPublishPacket, Client } from "aedes";
 import { startEmbeddedBroker, writeTogether } from "../broker/embedded.ts";
 import type { FleetReport } from "../fleet/report.ts";
+import { parseWireLog } from "../fleet/wire_log.ts";
 import { runFloorClients } from "./floor_clients.ts";
-import { sampleResidentMemory, spawnDeno } from "./processes.ts";
+import { cpuSeconds, sampleResidentMemory, spawnDeno } from "./processes.ts";
+import { measureProtocolFloor, type ProtocolFloorResult } from "./protocol_floor.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import { UsageError } from "../lib/usage_error.ts";
@@ -29,6 +31,10 @@ export interface FloorResult {
   readonly seconds: number;
   readonly bytes: number;
   readonly mbPerSecond: number;
+  /** CPU seconds of the broker and the clients (with clients in a process of their own). */
+  readonly cpuSeconds?: number;
+  /** Peak resident memory of this process (the broker) and the clients' process together. */
+  readonly peakRssBytes?: number;
 }
 
 /** The shape of one run. */
@@ -71,10 +77,21 @@ export async function measureFloor(
     });
   });
   try {
-    const { seconds, bytes } = options.clients === "process"
-      ? await floorClientsProcess(embedded.url, options)
-      : await runFloorClients({ brokerUrl: embedded.url, ...options });
-    return { seconds, bytes, mbPerSecond: bytes / 1e6 / seconds };
+    if (options.clients !== "process") {
+      const { seconds, bytes } = await runFloorClients({ brokerUrl: embedded.url, ...options });
+      return { seconds, bytes, mbPerSecond: bytes / 1e6 / seconds };
+    }
+    const before = cpuSeconds();
+    const { seconds, bytes, peakRssBytes } = await floorClientsProcess(embedded.url, options);
+    const after = cpuSeconds();
+    return {
+      seconds,
+      bytes,
+      mbPerSecond: bytes / 1e6 / seconds,
+      // The broker is this process: its share is this process's CPU over the run.
+      cpuSeconds: after.self - before.self + after.children - before.children,
+      peakRssBytes,
+    };
   } finally {
     await embedded.close();
   }
@@ -93,9 +110,10 @@ async function floorClientsProcess(brokerUrl: string, shape: BenchShape) {
     "--workers",
     String(shape.workers),
   ]);
+  const memory = sampleResidentMemory(() => [Deno.pid, child.pid]);
   const line = await child.line((l) => l.startsWith("{"), "the floor's result");
   await child.status;
-  return JSON.parse(line) as { seconds: number; bytes: number };
+  return { ...JSON.parse(line) as { seconds: number; bytes: number }, peakRssBytes: memory.stop() };
 }
 
 /** What one fleet run measured (broker and fleet in their own processes). */
@@ -106,6 +124,15 @@ export interface FleetResult {
   readonly asExpected: boolean;
   /** Peak of the broker's and every fleet process's resident memory, summed. */
   readonly peakRssBytes: number;
+  /** CPU seconds of the broker and every fleet process together. */
+  readonly cpuSeconds: number;
+  /** What a device's MQTT connections carried on average (the fleet's report). */
+  readonly wirePerDevice: FleetReport["wirePerDevice"];
+  /**
+   * The MQTT packets of a typical device (`--wire-log`): of the first shard's devices that were
+   * logged, the one whose count of packets is the median. The protocol floor's script.
+   */
+  readonly wireLog: string;
   readonly phases: Record<string, number>;
   /** From creating the update to every device settled: the part comparable to the floor. */
   readonly updateSeconds: number;
@@ -144,6 +171,7 @@ export async function measureFleet(
   ]);
   const shards: ReturnType<typeof spawnDeno>[] = [];
   const memory = sampleResidentMemory(() => [broker.pid, ...shards.map((s) => s.pid)]);
+  const cpuBefore = cpuSeconds().children;
   try {
     const ready = JSON.parse(await broker.line((l) => l.startsWith("{"), "its address")) as {
       mqtt: string;
@@ -171,6 +199,9 @@ export async function measureFleet(
         "bench",
         "--report",
         `${dir}/report-${shard}.json`,
+        ...(shard === 1
+          ? ["--wire-log", `${dir}/wire.jsonl`, "--trace", loggedDevices(options).join(",")]
+          : []),
       ]));
     }
     const reports: FleetReport[] = [];
@@ -187,9 +218,12 @@ export async function measureFleet(
       }
     }
     const peakRssBytes = memory.stop();
+    broker.kill();
+    await broker.status;
     const seconds = Math.max(...reports.map((r) => r.wallSeconds));
     // Every shard sees the whole update's counts; the first one's figures stand for the run.
     const first = reports[0]!;
+    const wireLog = typicalDevice(await Deno.readTextFile(`${dir}/wire.jsonl`));
     const bytes = first.bytesDelivered;
     return {
       seconds,
@@ -197,6 +231,9 @@ export async function measureFleet(
       mbPerSecond: bytes / 1e6 / seconds,
       asExpected: reports.every((r) => r.asExpected),
       peakRssBytes,
+      cpuSeconds: cpuSeconds().children - cpuBefore,
+      wirePerDevice: first.wirePerDevice,
+      wireLog,
       phases: first.phases,
       updateSeconds: Object.entries(first.phases)
         .filter(([name]) => name.startsWith("update "))
@@ -306,35 +343,53 @@ if (import.meta.main) {
     const shape = { devices, imageSize, blockSize, workers };
     const floor = await measureFloor({ ...shape, clients: "process" });
     console.log(
-      `${devices} devices: floor ${floor.bytes / 1e6} MB in ${floor.seconds.toFixed(1)} s (${
-        floor.mbPerSecond.toFixed(1)
-      } MB/s)`,
+      `${devices} devices: download floor ${describe(floor, devices)}, ${
+        (floor.bytes / 1e6).toFixed(0)
+      } MB at ${floor.mbPerSecond.toFixed(1)} MB/s`,
     );
-    const fleet = values.floorOnly ? null : await measureFleet({ ...shape, shards });
-    if (fleet) {
-      console.log(
-        `${devices} devices: fleet ${fleet.bytes / 1e6} MB in ${fleet.seconds} s (${
-          fleet.mbPerSecond.toFixed(1)
-        } MB/s), ${(fleet.seconds / floor.seconds).toFixed(1)}x the floor; the update alone ${
-          fleet.updateSeconds.toFixed(1)
-        } s, ${(fleet.updateSeconds / floor.seconds).toFixed(1)}x; peak RSS ${
-          (fleet.peakRssBytes / 2 ** 20).toFixed(0)
-        } MiB (${(fleet.peakRssBytes / devices / 1024).toFixed(0)} KiB per device); ${
-          fleet.asExpected ? "as expected" : "NOT as expected"
-        }; phases ${JSON.stringify(fleet.phases)}; outcome ${
-          JSON.stringify(fleet.report.outcome)
-        }; versions ${JSON.stringify(fleet.report.runningVersion)}; stages ${
-          JSON.stringify(fleet.report.stages)
-        }`,
-      );
+    if (values.floorOnly) {
+      runs.push({ devices, floor });
+      continue;
     }
+    const measured = await measureFleet({ ...shape, shards });
+    const { wireLog, ...fleet } = measured;
+    console.log(
+      `${devices} devices: fleet ${describe(fleet, devices)}; the update alone ${
+        fleet.updateSeconds.toFixed(1)
+      } s; ${fleet.asExpected ? "as expected" : "NOT as expected"}; wire per device ${
+        JSON.stringify(fleet.wirePerDevice)
+      }; phases ${JSON.stringify(fleet.phases)}; outcome ${
+        JSON.stringify(fleet.report.outcome)
+      }; versions ${JSON.stringify(fleet.report.runningVersion)}; stages ${
+        JSON.stringify(fleet.report.stages)
+      }`,
+    );
+    // The same conversation with nothing behind it, from the device this fleet run logged.
+    const protocol = await measureProtocolFloor({ devices, workers, wireLog });
+    console.log(
+      `${devices} devices: protocol floor ${describe(protocol, devices)}; wire per device ${
+        JSON.stringify(protocol.wirePerDevice)
+      }${protocol.failed > 0 ? `; ${protocol.failed} clients FAILED` : ""}${
+        protocol.unmatched > 0 ? `; ${protocol.unmatched} actions unmatched` : ""
+      }`,
+    );
+    const ratios = fleetOverFloor(fleet, protocol);
+    console.log(
+      `${devices} devices: fleet / protocol floor: wall ${ratios.wall.toFixed(2)}x, cpu ${
+        ratios.cpu.toFixed(2)
+      }x, memory ${ratios.memory.toFixed(2)}x; fleet / download floor: wall ${
+        (fleet.seconds / floor.seconds).toFixed(1)
+      }x`,
+    );
     runs.push({
       devices,
       floor,
+      protocolFloor: protocol,
       fleet,
-      fleetOverFloor: fleet ? fleet.seconds / floor.seconds : null,
-      updateOverFloor: fleet ? fleet.updateSeconds / floor.seconds : null,
-      memoryPerDeviceBytes: fleet ? Math.round(fleet.peakRssBytes / devices) : null,
+      fleetOverProtocolFloor: ratios,
+      fleetOverFloor: fleet.seconds / floor.seconds,
+      updateOverFloor: fleet.updateSeconds / floor.seconds,
+      memoryPerDeviceBytes: Math.round(fleet.peakRssBytes / devices),
     });
   }
   const result = {
@@ -348,4 +403,56 @@ if (import.meta.main) {
   };
   Deno.writeTextFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
   console.log(`results: ${values.out}`);
+}
+
+/** One measurement in a line: wall, CPU, peak memory in all and per device. */
+function describe(
+  m: { seconds: number; cpuSeconds?: number; peakRssBytes?: number },
+  devices: number,
+): string {
+  const memory = m.peakRssBytes === undefined
+    ? ""
+    : `, peak RSS ${(m.peakRssBytes / 2 ** 20).toFixed(0)} MiB (${
+      (m.peakRssBytes / devices / 1024).toFixed(0)
+    } KiB per device)`;
+  const cpu = m.cpuSeconds === undefined ? "" : `, cpu ${m.cpuSeconds.toFixed(1)} s`;
+  return `${m.seconds.toFixed(1)} s${cpu}${memory}`;
+}
+
+/** The fleet's wall time, CPU and peak memory over the protocol floor's. */
+export function fleetOverFloor(
+  fleet: Pick<FleetResult, "seconds" | "cpuSeconds" | "peakRssBytes">,
+  floor: Pick<ProtocolFloorResult, "seconds" | "cpuSeconds" | "peakRssBytes">,
+): { wall: number; cpu: number; memory: number } {
+  const round = (n: number) => Math.round(n * 100) / 100;
+  return {
+    wall: round(fleet.seconds / floor.seconds),
+    cpu: round(fleet.cpuSeconds / floor.cpuSeconds),
+    memory: round(fleet.peakRssBytes / floor.peakRssBytes),
+  };
+}
+
+/** Devices of the first shard whose packets are logged: up to 9, spread over the shard. */
+function loggedDevices(shape: { devices: number; shards: number }): string[] {
+  const own = Math.ceil(shape.devices / shape.shards);
+  const step = Math.max(1, Math.floor(own / 9));
+  const names: string[] = [];
+  for (let i = 0; i < own && names.length < 9; i += step) {
+    names.push(`dev-${String(i * shape.shards).padStart(5, "0")}`);
+  }
+  return names;
+}
+
+/** The lines of the logged device with the median count of packets. */
+export function typicalDevice(wireLog: string): string {
+  const lines = new Map<string, string[]>();
+  for (const record of parseWireLog(wireLog)) {
+    const own = lines.get(record.thing) ?? [];
+    own.push(JSON.stringify(record));
+    lines.set(record.thing, own);
+  }
+  const byCount = [...lines.values()].sort((a, b) => a.length - b.length);
+  const median = byCount[Math.floor((byCount.length - 1) / 2)];
+  if (!median) throw new Error("the fleet's wire log is empty");
+  return median.join("\n") + "\n";
 }

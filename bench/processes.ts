@@ -124,3 +124,30 @@ export function sampleResidentMemory(
     },
   };
 }
+
+/** Clock ticks per second of `/proc/PID/stat` times (USER_HZ, 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU seconds this process used (`self`) and its children that ended and were waited for used
+ * (`children`, their own children included), from `/proc/self/stat`: exact for a child run to
+ * its end, unlike sampling, which misses a process's last moments.
+ *
+ * @example
+ * ```ts ignore
+ * const before = cpuSeconds();
+ * await spawnDeno("fleet/fleet.ts", ["--devices", "100"]).status;
+ * const childSeconds = cpuSeconds().children - before.children;
+ * ```
+ */
+export function cpuSeconds(): { self: number; children: number } {
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+  // Fields 14-17 of stat(5): utime, stime, cutime, cstime (index 11-14 after the name).
+  const [utime, stime, cutime, cstime] = fields.slice(11, 15) as [number, number, number, number];
+  return {
+    self: (utime + stime) / TICKS_PER_SECOND,
+    children: (cutime + cstime) / TICKS_PER_SECOND,
+  };
+}
