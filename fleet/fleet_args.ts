@@ -131,6 +131,15 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     default: "600",
   },
   {
+    name: "self-test-timeout",
+    value: "SECONDS",
+    help: "how long a device's new image has, after its reboot, to reconnect, fetch its job and " +
+      "pass its self-test before the device resets and reverts it (real time; a machine " +
+      "overloaded by tens of thousands of devices needs longer)",
+    range: [1, 3_600],
+    default: "30",
+  },
+  {
     name: "cancel",
     value: "P",
     help: "cancel the update once a share P of the fleet has ended it",
@@ -341,6 +350,8 @@ export interface Options {
   /** A root of trust and signer made outside (`--root-ca` ...); none: the fleet makes its own. */
   trust?: TrustFiles;
   timeoutSeconds: number;
+  /** The agent's self-test window after a reboot into a new image (real seconds). */
+  selfTestTimeoutSeconds: number;
   /** How long a cloud joined with --broker/--api may be unreachable before the run gives up. */
   outageToleranceSeconds: number;
   /**
@@ -474,6 +485,7 @@ export function parseFleetArgs(args: string[]): Options {
     report: flags.string("report")!,
     ...(v["report-html"] !== undefined ? { reportHtml: v["report-html"] } : {}),
     timeoutSeconds: flags.int("timeout"),
+    selfTestTimeoutSeconds: flags.int("self-test-timeout"),
     outageToleranceSeconds: flags.int("outage-tolerance"),
     ...(flags.has("cancel") ? { cancelAt: flags.number("cancel") } : {}),
     ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),

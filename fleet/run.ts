@@ -452,7 +452,7 @@ class FleetRun {
           blocksPerRequest: blocksPerRequestFor(options.blockSize),
           requestTimeoutMs: 5_000,
           maxMomentum: 60,
-          selfTestTimeoutMs: 30_000,
+          selfTestTimeoutMs: options.selfTestTimeoutSeconds * 1000,
           statusAckTimeoutMs: 5_000,
           jobRequestBackoffMs: [2_000, 30_000],
           persistEveryBlocks: 16,
