@@ -61,6 +61,9 @@ const OWN_FLAGS = new Set([
   "api",
   "token",
   "shard",
+  // Each process gets its own share of these (see shardTracing).
+  "trace",
+  "wire-log",
 ]);
 
 /** `args` without the flags in `names` (as `--flag value` or `--flag=value`). */
@@ -148,6 +151,7 @@ export async function runClusteredFleet(
         shard,
         "--update-id",
         updateId,
+        ...shardTracing(options, i, cluster.processes),
         "--report",
         report,
         ...(options.cpuProfile ? ["--cpu-profile", `${options.cpuProfile}/fleet-${i + 1}`] : []),
@@ -316,4 +320,24 @@ function weightedMean<T extends Record<string, number>>(
   }
   for (const key of Object.keys(mean)) mean[key] = Math.round(mean[key]! * 10) / 10;
   return mean as T;
+}
+
+/**
+ * The `--trace` and `--wire-log` flags of the `index`-th (from 0) of `count` fleet processes: the
+ * traced devices it runs (a process refuses to trace a device that is not its own), and the wire
+ * log if it runs the first traced device (without any, dev-00000).
+ */
+export function shardTracing(
+  options: Pick<Options, "trace" | "wireLog">,
+  index: number,
+  count: number,
+): string[] {
+  const ownedBy = (thing: string) => Number(thing.slice(4)) % count;
+  const own = options.trace.filter((thing) => ownedBy(thing) === index);
+  const logged = options.wireLog !== undefined &&
+    ownedBy(options.trace[0] ?? "dev-00000") === index;
+  return [
+    ...(own.length > 0 ? ["--trace", own.join(",")] : []),
+    ...(logged ? ["--wire-log", options.wireLog!] : []),
+  ];
 }

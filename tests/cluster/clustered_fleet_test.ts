@@ -4,7 +4,11 @@
  * running.
  */
 import assert from "node:assert/strict";
-import { type ClusterFleetReport, withoutFlags } from "../../cluster/clustered_fleet.ts";
+import {
+  type ClusterFleetReport,
+  shardTracing,
+  withoutFlags,
+} from "../../cluster/clustered_fleet.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import postgres from "postgres";
 import { startPostgres, startRedis } from "../../cluster/local_services.ts";
@@ -143,6 +147,34 @@ Deno.test("clustered fleet: the cluster's own flags are not passed on to the fle
     ),
     ["--devices", "10", "--seed", "4"],
   );
+});
+
+Deno.test("clustered fleet: each process traces its own devices; the first traced one's process keeps the wire log", () => {
+  const options = parseFleetArgs([
+    "--devices",
+    "30",
+    "--brokers",
+    "2",
+    "--processes",
+    "3",
+    "--trace",
+    "dev-00004,dev-00002,dev-00007",
+    "--wire-log",
+    "w.jsonl",
+  ]);
+  // dev-00004 and dev-00007 are the second process's (index 1), dev-00002 the third's.
+  assert.deepEqual(shardTracing(options, 0, 3), []);
+  assert.deepEqual(shardTracing(options, 1, 3), [
+    "--trace",
+    "dev-00004,dev-00007",
+    "--wire-log",
+    "w.jsonl",
+  ]);
+  assert.deepEqual(shardTracing(options, 2, 3), ["--trace", "dev-00002"]);
+  // Nothing traced: the wire log is of the run's first device, the first process's.
+  const untraced = parseFleetArgs(["--devices", "30", "--processes", "3", "--wire-log", "w"]);
+  assert.deepEqual(shardTracing(untraced, 0, 3), ["--wire-log", "w"]);
+  assert.deepEqual(shardTracing(untraced, 1, 3), []);
 });
 
 Deno.test("clustered fleet flags: a local cluster is not joined to another cloud, and what needs one process is refused", () => {
