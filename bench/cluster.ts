@@ -47,6 +47,13 @@ const FLAGS: readonly FlagSpec[] = [
     range: [1, 86_400],
     default: "1800",
   },
+  {
+    name: "self-test-timeout",
+    value: "SECONDS",
+    help: "the fleet's trial window after a reboot (see deno task fleet --help)",
+    range: [1, 3_600],
+    default: "30",
+  },
   { name: "out", value: "FILE", help: "where the results go", default: "bench/results.json" },
 ];
 
@@ -59,10 +66,14 @@ The fleet in one process against the fleet on a local cluster, measured from out
 
 /** One run's figures. */
 export interface ClusterBenchRun {
+  /** When it ran. */
+  readonly at: string;
   readonly kind: "single" | "cluster";
   readonly devices: number;
   readonly brokers: number;
   readonly processes: number;
+  /** The devices' trial window after their reboot (`--self-test-timeout`). */
+  readonly selfTestTimeoutSeconds: number;
   readonly wallSeconds: number;
   readonly mbPerSecond: number;
   readonly succeeded: number;
@@ -80,7 +91,7 @@ async function measure(
   kind: "single" | "cluster",
   devices: number,
   args: readonly string[],
-  shape: { brokers: number; processes: number },
+  shape: { brokers: number; processes: number; selfTestTimeoutSeconds: number },
 ): Promise<ClusterBenchRun> {
   const directory = await Deno.makeTempDir({ prefix: "ota-bench-cluster-" });
   const report = `${directory}/report.json`;
@@ -138,10 +149,12 @@ async function measure(
       cpuSeconds[name] = Math.round(((cpuSeconds[name] ?? 0) + p.cpuSeconds) * 10) / 10;
     }
     return {
+      at: new Date().toISOString(),
       kind,
       devices,
       brokers: kind === "cluster" ? shape.brokers : 1,
       processes: kind === "cluster" ? shape.processes : 1,
+      selfTestTimeoutSeconds: shape.selfTestTimeoutSeconds,
       wallSeconds: Math.round(wallSeconds * 10) / 10,
       mbPerSecond: Math.round(result.bytesDelivered / 1e6 / wallSeconds * 10) / 10,
       succeeded: result.outcome.succeeded,
@@ -174,6 +187,7 @@ if (import.meta.main) {
     brokers: number;
     processes: number;
     sizes: string[];
+    selfTestTimeoutSeconds: number;
     out: string;
   };
   try {
@@ -199,7 +213,10 @@ if (import.meta.main) {
         flags.string("block-size")!,
         "--timeout",
         String(flags.int("timeout")),
+        "--self-test-timeout",
+        String(flags.int("self-test-timeout")),
       ],
+      selfTestTimeoutSeconds: flags.int("self-test-timeout"),
       out: flags.string("out")!,
     };
   } catch (error) {
@@ -233,10 +250,15 @@ if (import.meta.main) {
   } catch {
     // a first run
   }
+  // A run replaces the earlier one of its kind and size; runs of other sizes stay.
+  const earlier = ((existing.cluster as { runs?: ClusterBenchRun[] } | undefined)?.runs ?? [])
+    .filter((old) => !results.some((r) => r.kind === old.kind && r.devices === old.devices));
   existing.cluster = {
     at: new Date().toISOString(),
     cores: navigator.hardwareConcurrency,
-    runs: results,
+    runs: [...earlier, ...results].sort((a, b) =>
+      a.kind === b.kind ? a.devices - b.devices : a.kind === "single" ? -1 : 1
+    ),
   };
   await Deno.writeTextFile(values.out, JSON.stringify(existing, null, 2) + "\n");
   Deno.exit(results.every((r) => r.asExpected) ? 0 : 1);
