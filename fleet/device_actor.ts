@@ -543,12 +543,22 @@ export function factoryChip(
   return flash;
 }
 
-/** A device's broker and the ones it fails over to: the list turned to start at its share. */
-function brokersFor(
+/**
+ * A device's broker and the ones it fails over to: the list turned to start at its share. The
+ * share is drawn from a hash of the device's seed, not the seed itself: seeds are consecutive, so
+ * `seed % nodes` put every device of a fleet process (every `processes`-th device) on one node
+ * whenever the counts of nodes and processes shared a factor.
+ *
+ * @example
+ * ```ts ignore
+ * brokersFor(7, ["mqtt://a:1", "mqtt://b:1"]); // { brokerUrl: "mqtt://a:1", fallbackBrokerUrls: ["mqtt://b:1"] }
+ * ```
+ */
+export function brokersFor(
   seed: number,
   urls: readonly string[],
 ): { brokerUrl: string; fallbackBrokerUrls?: readonly string[] } {
-  const start = Math.abs(Math.trunc(seed)) % urls.length;
+  const start = mixed(Math.trunc(seed)) % urls.length;
   const turned = [...urls.slice(start), ...urls.slice(0, start)];
   return turned.length > 1
     ? { brokerUrl: turned[0]!, fallbackBrokerUrls: turned.slice(1) }
@@ -569,4 +579,12 @@ function wireTapOf(
         (Date.now() - log.startedAt) / 1000,
       ),
     );
+}
+
+/** A 32-bit integer hash (murmur3's finalizer): neighbouring inputs land far apart. */
+function mixed(value: number): number {
+  let h = value | 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }

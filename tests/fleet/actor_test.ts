@@ -3,7 +3,12 @@ import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
 import { certificateDer } from "../../protocol/certificates.ts";
 import { pemEncode } from "../../protocol/signatures.ts";
-import { type ActorEnvironment, DeviceActor, factoryChip } from "../../fleet/device_actor.ts";
+import {
+  type ActorEnvironment,
+  brokersFor,
+  DeviceActor,
+  factoryChip,
+} from "../../fleet/device_actor.ts";
 import { FleetSupervisor } from "../../fleet/supervisor.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { seededRandom } from "../../lib/random.ts";
@@ -111,4 +116,23 @@ Deno.test("fleet supervisor: a crashed Worker is detected and its devices come b
     await fleet.stop();
     await cloud.close();
   }
+});
+
+Deno.test("brokersFor: every fleet process's devices are spread over every node, with the rest as fallbacks", () => {
+  const nodes = ["mqtt://n1:1883", "mqtt://n2:1883", "mqtt://n3:1883"];
+  // Three processes, three nodes: process p runs devices p, p+3, p+6... whose seeds are
+  // consecutive apart from the run's seed (fleet/run.ts: seed * 100_003 + index).
+  for (let process = 0; process < 3; process++) {
+    const perNode = new Map<string, number>();
+    for (let index = process; index < 30_000; index += 3) {
+      const { brokerUrl, fallbackBrokerUrls } = brokersFor(1 * 100_003 + index, nodes);
+      perNode.set(brokerUrl, (perNode.get(brokerUrl) ?? 0) + 1);
+      assert.deepEqual([brokerUrl, ...fallbackBrokerUrls!].sort(), nodes);
+    }
+    for (const node of nodes) {
+      const share = (perNode.get(node) ?? 0) / 10_000;
+      assert.ok(Math.abs(share - 1 / 3) < 0.03, `process ${process}, ${node}: ${share}`);
+    }
+  }
+  assert.deepEqual(brokersFor(5, ["mqtt://only:1"]), { brokerUrl: "mqtt://only:1" });
 });
