@@ -297,12 +297,9 @@ export class DeviceRuntime {
       ...this.#options.mqttOptions,
       // A token is good for one login: reconnecting is ours, each time with a new token.
       ...(password ? { username: thingName, password, reconnectPeriod: 0 } : {}),
-      // Connected below, once the traffic counters listen: mqtt.js writes CONNECT at once.
-      manualConnect: true,
     });
     this.#client = client;
     this.#countTraffic(client);
-    client.connect();
     if (password) {
       client.on("close", () => {
         if (client !== this.#client) return; // closed on purpose (power loss, stop)
@@ -353,6 +350,11 @@ export class DeviceRuntime {
   #countTraffic(client: MqttClient): void {
     const wire = this.#wire;
     const tap = this.#options.wireTap;
+    // mqtt.js wrote its first CONNECT inside mqtt.connect(), before anyone could listen (its
+    // `manualConnect` would let us listen first, but then its end() leaves a reconnect timer
+    // behind): counted here, as mqtt.js builds it from the options.
+    wire.packetsSent++;
+    tap?.("sent", connectPacketOf(client.options));
     client.on("packetsend", (packet) => {
       wire.packetsSent++;
       tap?.("sent", packet);
@@ -442,6 +444,20 @@ export class DeviceRuntime {
     this.#client = null;
     if (client) await client.endAsync(true).catch(() => {});
   }
+}
+
+/** The CONNECT packet mqtt.js (v5) makes from a client's options. */
+function connectPacketOf(options: IClientOptions): Packet {
+  return {
+    cmd: "connect",
+    protocolId: options.protocolId ?? "MQTT",
+    protocolVersion: options.protocolVersion ?? 4,
+    clean: options.clean ?? true,
+    clientId: options.clientId ?? "",
+    keepalive: options.keepalive ?? 60,
+    ...(options.username !== undefined ? { username: options.username } : {}),
+    ...(options.password !== undefined ? { password: options.password } : {}),
+  } as Packet;
 }
 
 /** What a Node socket says it carried. */
