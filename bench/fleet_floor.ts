@@ -338,7 +338,7 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const { sizes, imageSize, blockSize, workers, shards } = values;
-  const runs = [];
+  const runs: ({ devices: number } & Record<string, unknown>)[] = [];
   for (const devices of sizes) {
     const shape = { devices, imageSize, blockSize, workers };
     const floor = await measureFloor({ ...shape, clients: "process" });
@@ -392,14 +392,25 @@ if (import.meta.main) {
       memoryPerDeviceBytes: Math.round(fleet.peakRssBytes / devices),
     });
   }
+  let existing: Record<string, unknown> = {};
+  try {
+    existing = JSON.parse(Deno.readTextFileSync(values.out));
+  } catch {
+    // a first run
+  }
+  // Other benchmarks' figures (bench:cluster's) stay; a size measured again replaces its row.
+  const earlier = ((existing.runs ?? []) as { devices: number }[])
+    .filter((old) => !runs.some((run) => run.devices === old.devices));
   const result = {
+    ...existing,
     at: new Date().toISOString(),
     cores: navigator.hardwareConcurrency,
     imageBytes: imageSize,
     blockBytes: blockSize,
     workers,
     shards,
-    runs,
+    runs: [...earlier, ...runs.map((run) => ({ at: new Date().toISOString(), ...run }))]
+      .sort((a, b) => a.devices - b.devices),
   };
   Deno.writeTextFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
   console.log(`results: ${values.out}`);
