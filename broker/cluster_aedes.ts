@@ -54,8 +54,17 @@ export function clusterAedesOptions(redisUrl: string): ClusterAedes {
   const address = redisAddress(redisUrl);
   // No cap on deliveries in flight, as the embedded broker (embedded.ts): past mqemitter's
   // default of 100 every further delivery of the node queues behind the slowest client.
+  // No ready check (an INFO at every connect) nor CLIENT SETINFO: ioredis 5.8.2 and later may
+  // send them after the subscriptions it queued before connecting, and Redis refuses them on a
+  // subscribed connection with an error nobody catches (ioredis#2037, open), which took a test's
+  // node down.
   // deno-lint-ignore no-explicit-any
-  const mq = (mqemitterRedis as any)({ ...address, concurrency: 0 });
+  const mq = (mqemitterRedis as any)({
+    ...address,
+    concurrency: 0,
+    enableReadyCheck: false,
+    disableClientInfo: true,
+  });
   // The channel of a topic (see above): what mqemitter-redis subscribes and publishes to.
   mq._subTopic = redisChannel;
   mq._containsWildcard = (topic: string) => redisChannel(topic).includes("*");
