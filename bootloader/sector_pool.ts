@@ -24,14 +24,24 @@ function contentKey(bytes: Uint8Array): string {
   // sampling made the key of a 4 KiB sector, computed for every whole-sector program, 5x cheaper.
   let a = 0x811c9dc5;
   let b = 0x01000193;
-  const words = bytes.byteOffset % 4 === 0 && bytes.length % 4 === 0
-    ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2)
-    : Int32Array.from(bytes);
+  const count = bytes.length >>> 2;
+  // A view at an unaligned offset (a block inside its MQTT message) is read a word at a time
+  // from its bytes, little-endian as the typed array reads an aligned one here, so both give one
+  // key for one content: it used to be widened byte by byte into a new array, which cost a copy
+  // and never matched the pooled sector.
+  const words = bytes.byteOffset % 4 === 0
+    ? new Int32Array(bytes.buffer, bytes.byteOffset, count)
+    : null;
   const edge = 64;
-  for (let i = 0; i < words.length; i += i < edge || i >= words.length - edge ? 1 : 8) {
-    a = Math.imul(a ^ words[i]!, 0x01000193);
-    b = Math.imul(b ^ words[i]!, 0x5bd1e995) ^ (b >>> 13);
+  for (let i = 0; i < count; i += i < edge || i >= count - edge ? 1 : 8) {
+    const word = words
+      ? words[i]!
+      : bytes[4 * i]! | bytes[4 * i + 1]! << 8 | bytes[4 * i + 2]! << 16 | bytes[4 * i + 3]! << 24;
+    a = Math.imul(a ^ word, 0x01000193);
+    b = Math.imul(b ^ word, 0x5bd1e995) ^ (b >>> 13);
   }
+  // The bytes past the last whole word (none in a sector) go in one by one.
+  for (let i = count * 4; i < bytes.length; i++) a = Math.imul(a ^ bytes[i]!, 0x01000193);
   return `${bytes.length}:${(a >>> 0).toString(36)}:${(b >>> 0).toString(36)}`;
 }
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ERASED, FlashError, isPowerCut, NorFlash } from "../../bootloader/flash.ts";
+import { pooledTwin } from "../../bootloader/sector_pool.ts";
+import { bytesEqual } from "../../lib/bytes.ts";
 import { createHash } from "node:crypto";
 
 const unit = 8;
@@ -465,4 +467,33 @@ Deno.test("NorFlash: property: digest() is the SHA-256 of read(), and a sector w
       },
     ),
   );
+});
+
+Deno.test("sector pool: a sector's bytes at an unaligned offset find the pooled twin of the same content", () => {
+  const content = new Uint8Array(4096).map((_, i) => (i * 7 + 3) & 0xff);
+  const first = new NorFlash({ sectorCount: 2, sharedSectors: true });
+  first.program(0, content);
+  // A block inside a larger message, as the agent hands it over: offset 1, not a word boundary.
+  const message = new Uint8Array(4096 + 5);
+  message.set(content, 1);
+  const unaligned = message.subarray(1, 4097);
+  assert.notEqual(unaligned.byteOffset % 4, 0);
+  // The pool knows it as it is: no aligned copy needed to find it (nor made to be written).
+  const twin = pooledTwin(unaligned);
+  assert.ok(twin !== null && bytesEqual(twin, content), "the unaligned view finds its twin");
+  const second = new NorFlash({ sectorCount: 2, sharedSectors: true });
+  second.program(4096, unaligned);
+  assert.deepEqual(second.read(4096, 4096), content);
+  // Taken from the pool: the second chip's sector is the first chip's buffer, shared.
+  assert.ok(
+    second.sharesSectorWith(1, first, 0),
+    "the unaligned program adopted the pooled buffer",
+  );
+  // A different content with the same sampled words is still told apart byte by byte.
+  const other = content.slice();
+  other[1001] = other[1001]! ^ 0xff; // in word 250, which the key does not sample
+  const third = new NorFlash({ sectorCount: 1, sharedSectors: true });
+  third.program(0, other);
+  assert.equal(third.read(1001, 1)[0], other[1001]);
+  assert.ok(!third.sharesSectorWith(0, first, 0));
 });
