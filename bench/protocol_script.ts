@@ -63,17 +63,32 @@ export interface ProtocolScript {
   readonly thing: string;
   readonly connections: readonly ScriptConnection[];
   /** What the recorded device's connections carried (pings included), to check a replay by. */
-  readonly recorded: {
-    readonly packetsSent: number;
-    readonly packetsReceived: number;
-    readonly bytesSent: number;
-    readonly bytesReceived: number;
-    readonly publishesSent: number;
-    readonly publishesReceived: number;
-  };
+  readonly recorded: Readonly<WireCounts>;
 }
 
 const qosOf = (value: unknown): 0 | 1 => value === 1 ? 1 : 0;
+
+/** What a connection carried, counted from zero: the recorded device's and each client's. */
+export interface WireCounts {
+  packetsSent: number;
+  packetsReceived: number;
+  bytesSent: number;
+  bytesReceived: number;
+  publishesSent: number;
+  publishesReceived: number;
+}
+
+/** Counts at zero. */
+export function noTraffic(): WireCounts {
+  return {
+    packetsSent: 0,
+    packetsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    publishesSent: 0,
+    publishesReceived: 0,
+  };
+}
 
 /**
  * Builds the script from one thing's records, in the order they were logged. Throws, saying
@@ -89,14 +104,7 @@ export function protocolScript(records: readonly WireRecord[]): ProtocolScript {
     received: number;
     end: "disconnect" | "drop";
   } | null = null;
-  const recorded = {
-    packetsSent: 0,
-    packetsReceived: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    publishesSent: 0,
-    publishesReceived: 0,
-  };
+  const recorded = noTraffic();
   const close = () => {
     if (!current) return;
     connections.push({

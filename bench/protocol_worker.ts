@@ -9,7 +9,12 @@ import { Buffer } from "node:buffer";
 import mqtt, { type MqttClient } from "mqtt";
 import type { WireTraffic } from "../agent/device_runtime.ts";
 import { Semaphore } from "../lib/concurrency.ts";
-import { type ProtocolScript, renamed, type ScriptConnection } from "./protocol_script.ts";
+import {
+  noTraffic,
+  type ProtocolScript,
+  renamed,
+  type ScriptConnection,
+} from "./protocol_script.ts";
 
 /** Main -> Worker. */
 export interface ProtocolWorkerJob {
@@ -129,14 +134,7 @@ async function replayConnection(
 
 scope.onmessage = async (event: MessageEvent<ProtocolWorkerJob>) => {
   const { brokerUrl, things, script } = event.data;
-  const counts: Counts = {
-    packetsSent: 0,
-    packetsReceived: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    publishesSent: 0,
-    publishesReceived: 0,
-  };
+  const counts: Counts = noTraffic();
   let failed = 0;
   const failures: string[] = [];
   await Promise.all(things.map(async (thing) => {
