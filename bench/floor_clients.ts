@@ -8,6 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { positiveIntegerOption } from "./processes.ts";
 import { blocksPerRequestFor } from "../fleet/fleet_args.ts";
 import type { FloorWorkerJob, FloorWorkerReport } from "./floor_worker.ts";
 
@@ -84,16 +85,8 @@ if (import.meta.main) {
       workers: { type: "string" },
     },
   });
-  const number = (name: keyof typeof values) => {
-    const n = Number(values[name]);
-    if (!Number.isInteger(n) || n < 1) {
-      console.error(
-        `Invalid --${name}: expected a positive integer: current value is '${values[name]}'`,
-      );
-      Deno.exit(2);
-    }
-    return n;
-  };
+  const number = (name: "devices" | "image-size" | "block-size" | "workers") =>
+    positiveIntegerOption(name, values[name]);
   if (!values.broker) {
     console.error(
       "Usage: floor_clients.ts --broker URL --devices N --image-size BYTES --block-size BYTES --workers N",

@@ -151,3 +151,21 @@ export function cpuSeconds(): { self: number; children: number } {
     children: (cutime + cstime) / TICKS_PER_SECOND,
   };
 }
+
+/**
+ * A child script's `--name` option as a positive integer; otherwise says why on one line and
+ * exits with status 2 (the benchmark's child processes take their options from it).
+ *
+ * @example
+ * ```ts ignore
+ * const devices = positiveIntegerOption("devices", values.devices);
+ * ```
+ */
+export function positiveIntegerOption(name: string, text: string | undefined): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`Invalid --${name}: expected a positive integer: current value is '${text}'`);
+    Deno.exit(2);
+  }
+  return n;
+}

@@ -8,6 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { positiveIntegerOption } from "./processes.ts";
 import type { WireTraffic } from "../agent/device_runtime.ts";
 import { parseWireLog } from "../fleet/wire_log.ts";
 import { type ProtocolScript, protocolScript } from "./protocol_script.ts";
@@ -97,16 +98,7 @@ if (import.meta.main) {
       workers: { type: "string" },
     },
   });
-  const number = (name: "devices" | "workers") => {
-    const n = Number(values[name]);
-    if (!Number.isInteger(n) || n < 1) {
-      console.error(
-        `Invalid --${name}: expected a positive integer: current value is '${values[name]}'`,
-      );
-      Deno.exit(2);
-    }
-    return n;
-  };
+  const number = (name: "devices" | "workers") => positiveIntegerOption(name, values[name]);
   if (!values.broker || !values["wire-log"]) {
     console.error(
       "Usage: protocol_clients.ts --broker URL --wire-log FILE --devices N --workers N",

@@ -53,6 +53,19 @@ export function aedesPublisher(broker: Aedes): Publisher {
   // Connected clients by id (a device's id is its thing name), from aedes' documented events.
   const clients = new Map<string, Client>();
   broker.on("client", (client) => clients.set(client.id, client));
+  // Whether a client is subscribed to the topic it was last sent blocks on: asked for every block
+  // (a stream's blocks share one topic), answered again only after its subscriptions change.
+  const lastTopic = new WeakMap<Client, { topic: string; subscribed: boolean }>();
+  const forget = (_subscriptions: unknown, client: Client) => lastTopic.delete(client);
+  broker.on("subscribe", forget);
+  broker.on("unsubscribe", forget);
+  const subscribed = (client: Client, topic: string) => {
+    const known = lastTopic.get(client);
+    if (known?.topic === topic) return known.subscribed;
+    const answer = subscribedTo(client, topic);
+    lastTopic.set(client, { topic, subscribed: answer });
+    return answer;
+  };
   broker.on("clientDisconnect", (client) => {
     // A takeover (same id, new connection): whichever of its events comes first, the newer stays.
     if (clients.get(client.id) === client) clients.delete(client.id);
@@ -83,7 +96,7 @@ export function aedesPublisher(broker: Aedes): Publisher {
     publishTo(clientId: string, topic: string, payload: Uint8Array | string, qos: 0 | 1) {
       const client = clients.get(clientId);
       const deliver0 = (client as unknown as { deliver0?: DeliverQoS0 } | undefined)?.deliver0;
-      if (qos !== 0 || !client || !deliver0 || !subscribedTo(client, topic)) {
+      if (qos !== 0 || !client || !deliver0 || !subscribed(client, topic)) {
         return publish(topic, payload, qos);
       }
       return new Promise<void>((resolve) => deliver0(packetOf(topic, payload, 0), resolve));

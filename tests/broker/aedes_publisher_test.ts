@@ -76,3 +76,37 @@ Deno.test("topicMatches: + is one level, # the rest, $ topics literal", () => {
   assert.ok(!topicMatches("a/+", "a/b/c"));
   assert.ok(!topicMatches("a/b", "a"));
 });
+
+Deno.test("aedes publisher: publishTo sees a subscription made or dropped after it last looked", async () => {
+  const embedded = await startEmbeddedBroker();
+  const publisher = aedesPublisher(embedded.broker);
+  const client = await mqtt.connectAsync(embedded.url, { clientId: "dev-1", reconnectPeriod: 0 });
+  const watcher = await mqtt.connectAsync(embedded.url, {
+    clientId: "watcher",
+    reconnectPeriod: 0,
+  });
+  try {
+    const own: string[] = [];
+    const watched: string[] = [];
+    client.on("message", (_topic, payload) => own.push(String(payload)));
+    watcher.on("message", (_topic, payload) => watched.push(String(payload)));
+    await watcher.subscribeAsync(["$aws/things/dev-1/#"], { qos: 1 });
+    // Not subscribed yet: through the broker (the watcher sees it).
+    await publisher.publishTo!("dev-1", DATA, "before", 0);
+    await client.subscribeAsync([DATA], { qos: 0 });
+    // Subscribed now: straight to the client (the watcher does not see it).
+    await publisher.publishTo!("dev-1", DATA, "after", 0);
+    await client.unsubscribeAsync(DATA);
+    // Unsubscribed: through the broker again, so not to the client.
+    await publisher.publishTo!("dev-1", DATA, "gone", 0);
+    await publisher.publish("$aws/things/dev-1/jobs/marker", "marker", 1);
+    await waitUntil(() => watched.includes("marker"), "the marker");
+    await waitUntil(() => own.includes("after"), "the direct block");
+    assert.deepEqual(watched, ["before", "gone", "marker"]);
+    assert.deepEqual(own, ["after"]);
+  } finally {
+    await client.endAsync();
+    await watcher.endAsync();
+    await embedded.close();
+  }
+});
