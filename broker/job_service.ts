@@ -102,6 +102,8 @@ export class JobService {
   readonly #deviceApi: JobsDeviceApi;
   /** Per thing, the last of its requests being handled. */
   readonly #deviceQueues = new Map<string, Promise<void>>();
+  /** Per job, the review running and whether another was asked for meanwhile. */
+  readonly #reviews = new Map<string, { again: boolean; running: Promise<void> }>();
 
   /** Builds the service; call {@linkcode JobService.start} to run its timer. */
   constructor(options: JobServiceOptions) {
@@ -168,6 +170,9 @@ export class JobService {
 
   /** Waits until every message published so far has been handed to the broker. */
   async flush(): Promise<void> {
+    while (this.#reviews.size > 0) {
+      await Promise.allSettled([...this.#reviews.values()].map((r) => r.running));
+    }
     await this.#store.committed().catch(() => {});
     while (this.#outbox.size > 0) await Promise.allSettled([...this.#outbox]);
   }
@@ -575,6 +580,38 @@ export class JobService {
   }
 
   /**
+   * Reviews the job soon (abort criteria, completion, next releases) without holding up the caller,
+   * and at most one review of a job at a time on this node: those asked for while one runs make
+   * one more after it. Each review takes the job's lock, which the scheduler holds while it writes
+   * a wave; one review per ended execution, awaited before the device's reply, filled every
+   * connection the node keeps for transactions with waits for that lock, and the node's devices
+   * waited minutes for their SUCCEEDED to be acknowledged (40,000 devices on 3 nodes).
+   */
+  #requestReview(jobId: string): void {
+    if (!this.#scheduling) return;
+    const running = this.#reviews.get(jobId);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const review = { again: false, running: Promise.resolve() };
+    this.#reviews.set(jobId, review);
+    review.running = (async () => {
+      for (;;) {
+        review.again = false;
+        await this.#reviewJob(jobId).catch((error) =>
+          this.#log(`review of job ${jobId} failed: ${(error as Error).message}`)
+        );
+        // Checked and let go in one step, so that no request falls between the two.
+        if (!review.again || !this.#scheduling) {
+          this.#reviews.delete(jobId);
+          return;
+        }
+      }
+    })();
+  }
+
+  /**
    * After an execution of the job ended: abort criteria, completion and the next releases. The
    * scheduler's work; a node that does not schedule leaves it to the scheduler's next tick.
    */
@@ -664,7 +701,7 @@ export class JobService {
     });
     if (!updated) return;
     this.#onChange(jobId);
-    if (TERMINAL_STATUSES.has(updated.status)) await this.#reviewJob(jobId);
+    if (TERMINAL_STATUSES.has(updated.status)) this.#requestReview(jobId);
   }
 
   /** Queues the next attempt of an execution that just ended, if the job retries it. */
@@ -816,7 +853,7 @@ export class JobService {
     });
     if (outcome.ok) {
       this.#onChange(jobId);
-      if (TERMINAL_STATUSES.has(outcome.execution.status)) await this.#reviewJob(jobId);
+      if (TERMINAL_STATUSES.has(outcome.execution.status)) this.#requestReview(jobId);
     }
     return outcome;
   }

@@ -53,7 +53,8 @@ function cannot(what: string, error: unknown): never {
 
 let store: CloudStore | undefined;
 if (options.db) {
-  store = await PostgresStore.open(options.db).catch((error) => cannot("open the database", error));
+  store = await PostgresStore.open(options.db, { applicationName: `ota-${options.nodeId}` })
+    .catch((error) => cannot("open the database", error));
 } else {
   await Deno.mkdir(dataDir, { recursive: true }).catch((error) =>
     cannot(`create the data directory '${dataDir}'`, error)

@@ -125,11 +125,13 @@ export class PostgresStore implements CloudStore {
    */
   static async open(
     url: string,
-    options: { readonly connections?: number } = {},
+    options: { readonly connections?: number; readonly applicationName?: string } = {},
   ): Promise<PostgresStore> {
     const connections = Math.max(2, options.connections ?? 10);
     const sql = postgres(url, {
       max: connections,
+      // Shown in pg_stat_activity, so an operator sees which node holds which session.
+      connection: { application_name: options.applicationName ?? "ota-broker" },
       onnotice: () => {},
       // Idle connections are closed so a stopped node leaves no sessions behind for long.
       idle_timeout: 60,

@@ -31,6 +31,8 @@ function setup(options: { path?: string; clock?: ManualClock } = {}) {
     const topic = `$aws/things/${thing}/jobs/${path}`;
     const mark = sent.length;
     await jobs.handleDeviceMessage(thing, topic, encoder.encode(JSON.stringify(body)));
+    // The job's review after an ended execution runs after the reply: let it settle too.
+    await jobs.flush();
     store.commit(); // what the service publishes leaves at the commit
     return sent.slice(mark).find((m) => m.topic.startsWith(topic + "/"));
   };

@@ -209,6 +209,74 @@ Deno.test({
           }
         },
       );
+
+      await t.step(
+        "the scheduler's node acknowledges ended executions while the job's lock is held elsewhere, and reviews the job once after",
+        async () => {
+          const url = await database();
+          const store = await PostgresStore.open(url, { applicationName: "review-test" });
+          const replies: string[] = [];
+          const jobs = new JobService({
+            store,
+            clock: new ManualClock(Date.parse("2026-06-01T00:00:00Z")),
+            publisher: {
+              publish: (topic) => {
+                replies.push(topic);
+                return Promise.resolve();
+              },
+            },
+          });
+          // Another session holding the job's lock, as the scheduler does while it writes a wave.
+          const other = postgres(url, { max: 1, onnotice: () => {} });
+          const holder = await other.reserve();
+          try {
+            const things = ["dev-1", "dev-2", "dev-3", "dev-4", "dev-5"];
+            for (const thing of things) await store.addToGroup("fleet", thing);
+            assert.ok(
+              (await jobs.createJob({
+                jobId: "job-1",
+                document: { op: "update" },
+                targets: { groups: ["fleet"] },
+              })).ok,
+            );
+            const update = (thing: string, status: string) =>
+              jobs.handleDeviceMessage(
+                thing,
+                `$aws/things/${thing}/jobs/job-1/update`,
+                new TextEncoder().encode(JSON.stringify({ status })),
+              );
+            for (const thing of things) await update(thing, "IN_PROGRESS");
+            await holder`SELECT pg_advisory_lock(3, hashtext('job-1'))`;
+            // A bound for a reply held behind the lock (forever without the fix), not a speed limit.
+            let bound: ReturnType<typeof setTimeout> | undefined;
+            const answered = await Promise.race([
+              Promise.all(things.map((thing) => update(thing, "SUCCEEDED"))).then(() => true),
+              new Promise<false>((resolve) => bound = setTimeout(() => resolve(false), 30_000)),
+            ]);
+            clearTimeout(bound);
+            assert.ok(answered, "every SUCCEEDED is answered while the job's lock is held");
+            for (const thing of things) {
+              assert.ok(replies.includes(`$aws/things/${thing}/jobs/job-1/update/accepted`), thing);
+            }
+            const waiting = async () =>
+              Number(
+                (await holder`SELECT count(*) AS n FROM pg_stat_activity
+                  WHERE application_name = 'review-test' AND wait_event_type = 'Lock'`)[0]!.n,
+              );
+            while (await waiting() === 0) await new Promise((r) => setTimeout(r, 20));
+            assert.equal(await waiting(), 1, "one review waits for the lock, not one per device");
+            assert.equal((await store.getJob("job-1"))!.status, "IN_PROGRESS");
+            await holder`SELECT pg_advisory_unlock(3, hashtext('job-1'))`;
+            await jobs.flush();
+            assert.equal((await store.getJob("job-1"))!.status, "COMPLETED");
+          } finally {
+            holder.release();
+            await other.end();
+            await jobs.stop();
+            await store.close();
+          }
+        },
+      );
     } finally {
       await server.stop();
     }
