@@ -102,6 +102,8 @@ export interface DeviceRuntimeOptions {
   readonly log?: (line: string) => void;
   /** Told of every agent callback event as it happens (they are also kept in `events`). */
   readonly onEvent?: (event: AgentCallbackEvent) => void;
+  /** Told when the device has booted an application and when its MQTT connection comes up. */
+  readonly onMilestone?: (milestone: "booted" | "connected") => void;
   /** Damages or drops incoming messages (fault injection on the link). */
   readonly messageFilter?: (topic: string, payload: Uint8Array) => Uint8Array | null;
   /**
@@ -211,6 +213,7 @@ export class DeviceRuntime {
     this.#boot++;
     if (this.#stopped) return;
     const { device, thingName } = this.#options;
+    if (device.state !== "recovery") this.#options.onMilestone?.("booted");
     const running = device.running ?? { version: "none", trial: false, behavior: "ok" };
     this.#record(
       device.state === "recovery"
@@ -335,6 +338,9 @@ export class DeviceRuntime {
       agent.start();
       this.#reportState();
     });
+    if (this.#options.onMilestone) {
+      client.on("connect", () => this.#options.onMilestone?.("connected"));
+    }
     return client;
   }
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type FleetReport, formatSummary } from "../fleet/report.ts";
+import { type FleetReport, formatSummary, type StageTimes } from "../fleet/report.ts";
 import type { Options } from "../fleet/fleet_args.ts";
 import { type BrokerProcess, forwardLines, startBrokerProcess } from "./broker_process.ts";
 import { type LocalService, startPostgres, startRedis } from "./local_services.ts";
@@ -254,8 +254,11 @@ function mergeReports(
     wirePerDevice: weightedMean(reports.map((r) => [r.devices, r.wirePerDevice] as const)),
     cloudOutages: sum((r) => r.cloudOutages),
     wallSeconds: Math.round(wallSeconds * 10) / 10,
-    // Phases and stage times are each process's own: the slowest process's are shown.
+    // Phases and stage times are each process's own: the slowest process's are shown (stage
+    // percentiles each the highest of any process: the processes' devices are not merged).
     phases: maxOf(reports.map((r) => r.phases)),
+    stages: slowestStages(reports.map((r) => r.stages)),
+    stageParts: slowestStages(reports.map((r) => r.stageParts ?? {})),
     peakRssBytes: usage.peakRssBytes,
     peakRssOf: "every process of the run together",
     asExpected: reports.every((r) => r.asExpected),
@@ -277,6 +280,30 @@ function maxOf(all: readonly Record<string, number>[]): Record<string, number> {
     for (const [key, value] of Object.entries(one)) out[key] = Math.max(out[key] ?? 0, value);
   }
   return out;
+}
+
+/** Per update and stage: devices summed, each percentile the highest of any process. */
+function slowestStages<K extends string>(
+  all: readonly Record<string, Record<K, StageTimes>>[],
+): Record<string, Record<K, StageTimes>> {
+  const out: Record<string, Record<string, StageTimes>> = {};
+  for (const one of all) {
+    for (const [version, stages] of Object.entries(one)) {
+      const merged = out[version] ??= {};
+      for (const [stage, t] of Object.entries(stages) as [string, StageTimes][]) {
+        const seen = merged[stage];
+        merged[stage] = seen
+          ? {
+            devices: seen.devices + t.devices,
+            p50: Math.max(seen.p50, t.p50),
+            p90: Math.max(seen.p90, t.p90),
+            max: Math.max(seen.max, t.max),
+          }
+          : t;
+      }
+    }
+  }
+  return out as Record<string, Record<K, StageTimes>>;
 }
 
 /** The summary of a clustered run: the fleet's, then what each node and process carried. */

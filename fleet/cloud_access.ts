@@ -28,6 +28,11 @@ export interface CloudAccess {
   /** The job's status, why it is so (a pause, a cancel), and its counts. */
   jobState(jobId: string): Promise<{ status: string; reason: string | null; counts: Counts }>;
   cancelJob(jobId: string, reason: string): Promise<void>;
+  /**
+   * How long after the job's creation the cloud queued each thing's execution (its latest), in
+   * real milliseconds: the cloud's clock runs `timeScale` times faster than real time.
+   */
+  rolloutWaits(jobId: string, timeScale: number): Promise<Map<string, number>>;
   /** Bytes the stream service sent (null when the cloud is remote and does not say). */
   bytesDelivered(blockSize: number): number | null;
   /** Times the cloud could not be reached and was waited for, and for how long in all. */
@@ -76,6 +81,11 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
     },
     async cancelJob(jobId, reason) {
       await cloud.jobs.cancelJob(jobId, { reason });
+    },
+    async rolloutWaits(jobId, timeScale) {
+      const job = await cloud.store.getJob(jobId);
+      if (!job) return new Map();
+      return waitsOf(job.createdAt, await cloud.store.executionsOfJob(jobId), timeScale);
     },
     bytesDelivered: (blockSize) => cloud.streams.stats.blocksSent * blockSize,
     outages: () => ({ count: 0, seconds: 0 }),
@@ -221,7 +231,38 @@ export function remoteAccess(
         "cancel the job",
       );
     },
+    async rolloutWaits(jobId, timeScale) {
+      const path = `/jobs/${encodeURIComponent(jobId)}`;
+      const job = ok(await call("GET", path), "read the job");
+      const executions = ok(await call("GET", `${path}/executions`), "list the job's executions");
+      if (typeof job.createdAt !== "number" || !Array.isArray(executions)) {
+        throw new Error("read the job's executions: not a job and a list of executions");
+      }
+      return waitsOf(job.createdAt, executions, timeScale);
+    },
     bytesDelivered: () => null,
     outages: () => ({ ...outages }),
   };
+}
+
+/** Each thing's latest execution's queue time after `createdAt`, in real milliseconds. */
+function waitsOf(
+  createdAt: number,
+  executions: readonly unknown[],
+  timeScale: number,
+): Map<string, number> {
+  const latest = new Map<string, { executionNumber: number; queuedAt: number }>();
+  for (
+    const e of executions as { thing?: unknown; executionNumber?: unknown; queuedAt?: unknown }[]
+  ) {
+    if (typeof e.thing !== "string" || typeof e.queuedAt !== "number") continue;
+    const executionNumber = typeof e.executionNumber === "number" ? e.executionNumber : 0;
+    const seen = latest.get(e.thing);
+    if (!seen || executionNumber > seen.executionNumber) {
+      latest.set(e.thing, { executionNumber, queuedAt: e.queuedAt });
+    }
+  }
+  return new Map(
+    [...latest].map(([thing, e]) => [thing, Math.max(0, e.queuedAt - createdAt) / timeScale]),
+  );
 }

@@ -60,7 +60,13 @@ export interface UpdateMarks {
   received: number;
   /** Image bytes received for this job (re-sent blocks included). */
   bytes?: number;
+  /** When the last image bytes arrived before the image was activated. */
+  lastBytes?: number;
   activated?: number;
+  /** The first boot of an application after the activation (the bootloader's work done). */
+  booted?: number;
+  /** The first MQTT connection up after that boot. */
+  connected?: number;
   selfTest?: number;
   complete?: number;
 }
@@ -263,6 +269,7 @@ export class DeviceActor {
       },
       messageFilter: (topic, payload) => this.#filter(topic, payload),
       onEvent: (event) => this.#mark(event),
+      onMilestone: (milestone) => this.#milestone(milestone),
       ...(environment.wireLog?.things.has(spec.thing)
         ? { wireTap: wireTapOf(spec.thing, environment.wireLog) }
         : {}),
@@ -288,11 +295,20 @@ export class DeviceActor {
     }
   }
 
+  /** A boot or connection after the update's activation: where its reboot's time went. */
+  #milestone(milestone: "booted" | "connected"): void {
+    const marks = this.#marks;
+    if (!marks || marks.activated === undefined || marks.complete !== undefined) return;
+    if (milestone === "booted") marks.booted ??= Date.now();
+    else if (marks.booted !== undefined) marks.connected ??= Date.now();
+  }
+
   /** Counts image bytes that reached the device, in all and for the update under way. */
   #received(bytes: number): void {
     this.#bytesReceived += bytes;
     if (this.#marks && this.#marks.complete === undefined) {
       this.#marks.bytes = (this.#marks.bytes ?? 0) + bytes;
+      if (this.#marks.activated === undefined) this.#marks.lastBytes = Date.now();
     }
   }
 

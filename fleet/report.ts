@@ -76,6 +76,12 @@ export interface FleetReport {
    * `confirm` to the update complete (self-test, SUCCEEDED acknowledged, image confirmed).
    */
   stages: Record<string, Record<UpdateStage, StageTimes>>;
+  /**
+   * Per update, where each stage's time went (see {@linkcode stageParts}): `accept` into the
+   * rollout's wait and the delivery of the job, `download` into the blocks and the image's
+   * check, `reboot` into the bootloader's swap and boot, the connection and the job fetched again.
+   */
+  stageParts?: Record<string, Record<StagePart, StageTimes>>;
   peakRssBytes: number;
   /** Whose memory `peakRssBytes` is. @default {"main process"} */
   peakRssOf?: string;
@@ -93,6 +99,82 @@ export interface StageTimes {
   readonly p50: number;
   readonly p90: number;
   readonly max: number;
+}
+
+/** The parts of the stages, named `<stage>.<part>`. */
+export type StagePart =
+  | "accept.rollout"
+  | "accept.delivery"
+  | "download.blocks"
+  | "download.check"
+  | "reboot.boot"
+  | "reboot.connect"
+  | "reboot.job";
+
+/**
+ * Where the time of each stage went, over the devices whose marks show both ends of a part:
+ * - `accept.rollout`: from the update's creation until the cloud queued the device's execution
+ *   (the rollout's rate and waves; only with `rolloutWaits`, how long after the job's creation
+ *   the cloud queued each thing's execution);
+ * - `accept.delivery`: from then until the agent has the job (notification, the device's turn
+ *   on a busy CPU, its request for the document and the answer);
+ * - `download.blocks`: from the job received until the last image bytes arrived;
+ * - `download.check`: from then until the image was activated (close, signature, hand-over);
+ * - `reboot.boot`: from the activation until the new application runs (reset, bootloader swap and
+ *   verification, boot);
+ * - `reboot.connect`: from then until its MQTT connection is up (login included);
+ * - `reboot.job`: from then until the self-test starts (the job fetched again).
+ *
+ * @example
+ * ```ts
+ * const parts = stageParts(0, [{ thing: "t", marks: { jobId: "j", received: 5000 } }], "j",
+ *   new Map([["t", 1000]])); // queued 1 s after the update's creation
+ * parts["accept.rollout"].p50; // 1
+ * ```
+ */
+export function stageParts(
+  createdAt: number,
+  devices: readonly { readonly thing: string; readonly marks: UpdateMarks | null }[],
+  jobId: string,
+  rolloutWaits: ReadonlyMap<string, number> | null,
+): Record<StagePart, StageTimes> {
+  const spans: Record<StagePart, number[]> = {
+    "accept.rollout": [],
+    "accept.delivery": [],
+    "download.blocks": [],
+    "download.check": [],
+    "reboot.boot": [],
+    "reboot.connect": [],
+    "reboot.job": [],
+  };
+  const span = (part: StagePart, from: number | undefined, to: number | undefined) => {
+    if (from !== undefined && to !== undefined) spans[part].push(to - from);
+  };
+  for (const { thing, marks: m } of devices) {
+    if (!m || m.jobId !== jobId) continue;
+    const wait = rolloutWaits?.get(thing);
+    const queuedAt = wait === undefined ? undefined : createdAt + wait;
+    span("accept.rollout", createdAt, queuedAt);
+    span("accept.delivery", queuedAt, m.received);
+    span("download.blocks", m.received, m.lastBytes);
+    span("download.check", m.lastBytes, m.activated);
+    span("reboot.boot", m.activated, m.booted);
+    span("reboot.connect", m.booted, m.connected);
+    span("reboot.job", m.connected, m.selfTest);
+  }
+  return Object.fromEntries(
+    Object.entries(spans).map(([part, ms]) => [part, spread(ms)]),
+  ) as Record<StagePart, StageTimes>;
+}
+
+/** Median, 90th percentile and maximum of spans in milliseconds, in seconds (0.01 s). */
+function spread(ms: number[]): StageTimes {
+  const sorted = ms.sort((a, b) => a - b);
+  const at = (q: number) =>
+    sorted.length === 0
+      ? 0
+      : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! / 10) / 100;
+  return { devices: sorted.length, p50: at(0.5), p90: at(0.9), max: at(1) };
 }
 
 /** Stage times of one update from the devices' marks (see {@linkcode FleetReport.stages}). */
@@ -118,20 +200,11 @@ export function stageTimes(
       spans.confirm.push(m.complete - m.selfTest);
     }
   }
-  const summary = (ms: number[]): StageTimes => {
-    const sorted = ms.sort((a, b) => a - b);
-    const at = (q: number) =>
-      sorted.length === 0
-        ? 0
-        : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! / 10) /
-          100;
-    return { devices: sorted.length, p50: at(0.5), p90: at(0.9), max: at(1) };
-  };
   return {
-    accept: summary(spans.accept),
-    download: summary(spans.download),
-    reboot: summary(spans.reboot),
-    confirm: summary(spans.confirm),
+    accept: spread(spans.accept),
+    download: spread(spans.download),
+    reboot: spread(spans.reboot),
+    confirm: spread(spans.confirm),
   };
 }
 
@@ -163,6 +236,15 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
         Object.entries(stages).map(([stage, t]) => `${stage} ${t.p50}/${t.p90}/${t.max} s`)
           .join(", ")
       } (median/p90/max)`
+    ).join("")
+  }${
+    Object.entries(report.stageParts ?? {}).map(([version, parts]) =>
+      `\n  stage parts ${version.padEnd(5)} ${
+        Object.entries(parts).filter(([, t]) => t.devices > 0)
+          .map(([part, t]) =>
+            `${part} ${t.p50}/${t.p90}/${t.max} s`
+          ).join(", ")
+      }`
     ).join("")
   }
 ${

@@ -34,7 +34,7 @@ import type { FleetDeviceSpec } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 import type { WorkerInit } from "./worker_messages.ts";
 import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts";
-import { type FleetReport, judgeRun, stageTimes } from "./report.ts";
+import { type FleetReport, judgeRun, stageParts, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 import { loadTrust, type Trust } from "./trust_inputs.ts";
@@ -312,6 +312,7 @@ class FleetRun {
   readonly #started = performance.now();
   readonly #phases: Record<string, number> = {};
   readonly #stages: FleetReport["stages"] = {};
+  readonly #stageParts: NonNullable<FleetReport["stageParts"]> = {};
   readonly #series: FleetReport["series"] = [];
   readonly #logs: string[] = [];
   readonly #faultTimers: ReturnType<typeof setTimeout>[] = [];
@@ -693,6 +694,12 @@ class FleetRun {
       [...fleet.telemetry.values()].map((t) => t.marks),
       jobId,
     );
+    this.#stageParts[version] = stageParts(
+      createdAt,
+      [...fleet.telemetry.values()],
+      jobId,
+      await access.rolloutWaits(jobId, options.timeScale),
+    );
   }
 
   /**
@@ -843,6 +850,7 @@ class FleetRun {
       wallSeconds: Math.round((performance.now() - this.#started) / 100) / 10,
       phases: this.#phases,
       stages: this.#stages,
+      stageParts: this.#stageParts,
       peakRssBytes: this.#peakRss,
       series: this.#series,
       expected,

@@ -1,6 +1,6 @@
 /** deno task fleet at small size: the report accounts for every device and nothing is bricked. */
 import assert from "node:assert/strict";
-import { type FleetReport, stageTimes } from "../../fleet/report.ts";
+import { type FleetReport, stageParts, stageTimes } from "../../fleet/report.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { runFleet } from "../../fleet/run.ts";
 
@@ -51,6 +51,14 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   for (const [stage, t] of Object.entries(stages)) {
     assert.equal(t.devices, 16, stage);
     assert.ok(0 <= t.p50 && t.p50 <= t.p90 && t.p90 <= t.max, `${stage}: ${JSON.stringify(t)}`);
+  }
+  // Every part of every device's stages was seen, the cloud's queue times included; a part
+  // never outlasts its stage.
+  const parts = report.stageParts!["1.1.0"]!;
+  for (const [part, t] of Object.entries(parts)) {
+    assert.equal(t.devices, 16, part);
+    const stage = stages[part.split(".")[0] as keyof typeof stages];
+    assert.ok(0 <= t.p50 && t.max <= stage.max + 0.01, `${part}: ${JSON.stringify(t)}`);
   }
 });
 
@@ -116,6 +124,38 @@ Deno.test("stageTimes: spans between marks, only for the job asked about, ordere
     reboot: { devices: 1, p50: 2, p90: 2, max: 2 },
     confirm: { devices: 1, p50: 0.5, p90: 0.5, max: 0.5 },
   });
+});
+
+Deno.test("stageParts: each part between its two marks, the rollout's wait from the cloud's queue times", () => {
+  const marks = {
+    jobId: "j",
+    received: 3_000,
+    lastBytes: 7_000,
+    activated: 7_500,
+    booted: 9_500,
+    connected: 10_000,
+    selfTest: 11_000,
+  };
+  const devices = [
+    { thing: "a", marks },
+    { thing: "b", marks: { jobId: "j", received: 2_000 } },
+    { thing: "c", marks: { ...marks, jobId: "other" } },
+    { thing: "d", marks: null },
+  ];
+  const one = (seconds: number) => ({ devices: 1, p50: seconds, p90: seconds, max: seconds });
+  assert.deepEqual(stageParts(1_000, devices, "j", new Map([["a", 1_000], ["b", 500]])), {
+    "accept.rollout": { devices: 2, p50: 1, p90: 1, max: 1 },
+    "accept.delivery": { devices: 2, p50: 1, p90: 1, max: 1 },
+    "download.blocks": one(4),
+    "download.check": one(0.5),
+    "reboot.boot": one(2),
+    "reboot.connect": one(0.5),
+    "reboot.job": one(1),
+  });
+  // Without the cloud's queue times the accept stage is not split.
+  const unsplit = stageParts(1_000, devices, "j", null);
+  assert.equal(unsplit["accept.rollout"].devices, 0);
+  assert.equal(unsplit["accept.delivery"].devices, 0);
 });
 
 Deno.test("fleet smoke: chaos scenario (disconnects, corrupted blocks, power cuts, a Worker crash) still updates everyone", async () => {
