@@ -84,6 +84,7 @@ export interface ClusterBenchRun {
   readonly peakRssBytes: number;
   readonly nodes: readonly { node: string; connections: number; messagesIn: number }[];
   readonly stages: FleetReport["stages"];
+  readonly stageParts?: FleetReport["stageParts"];
 }
 
 /** Runs `deno task fleet` with `args` and measures it from outside. */
@@ -168,6 +169,7 @@ async function measure(
         messagesIn: n.messagesIn,
       })),
       stages: result.stages,
+      ...(result.stageParts ? { stageParts: result.stageParts } : {}),
     };
   } catch {
     throw new Error(`the ${kind} run of ${devices} devices ended with ${status.code}, no report`);

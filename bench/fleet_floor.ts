@@ -139,7 +139,7 @@ export interface FleetResult {
   /** What the first shard's report says of the outcome (whole-fleet job counts). */
   readonly report: Pick<
     FleetReport,
-    "expected" | "outcome" | "runningVersion" | "bricked" | "faults" | "stages"
+    "expected" | "outcome" | "runningVersion" | "bricked" | "faults" | "stages" | "stageParts"
   >;
 }
 
@@ -249,6 +249,7 @@ export async function measureFleet(
         bricked: reports.reduce((sum, r) => sum + r.bricked, 0),
         faults: first.faults,
         stages: first.stages,
+        ...(first.stageParts ? { stageParts: first.stageParts } : {}),
       },
     };
   } finally {
@@ -362,7 +363,7 @@ if (import.meta.main) {
         JSON.stringify(fleet.report.outcome)
       }; versions ${JSON.stringify(fleet.report.runningVersion)}; stages ${
         JSON.stringify(fleet.report.stages)
-      }`,
+      }; stage parts ${JSON.stringify(fleet.report.stageParts ?? {})}`,
     );
     // The same conversation with nothing behind it, from the device this fleet run logged.
     const protocol = await measureProtocolFloor({ devices, workers, wireLog });

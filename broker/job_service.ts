@@ -68,6 +68,8 @@ export interface JobServiceOptions {
 }
 
 const MINUTE = 60_000;
+/** Things a release queues with their queries in flight together. */
+const RELEASE_SLICE = 64;
 
 /**
  * The job service.
@@ -519,7 +521,17 @@ export class JobService {
         notifiedAt: [...recent, ...batch.map(() => now)],
         ...(spec.healthGate ? { wave: [...wave, ...batch] } : {}),
       });
-      for (const thing of batch) await this.#queueExecution(jobId, thing, 1);
+      // Queued a slice at a time with their queries in flight together: one after another, each
+      // thing's six round trips to a shared database held the release to about 100 things a
+      // second at 40,000 devices, a tenth of the rate asked for. Each thing's lock is taken
+      // first, in order, as before.
+      for (let from = 0; from < batch.length; from += RELEASE_SLICE) {
+        await Promise.all(
+          batch.slice(from, from + RELEASE_SLICE).map((thing) =>
+            this.#queueExecution(jobId, thing, 1)
+          ),
+        );
+      }
     });
   }
 
