@@ -52,6 +52,15 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
     default: "1",
   },
   {
+    name: "time-origin",
+    value: "MS",
+    help: "with --time-scale: the real time (epoch milliseconds) at which the cloud's clock " +
+      "reads real time, from which it runs faster; the nodes of a cluster need the same one " +
+      "for their clocks to agree, as does a broker restarted mid-run",
+    range: [0, 8_640_000_000_000],
+    defaultText: "when the broker starts",
+  },
+  {
     name: "token",
     value: "T",
     help: "operator API token, 8 characters or more (or OTA_OPERATOR_TOKEN); generated and " +
@@ -137,6 +146,8 @@ export interface BrokerOptions {
   readonly httpPort: number;
   readonly dataDir: string;
   readonly timeScale: number;
+  /** Where the scaled clock reads real time (epoch milliseconds); absent: at start. */
+  readonly timeOrigin?: number;
   readonly token: string;
   /** Whether the token was generated (then it is printed). */
   readonly tokenGenerated: boolean;
@@ -254,6 +265,7 @@ export function parseBrokerArgs(
     httpPort: flags.int("http-port"),
     dataDir: values.data ?? "data",
     timeScale,
+    ...(flags.has("time-origin") ? { timeOrigin: flags.int("time-origin") } : {}),
     token,
     tokenGenerated: given === undefined,
     ...(serviceSecret ? { serviceSecret } : {}),

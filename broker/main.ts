@@ -77,7 +77,10 @@ const cloud = await startCloud({
   host: options.host,
   databasePath: `${dataDir}/cloud.db`,
   powerLossDurable: options.powerLossDurable,
-  clock: scale === 1 ? systemClock : new ScaledClock(scale),
+  clock: scale === 1 ? systemClock : new ScaledClock(
+    scale,
+    options.timeOrigin !== undefined ? { origin: options.timeOrigin } : {},
+  ),
   ...(options.serviceSecret ? { serviceSecret: options.serviceSecret } : {}),
   // The cloud's own lines: refusals (already one line each, rate-limited) and trouble.
   log: (line) =>

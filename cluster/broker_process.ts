@@ -42,6 +42,8 @@ export async function startBrokerProcess(options: {
   readonly token: string;
   readonly serviceSecret: string;
   readonly timeScale?: number;
+  /** Where the scaled clocks read real time: the same for every node of a cluster. */
+  readonly timeOrigin?: number;
 }): Promise<BrokerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -56,6 +58,7 @@ export async function startBrokerProcess(options: {
       ...(options.extraArgs ?? []),
       "--time-scale",
       String(options.timeScale ?? 60),
+      ...(options.timeOrigin !== undefined ? ["--time-origin", String(options.timeOrigin)] : []),
       "--token",
       options.token,
       "--service-secret",

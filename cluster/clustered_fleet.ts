@@ -101,6 +101,10 @@ export async function runClusteredFleet(
     const redis = cluster.redis ?? (await track(services, startRedis())).url;
     const db = cluster.db ?? (await track(services, startPostgres())).url;
     out(`cluster: redis ${redis}, PostgreSQL ${db.replace(/:[^:@/]*@/, ":***@")}`);
+    // One origin for every node's scaled clock: each started its own at its start, so a node
+    // started seconds after another ran minutes ahead of it (a job created on one node, its
+    // executions queued by another, looked queued before it was created).
+    const timeOrigin = Date.now();
     for (let i = 1; i <= cluster.brokers; i++) {
       nodes.push(
         await startBrokerProcess({
@@ -110,6 +114,7 @@ export async function runClusteredFleet(
           token,
           serviceSecret: crypto.randomUUID(),
           timeScale: options.timeScale,
+          timeOrigin,
           extraArgs: [
             "--cluster",
             redis,

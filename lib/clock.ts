@@ -105,33 +105,38 @@ export class ManualClock implements Clock {
 /**
  * Real time sped up (or slowed down) by `scale`: a minute of this clock passes in 60/scale real
  * seconds, so a 1000-per-minute rollout or a 30-minute timeout runs in seconds in a simulation.
+ * It reads real time at its `origin` (default: when it is made) and runs `scale` times faster from
+ * there, so clocks made at different moments with the same origin (the nodes of a cluster, a
+ * restarted broker) read the same time.
  *
  * @example
  * ```ts
  * import { ScaledClock } from "./clock.ts";
  * const clock = new ScaledClock(60); // one simulated minute per real second
  * clock.now() > 0; // true
+ * const node = new ScaledClock(60, { origin: Date.now() - 1_000 }); // a second ago
+ * node.now() - Date.now() >= 59_000; // true
  * ```
  */
 export class ScaledClock implements Clock {
   readonly scale: number;
-  readonly #realStart = Date.now();
-  readonly #start: number;
+  /** The real time (epoch milliseconds) at which this clock reads real time. */
+  readonly origin: number;
 
-  /** `scale` > 0; `start` is the simulated time at creation. */
-  constructor(scale: number, start = Date.now()) {
+  /** `scale` > 0. */
+  constructor(scale: number, options: { readonly origin?: number } = {}) {
     if (!(scale > 0) || !Number.isFinite(scale)) {
       throw new RangeError(
         `Cannot create a scaled clock: 'scale' must be a positive number: current value is ${scale}`,
       );
     }
     this.scale = scale;
-    this.#start = start;
+    this.origin = options.origin ?? Date.now();
   }
 
   /** Simulated now. */
   now(): number {
-    return this.#start + (Date.now() - this.#realStart) * this.scale;
+    return this.origin + (Date.now() - this.origin) * this.scale;
   }
 
   /** Fires after `ms` of simulated time. */

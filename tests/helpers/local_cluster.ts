@@ -33,6 +33,8 @@ export async function localCluster(): Promise<LocalCluster> {
     throw error;
   });
   const nodes: BrokerProcess[] = [];
+  // The nodes' scaled clocks read the same time, however far apart they start.
+  const timeOrigin = Date.now();
   return {
     redis,
     db,
@@ -46,6 +48,7 @@ export async function localCluster(): Promise<LocalCluster> {
         token: TOKEN,
         serviceSecret: SECRET,
         timeScale,
+        timeOrigin,
         extraArgs: ["--cluster", redis.url, "--db", db.url, "--node-id", id],
       });
       nodes.push(node);

@@ -223,7 +223,11 @@ Deno.test("broker flags: a cluster node needs PostgreSQL; the state is in --db o
     "node-a",
   ]);
   assert.match(parse().nodeId, /^node-[0-9a-f]{8}$/, "a node id is made up when not given");
+  assert.equal(parse("--time-origin", "1764900000000").timeOrigin, 1764900000000);
+  assert.equal(parse().timeOrigin, undefined, "no origin: the broker's start");
   const refusals: [string[], RegExp][] = [
+    [["--time-origin", "soon"], /Invalid --time-origin: expected an integer/],
+    [["--time-origin", "1.5"], /Invalid --time-origin: expected an integer 0\.\.8640000000000/],
     [["--cluster", "redis://h:1"], /--cluster needs --db/],
     [["--cluster", "http://h:1", "--db", "postgres://h/d"], /Invalid --cluster: expected redis/],
     [["--db", "mysql://h/d"], /Invalid --db: expected postgres:\/\//],
