@@ -166,6 +166,8 @@ async function health(cloud: Cloud): Promise<Response> {
     broker: cloud.broker !== null ? "embedded" : "external",
     // Whether this process runs the rollout scheduler (in a cluster, exactly one node does).
     scheduler: cloud.jobs.scheduling,
+    // The cloud's clock (times in records are on it) and how much faster than real time it runs.
+    clock: { now: cloud.clock.now(), scale: (cloud.clock as { scale?: number }).scale ?? 1 },
   });
 }
 

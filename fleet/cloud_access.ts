@@ -13,6 +13,13 @@ import type { OtaUpdateRequest, SigningProfile } from "../broker/ota_updates.ts"
 /** Counts of one job's executions, plus things not notified yet (the job service's own). */
 export type Counts = JobCounts;
 
+/** When a job was created and its executions queued, in real epoch milliseconds. */
+export interface JobTimes {
+  readonly createdAt: number;
+  /** By thing. */
+  readonly queued: ReadonlyMap<string, number>;
+}
+
 /** The cloud as the fleet uses it. */
 export interface CloudAccess {
   /** The MQTT brokers devices connect to (several: the nodes of a cluster). */
@@ -29,10 +36,10 @@ export interface CloudAccess {
   jobState(jobId: string): Promise<{ status: string; reason: string | null; counts: Counts }>;
   cancelJob(jobId: string, reason: string): Promise<void>;
   /**
-   * How long after the job's creation the cloud queued each thing's execution (its latest), in
-   * real milliseconds: the cloud's clock runs `timeScale` times faster than real time.
+   * When the cloud created the job and queued each thing's execution (its latest), on this
+   * machine's clock: the cloud's own clock may run faster than real time (`--time-scale`).
    */
-  rolloutWaits(jobId: string, timeScale: number): Promise<Map<string, number>>;
+  jobTimes(jobId: string): Promise<JobTimes>;
   /** Bytes the stream service sent (null when the cloud is remote and does not say). */
   bytesDelivered(blockSize: number): number | null;
   /** Times the cloud could not be reached and was waited for, and for how long in all. */
@@ -82,10 +89,12 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
     async cancelJob(jobId, reason) {
       await cloud.jobs.cancelJob(jobId, { reason });
     },
-    async rolloutWaits(jobId, timeScale) {
+    async jobTimes(jobId) {
       const job = await cloud.store.getJob(jobId);
-      if (!job) return new Map();
-      return waitsOf(job.createdAt, await cloud.store.executionsOfJob(jobId), timeScale);
+      if (!job) throw new Error(`no job '${jobId}'`);
+      const executions = await cloud.store.executionsOfJob(jobId);
+      const clock = { now: cloud.clock.now(), scale: (cloud.clock as { scale?: number }).scale };
+      return timesOf(job.createdAt, executions, clock, Date.now());
     },
     bytesDelivered: (blockSize) => cloud.streams.stats.blocksSent * blockSize,
     outages: () => ({ count: 0, seconds: 0 }),
@@ -231,26 +240,45 @@ export function remoteAccess(
         "cancel the job",
       );
     },
-    async rolloutWaits(jobId, timeScale) {
+    async jobTimes(jobId) {
       const path = `/jobs/${encodeURIComponent(jobId)}`;
       const job = ok(await call("GET", path), "read the job");
       const executions = ok(await call("GET", `${path}/executions`), "list the job's executions");
-      if (typeof job.createdAt !== "number" || !Array.isArray(executions)) {
-        throw new Error("read the job's executions: not a job and a list of executions");
+      // The cloud's clock as of the middle of the request that read it.
+      const asked = Date.now();
+      const health = await fetch(`${base.replace(/\/api$/, "")}/healthz`)
+        .then((r) => r.json()).catch(() => ({})) as { clock?: { now?: unknown; scale?: unknown } };
+      const answered = Date.now();
+      const clock = health.clock;
+      if (
+        typeof job.createdAt !== "number" || !Array.isArray(executions) ||
+        typeof clock?.now !== "number"
+      ) {
+        throw new Error("read the job's times: no job, executions or cloud clock in the answers");
       }
-      return waitsOf(job.createdAt, executions, timeScale);
+      return timesOf(
+        job.createdAt,
+        executions,
+        { now: clock.now, scale: typeof clock.scale === "number" ? clock.scale : 1 },
+        (asked + answered) / 2,
+      );
     },
     bytesDelivered: () => null,
     outages: () => ({ ...outages }),
   };
 }
 
-/** Each thing's latest execution's queue time after `createdAt`, in real milliseconds. */
-function waitsOf(
+/**
+ * A job's creation and each thing's latest execution's queue time, moved from the cloud's clock
+ * (which read `clock.now` at `realNow` and runs `clock.scale` times faster) to real time.
+ */
+function timesOf(
   createdAt: number,
   executions: readonly unknown[],
-  timeScale: number,
-): Map<string, number> {
+  clock: { readonly now: number; readonly scale: number | undefined },
+  realNow: number,
+): JobTimes {
+  const real = (at: number) => realNow - (clock.now - at) / (clock.scale ?? 1);
   const latest = new Map<string, { executionNumber: number; queuedAt: number }>();
   for (
     const e of executions as { thing?: unknown; executionNumber?: unknown; queuedAt?: unknown }[]
@@ -262,7 +290,8 @@ function waitsOf(
       latest.set(e.thing, { executionNumber, queuedAt: e.queuedAt });
     }
   }
-  return new Map(
-    [...latest].map(([thing, e]) => [thing, Math.max(0, e.queuedAt - createdAt) / timeScale]),
-  );
+  return {
+    createdAt: real(createdAt),
+    queued: new Map([...latest].map(([thing, e]) => [thing, real(e.queuedAt)])),
+  };
 }

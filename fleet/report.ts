@@ -114,8 +114,8 @@ export type StagePart =
 /**
  * Where the time of each stage went, over the devices whose marks show both ends of a part:
  * - `accept.rollout`: from the update's creation until the cloud queued the device's execution
- *   (the rollout's rate and waves; only with `rolloutWaits`, how long after the job's creation
- *   the cloud queued each thing's execution);
+ *   (the rollout's rate and waves; only with `queued`, when the cloud queued each thing's, in
+ *   real time);
  * - `accept.delivery`: from then until the agent has the job (notification, the device's turn
  *   on a busy CPU, its request for the document and the answer);
  * - `download.blocks`: from the job received until the last image bytes arrived;
@@ -128,7 +128,7 @@ export type StagePart =
  * @example
  * ```ts
  * const parts = stageParts(0, [{ thing: "t", marks: { jobId: "j", received: 5000 } }], "j",
- *   new Map([["t", 1000]])); // queued 1 s after the update's creation
+ *   new Map([["t", 1000]]));
  * parts["accept.rollout"].p50; // 1
  * ```
  */
@@ -136,7 +136,7 @@ export function stageParts(
   createdAt: number,
   devices: readonly { readonly thing: string; readonly marks: UpdateMarks | null }[],
   jobId: string,
-  rolloutWaits: ReadonlyMap<string, number> | null,
+  queued: ReadonlyMap<string, number> | null,
 ): Record<StagePart, StageTimes> {
   const spans: Record<StagePart, number[]> = {
     "accept.rollout": [],
@@ -152,8 +152,7 @@ export function stageParts(
   };
   for (const { thing, marks: m } of devices) {
     if (!m || m.jobId !== jobId) continue;
-    const wait = rolloutWaits?.get(thing);
-    const queuedAt = wait === undefined ? undefined : createdAt + wait;
+    const queuedAt = queued?.get(thing);
     span("accept.rollout", createdAt, queuedAt);
     span("accept.delivery", queuedAt, m.received);
     span("download.blocks", m.received, m.lastBytes);

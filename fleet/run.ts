@@ -689,17 +689,16 @@ class FleetRun {
     await this.#waitFor(ended, `the update to ${version} to end`);
     await progress(true);
     this.#endPhase(`update ${version}`);
-    this.#stages[version] = stageTimes(
-      createdAt,
-      [...fleet.telemetry.values()].map((t) => t.marks),
-      jobId,
-    );
-    this.#stageParts[version] = stageParts(
-      createdAt,
-      [...fleet.telemetry.values()],
-      jobId,
-      await access.rolloutWaits(jobId, options.timeScale),
-    );
+    // Measured from the job's creation on the cloud (every shard the same moment), when the
+    // cloud says; else from when this process learned of the update.
+    const times = await access.jobTimes(jobId).catch((error) => {
+      this.#out(`stage parts: the cloud's job times are unknown (${(error as Error).message})`);
+      return null;
+    });
+    const devices = [...fleet.telemetry.values()];
+    const from = times?.createdAt ?? createdAt;
+    this.#stages[version] = stageTimes(from, devices.map((t) => t.marks), jobId);
+    this.#stageParts[version] = stageParts(from, devices, jobId, times?.queued ?? null);
   }
 
   /**

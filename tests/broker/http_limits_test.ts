@@ -126,17 +126,22 @@ Deno.test("pre-signed URLs: a suffix range (bytes=-N) serves the last N bytes", 
   }
 });
 
-Deno.test("operator API: /healthz answers without a token: the store answers, which broker runs, whether it schedules", async () => {
+Deno.test("operator API: /healthz answers without a token: the store answers, which broker runs, whether it schedules, the cloud's clock", async () => {
   const { base, cloud, close } = await serve();
   try {
+    const before = Date.now();
     const ok = await fetch(`${base}/healthz`);
+    const after = Date.now();
     assert.equal(ok.status, 200);
-    assert.deepEqual(await ok.json(), {
+    const { clock, ...rest } = await ok.json();
+    assert.deepEqual(rest, {
       status: "ok",
       store: "ok",
       broker: "embedded",
       scheduler: true,
     });
+    assert.equal(clock.scale, 1);
+    assert.ok(clock.now >= before && clock.now <= after, "an unscaled cloud keeps real time");
     await cloud.close(); // the store closed under the API: not ready any more
     const down = await fetch(`${base}/healthz`);
     assert.equal(down.status, 503);

@@ -75,6 +75,16 @@ Deno.test({
       assert.equal(merged.bricked, 0);
       assert.ok(merged.asExpected);
       assert.deepEqual(merged.processes.map((p) => [p.shard, p.devices]), [["1/2", 6], ["2/2", 6]]);
+      // Stage times over both processes' devices, the rollout's wait read from the cluster's API.
+      for (const [stage, t] of Object.entries(merged.stages["1.1.0"]!)) {
+        assert.equal(t.devices, 12, stage);
+      }
+      for (const [part, t] of Object.entries(merged.stageParts!["1.1.0"]!)) {
+        assert.equal(t.devices, 12, part);
+      }
+      // The job is created on one node and queued by the scheduler's: their clocks agree, so no
+      // device got its job before the cloud queued it.
+      assert.ok(merged.stageParts!["1.1.0"]!["accept.delivery"].p50 >= 0);
       assert.deepEqual(merged.brokers.map((b) => b.node), ["node-1", "node-2"]);
       for (const node of merged.brokers) {
         assert.ok(node.connections >= 6, `${node.node}: devices of both processes`);

@@ -143,7 +143,7 @@ Deno.test("stageParts: each part between its two marks, the rollout's wait from 
     { thing: "d", marks: null },
   ];
   const one = (seconds: number) => ({ devices: 1, p50: seconds, p90: seconds, max: seconds });
-  assert.deepEqual(stageParts(1_000, devices, "j", new Map([["a", 1_000], ["b", 500]])), {
+  assert.deepEqual(stageParts(1_000, devices, "j", new Map([["a", 2_000], ["b", 1_500]])), {
     "accept.rollout": { devices: 2, p50: 1, p90: 1, max: 1 },
     "accept.delivery": { devices: 2, p50: 1, p90: 1, max: 1 },
     "download.blocks": one(4),
