@@ -82,6 +82,8 @@ export interface ClusterBenchRun {
   /** CPU seconds by process kind (fleet, broker, redis-server, postgres, ...). */
   readonly cpuSeconds: Record<string, number>;
   readonly peakRssBytes: number;
+  /** The peak of their proportional set sizes together (shared pages counted once). */
+  readonly peakPssBytes?: number;
   readonly nodes: readonly { node: string; connections: number; messagesIn: number }[];
   readonly stages: FleetReport["stages"];
   readonly stageParts?: FleetReport["stageParts"];
@@ -163,6 +165,7 @@ async function measure(
       asExpected: status.success && result.asExpected,
       cpuSeconds,
       peakRssBytes: usage.peakRssBytes,
+      peakPssBytes: usage.peakPssBytes,
       nodes: (result.brokers ?? []).map((n) => ({
         node: n.node,
         connections: n.connections,
@@ -241,7 +244,9 @@ if (import.meta.main) {
     console.log(
       `${kind} ${devices} devices: ${run.wallSeconds} s, ${run.mbPerSecond} MB/s, ${run.succeeded} succeeded, ${run.bricked} bricked, peak ${
         (run.peakRssBytes / 2 ** 30).toFixed(2)
-      } GiB together, cpu ${JSON.stringify(run.cpuSeconds)}${
+      } GiB resident together (${
+        ((run.peakPssBytes ?? 0) / 2 ** 30).toFixed(2)
+      } GiB proportional), cpu ${JSON.stringify(run.cpuSeconds)}${
         run.nodes.length > 0 ? `, nodes ${JSON.stringify(run.nodes)}` : ""
       }${run.asExpected ? "" : ", NOT as expected"}`,
     );

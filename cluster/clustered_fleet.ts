@@ -42,6 +42,8 @@ export interface ClusterFleetReport extends FleetReport {
   /** Every process of the run together: the fleet, the nodes, Redis, PostgreSQL. */
   readonly usage: {
     readonly peakRssBytes: number;
+    /** Their proportional set sizes together: pages they share counted once. */
+    readonly peakPssBytes: number;
     readonly cpuSeconds: number;
     readonly processes: readonly SampledProcess[];
   };
@@ -334,7 +336,7 @@ export function formatClusterSummary(report: ClusterFleetReport, reportPath: str
   lines.push(
     `  all processes together: cpu ${report.usage.cpuSeconds.toFixed(1)} s, peak ${
       mib(report.usage.peakRssBytes)
-    }`,
+    } resident (${mib(report.usage.peakPssBytes)} proportional: shared pages once)`,
   );
   return lines.join("\n");
 }

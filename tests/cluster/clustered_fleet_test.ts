@@ -97,6 +97,11 @@ Deno.test({
       const largest = Math.max(...merged.usage.processes.map((p) => p.peakRssBytes));
       assert.ok(merged.usage.peakRssBytes > largest, "the peak is of the processes together");
       assert.equal(merged.peakRssBytes, merged.usage.peakRssBytes);
+      // Shared pages (PostgreSQL's buffers in each backend, the runtime's code) counted once.
+      assert.ok(
+        merged.usage.peakPssBytes > 0 && merged.usage.peakPssBytes < merged.usage.peakRssBytes,
+        `proportional ${merged.usage.peakPssBytes} < resident ${merged.usage.peakRssBytes}`,
+      );
       for (const port of servicePorts(text)) {
         assert.equal(await listening(port), false, `the run's service on ${port} was stopped`);
       }
