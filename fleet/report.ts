@@ -119,7 +119,8 @@ export type StagePart =
  * - `accept.delivery`: from then until the agent has the job (notification, the device's turn
  *   on a busy CPU, its request for the document and the answer);
  * - `download.blocks`: from the job received until the last image bytes arrived;
- * - `download.check`: from then until the image was activated (close, signature, hand-over);
+ * - `download.check`: from then until the image was activated (close, signature, and the cloud's
+ *   acknowledgement of the status that the self-test is ready, which the agent waits for);
  * - `reboot.boot`: from the activation until the new application runs (reset, bootloader swap and
  *   verification, boot);
  * - `reboot.connect`: from then until its MQTT connection is up (login included);
