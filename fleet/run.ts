@@ -684,6 +684,9 @@ class FleetRun {
       }
       // A crash just ordered has not been seen yet: its devices' telemetry is not news yet.
       if (fleet.workerRestarts < this.#crashesDone) return false;
+      // What a Worker last sent may be a batch behind (on a busy machine its devices could still
+      // show their state from before the update): judged on what they say as of now.
+      await fleet.syncTelemetry();
       return fleet.telemetry.size === local && this.#settled();
     };
     await this.#waitFor(ended, `the update to ${version} to end`);

@@ -60,6 +60,8 @@ export class FleetSupervisor {
   /** Each device's flash sectors that differ from the factory chip, as of its last batch. */
   readonly #flash = new Map<string, Map<number, FlashChanges[number]>>();
   readonly #reports = new Map<number, (devices: readonly DeviceReport[]) => void>();
+  /** Telemetry syncs waited for, by request, with the slot asked. */
+  readonly #syncs = new Map<number, { readonly slot: WorkerSlot; readonly done: () => void }>();
   #nextRequest = 1;
   #stopping = false;
 
@@ -131,6 +133,21 @@ export class FleetSupervisor {
       });
     }));
     return parts.flat();
+  }
+
+  /**
+   * Waits until every Worker has sent the telemetry that changed up to now, so `telemetry` is at
+   * least as fresh as this call (batches otherwise come every 250 ms to 1 s, later on a busy
+   * machine). A Worker that dies meanwhile counts as synced: its devices' telemetry is dropped.
+   */
+  async syncTelemetry(): Promise<void> {
+    await Promise.all(this.#slots.map((slot) => {
+      const requestId = this.#nextRequest++;
+      return new Promise<void>((resolve) => {
+        this.#syncs.set(requestId, { slot, done: resolve });
+        slot.worker.postMessage({ type: "sync", requestId } satisfies ToWorker);
+      });
+    }));
   }
 
   /** Stops every device and Worker. */
@@ -216,6 +233,11 @@ export class FleetSupervisor {
     slot.worker.terminate();
     // What they said before dying is stale until the new Worker reports.
     for (const device of slot.devices) this.telemetry.delete(device.thing);
+    for (const [requestId, sync] of this.#syncs) {
+      if (sync.slot !== slot) continue;
+      this.#syncs.delete(requestId);
+      sync.done();
+    }
     await this.#spawn(slot);
   }
 
@@ -239,6 +261,10 @@ export class FleetSupervisor {
       case "report":
         this.#reports.get(message.requestId)?.(message.devices);
         this.#reports.delete(message.requestId);
+        return;
+      case "synced":
+        this.#syncs.get(message.requestId)?.done();
+        this.#syncs.delete(message.requestId);
         return;
       default:
         return;

@@ -173,6 +173,10 @@ async function handle(message: ToWorker): Promise<void> {
       post({ type: "report", requestId: message.requestId, devices });
       return;
     }
+    case "sync":
+      postTelemetry();
+      post({ type: "synced", requestId: message.requestId });
+      return;
     case "crash":
       // Out of every handler and promise, so nothing catches it: the Worker dies as on a bug.
       setTimeout(() => {

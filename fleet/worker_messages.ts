@@ -54,6 +54,8 @@ export type ToWorker =
   | { readonly type: "add"; readonly devices: readonly FleetDeviceSpec[] }
   | { readonly type: "send"; readonly thing: string; readonly message: ActorMessage }
   | { readonly type: "report"; readonly requestId: number }
+  /** Send the telemetry that changed now, then `synced`. */
+  | { readonly type: "sync"; readonly requestId: number }
   /** Die of an uncaught error (fault injection). */
   | { readonly type: "crash" }
   | { readonly type: "stop" };
@@ -94,6 +96,8 @@ export type FromWorker =
     readonly requestId: number;
     readonly devices: readonly DeviceReport[];
   }
+  /** Every telemetry change up to the `sync` request has been sent before this. */
+  | { readonly type: "synced"; readonly requestId: number }
   | { readonly type: "stopped" }
   /** Sent by a Worker dying of an uncaught error, after its last telemetry: nothing follows. */
   | { readonly type: "dying" }

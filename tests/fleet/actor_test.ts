@@ -118,6 +118,46 @@ Deno.test("fleet supervisor: a crashed Worker is detected and its devices come b
   }
 });
 
+Deno.test("fleet supervisor: syncTelemetry brings every Worker's latest telemetry, however long its batches take", async () => {
+  const cloud = await startCloud();
+  const pki = await testPki();
+  const devices = ["s-1", "s-2", "s-3"].map((thing, i) => ({
+    thing,
+    secret: `secret-${thing}`,
+    seed: i,
+  }));
+  for (const d of devices) await cloud.provisionThing(d.thing, d.secret);
+  const fleet = new FleetSupervisor({
+    workers: 2,
+    init: {
+      slotSectors: 24,
+      rootCertificateDer: certificateDer(pki.root),
+      certificates: [[SIGNER_CERT_PATH, pemEncode("CERTIFICATE", certificateDer(pki.signer))]],
+      factoryImage: await testImage({ version: "1.0.0" }),
+      brokerUrls: [cloud.url],
+      timeScale: 1,
+      agentConfig: AGENT_TEST_CONFIG,
+      seed: 1,
+      // No batch comes on its own during the test: only what a sync asks for.
+      telemetryMs: 600_000,
+    },
+  });
+  try {
+    await fleet.start(devices);
+    assert.equal(fleet.telemetry.size, 0, "nothing sent yet");
+    const report = await fleet.report(); // every device powered on and idle
+    assert.ok(report.every((d) => d.telemetry.state === "running"));
+    await fleet.syncTelemetry();
+    assert.deepEqual(
+      [...fleet.telemetry.values()].map((t) => [t.thing, t.state]).sort(),
+      [["s-1", "running"], ["s-2", "running"], ["s-3", "running"]],
+    );
+  } finally {
+    await fleet.stop();
+    await cloud.close();
+  }
+});
+
 Deno.test("brokersFor: every fleet process's devices are spread over every node, with the rest as fallbacks", () => {
   const nodes = ["mqtt://n1:1883", "mqtt://n2:1883", "mqtt://n3:1883"];
   // Three processes, three nodes: process p runs devices p, p+3, p+6... whose seeds are
