@@ -276,12 +276,18 @@ export class PostgresStore implements CloudStore {
 
   async putJob(job: JobRecord): Promise<void> {
     const body = JSON.stringify(job);
-    await this.#write((sql) =>
+    const [row] = await this.#write((sql) =>
       sql`INSERT INTO jobs (job_id, body, created_at, revision)
           VALUES (${job.jobId}, ${body}, ${job.createdAt}, nextval('job_revisions'))
           ON CONFLICT (job_id) DO UPDATE SET body = EXCLUDED.body,
-            created_at = EXCLUDED.created_at, revision = EXCLUDED.revision`
+            created_at = EXCLUDED.created_at, revision = EXCLUDED.revision
+          RETURNING revision::text AS revision`
     );
+    // What was written is what this node reads next, without the body coming back: after a
+    // release every getJob of the release's things fetched and parsed the whole record again
+    // (1.1 MB with 100,000 things still to release: half the scheduler's time). A revision of a
+    // transaction that rolls back is never committed (a sequence), so it never matches a read.
+    if (row) this.#jobs.set(job.jobId, { revision: String(row.revision), job: deepFreeze(job) });
   }
 
   async getJob(jobId: string): Promise<JobRecord | null> {
