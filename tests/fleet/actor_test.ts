@@ -76,14 +76,11 @@ Deno.test("device actors: messages are handled in order, and a throwing actor is
   }
 });
 
-Deno.test("fleet supervisor: a crashed Worker is detected and its devices come back", async () => {
+/** An embedded cloud and a supervisor of 2 Workers running `things`, provisioned on it. */
+async function supervisedFleet(things: readonly string[], telemetryMs: number) {
   const cloud = await startCloud();
   const pki = await testPki();
-  const devices = ["w-1", "w-2", "w-3", "w-4"].map((thing, i) => ({
-    thing,
-    secret: `secret-${thing}`,
-    seed: i,
-  }));
+  const devices = things.map((thing, i) => ({ thing, secret: `secret-${thing}`, seed: i }));
   for (const d of devices) await cloud.provisionThing(d.thing, d.secret);
   const fleet = new FleetSupervisor({
     workers: 2,
@@ -96,11 +93,22 @@ Deno.test("fleet supervisor: a crashed Worker is detected and its devices come b
       timeScale: 1,
       agentConfig: AGENT_TEST_CONFIG,
       seed: 1,
-      telemetryMs: 50,
+      telemetryMs,
     },
   });
+  await fleet.start(devices);
+  return {
+    fleet,
+    async close() {
+      await fleet.stop();
+      await cloud.close();
+    },
+  };
+}
+
+Deno.test("fleet supervisor: a crashed Worker is detected and its devices come back", async () => {
+  const { fleet, close } = await supervisedFleet(["w-1", "w-2", "w-3", "w-4"], 50);
   try {
-    await fleet.start(devices);
     const running = () => [...fleet.telemetry.values()].filter((t) => t.state === "running").length;
     await waitUntil(() => running() === 4, "four devices running");
     // Workers send only news, and a dead Worker's devices are forgotten until they report again.
@@ -113,37 +121,14 @@ Deno.test("fleet supervisor: a crashed Worker is detected and its devices come b
     assert.equal(report.length, 4);
     assert.ok(report.every((d) => d.bootable && d.telemetry.version === "1.0.0+0"));
   } finally {
-    await fleet.stop();
-    await cloud.close();
+    await close();
   }
 });
 
 Deno.test("fleet supervisor: syncTelemetry brings every Worker's latest telemetry, however long its batches take", async () => {
-  const cloud = await startCloud();
-  const pki = await testPki();
-  const devices = ["s-1", "s-2", "s-3"].map((thing, i) => ({
-    thing,
-    secret: `secret-${thing}`,
-    seed: i,
-  }));
-  for (const d of devices) await cloud.provisionThing(d.thing, d.secret);
-  const fleet = new FleetSupervisor({
-    workers: 2,
-    init: {
-      slotSectors: 24,
-      rootCertificateDer: certificateDer(pki.root),
-      certificates: [[SIGNER_CERT_PATH, pemEncode("CERTIFICATE", certificateDer(pki.signer))]],
-      factoryImage: await testImage({ version: "1.0.0" }),
-      brokerUrls: [cloud.url],
-      timeScale: 1,
-      agentConfig: AGENT_TEST_CONFIG,
-      seed: 1,
-      // No batch comes on its own during the test: only what a sync asks for.
-      telemetryMs: 600_000,
-    },
-  });
+  // No batch comes on its own during the test: only what a sync asks for.
+  const { fleet, close } = await supervisedFleet(["s-1", "s-2", "s-3"], 600_000);
   try {
-    await fleet.start(devices);
     assert.equal(fleet.telemetry.size, 0, "nothing sent yet");
     const report = await fleet.report(); // every device powered on and idle
     assert.ok(report.every((d) => d.telemetry.state === "running"));
@@ -153,8 +138,7 @@ Deno.test("fleet supervisor: syncTelemetry brings every Worker's latest telemetr
       [["s-1", "running"], ["s-2", "running"], ["s-3", "running"]],
     );
   } finally {
-    await fleet.stop();
-    await cloud.close();
+    await close();
   }
 });
 
