@@ -592,9 +592,9 @@ export class JobService {
   }
 
   /**
-   * Reviews the job soon (abort criteria, completion, a health gate's next wave) without holding up the caller,
-   * and at most one review of a job at a time on this node: those asked for while one runs make
-   * one more after it. Each review takes the job's lock, which the scheduler holds while it writes
+   * Reviews the job soon (abort criteria, completion, a health gate's next wave) without holding
+   * up the caller, and at most one review of a job at a time on this node: those asked for while
+   * one runs make one more after it. Each review takes the job's lock, which the scheduler holds while it writes
    * a wave; one review per ended execution, awaited before the device's reply, filled every
    * connection the node keeps for transactions with waits for that lock, and the node's devices
    * waited minutes for their SUCCEEDED to be acknowledged (40,000 devices on 3 nodes).
@@ -625,7 +625,8 @@ export class JobService {
 
   /**
    * After an execution of the job ended: abort criteria, completion and a health gate's next
-   * wave. The scheduler's work; a node that does not schedule leaves it to the scheduler's next tick.
+   * wave. The scheduler's work; a node that does not schedule leaves it to the scheduler's next
+   * tick.
    */
   async #reviewJob(jobId: string): Promise<void> {
     if (!this.#scheduling) return;

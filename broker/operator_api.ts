@@ -16,6 +16,7 @@ import { mqttOverWebSocket } from "./websocket.ts";
 import { parseCertificate } from "../protocol/certificates.ts";
 import { prometheusText } from "./metrics.ts";
 import { FAILURE_STATUSES, groupFailures } from "./failure_groups.ts";
+import { clockScale } from "../lib/clock.ts";
 
 /** Largest JSON body accepted. */
 const MAX_JSON_BODY = 1024 * 1024;
@@ -167,7 +168,7 @@ async function health(cloud: Cloud): Promise<Response> {
     // Whether this process runs the rollout scheduler (in a cluster, exactly one node does).
     scheduler: cloud.jobs.scheduling,
     // The cloud's clock (times in records are on it) and how much faster than real time it runs.
-    clock: { now: cloud.clock.now(), scale: (cloud.clock as { scale?: number }).scale ?? 1 },
+    clock: { now: cloud.clock.now(), scale: clockScale(cloud.clock) },
   });
 }
 

@@ -9,6 +9,7 @@
 import type { Cloud } from "../broker/cloud.ts";
 import type { JobCounts } from "../broker/job_service.ts";
 import type { OtaUpdateRequest, SigningProfile } from "../broker/ota_updates.ts";
+import { clockScale } from "../lib/clock.ts";
 
 /** Counts of one job's executions, plus things not notified yet (the job service's own). */
 export type Counts = JobCounts;
@@ -93,7 +94,7 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
       const job = await cloud.store.getJob(jobId);
       if (!job) throw new Error(`no job '${jobId}'`);
       const executions = await cloud.store.executionsOfJob(jobId);
-      const clock = { now: cloud.clock.now(), scale: (cloud.clock as { scale?: number }).scale };
+      const clock = { now: cloud.clock.now(), scale: clockScale(cloud.clock) };
       return timesOf(job.createdAt, executions, clock, Date.now());
     },
     bytesDelivered: (blockSize) => cloud.streams.stats.blocksSent * blockSize,
@@ -275,10 +276,10 @@ export function remoteAccess(
 function timesOf(
   createdAt: number,
   executions: readonly unknown[],
-  clock: { readonly now: number; readonly scale: number | undefined },
+  clock: { readonly now: number; readonly scale: number },
   realNow: number,
 ): JobTimes {
-  const real = (at: number) => realNow - (clock.now - at) / (clock.scale ?? 1);
+  const real = (at: number) => realNow - (clock.now - at) / clock.scale;
   const latest = new Map<string, { executionNumber: number; queuedAt: number }>();
   for (
     const e of executions as { thing?: unknown; executionNumber?: unknown; queuedAt?: unknown }[]

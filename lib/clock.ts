@@ -102,6 +102,11 @@ export class ManualClock implements Clock {
   }
 }
 
+/** How many times faster than real time `clock` runs: a {@linkcode ScaledClock}'s scale, else 1. */
+export function clockScale(clock: Clock): number {
+  return clock instanceof ScaledClock ? clock.scale : 1;
+}
+
 /**
  * Real time sped up (or slowed down) by `scale`: a minute of this clock passes in 60/scale real
  * seconds, so a 1000-per-minute rollout or a 30-minute timeout runs in seconds in a simulation.

@@ -37,7 +37,11 @@ Deno.test("aedes publisher: a QoS 1 reply followed at once by QoS 0 blocks to th
   }
 });
 
-Deno.test("aedes publisher: publishTo goes through the broker for QoS 1, unknown clients and unsubscribed topics", async () => {
+/**
+ * A broker with the device `dev-1` and a watcher subscribed to everything of dev-1, each with the
+ * payloads it received.
+ */
+async function deviceAndWatcher() {
   const embedded = await startEmbeddedBroker();
   const publisher = aedesPublisher(embedded.broker);
   const client = await mqtt.connectAsync(embedded.url, { clientId: "dev-1", reconnectPeriod: 0 });
@@ -45,13 +49,28 @@ Deno.test("aedes publisher: publishTo goes through the broker for QoS 1, unknown
     clientId: "watcher",
     reconnectPeriod: 0,
   });
+  const own: string[] = [];
+  const watched: string[] = [];
+  client.on("message", (_topic, payload) => own.push(String(payload)));
+  watcher.on("message", (_topic, payload) => watched.push(String(payload)));
+  await watcher.subscribeAsync(["$aws/things/dev-1/#"], { qos: 1 });
+  return {
+    publisher,
+    client,
+    own,
+    watched,
+    async close() {
+      await client.endAsync();
+      await watcher.endAsync();
+      await embedded.close();
+    },
+  };
+}
+
+Deno.test("aedes publisher: publishTo goes through the broker for QoS 1, unknown clients and unsubscribed topics", async () => {
+  const { publisher, client, own, watched, close } = await deviceAndWatcher();
   try {
-    const own: string[] = [];
-    const watched: string[] = [];
-    client.on("message", (_topic, payload) => own.push(String(payload)));
-    watcher.on("message", (_topic, payload) => watched.push(String(payload)));
     await client.subscribeAsync([DATA], { qos: 1 });
-    await watcher.subscribeAsync(["$aws/things/dev-1/#"], { qos: 1 });
     // Straight to dev-1 only: the watcher, subscribed too, does not see it.
     await publisher.publishTo!("dev-1", DATA, "direct", 0);
     // Through the broker: everyone subscribed gets it.
@@ -62,9 +81,7 @@ Deno.test("aedes publisher: publishTo goes through the broker for QoS 1, unknown
     assert.deepEqual(own.sort(), ["direct", "qos1", "unknown client"]);
     assert.deepEqual(watched.sort(), ["not subscribed", "qos1", "unknown client"]);
   } finally {
-    await client.endAsync();
-    await watcher.endAsync();
-    await embedded.close();
+    await close();
   }
 });
 
@@ -78,19 +95,8 @@ Deno.test("topicMatches: + is one level, # the rest, $ topics literal", () => {
 });
 
 Deno.test("aedes publisher: publishTo sees a subscription made or dropped after it last looked", async () => {
-  const embedded = await startEmbeddedBroker();
-  const publisher = aedesPublisher(embedded.broker);
-  const client = await mqtt.connectAsync(embedded.url, { clientId: "dev-1", reconnectPeriod: 0 });
-  const watcher = await mqtt.connectAsync(embedded.url, {
-    clientId: "watcher",
-    reconnectPeriod: 0,
-  });
+  const { publisher, client, own, watched, close } = await deviceAndWatcher();
   try {
-    const own: string[] = [];
-    const watched: string[] = [];
-    client.on("message", (_topic, payload) => own.push(String(payload)));
-    watcher.on("message", (_topic, payload) => watched.push(String(payload)));
-    await watcher.subscribeAsync(["$aws/things/dev-1/#"], { qos: 1 });
     // Not subscribed yet: through the broker (the watcher sees it).
     await publisher.publishTo!("dev-1", DATA, "before", 0);
     await client.subscribeAsync([DATA], { qos: 0 });
@@ -105,8 +111,6 @@ Deno.test("aedes publisher: publishTo sees a subscription made or dropped after 
     assert.deepEqual(watched, ["before", "gone", "marker"]);
     assert.deepEqual(own, ["after"]);
   } finally {
-    await client.endAsync();
-    await watcher.endAsync();
-    await embedded.close();
+    await close();
   }
 });
