@@ -7,6 +7,8 @@
  */
 
 import { DeviceRuntime } from "../agent/device_runtime.ts";
+import { ResumeStore } from "../agent/resume_record.ts";
+import { AgentStateStore } from "../bootloader/agent_store.ts";
 import { fetchHttpPort } from "../agent/http_fetch.ts";
 import type { AgentCallbackEvent, AgentConfig } from "../agent/agent_config.ts";
 import type { BootRecord, BootRom } from "../bootloader/bootloader.ts";
@@ -78,7 +80,37 @@ export interface DeviceTelemetry {
   readonly version: string | null;
   readonly trial: boolean;
   readonly updateState: string | null;
+  /**
+   * The device reported SUCCEEDED and has not confirmed the image yet (the agent's intent is in
+   * its flash): a reset now reverts it, and the agent installs the update again. Only looked at
+   * when the device otherwise seems done with its update (running, no trial, nothing staged).
+   */
+  readonly unconfirmedSuccess: boolean;
   readonly marks: UpdateMarks | null;
+}
+
+/** Update states in which a device has nothing of an update left to do. */
+const RESTING_STATES: ReadonlySet<string | null> = new Set(["READY", "UPDATED", "FAILED"]);
+
+/** Running, no trial, nothing staged or being written: how a device looks between updates. */
+function looksSettled(t: Pick<DeviceTelemetry, "state" | "trial" | "updateState">): boolean {
+  return t.state === "running" && !t.trial && RESTING_STATES.has(t.updateState);
+}
+
+/**
+ * Whether a device is done with its updates as far as it can know: it looks settled and no
+ * reported success waits for its confirmation (after a reset in that window it still looks
+ * settled, on its old image, until it installs the update again).
+ *
+ * @example
+ * ```ts
+ * import { settledTelemetry } from "./device_actor.ts";
+ * settledTelemetry({ thing: "t", state: "running", version: "1.0.0+0", trial: false,
+ *   updateState: "READY", unconfirmedSuccess: true, marks: null }); // false
+ * ```
+ */
+export function settledTelemetry(t: DeviceTelemetry): boolean {
+  return looksSettled(t) && !t.unconfirmedSuccess;
 }
 
 /** Everything a Worker needs to build devices (structured-clone friendly). */
@@ -362,12 +394,17 @@ export class DeviceActor {
     } catch {
       updateState = null;
     }
+    const state = this.device.state;
+    const trial = running?.trial ?? false;
     return {
       thing: this.thing,
-      state: this.device.state,
+      state,
       version: running?.version ?? null,
-      trial: running?.trial ?? false,
+      trial,
       updateState,
+      // Read from flash only when it can matter: during an update the intent is not looked at.
+      unconfirmedSuccess: looksSettled({ state, trial, updateState }) &&
+        new ResumeStore(new AgentStateStore(this.device.areas.agentState)).loadIntent() !== null,
       marks: this.#marks ? { ...this.#marks } : null,
     };
   }

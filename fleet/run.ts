@@ -30,7 +30,7 @@ import { ScaledClock } from "../lib/clock.ts";
 import { type Random, seededRandom } from "../lib/random.ts";
 import { forEachLimited } from "../lib/concurrency.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
-import type { FleetDeviceSpec } from "./device_actor.ts";
+import { type FleetDeviceSpec, settledTelemetry } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 import type { WorkerInit } from "./worker_messages.ts";
 import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts";
@@ -536,10 +536,7 @@ class FleetRun {
 
   /** Every device settled: none mid-update, every confirmation landed. */
   #settled(): boolean {
-    return [...this.#fleet!.telemetry.values()].every((t) =>
-      t.state === "running" && !t.trial &&
-      (t.updateState === "READY" || t.updateState === "UPDATED" || t.updateState === "FAILED")
-    );
+    return [...this.#fleet!.telemetry.values()].every(settledTelemetry);
   }
 
   /** The fault plan, carried out: messages now, disconnects on timers. */

@@ -11,8 +11,10 @@ import {
   inProcessDevice,
   losePowerWithReport,
   qualificationCloud,
+  qualificationWorld,
   withInProcessDevice,
 } from "../helpers/qualification.ts";
+import { settledTelemetry } from "../../fleet/device_actor.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 /** The execution state an `update/accepted` reply carries (what the cloud recorded). */
@@ -72,6 +74,65 @@ Deno.test("power loss after the cloud recorded SUCCEEDED, before the trial image
     assert.equal(execution.status, "SUCCEEDED");
     assert.equal(execution.statusDetails.reason, "accepted  v1.1.0", "nothing was reported twice");
   });
+});
+
+Deno.test("a Worker crash after the cloud recorded SUCCEEDED, before the device heard it: the fleet does not count the device settled until it runs the update confirmed", async () => {
+  const world = await qualificationWorld("MQTT");
+  const broker = world.cloud.broker!.broker;
+  let jobId = "";
+  let crashed = false;
+  let offline = false;
+  // The acknowledgement of SUCCEEDED is dropped and the device's Worker dies instead: its flash
+  // holds the reported-success intent and an unconfirmed trial image, which the boot reverts.
+  broker.authorizeForward = ((original) =>
+  // deno-lint-ignore no-explicit-any
+  (client: any, packet: any) => {
+    if (
+      !crashed && client?.id === world.thing &&
+      packet.topic === `$aws/things/${world.thing}/jobs/${jobId}/update/accepted` &&
+      acceptedState(packet.payload)?.status === "SUCCEEDED"
+    ) {
+      crashed = offline = true;
+      world.fleet.crashWorker(0);
+      return null;
+    }
+    return original(client, packet);
+  })(broker.authorizeForward);
+  // While offline the reverted device cannot start installing again: it stays on 1.0.0, at rest.
+  broker.authenticate = ((original) =>
+  // deno-lint-ignore no-explicit-any
+  (client: any, username: any, password: any, done: any) => {
+    if (offline) return done(new Error("offline for the test"), false);
+    return original(client, username, password, done);
+  })(broker.authenticate);
+  try {
+    jobId = await world.update("crash-before-ack", { version: "1.1.0", securityCounter: 2 });
+    await waitUntil(
+      () =>
+        world.fleet.workerRestarts === 1 &&
+        world.fleet.telemetry.get(world.thing)?.state === "running",
+      "the device to boot again after its Worker died",
+    );
+    const reverted = world.fleet.telemetry.get(world.thing)!;
+    assert.equal((await world.execution(jobId))?.status, "SUCCEEDED");
+    assert.deepEqual(
+      [reverted.version, reverted.trial, reverted.updateState, reverted.unconfirmedSuccess],
+      ["1.0.0+0", false, "FAILED", true],
+      "back on the old image (the trial reverted), with the reported success unconfirmed",
+    );
+    assert.equal(settledTelemetry(reverted), false, "not settled: its update is not done");
+    offline = false;
+    await world.settled();
+    const settled = world.fleet.telemetry.get(world.thing)!;
+    assert.equal(settled.version, "1.1.0+0");
+    assert.equal(settled.unconfirmedSuccess, false);
+    const report = await world.device();
+    assert.ok(report.bootable);
+    assert.equal(report.device.securityCounter, 2);
+    assert.ok(world.logs.some((line) => line.includes("reverted before it was confirmed")));
+  } finally {
+    await world.close();
+  }
 });
 
 Deno.test("power loss after SUCCEEDED was sent but before the cloud recorded it: the image reverts and the cloud says FAILED", async () => {

@@ -27,6 +27,7 @@ function device(
     version: "1.0.0+0",
     trial: false,
     updateState,
+    unconfirmedSuccess: false,
     marks: marks ? { jobId: "job", received: 1, ...marks } : null,
     ...extra,
   };

@@ -16,6 +16,7 @@ import type { ExecutionRecord } from "../../broker/store.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
 import type { DeviceReport } from "../../fleet/worker_messages.ts";
 import { FleetSupervisor } from "../../fleet/supervisor.ts";
+import { settledTelemetry } from "../../fleet/device_actor.ts";
 import { AGENT_TEST_CONFIG } from "./agent_rig.ts";
 import {
   factoryDevice,
@@ -270,8 +271,7 @@ export async function qualificationWorld(
     waitUntil(
       () => {
         const t = fleet.telemetry.get(THING);
-        return t?.state === "running" && !t.trial &&
-          (t.updateState === "READY" || t.updateState === "UPDATED");
+        return t !== undefined && settledTelemetry(t) && t.updateState !== "FAILED";
       },
       "the device to settle",
       60_000,
