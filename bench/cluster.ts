@@ -128,17 +128,26 @@ async function measure(
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  // The fleet's own lines (its processes' and nodes' included) are kept to show a run that
-  // went wrong: a process that died says why there.
+  // The fleet's own lines (its processes' and nodes' included) go to a log kept when the run
+  // went wrong or a node died on the way (a process that died says why there); the last 200
+  // are shown when it failed.
+  const logPath = await Deno.makeTempFile({ prefix: "ota-bench-cluster-", suffix: ".log" });
+  const log = await Deno.open(logPath, { write: true, append: true });
+  const encoder = new TextEncoder();
   const tail: string[] = [];
+  let nodeDied = false;
   const [status] = await Promise.all([
     child.status,
     forwardLines(child.stdout, (line) => {
+      log.writeSync(encoder.encode(line + "\n"));
+      if (/^cluster: node-\d+ exited during the run/.test(line)) nodeDied = true;
       tail.push(line);
       if (tail.length > 200) tail.shift();
     }),
   ]);
+  log.close();
   if (!status.success) console.error(tail.join("\n"));
+  const keepLog = (why: string) => console.error(`the run's whole log (${why}): ${logPath}`);
   await broker?.stop();
   const wallSeconds = (performance.now() - started) / 1000;
   const usage = sampler.stop();
@@ -151,6 +160,10 @@ async function measure(
       const name = p.pid === Deno.pid ? "bench" : p.name;
       cpuSeconds[name] = Math.round(((cpuSeconds[name] ?? 0) + p.cpuSeconds) * 10) / 10;
     }
+    const asExpected = status.success && result.asExpected;
+    if (!asExpected) keepLog("not as expected");
+    else if (nodeDied) keepLog("a node died");
+    else await Deno.remove(logPath);
     return {
       at: new Date().toISOString(),
       kind,
@@ -162,7 +175,7 @@ async function measure(
       mbPerSecond: Math.round(result.bytesDelivered / 1e6 / wallSeconds * 10) / 10,
       succeeded: result.outcome.succeeded,
       bricked: result.bricked,
-      asExpected: status.success && result.asExpected,
+      asExpected,
       cpuSeconds,
       peakRssBytes: usage.peakRssBytes,
       peakPssBytes: usage.peakPssBytes,
@@ -175,6 +188,7 @@ async function measure(
       ...(result.stageParts ? { stageParts: result.stageParts } : {}),
     };
   } catch {
+    keepLog("no report");
     throw new Error(`the ${kind} run of ${devices} devices ended with ${status.code}, no report`);
   } finally {
     await Deno.remove(directory, { recursive: true }).catch(() => {});

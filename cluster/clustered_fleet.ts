@@ -99,6 +99,7 @@ export async function runClusteredFleet(
   const nodes: BrokerProcess[] = [];
   const token = crypto.randomUUID();
   const directory = await Deno.makeTempDir({ prefix: "ota-cluster-run-" });
+  let stopping = false;
   try {
     const redis = cluster.redis ?? (await track(services, startRedis())).url;
     const db = cluster.db ?? (await track(services, startPostgres())).url;
@@ -137,6 +138,17 @@ export async function runClusteredFleet(
         }),
       );
       out(`cluster: node-${i} on ${nodes.at(-1)!.mqtt}`);
+      // A node that dies mid-run (its heap full, a bug) says so: its devices fail over and the
+      // run may still succeed, which would otherwise hide it.
+      void nodes.at(-1)!.child.status.then((status) => {
+        if (!stopping) {
+          out(
+            `cluster: node-${i} exited during the run (code ${status.code}${
+              status.signal ? `, signal ${status.signal}` : ""
+            })`,
+          );
+        }
+      });
     }
     const brokers = nodes.map((node) => node.mqtt).join(",");
     // The shards must agree on one update: the one asked for, else one of this run's own.
@@ -151,7 +163,8 @@ export async function runClusteredFleet(
         "--broker",
         brokers,
         "--api",
-        nodes[i % nodes.length]!.api,
+        // Its own node first, the others when that one is gone.
+        nodes.map((_, n) => nodes[(i + n) % nodes.length]!.api).join(","),
         "--token",
         token,
         "--shard",
@@ -182,6 +195,7 @@ export async function runClusteredFleet(
     }
     return mergeReports(reports, figures, sampler, (performance.now() - started) / 1000);
   } finally {
+    stopping = true;
     for (const node of nodes) await node.stop().catch(() => {});
     for (const service of services.reverse()) await service.stop().catch(() => {});
     await Deno.remove(directory, { recursive: true }).catch(() => {});

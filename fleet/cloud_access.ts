@@ -103,16 +103,17 @@ export function embeddedAccess(cloud: Cloud): CloudAccess {
 }
 
 /**
- * Access to a running cloud through its operator API.
+ * Access to a running cloud through its operator API: one node's, or several nodes' of a cluster
+ * (a call that cannot reach one goes on to the next, so the run outlives the node it started on).
  *
  * @example
  * ```ts ignore
- * const access = remoteAccess(["mqtt://10.0.0.5:1883"], "http://10.0.0.5:8080/api", token);
+ * const access = remoteAccess(["mqtt://10.0.0.5:1883"], ["http://10.0.0.5:8080/api"], token);
  * ```
  */
 export function remoteAccess(
   brokerUrls: readonly string[],
-  api: string,
+  apis: readonly string[],
   token: string,
   options: {
     /** How long the cloud may be unreachable before the run gives up. @default {120000} */
@@ -121,20 +122,26 @@ export function remoteAccess(
     readonly log?: (line: string) => void;
   } = {},
 ): CloudAccess {
-  const base = api.replace(/\/$/, "");
+  if (apis.length === 0) throw new Error("remoteAccess needs at least one API URL");
+  const bases = apis.map((api) => api.replace(/\/$/, ""));
+  /** The API in use: the first that answered last. */
+  let current = 0;
   const tolerance = options.outageToleranceMs ?? 120_000;
   const log = options.log ?? (() => {});
   const outages = { count: 0, seconds: 0 };
   let downSince: number | null = null;
   /**
    * One API call, waited out across an outage (connection refused or reset, 502-504: a cloud
-   * restarting) with backoff up to `tolerance`. `retried` says whether the request may have
-   * reached the cloud before a connection broke (a POST then may have been applied).
+   * restarting) with backoff up to `tolerance`, trying every API in turn before each wait.
+   * `retried` says whether the request may have reached the cloud before a connection broke (a
+   * POST then may have been applied).
    */
   const call = async (method: string, path: string, body?: unknown) => {
     let delay = 250;
     let retried = false;
+    let failedInRound = 0;
     for (;;) {
+      const base = bases[current]!;
       let failure: string;
       try {
         const response = await fetch(`${base}${path}`, {
@@ -148,7 +155,7 @@ export function remoteAccess(
             const seconds = (Date.now() - downSince) / 1000;
             outages.count++;
             outages.seconds += seconds;
-            log(`cloud: reachable again after ${seconds.toFixed(1)} s`);
+            log(`cloud: reachable again at ${base} after ${seconds.toFixed(1)} s`);
             downSince = null;
           }
           return { status: response.status, json: json as Record<string, unknown>, retried };
@@ -164,14 +171,17 @@ export function remoteAccess(
         log(
           `cloud: cannot reach the API at ${base} (${failure}); waiting up to ${
             tolerance / 1000
-          } s`,
+          } s${bases.length > 1 ? ", trying the other nodes" : ""}`,
         );
       }
       if (Date.now() - downSince > tolerance) {
         throw new Error(
-          `cannot reach the API at ${base}: ${failure} (waited ${tolerance / 1000} s)`,
+          `cannot reach the API at ${bases.join(", ")}: ${failure} (waited ${tolerance / 1000} s)`,
         );
       }
+      current = (current + 1) % bases.length;
+      if (++failedInRound < bases.length) continue; // another node may answer at once
+      failedInRound = 0;
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 5_000);
     }
@@ -247,7 +257,8 @@ export function remoteAccess(
       const executions = ok(await call("GET", `${path}/executions`), "list the job's executions");
       // The cloud's clock as of the middle of the request that read it.
       const asked = Date.now();
-      const health = await fetch(`${base.replace(/\/api$/, "")}/healthz`)
+      // The node that answered the reads: its clock is the one the times are in.
+      const health = await fetch(`${bases[current]!.replace(/\/api$/, "")}/healthz`)
         .then((r) => r.json()).catch(() => ({})) as { clock?: { now?: unknown; scale?: unknown } };
       const answered = Date.now();
       const clock = health.clock;

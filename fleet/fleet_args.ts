@@ -196,7 +196,12 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
       "embedding one; its MQTT URL, mqtt://HOST:PORT, or the comma-separated URLs of a " +
       "cluster's nodes (devices are spread over them and fail over to the others)",
   },
-  { name: "api", value: "URL", help: "the running cloud's operator API, http://HOST:PORT/api" },
+  {
+    name: "api",
+    value: "URL",
+    help: "the running cloud's operator API, http://HOST:PORT/api, or the comma-separated APIs " +
+      "of a cluster's nodes (the first is used, the others when it cannot be reached)",
+  },
   { name: "token", value: "T", help: "the running cloud's operator token" },
   {
     name: "outage-tolerance",
@@ -341,7 +346,7 @@ export interface Options {
   badImageBehavior: Behavior;
   abortPercent?: number;
   network?: NetworkProfile;
-  remote?: { brokers: readonly string[]; api: string; token: string };
+  remote?: { brokers: readonly string[]; apis: readonly string[]; token: string };
   shard: { index: number; count: number };
   /** The OTA update's id (with the version appended when a run rolls out several). */
   updateId: string;
@@ -520,10 +525,13 @@ export function parseFleetArgs(args: string[]): Options {
         `Invalid --broker: expected mqtt://HOST:PORT[,mqtt://HOST:PORT...]: current value is '${v.broker}'`,
       );
     }
-    if (!/^https?:\/\/\S+$/.test(v.api)) {
-      throw new UsageError(`Invalid --api: expected an http(s) URL: current value is '${v.api}'`);
+    const apis = v.api.split(",");
+    if (!apis.every((url) => /^https?:\/\/[^\s,]+$/.test(url))) {
+      throw new UsageError(
+        `Invalid --api: expected http(s) URLs separated by commas: current value is '${v.api}'`,
+      );
     }
-    options.remote = { brokers, api: apiBase(v.api), token: v.token };
+    options.remote = { brokers, apis: apis.map(apiBase), token: v.token };
   }
   if (options.identity === "secure-element" && options.remote) {
     throw new UsageError(

@@ -107,12 +107,14 @@ async function startCloudSide(
   }
   if (options.dashboard) {
     // The token rides in the fragment: the page keeps it, no server ever sees it in a URL.
-    const base = embedded ? embedded.files.baseUrl : options.remote!.api.replace(/\/api\/?$/, "");
+    const base = embedded
+      ? embedded.files.baseUrl
+      : options.remote!.apis[0]!.replace(/\/api\/?$/, "");
     out(`dashboard: ${base}/dashboard/#token=${encodeURIComponent(token)}`);
   }
   const access = embedded
     ? embeddedAccess(embedded)
-    : remoteAccess(options.remote!.brokers, options.remote!.api, token, {
+    : remoteAccess(options.remote!.brokers, options.remote!.apis, token, {
       outageToleranceMs: options.outageToleranceSeconds * 1000,
       log: out,
     });

@@ -50,6 +50,7 @@ async function killMidRollout(
   const scheduler = (await schedules(a)) ? a : b;
   const { victim, survivor } = pick({ scheduler, other: scheduler === a ? b : a });
   const updateId = "failover";
+  const lines: string[] = [];
   const jobId = `AFR_OTA-${updateId}-1-1-0`;
   const run = runFleet(
     parseFleetArgs([
@@ -66,15 +67,16 @@ async function killMidRollout(
       "16KiB/s",
       "--broker",
       `${a.mqtt},${b.mqtt}`,
+      // The victim's API first: the run must go on through the survivor's once it is gone.
       "--api",
-      survivor.api,
+      `${victim.api},${survivor.api}`,
       "--token",
       TOKEN,
       "--update-id",
       updateId,
       ...extraFleetArgs,
     ]),
-    () => {},
+    (line) => lines.push(line),
   );
   const counts = async () =>
     ((await api(survivor, `/jobs/${jobId}`)).counts ?? {}) as Record<string, number>;
@@ -93,6 +95,10 @@ async function killMidRollout(
   assert.ok(report.asExpected, JSON.stringify([report.expected, report.outcome]));
   assert.equal(report.outcome.succeeded, DEVICES);
   assert.equal(report.bricked, 0);
+  assert.ok(
+    lines.some((line) => line.startsWith(`cloud: reachable again at ${survivor.api} `)),
+    "the run's API calls went over to the survivor",
+  );
   const job = await api(survivor, `/jobs/${jobId}`);
   assert.equal(job.status, "COMPLETED");
   assert.equal((job.counts as Record<string, number>).SUCCEEDED, DEVICES);

@@ -115,3 +115,19 @@ Deno.test("fleet flags: --broker takes a cluster's comma-separated node URLs; a 
     assert.throws(() => join(bad), /Invalid --broker: expected mqtt:\/\/HOST:PORT\[,mqtt/, bad);
   }
 });
+
+Deno.test("fleet flags: --api takes a cluster's comma-separated node APIs; a bad one is refused whole", () => {
+  const join = (api: string) =>
+    parseFleetArgs(["--broker", "mqtt://a:1883", "--api", api, "--token", "t"]);
+  assert.deepEqual(join("http://a:8080/api,http://b:8081").remote?.apis, [
+    "http://a:8080/api",
+    "http://b:8081/api",
+  ]);
+  for (const bad of ["http://a:8080/api,", "http://a:8080,mqtt://b:1", "http://a b:1"]) {
+    assert.throws(
+      () => join(bad),
+      /Invalid --api: expected http\(s\) URLs separated by commas/,
+      bad,
+    );
+  }
+});
