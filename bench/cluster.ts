@@ -84,7 +84,13 @@ export interface ClusterBenchRun {
   readonly peakRssBytes: number;
   /** The peak of their proportional set sizes together (shared pages counted once). */
   readonly peakPssBytes?: number;
-  readonly nodes: readonly { node: string; connections: number; messagesIn: number }[];
+  readonly nodes: readonly {
+    node: string;
+    connections: number;
+    messagesIn: number;
+    cpuSeconds?: number;
+    peakRssBytes?: number;
+  }[];
   readonly stages: FleetReport["stages"];
   readonly stageParts?: FleetReport["stageParts"];
 }
@@ -183,6 +189,8 @@ async function measure(
         node: n.node,
         connections: n.connections,
         messagesIn: n.messagesIn,
+        cpuSeconds: Math.round(n.cpuSeconds * 10) / 10,
+        peakRssBytes: n.peakRssBytes,
       })),
       stages: result.stages,
       ...(result.stageParts ? { stageParts: result.stageParts } : {}),
