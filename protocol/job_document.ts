@@ -36,7 +36,30 @@ export interface OtaFileSpec {
   readonly updateDataUrl: string | null;
   readonly authScheme: string | null;
   readonly attributes: number | null;
+  /**
+   * Patches to this file from images a device may run (firmware only; extension `deltas`): a
+   * device running one of their bases may fetch the patch instead and build the file from it.
+   */
+  readonly deltas: readonly DeltaOffer[];
 }
+
+/**
+ * A patch offered for a firmware file (extension of the AWS document): the Fossil delta from the
+ * image whose bytes hash to `baseSha256` (the whole image as it sits in a slot: header, payload,
+ * both TLV areas) to the file. The file's signature covers the file, never the patch.
+ */
+export interface DeltaOffer {
+  /** SHA-256 of the whole base image (`base_sha256`, hex in the document). */
+  readonly baseSha256: Uint8Array;
+  /** The patch's stream file id and size. */
+  readonly fileId: number;
+  readonly fileSize: number;
+  /** HTTP: where the patch is (or a placeholder the cloud fills in per device). */
+  readonly updateDataUrl: string | null;
+}
+
+/** Most patches one file may offer. */
+export const MAX_DELTA_OFFERS = 8;
 
 /** A valid OTA job. */
 export interface OtaJob {
@@ -93,6 +116,13 @@ export interface OtaDocumentFile {
   /** HTTP: the URL (or a `${ota:presigned-url:...}` placeholder) and its auth scheme. */
   readonly updateDataUrl?: string;
   readonly authScheme?: string;
+  /** Patches to this firmware file from images devices run (sent as `deltas`). */
+  readonly deltas?: readonly {
+    readonly baseSha256: Uint8Array;
+    readonly fileId: number;
+    readonly fileSize: number;
+    readonly updateDataUrl?: string;
+  }[];
 }
 
 /**
@@ -125,6 +155,14 @@ export function buildOtaDocument(spec: {
     if (f.fileType !== undefined && f.fileType !== 0) file.fileType = f.fileType;
     if (f.updateDataUrl !== undefined) file.update_data_url = f.updateDataUrl;
     if (f.authScheme !== undefined) file.auth_scheme = f.authScheme;
+    if (f.deltas !== undefined && f.deltas.length > 0) {
+      file.deltas = f.deltas.map((d) => ({
+        base_sha256: d.baseSha256.toHex(),
+        fileid: d.fileId,
+        filesize: d.fileSize,
+        ...(d.updateDataUrl !== undefined ? { update_data_url: d.updateDataUrl } : {}),
+      }));
+    }
     return file;
   });
   const ota: Record<string, unknown> = { protocols: [...spec.protocols], files };
@@ -299,6 +337,7 @@ function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaF
   if (updateDataUrl !== null && !/^https?:\/\/[^\s]+$/.test(updateDataUrl)) {
     throw malformed(`${where}.update_data_url is not an http(s) URL`);
   }
+  const deltas = parseDeltas(raw, where, fileType, limit);
   // Last, so that what else is wrong with a file is said first: a DER signature is checked by
   // its structure (SEQUENCE of two minimal positive INTEGERs), not only by its length.
   const der = derSignatureToRaw(signature);
@@ -313,7 +352,47 @@ function parseFile(raw: unknown, index: number, limits: JobDocumentLimits): OtaF
     updateDataUrl,
     authScheme: optionalString(raw, "auth_scheme", where),
     attributes,
+    deltas,
   };
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** A file's `deltas` (absent or null: none); only firmware may have them. */
+function parseDeltas(
+  raw: Record<string, unknown>,
+  where: string,
+  fileType: number,
+  maxPatchSize: number,
+): DeltaOffer[] {
+  if (raw.deltas === undefined || raw.deltas === null) return [];
+  const list = raw.deltas;
+  if (!Array.isArray(list) || list.length > MAX_DELTA_OFFERS) {
+    throw malformed(`${where}.deltas must be an array of at most ${MAX_DELTA_OFFERS} patches`);
+  }
+  if (list.length > 0 && fileType !== 0) {
+    throw malformed(`${where}.deltas: only a firmware file (fileType 0) may offer patches`);
+  }
+  return list.map((entry, i) => {
+    const at = `${where}.deltas[${i}]`;
+    if (!isObject(entry)) throw malformed(`${at} must be an object`);
+    const base = stringField(entry, "base_sha256", at);
+    if (!SHA256_HEX.test(base)) {
+      throw malformed(`${at}.base_sha256 must be 64 lowercase hex digits`);
+    }
+    const fileSize = integerField(entry, "filesize", at, maxPatchSize);
+    if (fileSize === 0) throw malformed(`${at}.filesize is 0`);
+    const updateDataUrl = optionalString(entry, "update_data_url", at);
+    if (updateDataUrl !== null && !/^https?:\/\/[^\s]+$/.test(updateDataUrl)) {
+      throw malformed(`${at}.update_data_url is not an http(s) URL`);
+    }
+    return {
+      baseSha256: Uint8Array.fromHex(base),
+      fileId: integerField(entry, "fileid", at, 255),
+      fileSize,
+      updateDataUrl,
+    };
+  });
 }
 
 function parseExecution(
@@ -379,8 +458,10 @@ function parseExecution(
       "a job may carry at most one firmware file (fileType 0)",
     );
   }
-  const ids = new Set(files.map((f) => f.fileId));
-  if (ids.size !== files.length) throw malformed("afr_ota.files have duplicate fileid values");
+  const allIds = files.flatMap((f) => [f.fileId, ...f.deltas.map((d) => d.fileId)]);
+  if (new Set(allIds).size !== allIds.length) {
+    throw malformed("afr_ota.files have duplicate fileid values (patches included)");
+  }
   const usable = files.every((f) =>
     (protocols.includes("MQTT") && streamName !== null) ||
     (protocols.includes("HTTP") && f.updateDataUrl !== null)

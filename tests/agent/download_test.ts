@@ -23,6 +23,7 @@ function file(fileId: number, fileType: number, url: string | null = null): OtaF
     updateDataUrl: url,
     authScheme: null,
     attributes: null,
+    deltas: [],
   };
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseJobMessage } from "../../protocol/job_document.ts";
+import { buildOtaDocument, parseJobMessage } from "../../protocol/job_document.ts";
 import { explainReason } from "../../protocol/job_status.ts";
 
 const limits = { maxFirmwareSize: 64 * 1024 };
@@ -32,6 +32,10 @@ function message(ota: Record<string, unknown>, execution: Record<string, unknown
   }));
 }
 const valid = { protocols: ["MQTT"], streamname: "AFR_OTA-stream", files: [file()] };
+const BASE = "ab".repeat(32);
+function delta(overrides: Record<string, unknown> = {}) {
+  return { base_sha256: BASE, fileid: 1, filesize: 700, ...overrides };
+}
 
 Deno.test("parseJobMessage() reads the AWS example document", () => {
   const result = parseJobMessage(
@@ -215,6 +219,36 @@ const corpus: [string, Uint8Array, "FAILED" | "REJECTED" | "none", RegExp][] = [
     "FAILED",
     /http\(s\) URL/,
   ],
+  [
+    "deltas not an array",
+    message({ ...valid, files: [file({ deltas: {} })] }),
+    "FAILED",
+    /files\[0\]\.deltas must be an array of at most 8 patches/,
+  ],
+  [
+    "patch base not a SHA-256",
+    message({ ...valid, files: [file({ deltas: [delta({ base_sha256: "abc" })] })] }),
+    "FAILED",
+    /deltas\[0\]\.base_sha256 must be 64 lowercase hex digits/,
+  ],
+  [
+    "patch larger than the slot",
+    message({ ...valid, files: [file({ deltas: [delta({ filesize: 64 * 1024 + 1 })] })] }),
+    "FAILED",
+    /deltas\[0\]\.filesize must be an integer 0\.\.65536/,
+  ],
+  [
+    "patch with the file's own id",
+    message({ ...valid, files: [file({ deltas: [delta({ fileid: 0 })] })] }),
+    "FAILED",
+    /duplicate fileid values \(patches included\)/,
+  ],
+  [
+    "patch offered for a data file",
+    message({ ...valid, files: [file({ fileType: 2, deltas: [delta()] })] }),
+    "FAILED",
+    /only a firmware file \(fileType 0\) may offer patches/,
+  ],
 ];
 for (const [name, bytes, status, detail] of corpus) {
   Deno.test(`parseJobMessage() refuses a malformed document: ${name}`, () => {
@@ -351,4 +385,43 @@ Deno.test("explainReason(): the status reasons read as words; unknown ones come 
   assert.equal(explainReason("accepted  v1.1.0"), "accepted");
   assert.equal(explainReason("timed out"), "timed out");
   assert.equal(explainReason("rejected: 0x000000aa"), "rejected: 0x000000aa");
+});
+
+Deno.test("parseJobMessage() reads a firmware file's patch offers; buildOtaDocument() writes what it reads", () => {
+  const signature = Uint8Array.fromBase64(SIG);
+  const built = buildOtaDocument({
+    protocols: ["MQTT", "HTTP"],
+    streamName: "AFR_OTA-stream",
+    files: [{
+      filePath: "firmware.bin",
+      fileSize: 10240,
+      fileId: 0,
+      certFile: "/certs/ota_signer.pem",
+      signature,
+      deltas: [
+        { baseSha256: Uint8Array.fromHex(BASE), fileId: 1, fileSize: 700 },
+        {
+          baseSha256: new Uint8Array(32).fill(0xcd),
+          fileId: 2,
+          fileSize: 900,
+          updateDataUrl: "https://files.example/p2",
+        },
+      ],
+    }],
+  });
+  const result = parseJobMessage(message(built.afr_ota), limits);
+  assert.equal(result.kind, "job");
+  if (result.kind !== "job") return;
+  assert.deepEqual(result.job.files[0]!.deltas, [
+    { baseSha256: Uint8Array.fromHex(BASE), fileId: 1, fileSize: 700, updateDataUrl: null },
+    {
+      baseSha256: new Uint8Array(32).fill(0xcd),
+      fileId: 2,
+      fileSize: 900,
+      updateDataUrl: "https://files.example/p2",
+    },
+  ]);
+  // A document without offers (every AWS document) has none.
+  const plain = parseJobMessage(message(valid), limits);
+  assert.ok(plain.kind === "job" && plain.job.files[0]!.deltas.length === 0);
 });
