@@ -57,6 +57,49 @@ export function buildFirmware(manifest: FirmwareManifest, size: number): Uint8Ar
   return concatBytes([head, json, filler]);
 }
 
+/**
+ * The next release of a payload, built the way real firmware changes between versions: its
+ * manifest (the version string) is new, three "functions" (runs of 64..256 bytes) are rewritten
+ * and a 1 KiB block is inserted, what follows shifting along (the end drops off, so the size
+ * stays). Every other byte is the previous payload's: what delta updates are for. Deterministic
+ * in the manifest.
+ *
+ * @example
+ * ```ts
+ * import { buildFirmware, evolveFirmware, readManifest } from "./firmware.ts";
+ * const v1 = buildFirmware({ behavior: "ok", version: "1.0.0" }, 16_384);
+ * const v2 = evolveFirmware(v1, { behavior: "ok", version: "1.1.0" });
+ * readManifest(v2).manifest.version; // "1.1.0"
+ * v2.length === v1.length; // true
+ * ```
+ */
+export function evolveFirmware(previous: Uint8Array, manifest: FirmwareManifest): Uint8Array {
+  const old = readManifest(previous);
+  const oldHead = old.source === "manifest"
+    ? MAGIC.length + 2 + viewOf(previous).getUint16(MAGIC.length, true)
+    : 0;
+  const next = buildFirmware(manifest, previous.length);
+  const head = MAGIC.length + 2 + viewOf(next).getUint16(MAGIC.length, true);
+  const room = previous.length - head;
+  const body = new Uint8Array(room);
+  body.set(previous.subarray(oldHead, oldHead + room));
+  if (room < 4096) return concatBytes([next.subarray(0, head), body]);
+  let seed = 0;
+  for (const b of next.subarray(0, head)) seed = (Math.imul(seed, 31) + b) >>> 0;
+  const random = seededRandom(seed);
+  // A 1 KiB block inserted: what follows moves along, the end drops off.
+  const insertAt = Math.floor(random.next() * (room - 1024));
+  body.copyWithin(insertAt + 1024, insertAt, room - 1024);
+  for (let i = 0; i < 1024; i++) body[insertAt + i] = random.byte();
+  // Three functions rewritten in place.
+  for (let f = 0; f < 3; f++) {
+    const length = 64 + Math.floor(random.next() * 193);
+    const at = Math.floor(random.next() * (room - length));
+    for (let i = 0; i < length; i++) body[at + i] = random.byte();
+  }
+  return concatBytes([next.subarray(0, head), body]);
+}
+
 /** What a device concludes from a payload. */
 export interface ManifestReading {
   /** The behaviour to simulate. */

@@ -23,7 +23,8 @@ import { type HealthGate, type JobSpec } from "./job_spec.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
 import type { CloudStore } from "./store.ts";
 import type { StreamService } from "./stream_service.ts";
-import { buildOtaDocument } from "../protocol/job_document.ts";
+import { buildOtaDocument, MAX_DELTA_OFFERS } from "../protocol/job_document.ts";
+import { makeDeltaOffers } from "./delta_offers.ts";
 
 /** A signing profile: the device root, the code-signing certificate and its key (PEM). */
 export interface SigningProfile {
@@ -67,6 +68,12 @@ export interface OtaUpdateRequest {
   readonly healthGate?: HealthGate;
   /** Pre-signed URL lifetime, 60..3600 s. @default {1800} */
   readonly presignedUrlExpirySeconds?: number;
+  /**
+   * Offer patches to firmware (our extension): from each of `bases` (whole images, base64: the
+   * factory image, say) and, with `shipped`, from every firmware image earlier OTA updates of
+   * this cloud shipped, newest first; at most 8, each only when much smaller than the image.
+   */
+  readonly delta?: { readonly bases?: readonly string[]; readonly shipped?: boolean };
 }
 
 /** What is stored about an OTA update. */
@@ -81,6 +88,15 @@ export interface OtaUpdateRecord {
   readonly version?: string | null;
   readonly protocols: readonly string[];
   readonly createdAt: number;
+  /** The job document's `fileType` (absent in records made before it was kept: 0). */
+  readonly fileType?: number;
+  /** Patches offered, by the SHA-256 of their base (hex), with their stream file ids. */
+  readonly deltas?: readonly {
+    readonly baseSha256: string;
+    readonly fileId: number;
+    readonly fileKey: string;
+    readonly fileSize: number;
+  }[];
 }
 
 /** Outcome. */
@@ -200,6 +216,13 @@ export class OtaUpdateManager {
     if (!signed.ok) return signed;
     const { image, signature } = signed.value;
     const id = request.otaUpdateId;
+    const bases = await this.#deltaBases(request, fileType);
+    if (!bases.ok) return bases;
+    const patches = makeDeltaOffers(image, bases.value).map((offer, i) => ({
+      ...offer,
+      fileId: i + 1,
+      fileKey: `ota-${id}-from-${offer.baseSha256.toHex().slice(0, 16)}.patch`,
+    }));
     const record: OtaUpdateRecord = {
       otaUpdateId: id,
       jobId: `AFR_OTA-${id}`,
@@ -210,7 +233,19 @@ export class OtaUpdateManager {
       version: imageVersion(image),
       protocols,
       createdAt: this.#now(),
+      fileType,
+      ...(patches.length > 0
+        ? {
+          deltas: patches.map((p) => ({
+            baseSha256: p.baseSha256.toHex(),
+            fileId: p.fileId,
+            fileKey: p.fileKey,
+            fileSize: p.patch.length,
+          })),
+        }
+        : {}),
     };
+    const presigned = (key: string) => `\${ota:presigned-url:${key}:${expiry}}`;
     const document = buildOtaDocument({
       protocols,
       ...(protocols.includes("MQTT") ? { streamName: record.streamId } : {}),
@@ -222,11 +257,14 @@ export class OtaUpdateManager {
         signature,
         fileType,
         ...(protocols.includes("HTTP")
-          ? {
-            updateDataUrl: `\${ota:presigned-url:${record.fileKey}:${expiry}}`,
-            authScheme: "aws.s3.presigned",
-          }
+          ? { updateDataUrl: presigned(record.fileKey), authScheme: "aws.s3.presigned" }
           : {}),
+        deltas: patches.map((p) => ({
+          baseSha256: p.baseSha256,
+          fileId: p.fileId,
+          fileSize: p.patch.length,
+          ...(protocols.includes("HTTP") ? { updateDataUrl: presigned(p.fileKey) } : {}),
+        })),
       }],
     });
     const spec: JobSpec = {
@@ -244,8 +282,15 @@ export class OtaUpdateManager {
       description: `OTA update ${id}`,
     };
     await this.#store.putFile(record.fileKey, image);
-    await this.#store.putStream(record.streamId, { 0: record.fileKey });
-    this.#streams.addStream(record.streamId, new Map([[0, image]]));
+    for (const p of patches) await this.#store.putFile(p.fileKey, p.patch);
+    await this.#store.putStream(record.streamId, {
+      0: record.fileKey,
+      ...Object.fromEntries(patches.map((p) => [p.fileId, p.fileKey])),
+    });
+    this.#streams.addStream(
+      record.streamId,
+      new Map([[0, image], ...patches.map((p) => [p.fileId, p.patch] as const)]),
+    );
     const job = await this.#jobs.createJob(spec);
     if (!job.ok) return { ok: false, reason: job.reason };
     await this.#store.putRecord("ota-update", id, record);
@@ -268,6 +313,41 @@ export class OtaUpdateManager {
   /** All OTA updates. */
   list(): Promise<OtaUpdateRecord[]> {
     return this.#store.listRecords<OtaUpdateRecord>("ota-update");
+  }
+
+  /** The images patches are made from: the request's own bases, then what was shipped. */
+  async #deltaBases(request: OtaUpdateRequest, fileType: number): Promise<Created<Uint8Array[]>> {
+    const delta = request.delta;
+    if (delta === undefined) return { ok: true, value: [] };
+    if (typeof delta !== "object" || delta === null) {
+      return { ok: false, reason: "delta must be an object: { bases?, shipped? }" };
+    }
+    if (fileType !== 0) {
+      return { ok: false, reason: "delta: only firmware (fileType 0) is patched" };
+    }
+    const given = delta.bases ?? [];
+    if (!Array.isArray(given) || given.length > MAX_DELTA_OFFERS) {
+      return { ok: false, reason: `delta.bases must be at most ${MAX_DELTA_OFFERS} images` };
+    }
+    const bases: Uint8Array[] = [];
+    for (const [i, text] of given.entries()) {
+      const base = fromBase64(text);
+      if (!base || !decodeImage(bytesSource(base)).ok) {
+        return { ok: false, reason: `delta.bases[${i}] is not a base64 image` };
+      }
+      bases.push(base);
+    }
+    if (delta.shipped === true) {
+      const shipped = (await this.#store.listRecords<OtaUpdateRecord>("ota-update"))
+        .filter((r) => (r.fileType ?? 0) === 0)
+        .sort((a, b) => b.createdAt - a.createdAt)
+        .slice(0, MAX_DELTA_OFFERS);
+      for (const record of shipped) {
+        const image = await this.#store.getFile(record.fileKey);
+        if (image) bases.push(image);
+      }
+    }
+    return { ok: true, value: bases };
   }
 
   /** An external signer certificate, checked against `rootPem` or the signing profiles' roots. */
