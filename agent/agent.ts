@@ -75,6 +75,7 @@ import {
   openFile,
   resumeRecordOf,
   resumes,
+  usablePatch,
   versionRefusal,
 } from "./download.ts";
 
@@ -122,6 +123,8 @@ export class OtaAgent {
   #controlSubscribed = false;
   /** The job whose trial image awaits its self-test. */
   #pendingSelfTestJob: OtaJob | null = null;
+  /** The job whose patch failed on this device: its firmware is fetched whole from then on. */
+  #patchFailedFor: string | null = null;
   /** The job whose SUCCEEDED this trial image reported without hearing back. */
   #unacknowledgedSuccess: OtaJob | null = null;
   /**
@@ -484,7 +487,7 @@ export class OtaAgent {
       });
     }
     this.#onEvent({ type: "ReceivedJob", jobId: job.jobId });
-    this.#active = openFile(job, this.#firstFileIndex(job), this.#downloadOptions());
+    this.#active = this.#open(job, this.#firstFileIndex(job));
     this.#signal({ type: "CreateFile" });
     return "done";
   }
@@ -644,7 +647,7 @@ export class OtaAgent {
       pal.setPlatformImageState(null, OtaImageState.Aborted);
     }
     this.#rollingForward = jobId;
-    this.#active = openFile(job, this.#firstFileIndex(job), this.#downloadOptions());
+    this.#active = this.#open(job, this.#firstFileIndex(job));
     this.#signal({ type: "CreateFile" });
     return "done";
   }
@@ -860,7 +863,7 @@ export class OtaAgent {
     if (active.protocol === "MQTT") {
       const request = encodeGetStreamRequest({
         clientToken: "rdy",
-        fileId: active.spec.fileId,
+        fileId: active.fileId,
         blockSize: this.#config.blockSize,
         offset: 0,
         numberOfBlocks: count,
@@ -886,7 +889,7 @@ export class OtaAgent {
     const work = (async () => {
       for (const blockId of blocks) {
         const start = blockId * this.#config.blockSize;
-        const end = Math.min(active.spec.fileSize, start + this.#config.blockSize) - 1;
+        const end = Math.min(active.fileSize, start + this.#config.blockSize) - 1;
         let response;
         try {
           response = await http.getRange(url, start, end);
@@ -933,13 +936,24 @@ export class OtaAgent {
     const { blockId, payload } = block;
     this.#startRequestTimer(this.#config.requestTimeoutMs);
     if (!active.bitmap.needs(blockId)) return "stay"; // duplicate: accepted once already
-    if (active.spec.fileType === 0 && blockId === 0 && !this.#config.allowDowngrade) {
+    if (active.patch && blockId !== active.bitmap.neededBlocks(1)[0]) {
+      // A patch applies in order and is not buffered: a block ahead of its turn is asked again.
+      this.statistics.packetsDropped++;
+      return "stay";
+    }
+    if (
+      active.spec.fileType === 0 && blockId === 0 && !active.patch && !this.#config.allowDowngrade
+    ) {
       const refusal = versionRefusal(payload, this.#platform.runningVersion);
       if (refusal) return await this.#failActive(refusal.reason, refusal.detail, "REJECTED");
     }
     const offset = blockId * this.#config.blockSize;
     if (active.spec.fileType === 0) {
       let written = this.#platform.pal.writeBlock(active.palFile, offset, payload);
+      if (written !== payload.length && active.patch) {
+        await this.#withoutPatch(active, this.#platform.pal.lastError ?? "write failed");
+        return "stay";
+      }
       if (written !== payload.length && !active.restarted) {
         // A block torn by a power cut cannot be rewritten in place: start the file over, once.
         this.#log(
@@ -965,7 +979,10 @@ export class OtaAgent {
     active.momentum = 0;
     this.statistics.packetsProcessed++;
     const received = active.blockCount - active.bitmap.remaining;
-    if (active.spec.fileType === 0 && ++active.sincePersist >= this.#config.persistEveryBlocks) {
+    if (
+      active.spec.fileType === 0 && !active.patch &&
+      ++active.sincePersist >= this.#config.persistEveryBlocks
+    ) {
       this.#persist(active);
     }
     if (received === 1 || received % this.#config.statusFrequency === 0) {
@@ -1044,6 +1061,9 @@ export class OtaAgent {
     }
     const status = await pal.closeFile(active.palFile);
     this.#resume.clearRecord();
+    if (otaPalMain(status) !== OtaPalMainStatus.Success && active.patch) {
+      return this.#withoutPatch(active, pal.lastError ?? "close failed");
+    }
     if (otaPalMain(status) !== OtaPalMainStatus.Success) {
       return await this.#failActive(
         failedReason(otaPalMain(status), otaPalSub(status)),
@@ -1077,7 +1097,7 @@ export class OtaAgent {
       this.#signal({ type: "RequestJobDocument" });
       return "done";
     }
-    this.#active = openFile(active.job, next, this.#downloadOptions());
+    this.#active = this.#open(active.job, next);
     this.#signal({ type: "CreateFile" });
     return "done";
   }
@@ -1167,9 +1187,11 @@ export class OtaAgent {
       signature: active.spec.signature,
       certFilePath: active.spec.certFile ?? CODE_VERIFY_KEY,
       fileHandle: null,
+      patch: active.patch ? { size: active.fileSize } : null,
     };
     const record = this.#resume.loadRecord();
-    if (record && resumes(record, active, this.#config.blockSize)) {
+    // A patch is applied from its start every time: its writer's state lives in RAM.
+    if (!active.patch && record && resumes(record, active, this.#config.blockSize)) {
       const bitmap = BlockBitmap.fromBytes(
         fromBase64(record.bitmap) ?? new Uint8Array(0),
         active.blockCount,
@@ -1192,15 +1214,49 @@ export class OtaAgent {
       };
     }
     active.palFile = file;
-    this.#persist(active);
+    if (active.patch) this.#resume.clearRecord();
+    else this.#persist(active);
     return { ok: true };
+  }
+
+  /**
+   * File `index` of `job`, as a patch when the file offers one from the image this device runs
+   * (and no patch of this job has failed here).
+   */
+  #open(job: OtaJob, index: number): ActiveFile {
+    const options = this.#downloadOptions();
+    const spec = job.files[index]!;
+    const patch =
+      this.#patchFailedFor === job.jobId || spec.fileType !== 0 || spec.deltas.length === 0
+        ? null
+        : usablePatch(job, spec, this.#platform.pal.runningImageSha256(), options);
+    if (patch) {
+      this.#log(
+        `job ${job.jobId}: fetching a ${patch.fileSize}-byte patch from the running image ` +
+          `instead of the ${spec.fileSize}-byte image`,
+      );
+    }
+    return openFile(job, index, options, patch);
+  }
+
+  /** A patch that cannot be applied: the same file again, whole (the job goes on). */
+  async #withoutPatch(active: ActiveFile, why: string): Promise<Outcome> {
+    this.#log(`job ${active.job.jobId}: the patch cannot be used (${why}): fetching the image`);
+    this.#patchFailedFor = active.job.jobId;
+    await this.#dropActive();
+    this.#active = openFile(active.job, active.index, this.#downloadOptions());
+    this.#signal({ type: "CreateFile" });
+    return "done";
   }
 
   #refreshUrls(job: OtaJob): void {
     const active = this.#active;
     if (!active) return;
     const spec = job.files[active.index];
-    if (spec?.updateDataUrl) active.url = spec.updateDataUrl;
+    const url = active.patch
+      ? spec?.deltas.find((d) => d.fileId === active.fileId)?.updateDataUrl
+      : spec?.updateDataUrl;
+    if (url) active.url = url;
   }
 
   /** Fails the current job with a reason and goes back to waiting for the next one. */

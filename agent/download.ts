@@ -9,7 +9,7 @@
 import { sha256 } from "../protocol/signatures.ts";
 import { decodeStreamBlock } from "../protocol/stream_codec.ts";
 import { compareVersions, decodeHeader, type ImageVersion } from "../protocol/image_format.ts";
-import type { DataProtocol, OtaFileSpec, OtaJob } from "../protocol/job_document.ts";
+import type { DataProtocol, DeltaOffer, OtaFileSpec, OtaJob } from "../protocol/job_document.ts";
 import { OtaErr, stateReason } from "../protocol/job_status.ts";
 import { toBase64 } from "../lib/base64.ts";
 import { bytesEqual } from "../lib/bytes.ts";
@@ -36,6 +36,14 @@ export interface ActiveFile {
   readonly job: OtaJob;
   readonly index: number;
   readonly spec: OtaFileSpec;
+  /**
+   * The patch fetched instead of the file (the device runs its base), or null: the file itself.
+   * The blocks, their file id and size are the patch's; what is staged and checked is the file.
+   */
+  readonly patch: DeltaOffer | null;
+  /** Stream file id and size of what is downloaded (the patch's or the file's). */
+  readonly fileId: number;
+  readonly fileSize: number;
   /** Null when the job offers no data protocol this device can use. */
   readonly protocol: DataProtocol | null;
   readonly blockCount: number;
@@ -67,8 +75,8 @@ export function checkBlock(
     const decoded = decodeStreamBlock(input.cbor);
     if (!decoded.ok) return decoded;
     const block = decoded.value;
-    if (block.fileId !== active.spec.fileId) {
-      return { ok: false, reason: `file id ${block.fileId}, expected ${active.spec.fileId}` };
+    if (block.fileId !== active.fileId) {
+      return { ok: false, reason: `file id ${block.fileId}, expected ${active.fileId}` };
     }
     if (block.blockSize !== blockSize) {
       return {
@@ -92,7 +100,7 @@ export function checkBlock(
     };
   }
   const expected = blockId === active.blockCount - 1
-    ? active.spec.fileSize - blockId * blockSize
+    ? active.fileSize - blockId * blockSize
     : blockSize;
   if (payload.length !== expected) {
     return {
@@ -134,24 +142,37 @@ export function nextFileIndex(job: OtaJob, after: number): number | null {
   return order[position + 1]?.i ?? null;
 }
 
-/** A fresh download of file `index` of `job`, over the protocol the device prefers if it can. */
-export function openFile(job: OtaJob, index: number, options: DownloadOptions): ActiveFile {
+/**
+ * A fresh download of file `index` of `job`, over the protocol the device prefers if it can; of
+ * `patch` instead of the file when given (one of the file's offers, over a protocol that has it).
+ */
+export function openFile(
+  job: OtaJob,
+  index: number,
+  options: DownloadOptions,
+  patch: DeltaOffer | null = null,
+): ActiveFile {
   const spec = job.files[index]!;
   const preferred = options.preferredProtocol;
+  const url = patch ? patch.updateDataUrl : spec.updateDataUrl;
   const usable = (p: DataProtocol) =>
     job.protocols.includes(p) &&
-    (p === "MQTT" ? job.streamName !== null : spec.updateDataUrl !== null && options.httpAvailable);
+    (p === "MQTT" ? job.streamName !== null : url !== null && options.httpAvailable);
   const other: DataProtocol = preferred === "MQTT" ? "HTTP" : "MQTT";
   const protocol = usable(preferred) ? preferred : usable(other) ? other : null;
-  const blockCount = Math.ceil(spec.fileSize / options.blockSize);
+  const fileSize = patch ? patch.fileSize : spec.fileSize;
+  const blockCount = Math.ceil(fileSize / options.blockSize);
   return {
     job,
     index,
     spec,
+    patch,
+    fileId: patch ? patch.fileId : spec.fileId,
+    fileSize,
     protocol,
     blockCount,
     bitmap: new BlockBitmap(blockCount),
-    url: spec.updateDataUrl,
+    url,
     palFile: null,
     data: null,
     opened: false,
@@ -161,6 +182,27 @@ export function openFile(job: OtaJob, index: number, options: DownloadOptions): 
     restarted: false,
     urlRefreshPending: false,
   };
+}
+
+/**
+ * The patch of `spec` a device whose running image hashes to `runningSha256` can use over the
+ * job's protocols, or null (no offer for its image: it fetches the file).
+ */
+export function usablePatch(
+  job: OtaJob,
+  spec: OtaFileSpec,
+  runningSha256: Uint8Array | null,
+  options: DownloadOptions,
+): DeltaOffer | null {
+  if (runningSha256 === null || spec.fileType !== 0) return null;
+  for (const offer of spec.deltas) {
+    if (!bytesEqual(offer.baseSha256, runningSha256)) continue;
+    const mqtt = job.protocols.includes("MQTT") && job.streamName !== null;
+    const http = job.protocols.includes("HTTP") && offer.updateDataUrl !== null &&
+      options.httpAvailable;
+    if (mqtt || http) return offer;
+  }
+  return null;
 }
 
 /** The resume record of a download in progress (what a reset must not lose). */

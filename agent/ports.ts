@@ -59,6 +59,8 @@ export interface PalFile {
   certFilePath: string;
   /** The PAL's handle of the open file; null when none. */
   fileHandle: object | null;
+  /** Received as a delta patch of `size` bytes from the running image (blocks in order). */
+  patch?: { readonly size: number } | null;
 }
 
 /**
@@ -73,6 +75,8 @@ export interface PalPort {
   /** Reopens a file whose download was interrupted (a reset, a power cut), keeping its blocks. */
   resumeFileForRx(file: PalFile | null): number;
   writeBlock(file: PalFile | null, offset: number, data: Uint8Array): number;
+  /** SHA-256 of the running image as a whole, what a delta patch names as its base. */
+  runningImageSha256(): Uint8Array | null;
   /** Checks the detached signature and has the image verified as the bootloader will. */
   closeFile(file: PalFile | null): Promise<number>;
   /** Checks a data file's detached signature against the certificate at `certFilePath`. */

@@ -107,6 +107,8 @@ export const TRANSITIONS: readonly TransitionRow[] = [
   row("WaitingForFileBlock", "RequestJobDocument", "requestJob", "WaitingForJob"),
   row("WaitingForFileBlock", "ReceivedJobDocument", "jobNotification", "RequestingJob"),
   row("WaitingForFileBlock", "CloseFile", "closeFile", "ClosingFile"),
+  // Not in the AWS table: a delta patch that cannot be applied starts the file over, whole.
+  row("WaitingForFileBlock", "CreateFile", "initFile", "RequestingFileBlock"),
   row("ClosingFile", "CreateFile", "initFile", "RequestingFileBlock"),
   row("ClosingFile", "RequestJobDocument", "requestJob", "WaitingForJob"),
   row("Suspended", "Resume", "resume", "RequestingJob"),

@@ -194,6 +194,11 @@ export class FirmwareUpdateService {
     return slotImageSize(this.#context.areas.secondary);
   }
 
+  /** The staging slot's write unit: a write starts on one. */
+  get writeUnit(): number {
+    return this.#context.areas.secondary.writeUnit;
+  }
+
   /** Current state, derived from flash. */
   get state(): FwuStateValue {
     const { primary, secondary } = this.#context.areas;
@@ -437,6 +442,23 @@ export class FirmwareUpdateService {
   /** SHA-256 of what {@linkcode FirmwareUpdateService.readStaged} would return, without a copy. */
   stagedDigest(length: number): Uint8Array {
     return this.#context.areas.secondary.digest(0, Math.max(0, Math.min(length, this.maxSize)));
+  }
+
+  /**
+   * The image in the primary slot as a delta patch's base: its whole size (header, payload, both
+   * TLV areas) and the SHA-256 of those bytes; null when the slot holds no decodable image.
+   */
+  runningImage(): { readonly size: number; readonly sha256: Uint8Array } | null {
+    const { primary } = this.#context.areas;
+    const decoded = decodeAreaImage(primary, slotImageSize(primary));
+    if (!decoded.ok) return null;
+    const size = decoded.image.totalSize;
+    return { size, sha256: primary.digest(0, size) };
+  }
+
+  /** Bytes of the primary slot (a delta patch's base), never past the slot. */
+  readRunning(offset: number, length: number): Uint8Array {
+    return this.#context.areas.primary.read(offset, length);
   }
 
   /** `psa_fwu_request_reboot`. */

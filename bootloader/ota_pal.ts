@@ -20,6 +20,7 @@ import {
   otaPalStatus,
 } from "../protocol/ota_pal_status.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
+import { DeltaWriter } from "./delta_writer.ts";
 
 /** Handle of the file being received. */
 export interface OtaFileHandle {
@@ -39,6 +40,11 @@ export interface OtaFileContext {
   certFilePath: string;
   /** Open file; null when none. */
   fileHandle: OtaFileHandle | null;
+  /**
+   * Received as a delta patch from the running image (an extension): the blocks written are the
+   * patch's `size` bytes, in order; the file of `fileSize` bytes is built from them.
+   */
+  patch?: { readonly size: number } | null;
 }
 
 /** Dependencies of the PAL. */
@@ -69,6 +75,8 @@ function sub(psa: number): number {
  */
 export class OtaPal {
   readonly #context: OtaPalContext;
+  /** The patch being applied into the staging slot, with the handle of its file. */
+  #delta: { readonly handle: OtaFileHandle; readonly writer: DeltaWriter } | null = null;
   /** Why the last call failed, for logs and job status details. */
   lastError: string | null = null;
 
@@ -108,8 +116,44 @@ export class OtaPal {
         status,
       );
     }
-    file.fileHandle = { component: FIRMWARE_COMPONENT, path: file.filePath };
+    const handle = { component: FIRMWARE_COMPONENT, path: file.filePath };
+    this.#delta = null;
+    if (file.patch) {
+      const writer = this.#deltaWriter(file.fileSize);
+      if (typeof writer === "string") {
+        fwu.cancel(FIRMWARE_COMPONENT);
+        fwu.clean(FIRMWARE_COMPONENT);
+        return this.#error(OtaPalMainStatus.RxFileCreateFailed, writer);
+      }
+      this.#delta = { handle, writer };
+    }
+    file.fileHandle = handle;
     return otaPalStatus(OtaPalMainStatus.Success);
+  }
+
+  /**
+   * The SHA-256 of the running image as a whole (an extension): what a delta patch names as its
+   * base. Null when the primary slot holds no image.
+   */
+  runningImageSha256(): Uint8Array | null {
+    return this.#context.fwu.runningImage()?.sha256 ?? null;
+  }
+
+  /** A writer that builds a file of at most `fileSize` bytes from a patch of the running image. */
+  #deltaWriter(fileSize: number): DeltaWriter | string {
+    const { fwu } = this.#context;
+    const base = fwu.runningImage();
+    if (!base) return "no running image to apply a patch to";
+    return new DeltaWriter({
+      baseSize: base.size,
+      maxTargetSize: Math.min(fileSize, fwu.maxSize),
+      writeUnit: fwu.writeUnit,
+      readBase: (offset, length) => fwu.readRunning(offset, length),
+      write: (offset, bytes) => {
+        const status = fwu.write(FIRMWARE_COMPONENT, offset, bytes);
+        return status === PsaStatus.SUCCESS ? null : psaStatusName(status);
+      },
+    });
   }
 
   /**
@@ -135,6 +179,24 @@ export class OtaPal {
       this.lastError =
         `block of ${data.length} bytes at ${offset} is outside the ${file.fileSize}-byte file`;
       return -1;
+    }
+    const delta = this.#delta?.handle === file.fileHandle ? this.#delta.writer : null;
+    if (file.patch) {
+      if (!delta) {
+        this.lastError = "no patch being applied to this file";
+        return -1;
+      }
+      if (offset !== delta.consumed || offset + data.length > file.patch.size) {
+        this.lastError = `patch block at ${offset} out of order: ${delta.consumed} bytes applied ` +
+          `of ${file.patch.size}`;
+        return -1;
+      }
+      const failure = delta.push(data);
+      if (failure !== null) {
+        this.lastError = failure;
+        return -1;
+      }
+      return data.length;
     }
     const status = this.#context.fwu.write(file.fileHandle.component, offset, data);
     if (status !== PsaStatus.SUCCESS) {
@@ -232,6 +294,19 @@ export class OtaPal {
     if (!file) return this.#error(OtaPalMainStatus.NullFileContext, "no file context");
     if (!file.fileHandle) return this.#error(OtaPalMainStatus.FileClose, "no open file");
     const { fwu } = this.#context;
+    if (file.patch) {
+      const delta = this.#delta?.handle === file.fileHandle ? this.#delta.writer : null;
+      this.#delta = null;
+      const failure = delta ? delta.finish() : "no patch being applied to this file";
+      const size = delta?.targetSize ?? -1;
+      if (failure !== null || size !== file.fileSize) {
+        fwu.cancel(FIRMWARE_COMPONENT);
+        return this.#error(
+          OtaPalMainStatus.FileClose,
+          failure ?? `the patch built ${size} bytes, the file has ${file.fileSize}`,
+        );
+      }
+    }
     const signature = await this.checkFileSignature(file);
     if (otaPalMain(signature) !== OtaPalMainStatus.Success) {
       const detail = this.lastError ?? "signature check failed";

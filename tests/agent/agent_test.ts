@@ -48,6 +48,7 @@ const EXPECTED: [AgentState | "All", AgentEventType, string, AgentState][] = [
   ["WaitingForFileBlock", "RequestJobDocument", "requestJob", "WaitingForJob"],
   ["WaitingForFileBlock", "ReceivedJobDocument", "jobNotification", "RequestingJob"],
   ["WaitingForFileBlock", "CloseFile", "closeFile", "ClosingFile"],
+  ["WaitingForFileBlock", "CreateFile", "initFile", "RequestingFileBlock"],
   ["ClosingFile", "CreateFile", "initFile", "RequestingFileBlock"],
   ["ClosingFile", "RequestJobDocument", "requestJob", "WaitingForJob"],
   ["Suspended", "Resume", "resume", "RequestingJob"],

@@ -1,0 +1,197 @@
+/**
+ * Delta updates end to end, over MQTT and over HTTP: the cloud offers a patch from the image the
+ * devices run; a device running that image fetches the patch, builds the new image from it in
+ * its staging slot, boots and confirms it; a device running another image fetches the image
+ * whole; a device given a broken patch falls back to the image in the same job.
+ */
+import assert from "node:assert/strict";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { fetchHttpPort } from "../../agent/http_fetch.ts";
+import { type Cloud, startCloud } from "../../broker/cloud.ts";
+import { operatorApi } from "../../broker/operator_api.ts";
+import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
+import { Device, flashFactoryImage } from "../../bootloader/device.ts";
+import { createFlash } from "../../bootloader/layout.ts";
+import { parseVersion } from "../../protocol/image_format.ts";
+import { signImage } from "../../protocol/image_sign.ts";
+import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
+import { toHex } from "../../lib/bytes.ts";
+import { systemClock } from "../../lib/clock.ts";
+import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
+import { releaseProfile, SIGNER_CERT_PATH, smallLayout, testPki } from "../helpers/pki.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+const PAYLOAD = 64 * 1024;
+
+/** The 1.0.0 image the devices run, signed once (its bytes are what the patch is made from). */
+async function factoryRelease(version: string, payload: Uint8Array): Promise<Uint8Array> {
+  const pki = await testPki();
+  return await signImage({ payload, version: parseVersion(version)!, securityCounter: 1 }, {
+    privateKey: pki.signerKeys.privateKey,
+    certificate: pki.signer,
+  });
+}
+
+async function world(protocol: "MQTT" | "HTTP") {
+  const cloud = await startCloud({ tickMs: 100 });
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    operatorApi(cloud, { token: "token-12345" }),
+  );
+  cloud.files.baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  assert.ok((await cloud.otaUpdates.createSigningProfile(await releaseProfile())).ok);
+  const pki = await testPki();
+  const runtimes: DeviceRuntime[] = [];
+  const logs = new Map<string, string[]>();
+  const device = async (thing: string, image: Uint8Array, start = true) => {
+    await cloud.provisionThing(thing, `secret-${thing}`);
+    await cloud.jobs.addThingToGroup("fleet", thing);
+    const layout = smallLayout(40);
+    const flash = createFlash(layout, { seed: runtimes.length + 1 });
+    flashFactoryImage(flash, layout, image);
+    const lines: string[] = [];
+    logs.set(thing, lines);
+    const runtime = new DeviceRuntime({
+      device: new Device({ layout, rom: pki.rom, clock: systemClock, flash }),
+      thingName: thing,
+      brokerUrl: cloud.url,
+      agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: protocol },
+      http: fetchHttpPort,
+      mqttOptions: { username: thing, password: `secret-${thing}` },
+      log: (line) => lines.push(line),
+    });
+    runtimes.push(runtime);
+    if (start) await runtime.start();
+    return runtime;
+  };
+  return {
+    cloud,
+    device,
+    logs,
+    async close() {
+      for (const r of runtimes) await r.stop();
+      await server.shutdown();
+      await cloud.close();
+    },
+  };
+}
+
+function update(cloud: Cloud, protocol: "MQTT" | "HTTP", payload: Uint8Array, base: Uint8Array) {
+  return cloud.otaUpdates.createOtaUpdate({
+    otaUpdateId: "delta-1-1-0",
+    payload: payload.toBase64(),
+    version: "1.1.0",
+    securityCounter: 2,
+    signingProfile: "release",
+    certFile: SIGNER_CERT_PATH,
+    targets: { groups: ["fleet"] },
+    protocols: [protocol],
+    delta: { bases: [base.toBase64()] },
+  });
+}
+
+for (const protocol of ["MQTT", "HTTP"] as const) {
+  Deno.test(`delta update over ${protocol}: the device on the base fetches the patch and boots the image it builds; another fetches the image whole`, async () => {
+    const w = await world(protocol);
+    try {
+      const v1 = buildFirmware({ behavior: "ok", version: "1.0.0" }, PAYLOAD);
+      const base = await factoryRelease("1.0.0", v1);
+      const other = await factoryRelease(
+        "1.0.0",
+        buildFirmware({ behavior: "ok", version: "1.0.1" }, PAYLOAD),
+      );
+      const patched = await w.device("on-base", base);
+      const whole = await w.device("elsewhere", other);
+      const created = await update(
+        w.cloud,
+        protocol,
+        evolveFirmware(v1, { behavior: "ok", version: "1.1.0" }),
+        base,
+      );
+      assert.ok(created.ok, created.ok ? "" : created.reason);
+      const record = created.value;
+      const patch = record.deltas![0]!;
+      assert.ok(
+        patch.fileSize < record.fileSize / 10,
+        `patch ${patch.fileSize} of ${record.fileSize}`,
+      );
+      await waitUntil(
+        async () => (await w.cloud.otaUpdates.describe(record.otaUpdateId))?.counts.SUCCEEDED === 2,
+        "both devices to succeed",
+      );
+      await waitUntil(
+        () =>
+          [patched, whole].every((r) =>
+            r.device.running?.version === "1.1.0+0" && !r.device.running.trial
+          ),
+        "both confirmed on 1.1.0",
+      );
+      // Both run exactly the image the cloud published, whichever way they got it.
+      const published = decodeImage(bytesSource((await w.cloud.store.getFile(record.fileKey))!));
+      assert.ok(published.ok);
+      for (const r of [patched, whole]) {
+        assert.equal(r.device.running?.imageSha256, toHex(published.image.sha256!));
+      }
+      // The device on the base took a few blocks, not a second image.
+      const imageBlocks = Math.ceil(record.fileSize / AGENT_TEST_CONFIG.blockSize);
+      const sent = protocol === "MQTT" ? w.cloud.streams.stats.blocksSent : w.cloud.files.served;
+      assert.ok(
+        sent < imageBlocks * 1.5,
+        `${sent} blocks sent for two devices, image ${imageBlocks}`,
+      );
+      const onBase = w.logs.get("on-base")!;
+      assert.ok(
+        onBase.some((l) => l.includes(`fetching a ${patch.fileSize}-byte patch`)),
+        onBase.join("\n"),
+      );
+      assert.ok(!w.logs.get("elsewhere")!.some((l) => l.includes("patch")));
+    } finally {
+      await w.close();
+    }
+  });
+}
+
+for (const protocol of ["MQTT", "HTTP"] as const) {
+  Deno.test(`delta update over ${protocol}: a patch that builds a wrong image is given up for the image, in the same job, which succeeds`, async () => {
+    const w = await world(protocol);
+    try {
+      const v1 = buildFirmware({ behavior: "ok", version: "1.0.0" }, PAYLOAD);
+      const base = await factoryRelease("1.0.0", v1);
+      const runtime = await w.device("on-base", base, false);
+      const created = await update(
+        w.cloud,
+        protocol,
+        evolveFirmware(v1, { behavior: "ok", version: "1.1.0" }),
+        base,
+      );
+      assert.ok(created.ok, created.ok ? "" : created.reason);
+      const record = created.value;
+      // The patch as served is wrong in one byte (a bad cloud, or a bad patch maker).
+      const offer = record.deltas![0]!;
+      const bad = Uint8Array.from((await w.cloud.store.getFile(offer.fileKey))!);
+      bad[bad.length - 20]! ^= 0x01;
+      await w.cloud.store.putFile(offer.fileKey, bad);
+      const image = (await w.cloud.store.getFile(record.fileKey))!;
+      w.cloud.streams.addStream(record.streamId, new Map([[0, image], [offer.fileId, bad]]));
+      await runtime.start();
+      await waitUntil(
+        async () => (await w.cloud.otaUpdates.describe(record.otaUpdateId))?.counts.SUCCEEDED === 1,
+        "the job to succeed",
+      );
+      await waitUntil(
+        () => runtime.device.running?.version === "1.1.0+0" && !runtime.device.running.trial,
+        "confirmed on 1.1.0",
+      );
+      const lines = w.logs.get("on-base")!;
+      assert.ok(
+        lines.some((l) => /the patch cannot be used \(.*\): fetching the image/.test(l)),
+        lines.join("\n"),
+      );
+      const execution = await w.cloud.store.getExecution(record.jobId, "on-base");
+      assert.equal(execution?.status, "SUCCEEDED");
+      assert.equal(execution?.executionNumber, 1, "one execution: the fallback is not a retry");
+    } finally {
+      await w.close();
+    }
+  });
+}
