@@ -111,6 +111,8 @@ export class PostgresStore implements CloudStore {
   readonly #maxReserved: number;
   /** Job records read so far, by revision. */
   readonly #jobs = new Map<string, { revision: string; job: JobRecord }>();
+  /** Jobs being fetched, by `id@revision` (see `#load`). */
+  readonly #loading = new Map<string, Promise<JobRecord | null>>();
   /** Commits so far and the seconds they took (transactions and single writes). */
   readonly commitStats = { commits: 0, seconds: 0 };
 
@@ -291,20 +293,39 @@ export class PostgresStore implements CloudStore {
   }
 
   async getJob(jobId: string): Promise<JobRecord | null> {
-    const cached = this.#jobs.get(jobId);
-    // The body comes back only when the revision is not the one cached.
-    const [row] = await this.#q()`
-      SELECT revision::text AS revision,
-             CASE WHEN revision::text = ${cached?.revision ?? ""} THEN NULL ELSE body END AS body
-      FROM jobs WHERE job_id = ${jobId}`;
+    const [row] = await this.#q()`SELECT revision::text AS revision FROM jobs
+                                    WHERE job_id = ${jobId}`;
     if (!row) {
       this.#jobs.delete(jobId);
       return null;
     }
-    // The body is absent exactly when the revision is the one asked with: that entry is the
-    // answer even if another read has cached a newer revision meanwhile.
-    if (row.body === null && cached?.revision === String(row.revision)) return cached.job;
-    return this.#jobFrom(jobId, row);
+    const cached = this.#jobs.get(jobId);
+    if (cached?.revision === String(row.revision)) return cached.job;
+    return await this.#load(jobId, String(row.revision));
+  }
+
+  /**
+   * The job's record fetched and parsed once however many readers find their copy stale at the
+   * same time: every thing's shadow report looks at the jobs (continuous ones re-run on a thing
+   * that runs older firmware), and 100,000 devices reporting as they booted each fetched and
+   * parsed the whole 1.2 MB record (a quarter of every node's time, the machine saturated).
+   */
+  #load(jobId: string, revision: string): Promise<JobRecord | null> {
+    const key = `${jobId}@${revision}`;
+    let loading = this.#loading.get(key);
+    if (!loading) {
+      loading = (async () => {
+        const [row] = await this.#q()`SELECT revision::text AS revision, body FROM jobs
+                                        WHERE job_id = ${jobId}`;
+        if (!row) {
+          this.#jobs.delete(jobId);
+          return null;
+        }
+        return this.#jobFrom(jobId, row);
+      })().finally(() => this.#loading.delete(key));
+      this.#loading.set(key, loading);
+    }
+    return loading;
   }
 
   /** Parses a job row that has its body, and caches it. */
@@ -317,17 +338,13 @@ export class PostgresStore implements CloudStore {
   async listJobs(): Promise<JobRecord[]> {
     const rows = await this.#q()`SELECT job_id, revision::text AS revision FROM jobs
                                   ORDER BY created_at, job_id`;
-    const stale = rows.filter((r) => this.#jobs.get(String(r.job_id))?.revision !== r.revision)
-      .map((r) => String(r.job_id));
-    if (stale.length > 0) {
-      const fresh = await this.#q()`SELECT job_id, revision::text AS revision, body FROM jobs
-                                     WHERE job_id IN ${this.#sql(stale)}`;
-      for (const row of fresh) this.#jobFrom(String(row.job_id), row);
-    }
-    return rows.flatMap((r) => {
+    const jobs = await Promise.all(rows.map((r) => {
       const cached = this.#jobs.get(String(r.job_id));
-      return cached ? [cached.job] : [];
-    });
+      return cached?.revision === String(r.revision)
+        ? cached.job
+        : this.#load(String(r.job_id), String(r.revision));
+    }));
+    return jobs.filter((job): job is JobRecord => job !== null);
   }
 
   async putExecution(execution: ExecutionRecord): Promise<void> {

@@ -136,6 +136,19 @@ Deno.test({
             }
             const seen = (await Promise.all(reads)).filter((r) => r !== undefined);
             assert.ok(seen.every((job) => job !== null), "a job never reads as missing");
+            // Readers that find their copy stale at once share one fetch and parse of the record
+            // (100,000 shadow reports each parsed a 1.2 MB job): one object for them all.
+            await b.putJob(
+              jobRecord("job-a", { pending: Array.from({ length: 5000 }, (_, i) => `t${i}`) }),
+            );
+            const together = await Promise.all(
+              Array.from(
+                { length: 30 },
+                (_, i) => i % 2 ? a.getJob("job-a") : a.listJobs().then((jobs) => jobs[0]),
+              ),
+            );
+            assert.equal(together[0]?.pending.length, 5000);
+            assert.equal(new Set(together).size, 1, "one parse shared by every reader");
           } finally {
             await a.close();
             await b.close();
