@@ -59,10 +59,10 @@ export function buildFirmware(manifest: FirmwareManifest, size: number): Uint8Ar
 
 /**
  * The next release of a payload, built the way real firmware changes between versions: its
- * manifest (the version string) is new, three "functions" (runs of 64..256 bytes) are rewritten
- * and a 1 KiB block is inserted, what follows shifting along (the end drops off, so the size
- * stays). Every other byte is the previous payload's: what delta updates are for. Deterministic
- * in the manifest.
+ * manifest (the version string) is new, `functions` "functions" (runs of 64..256 bytes, 3 by
+ * default) are rewritten and a block of `insertedBytes` (1 KiB by default) is inserted, what
+ * follows shifting along (the end drops off, so the size stays). Every other byte is the
+ * previous payload's: what delta updates are for. Deterministic in the manifest.
  *
  * @example
  * ```ts
@@ -73,7 +73,13 @@ export function buildFirmware(manifest: FirmwareManifest, size: number): Uint8Ar
  * v2.length === v1.length; // true
  * ```
  */
-export function evolveFirmware(previous: Uint8Array, manifest: FirmwareManifest): Uint8Array {
+export function evolveFirmware(
+  previous: Uint8Array,
+  manifest: FirmwareManifest,
+  changes: { readonly functions?: number; readonly insertedBytes?: number } = {},
+): Uint8Array {
+  const functions = changes.functions ?? 3;
+  const inserted = changes.insertedBytes ?? 1024;
   const old = readManifest(previous);
   const oldHead = old.source === "manifest"
     ? MAGIC.length + 2 + viewOf(previous).getUint16(MAGIC.length, true)
@@ -83,16 +89,18 @@ export function evolveFirmware(previous: Uint8Array, manifest: FirmwareManifest)
   const room = previous.length - head;
   const body = new Uint8Array(room);
   body.set(previous.subarray(oldHead, oldHead + room));
-  if (room < 4096) return concatBytes([next.subarray(0, head), body]);
+  if (room < 4 * (inserted + 256)) return concatBytes([next.subarray(0, head), body]);
   let seed = 0;
   for (const b of next.subarray(0, head)) seed = (Math.imul(seed, 31) + b) >>> 0;
   const random = seededRandom(seed);
-  // A 1 KiB block inserted: what follows moves along, the end drops off.
-  const insertAt = Math.floor(random.next() * (room - 1024));
-  body.copyWithin(insertAt + 1024, insertAt, room - 1024);
-  for (let i = 0; i < 1024; i++) body[insertAt + i] = random.byte();
-  // Three functions rewritten in place.
-  for (let f = 0; f < 3; f++) {
+  // A block inserted: what follows moves along, the end drops off.
+  if (inserted > 0) {
+    const insertAt = Math.floor(random.next() * (room - inserted));
+    body.copyWithin(insertAt + inserted, insertAt, room - inserted);
+    for (let i = 0; i < inserted; i++) body[insertAt + i] = random.byte();
+  }
+  // Functions rewritten in place.
+  for (let f = 0; f < functions; f++) {
     const length = 64 + Math.floor(random.next() * 193);
     const at = Math.floor(random.next() * (room - length));
     for (let i = 0; i < length; i++) body[at + i] = random.byte();

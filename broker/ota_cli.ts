@@ -114,6 +114,17 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     range: [0, 255],
     default: "0",
   },
+  {
+    name: "delta-base",
+    value: "FILE",
+    multiple: true,
+    help: "create: also offer a delta patch from this image (one a device may run, e.g. the " +
+      "factory image)",
+  },
+  {
+    name: "delta-shipped",
+    help: "create: also offer delta patches from the firmware earlier updates shipped",
+  },
   { name: "force", help: "cancel: executions in progress too" },
   {
     name: "status",
@@ -146,6 +157,9 @@ Commands:
                           health-gated waves: the next wave only when P% (default 100) of
                           the last one succeeded; else the update pauses (or is canceled)
               [--file-type N]  0 firmware (default), 1 second-stage bootloader
+              [--delta-base FILE]... [--delta-shipped]
+                          offer patches from these images / from earlier updates' firmware:
+                          a device running one fetches a patch instead of the image
   list                       OTA updates with their status and counts
   describe ID                one OTA update
   cancel ID [--force]        cancel its job (force: executions in progress too)
@@ -201,6 +215,7 @@ type OtaValues =
   & {
     readonly group?: string[];
     readonly thing?: string[];
+    readonly "delta-base"?: string[];
     readonly json?: boolean;
     readonly force?: boolean;
     readonly "fail-on-failed"?: boolean;
@@ -374,6 +389,15 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           request.securityCounter = flags.int("security-counter");
           if (!values.profile) throw new UsageError("Missing required option --profile");
           request.signingProfile = values.profile;
+        }
+        const deltaBases = values["delta-base"] ?? [];
+        if (deltaBases.length > 0 || flags.boolean("delta-shipped")) {
+          const bases = [];
+          for (const path of deltaBases) bases.push(toBase64(await file(path, "delta-base")));
+          request.delta = {
+            ...(bases.length > 0 ? { bases } : {}),
+            ...(flags.boolean("delta-shipped") ? { shipped: true } : {}),
+          };
         }
         if (flags.has("max-per-minute")) {
           request.rollout = { maximumPerMinute: flags.int("max-per-minute") };

@@ -280,6 +280,7 @@ function mergeReports(
     phases: maxOf(reports.map((r) => r.phases)),
     stages: slowestStages(reports.map((r) => r.stages)),
     stageParts: slowestStages(reports.map((r) => r.stageParts ?? {})),
+    ...(first.deltaSavings ? { deltaSavings: addedSavings(reports) } : {}),
     peakRssBytes: usage.peakRssBytes,
     peakRssOf: "every process of the run together",
     asExpected: reports.every((r) => r.asExpected),
@@ -304,6 +305,22 @@ function maxOf(all: readonly Record<string, number>[]): Record<string, number> {
 }
 
 /** Per update and stage: devices summed, each percentile the highest of any process. */
+/** Each update's delta savings, added over the shards (each counted its own devices). */
+function addedSavings(reports: readonly FleetReport[]): NonNullable<FleetReport["deltaSavings"]> {
+  const total: NonNullable<FleetReport["deltaSavings"]> = {};
+  for (const report of reports) {
+    for (const [version, d] of Object.entries(report.deltaSavings ?? {})) {
+      const sum = total[version] ?? { devices: 0, patched: 0, bytesSaved: 0 };
+      total[version] = {
+        devices: sum.devices + d.devices,
+        patched: sum.patched + d.patched,
+        bytesSaved: sum.bytesSaved + d.bytesSaved,
+      };
+    }
+  }
+  return total;
+}
+
 function slowestStages<K extends string>(
   all: readonly Record<string, Record<K, StageTimes>>[],
 ): Record<string, Record<K, StageTimes>> {

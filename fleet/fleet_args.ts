@@ -166,6 +166,11 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     range: [1, 100],
   },
   {
+    name: "delta",
+    help: "each update offers patches from the images devices run (the factory image and every " +
+      "update before): a device on one of them fetches a patch; the report says the bytes saved",
+  },
+  {
     name: "erase-previous-image",
     help: "devices erase their old image once the new one is confirmed (no exploitable image " +
       "stays in flash; no way back but a new update)",
@@ -330,6 +335,8 @@ export interface Options {
   dashboardPort?: number;
   /** Devices erase their previous image once a new one is confirmed. */
   erasePreviousImage: boolean;
+  /** Updates offer delta patches (`--delta`). */
+  delta: boolean;
   /** How devices log in. */
   identity: "secret" | "secure-element";
   report: string;
@@ -486,6 +493,7 @@ export function parseFleetArgs(args: string[]): Options {
     dashboard: flags.boolean("dashboard"),
     ...(flags.has("dashboard-port") ? { dashboardPort: flags.int("dashboard-port") } : {}),
     erasePreviousImage: flags.boolean("erase-previous-image"),
+    delta: flags.boolean("delta"),
     identity: flags.choice("identity"),
     report: flags.string("report")!,
     ...(v["report-html"] !== undefined ? { reportHtml: v["report-html"] } : {}),
@@ -545,6 +553,9 @@ export function parseFleetArgs(args: string[]): Options {
     throw new UsageError(
       `--image is one update: --scenario ${options.scenario} needs images the fleet builds itself`,
     );
+  }
+  if (options.delta && options.trust?.image) {
+    throw new UsageError("--delta patches the images the fleet builds: not with --image");
   }
   if (options.scenario === "factory-reset" && options.remote) {
     throw new UsageError("--scenario factory-reset needs the embedded cloud");

@@ -82,6 +82,8 @@ export interface FleetReport {
    * check, `reboot` into the bootloader's swap and boot, the connection and the job fetched again.
    */
   stageParts?: Record<string, Record<StagePart, StageTimes>>;
+  /** Per update, what delta patches saved (`--delta`). */
+  deltaSavings?: Record<string, DeltaSavings>;
   peakRssBytes: number;
   /** Whose memory `peakRssBytes` is. @default {"main process"} */
   peakRssOf?: string;
@@ -208,6 +210,46 @@ export function stageTimes(
   };
 }
 
+/** What patches saved in one update (`--delta`). */
+export interface DeltaSavings {
+  /** Devices that completed the update. */
+  readonly devices: number;
+  /** Of those, the ones that took a patch (under half the image's bytes). */
+  readonly patched: number;
+  /** Image bytes the completed devices did not need: theirs against a whole image each. */
+  readonly bytesSaved: number;
+}
+
+/**
+ * What patches saved in an update of `imageSize`-byte images, from the devices' marks: a
+ * device's bytes are everything it received for the job (re-sent blocks, a patch given up for
+ * the image: all of it counts against the saving).
+ *
+ * @example
+ * ```ts
+ * import { deltaSavings } from "./report.ts";
+ * deltaSavings([{ jobId: "j", received: 0, bytes: 1_000, complete: 9 }], "j", 100_000);
+ * // { devices: 1, patched: 1, bytesSaved: 99000 }
+ * ```
+ */
+export function deltaSavings(
+  marks: readonly (UpdateMarks | null)[],
+  jobId: string,
+  imageSize: number,
+): DeltaSavings {
+  let devices = 0;
+  let patched = 0;
+  let bytesSaved = 0;
+  for (const m of marks) {
+    if (!m || m.jobId !== jobId || m.complete === undefined) continue;
+    devices++;
+    const bytes = m.bytes ?? 0;
+    if (bytes < imageSize / 2) patched++;
+    bytesSaved += Math.max(0, imageSize - bytes);
+  }
+  return { devices, patched, bytesSaved };
+}
+
 /**
  * The summary printed at the end of a run: outcome, versions, bricked devices, faults, phases
  * and stage times, whether the run ended as its scenario expects, and where the report went.
@@ -245,6 +287,12 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
             `${part} ${t.p50}/${t.p90}/${t.max} s`
           ).join(", ")
       }`
+    ).join("")
+  }${
+    Object.entries(report.deltaSavings ?? {}).map(([version, d]) =>
+      `\n  delta ${version.padEnd(11)} ${d.patched} of ${d.devices} devices took a patch, ${
+        (d.bytesSaved / 1e6).toFixed(1)
+      } MB of images not sent`
     ).join("")
   }
 ${

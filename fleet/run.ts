@@ -17,7 +17,7 @@ import {
   generateSigningKeys,
 } from "../pki/certificate_issuer.ts";
 import { provisionSecureElement } from "../pki/provisioning.ts";
-import { type Behavior, buildFirmware } from "../bootloader/firmware.ts";
+import { type Behavior, buildFirmware, evolveFirmware } from "../bootloader/firmware.ts";
 import { secondStagePayload } from "../bootloader/first_stage.ts";
 import { SecureElement } from "../bootloader/secure_element.ts";
 import { compareVersions, formatVersion, parseVersion } from "../protocol/image_format.ts";
@@ -34,7 +34,7 @@ import { type FleetDeviceSpec, settledTelemetry } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 import type { WorkerInit } from "./worker_messages.ts";
 import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts";
-import { type FleetReport, judgeRun, stageParts, stageTimes } from "./report.ts";
+import { deltaSavings, type FleetReport, judgeRun, stageParts, stageTimes } from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 import { loadTrust, type Trust } from "./trust_inputs.ts";
@@ -240,11 +240,15 @@ export function updateRequestFor(
   index: number,
   behavior: Behavior,
   certPath: string,
+  delta?: { readonly payload: Uint8Array; readonly factoryImage: Uint8Array },
 ): OtaUpdateRequest {
   const otaUpdateId = updateIdFor(options, version);
   return {
     otaUpdateId,
-    payload: toBase64(buildFirmware({ behavior, version }, options.imageSize)),
+    payload: toBase64(delta?.payload ?? buildFirmware({ behavior, version }, options.imageSize)),
+    // Patches from the factory image (devices that missed every update) and from each update
+    // shipped before (the cloud keeps them).
+    ...(delta ? { delta: { bases: [toBase64(delta.factoryImage)], shipped: true } } : {}),
     version,
     securityCounter: 2 + index,
     signingProfile: "fleet",
@@ -315,6 +319,7 @@ class FleetRun {
   readonly #phases: Record<string, number> = {};
   readonly #stages: FleetReport["stages"] = {};
   readonly #stageParts: NonNullable<FleetReport["stageParts"]> = {};
+  readonly #deltaSavings: NonNullable<FleetReport["deltaSavings"]> = {};
   readonly #series: FleetReport["series"] = [];
   readonly #logs: string[] = [];
   readonly #faultTimers: ReturnType<typeof setTimeout>[] = [];
@@ -331,6 +336,8 @@ class FleetRun {
   #deadline = Infinity;
   #cloud: CloudSide | null = null;
   #images: FleetImages | null = null;
+  /** The last update's payload (`--delta`: each release is made from the one before). */
+  #releasePayload: Uint8Array | null = null;
   #fleet: FleetSupervisor | null = null;
   /** Where `--wire-log` records go. */
   #wireLog: Deno.FsFile | null = null;
@@ -536,6 +543,20 @@ class FleetRun {
     }
   }
 
+  /**
+   * With `--delta`, the payload of `version` as a release made from the one before (the factory
+   * payload first), and the factory image patches are made from; else undefined.
+   */
+  #delta(version: string): { payload: Uint8Array; factoryImage: Uint8Array } | undefined {
+    if (!this.options.delta) return undefined;
+    this.#releasePayload = evolveFirmware(
+      this.#releasePayload ??
+        buildFirmware({ behavior: "ok", version: "1.0.0" }, this.options.imageSize),
+      { behavior: this.#behavior(), version },
+    );
+    return { payload: this.#releasePayload, factoryImage: this.#images!.factoryImage };
+  }
+
   /** Every device settled: none mid-update, every confirmation landed. */
   #settled(): boolean {
     return [...this.#fleet!.telemetry.values()].every(settledTelemetry);
@@ -587,7 +608,16 @@ class FleetRun {
             targets: { groups: ["fleet"] },
             protocols: options.protocol === "http" ? ["HTTP"] : ["MQTT"],
           }
-          : updateRequestFor(options, version, index, this.#behavior(), CERT_PATH),
+          : updateRequestFor(
+            options,
+            version,
+            index,
+            this.#behavior(),
+            CERT_PATH,
+            this.#delta(
+              version,
+            ),
+          ),
       );
     }
     const { jobId, fileSize } = created!;
@@ -701,6 +731,9 @@ class FleetRun {
     const from = times?.createdAt ?? createdAt;
     this.#stages[version] = stageTimes(from, devices.map((t) => t.marks), jobId);
     this.#stageParts[version] = stageParts(from, devices, jobId, times?.queued ?? null);
+    if (options.delta) {
+      this.#deltaSavings[version] = deltaSavings(devices.map((t) => t.marks), jobId, fileSize);
+    }
   }
 
   /**
@@ -852,6 +885,7 @@ class FleetRun {
       phases: this.#phases,
       stages: this.#stages,
       stageParts: this.#stageParts,
+      ...(options.delta ? { deltaSavings: this.#deltaSavings } : {}),
       peakRssBytes: this.#peakRss,
       series: this.#series,
       expected,

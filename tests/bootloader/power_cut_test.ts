@@ -14,6 +14,10 @@ import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import { toHex } from "../../lib/bytes.ts";
 import { factoryDevice, smallLayout, testImage, testPki } from "../helpers/pki.ts";
 import { installUpdate } from "../helpers/update.ts";
+import { createDelta } from "fossil-delta";
+import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
+import { signImage } from "../../protocol/image_sign.ts";
+import { parseVersion } from "../../protocol/image_format.ts";
 
 const IMAGE_PAYLOAD = 64 * 1024;
 const layout = smallLayout(24);
@@ -34,7 +38,21 @@ const newImage = await testImage({
   securityCounter: 2,
   payloadSize: IMAGE_PAYLOAD,
 });
-const trusted = new Set([digestOf(oldImage), digestOf(newImage)]);
+// The same release made as real firmware changes (from 1.0.0's payload), and the delta patch
+// from the 1.0.0 image to it: the delta sweep below installs it through the patch.
+const deltaImage = await signImage(
+  {
+    payload: evolveFirmware(buildFirmware({ behavior: "ok", version: "1.0.0" }, IMAGE_PAYLOAD), {
+      behavior: "ok",
+      version: "1.1.0",
+    }),
+    version: parseVersion("1.1.0")!,
+    securityCounter: 2,
+  },
+  { privateKey: (await testPki()).signerKeys.privateKey, certificate: (await testPki()).signer },
+);
+const deltaPatch = new Uint8Array(createDelta(oldImage, deltaImage));
+const trusted = new Set([digestOf(oldImage), digestOf(newImage), digestOf(deltaImage)]);
 
 /** Runs `step`, treating a power cut as the end of the attempt. Returns whether it was cut. */
 async function cutTolerant(step: () => Promise<unknown>): Promise<boolean> {
@@ -47,9 +65,13 @@ async function cutTolerant(step: () => Promise<unknown>): Promise<boolean> {
   }
 }
 
+/** How the update's image arrives: whole, or as a delta patch from the running image. */
+let delivery: "image" | "patch" = "image";
+
 /** The whole update as the agent drives it: download, verify, activate, reboot, test, confirm. */
 async function fullUpdate(device: Device): Promise<void> {
-  await installUpdate(device, newImage);
+  if (delivery === "patch") await installUpdate(device, deltaImage, undefined, deltaPatch);
+  else await installUpdate(device, newImage);
   assert.equal(device.running?.version, "1.1.0+0");
   assert.equal(device.selfTest().passed, true);
   assert.equal(device.pal.setPlatformImageState(null, OtaImageState.Accepted), 0);
@@ -100,7 +122,18 @@ function deviceOn(flash: NorFlash, seed: number): Device {
 
 const device0Rom = (await testPki()).rom;
 
-Deno.test("power cut at every flash operation of a complete update never bricks the device", async () => {
+for (const how of ["image", "patch"] as const) {
+  Deno.test(`power cut at every flash operation of a complete update never bricks the device (${how})`, async () => {
+    delivery = how;
+    await sweepUpdate();
+  });
+}
+
+/**
+ * Cuts the power at every flash operation of an update (once cleanly, once torn), then carries
+ * the update through: a patch cut short is applied again from its start, as the agent does.
+ */
+async function sweepUpdate(): Promise<void> {
   const factory = await baseline();
   const probe = deviceOn(factory, 0);
   await probe.powerOn();
@@ -129,9 +162,9 @@ Deno.test("power cut at every flash operation of a complete update never bricks 
     }
   }
   console.log(
-    `update sweep: ${total} flash operations, ${covered} cut points (clean and torn) covered`,
+    `update sweep (${delivery}): ${total} flash operations, ${covered} cut points (clean and torn) covered`,
   );
-});
+}
 
 Deno.test("power cut at every flash operation of a revert always ends on the previous image", async () => {
   const factory = await baseline();

@@ -2,8 +2,11 @@ import assert from "node:assert/strict";
 import { startCloud } from "../../broker/cloud.ts";
 import { runOtaCli } from "../../broker/ota_cli.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
-import { buildFirmware } from "../../bootloader/firmware.ts";
-import { releaseProfile } from "../helpers/pki.ts";
+import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
+import { parseVersion } from "../../protocol/image_format.ts";
+import { signImage } from "../../protocol/image_sign.ts";
+import { sha256 } from "../../protocol/signatures.ts";
+import { releaseProfile, testPki } from "../helpers/pki.ts";
 
 const TOKEN = "cli-token-1234";
 
@@ -325,6 +328,41 @@ Deno.test("ota CLI: things, groups and signing profiles without curl; failures g
       lines[2]!,
       /^1 +REJECTED +rejected: 0x00000010 +rejected: same firmware version +dev-12: image 1\.2\.0/,
     );
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("ota CLI: create --delta-base FILE --delta-shipped offers a patch from that image; a base that is not an image is refused", async () => {
+  const s = await setup();
+  try {
+    const pki = await testPki();
+    const basePayload = buildFirmware({ behavior: "ok", version: "1.0.0" }, 16 * 1024);
+    const base = await signImage(
+      { payload: basePayload, version: parseVersion("1.0.0")!, securityCounter: 1 },
+      { privateKey: pki.signerKeys.privateKey, certificate: pki.signer },
+    );
+    await Deno.writeFile(`${s.dir}/base.img`, base);
+    await Deno.writeFile(
+      `${s.dir}/next.bin`,
+      evolveFirmware(basePayload, { behavior: "ok", version: "1.1.0" }),
+    );
+    const create = (id: string, deltaBase: string) =>
+      s.run(
+        ...["create", "--id", id, "--payload", `${s.dir}/next.bin`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+        ...["--group", "fleet", "--delta-base", deltaBase, "--delta-shipped"],
+      );
+    const created = await create("d110", `${s.dir}/base.img`);
+    assert.equal(created.code, 0, created.err);
+    const described = JSON.parse((await s.run("describe", "d110", "--json")).out);
+    assert.equal(described.deltas.length, 1);
+    assert.equal(described.deltas[0].baseSha256, sha256(base).toHex());
+    assert.ok(described.deltas[0].fileSize < 2048, `${described.deltas[0].fileSize}-byte patch`);
+    const refused = await create("d111", `${s.dir}/next.bin`);
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /delta\.bases\[0\] is not a base64 image/);
+    assert.doesNotMatch(refused.err, /\n/);
   } finally {
     await s.close();
   }

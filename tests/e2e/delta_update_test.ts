@@ -15,6 +15,7 @@ import { createFlash } from "../../bootloader/layout.ts";
 import { parseVersion } from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
 import { bytesSource, decodeImage } from "../../protocol/image_format.ts";
+import { sha256 } from "../../protocol/signatures.ts";
 import { toHex } from "../../lib/bytes.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
@@ -195,3 +196,61 @@ for (const protocol of ["MQTT", "HTTP"] as const) {
     }
   });
 }
+
+Deno.test("delta updates in a row (1.0 -> 1.1 -> 1.2): each device gets the patch from the image it runs, a device that missed 1.1 the one from 1.0", async () => {
+  const w = await world("MQTT");
+  try {
+    const v10 = buildFirmware({ behavior: "ok", version: "1.0.0" }, PAYLOAD);
+    const factory = await factoryRelease("1.0.0", v10);
+    const early = await w.device("early", factory);
+    const missed = await w.device("missed", factory);
+    const v11 = evolveFirmware(v10, { behavior: "ok", version: "1.1.0" });
+    const v12 = evolveFirmware(v11, { behavior: "ok", version: "1.2.0" });
+    const release = async (id: string, payload: Uint8Array, version: string, things: string[]) => {
+      const created = await w.cloud.otaUpdates.createOtaUpdate({
+        otaUpdateId: id,
+        payload: payload.toBase64(),
+        version,
+        securityCounter: 2,
+        signingProfile: "release",
+        certFile: SIGNER_CERT_PATH,
+        targets: { things },
+        delta: { bases: [factory.toBase64()], shipped: true },
+      });
+      assert.ok(created.ok, created.ok ? "" : created.reason);
+      await waitUntil(
+        async () => (await w.cloud.otaUpdates.describe(id))?.counts.SUCCEEDED === things.length,
+        `${id} to succeed`,
+      );
+      return created.value;
+    };
+    const first = await release("u11", v11, "1.1.0", ["early"]);
+    await waitUntil(
+      () => early.device.running?.version === "1.1.0+0" && !early.device.running.trial,
+      "early on 1.1.0",
+    );
+    const second = await release("u12", v12, "1.2.0", ["early", "missed"]);
+    await waitUntil(
+      () =>
+        [early, missed].every((r) =>
+          r.device.running?.version === "1.2.0+0" && !r.device.running.trial
+        ),
+      "both on 1.2.0",
+    );
+    // 1.2.0 offers patches from the factory image and from 1.1.0; each device took its own.
+    const image11 = (await w.cloud.store.getFile(first.fileKey))!;
+    const offers = second.deltas!;
+    assert.deepEqual(offers.map((d) => d.baseSha256), [
+      sha256(factory).toHex(),
+      sha256(image11).toHex(),
+    ]);
+    const took = (thing: string) =>
+      w.logs.get(thing)!.filter((l) => l.includes("-byte patch from the running image"));
+    assert.equal(took("early").length, 2, "1.1.0 then 1.2.0 by patch");
+    assert.match(took("early")[1]!, new RegExp(`fetching a ${offers[1]!.fileSize}-byte patch`));
+    assert.equal(took("missed").length, 1);
+    assert.match(took("missed")[0]!, new RegExp(`fetching a ${offers[0]!.fileSize}-byte patch`));
+  } finally {
+    await w.close();
+  }
+});

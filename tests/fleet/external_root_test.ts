@@ -151,4 +151,13 @@ Deno.test({
   });
   assert.throws(() => parseFleetArgs(["--root-ca", "x"]), /go together/);
   assert.throws(() => parseFleetArgs(["--image", "x"]), /need --root-ca/);
+  const external = [
+    ...["--root-ca", "r", "--signer-key", "k", "--signer-cert", "c"],
+    ...["--image", "i", "--signature", "s", "--certificate", "c"],
+  ];
+  assert.doesNotThrow(() => parseFleetArgs(external));
+  assert.throws(
+    () => parseFleetArgs([...external, "--delta"]),
+    /^UsageError: --delta patches the images the fleet builds: not with --image$/,
+  );
 });

@@ -491,3 +491,25 @@ Deno.test("fleet as a process: an injected Worker crash is one line, not an unca
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fleet smoke: --delta: three updates in a row, each taken as a patch by every device; the report says what it saved", async () => {
+  const report = await run(
+    "--devices",
+    "6",
+    "--workers",
+    "1",
+    "--scenario",
+    "back-to-back",
+    "--delta",
+  );
+  accounted(report);
+  assert.ok(report.asExpected, JSON.stringify([report.expected, report.runningVersion]));
+  assert.deepEqual(Object.keys(report.deltaSavings ?? {}), ["1.1.0", "1.2.0", "1.3.0"]);
+  for (const [version, saved] of Object.entries(report.deltaSavings!)) {
+    assert.equal(saved.devices, 6, version);
+    assert.equal(saved.patched, 6, `${version}: every device on the previous release patched`);
+    assert.ok(saved.bytesSaved > 6 * 12 * 1024, `${version}: ${saved.bytesSaved} bytes saved`);
+  }
+  // Three updates of 16 KiB images to 6 devices, fetched as patches: a small part of the bytes.
+  assert.ok(report.bytesDelivered < 3 * 6 * 16 * 1024 / 4, `${report.bytesDelivered} bytes`);
+});

@@ -41,18 +41,22 @@ export function writeAll(
   }
 }
 
-/** Downloads, verifies and activates `image`, then waits for the reboot into the trial. */
+/**
+ * Downloads, verifies and activates `image`, then waits for the reboot into the trial. With
+ * `patch`, the download is that delta patch from the running image, applied as it arrives.
+ */
 export async function installUpdate(
   device: Device,
   image: Uint8Array,
   signature?: Uint8Array,
+  patch?: Uint8Array,
 ): Promise<void> {
-  const file = await fileFor(image, signature);
+  const file = { ...await fileFor(image, signature), patch: patch ? { size: patch.length } : null };
   const created = device.pal.createFileForRx(file);
   if (created !== 0) {
     throw new Error(`createFileForRx failed: 0x${created.toString(16)} ${device.pal.lastError}`);
   }
-  writeAll(device, file, image);
+  writeAll(device, file, patch ?? image);
   const closed = await device.pal.closeFile(file);
   if (otaPalMain(closed) !== OtaPalMainStatus.Success) {
     throw new Error(`closeFile failed: 0x${closed.toString(16)} ${device.pal.lastError}`);
