@@ -120,6 +120,12 @@ export function remoteAccess(
     readonly outageToleranceMs?: number;
     /** Told when an outage begins and ends. */
     readonly log?: (line: string) => void;
+    /**
+     * How long one call may take before it counts as a failure (and the next node is tried): a
+     * node that hangs (stopped, or its event loop stuck) accepts connections and never answers.
+     * @default {30000}
+     */
+    readonly callTimeoutMs?: number;
   } = {},
 ): CloudAccess {
   if (apis.length === 0) throw new Error("remoteAccess needs at least one API URL");
@@ -127,6 +133,7 @@ export function remoteAccess(
   /** The API in use: the first that answered last. */
   let current = 0;
   const tolerance = options.outageToleranceMs ?? 120_000;
+  const callTimeout = options.callTimeoutMs ?? 30_000;
   const log = options.log ?? (() => {});
   const outages = { count: 0, seconds: 0 };
   let downSince: number | null = null;
@@ -144,13 +151,18 @@ export function remoteAccess(
       const base = bases[current]!;
       let failure: string;
       try {
+        const signal = AbortSignal.timeout(callTimeout);
         const response = await fetch(`${base}${path}`, {
           method,
           headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
           ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          signal,
         });
         if (response.status < 502 || response.status > 504) {
-          const json = await response.json().catch(() => ({}));
+          const json = await response.json().catch((error) => {
+            if (signal.aborted) throw error; // the body never came: a failure like any other
+            return {};
+          });
           if (downSince !== null) {
             const seconds = (Date.now() - downSince) / 1000;
             outages.count++;
@@ -163,7 +175,9 @@ export function remoteAccess(
         await response.body?.cancel();
         failure = `HTTP ${response.status}`;
       } catch (error) {
-        failure = (error as Error).message;
+        failure = (error as Error).name === "TimeoutError"
+          ? `no answer within ${callTimeout / 1000} s`
+          : (error as Error).message;
       }
       retried = true;
       if (downSince === null) {
@@ -258,7 +272,9 @@ export function remoteAccess(
       // The cloud's clock as of the middle of the request that read it.
       const asked = Date.now();
       // The node that answered the reads: its clock is the one the times are in.
-      const health = await fetch(`${bases[current]!.replace(/\/api$/, "")}/healthz`)
+      const health = await fetch(`${bases[current]!.replace(/\/api$/, "")}/healthz`, {
+        signal: AbortSignal.timeout(callTimeout),
+      })
         .then((r) => r.json()).catch(() => ({})) as { clock?: { now?: unknown; scale?: unknown } };
       const answered = Date.now();
       const clock = health.clock;
