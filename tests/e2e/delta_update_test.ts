@@ -9,6 +9,7 @@ import { DeviceRuntime } from "../../agent/device_runtime.ts";
 import { fetchHttpPort } from "../../agent/http_fetch.ts";
 import { type Cloud, startCloud } from "../../broker/cloud.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
+import type { OtaUpdateRecord } from "../../broker/ota_updates.ts";
 import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
 import { Device, flashFactoryImage } from "../../bootloader/device.ts";
 import { createFlash } from "../../bootloader/layout.ts";
@@ -77,10 +78,16 @@ async function world(protocol: "MQTT" | "HTTP") {
   };
 }
 
-function update(cloud: Cloud, protocol: "MQTT" | "HTTP", payload: Uint8Array, base: Uint8Array) {
-  return cloud.otaUpdates.createOtaUpdate({
+/** Creates the 1.1.0 update made from `v1` (the payload of `base`), offering a patch from `base`. */
+async function update(
+  cloud: Cloud,
+  protocol: "MQTT" | "HTTP",
+  v1: Uint8Array,
+  base: Uint8Array,
+): Promise<OtaUpdateRecord> {
+  const created = await cloud.otaUpdates.createOtaUpdate({
     otaUpdateId: "delta-1-1-0",
-    payload: payload.toBase64(),
+    payload: evolveFirmware(v1, { behavior: "ok", version: "1.1.0" }).toBase64(),
     version: "1.1.0",
     securityCounter: 2,
     signingProfile: "release",
@@ -89,6 +96,8 @@ function update(cloud: Cloud, protocol: "MQTT" | "HTTP", payload: Uint8Array, ba
     protocols: [protocol],
     delta: { bases: [base.toBase64()] },
   });
+  assert.ok(created.ok, created.ok ? "" : created.reason);
+  return created.value;
 }
 
 for (const protocol of ["MQTT", "HTTP"] as const) {
@@ -103,14 +112,7 @@ for (const protocol of ["MQTT", "HTTP"] as const) {
       );
       const patched = await w.device("on-base", base);
       const whole = await w.device("elsewhere", other);
-      const created = await update(
-        w.cloud,
-        protocol,
-        evolveFirmware(v1, { behavior: "ok", version: "1.1.0" }),
-        base,
-      );
-      assert.ok(created.ok, created.ok ? "" : created.reason);
-      const record = created.value;
+      const record = await update(w.cloud, protocol, v1, base);
       const patch = record.deltas![0]!;
       assert.ok(
         patch.fileSize < record.fileSize / 10,
@@ -159,14 +161,7 @@ for (const protocol of ["MQTT", "HTTP"] as const) {
       const v1 = buildFirmware({ behavior: "ok", version: "1.0.0" }, PAYLOAD);
       const base = await factoryRelease("1.0.0", v1);
       const runtime = await w.device("on-base", base, false);
-      const created = await update(
-        w.cloud,
-        protocol,
-        evolveFirmware(v1, { behavior: "ok", version: "1.1.0" }),
-        base,
-      );
-      assert.ok(created.ok, created.ok ? "" : created.reason);
-      const record = created.value;
+      const record = await update(w.cloud, protocol, v1, base);
       // The patch as served is wrong in one byte (a bad cloud, or a bad patch maker).
       const offer = record.deltas![0]!;
       const bad = Uint8Array.from((await w.cloud.store.getFile(offer.fileKey))!);
