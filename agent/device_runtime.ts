@@ -294,6 +294,10 @@ export class DeviceRuntime {
         ? { servers: [this.#options.brokerUrl, ...fallbacks].map(serverOf) }
         : {}),
       reconnectPeriod,
+      // A refused login (a node that cannot reach its database answers "server unavailable")
+      // must not leave the device offline for good: mqtt.js stops reconnecting after a refused
+      // CONNACK unless told otherwise.
+      reconnectOnConnackError: true,
       connectTimeout: 5_000,
       // mqtt.js logs every packet through `debug` even when it is off: 1.4% of a Worker's time.
       log: noLog,

@@ -98,11 +98,16 @@ Deno.test("a Worker crash after the cloud recorded SUCCEEDED, before the device 
     }
     return original(client, packet);
   })(broker.authorizeForward);
-  // While offline the reverted device cannot start installing again: it stays on 1.0.0, at rest.
+  // While offline the reverted device cannot start installing again: it stays on 1.0.0, at rest,
+  // its logins refused (and it must keep trying: mqtt.js gives up after a refused CONNACK).
+  let refused = 0;
   broker.authenticate = ((original) =>
   // deno-lint-ignore no-explicit-any
   (client: any, username: any, password: any, done: any) => {
-    if (offline) return done(new Error("offline for the test"), false);
+    if (offline) {
+      refused++;
+      return done(new Error("offline for the test"), false);
+    }
     return original(client, username, password, done);
   })(broker.authenticate);
   try {
@@ -121,6 +126,7 @@ Deno.test("a Worker crash after the cloud recorded SUCCEEDED, before the device 
       "back on the old image (the trial reverted), with the reported success unconfirmed",
     );
     assert.equal(settledTelemetry(reverted), false, "not settled: its update is not done");
+    await waitUntil(() => refused >= 2, "the device to be refused twice and keep trying");
     offline = false;
     await world.settled();
     const settled = world.fleet.telemetry.get(world.thing)!;
