@@ -1227,7 +1227,8 @@ export class OtaAgent {
     const options = this.#downloadOptions();
     const spec = job.files[index]!;
     const patch =
-      this.#patchFailedFor === job.jobId || spec.fileType !== 0 || spec.deltas.length === 0
+      // Only a file with offers costs the hash of the running image.
+      this.#patchFailedFor === job.jobId || spec.deltas.length === 0
         ? null
         : usablePatch(job, spec, this.#platform.pal.runningImageSha256(), options);
     if (patch) {

@@ -139,6 +139,11 @@ export class OtaPal {
     return this.#context.fwu.runningImage()?.sha256 ?? null;
   }
 
+  /** The writer applying `file`'s patch, if that file is the one it was opened for. */
+  #writerOf(file: OtaFileContext): DeltaWriter | null {
+    return this.#delta?.handle === file.fileHandle ? this.#delta.writer : null;
+  }
+
   /** A writer that builds a file of at most `fileSize` bytes from a patch of the running image. */
   #deltaWriter(fileSize: number): DeltaWriter | string {
     const { fwu } = this.#context;
@@ -180,8 +185,8 @@ export class OtaPal {
         `block of ${data.length} bytes at ${offset} is outside the ${file.fileSize}-byte file`;
       return -1;
     }
-    const delta = this.#delta?.handle === file.fileHandle ? this.#delta.writer : null;
     if (file.patch) {
+      const delta = this.#writerOf(file);
       if (!delta) {
         this.lastError = "no patch being applied to this file";
         return -1;
@@ -295,7 +300,7 @@ export class OtaPal {
     if (!file.fileHandle) return this.#error(OtaPalMainStatus.FileClose, "no open file");
     const { fwu } = this.#context;
     if (file.patch) {
-      const delta = this.#delta?.handle === file.fileHandle ? this.#delta.writer : null;
+      const delta = this.#writerOf(file);
       this.#delta = null;
       const failure = delta ? delta.finish() : "no patch being applied to this file";
       const size = delta?.targetSize ?? -1;
