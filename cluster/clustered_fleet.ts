@@ -1,6 +1,7 @@
 /**
  * `deno task fleet --brokers K --processes M`: a whole cluster on this machine for one run —
- * redis-server and PostgreSQL (or the ones given), K broker node processes on their own ports,
+ * redis-server and PostgreSQL (or the ones given; none for one node, which keeps SQLite), K broker
+ * node processes on their own ports,
  * and M fleet processes each running its share of the devices (`--shard i/M`) against the nodes,
  * devices spread over every node. Their reports are merged into one, with what each node carried
  * and what every process used (CPU, the peak of their memory together).
@@ -101,9 +102,23 @@ export async function runClusteredFleet(
   const directory = await Deno.makeTempDir({ prefix: "ota-cluster-run-" });
   let stopping = false;
   try {
-    const redis = cluster.redis ?? (await track(services, startRedis())).url;
-    const db = cluster.db ?? (await track(services, startPostgres())).url;
-    out(`cluster: redis ${redis}, PostgreSQL ${db.replace(/:[^:@/]*@/, ":***@")}`);
+    // One node has no peer to share with: it keeps its state in SQLite, as `deno task broker`.
+    const alone = cluster.brokers === 1 && cluster.redis === undefined &&
+      cluster.db === undefined;
+    let storeArgs: (node: number) => string[];
+    if (alone) {
+      storeArgs = (node) => ["--data", `${directory}/node-${node}`];
+      out(
+        cluster.ownBroker
+          ? `fleet: ${options.devices} devices hold more connections than one process may with both ends (see --brokers): the broker runs in a process of its own, on SQLite`
+          : "cluster: one node, on SQLite",
+      );
+    } else {
+      const redis = cluster.redis ?? (await track(services, startRedis())).url;
+      const db = cluster.db ?? (await track(services, startPostgres())).url;
+      out(`cluster: redis ${redis}, PostgreSQL ${db.replace(/:[^:@/]*@/, ":***@")}`);
+      storeArgs = () => ["--cluster", redis, "--db", db];
+    }
     // One origin for every node's scaled clock: each started its own at its start, so a node
     // started seconds after another ran minutes ahead of it (a job created on one node, its
     // executions queued by another, looked queued before it was created).
@@ -119,10 +134,7 @@ export async function runClusteredFleet(
           timeScale: options.timeScale,
           timeOrigin,
           extraArgs: [
-            "--cluster",
-            redis,
-            "--db",
-            db,
+            ...storeArgs(i),
             "--node-id",
             `node-${i}`,
             ...(options.cpuProfile

@@ -16,6 +16,7 @@ import { type Behavior } from "../bootloader/firmware.ts";
 import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import type { NetworkProfile } from "./device_actor.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { connectionCapacity, openFileLimit } from "../lib/open_files.ts";
 import { blockSizeProblem, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from "../protocol/stream_codec.ts";
 import { TRUST_FLAGS, type TrustFiles } from "./trust_inputs.ts";
 import { apiBase } from "../broker/ota_cli.ts";
@@ -221,7 +222,9 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     value: "K",
     help: "run the cloud as a cluster of K broker node processes on Redis and PostgreSQL " +
       "(started here from the Debian packages, or --cluster-redis/--cluster-db); devices are " +
-      "spread over the nodes",
+      "spread over the nodes. One node (with --processes M) runs on SQLite alone. A fleet " +
+      "too big for one process (each connection is an open file at both ends) gets its " +
+      "broker in a process of its own by itself",
     range: [1, 16],
     default: "1",
   },
@@ -370,7 +373,17 @@ export interface Options {
    * A local cluster this run starts (`--brokers`, `--processes`): its node and fleet process
    * counts, and the Redis and PostgreSQL to use instead of starting them.
    */
-  cluster?: { brokers: number; processes: number; redis?: string; db?: string };
+  cluster?: {
+    brokers: number;
+    processes: number;
+    redis?: string;
+    db?: string;
+    /**
+     * Set when the run chose this layout itself: more devices than one process can hold with
+     * both ends of their connections (see lib/open_files.ts), so the broker runs apart.
+     */
+    ownBroker?: boolean;
+  };
 }
 
 function traceList(text: string | undefined): string[] {
@@ -460,7 +473,10 @@ function updateIdOf(given: string | undefined, remote: boolean): string {
 }
 
 /** Parses and validates flags (a bad value is a UsageError naming it). */
-export function parseFleetArgs(args: string[]): Options {
+export function parseFleetArgs(
+  args: string[],
+  openFiles: number | null = openFileLimit(),
+): Options {
   // Bandwidth reads naturally as a rate; the unit suffix is optional.
   const flags = parseFlags(
     args.map((arg, i) => args[i - 1] === "--bandwidth" ? arg.replace(/\/s$/, "") : arg),
@@ -586,16 +602,7 @@ export function parseFleetArgs(args: string[]): Options {
     if (db !== undefined && !/^postgres(ql)?:\/\/\S+$/.test(db)) {
       throw new UsageError("Invalid --cluster-db: expected postgres://USER@HOST:PORT/DB");
     }
-    for (
-      const [flag, refused] of [
-        ["--identity secure-element", options.identity === "secure-element"],
-        ["--scenario factory-reset", options.scenario === "factory-reset"],
-        ["--scenario bad-wave", options.scenario === "bad-wave" && processes > 1],
-        ["--dashboard", options.dashboard],
-      ] as const
-    ) {
-      if (refused) throw new UsageError(`${flag} runs in one process with the embedded cloud`);
-    }
+    refuseEmbeddedOnly(options, processes, "");
     options.cluster = {
       brokers,
       processes,
@@ -603,6 +610,7 @@ export function parseFleetArgs(args: string[]): Options {
       ...(db ? { db } : {}),
     };
   }
+  fitOpenFiles(options, openFiles);
   if (options.workers !== undefined && options.devicesPerWorker !== undefined) {
     throw new UsageError("Give --workers or --devices-per-worker, not both");
   }
@@ -619,6 +627,69 @@ export function parseFleetArgs(args: string[]): Options {
     );
   }
   return options;
+}
+
+/** Refuses what only one process with the embedded cloud can run, saying `why` it cannot here. */
+function refuseEmbeddedOnly(options: Options, processes: number, why: string): void {
+  for (
+    const [flag, refused] of [
+      ["--identity secure-element", options.identity === "secure-element"],
+      ["--scenario factory-reset", options.scenario === "factory-reset"],
+      ["--scenario bad-wave", options.scenario === "bad-wave" && processes > 1],
+      ["--dashboard", options.dashboard],
+    ] as const
+  ) {
+    if (refused) throw new UsageError(`${flag} runs in one process with the embedded cloud${why}`);
+  }
+}
+
+/**
+ * Fits the run to the files a process may keep open (`limit`; null: unknown, nothing to fit).
+ * Each device connection is an open file at each end, so a fleet too big for one process with its
+ * cloud embedded gets its broker in a process of its own (SQLite, as `--brokers 1 --processes 1`),
+ * and a run that no process of its layout could hold is refused here: past the limit the last
+ * devices' connections are never accepted and the run would hang at its end.
+ */
+function fitOpenFiles(options: Options, limit: number | null): void {
+  if (limit === null) return;
+  const { bothEnds, oneEnd } = connectionCapacity(limit);
+  const devices = options.devices;
+  const needed = Math.ceil(devices / oneEnd);
+  const because = `(${limit} open files a process may hold, one per connection end)`;
+  if (options.cluster) {
+    const { brokers, processes } = options.cluster;
+    if (Math.ceil(devices / brokers) > oneEnd) {
+      throw new UsageError(
+        `--devices ${devices} needs --brokers ${needed} or more: a broker node holds at most ${oneEnd} devices ${because}`,
+      );
+    }
+    if (Math.ceil(devices / processes) > oneEnd) {
+      throw new UsageError(
+        `--devices ${devices} needs --processes ${needed} or more: a fleet process holds at most ${oneEnd} devices ${because}`,
+      );
+    }
+    return;
+  }
+  if (options.remote) {
+    if (Math.ceil(devices / options.shard.count) > oneEnd) {
+      throw new UsageError(
+        `--devices ${devices}: a fleet process holds at most ${oneEnd} devices ${because}; run it in ${needed} or more shards (--shard I/N)`,
+      );
+    }
+    return;
+  }
+  if (devices <= bothEnds) return;
+  if (devices > oneEnd) {
+    throw new UsageError(
+      `--devices ${devices} needs a cluster: one broker process holds at most ${oneEnd} devices ${because}; add --brokers ${needed} --processes ${needed}`,
+    );
+  }
+  refuseEmbeddedOnly(
+    options,
+    1,
+    `, which holds at most ${bothEnds} devices ${because}: use fewer devices`,
+  );
+  options.cluster = { brokers: 1, processes: 1, ownBroker: true };
 }
 
 /**

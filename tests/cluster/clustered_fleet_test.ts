@@ -10,6 +10,7 @@ import {
   withoutFlags,
 } from "../../cluster/clustered_fleet.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
+import { connectionCapacity } from "../../lib/open_files.ts";
 import postgres from "postgres";
 import { startPostgres, startRedis } from "../../cluster/local_services.ts";
 import { CLUSTER_IGNORE } from "../helpers/local_cluster.ts";
@@ -215,4 +216,94 @@ Deno.test("clustered fleet flags: a local cluster is not joined to another cloud
   const options = parseFleetArgs(["--brokers", "3", "--processes", "2"]);
   assert.deepEqual(options.cluster, { brokers: 3, processes: 2 });
   assert.equal(parseFleetArgs([]).cluster, undefined, "the default stays one process, embedded");
+});
+
+Deno.test("fleet flags: a fleet sized past the open files a process may hold gets a layout that holds it, or a clear refusal", () => {
+  // 20,000 files (the project machines): 9,436 devices with both ends in one process, 18,872 one.
+  const limit = 20_000;
+  assert.deepEqual(connectionCapacity(limit), { bothEnds: 9_436, oneEnd: 18_872 });
+  assert.equal(parseFleetArgs(["--devices", "9436"], limit).cluster, undefined);
+  assert.deepEqual(parseFleetArgs(["--devices", "9437"], limit).cluster, {
+    brokers: 1,
+    processes: 1,
+    ownBroker: true,
+  });
+  assert.deepEqual(parseFleetArgs(["--devices", "18872"], limit).cluster?.brokers, 1);
+  // Nothing known about the limit: nothing to fit.
+  assert.equal(parseFleetArgs(["--devices", "50000"], null).cluster, undefined);
+  // An explicit layout is kept when it fits.
+  assert.deepEqual(
+    parseFleetArgs(["--devices", "30000", "--brokers", "2", "--processes", "2"], limit).cluster,
+    { brokers: 2, processes: 2 },
+  );
+  const refused: [string[], RegExp][] = [
+    [["--devices", "18873"], /--devices 18873 needs a cluster: .* add --brokers 2 --processes 2$/],
+    [["--devices", "30000", "--brokers", "1", "--processes", "2"], /needs --brokers 2 or more/],
+    [["--devices", "30000", "--brokers", "2", "--processes", "1"], /needs --processes 2 or more/],
+    [
+      ["--devices", "20000", "--broker", "mqtt://h:1", "--api", "http://h/api", "--token", "t"],
+      /a fleet process holds at most 18872 devices .*run it in 2 or more shards/,
+    ],
+    [
+      ["--devices", "10000", "--identity", "secure-element"],
+      /--identity secure-element runs in one process with the embedded cloud, which holds at most 9436 devices/,
+    ],
+    [["--devices", "10000", "--dashboard"], /--dashboard runs in one process .* use fewer devices/],
+  ];
+  for (const [args, message] of refused) {
+    assert.throws(() => parseFleetArgs(args, limit), message, args.join(" "));
+  }
+  // Shards share the devices: 2 shards of 20,000 hold 10,000 each.
+  const shard = parseFleetArgs(
+    [
+      ...["--devices", "20000", "--broker", "mqtt://h:1", "--api", "http://h/api"],
+      ...["--token", "t", "--shard", "1/2", "--update-id", "u"],
+    ],
+    limit,
+  );
+  assert.equal(shard.cluster, undefined);
+});
+
+Deno.test({
+  name:
+    "fleet as a process: more devices than its open files hold with both ends runs its broker apart (SQLite) and updates them all",
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ota-open-files-" });
+    try {
+      // 600 files: 221 devices with both ends in one process; 300 would have hung at the end,
+      // the last devices' connections never accepted.
+      const fleet = new URL("../../fleet/fleet.ts", import.meta.url).pathname;
+      const args = [
+        ...["--devices", "300", "--workers", "2", "--image-size", "8KiB", "--block-size", "1KiB"],
+        ...["--report", `${dir}/report.json`, "--timeout", "300"],
+      ];
+      const output = await new Deno.Command("sh", {
+        args: [
+          "-c",
+          'ulimit -n 600 && exec "$0" run --allow-all "$@"',
+          Deno.execPath(),
+          fleet,
+          ...args,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(output.stdout);
+      const err = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 0, out.slice(-3000) + err);
+      assert.match(
+        out,
+        /^fleet: 300 devices hold more connections than one process may .* on SQLite$/m,
+      );
+      assert.doesNotMatch(out, /redis|PostgreSQL/);
+      const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
+      assert.equal(report.outcome.succeeded, 300);
+      assert.deepEqual(report.runningVersion, { "1.1.0+0": 300 });
+      assert.equal(report.bricked, 0);
+      assert.equal(report.brokers.length, 1);
+      assert.equal(report.brokers[0].connections >= 600, true, "each device connected twice");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
