@@ -507,8 +507,10 @@ class FleetRun {
     while (!(await condition())) {
       if (performance.now() > deadline) {
         // Say where the devices that did not get there are, and why, before giving up.
-        const stuck = (await fleet.report()).filter((d) => !d.telemetry.marks?.complete);
-        out(`${stuck.length} devices did not complete; the first of them:`);
+        const stuck = await fleet.report({ incompleteAtMost: 5 });
+        await fleet.syncTelemetry();
+        const incomplete = [...fleet.telemetry.values()].filter((t) => !t.marks?.complete).length;
+        out(`${incomplete} devices did not complete; the first of them:`);
         for (const d of stuck.slice(0, 5)) {
           out(
             `  ${d.telemetry.thing}: ${d.telemetry.state}, ${d.telemetry.version}, update ${d.telemetry.updateState}`,
@@ -768,7 +770,7 @@ class FleetRun {
     const expectedVersion = external
       ? formatVersion(external.version)
       : `${versions[versions.length - 1]}+0`;
-    const finals = await fleet.report();
+    const finals = await fleet.summary(expectedVersion);
     // The log ends where the devices' counts in the report do: what follows is the run stopping.
     this.#wireLog?.close();
     this.#wireLog = null;
@@ -780,58 +782,38 @@ class FleetRun {
       const c = (await access.jobState(id)).counts;
       for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += c[key];
     }
-    const runningVersion: Record<string, number> = {};
-    for (const d of finals) {
-      const version = d.telemetry.version ?? "none";
-      runningVersion[version] = (runningVersion[version] ?? 0) + 1;
-    }
+    const runningVersion = finals.runningVersion;
+    const f = finals.faults;
     const faults = {
-      disconnects: 0,
-      corruptedBlocks: 0,
-      powerCuts: 0,
-      trialPowerCuts: 0,
-      crashes: 0,
-      lostMessages: 0,
-      wipes: 0,
-      factoryResets: 0,
+      disconnects: f.disconnects,
+      corruptedBlocks: f.corruptedBlocks,
+      powerCuts: f.powerCuts,
+      trialPowerCuts: f.trialPowerCuts,
+      crashes: f.crashes,
+      lostMessages: f.lostMessages,
+      wipes: f.wipes,
+      factoryResets: f.factoryResets,
       workerCrashes: this.#crashesDone,
       workerRestarts: fleet.workerRestarts,
     };
-    for (const d of finals) {
-      faults.disconnects += d.faults.disconnects;
-      faults.corruptedBlocks += d.faults.corruptedBlocks;
-      faults.powerCuts += d.faults.powerCuts;
-      faults.trialPowerCuts += d.faults.trialPowerCuts;
-      faults.crashes += d.faults.crashes;
-      faults.lostMessages += d.faults.lostMessages;
-      faults.wipes += d.faults.wipes;
-      faults.factoryResets += d.faults.factoryResets;
-    }
     const jobStatus = last.status;
     const jobReason = last.reason;
-    const bricked = finals.filter((d) => !d.bootable).length;
-    const wirePerDevice = { packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0 };
-    for (const d of finals) {
-      for (const key of Object.keys(wirePerDevice) as (keyof typeof wirePerDevice)[]) {
-        wirePerDevice[key] += d.wire[key] / finals.length;
-      }
-    }
+    const bricked = finals.bricked;
+    const wirePerDevice = { ...finals.wire };
     for (const key of Object.keys(wirePerDevice) as (keyof typeof wirePerDevice)[]) {
-      wirePerDevice[key] = Math.round(wirePerDevice[key] * 10) / 10;
+      wirePerDevice[key] = Math.round(wirePerDevice[key] / Math.max(1, finals.devices) * 10) / 10;
     }
     const { expected, asExpected } = judgeRun({
       options,
       local,
-      finals: finals.length,
+      finals: finals.devices,
       bricked,
       globalBad,
       // Job counts cover the whole fleet (every shard); versions and boots this process's devices.
       badDevices: devices.filter((d) => d.badImage).length,
       // A power loss while the new image runs on trial reverts it, as a crash would: that
       // execution FAILS (unless --retries gives it another go). Only such devices may miss it.
-      revertedByPowerCut: finals.filter((d) =>
-        d.faults.trialPowerCuts > 0 && d.telemetry.version !== expectedVersion
-      ).length,
+      revertedByPowerCut: finals.revertedByPowerCut,
       trialPowerCuts: faults.trialPowerCuts,
       factoryResets: faults.factoryResets,
       expectedVersion,

@@ -9,6 +9,7 @@
 import type { FlashChanges } from "../bootloader/flash.ts";
 import type { ActorMessage, DeviceTelemetry, FleetDeviceSpec } from "./device_actor.ts";
 import type { DeviceReport, FromWorker, ToWorker, WorkerInit } from "./worker_messages.ts";
+import { type FleetSummary, mergeSummaries } from "./fleet_summary.ts";
 import type { WireRecord } from "./wire_log.ts";
 
 /** Options of {@linkcode FleetSupervisor}. */
@@ -59,7 +60,8 @@ export class FleetSupervisor {
   readonly #where = new Map<string, WorkerSlot>();
   /** Each device's flash sectors that differ from the factory chip, as of its last batch. */
   readonly #flash = new Map<string, Map<number, FlashChanges[number]>>();
-  readonly #reports = new Map<number, (devices: readonly DeviceReport[]) => void>();
+  /** Reports and summaries asked of the Workers, by request. */
+  readonly #answers = new Map<number, (answer: unknown) => void>();
   /** Telemetry syncs waited for, by request, with the slot asked. */
   readonly #syncs = new Map<number, { readonly slot: WorkerSlot; readonly done: () => void }>();
   #nextRequest = 1;
@@ -123,16 +125,40 @@ export class FleetSupervisor {
     this.#slots[index]?.worker.postMessage({ type: "crash" } satisfies ToWorker);
   }
 
-  /** Final state of every device (waits for each actor's mailbox to drain). */
-  async report(): Promise<DeviceReport[]> {
-    const parts = await Promise.all(this.#slots.map((slot) => {
-      const requestId = this.#nextRequest++;
-      return new Promise<readonly DeviceReport[]>((resolve) => {
-        this.#reports.set(requestId, resolve);
-        slot.worker.postMessage({ type: "report", requestId } satisfies ToWorker);
-      });
+  /**
+   * Final state of every device (waits for each actor's mailbox to drain); with
+   * `incompleteAtMost`, only up to that many per Worker of those whose update is not over.
+   */
+  async report(options: { incompleteAtMost?: number } = {}): Promise<DeviceReport[]> {
+    const parts = await this.#askEach<readonly DeviceReport[]>((requestId) => ({
+      type: "report",
+      requestId,
+      ...options,
     }));
     return parts.flat();
+  }
+
+  /**
+   * Every device's final state in figures, added up in the Workers (see fleet_summary.ts):
+   * what a run of tens of thousands of devices reports, without their reports in this thread.
+   */
+  async summary(expectedVersion: string): Promise<FleetSummary> {
+    const parts = await this.#askEach<FleetSummary>((requestId) => ({
+      type: "summary",
+      requestId,
+      expectedVersion,
+    }));
+    return mergeSummaries(parts);
+  }
+
+  #askEach<T>(request: (requestId: number) => ToWorker): Promise<T[]> {
+    return Promise.all(this.#slots.map((slot) => {
+      const requestId = this.#nextRequest++;
+      return new Promise<T>((resolve) => {
+        this.#answers.set(requestId, resolve as (answer: unknown) => void);
+        slot.worker.postMessage(request(requestId));
+      });
+    }));
   }
 
   /**
@@ -259,8 +285,11 @@ export class FleetSupervisor {
         this.#options.wire?.(message.record);
         return;
       case "report":
-        this.#reports.get(message.requestId)?.(message.devices);
-        this.#reports.delete(message.requestId);
+      case "summary":
+        this.#answers.get(message.requestId)?.(
+          message.type === "report" ? message.devices : message.summary,
+        );
+        this.#answers.delete(message.requestId);
         return;
       case "synced":
         this.#syncs.get(message.requestId)?.done();

@@ -20,6 +20,7 @@ import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import type { WireRecord } from "./wire_log.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 import { Semaphore } from "../lib/concurrency.ts";
+import { addDevice, emptySummary } from "./fleet_summary.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -159,7 +160,12 @@ async function handle(message: ToWorker): Promise<void> {
       return;
     case "report": {
       const devices = [];
+      const limit = message.incompleteAtMost;
       for (const actor of actors.values()) {
+        if (limit !== undefined) {
+          if (devices.length >= limit) break;
+          if (actor.telemetry().marks?.complete) continue;
+        }
         await actor.idle();
         devices.push({
           telemetry: actor.telemetry(),
@@ -171,6 +177,21 @@ async function handle(message: ToWorker): Promise<void> {
         });
       }
       post({ type: "report", requestId: message.requestId, devices });
+      return;
+    }
+    case "summary": {
+      // Device by device, so a Worker of thousands never holds more than one boot ROM run.
+      const summary = emptySummary();
+      for (const actor of actors.values()) {
+        await actor.idle();
+        addDevice(summary, {
+          telemetry: actor.telemetry(),
+          bootable: await actor.bootable(),
+          faults: actor.faults,
+          wire: actor.runtime.wireTraffic(),
+        }, message.expectedVersion);
+      }
+      post({ type: "summary", requestId: message.requestId, summary });
       return;
     }
     case "sync":

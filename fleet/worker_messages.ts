@@ -10,6 +10,7 @@ import type { WireTraffic } from "../agent/device_runtime.ts";
 import type { WireRecord } from "./wire_log.ts";
 import type { DeviceReport as DeviceSnapshot } from "../bootloader/device.ts";
 import type { FlashChanges } from "../bootloader/flash.ts";
+import type { FleetSummary } from "./fleet_summary.ts";
 import type {
   ActorFaults,
   ActorMessage,
@@ -53,7 +54,10 @@ export type ToWorker =
   | { readonly type: "init"; readonly init: WorkerInit }
   | { readonly type: "add"; readonly devices: readonly FleetDeviceSpec[] }
   | { readonly type: "send"; readonly thing: string; readonly message: ActorMessage }
-  | { readonly type: "report"; readonly requestId: number }
+  /** Every device's report; with `incompleteAtMost`, only the first N whose update is not over. */
+  | { readonly type: "report"; readonly requestId: number; readonly incompleteAtMost?: number }
+  /** The Worker's devices in figures (fleet_summary.ts). */
+  | { readonly type: "summary"; readonly requestId: number; readonly expectedVersion: string }
   /** Send the telemetry that changed now, then `synced`. */
   | { readonly type: "sync"; readonly requestId: number }
   /** Die of an uncaught error (fault injection). */
@@ -96,6 +100,7 @@ export type FromWorker =
     readonly requestId: number;
     readonly devices: readonly DeviceReport[];
   }
+  | { readonly type: "summary"; readonly requestId: number; readonly summary: FleetSummary }
   /** Every telemetry change up to the `sync` request has been sent before this. */
   | { readonly type: "synced"; readonly requestId: number }
   | { readonly type: "stopped" }

@@ -120,6 +120,20 @@ Deno.test("fleet supervisor: a crashed Worker is detected and its devices come b
     const report = await fleet.report();
     assert.equal(report.length, 4);
     assert.ok(report.every((d) => d.bootable && d.telemetry.version === "1.0.0+0"));
+    // The same, added up in the Workers; a device with its slots wiped counts as bricked.
+    fleet.send("w-3", { type: "wipe-slots" });
+    await waitUntil(
+      () => fleet.telemetry.get("w-3")?.state === "recovery",
+      "the wiped device in recovery mode",
+    );
+    const summary = await fleet.summary("1.0.0+0");
+    assert.equal(summary.devices, 4);
+    assert.equal(summary.bricked, 1);
+    assert.deepEqual(summary.runningVersion, { "1.0.0+0": 3, none: 1 });
+    assert.equal(summary.faults.wipes, 1);
+    assert.ok(summary.wire.packetsSent > 0);
+    // Only the devices whose update is not over, at most as many as asked per Worker.
+    assert.equal((await fleet.report({ incompleteAtMost: 1 })).length, 2);
   } finally {
     await close();
   }
