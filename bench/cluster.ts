@@ -21,6 +21,7 @@ import type { FleetReport } from "../fleet/report.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { V8_FLAGS } from "../lib/runtime_flags.ts";
 
 const FLAGS: readonly FlagSpec[] = [
   {
@@ -123,6 +124,7 @@ async function measure(
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      V8_FLAGS,
       "--allow-all",
       new URL("../fleet/fleet.ts", import.meta.url).pathname,
       "--devices",

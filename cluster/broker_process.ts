@@ -13,6 +13,8 @@
  * @module
  */
 
+import { V8_FLAGS } from "../lib/runtime_flags.ts";
+
 /** A running broker process. */
 export interface BrokerProcess {
   readonly api: string;
@@ -48,6 +50,7 @@ export async function startBrokerProcess(options: {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      V8_FLAGS,
       "--allow-all",
       new URL("../broker/main.ts", import.meta.url).pathname,
       "--port",

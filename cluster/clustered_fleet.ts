@@ -14,6 +14,7 @@ import type { Options } from "../fleet/fleet_args.ts";
 import { type BrokerProcess, forwardLines, startBrokerProcess } from "./broker_process.ts";
 import { type LocalService, startPostgres, startRedis } from "./local_services.ts";
 import { ProcessTreeSampler, type SampledProcess } from "./process_sampler.ts";
+import { V8_FLAGS } from "../lib/runtime_flags.ts";
 
 /** What one broker node carried. */
 export interface NodeFigures {
@@ -229,7 +230,13 @@ async function runShard(
   out: (line: string) => void,
 ): Promise<FleetReport> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", new URL("../fleet/fleet.ts", import.meta.url).pathname, ...args],
+    args: [
+      "run",
+      V8_FLAGS,
+      "--allow-all",
+      new URL("../fleet/fleet.ts", import.meta.url).pathname,
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
