@@ -13,14 +13,24 @@ import type { Clock } from "../lib/clock.ts";
 import type { Certificate } from "../protocol/certificates.ts";
 import type { VerificationCache } from "../protocol/signatures.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { compareVersions, type DecodedImage, formatVersion } from "../protocol/image_format.ts";
-import { decodeAreaImage, validateAreaImage, type ValidationResult } from "./image_validate.ts";
+import {
+  compareVersions,
+  type DecodedImage,
+  formatVersion,
+  isEncrypted,
+} from "../protocol/image_format.ts";
+import {
+  decodeAreaImage,
+  type ImageKeys,
+  validateAreaImage,
+  type ValidationResult,
+} from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";
 import { SecurityCounter } from "./security_counter.ts";
 import { decideBoot } from "./boot_decision.ts";
-import { continueSwap, performSwap } from "./swap.ts";
-import { readSwapStatus } from "./swap_status.ts";
+import { continueSwap, performSwap, type SwapKeys } from "./swap.ts";
+import { readSwapStatus, type SwapCipherRecord, type SwapCipherRecords } from "./swap_status.ts";
 import {
   eraseTrailer,
   readTrailer,
@@ -37,6 +47,11 @@ export interface BootRom {
   readonly certificates?: ReadonlyMap<string, string | Uint8Array>;
   /** Shared signature-result cache (a simulator optimisation; results are exact). */
   readonly verificationCache?: VerificationCache;
+  /**
+   * The secure element's image-key slot, as the boot ROM reaches it: unwraps the payload key of
+   * an encrypted image (none: encrypted images are refused).
+   */
+  readonly imageKeys?: ImageKeys;
 }
 
 /** What the boot ROM hands to the running image (MCUboot's shared boot data). */
@@ -107,6 +122,66 @@ function failureCode(result: ValidationResult): number {
     : PsaStatus.ERROR_DATA_INVALID;
 }
 
+/** The record of `image`'s encrypted payload, or null for a plaintext image. */
+function cipherRecord(image: DecodedImage): SwapCipherRecord | null {
+  if (!isEncrypted(image) || !image.encryptedKey) return null;
+  return {
+    start: image.payloadOffset,
+    end: image.payloadOffset + image.header.payloadSize,
+    wrappedKey: image.encryptedKey,
+  };
+}
+
+/**
+ * What a swap of `primary` (installed, plaintext) and `secondary` (staged, verified) turns, with
+ * the keys. The staged image's key unwrapped when it was verified; the installed image's is
+ * unwrapped to encrypt it again on its way out, and where it cannot be (a key no longer held)
+ * it is moved as it is, which the log says.
+ */
+async function swapCiphers(
+  rom: BootRom,
+  primary: DecodedImage | null,
+  secondary: DecodedImage,
+  log: string[],
+): Promise<{ records: SwapCipherRecords; keys: SwapKeys }> {
+  const unwrap = async (record: SwapCipherRecord | null) => {
+    if (!record || !rom.imageKeys) return null;
+    const unwrapped = await rom.imageKeys.unwrapImageKey(record.wrappedKey);
+    return unwrapped.ok ? unwrapped.key : null;
+  };
+  const incoming = cipherRecord(secondary);
+  let outgoing = primary ? cipherRecord(primary) : null;
+  const primaryKey = await unwrap(outgoing);
+  if (outgoing && !primaryKey) {
+    log.push("the running image's key cannot be unwrapped: it leaves the primary slot unencrypted");
+    outgoing = null;
+  }
+  return {
+    records: { primary: outgoing, secondary: incoming },
+    keys: { primary: primaryKey, secondary: await unwrap(incoming) },
+  };
+}
+
+/** The keys of a recorded swap's encrypted payloads, unwrapped again to resume it. */
+async function recordedKeys(
+  rom: BootRom,
+  records: SwapCipherRecords,
+): Promise<{ ok: true; keys: SwapKeys } | { ok: false; reason: string }> {
+  const keys: { primary: Uint8Array | null; secondary: Uint8Array | null } = {
+    primary: null,
+    secondary: null,
+  };
+  for (const side of ["primary", "secondary"] as const) {
+    const record = records[side];
+    if (!record) continue;
+    if (!rom.imageKeys) return { ok: false, reason: "no image key to decrypt the payload" };
+    const unwrapped = await rom.imageKeys.unwrapImageKey(record.wrappedKey);
+    if (!unwrapped.ok) return { ok: false, reason: unwrapped.reason };
+    keys[side] = unwrapped.key;
+  }
+  return { ok: true, keys };
+}
+
 /**
  * Boots the device from its flash.
  *
@@ -127,6 +202,8 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
       root: rom.root,
       minimumSecurityCounter: fuses.read(),
       ...(rom.verificationCache ? { cache: rom.verificationCache } : {}),
+      // An encrypted image is ciphertext in the secondary slot, plaintext once installed.
+      ...(area === areas.secondary ? { staged: rom.imageKeys ? { keys: rom.imageKeys } : {} } : {}),
       ...options,
     });
 
@@ -146,7 +223,12 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
   if (decision.swap === "resume" && status.state === "in-progress") {
     const done = status.progress.filter((steps) => steps === 3).length;
     log.push(`resuming ${status.kind} swap: ${done}/${status.sectors} sectors done`);
-    continueSwap(areas, status, (line) => log.push(line));
+    const keys = await recordedKeys(rom, status.ciphers);
+    if (!keys.ok) {
+      log.push(`cannot resume the swap: ${keys.reason}: entering recovery`);
+      return { kind: "recovery", reason: `swap cannot resume: ${keys.reason}`, log };
+    }
+    continueSwap(areas, status, (line) => log.push(line), keys.keys);
     action = "resumed";
   } else if (decision.swap === "test" || decision.swap === "perm") {
     const candidate = await validate(areas.secondary, { at: new Date(clock.now()) });
@@ -173,7 +255,20 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
     } else {
       log.push(`candidate ${formatVersion(candidate.image.header.version)} verified`);
       const sectors = sectorsFor(areas, candidate.image, running.ok ? running.image : undefined);
-      performSwap(areas, decision.swap, sectors, (line) => log.push(line));
+      const ciphers = await swapCiphers(
+        rom,
+        running.ok ? running.image : null,
+        candidate.image,
+        log,
+      );
+      performSwap(
+        areas,
+        decision.swap,
+        sectors,
+        (line) => log.push(line),
+        ciphers.records,
+        ciphers.keys,
+      );
       action = "installed";
     }
   } else if (decision.swap === "revert") {
@@ -181,7 +276,20 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
     if (previous.ok) {
       const running = decodeAreaImage(areas.primary, slotImageSize(areas.primary));
       const sectors = sectorsFor(areas, previous.image, running.ok ? running.image : undefined);
-      performSwap(areas, "revert", sectors, (line) => log.push(line));
+      const ciphers = await swapCiphers(
+        rom,
+        running.ok ? running.image : null,
+        previous.image,
+        log,
+      );
+      performSwap(
+        areas,
+        "revert",
+        sectors,
+        (line) => log.push(line),
+        ciphers.records,
+        ciphers.keys,
+      );
       action = "reverted";
     } else {
       // Nothing valid to go back to: keep the tested image rather than brick (MCUboot's FAIL).
@@ -209,7 +317,16 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
           formatVersion(previous.image.header.version)
         } in the secondary slot`,
       );
-      performSwap(areas, "fallback", slotSectors, (line) => log.push(line));
+      // The corrupt primary image is erased from the secondary slot after: nothing to encrypt.
+      const ciphers = await swapCiphers(rom, null, previous.image, log);
+      performSwap(
+        areas,
+        "fallback",
+        slotSectors,
+        (line) => log.push(line),
+        ciphers.records,
+        ciphers.keys,
+      );
       action = "fell-back";
       primary = await validate(areas.primary);
     }

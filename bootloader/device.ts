@@ -151,7 +151,10 @@ export class Device {
   /** Builds a powered-off device. */
   constructor(options: DeviceOptions) {
     this.layout = options.layout;
-    this.rom = options.rom;
+    // The boot ROM reaches the secure element's image-key slot, if the device has an element.
+    this.rom = options.secureElement && !options.rom.imageKeys
+      ? { ...options.rom, imageKeys: options.secureElement }
+      : options.rom;
     this.clock = options.clock ?? systemClock;
     this.flash = options.flash ?? createFlash(options.layout);
     this.areas = openAreas(this.flash, options.layout);

@@ -331,6 +331,8 @@ export class FirmwareUpdateService {
         ...(this.#context.rom.verificationCache
           ? { cache: this.#context.rom.verificationCache }
           : {}),
+        // Staged: an encrypted image is checked decrypted, with a key only the element unwraps.
+        staged: this.#context.rom.imageKeys ? { keys: this.#context.rom.imageKeys } : {},
       },
     );
     if (!result.ok) {

@@ -16,7 +16,9 @@ import {
   type DecodedImage,
   decodeImage,
   type DecodeResult,
+  isEncrypted,
 } from "../protocol/image_format.ts";
+import { payloadCipher, type UnwrapResult } from "../protocol/image_encryption.ts";
 
 /** Options for {@linkcode validateImage}. */
 export interface ValidateOptions {
@@ -28,6 +30,46 @@ export interface ValidateOptions {
   readonly at?: Date;
   /** Signature result cache. */
   readonly cache?: VerificationCache;
+  /**
+   * Set when the image is read as staged (a secondary slot, a download): an encrypted image is
+   * ciphertext there, decrypted for its hash and signature with the key `keys` unwraps from its
+   * ENC_EC256 TLV (a device without `keys` refuses it). Unset: the image is read as installed,
+   * where an encrypted image's payload is already plaintext.
+   */
+  readonly staged?: { readonly keys?: ImageKeys };
+}
+
+/** Who can unwrap an encrypted image's payload key: the device's secure element. */
+export interface ImageKeys {
+  unwrapImageKey(tlv: Uint8Array): Promise<UnwrapResult>;
+}
+
+/**
+ * `source` with the payload of `image` (encrypted with `key`) read as plaintext: the transform is
+ * AES-128-CTR, so any range decrypts on its own.
+ */
+export function decryptingSource(
+  source: ByteSource,
+  image: DecodedImage,
+  key: Uint8Array,
+): ByteSource {
+  const start = image.payloadOffset;
+  const end = start + image.header.payloadSize;
+  return {
+    size: source.size,
+    read(offset, length) {
+      const bytes = source.read(offset, length).slice();
+      const from = Math.max(offset, start);
+      const to = Math.min(offset + length, end);
+      if (from < to) {
+        bytes.set(
+          payloadCipher(key, from - start, bytes.subarray(from - offset, to - offset)),
+          from - offset,
+        );
+      }
+      return bytes;
+    },
+  };
 }
 
 /** Outcome of {@linkcode validateImage}. */
@@ -115,6 +157,13 @@ async function validateDecoded(
   if (!decoded.ok) return decoded;
   const image = decoded.image;
   const refuse = (reason: string): ValidationResult => ({ ok: false, reason, image });
+  if (options.staged && isEncrypted(image)) {
+    const keys = options.staged.keys;
+    if (!keys) return refuse("encrypted, and no key on this device to decrypt it");
+    const unwrapped = await keys.unwrapImageKey(image.encryptedKey!);
+    if (!unwrapped.ok) return refuse(`cannot decrypt: ${unwrapped.reason}`);
+    source = decryptingSource(source, image, unwrapped.key);
+  }
   if (!image.sha256) return refuse("image has no SHA256 TLV");
   const digest = digestSource(source, image.hashedSize);
   if (!bytesEqual(digest, image.sha256)) return refuse("image hash does not match its SHA256 TLV");

@@ -16,7 +16,8 @@
  */
 
 import { ECDSA_P256, signData } from "../protocol/signatures.ts";
-import { bytesEqual } from "../lib/bytes.ts";
+import { bytesEqual, toArrayBuffer } from "../lib/bytes.ts";
+import { ECDH_P256, unwrapImageKey, type UnwrapResult } from "../protocol/image_encryption.ts";
 import { toBase64Url } from "../lib/base64.ts";
 import { LOGIN_TOKEN_PREFIX, loginTokenMessage } from "../protocol/login_token.ts";
 
@@ -26,6 +27,7 @@ export interface SecureElementChip {
   readonly publicKey: CryptoKey;
   readonly publicKeySpki: Uint8Array;
   readonly certificate: Uint8Array | null;
+  readonly imageKey?: CryptoKey;
 }
 
 /**
@@ -44,6 +46,8 @@ export class SecureElement {
   /** The public half, for the CA to certify. */
   readonly publicKey: CryptoKey;
   #certificate: Uint8Array | null = null;
+  /** The key encrypted images are wrapped for (ECDH P-256), once provisioned. */
+  #imageKey: CryptoKey | null = null;
 
   private constructor(keys: CryptoKeyPair, spki: Uint8Array) {
     this.#privateKey = keys.privateKey;
@@ -61,6 +65,7 @@ export class SecureElement {
       publicKey: this.publicKey,
       publicKeySpki: this.#publicKeySpki,
       certificate: this.#certificate,
+      ...(this.#imageKey ? { imageKey: this.#imageKey } : {}),
     };
   }
 
@@ -72,6 +77,10 @@ export class SecureElement {
       chip.publicKeySpki,
     );
     element.#certificate = chip.certificate;
+    if (chip.imageKey) {
+      if (chip.imageKey.extractable) throw new Error("an image key is never extractable");
+      element.#imageKey = chip.imageKey;
+    }
     return element;
   }
 
@@ -100,6 +109,39 @@ export class SecureElement {
     if (!bytesEqual(certifiedSpki, this.#publicKeySpki)) return false;
     this.#certificate = der.slice();
     return true;
+  }
+
+  /**
+   * Provisions the private key encrypted images are made for (PKCS#8, ECDH P-256; the product's
+   * `image encryption-keygen` key): imported as a key that can never be read back, the bytes
+   * given are not kept. A later call replaces it.
+   */
+  async installImageKey(pkcs8: Uint8Array): Promise<void> {
+    this.#imageKey = await crypto.subtle.importKey(
+      "pkcs8",
+      toArrayBuffer(pkcs8),
+      ECDH_P256,
+      false,
+      ["deriveBits"],
+    );
+  }
+
+  /** Whether an image key is provisioned. */
+  get hasImageKey(): boolean {
+    return this.#imageKey !== null;
+  }
+
+  /**
+   * The payload key of an encrypted image, unwrapped from its ENC_EC256 TLV with the provisioned
+   * image key (which stays inside): for the bootloader's decrypting swap, as MCUboot's holds it
+   * in RAM for the copy. Refused with the reason when no key is provisioned or the TLV was not
+   * made for it.
+   */
+  unwrapImageKey(tlv: Uint8Array): Promise<UnwrapResult> {
+    if (!this.#imageKey) {
+      return Promise.resolve({ ok: false, reason: "no image key in the secure element" });
+    }
+    return unwrapImageKey(tlv, this.#imageKey);
   }
 
   /** Signs `data` (ECDSA P-256/SHA-256, DER, as every signature in the project). */

@@ -31,16 +31,47 @@ export type SwapStatus =
     readonly sectors: number;
     /** Steps done (0..3) for each image sector. */
     readonly progress: readonly number[];
+    /** The encrypted payloads the swap turns (recorded before it began). */
+    readonly ciphers: SwapCipherRecords;
   };
 
-function positions(area: FlashArea) {
+/**
+ * An encrypted payload a swap decrypts or encrypts as it copies: where it lies in its slot and its
+ * key as the image carries it (the wrapped ENC_EC256 TLV, never the key itself: the swap status
+ * is flash, and the secure element unwraps it again when a swap resumes).
+ */
+export interface SwapCipherRecord {
+  /** Slot offsets of the payload's first byte and of the byte after its last. */
+  readonly start: number;
+  readonly end: number;
+  readonly wrappedKey: Uint8Array;
+}
+
+/**
+ * What a swap turns: the secondary slot's image is decrypted into the primary, the primary's is
+ * encrypted again on its way to the secondary (null: copied as it is).
+ */
+export interface SwapCipherRecords {
+  readonly primary: SwapCipherRecord | null;
+  readonly secondary: SwapCipherRecord | null;
+}
+
+/** A swap of plaintext images. */
+export const NO_CIPHERS: SwapCipherRecords = { primary: null, secondary: null };
+
+const WRAPPED_KEY_BYTES = 113;
+
+function positions(area: { readonly writeUnit: number; readonly sectorSize: number }) {
   const field = Math.max(8, area.writeUnit);
   const kind = 0;
   const size = field;
   const magic = 2 * field;
   const done = magic + alignUp(16, field);
   const records = done + field;
-  return { field, kind, size, magic, done, records };
+  // The two cipher records sit at the end of the sector, after the step records' room.
+  const cipherRecord = alignUp(8 + WRAPPED_KEY_BYTES, area.writeUnit);
+  const ciphers = area.sectorSize - 2 * cipherRecord;
+  return { field, kind, size, magic, done, records, cipherRecord, ciphers };
 }
 
 /**
@@ -49,13 +80,12 @@ function positions(area: FlashArea) {
  * @example
  * ```ts
  * import { swapStatusCapacity } from "./swap_status.ts";
- * swapStatusCapacity(4096, 8); // 168
+ * swapStatusCapacity(4096, 8); // 157
  * ```
  */
 export function swapStatusCapacity(sectorSize: number, writeUnit: number): number {
-  const field = Math.max(8, writeUnit);
-  const header = 3 * field + alignUp(16, field) + field;
-  return Math.floor((sectorSize - header) / (3 * writeUnit));
+  const p = positions({ sectorSize, writeUnit });
+  return Math.floor((p.ciphers - p.records) / (3 * writeUnit));
 }
 
 /** Reads the swap status. A torn erase or torn header never reads as a swap in progress. */
@@ -80,13 +110,48 @@ export function readSwapStatus(area: FlashArea, maxSectors: number): SwapStatus 
     }
     progress.push(steps);
   }
-  return { state: "in-progress", kind, sectors, progress };
+  const cipherAt = (index: number): SwapCipherRecord | null => {
+    const record = area.read(p.ciphers + index * p.cipherRecord, p.cipherRecord);
+    if (isFilledWith(record, ERASED)) return null;
+    const view = viewOf(record);
+    return {
+      start: view.getUint32(0, true),
+      end: view.getUint32(4, true),
+      wrappedKey: record.slice(8, 8 + WRAPPED_KEY_BYTES),
+    };
+  };
+  return {
+    state: "in-progress",
+    kind,
+    sectors,
+    progress,
+    ciphers: { primary: cipherAt(0), secondary: cipherAt(1) },
+  };
 }
 
-/** Starts recording a swap: erase, kind, size, then the magic that makes it "in progress". */
-export function beginSwapStatus(area: FlashArea, kind: SwapKind, sectors: number): void {
+/**
+ * Starts recording a swap: erase, kind, size, the payloads it turns, then the magic that makes it
+ * "in progress" (so a cut before the magic leaves no half-recorded swap to resume).
+ */
+export function beginSwapStatus(
+  area: FlashArea,
+  kind: SwapKind,
+  sectors: number,
+  ciphers: SwapCipherRecords = NO_CIPHERS,
+): void {
   const p = positions(area);
   area.eraseSectorIfNeeded(0);
+  for (const [index, cipher] of [ciphers.primary, ciphers.secondary].entries()) {
+    if (!cipher) continue;
+    if (cipher.wrappedKey.length !== WRAPPED_KEY_BYTES) {
+      throw new RangeError(`a wrapped image key has ${WRAPPED_KEY_BYTES} bytes`);
+    }
+    const record = new Uint8Array(p.cipherRecord).fill(ERASED);
+    viewOf(record).setUint32(0, cipher.start, true);
+    viewOf(record).setUint32(4, cipher.end, true);
+    record.set(cipher.wrappedKey, 8);
+    area.program(p.ciphers + index * p.cipherRecord, record);
+  }
   const kindUnit = new Uint8Array(p.field).fill(ERASED);
   kindUnit[0] = KIND_CODES[kind];
   area.program(p.kind, kindUnit);

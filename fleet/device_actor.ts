@@ -414,8 +414,9 @@ export class DeviceActor {
    * copy-on-write clone, so the device itself is not touched.
    */
   bootable(): Promise<boolean> {
-    const { layout, rom, clock } = this.#environment;
-    return bootsTrustedImage(this.device.flash, layout, rom, clock);
+    const { layout, clock } = this.#environment;
+    // The device's ROM: it reaches the device's own secure element (encrypted images).
+    return bootsTrustedImage(this.device.flash, layout, this.device.rom, clock);
   }
 
   /** Keeps an unintended power loss (cut, crash loop) from being permanent: power comes back. */

@@ -29,6 +29,11 @@ export const TlvType = {
   SHA256: 0x10,
   /** DER ECDSA P-256 signature over the same region. */
   ECDSA_SIG: 0x22,
+  /**
+   * The payload's AES-128 key wrapped for the device's P-256 key (ECIES; see image_encryption.ts):
+   * ephemeral public key, MAC, wrapped key. Present exactly when the header says ENCRYPTED_AES128.
+   */
+  ENC_EC256: 0x32,
   /** u32 security counter (protected). */
   SEC_CNT: 0x50,
   /** DER X.509 certificate of the signer (vendor type). */
@@ -48,11 +53,10 @@ export const ImageFlag = {
   COMPRESSED_ARM_THUMB_FLT: 0x800,
 } as const;
 
-const UNSUPPORTED_FLAGS = ImageFlag.PIC | ImageFlag.ENCRYPTED_AES128 | ImageFlag.ENCRYPTED_AES256 |
-  ImageFlag.RAM_LOAD | ImageFlag.ROM_FIXED | ImageFlag.COMPRESSED_LZMA1 |
-  ImageFlag.COMPRESSED_LZMA2 |
+const UNSUPPORTED_FLAGS = ImageFlag.PIC | ImageFlag.ENCRYPTED_AES256 | ImageFlag.RAM_LOAD |
+  ImageFlag.ROM_FIXED | ImageFlag.COMPRESSED_LZMA1 | ImageFlag.COMPRESSED_LZMA2 |
   ImageFlag.COMPRESSED_ARM_THUMB_FLT;
-const KNOWN_FLAGS = UNSUPPORTED_FLAGS | ImageFlag.NON_BOOTABLE;
+const KNOWN_FLAGS = UNSUPPORTED_FLAGS | ImageFlag.NON_BOOTABLE | ImageFlag.ENCRYPTED_AES128;
 
 /** Image version `major.minor.revision+build`. */
 export interface ImageVersion {
@@ -94,6 +98,17 @@ export interface DecodedImage {
   readonly keyHash: Uint8Array | null;
   readonly signature: Uint8Array | null;
   readonly signerCertificate: Uint8Array | null;
+  /**
+   * The wrapped payload key (`ENC_EC256`) of an image whose header says ENCRYPTED_AES128, else
+   * null. Such an image's payload is ciphertext in a secondary slot and on the wire, plaintext
+   * once installed in the primary slot (as MCUboot keeps them).
+   */
+  readonly encryptedKey: Uint8Array | null;
+}
+
+/** Whether `image`'s header says its payload is encrypted (see `DecodedImage.encryptedKey`). */
+export function isEncrypted(image: { readonly header: ImageHeader }): boolean {
+  return (image.header.flags & ImageFlag.ENCRYPTED_AES128) !== 0;
 }
 
 /** A decode that failed, with the reason. */
@@ -248,6 +263,7 @@ const TLV_RULES: Record<number, { name: string; protected: boolean; min: number;
   [TlvType.SHA256]: { name: "SHA256", protected: false, min: 32, max: 32 },
   [TlvType.ECDSA_SIG]: { name: "ECDSA_SIG", protected: false, min: 8, max: 72 },
   [TlvType.SIGNER_CERT]: { name: "SIGNER_CERT", protected: false, min: 64, max: 4096 },
+  [TlvType.ENC_EC256]: { name: "ENC_EC256", protected: false, min: 113, max: 113 },
 };
 
 function parseTlvArea(
@@ -426,6 +442,12 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
   if (!area.ok) return area;
   const find = (type: number) => tlvs.find((tlv) => tlv.type === type)?.value ?? null;
   const counter = find(TlvType.SEC_CNT);
+  const encryptedKey = find(TlvType.ENC_EC256);
+  const encrypted = (header.flags & ImageFlag.ENCRYPTED_AES128) !== 0;
+  if (encrypted && !encryptedKey) return fail("encrypted image has no ENC_EC256 TLV (its key)");
+  if (!encrypted && encryptedKey) {
+    return fail("image carries an ENC_EC256 TLV but its header does not say it is encrypted");
+  }
   return {
     ok: true,
     image: {
@@ -439,6 +461,7 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
       keyHash: find(TlvType.KEYHASH),
       signature: find(TlvType.ECDSA_SIG),
       signerCertificate: find(TlvType.SIGNER_CERT),
+      encryptedKey,
     },
   };
 }

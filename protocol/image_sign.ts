@@ -7,10 +7,12 @@
 import { concatBytes, viewOf } from "../lib/bytes.ts";
 import { type Certificate, certificateDer } from "./certificates.ts";
 import { sha256, signData } from "./signatures.ts";
+import { IMAGE_KEY_BYTES, payloadCipher, wrapImageKey } from "./image_encryption.ts";
 import {
   encodeHeader,
   encodeTlvArea,
   IMAGE_HEADER_SIZE,
+  ImageFlag,
   type ImageVersion,
   TLV_INFO_MAGIC,
   TLV_PROTECTED_INFO_MAGIC,
@@ -92,18 +94,42 @@ export function hashedRegion(spec: ImageSpec): Uint8Array {
  * const image = await signImage({ payload, version, securityCounter: 1 }, signer);
  * ```
  */
-export async function signImage(spec: ImageSpec, signer: ImageSigner): Promise<Uint8Array> {
-  const region = hashedRegion(spec);
+export async function signImage(
+  spec: ImageSpec,
+  signer: ImageSigner,
+  options: SignOptions = {},
+): Promise<Uint8Array> {
+  const encryptTo = options.encryptTo;
+  const flags = (spec.flags ?? 0) | (encryptTo ? ImageFlag.ENCRYPTED_AES128 : 0);
+  // The signature covers the plaintext, with the header saying it is encrypted (as MCUboot's).
+  const region = hashedRegion({ ...spec, flags });
   const digest = sha256(region);
   const signature = await signData(signer.privateKey, region);
   const keyHash = sha256(new Uint8Array(signer.certificate.publicKey.rawData));
-  const tlvs = encodeTlvArea(TLV_INFO_MAGIC, [
+  const entries: { type: number; value: Uint8Array }[] = [
     { type: TlvType.SHA256, value: digest },
     { type: TlvType.KEYHASH, value: keyHash },
     { type: TlvType.ECDSA_SIG, value: signature },
     { type: TlvType.SIGNER_CERT, value: certificateDer(signer.certificate) },
-  ]);
-  return concatBytes([region, tlvs]);
+  ];
+  if (encryptTo) {
+    // A fresh key per image: CTR under a reused key would give two payloads' XOR away.
+    const key = crypto.getRandomValues(new Uint8Array(IMAGE_KEY_BYTES));
+    const payloadOffset = spec.headerSize ?? IMAGE_HEADER_SIZE;
+    const payloadEnd = payloadOffset + spec.payload.length;
+    region.set(payloadCipher(key, 0, region.subarray(payloadOffset, payloadEnd)), payloadOffset);
+    entries.push({ type: TlvType.ENC_EC256, value: await wrapImageKey(key, encryptTo) });
+  }
+  return concatBytes([region, encodeTlvArea(TLV_INFO_MAGIC, entries)]);
+}
+
+/** How {@linkcode signImage} builds the image besides signing it. */
+export interface SignOptions {
+  /**
+   * Encrypt the payload for the holder of this ECDH P-256 private key's public half (MCUboot's
+   * ENC_EC256; see image_encryption.ts).
+   */
+  readonly encryptTo?: CryptoKey;
 }
 
 /**

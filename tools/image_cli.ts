@@ -8,7 +8,7 @@
  */
 
 import { flagLines, type FlagSpec, parseFlags, wrapped } from "../lib/flags.ts";
-import { toHex } from "../lib/bytes.ts";
+import { toArrayBuffer, toHex } from "../lib/bytes.ts";
 import { type Certificate, certificateDer, parseCertificate } from "../protocol/certificates.ts";
 import { createSigningPki, exportPrivateKeyPem } from "../pki/certificate_issuer.ts";
 import {
@@ -26,11 +26,19 @@ import {
   bytesSource,
   decodeImage,
   formatVersion,
+  isEncrypted,
   parseVersion,
   TlvType,
 } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
-import { validateImage } from "../bootloader/image_validate.ts";
+import { type ImageKeys, validateImage } from "../bootloader/image_validate.ts";
+import {
+  ECDH_P256 as ECDH_P256_AGREEMENT,
+  imagePrivateKeyPkcs8,
+  importImagePublicKeyPem,
+  payloadCipher,
+  unwrapImageKey,
+} from "../protocol/image_encryption.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 
@@ -53,6 +61,16 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
         range: [1, 36500],
         default: "3650",
       },
+      { name: "force", help: "overwrite existing keys" },
+    ],
+  },
+  "encryption-keygen": {
+    args: "",
+    about: "Create image-enc.key (the P-256 key a product's devices hold in their secure " +
+      "element to decrypt images) and image-enc.pub (what `sign --encrypt-to` encrypts for). " +
+      "Keys made by openssl (prime256v1) work the same. Never overwritten without --force.",
+    flags: [
+      { name: "out-dir", value: "DIR", help: "where the keys go (required)" },
       { name: "force", help: "overwrite existing keys" },
     ],
   },
@@ -102,6 +120,12 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
         range: [32, 0xffff],
         default: "32",
       },
+      {
+        name: "encrypt-to",
+        value: "FILE",
+        help: "encrypt the payload for the holder of this P-256 public key (PEM), as MCUboot's " +
+          "ENC_EC256: AES-128-CTR under a fresh key, wrapped by ECIES; signed over the plaintext",
+      },
     ],
   },
   "sign-detached": {
@@ -119,6 +143,12 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
     about: "Print every header field and TLV, and whether the signature verifies against --root.",
     flags: [
       { name: "root", value: "FILE", help: "the root certificate to verify against" },
+      {
+        name: "decrypt-key",
+        value: "FILE",
+        help: "an encrypted image's decryption key (PEM), to check its signature and read its " +
+          "manifest",
+      },
       { name: "json", help: "as JSON" },
     ],
   },
@@ -126,7 +156,14 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
     args: "FILE",
     about: "Exit 0 only if the image would boot on a device trusting --root (hash, signature, " +
       "signer certificate), else 1 with the reason.",
-    flags: [{ name: "root", value: "FILE", help: "the root the device trusts (required)" }],
+    flags: [
+      { name: "root", value: "FILE", help: "the root the device trusts (required)" },
+      {
+        name: "decrypt-key",
+        value: "FILE",
+        help: "the key the device holds to decrypt an encrypted image (PEM)",
+      },
+    ],
   },
 };
 
@@ -258,18 +295,69 @@ async function sign(args: string[], out: Output): Promise<number> {
       `--key '${values.key}' does not belong to --cert '${values.cert}': the image would not verify`,
     );
   }
-  const image = await signImage({ payload, version, securityCounter, headerSize }, {
-    privateKey: keys.privateKey,
-    certificate,
-  });
+  const encryptTo = flags.string("encrypt-to");
+  let recipient: CryptoKey | undefined;
+  if (encryptTo !== undefined) {
+    const key = await importImagePublicKeyPem(
+      new TextDecoder().decode(await readFile(encryptTo, "public key")),
+    );
+    if (!key.ok) throw new UsageError(`Cannot use --encrypt-to '${encryptTo}': ${key.reason}`);
+    recipient = key.value;
+  }
+  const image = await signImage(
+    { payload, version, securityCounter, headerSize },
+    { privateKey: keys.privateKey, certificate },
+    recipient ? { encryptTo: recipient } : {},
+  );
   const path = required(values, "out");
   await Deno.writeFile(path, image);
   out(
     `wrote ${path}: ${image.length} bytes, version ${
       formatVersion(version)
-    }, security counter ${securityCounter}`,
+    }, security counter ${securityCounter}${recipient ? ", payload encrypted (ENC_EC256)" : ""}`,
   );
   return 0;
+}
+
+async function encryptionKeygen(args: string[], out: Output): Promise<number> {
+  const flags = flagsOf("encryption-keygen", args);
+  const dir = required(flags.values, "out-dir");
+  const existing = [];
+  for (const name of ["image-enc.key", "image-enc.pub"]) {
+    if (await Deno.stat(`${dir}/${name}`).then(() => true, () => false)) existing.push(name);
+  }
+  if (existing.length > 0 && flags.values.force !== true) {
+    throw new UsageError(
+      `${dir} already holds ${existing.join(", ")}: not overwritten (give --force to replace them)`,
+    );
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const pair = await crypto.subtle.generateKey(ECDH_P256_AGREEMENT, true, ["deriveBits"]);
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
+  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
+  await Deno.writeTextFile(`${dir}/image-enc.key`, pemEncode("PRIVATE KEY", pkcs8), {
+    mode: 0o600,
+  });
+  await Deno.writeTextFile(`${dir}/image-enc.pub`, pemEncode("PUBLIC KEY", spki));
+  out(`wrote ${dir}/image-enc.key, ${dir}/image-enc.pub (ECIES P-256)`);
+  return 0;
+}
+
+/** The staged-check options for `--decrypt-key` (as a device with that key in its element). */
+async function decryptionOf(path: string | undefined): Promise<{ staged?: { keys: ImageKeys } }> {
+  if (path === undefined) return {};
+  const pkcs8 = imagePrivateKeyPkcs8(
+    new TextDecoder().decode(await readFile(path, "decryption key")),
+  );
+  if (!pkcs8.ok) throw new UsageError(`Cannot use --decrypt-key '${path}': ${pkcs8.reason}`);
+  const key = await crypto.subtle.importKey(
+    "pkcs8",
+    toArrayBuffer(pkcs8.value),
+    ECDH_P256_AGREEMENT,
+    false,
+    ["deriveBits"],
+  );
+  return { staged: { keys: { unwrapImageKey: (tlv) => unwrapImageKey(tlv, key) } } };
 }
 
 /** Whether `keys` holds the private key of `certificate`'s public key (a probe signature). */
@@ -286,8 +374,19 @@ async function verify(args: string[], out: Output): Promise<number> {
   const { values, positionals } = flagsOf("verify", args, true);
   if (positionals.length !== 1) throw new UsageError("verify takes exactly one image file");
   const root = await loadCertificate(required(values, "root"));
+  const decryption = await decryptionOf(values["decrypt-key"] as string | undefined);
   const bytes = await readFile(positionals[0]!, "image");
-  const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
+  const decoded = decodeImage(bytesSource(bytes));
+  if (decoded.ok && isEncrypted(decoded.image) && !decryption.staged) {
+    out(`${positionals[0]}: encrypted: give --decrypt-key FILE (the devices' key) to verify it`);
+    return 1;
+  }
+  // Read as a download is: an encrypted image decrypted with the key given.
+  const result = await validateImage(bytesSource(bytes), {
+    root,
+    at: new Date(),
+    ...decryption,
+  });
   if (!result.ok) {
     out(`${positionals[0]}: would not boot: ${result.reason}`);
     return 1;
@@ -341,15 +440,39 @@ async function inspect(args: string[], out: Output): Promise<number> {
     }
     return { name, protected: tlv.protected, length: tlv.value.length, value };
   });
-  const manifest = readManifest(
-    bytes.subarray(header.headerSize, header.headerSize + header.payloadSize),
+  const encrypted = isEncrypted(decoded.image);
+  const decryption = await decryptionOf(values["decrypt-key"] as string | undefined);
+  let payload: Uint8Array | null = bytes.subarray(
+    header.headerSize,
+    header.headerSize + header.payloadSize,
   );
+  let encryption = encrypted
+    ? "AES-128-CTR payload, its key wrapped for a P-256 key (ENC_EC256)"
+    : "none";
+  if (encrypted) {
+    const unwrapped = decryption.staged
+      ? await decryption.staged.keys.unwrapImageKey(decoded.image.encryptedKey!)
+      : null;
+    payload = unwrapped?.ok ? payloadCipher(unwrapped.key, 0, payload) : null;
+    encryption += unwrapped
+      ? unwrapped.ok ? "; decrypted with --decrypt-key" : `; cannot decrypt: ${unwrapped.reason}`
+      : "";
+  }
+  const manifest = payload
+    ? readManifest(payload)
+    : { source: "encrypted (give --decrypt-key to read it)" as const };
   let signature: { checked: boolean; verifies?: boolean; root?: string; reason?: string } = {
     checked: false,
   };
-  if (typeof values.root === "string") {
+  // An encrypted image's signature covers its plaintext: without the key it cannot be checked.
+  const checkable = !encrypted || decryption.staged !== undefined;
+  if (typeof values.root === "string" && checkable) {
     const root = await loadCertificate(values.root);
-    const result = await validateImage(bytesSource(bytes), { root, at: new Date() });
+    const result = await validateImage(bytesSource(bytes), {
+      root,
+      at: new Date(),
+      ...decryption,
+    });
     signature = result.ok
       ? { checked: true, verifies: true, root: root.subject }
       : { checked: true, verifies: false, root: root.subject, reason: result.reason };
@@ -363,6 +486,7 @@ async function inspect(args: string[], out: Output): Promise<number> {
         header: { ...header, version: formatVersion(header.version) },
         imageSize: decoded.image.totalSize,
         securityCounter: decoded.image.securityCounter,
+        encrypted,
         tlvs,
         manifest: manifest.source === "manifest" ? manifest.manifest : manifest.source,
         signature,
@@ -381,6 +505,7 @@ async function inspect(args: string[], out: Output): Promise<number> {
   out(`flags:              0x${header.flags.toString(16)}`);
   out(`version:            ${formatVersion(header.version)}`);
   out(`image size:         ${decoded.image.totalSize}`);
+  out(`encryption:         ${encryption}`);
   for (const tlv of tlvs) {
     out(`TLV ${tlv.protected ? "(protected) " : ""}${tlv.name} [${tlv.length}]: ${tlv.value}`);
   }
@@ -390,7 +515,11 @@ async function inspect(args: string[], out: Output): Promise<number> {
     }`,
   );
   if (!signature.checked) {
-    out("signature:          not checked (pass --root FILE)");
+    out(
+      `signature:          not checked (pass --root FILE${
+        checkable ? "" : " and, the image being encrypted, --decrypt-key FILE"
+      })`,
+    );
     return 0;
   }
   if (signature.verifies) {
@@ -413,6 +542,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
   const [command, ...rest] = args;
   const commands: Record<string, (args: string[], out: Output) => Promise<number>> = {
     keygen,
+    "encryption-keygen": encryptionKeygen,
     firmware,
     sign,
     "sign-detached": signDetached,
@@ -425,7 +555,11 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
     return 0;
   }
   if (!command) {
-    err(usageLine("Missing the command (keygen, firmware, sign, sign-detached, inspect, verify)"));
+    err(
+      usageLine(
+        "Missing the command (keygen, encryption-keygen, firmware, sign, sign-detached, inspect, verify)",
+      ),
+    );
     return 2;
   }
   const run = commands[command];

@@ -5,7 +5,6 @@
  * and the invariants are checked before the update is carried through to the end.
  */
 import assert from "node:assert/strict";
-import { sha256 } from "../../protocol/signatures.ts";
 import { Device } from "../../bootloader/device.ts";
 import { isPowerCut, type NorFlash } from "../../bootloader/flash.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
@@ -18,14 +17,17 @@ import { createDelta } from "fossil-delta";
 import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
 import { signImage } from "../../protocol/image_sign.ts";
 import { parseVersion } from "../../protocol/image_format.ts";
+import { ECDH_P256 } from "../../protocol/image_encryption.ts";
+import { SecureElement } from "../../bootloader/secure_element.ts";
 
 const IMAGE_PAYLOAD = 64 * 1024;
 const layout = smallLayout(24);
 
+/** The image's plaintext digest (its SHA256 TLV): what a boot record of it says. */
 function digestOf(image: Uint8Array): string {
   const decoded = decodeImage(bytesSource(image));
   if (!decoded.ok) throw new Error(decoded.reason);
-  return toHex(sha256(image.subarray(0, decoded.image.hashedSize)));
+  return toHex(decoded.image.sha256!);
 }
 
 const oldImage = await testImage({
@@ -52,7 +54,43 @@ const deltaImage = await signImage(
   { privateKey: (await testPki()).signerKeys.privateKey, certificate: (await testPki()).signer },
 );
 const deltaPatch = new Uint8Array(createDelta(oldImage, deltaImage));
-const trusted = new Set([digestOf(oldImage), digestOf(newImage), digestOf(deltaImage)]);
+// The same release encrypted for the product's key, which every device's secure element holds.
+const productKey = await crypto.subtle.generateKey(ECDH_P256, true, ["deriveBits"]);
+const element = await SecureElement.generate();
+await element.installImageKey(
+  new Uint8Array(await crypto.subtle.exportKey("pkcs8", productKey.privateKey)),
+);
+const newPayload = buildFirmware({ behavior: "ok", version: "1.1.0" }, IMAGE_PAYLOAD);
+const oldPayload = buildFirmware({ behavior: "ok", version: "1.0.0" }, IMAGE_PAYLOAD);
+const encryptedImage = await signImage(
+  { payload: newPayload, version: parseVersion("1.1.0")!, securityCounter: 2 },
+  { privateKey: (await testPki()).signerKeys.privateKey, certificate: (await testPki()).signer },
+  { encryptTo: productKey.publicKey },
+);
+const trusted = new Set(
+  [oldImage, newImage, deltaImage, encryptedImage].map(digestOf),
+);
+
+/**
+ * Whether a 16-byte block of the encrypted release's plaintext sits at its place in the secondary
+ * slot: the plaintext may pass through the scratch sector into the primary slot, never there.
+ */
+function plaintextInSecondary(device: Device): boolean {
+  const decoded = decodeImage(bytesSource(encryptedImage));
+  if (!decoded.ok) throw new Error(decoded.reason);
+  const slot = device.areas.secondary.read(decoded.image.payloadOffset, newPayload.length);
+  for (let at = 0; at + 16 <= newPayload.length; at += 16) {
+    // Erased flash reads as 0xff, and the old image (plaintext, rightly in the secondary slot
+    // once the new one is installed) shares blocks with the new one: such blocks prove nothing.
+    const block = newPayload.subarray(at, at + 16);
+    if (block.every((byte) => byte === 0xff)) continue;
+    if (block.every((byte, i) => byte === oldPayload[at + i])) continue;
+    let same = true;
+    for (let i = at; i < at + 16 && same; i++) same = slot[i] === newPayload[i];
+    if (same) return true;
+  }
+  return false;
+}
 
 /** Runs `step`, treating a power cut as the end of the attempt. Returns whether it was cut. */
 async function cutTolerant(step: () => Promise<unknown>): Promise<boolean> {
@@ -65,12 +103,16 @@ async function cutTolerant(step: () => Promise<unknown>): Promise<boolean> {
   }
 }
 
-/** How the update's image arrives: whole, or as a delta patch from the running image. */
-let delivery: "image" | "patch" = "image";
+/**
+ * How the update's image arrives: whole, as a delta patch from the running image, or whole and
+ * encrypted for the device's secure element.
+ */
+let delivery: "image" | "patch" | "encrypted" = "image";
 
 /** The whole update as the agent drives it: download, verify, activate, reboot, test, confirm. */
 async function fullUpdate(device: Device): Promise<void> {
   if (delivery === "patch") await installUpdate(device, deltaImage, undefined, deltaPatch);
+  else if (delivery === "encrypted") await installUpdate(device, encryptedImage);
   else await installUpdate(device, newImage);
   assert.equal(device.running?.version, "1.1.0+0");
   assert.equal(device.selfTest().passed, true);
@@ -105,6 +147,13 @@ function checkBooted(device: Device, context: string, minimumCounter: number): v
     device.report().securityCounter >= minimumCounter,
     `${context}: security counter fell to ${device.report().securityCounter}`,
   );
+  if (delivery === "encrypted") {
+    assert.equal(
+      plaintextInSecondary(device),
+      false,
+      `${context}: plaintext in the secondary slot`,
+    );
+  }
 }
 
 async function baseline(): Promise<NorFlash> {
@@ -117,12 +166,17 @@ async function baseline(): Promise<NorFlash> {
 }
 
 function deviceOn(flash: NorFlash, seed: number): Device {
-  return new Device({ layout, rom: device0Rom, flash: flash.clone({ seed }) });
+  return new Device({
+    layout,
+    rom: device0Rom,
+    flash: flash.clone({ seed }),
+    ...(delivery === "encrypted" ? { secureElement: element } : {}),
+  });
 }
 
 const device0Rom = (await testPki()).rom;
 
-for (const how of ["image", "patch"] as const) {
+for (const how of ["image", "patch", "encrypted"] as const) {
   Deno.test(`power cut at every flash operation of a complete update never bricks the device (${how})`, async () => {
     delivery = how;
     await sweepUpdate();
@@ -166,11 +220,23 @@ async function sweepUpdate(): Promise<void> {
   );
 }
 
-Deno.test("power cut at every flash operation of a revert always ends on the previous image", async () => {
+for (const how of ["image", "encrypted"] as const) {
+  Deno.test(`power cut at every flash operation of a revert always ends on the previous image (${how})`, async () => {
+    delivery = how;
+    await sweepRevert();
+  });
+}
+
+/**
+ * Cuts the power at every flash operation of the revert of an unconfirmed update: it always
+ * completes to the previous image (an encrypted release goes back to the secondary slot
+ * encrypted again).
+ */
+async function sweepRevert(): Promise<void> {
   const factory = await baseline();
   const setup = deviceOn(factory, 0);
   await setup.powerOn();
-  await installUpdate(setup, newImage);
+  await installUpdate(setup, delivery === "encrypted" ? encryptedImage : newImage);
   assert.equal(setup.running?.trial, true);
   setup.powerOff();
   const trialFlash = setup.flash;
@@ -203,6 +269,6 @@ Deno.test("power cut at every flash operation of a revert always ends on the pre
     }
   }
   console.log(
-    `revert sweep: ${total} flash operations, ${covered} cut points (clean and torn) covered`,
+    `revert sweep (${delivery}): ${total} flash operations, ${covered} cut points (clean and torn) covered`,
   );
-});
+}

@@ -89,13 +89,22 @@ Deno.test("decodeImage() rejects malformed images with a reason", () => {
       /header size/,
     ],
     [
-      "unsupported flag",
+      "unsupported flag (AES-256)",
+      (() => {
+        const b = image.slice();
+        viewOf(b).setUint32(16, 0x08, true);
+        return b;
+      })(),
+      /unsupported header flags/,
+    ],
+    [
+      "encrypted (AES-128) without the key's TLV",
       (() => {
         const b = image.slice();
         viewOf(b).setUint32(16, 0x04, true);
         return b;
       })(),
-      /unsupported header flags/,
+      /encrypted image has no ENC_EC256 TLV/,
     ],
     [
       "unknown flag",

@@ -292,3 +292,153 @@ Deno.test("image CLI as a process: keygen keeps existing keys without --force; s
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("image CLI: encryption-keygen, sign --encrypt-to, inspect and verify with and without --decrypt-key", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-image-enc-" });
+  try {
+    assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
+    const made = await cli(["encryption-keygen", "--out-dir", dir]);
+    assert.equal(made.code, 0, made.err);
+    assert.match(await Deno.readTextFile(`${dir}/image-enc.pub`), /^-----BEGIN PUBLIC KEY-----/);
+    assert.equal((await Deno.stat(`${dir}/image-enc.key`)).mode! & 0o777, 0o600);
+    const again = await cli(["encryption-keygen", "--out-dir", dir]);
+    assert.equal(again.code, 2);
+    assert.match(again.err, /already holds image-enc\.key, image-enc\.pub: not overwritten/);
+    await cli(["firmware", "--firmware-version", "1.1.0", "--size", "4KiB", "--out", `${dir}/fw`]);
+    const sign = (encryptTo: string) =>
+      cli([
+        ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`],
+        ...["--out", `${dir}/app.img`, "--encrypt-to", encryptTo],
+      ]);
+    const signed = await sign(`${dir}/image-enc.pub`);
+    assert.equal(signed.code, 0, signed.err);
+    assert.match(signed.out, /payload encrypted \(ENC_EC256\)/);
+    const image = await Deno.readFile(`${dir}/app.img`);
+    const plain = await Deno.readFile(`${dir}/fw`);
+    assert.notDeepEqual(image.subarray(32, 32 + plain.length), plain, "the payload is ciphertext");
+
+    const root = ["--root", `${dir}/root.pem`];
+    const blind = await cli(["inspect", `${dir}/app.img`, ...root]);
+    assert.equal(blind.code, 0);
+    assert.match(blind.out, /^flags: {14}0x4$/m);
+    assert.match(blind.out, /^encryption: {9}AES-128-CTR payload, its key wrapped/m);
+    assert.match(blind.out, /^firmware manifest: {2}encrypted \(give --decrypt-key/m);
+    assert.match(blind.out, /signature: {10}not checked .*--decrypt-key FILE\)$/m);
+    const key = ["--decrypt-key", `${dir}/image-enc.key`];
+    const seen = await cli(["inspect", `${dir}/app.img`, ...root, ...key, "--json"]);
+    assert.equal(seen.code, 0, seen.out);
+    const json = JSON.parse(seen.out);
+    assert.equal(json.encrypted, true);
+    assert.deepEqual(json.manifest, { behavior: "ok", version: "1.1.0" });
+    assert.equal(json.signature.verifies, true);
+
+    const unverified = await cli(["verify", `${dir}/app.img`, ...root]);
+    assert.equal(unverified.code, 1);
+    assert.match(unverified.out, /encrypted: give --decrypt-key FILE/);
+    assert.equal((await cli(["verify", `${dir}/app.img`, ...root, ...key])).code, 0);
+    // Another key: refused with the reason.
+    await cli(["encryption-keygen", "--out-dir", `${dir}/other`]);
+    const wrongKey = await cli([
+      ...["verify", `${dir}/app.img`, ...root],
+      ...["--decrypt-key", `${dir}/other/image-enc.key`],
+    ]);
+    assert.equal(wrongKey.code, 1);
+    assert.match(wrongKey.out, /would not boot: cannot decrypt: key MAC mismatch/);
+    // A key file that is not P-256: a clear usage error.
+    const notP256 = await sign(`${dir}/fw`);
+    assert.equal(notP256.code, 2);
+    assert.match(notP256.err, /Cannot use --encrypt-to '.*fw': cannot parse the key/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "image CLI: an image encrypted for an openssl key is what MCUboot's ENC_EC256 says, step by step in openssl (ECDH, HKDF, HMAC, AES-128-CTR)",
+  ignore: OPENSSL.ignore,
+  async fn() {
+    const ssl = await opensslDir();
+    try {
+      const dir = ssl.path;
+      await openssl(ssl, [
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "dev.sec1",
+      ]);
+      await openssl(ssl, ["pkey", "-in", "dev.sec1", "-pubout", "-out", "dev.pub"]);
+      assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
+      await cli([
+        "firmware",
+        "--firmware-version",
+        "1.2.0",
+        "--size",
+        "3000",
+        "--out",
+        `${dir}/fw`,
+      ]);
+      const signed = await cli([
+        ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.2.0"],
+        ...["--security-counter", "2", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`],
+        ...["--out", `${dir}/app.img`, "--encrypt-to", `${dir}/dev.pub`],
+      ]);
+      assert.equal(signed.code, 0, signed.err);
+      // The SEC1 key openssl made decrypts it in our tool too.
+      const verified = await cli([
+        ...["verify", `${dir}/app.img`, "--root", `${dir}/root.pem`],
+        ...["--decrypt-key", `${dir}/dev.sec1`],
+      ]);
+      assert.equal(verified.code, 0, verified.out);
+
+      const image = await ssl.read("app.img");
+      const json = JSON.parse((await cli(["inspect", `${dir}/app.img`, "--json"])).out);
+      const tlv = Uint8Array.fromHex(
+        json.tlvs.find((t: { name: string }) => t.name === "ENC_EC256").value,
+      );
+      // The ephemeral key as SubjectPublicKeyInfo (the fixed P-256 prefix, then the point).
+      const spkiPrefix = Uint8Array.fromHex(
+        "3059301306072a8648ce3d020106082a8648ce3d030107034200",
+      );
+      await ssl.write("eph.der", new Uint8Array([...spkiPrefix, ...tlv.subarray(0, 65)]));
+      const shared = await openssl(ssl, [
+        ...["pkeyutl", "-derive", "-inkey", "dev.sec1"],
+        ...["-peerkey", "eph.der", "-peerform", "DER"],
+      ]);
+      assert.equal(shared.length, 32);
+      const okm = await openssl(ssl, [
+        ...["kdf", "-keylen", "48", "-binary", "-kdfopt", "digest:SHA256"],
+        ...["-kdfopt", `hexkey:${shared.toHex()}`, "-kdfopt", "info:MCUBoot_ECIES_v1", "HKDF"],
+      ]);
+      const wrapped = tlv.subarray(97, 113);
+      const mac = await openssl(
+        ssl,
+        [
+          "dgst",
+          "-sha256",
+          "-binary",
+          "-mac",
+          "HMAC",
+          "-macopt",
+          `hexkey:${okm.subarray(16).toHex()}`,
+        ],
+        wrapped,
+      );
+      assert.equal(mac.toHex(), tlv.subarray(65, 97).toHex(), "the TLV's MAC is HMAC-SHA256");
+      const ctr = (key: Uint8Array) => [
+        ...["enc", "-d", "-aes-128-ctr", "-K", key.toHex()],
+        ...["-iv", "00000000000000000000000000000000"],
+      ];
+      const imageKey = await openssl(ssl, ctr(okm.subarray(0, 16)), wrapped);
+      const payload = image.subarray(32, 32 + 3000);
+      const decrypted = await openssl(ssl, ctr(imageKey), payload);
+      assert.deepEqual(decrypted, await ssl.read("fw"));
+    } finally {
+      await ssl.dispose();
+    }
+  },
+});
