@@ -115,6 +115,12 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     default: "0",
   },
   {
+    name: "encrypt-to",
+    value: "FILE",
+    help: "create: with --payload, encrypt the image for the devices holding this P-256 " +
+      "public key's private half (PEM; `deno task image encryption-keygen`)",
+  },
+  {
     name: "delta-base",
     value: "FILE",
     multiple: true,
@@ -148,6 +154,7 @@ export const USAGE = usage(
 Commands:
   create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
               and either  --payload FILE --firmware-version X.Y.Z --security-counter N --profile NAME
+                          [--encrypt-to FILE(PEM): encrypt it for the devices' image key]
               or          --image FILE --signature FILE(DER) --certificate FILE(PEM)
                           [--root FILE(PEM): the root the devices trust; default: the
                           signing profiles' roots]
@@ -206,6 +213,7 @@ type OtaValues =
         | "min-success-percent"
         | "on-gate-failure"
         | "file-type"
+        | "encrypt-to"
         | "status"
         | "secret"
         | "cert"
@@ -389,6 +397,16 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           request.securityCounter = flags.int("security-counter");
           if (!values.profile) throw new UsageError("Missing required option --profile");
           request.signingProfile = values.profile;
+          if (values["encrypt-to"] !== undefined) {
+            request.encryptTo = new TextDecoder().decode(
+              await file(values["encrypt-to"], "encrypt-to"),
+            );
+          }
+        }
+        if (values.image && values["encrypt-to"] !== undefined) {
+          throw new UsageError(
+            "--encrypt-to encrypts what the cloud signs (--payload): an --image is encrypted when signed",
+          );
         }
         const deltaBases = values["delta-base"] ?? [];
         if (deltaBases.length > 0 || flags.boolean("delta-shipped")) {

@@ -15,8 +15,15 @@ import {
   parseCertificate,
 } from "../protocol/certificates.ts";
 import { importPrivateKeyPem, sha256, signData, verifySignature } from "../protocol/signatures.ts";
-import { bytesSource, decodeImage, formatVersion, parseVersion } from "../protocol/image_format.ts";
+import {
+  bytesSource,
+  decodeImage,
+  formatVersion,
+  isEncrypted,
+  parseVersion,
+} from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
+import { importImagePublicKeyPem } from "../protocol/image_encryption.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService } from "./job_service.ts";
 import { type HealthGate, type JobSpec } from "./job_spec.ts";
@@ -51,6 +58,12 @@ export interface OtaUpdateRequest {
   readonly version?: string;
   readonly securityCounter?: number;
   readonly signingProfile?: string;
+  /**
+   * With a payload: encrypt it for the devices holding this P-256 key's private half (PEM
+   * public key; MCUboot's ENC_EC256, see protocol/image_encryption.ts). An image signed
+   * elsewhere comes encrypted already or not at all.
+   */
+  readonly encryptTo?: string;
   /** Where devices find the signer certificate (job document `certfile`). */
   readonly certFile: string;
   /**
@@ -90,6 +103,8 @@ export interface OtaUpdateRecord {
   readonly createdAt: number;
   /** The job document's `fileType` (absent in records made before it was kept: 0). */
   readonly fileType?: number;
+  /** Set when the image's payload is encrypted (ENC_EC256): for the devices' key only. */
+  readonly encrypted?: true;
   /** Patches offered, by the SHA-256 of their base (hex), with their stream file ids. */
   readonly deltas?: readonly {
     readonly baseSha256: string;
@@ -234,6 +249,7 @@ export class OtaUpdateManager {
       protocols,
       createdAt: this.#now(),
       fileType,
+      ...(isEncryptedImage(image) ? { encrypted: true as const } : {}),
       ...(patches.length > 0
         ? {
           deltas: patches.map((p) => ({
@@ -319,6 +335,13 @@ export class OtaUpdateManager {
   async #deltaBases(request: OtaUpdateRequest, fileType: number): Promise<Created<Uint8Array[]>> {
     const delta = request.delta;
     if (delta === undefined) return { ok: true, value: [] };
+    if (request.encryptTo !== undefined) {
+      // Ciphertext under a fresh key shares nothing with the plaintext a device runs.
+      return {
+        ok: false,
+        reason: "delta: an encrypted image cannot be patched (not with encryptTo)",
+      };
+    }
     if (typeof delta !== "object" || delta === null) {
       return { ok: false, reason: "delta must be an object: { bases?, shipped? }" };
     }
@@ -429,12 +452,26 @@ export class OtaUpdateManager {
     const keys = await importPrivateKeyPem(profile.privateKeyPem);
     const cert = parseCertificate(profile.certificatePem);
     if (!keys.ok || !cert.ok) return { ok: false, reason: "the signing profile is unusable" };
-    const image = await signImage({ payload, version, securityCounter: counter! }, {
-      privateKey: keys.value.privateKey,
-      certificate: cert.value,
-    });
+    let encryptTo: CryptoKey | undefined;
+    if (request.encryptTo !== undefined) {
+      const key = typeof request.encryptTo === "string"
+        ? await importImagePublicKeyPem(request.encryptTo)
+        : { ok: false as const, reason: "expected a PEM public key" };
+      if (!key.ok) return { ok: false, reason: `encryptTo: ${key.reason}` };
+      encryptTo = key.value;
+    }
+    const image = await signImage(
+      { payload, version, securityCounter: counter! },
+      { privateKey: keys.value.privateKey, certificate: cert.value },
+      encryptTo ? { encryptTo } : {},
+    );
     return { ok: true, value: { image, signature: await signData(keys.value.privateKey, image) } };
   }
+}
+
+function isEncryptedImage(image: Uint8Array): boolean {
+  const decoded = decodeImage(bytesSource(image));
+  return decoded.ok && isEncrypted(decoded.image);
 }
 
 function imageVersion(image: Uint8Array): string | null {

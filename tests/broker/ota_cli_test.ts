@@ -3,9 +3,15 @@ import { startCloud } from "../../broker/cloud.ts";
 import { runOtaCli } from "../../broker/ota_cli.ts";
 import { operatorApi } from "../../broker/operator_api.ts";
 import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
-import { parseVersion } from "../../protocol/image_format.ts";
+import {
+  bytesSource,
+  decodeImage,
+  isEncrypted,
+  parseVersion,
+} from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
-import { sha256 } from "../../protocol/signatures.ts";
+import { pemEncode, sha256 } from "../../protocol/signatures.ts";
+import { ECDH_P256, payloadCipher, unwrapImageKey } from "../../protocol/image_encryption.ts";
 import { releaseProfile, testPki } from "../helpers/pki.ts";
 
 const TOKEN = "cli-token-1234";
@@ -363,6 +369,53 @@ Deno.test("ota CLI: create --delta-base FILE --delta-shipped offers a patch from
     assert.equal(refused.code, 1);
     assert.match(refused.err, /delta\.bases\[0\] is not a base64 image/);
     assert.doesNotMatch(refused.err, /\n/);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("ota CLI: create --encrypt-to has the cloud encrypt the image it signs for the devices' key; not with --image or --delta-base", async () => {
+  const s = await setup();
+  try {
+    const pair = await crypto.subtle.generateKey(ECDH_P256, true, ["deriveBits"]);
+    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
+    await Deno.writeTextFile(`${s.dir}/enc.pub`, pemEncode("PUBLIC KEY", spki));
+    const create = (id: string, ...more: string[]) =>
+      s.run(
+        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+        ...["--group", "fleet", ...more],
+      );
+    const created = await create("e110", "--encrypt-to", `${s.dir}/enc.pub`);
+    assert.equal(created.code, 0, created.err);
+    const described = JSON.parse((await s.run("describe", "e110", "--json")).out);
+    assert.equal(described.encrypted, true);
+    const image = await s.cloud.store.getFile(described.fileKey);
+    assert.ok(image);
+    const decoded = decodeImage(bytesSource(image));
+    assert.ok(decoded.ok && isEncrypted(decoded.image));
+    // The holder of the private key reads the plaintext the operator gave.
+    const unwrapped = await unwrapImageKey(decoded.image.encryptedKey!, pair.privateKey);
+    assert.ok(unwrapped.ok);
+    const plain = await Deno.readFile(`${s.dir}/fw.bin`);
+    const start = decoded.image.payloadOffset;
+    assert.deepEqual(
+      payloadCipher(unwrapped.key, 0, image.subarray(start, start + plain.length)),
+      plain,
+    );
+    const withDelta = await create("e111", "--encrypt-to", `${s.dir}/enc.pub`, "--delta-shipped");
+    assert.equal(withDelta.code, 1);
+    assert.match(withDelta.err, /an encrypted image cannot be patched/);
+    const notAKey = await create("e112", "--encrypt-to", `${s.dir}/fw.bin`);
+    assert.equal(notAKey.code, 1);
+    assert.match(notAKey.err, /encryptTo: cannot parse the key/);
+    const withImage = await s.run(
+      ...["create", "--id", "e113", "--image", `${s.dir}/fw.bin`, "--signature", `${s.dir}/fw.bin`],
+      ...["--certificate", `${s.dir}/fw.bin`, "--cert-file", "/c", "--group", "fleet"],
+      ...["--encrypt-to", `${s.dir}/enc.pub`],
+    );
+    assert.equal(withImage.code, 2);
+    assert.match(withImage.err, /--encrypt-to encrypts what the cloud signs/);
   } finally {
     await s.close();
   }
