@@ -127,6 +127,11 @@ export function operatorApi(
       return mqttOverWebSocket(cloud.broker.broker, request);
     }
     // Liveness and readiness, for a load balancer or an orchestrator: no token, no secrets.
+    // /livez answers from the event loop alone (a node waiting on a busy database is alive);
+    // /healthz also asks the store.
+    if (url.pathname === "/livez" && request.method === "GET") {
+      return Response.json({ status: "alive" });
+    }
     if (url.pathname === "/healthz" && request.method === "GET") return await health(cloud);
     // Counters for a Prometheus scraper: no token, nothing secret in them.
     if (url.pathname === "/metrics" && request.method === "GET") {

@@ -121,8 +121,11 @@ export function remoteAccess(
     /** Told when an outage begins and ends. */
     readonly log?: (line: string) => void;
     /**
-     * How long one call may take before it counts as a failure (and the next node is tried): a
-     * node that hangs (stopped, or its event loop stuck) accepts connections and never answers.
+     * How long one call may go unanswered before the node is asked whether it lives (its
+     * `/livez`, answered from its event loop alone): a node that hangs (stopped, or its event
+     * loop stuck) accepts connections and never answers, and the call counts as a failure (the
+     * next node is tried); a live node that is slow (a job of 100,000 targets being created, a
+     * database busy with it) is waited for, asked again each period.
      * @default {30000}
      */
     readonly callTimeoutMs?: number;
@@ -150,8 +153,10 @@ export function remoteAccess(
     for (;;) {
       const base = bases[current]!;
       let failure: string;
+      const hung = new AbortController();
+      const watch = watchLiveness(base, callTimeout, () => hung.abort());
       try {
-        const signal = AbortSignal.timeout(callTimeout);
+        const signal = hung.signal;
         const response = await fetch(`${base}${path}`, {
           method,
           headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
@@ -163,6 +168,7 @@ export function remoteAccess(
             if (signal.aborted) throw error; // the body never came: a failure like any other
             return {};
           });
+          watch.stop();
           if (downSince !== null) {
             const seconds = (Date.now() - downSince) / 1000;
             outages.count++;
@@ -175,9 +181,11 @@ export function remoteAccess(
         await response.body?.cancel();
         failure = `HTTP ${response.status}`;
       } catch (error) {
-        failure = (error as Error).name === "TimeoutError"
-          ? `no answer within ${callTimeout / 1000} s`
+        failure = hung.signal.aborted
+          ? `no answer within ${callTimeout / 1000} s, nor from its /livez`
           : (error as Error).message;
+      } finally {
+        watch.stop();
       }
       retried = true;
       if (downSince === null) {
@@ -293,6 +301,35 @@ export function remoteAccess(
     },
     bytesDelivered: () => null,
     outages: () => ({ ...outages }),
+  };
+}
+
+/**
+ * Calls `hang` when a call to `base` has gone unanswered for `period` and the node's `/livez`
+ * does not answer within a tenth of it (at least 1 s, at most 5 s); asks again every period while
+ * the node lives. `stop` ends the watch.
+ */
+function watchLiveness(base: string, period: number, hang: () => void): { stop(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const probeTimeout = Math.min(5_000, Math.max(1_000, period / 10));
+  const check = async () => {
+    const alive = await fetch(`${base.replace(/\/api$/, "")}/livez`, {
+      signal: AbortSignal.timeout(probeTimeout),
+    }).then(async (response) => {
+      await response.body?.cancel();
+      return response.ok;
+    }, () => false);
+    if (stopped) return;
+    if (alive) timer = setTimeout(check, period);
+    else hang();
+  };
+  timer = setTimeout(check, period);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
   };
 }
 

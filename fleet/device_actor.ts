@@ -289,7 +289,8 @@ export class DeviceActor {
         reconnectPeriod: 500,
         connectTimeout: 30_000,
       },
-      ...(spec.element ? { login: "secure-element" as const } : {}),
+      // An element with a certificate is the device's identity; one without holds keys only.
+      ...(spec.element?.certificate ? { login: "secure-element" as const } : {}),
       ...(environment.connectGate ? { connectGate: environment.connectGate } : {}),
       // Fleet devices have both data planes; the job document says which to use.
       http: {

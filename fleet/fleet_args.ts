@@ -172,6 +172,11 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
       "update before): a device on one of them fetches a patch; the report says the bytes saved",
   },
   {
+    name: "encrypted",
+    help: "updates are encrypted for the devices (MCUboot's ENC_EC256): each device's secure " +
+      "element holds the product's image key, the bootloader decrypts while it installs",
+  },
+  {
     name: "erase-previous-image",
     help: "devices erase their old image once the new one is confirmed (no exploitable image " +
       "stays in flash; no way back but a new update)",
@@ -340,6 +345,8 @@ export interface Options {
   erasePreviousImage: boolean;
   /** Updates offer delta patches (`--delta`). */
   delta: boolean;
+  /** Updates are encrypted for the devices' image key (`--encrypted`). */
+  encrypted: boolean;
   /** How devices log in. */
   identity: "secret" | "secure-element";
   report: string;
@@ -510,6 +517,7 @@ export function parseFleetArgs(
     ...(flags.has("dashboard-port") ? { dashboardPort: flags.int("dashboard-port") } : {}),
     erasePreviousImage: flags.boolean("erase-previous-image"),
     delta: flags.boolean("delta"),
+    encrypted: flags.boolean("encrypted"),
     identity: flags.choice("identity"),
     report: flags.string("report")!,
     ...(v["report-html"] !== undefined ? { reportHtml: v["report-html"] } : {}),
@@ -569,6 +577,12 @@ export function parseFleetArgs(
     throw new UsageError(
       `--image is one update: --scenario ${options.scenario} needs images the fleet builds itself`,
     );
+  }
+  if (options.encrypted && options.trust?.image) {
+    throw new UsageError("--encrypted encrypts the images the fleet builds: not with --image");
+  }
+  if (options.encrypted && options.delta) {
+    throw new UsageError("--encrypted and --delta exclude each other: a ciphertext is not patched");
   }
   if (options.delta && options.trust?.image) {
     throw new UsageError("--delta patches the images the fleet builds: not with --image");

@@ -9,10 +9,11 @@
 
 import { toBase64 } from "../lib/base64.ts";
 import { certificateDer } from "../protocol/certificates.ts";
-import { pemEncode } from "../protocol/signatures.ts";
+import { ECDSA_P256, pemEncode } from "../protocol/signatures.ts";
 import {
   createRootCertificate,
   createSigningPki,
+  deriveSigningKeys,
   exportPrivateKeyPem,
   generateSigningKeys,
 } from "../pki/certificate_issuer.ts";
@@ -132,6 +133,11 @@ interface FleetImages {
   readonly secondStage: Uint8Array;
   /** The update as an image signed elsewhere (`--image`), when given. */
   readonly external?: Trust["external"];
+  /**
+   * With `--encrypted`: the product's image key, which every device's secure element gets at
+   * provisioning (PKCS#8), and its public half, which updates are encrypted for (PEM).
+   */
+  readonly imageKey?: { readonly pkcs8: Uint8Array; readonly publicPem: string };
 }
 
 /** Phase 2: the signing PKI and the images every device starts from. */
@@ -186,6 +192,29 @@ async function makeImages(options: Options, token: string): Promise<FleetImages>
     factoryImage,
     secondStage,
     ...(trust?.external ? { external: trust.external } : {}),
+    ...(options.encrypted ? { imageKey: await productImageKey(options, token) } : {}),
+  };
+}
+
+/**
+ * The product's image encryption key: derived from the operator token and seed when joining a
+ * cloud (shards must agree on it, as on the signing PKI), else fresh.
+ */
+async function productImageKey(
+  options: Options,
+  token: string,
+): Promise<{ pkcs8: Uint8Array; publicPem: string }> {
+  // An EC key's PKCS#8 and SPKI do not say whether it signs or agrees keys: the element imports
+  // it for ECDH.
+  const keys = options.remote
+    ? await deriveSigningKeys(`${token}:${options.seed}:image-encryption`)
+    : await crypto.subtle.generateKey(ECDSA_P256, true, ["sign", "verify"]);
+  return {
+    pkcs8: new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey)),
+    publicPem: pemEncode(
+      "PUBLIC KEY",
+      new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey)),
+    ),
   };
 }
 
@@ -241,10 +270,12 @@ export function updateRequestFor(
   behavior: Behavior,
   certPath: string,
   delta?: { readonly payload: Uint8Array; readonly factoryImage: Uint8Array },
+  encryptTo?: string,
 ): OtaUpdateRequest {
   const otaUpdateId = updateIdFor(options, version);
   return {
     otaUpdateId,
+    ...(encryptTo ? { encryptTo } : {}),
     payload: toBase64(delta?.payload ?? buildFirmware({ behavior, version }, options.imageSize)),
     // Patches from the factory image (devices that missed every update) and from each update
     // shipped before (the cloud keeps them).
@@ -417,6 +448,12 @@ class FleetRun {
         const der = await provisionSecureElement(element, device.thing, fleetCa, fleetCa.validity);
         const registered = await embedded.registerDeviceCertificate(device.thing, der);
         if (!registered.ok) throw new Error(`${device.thing}: ${registered.reason}`);
+        if (images.imageKey) await element.installImageKey(images.imageKey.pkcs8);
+        devices[index] = { ...devices[index]!, element: element.toChip() };
+      } else if (images.imageKey) {
+        // An element for the image key alone: the device still logs in with its secret.
+        const element = await SecureElement.generate();
+        await element.installImageKey(images.imageKey.pkcs8);
         devices[index] = { ...devices[index]!, element: element.toChip() };
       }
     });
@@ -494,7 +531,7 @@ class FleetRun {
     out(
       `fleet: ${options.devices} devices in ${this.#fleet.workerCount} workers, scenario ${options.scenario}, image ${options.imageSize} bytes, blocks ${options.blockSize}, update ${
         updateIdFor(options, this.versions[0]!)
-      }`,
+      }${options.encrypted ? ", images encrypted for the devices' key" : ""}`,
     );
     this.#deadline = performance.now() + options.timeoutSeconds * 1000;
   }
@@ -616,9 +653,8 @@ class FleetRun {
             index,
             this.#behavior(),
             CERT_PATH,
-            this.#delta(
-              version,
-            ),
+            this.#delta(version),
+            this.#images!.imageKey?.publicPem,
           ),
       );
     }

@@ -1,7 +1,8 @@
 /**
  * The fleet's access to a running cloud through its operator APIs: a node that accepts
  * connections but never answers (stopped, or stuck) costs one call timeout, then the next node
- * answers; when none answers the run gives up after its outage tolerance, in one line.
+ * answers; a node that is slow but alive is waited for; when none answers the run gives up after
+ * its outage tolerance, in one line.
  */
 import assert from "node:assert/strict";
 import { remoteAccess } from "../../fleet/cloud_access.ts";
@@ -47,7 +48,7 @@ Deno.test("remoteAccess: a node that never answers costs one call timeout; the n
       counts: { QUEUED: 2 },
     });
     assert.deepEqual(lines, [
-      `cloud: cannot reach the API at ${silent.api} (no answer within 0.3 s); waiting up to 120 s, trying the other nodes`,
+      `cloud: cannot reach the API at ${silent.api} (no answer within 0.3 s, nor from its /livez); waiting up to 120 s, trying the other nodes`,
       `cloud: reachable again at ${good} after ${lines[1]?.match(/after (\S+) s$/)?.[1]} s`,
     ]);
     // The node that answered stays the one asked first.
@@ -65,17 +66,55 @@ Deno.test("remoteAccess: when no node answers, the call gives up after the outag
   try {
     const access = remoteAccess(["mqtt://127.0.0.1:1"], [a.api, b.api], "t", {
       callTimeoutMs: 200,
-      outageToleranceMs: 500,
+      outageToleranceMs: 2_000,
     });
     await assert.rejects(access.jobState("J"), (error: Error) => {
       assert.equal(
         error.message,
-        `cannot reach the API at ${a.api}, ${b.api}: no answer within 0.2 s (waited 0.5 s)`,
+        `cannot reach the API at ${a.api}, ${b.api}: no answer within 0.2 s, nor from its /livez (waited 2 s)`,
       );
       return true;
     });
   } finally {
     await a.close();
     await b.close();
+  }
+});
+
+Deno.test("remoteAccess: a call slower than the call timeout to a node whose /livez answers is waited for, not failed over", async () => {
+  const livez: number[] = [];
+  let release: (() => void) | null = null;
+  const answered = new Promise<void>((resolve) => release = resolve);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    async (request) => {
+      const path = new URL(request.url).pathname;
+      if (path === "/livez") {
+        livez.push(Date.now());
+        // The slow call is answered once the node has been found alive twice.
+        if (livez.length === 2) release!();
+        return Response.json({ status: "alive" });
+      }
+      if (path === "/api/jobs/J") {
+        await answered;
+        return Response.json({ status: "IN_PROGRESS", reason: null, counts: { QUEUED: 1 } });
+      }
+      return new Response("no", { status: 404 });
+    },
+  );
+  const slow = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/api`;
+  const silent = silentListener();
+  const lines: string[] = [];
+  try {
+    const access = remoteAccess(["mqtt://127.0.0.1:1"], [slow, silent.api], "t", {
+      callTimeoutMs: 100,
+      log: (line) => lines.push(line),
+    });
+    assert.equal((await access.jobState("J")).status, "IN_PROGRESS");
+    assert.equal(livez.length, 2, "asked whether it lives once per period it stayed silent");
+    assert.deepEqual(lines, [], "no outage, no other node tried");
+  } finally {
+    await server.shutdown();
+    await silent.close();
   }
 });
