@@ -300,6 +300,9 @@ function mergeReports(
     stages: slowestStages(reports.map((r) => r.stages)),
     stageParts: slowestStages(reports.map((r) => r.stageParts ?? {})),
     ...(first.deltaSavings ? { deltaSavings: addedSavings(reports) } : {}),
+    ...(first.runningEncrypted !== undefined
+      ? { runningEncrypted: reports.reduce((sum, r) => sum + (r.runningEncrypted ?? 0), 0) }
+      : {}),
     peakRssBytes: usage.peakRssBytes,
     peakRssOf: "every process of the run together",
     asExpected: reports.every((r) => r.asExpected),

@@ -28,6 +28,8 @@ export interface FleetSummary {
   runningVersion: Record<string, number>;
   /** Devices whose flash no longer boots an image from the trusted signer. */
   bricked: number;
+  /** Devices running an image that reached them encrypted (its header says ENCRYPTED_AES128). */
+  runningEncrypted: number;
   /** Faults injected into them, summed. */
   faults: ActorFaults;
   /** What their MQTT connections carried, summed. */
@@ -43,6 +45,8 @@ export interface FleetSummary {
 export interface SummarizedDevice {
   readonly telemetry: DeviceTelemetry;
   readonly bootable: boolean;
+  /** Whether the image it runs came encrypted. */
+  readonly runsEncrypted: boolean;
   readonly faults: ActorFaults;
   readonly wire: WireTraffic;
 }
@@ -53,6 +57,7 @@ export function emptySummary(): FleetSummary {
     devices: 0,
     runningVersion: {},
     bricked: 0,
+    runningEncrypted: 0,
     faults: {
       disconnects: 0,
       corruptedBlocks: 0,
@@ -81,6 +86,7 @@ export function addDevice(
   summary.devices++;
   summary.runningVersion[version] = (summary.runningVersion[version] ?? 0) + 1;
   if (!device.bootable) summary.bricked++;
+  if (device.runsEncrypted) summary.runningEncrypted++;
   addInto(summary.faults, device.faults);
   addInto(summary.wire, device.wire);
   if (device.faults.trialPowerCuts > 0 && device.telemetry.version !== expectedVersion) {
@@ -97,6 +103,7 @@ export function mergeSummaries(parts: readonly FleetSummary[]): FleetSummary {
       total.runningVersion[version] = (total.runningVersion[version] ?? 0) + count;
     }
     total.bricked += part.bricked;
+    total.runningEncrypted += part.runningEncrypted;
     addInto(total.faults, part.faults);
     addInto(total.wire, part.wire);
     total.revertedByPowerCut += part.revertedByPowerCut;

@@ -31,6 +31,8 @@ export interface FleetReport {
   jobReason: string | null;
   bricked: number;
   runningVersion: Record<string, number>;
+  /** Devices running an image that reached them encrypted (`--encrypted`). */
+  runningEncrypted?: number;
   faults: {
     disconnects: number;
     corruptedBlocks: number;
@@ -262,6 +264,10 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
   outcome            succeeded ${o.succeeded}, failed ${o.failed}, rejected ${o.rejected}, timed out ${o.timedOut}, canceled ${o.canceled}, other ${o.other}
   running versions   ${
     Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", ")
+  }${
+    report.runningEncrypted !== undefined
+      ? ` (${report.runningEncrypted} of them from encrypted images)`
+      : ""
   }
   bricked            ${report.bricked}
   faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, wiped ${report.faults.wipes}, factory resets ${report.faults.factoryResets}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})

@@ -894,6 +894,7 @@ class FleetRun {
       jobReason,
       bricked,
       runningVersion,
+      ...(options.encrypted ? { runningEncrypted: finals.runningEncrypted } : {}),
       faults,
       cloudOutages: access.outages(),
       // A remote cloud does not say what its stream service sent: what the devices received.

@@ -21,6 +21,7 @@ import type { WireRecord } from "./wire_log.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
 import { Semaphore } from "../lib/concurrency.ts";
 import { addDevice, emptySummary } from "./fleet_summary.ts";
+import { isEncrypted } from "../protocol/image_format.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -187,6 +188,8 @@ async function handle(message: ToWorker): Promise<void> {
         addDevice(summary, {
           telemetry: actor.telemetry(),
           bootable: await actor.bootable(),
+          runsEncrypted: actor.device.bootRecord !== null &&
+            isEncrypted(actor.device.bootRecord.image),
           faults: actor.faults,
           wire: actor.runtime.wireTraffic(),
         }, message.expectedVersion);

@@ -238,6 +238,7 @@ Deno.test("fleet flags: every bad value is a clear error", () => {
       ["--retries", "11"],
       ["--worker-crashes", "-1"],
       ["--identity", "password"],
+      ["--encrypted", "--delta"],
       [
         "--identity",
         "secure-element",
@@ -512,4 +513,27 @@ Deno.test("fleet smoke: --delta: three updates in a row, each taken as a patch b
   }
   // Three updates of 16 KiB images to 6 devices, fetched as patches: a small part of the bytes.
   assert.ok(report.bytesDelivered < 3 * 6 * 16 * 1024 / 4, `${report.bytesDelivered} bytes`);
+});
+
+Deno.test("fleet smoke: --encrypted: every device installs an image encrypted for its secure element's key; a failing one reverts", async () => {
+  const report = await run("--devices", "6", "--workers", "2", "--encrypted");
+  accounted(report);
+  assert.ok(report.asExpected, JSON.stringify([report.expected, report.runningVersion]));
+  assert.deepEqual(report.runningVersion, { "1.1.0+0": 6 });
+  assert.equal(report.runningEncrypted, 6, "each runs the image that came encrypted");
+  // The image crashes: each device reverts to its factory image (the new one goes back to the
+  // secondary slot encrypted again) and the execution fails.
+  const rollback = await run(
+    "--devices",
+    "4",
+    "--workers",
+    "1",
+    "--encrypted",
+    "--scenario",
+    "rollback",
+  );
+  assert.ok(rollback.asExpected, JSON.stringify([rollback.expected, rollback.runningVersion]));
+  assert.deepEqual(rollback.runningVersion, { "1.0.0+0": 4 });
+  assert.equal(rollback.runningEncrypted, 0);
+  assert.equal(rollback.bricked, 0);
 });

@@ -21,6 +21,7 @@ const device = fc.record({
 }).map(({ version, bootable, trialPowerCuts, disconnects, bytesReceived }): SummarizedDevice => ({
   telemetry: { thing: "t", version } as unknown as DeviceTelemetry,
   bootable,
+  runsEncrypted: version === EXPECTED && bootable,
   faults: {
     ...emptySummary().faults,
     trialPowerCuts,
@@ -60,6 +61,7 @@ Deno.test("fleet summary: property: however the devices are split over Workers, 
         devices.filter((d) => !d.telemetry.version).length,
       );
       assert.equal(merged.bricked, devices.filter((d) => !d.bootable).length);
+      assert.equal(merged.runningEncrypted, devices.filter((d) => d.runsEncrypted).length);
       assert.equal(
         merged.revertedByPowerCut,
         devices.filter((d) => d.faults.trialPowerCuts > 0 && d.telemetry.version !== EXPECTED)
