@@ -20,7 +20,13 @@ import {
   verifySecondStage,
 } from "./first_stage.ts";
 import { type Behavior, readManifest } from "./firmware.ts";
-import { isPowerCut, type NorFlash, type PowerCutPlan } from "./flash.ts";
+import {
+  FlashError,
+  isPowerCut,
+  type NorFlash,
+  PowerCutError,
+  type PowerCutPlan,
+} from "./flash.ts";
 import type { SecureElement } from "./secure_element.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
 import { compareVersions, formatVersion, type ImageVersion } from "../protocol/image_format.ts";
@@ -333,6 +339,33 @@ export class Device {
    * device stays in "boot-loop". A power cut during boot leaves the device off and rethrows.
    */
   async powerOn(): Promise<BootOutcome> {
+    // Already booting, the power on: that boot is this power-on's too (a watchdog that saw the
+    // device off mid-boot must not start a second boot over the same flash).
+    if (this.#boot && this.flash.poweredOn) return await this.#boot;
+    const previous = this.#boot;
+    const boot = (async () => {
+      // One boot at a time, as on a chip: a boot the power went from (a reset, a cut) stops at
+      // its next flash access, and only then does this one start.
+      if (previous) await previous.catch(() => {});
+      return await this.#bootFromReset();
+    })();
+    this.#boot = boot;
+    try {
+      return await boot;
+    } catch (error) {
+      // Cut short by a reset while it waited: the boot that reset started is the device's now.
+      const newer = this.#boot;
+      if (newer !== null && newer !== boot) return await newer;
+      throw error;
+    } finally {
+      if (this.#boot === boot) this.#boot = null;
+    }
+  }
+
+  /** The boot in progress, if any. */
+  #boot: Promise<BootOutcome> | null = null;
+
+  async #bootFromReset(): Promise<BootOutcome> {
     this.flash.powerOn();
     for (let attempt = 1;; attempt++) {
       this.#clearRam();
@@ -341,6 +374,9 @@ export class Device {
         // Two stages when the chip was provisioned so: the first verifies the second, which
         // verifies the firmware against the root the first read from the boot ROM region.
         const chain = await bootChain({ areas: this.areas, rom: this.rom, clock: this.clock });
+        // The power went while the boot waited (on the secure element, on a signature check):
+        // what it decided is void, as a chip's boot stops with its power.
+        if (!this.flash.poweredOn) throw new PowerCutError(this.flash.stats.operations, false);
         const stage = chain.stage;
         if (stage.kind === "halt") {
           this.#secondStage = null;
@@ -358,9 +394,15 @@ export class Device {
           : null;
         outcome = chain;
       } catch (error) {
-        if (isPowerCut(error)) {
+        // A flash access with the power gone (a reset or cut while the boot waited) is a cut.
+        const cut = isPowerCut(error) ? error : (error instanceof FlashError &&
+            error.code === "powered-off")
+          ? new PowerCutError(this.flash.stats.operations, false)
+          : null;
+        if (cut) {
           this.#state = "off";
           this.#hooks.onPowerOff?.(this);
+          throw cut;
         }
         throw error;
       }

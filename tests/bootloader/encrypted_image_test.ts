@@ -24,7 +24,9 @@ import { Device } from "../../bootloader/device.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
 import { OtaImageState } from "../../protocol/ota_pal_status.ts";
 import { factoryDevice, smallLayout, testPki } from "../helpers/pki.ts";
-import { installUpdate } from "../helpers/update.ts";
+import { fileFor, installUpdate, writeAll } from "../helpers/update.ts";
+import { otaPalMain, OtaPalMainStatus } from "../../protocol/ota_pal_status.ts";
+import { PsaStatus } from "../../bootloader/psa_status.ts";
 
 const pki = await testPki();
 
@@ -267,5 +269,39 @@ Deno.test("device: an encrypted image it cannot decrypt is refused at close with
     assert.match(device.pal.lastError ?? "", reason);
     await device.reset("after the refusal");
     assert.equal(device.running?.version, "1.0.0+0");
+  }
+});
+
+/** A device with an encrypted 1.1.0 staged (installed, not yet rebooted into). */
+async function stagedDevice(): Promise<Device> {
+  const device = await deviceWith(element);
+  const image = await encryptedImage("1.1.0", { securityCounter: 2 });
+  const file = await fileFor(image);
+  assert.equal(device.pal.createFileForRx(file), 0);
+  writeAll(device, file, image);
+  assert.equal(otaPalMain(await device.pal.closeFile(file)), OtaPalMainStatus.Success);
+  assert.equal(device.fwu.install(), PsaStatus.SUCCESS_REBOOT);
+  return device;
+}
+
+Deno.test("device: one boot at a time: resets and power-ons that come while a boot waits (on the element, a signature) never run two boots over one flash", async () => {
+  // The boot of an encrypted update waits for the secure element and for WebCrypto; two boots
+  // interleaved over the same flash swapped twice and bricked the device.
+  for (let round = 0; round < 5; round++) {
+    const device = await stagedDevice();
+    const booted = device.bootLogs.length;
+    await Promise.all([device.reset("software reboot"), device.reset("watchdog")]);
+    assert.equal(device.state, "running", `round ${round}: ${device.bootLogs.at(-1)?.join(" | ")}`);
+    assert.equal(device.running?.version, "1.1.0+0");
+    assert.equal(device.running?.trial, true);
+    assert.equal(device.bootLogs.length, booted + 1, "the boot the first reset began was void");
+
+    // A power-on while a boot runs with the power on is that same boot, not a second one.
+    const again = await stagedDevice();
+    const before = again.bootLogs.length;
+    const [first, second] = await Promise.all([again.reset("software reboot"), again.powerOn()]);
+    assert.equal(first, second);
+    assert.equal(again.bootLogs.length, before + 1);
+    assert.equal(again.running?.trial, true);
   }
 });
