@@ -162,6 +162,29 @@ async function swapCiphers(
   };
 }
 
+/**
+ * Swaps `incoming` (verified in the secondary slot) into the primary slot and `running` out, over
+ * the sectors either occupies, decrypting and encrypting as they need.
+ */
+async function swapIn(
+  context: BootContext,
+  kind: "test" | "perm" | "revert",
+  incoming: DecodedImage,
+  running: DecodedImage | null,
+  log: string[],
+): Promise<void> {
+  const sectors = sectorsFor(context.areas, incoming, running ?? undefined);
+  const ciphers = await swapCiphers(context.rom, running, incoming, log);
+  performSwap(
+    context.areas,
+    kind,
+    sectors,
+    (line) => log.push(line),
+    ciphers.records,
+    ciphers.keys,
+  );
+}
+
 /** The keys of a recorded swap's encrypted payloads, unwrapped again to resume it. */
 async function recordedKeys(
   rom: BootRom,
@@ -254,42 +277,14 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
       action = "refused";
     } else {
       log.push(`candidate ${formatVersion(candidate.image.header.version)} verified`);
-      const sectors = sectorsFor(areas, candidate.image, running.ok ? running.image : undefined);
-      const ciphers = await swapCiphers(
-        rom,
-        running.ok ? running.image : null,
-        candidate.image,
-        log,
-      );
-      performSwap(
-        areas,
-        decision.swap,
-        sectors,
-        (line) => log.push(line),
-        ciphers.records,
-        ciphers.keys,
-      );
+      await swapIn(context, decision.swap, candidate.image, running.ok ? running.image : null, log);
       action = "installed";
     }
   } else if (decision.swap === "revert") {
     const previous = await validate(areas.secondary);
     if (previous.ok) {
       const running = decodeAreaImage(areas.primary, slotImageSize(areas.primary));
-      const sectors = sectorsFor(areas, previous.image, running.ok ? running.image : undefined);
-      const ciphers = await swapCiphers(
-        rom,
-        running.ok ? running.image : null,
-        previous.image,
-        log,
-      );
-      performSwap(
-        areas,
-        "revert",
-        sectors,
-        (line) => log.push(line),
-        ciphers.records,
-        ciphers.keys,
-      );
+      await swapIn(context, "revert", previous.image, running.ok ? running.image : null, log);
       action = "reverted";
     } else {
       // Nothing valid to go back to: keep the tested image rather than brick (MCUboot's FAIL).

@@ -197,6 +197,23 @@ export interface ActorFaults {
   factoryResets: number;
 }
 
+/** No fault yet. */
+export function noFaults(): ActorFaults {
+  return {
+    disconnects: 0,
+    corruptedBlocks: 0,
+    powerCuts: 0,
+    trialPowerCuts: 0,
+    crashes: 0,
+    lostMessages: 0,
+    droppedBlocks: 0,
+    duplicatedBlocks: 0,
+    reorderedBlocks: 0,
+    wipes: 0,
+    factoryResets: 0,
+  };
+}
+
 type BlockFault = "corrupt" | "drop" | "duplicate" | "reorder";
 
 /** How long a block held back to arrive after the next one waits for that next one. */
@@ -219,19 +236,7 @@ export class DeviceActor {
   get faults(): ActorFaults {
     return { ...this.#faults, trialPowerCuts: this.device.trialsInterrupted };
   }
-  readonly #faults: ActorFaults = {
-    disconnects: 0,
-    corruptedBlocks: 0,
-    powerCuts: 0,
-    trialPowerCuts: 0,
-    crashes: 0,
-    lostMessages: 0,
-    droppedBlocks: 0,
-    duplicatedBlocks: 0,
-    reorderedBlocks: 0,
-    wipes: 0,
-    factoryResets: 0,
-  };
+  readonly #faults: ActorFaults = noFaults();
   readonly #inFlight = new Set<ReturnType<typeof setTimeout>>();
   #linkFreeAt = 0;
   readonly #environment: ActorEnvironment;

@@ -19,7 +19,7 @@
  */
 
 import type { WireTraffic } from "../agent/device_runtime.ts";
-import type { ActorFaults, DeviceTelemetry } from "./device_actor.ts";
+import { type ActorFaults, type DeviceTelemetry, noFaults } from "./device_actor.ts";
 
 /** The figures of a set of devices. */
 export interface FleetSummary {
@@ -58,19 +58,7 @@ export function emptySummary(): FleetSummary {
     runningVersion: {},
     bricked: 0,
     runningEncrypted: 0,
-    faults: {
-      disconnects: 0,
-      corruptedBlocks: 0,
-      powerCuts: 0,
-      trialPowerCuts: 0,
-      crashes: 0,
-      lostMessages: 0,
-      droppedBlocks: 0,
-      duplicatedBlocks: 0,
-      reorderedBlocks: 0,
-      wipes: 0,
-      factoryResets: 0,
-    },
+    faults: noFaults(),
     wire: { packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0 },
     revertedByPowerCut: 0,
   };

@@ -75,15 +75,7 @@ commonName = supplied
 
 /** An openssl CA named `name` (key and self-signed certificate). */
 export async function opensslCa(dir: OpensslDir, name: string): Promise<void> {
-  await openssl(dir, [
-    "ecparam",
-    "-name",
-    "prime256v1",
-    "-genkey",
-    "-noout",
-    "-out",
-    `${name}.key`,
-  ]);
+  await opensslP256Key(dir, `${name}.key`);
   await openssl(dir, [
     "req",
     "-x509",
@@ -120,15 +112,7 @@ export async function opensslLeaf(
     await dir.write("index.txt", "");
     await dir.write("serial", "1000\n");
   }
-  await openssl(dir, [
-    "ecparam",
-    "-name",
-    "prime256v1",
-    "-genkey",
-    "-noout",
-    "-out",
-    `${name}.key`,
-  ]);
+  await opensslP256Key(dir, `${name}.key`);
   await openssl(dir, [
     "req",
     "-new",
@@ -166,3 +150,8 @@ export async function opensslLeaf(
 /** The extensions of a code-signing certificate, for {@linkcode opensslLeaf}. */
 export const CODE_SIGNING_EXTENSIONS =
   "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning";
+
+/** A P-256 private key made by openssl (SEC1 PEM, as `ecparam -genkey` writes it) at `file`. */
+export async function opensslP256Key(dir: OpensslDir, file: string): Promise<void> {
+  await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", file]);
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { runImageCli } from "../../tools/image_cli.ts";
-import { OPENSSL, openssl, opensslDir } from "../helpers/openssl.ts";
+import { OPENSSL, openssl, opensslDir, opensslP256Key } from "../helpers/openssl.ts";
 
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
@@ -83,15 +83,7 @@ Deno.test({
 }, async () => {
   const dir = await opensslDir();
   try {
-    await openssl(dir, [
-      "ecparam",
-      "-name",
-      "prime256v1",
-      "-genkey",
-      "-noout",
-      "-out",
-      "signer.key",
-    ]);
+    await opensslP256Key(dir, "signer.key");
     await openssl(dir, [
       "req",
       "-x509",
