@@ -115,6 +115,13 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     default: "0",
   },
   {
+    name: "file",
+    value: "TYPE:PATH[:SIG]",
+    multiple: true,
+    help: "create: another file of the update (a data file for the device's application, type " +
+      "2..255), signed by --profile, or with SIG, its DER signature by the --image's signer",
+  },
+  {
     name: "encrypt-to",
     value: "FILE",
     help: "create: with --payload, encrypt the image for the devices holding this P-256 " +
@@ -164,6 +171,7 @@ Commands:
                           health-gated waves: the next wave only when P% (default 100) of
                           the last one succeeded; else the update pauses (or is canceled)
               [--file-type N]  0 firmware (default), 1 second-stage bootloader
+              [--file TYPE:PATH[:SIG]]...  more files: data for the device's application
               [--delta-base FILE]... [--delta-shipped]
                           offer patches from these images / from earlier updates' firmware:
                           a device running one fetches a patch instead of the image
@@ -224,6 +232,7 @@ type OtaValues =
     readonly group?: string[];
     readonly thing?: string[];
     readonly "delta-base"?: string[];
+    readonly file?: string[];
     readonly json?: boolean;
     readonly force?: boolean;
     readonly "fail-on-failed"?: boolean;
@@ -408,6 +417,24 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
             "--encrypt-to encrypts what the cloud signs (--payload): an --image is encrypted when signed",
           );
         }
+        const extraFiles = [];
+        for (const spec of values.file ?? []) {
+          const match = /^(\d{1,3}):([^:]+)(?::(.+))?$/.exec(spec);
+          if (!match) {
+            throw new UsageError(
+              `Invalid --file: expected TYPE:PATH[:SIGNATURE]: current value is '${spec}'`,
+            );
+          }
+          const data = await file(match[2]!, "file");
+          extraFiles.push({
+            fileType: Number(match[1]),
+            // Its name on the device: the file's own name.
+            filePath: match[2]!.split("/").at(-1)!,
+            data: toBase64(data),
+            ...(match[3] ? { signature: toBase64(await file(match[3], "file signature")) } : {}),
+          });
+        }
+        if (extraFiles.length > 0) request.extraFiles = extraFiles;
         const deltaBases = values["delta-base"] ?? [];
         if (deltaBases.length > 0 || flags.boolean("delta-shipped")) {
           const bases = [];

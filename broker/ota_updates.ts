@@ -24,6 +24,7 @@ import {
 } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
 import { importImagePublicKeyPem } from "../protocol/image_encryption.ts";
+import { type ExtraFileRequest, type ExtraFileSigning, prepareExtraFiles } from "./extra_files.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService } from "./job_service.ts";
 import { type HealthGate, type JobSpec } from "./job_spec.ts";
@@ -64,6 +65,11 @@ export interface OtaUpdateRequest {
    * elsewhere comes encrypted already or not at all.
    */
   readonly encryptTo?: string;
+  /**
+   * Files the update carries besides the firmware (data files for the device's application; see
+   * broker/extra_files.ts), signed like it.
+   */
+  readonly extraFiles?: readonly ExtraFileRequest[];
   /** Where devices find the signer certificate (job document `certfile`). */
   readonly certFile: string;
   /**
@@ -105,6 +111,14 @@ export interface OtaUpdateRecord {
   readonly fileType?: number;
   /** Set when the image's payload is encrypted (ENC_EC256): for the devices' key only. */
   readonly encrypted?: true;
+  /** The files it carries besides the firmware, with their stream file ids. */
+  readonly extraFiles?: readonly {
+    readonly fileId: number;
+    readonly fileKey: string;
+    readonly fileType: number;
+    readonly filePath: string;
+    readonly fileSize: number;
+  }[];
   /** Patches offered, by the SHA-256 of their base (hex), with their stream file ids. */
   readonly deltas?: readonly {
     readonly baseSha256: string;
@@ -227,16 +241,27 @@ export class OtaUpdateManager {
     if (!Number.isInteger(fileType) || fileType < 0 || fileType > 255) {
       return { ok: false, reason: "fileType must be an integer 0..255" };
     }
+    if (fileType === 1 && request.extraFiles !== undefined) {
+      return { ok: false, reason: "extraFiles: a second-stage bootloader update goes alone" };
+    }
     const signed = await this.#signedFile(request);
     if (!signed.ok) return signed;
     const { image, signature } = signed.value;
     const id = request.otaUpdateId;
     const bases = await this.#deltaBases(request, fileType);
     if (!bases.ok) return bases;
+    const extra = await prepareExtraFiles(request.extraFiles, signed.value.signing);
+    if (!extra.ok) return extra;
     const patches = makeDeltaOffers(image, bases.value).map((offer, i) => ({
       ...offer,
       fileId: i + 1,
       fileKey: `ota-${id}-from-${offer.baseSha256.toHex().slice(0, 16)}.patch`,
+    }));
+    // Stream file ids after the patches'.
+    const extraFiles = extra.value.map((file, i) => ({
+      ...file,
+      fileId: patches.length + 1 + i,
+      fileKey: `ota-${id}-file-${patches.length + 1 + i}.bin`,
     }));
     const record: OtaUpdateRecord = {
       otaUpdateId: id,
@@ -250,6 +275,17 @@ export class OtaUpdateManager {
       createdAt: this.#now(),
       fileType,
       ...(isEncryptedImage(image) ? { encrypted: true as const } : {}),
+      ...(extraFiles.length > 0
+        ? {
+          extraFiles: extraFiles.map((f) => ({
+            fileId: f.fileId,
+            fileKey: f.fileKey,
+            fileType: f.fileType,
+            filePath: f.filePath,
+            fileSize: f.data.length,
+          })),
+        }
+        : {}),
       ...(patches.length > 0
         ? {
           deltas: patches.map((p) => ({
@@ -265,23 +301,36 @@ export class OtaUpdateManager {
     const document = buildOtaDocument({
       protocols,
       ...(protocols.includes("MQTT") ? { streamName: record.streamId } : {}),
-      files: [{
-        filePath: fileType === 0 ? "firmware.bin" : `file-type-${fileType}.bin`,
-        fileSize: image.length,
-        fileId: 0,
-        certFile: request.certFile,
-        signature,
-        fileType,
-        ...(protocols.includes("HTTP")
-          ? { updateDataUrl: presigned(record.fileKey), authScheme: "aws.s3.presigned" }
-          : {}),
-        deltas: patches.map((p) => ({
-          baseSha256: p.baseSha256,
-          fileId: p.fileId,
-          fileSize: p.patch.length,
-          ...(protocols.includes("HTTP") ? { updateDataUrl: presigned(p.fileKey) } : {}),
+      files: [
+        {
+          filePath: fileType === 0 ? "firmware.bin" : `file-type-${fileType}.bin`,
+          fileSize: image.length,
+          fileId: 0,
+          certFile: request.certFile,
+          signature,
+          fileType,
+          ...(protocols.includes("HTTP")
+            ? { updateDataUrl: presigned(record.fileKey), authScheme: "aws.s3.presigned" }
+            : {}),
+          deltas: patches.map((p) => ({
+            baseSha256: p.baseSha256,
+            fileId: p.fileId,
+            fileSize: p.patch.length,
+            ...(protocols.includes("HTTP") ? { updateDataUrl: presigned(p.fileKey) } : {}),
+          })),
+        },
+        ...extraFiles.map((f) => ({
+          filePath: f.filePath,
+          fileSize: f.data.length,
+          fileId: f.fileId,
+          certFile: request.certFile,
+          signature: f.signature,
+          fileType: f.fileType,
+          ...(protocols.includes("HTTP")
+            ? { updateDataUrl: presigned(f.fileKey), authScheme: "aws.s3.presigned" }
+            : {}),
         })),
-      }],
+      ],
     });
     const spec: JobSpec = {
       jobId: record.jobId,
@@ -297,16 +346,17 @@ export class OtaUpdateManager {
       ...(request.healthGate ? { healthGate: request.healthGate } : {}),
       description: `OTA update ${id}`,
     };
-    await this.#store.putFile(record.fileKey, image);
-    for (const p of patches) await this.#store.putFile(p.fileKey, p.patch);
-    await this.#store.putStream(record.streamId, {
-      0: record.fileKey,
-      ...Object.fromEntries(patches.map((p) => [p.fileId, p.fileKey])),
-    });
-    this.#streams.addStream(
+    const stored = [
+      { fileId: 0, fileKey: record.fileKey, bytes: image },
+      ...patches.map((p) => ({ fileId: p.fileId, fileKey: p.fileKey, bytes: p.patch })),
+      ...extraFiles.map((f) => ({ fileId: f.fileId, fileKey: f.fileKey, bytes: f.data })),
+    ];
+    for (const file of stored) await this.#store.putFile(file.fileKey, file.bytes);
+    await this.#store.putStream(
       record.streamId,
-      new Map([[0, image], ...patches.map((p) => [p.fileId, p.patch] as const)]),
+      Object.fromEntries(stored.map((f) => [f.fileId, f.fileKey])),
     );
+    this.#streams.addStream(record.streamId, new Map(stored.map((f) => [f.fileId, f.bytes])));
     const job = await this.#jobs.createJob(spec);
     if (!job.ok) return { ok: false, reason: job.reason };
     await this.#store.putRecord("ota-update", id, record);
@@ -407,7 +457,7 @@ export class OtaUpdateManager {
 
   async #signedFile(
     request: OtaUpdateRequest,
-  ): Promise<Created<{ image: Uint8Array; signature: Uint8Array }>> {
+  ): Promise<Created<{ image: Uint8Array; signature: Uint8Array; signing: ExtraFileSigning }>> {
     if (request.image !== undefined) {
       const image = fromBase64(request.image);
       const signature = fromBase64(request.signature);
@@ -426,7 +476,9 @@ export class OtaUpdateManager {
       if (!(await verifySignature(verifier, image, sha256(image), signature))) {
         return { ok: false, reason: "the signature does not verify with certificatePem" };
       }
-      return { ok: true, value: { image, signature } };
+      const verify = (data: Uint8Array, given: Uint8Array) =>
+        verifySignature(verifier, data, sha256(data), given);
+      return { ok: true, value: { image, signature, signing: { verify } } };
     }
     const payload = fromBase64(request.payload);
     if (!payload || payload.length === 0) {
@@ -465,7 +517,8 @@ export class OtaUpdateManager {
       { privateKey: keys.value.privateKey, certificate: cert.value },
       encryptTo ? { encryptTo } : {},
     );
-    return { ok: true, value: { image, signature: await signData(keys.value.privateKey, image) } };
+    const sign = (data: Uint8Array) => signData(keys.value.privateKey, data);
+    return { ok: true, value: { image, signature: await sign(image), signing: { sign } } };
   }
 }
 

@@ -420,3 +420,35 @@ Deno.test("ota CLI: create --encrypt-to has the cloud encrypt the image it signs
     await s.close();
   }
 });
+
+Deno.test("ota CLI: create --file TYPE:PATH adds a data file the profile signs; a malformed --file is a usage error", async () => {
+  const s = await setup();
+  try {
+    await Deno.writeTextFile(`${s.dir}/app.json`, '{"sampleRate":50}');
+    const create = (id: string, ...more: string[]) =>
+      s.run(
+        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+        ...["--group", "fleet", ...more],
+      );
+    const created = await create("f110", "--file", `3:${s.dir}/app.json`);
+    assert.equal(created.code, 0, created.err);
+    const described = JSON.parse((await s.run("describe", "f110", "--json")).out);
+    assert.deepEqual(
+      described.extraFiles.map((f: { filePath: string; fileType: number; fileSize: number }) => [
+        f.filePath,
+        f.fileType,
+        f.fileSize,
+      ]),
+      [["app.json", 3, 17]],
+    );
+    const malformed = await create("f111", "--file", `${s.dir}/app.json`);
+    assert.equal(malformed.code, 2);
+    assert.match(malformed.err, /Invalid --file: expected TYPE:PATH\[:SIGNATURE\]/);
+    const firmwareAgain = await create("f112", "--file", `0:${s.dir}/app.json`);
+    assert.equal(firmwareAgain.code, 1);
+    assert.match(firmwareAgain.err, /extraFiles\[0\]\.fileType must be 2\.\.255/);
+  } finally {
+    await s.close();
+  }
+});

@@ -227,3 +227,63 @@ Deno.test({
     await w.close();
   }
 });
+
+Deno.test("OTA update with extra files: a data file travels with the firmware, signed like it, over HTTP and MQTT; bad entries are refused", async () => {
+  const w = await world(2);
+  try {
+    assert.ok((await profile(w.cloud)).ok);
+    const config = new TextEncoder().encode(JSON.stringify({ sampleRate: 50, region: "eu" }));
+    const base = {
+      payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
+      version: "1.1.0",
+      securityCounter: 2,
+      signingProfile: "release",
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+    };
+    for (
+      const [extraFiles, reason] of [
+        [[{ fileType: 0, filePath: "x", data: toBase64(config) }], /fileType must be 2\.\.255/],
+        [[{ fileType: 3, filePath: "../../etc/x y", data: toBase64(config) }], /filePath must/],
+        [[{ fileType: 3, filePath: "c.json", data: "" }], /data must be base64 of 1\.\.65536/],
+        [
+          [{ fileType: 3, filePath: "c.json", data: toBase64(config), signature: "AAAA" }],
+          /the signing profile signs/,
+        ],
+      ] as const
+    ) {
+      const refused = await w.cloud.otaUpdates.createOtaUpdate({
+        ...base,
+        otaUpdateId: "refused",
+        extraFiles,
+      });
+      assert.ok(!refused.ok && reason.test(refused.reason), JSON.stringify(refused));
+    }
+    const created = await w.cloud.otaUpdates.createOtaUpdate({
+      ...base,
+      otaUpdateId: "with-config",
+      protocols: ["HTTP", "MQTT"],
+      extraFiles: [{ fileType: 3, filePath: "config/app.json", data: toBase64(config) }],
+    });
+    assert.ok(created.ok, !created.ok ? created.reason : "");
+    assert.deepEqual(created.value.extraFiles?.map((f) => [f.fileId, f.fileType, f.fileSize]), [
+      [1, 3, config.length],
+    ]);
+    const document = (await w.cloud.store.getJob(created.value.jobId))!.spec.document as {
+      afr_ota: { files: { filepath: string; fileid: number; fileType?: number }[] };
+    };
+    assert.deepEqual(
+      document.afr_ota.files.map((f) => [f.filepath, f.fileid, f.fileType ?? 0]),
+      [["firmware.bin", 0, 0], ["config/app.json", 1, 3]],
+    );
+    await confirmed(w, "with-config");
+    for (const r of w.runtimes) {
+      const delivered = r.events.find((e) => e.type === "UpdateComplete" && e.data !== null);
+      assert.ok(delivered && delivered.type === "UpdateComplete", r.thingName);
+      assert.equal(delivered.file.filePath, "config/app.json");
+      assert.deepEqual(delivered.data, config);
+    }
+  } finally {
+    await w.close();
+  }
+});
