@@ -62,7 +62,10 @@ export function payloadCipher(key: Uint8Array, offset: number, bytes: Uint8Array
   const cipher = createCipheriv("aes-128-ctr", key, counter);
   const skip = offset % 16;
   if (skip > 0) cipher.update(new Uint8Array(skip));
-  return new Uint8Array(cipher.update(bytes));
+  const turned = new Uint8Array(cipher.update(bytes));
+  // CTR has nothing left to give; final() releases the cipher (it is a resource in Deno).
+  cipher.final();
+  return turned;
 }
 
 /** HKDF-SHA256 of the shared secret: the key-wrapping key and the MAC key. */
