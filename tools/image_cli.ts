@@ -67,7 +67,7 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
   "encryption-keygen": {
     args: "",
     about: "Create image-enc.key (the P-256 key a product's devices hold in their secure " +
-      "element to decrypt images) and image-enc.pub (what `sign --encrypt-to` encrypts for). " +
+      "element to decrypt images) and image-enc.pub (the public key `sign` encrypts for). " +
       "Keys made by openssl (prime256v1) work the same. Never overwritten without --force.",
     flags: [
       { name: "out-dir", value: "DIR", help: "where the keys go (required)" },
