@@ -180,9 +180,12 @@ export class OtaPal {
       this.lastError = "no open file";
       return -1;
     }
-    if (!Number.isInteger(offset) || offset < 0 || offset + data.length > file.fileSize) {
-      this.lastError =
-        `block of ${data.length} bytes at ${offset} is outside the ${file.fileSize}-byte file`;
+    // A patch's blocks are bounded by the patch, the file's by the file.
+    const size = file.patch?.size ?? file.fileSize;
+    if (!Number.isInteger(offset) || offset < 0 || offset + data.length > size) {
+      this.lastError = `block of ${data.length} bytes at ${offset} is outside the ${size}-byte ${
+        file.patch ? "patch" : "file"
+      }`;
       return -1;
     }
     if (file.patch) {
@@ -191,7 +194,7 @@ export class OtaPal {
         this.lastError = "no patch being applied to this file";
         return -1;
       }
-      if (offset !== delta.consumed || offset + data.length > file.patch.size) {
+      if (offset !== delta.consumed) {
         this.lastError = `patch block at ${offset} out of order: ${delta.consumed} bytes applied ` +
           `of ${file.patch.size}`;
         return -1;

@@ -12,7 +12,9 @@ import { DeltaChecksum, PatchDecoder } from "../../protocol/delta_patch.ts";
 import { bytesSource } from "../../protocol/image_format.ts";
 import { validateImage } from "../../bootloader/image_validate.ts";
 import { bytesEqual } from "../../lib/bytes.ts";
-import { testImage, testPki } from "../helpers/pki.ts";
+import { factoryDevice, smallLayout, testImage, testPki } from "../helpers/pki.ts";
+import { fileFor } from "../helpers/update.ts";
+import { otaPalMain, OtaPalMainStatus } from "../../protocol/ota_pal_status.ts";
 
 const WRITE_UNIT = 8;
 
@@ -211,4 +213,30 @@ Deno.test("delta: a wrong checksum is refused at the end, after the target was w
     slot: 16,
   });
   assert.match(failure!, /checksum is d7866c6c, the patch says d7866c6d/);
+});
+
+Deno.test("OTA PAL: a patch's blocks are bounded by the patch, not the file: a patch larger than its image applies; a block past the patch or out of turn is refused", async () => {
+  const { device } = await factoryDevice({ layout: smallLayout(24) });
+  await device.powerOn();
+  const image = await testImage({ version: "1.1.0", securityCounter: 2, payloadSize: 4096 });
+  // From nothing: the whole image inserted, so the patch is a little larger than the image.
+  const patch = new Uint8Array(createDelta(new Uint8Array(0), image));
+  assert.ok(patch.length > image.length);
+  const file = { ...await fileFor(image), patch: { size: patch.length } };
+  assert.equal(device.pal.createFileForRx(file), 0);
+  const tail = patch.length - 16;
+  assert.equal(device.pal.writeBlock(file, 16, patch.subarray(16, 32)), -1);
+  assert.match(device.pal.lastError ?? "", /patch block at 16 out of order: 0 bytes applied/);
+  assert.equal(device.pal.writeBlock(file, 0, patch.subarray(0, tail)), tail);
+  assert.equal(device.pal.writeBlock(file, tail, new Uint8Array(17)), -1);
+  assert.match(device.pal.lastError ?? "", new RegExp(`outside the ${patch.length}-byte patch`));
+  assert.equal(
+    device.pal.writeBlock(file, tail, patch.subarray(tail)),
+    16,
+    "past the image's size",
+  );
+  assert.equal(otaPalMain(await device.pal.closeFile(file)), OtaPalMainStatus.Success);
+  assert.equal(device.pal.activateNewImage(file), 0);
+  await device.settle();
+  assert.equal(device.running?.version, "1.1.0+0");
 });
