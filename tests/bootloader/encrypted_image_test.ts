@@ -255,7 +255,7 @@ Deno.test("device: an encrypted update installs decrypted, and a revert takes it
   assert.deepEqual(device.areas.primary.read(start, plain.length), plain);
 });
 
-Deno.test("device: an encrypted image it cannot decrypt is refused at close with the reason, and nothing is installed", async () => {
+Deno.test("device: an encrypted image it cannot decrypt, or whose plaintext does not match its signature, is refused at close with the reason; nothing is installed", async () => {
   const image = await encryptedImage("1.1.0", { securityCounter: 2 });
   for (
     const [element, reason] of [
@@ -270,6 +270,16 @@ Deno.test("device: an encrypted image it cannot decrypt is refused at close with
     await device.reset("after the refusal");
     assert.equal(device.running?.version, "1.0.0+0");
   }
+  // Decrypted with the right key, a ciphertext altered in transit does not match its signature.
+  const decoded = decodeImage(bytesSource(image));
+  assert.ok(decoded.ok);
+  const altered = image.slice();
+  altered[decoded.image.payloadOffset + 100]! ^= 0x20;
+  const device = await deviceWith(element);
+  await assert.rejects(() => installUpdate(device, altered), /closeFile failed/);
+  assert.match(device.pal.lastError ?? "", /image hash does not match its SHA256 TLV/);
+  await device.reset("after the refusal");
+  assert.equal(device.running?.version, "1.0.0+0");
 });
 
 /** A device with an encrypted 1.1.0 staged (installed, not yet rebooted into). */
