@@ -17,7 +17,9 @@ import {
   compareVersions,
   type DecodedImage,
   formatVersion,
+  type ImageVersion,
   isEncrypted,
+  unmetDependency,
 } from "../protocol/image_format.ts";
 import {
   decodeAreaImage,
@@ -78,6 +80,11 @@ export interface BootContext {
   readonly areas: DeviceAreas;
   readonly rom: BootRom;
   readonly clock: Clock;
+  /**
+   * The versions of the device's other images, by `ImageId` (the second stage the chain runs):
+   * what a candidate's DEPENDENCY TLVs are checked against.
+   */
+  readonly components?: ReadonlyMap<number, ImageVersion>;
 }
 
 function describe(trailer: SlotTrailer): string {
@@ -269,6 +276,9 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
           formatVersion(candidate.image.header.version)
         } refused`,
       };
+    } else {
+      const unmet = unmetDependency(candidate.image.dependencies, context.components ?? new Map());
+      if (unmet) refusal = { code: PsaStatus.ERROR_DEPENDENCY_NEEDED, detail: unmet };
     }
     if (refusal || !candidate.ok) {
       const detail = refusal?.detail ?? "invalid candidate";

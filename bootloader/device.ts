@@ -29,7 +29,13 @@ import {
 } from "./flash.ts";
 import type { SecureElement } from "./secure_element.ts";
 import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
-import { compareVersions, formatVersion, type ImageVersion } from "../protocol/image_format.ts";
+import {
+  compareVersions,
+  formatVersion,
+  ImageId,
+  type ImageVersion,
+  unmetDependency,
+} from "../protocol/image_format.ts";
 import { decodeAreaImage } from "./image_validate.ts";
 import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./layout.ts";
 import { OtaPal } from "./ota_pal.ts";
@@ -244,6 +250,15 @@ export class Device {
       eraseTarget();
       return refuse(checked.reason);
     }
+    const application = this.#record?.image.header.version;
+    const unmet = unmetDependency(
+      checked.stage.dependencies,
+      new Map(application ? [[ImageId.APPLICATION, application]] : []),
+    );
+    if (unmet) {
+      eraseTarget();
+      return refuse(unmet);
+    }
     // The bootloader has its own anti-rollback: an older one may carry fixed vulnerabilities.
     if (compareVersions(checked.stage.imageVersion, current.imageVersion) <= 0) {
       eraseTarget();
@@ -279,6 +294,10 @@ export class Device {
       clock: this.clock,
       bootRecord: record,
       requestReboot: () => this.#scheduleReset("reboot requested by software"),
+      components: () =>
+        new Map(
+          this.#secondStage ? [[ImageId.SECOND_STAGE, this.#secondStage.imageVersion]] : [],
+        ),
     });
     this.#fwu = fwu;
     this.#pal = new OtaPal({

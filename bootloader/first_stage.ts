@@ -20,7 +20,12 @@ import type { Clock } from "../lib/clock.ts";
 import { type Certificate, parseCertificate } from "../protocol/certificates.ts";
 import { type VerificationCache } from "../protocol/signatures.ts";
 import type { FlashArea } from "./flash_area.ts";
-import { formatVersion, type ImageVersion } from "../protocol/image_format.ts";
+import {
+  formatVersion,
+  type ImageDependency,
+  ImageId,
+  type ImageVersion,
+} from "../protocol/image_format.ts";
 import { validateAreaImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { viewOf } from "../lib/bytes.ts";
@@ -45,6 +50,8 @@ export interface SecondStageFacts {
   readonly version: string;
   readonly imageVersion: ImageVersion;
   readonly behavior: SecondStageBehavior;
+  /** Versions of other images it needs (its DEPENDENCY TLVs). */
+  readonly dependencies: readonly ImageDependency[];
 }
 
 /** Which second stage is in use. */
@@ -174,6 +181,7 @@ export async function verifySecondStage(
       version: formatVersion(image.header.version),
       imageVersion: image.header.version,
       behavior,
+      dependencies: image.dependencies,
     },
   };
 }
@@ -274,7 +282,12 @@ export async function bootChain(
   }
   const outcome = await boot({
     ...options,
-    rom: stage.kind === "run" ? { ...options.rom, root: stage.root } : options.rom,
+    ...(stage.kind === "run"
+      ? {
+        rom: { ...options.rom, root: stage.root },
+        components: new Map([[ImageId.SECOND_STAGE, stage.imageVersion]]),
+      }
+      : {}),
   });
   return stage.kind === "run"
     ? { ...outcome, log: [...stage.log, ...outcome.log], stage }

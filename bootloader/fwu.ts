@@ -14,7 +14,12 @@ import type { Clock } from "../lib/clock.ts";
 import { alignUp, isFilledWith } from "../lib/bytes.ts";
 import { type BootRecord, type BootRom, slotImageSize } from "./bootloader.ts";
 import { ERASED, FlashError, isPowerCut } from "./flash.ts";
-import { compareVersions, formatVersion, type ImageVersion } from "../protocol/image_format.ts";
+import {
+  compareVersions,
+  formatVersion,
+  type ImageVersion,
+  unmetDependency,
+} from "../protocol/image_format.ts";
 import { decodeAreaImage, validateAreaImage } from "./image_validate.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { PsaStatus } from "./psa_status.ts";
@@ -163,6 +168,11 @@ export interface FwuContext {
   readonly bootRecord: BootRecord | null;
   /** Asks the device to reboot (the call returns; the reset happens after it). */
   readonly requestReboot: () => void;
+  /**
+   * The versions of the device's other images by `ImageId` (its second-stage bootloader), which a
+   * candidate's dependencies must be met by. None: the device has no other image.
+   */
+  readonly components?: () => ReadonlyMap<number, ImageVersion>;
 }
 
 /**
@@ -341,6 +351,11 @@ export class FirmwareUpdateService {
         result.reason,
       );
     }
+    const unmet = unmetDependency(
+      result.image.dependencies,
+      this.#context.components?.() ?? new Map(),
+    );
+    if (unmet) return this.#fail(PsaStatus.ERROR_DEPENDENCY_NEEDED, unmet);
     const status = this.#storage(() => writeTrailerFlag(secondary, "candidate"));
     if (status === PsaStatus.SUCCESS) this.#candidateDigest = result.digest;
     return status;

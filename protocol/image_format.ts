@@ -34,11 +34,31 @@ export const TlvType = {
    * ephemeral public key, MAC, wrapped key. Present exactly when the header says ENCRYPTED_AES128.
    */
   ENC_EC256: 0x32,
+  /**
+   * A version of another image this one needs (protected; MCUboot's IMAGE_TLV_DEPENDENCY): image
+   * id u8, flags u8 (0), padding u16, minimum version (major u8, minor u8, revision u16 LE, build
+   * u32 LE). One per image depended on.
+   */
+  DEPENDENCY: 0x40,
   /** u32 security counter (protected). */
   SEC_CNT: 0x50,
   /** DER X.509 certificate of the signer (vendor type). */
   SIGNER_CERT: 0xa0,
 } as const;
+
+/** The images of a device, as dependencies name them (the job document's file types). */
+export const ImageId = {
+  /** The application firmware (primary/secondary slots). */
+  APPLICATION: 0,
+  /** The second-stage bootloader (slots A/B of a two-stage boot chain). */
+  SECOND_STAGE: 1,
+} as const;
+
+/** A version of another image an image needs to run. */
+export interface ImageDependency {
+  readonly imageId: number;
+  readonly minVersion: ImageVersion;
+}
 
 /** Header flags (`IMAGE_F_*`). */
 export const ImageFlag = {
@@ -104,6 +124,8 @@ export interface DecodedImage {
    * once installed in the primary slot (as MCUboot keeps them).
    */
   readonly encryptedKey: Uint8Array | null;
+  /** The versions of other images it needs (DEPENDENCY TLVs), none for most. */
+  readonly dependencies: readonly ImageDependency[];
 }
 
 /** Whether `image`'s header says its payload is encrypted (see `DecodedImage.encryptedKey`). */
@@ -259,6 +281,7 @@ const fail = (reason: string): DecodeFailure => ({ ok: false, reason });
 /** Allowed TLVs per area with their exact or maximum lengths. */
 const TLV_RULES: Record<number, { name: string; protected: boolean; min: number; max: number }> = {
   [TlvType.SEC_CNT]: { name: "SEC_CNT", protected: true, min: 4, max: 4 },
+  [TlvType.DEPENDENCY]: { name: "DEPENDENCY", protected: true, min: 12, max: 12 },
   [TlvType.KEYHASH]: { name: "KEYHASH", protected: false, min: 32, max: 32 },
   [TlvType.SHA256]: { name: "SHA256", protected: false, min: 32, max: 32 },
   [TlvType.ECDSA_SIG]: { name: "ECDSA_SIG", protected: false, min: 8, max: 72 },
@@ -324,14 +347,13 @@ function parseTlvArea(
         }`,
       );
     }
-    if (out.some((tlv) => tlv.type === type)) {
-      return fail(`${areaName}: duplicate TLV ${rule.name}`);
-    }
-    out.push({
-      type,
-      value: bytes.subarray(at + 4 - start, at + 4 - start + length),
-      protected: isProtected,
-    });
+    // One of each, but for dependencies: one per image depended on.
+    const value = bytes.subarray(at + 4 - start, at + 4 - start + length);
+    const duplicate = type === TlvType.DEPENDENCY
+      ? out.some((tlv) => tlv.type === type && tlv.value[0] === value[0])
+      : out.some((tlv) => tlv.type === type);
+    if (duplicate) return fail(`${areaName}: duplicate TLV ${rule.name}`);
+    out.push({ type, value, protected: isProtected });
     at += 4 + length;
   }
   return { ok: true, end };
@@ -448,6 +470,18 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
   if (!encrypted && encryptedKey) {
     return fail("image carries an ENC_EC256 TLV but its header does not say it is encrypted");
   }
+  const dependencies = tlvs.filter((tlv) => tlv.type === TlvType.DEPENDENCY).map((tlv) => {
+    const view = viewOf(tlv.value);
+    return {
+      imageId: tlv.value[0]!,
+      minVersion: {
+        major: tlv.value[4]!,
+        minor: tlv.value[5]!,
+        revision: view.getUint16(6, true),
+        build: view.getUint32(8, true),
+      },
+    };
+  });
   return {
     ok: true,
     image: {
@@ -462,6 +496,62 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
       signature: find(TlvType.ECDSA_SIG),
       signerCertificate: find(TlvType.SIGNER_CERT),
       encryptedKey,
+      dependencies,
     },
   };
 }
+
+/**
+ * A DEPENDENCY TLV's value.
+ *
+ * @example
+ * ```ts
+ * import { encodeDependency, ImageId, parseVersion } from "./image_format.ts";
+ * encodeDependency({ imageId: ImageId.SECOND_STAGE, minVersion: parseVersion("2.1.0")! }).length;
+ * // 12
+ * ```
+ */
+export function encodeDependency(dependency: ImageDependency): Uint8Array {
+  const value = new Uint8Array(12);
+  const view = viewOf(value);
+  value[0] = dependency.imageId;
+  value[4] = dependency.minVersion.major;
+  value[5] = dependency.minVersion.minor;
+  view.setUint16(6, dependency.minVersion.revision, true);
+  view.setUint32(8, dependency.minVersion.build, true);
+  return value;
+}
+
+/**
+ * The first of `image`'s dependencies the images a device runs do not meet (`running`: each
+ * image's version by id; absent: the device has no such image), as a reason; null when all are.
+ *
+ * @example
+ * ```ts
+ * import { ImageId, parseVersion, unmetDependency } from "./image_format.ts";
+ * unmetDependency(
+ *   [{ imageId: ImageId.SECOND_STAGE, minVersion: parseVersion("2.1.0")! }],
+ *   new Map([[ImageId.SECOND_STAGE, parseVersion("2.0.0")!]]),
+ * ); // "needs second-stage bootloader 2.1.0+0 or later, runs 2.0.0+0"
+ * ```
+ */
+export function unmetDependency(
+  dependencies: readonly ImageDependency[],
+  running: ReadonlyMap<number, ImageVersion>,
+): string | null {
+  for (const dependency of dependencies) {
+    const name = IMAGE_NAMES[dependency.imageId] ?? `image ${dependency.imageId}`;
+    const version = running.get(dependency.imageId);
+    const needed = formatVersion(dependency.minVersion);
+    if (!version) return `needs ${name} ${needed} or later, has none`;
+    if (compareVersions(version, dependency.minVersion) < 0) {
+      return `needs ${name} ${needed} or later, runs ${formatVersion(version)}`;
+    }
+  }
+  return null;
+}
+
+const IMAGE_NAMES: Record<number, string> = {
+  [ImageId.APPLICATION]: "application",
+  [ImageId.SECOND_STAGE]: "second-stage bootloader",
+};

@@ -9,9 +9,11 @@ import { type Certificate, certificateDer } from "./certificates.ts";
 import { sha256, signData } from "./signatures.ts";
 import { IMAGE_KEY_BYTES, payloadCipher, wrapImageKey } from "./image_encryption.ts";
 import {
+  encodeDependency,
   encodeHeader,
   encodeTlvArea,
   IMAGE_HEADER_SIZE,
+  type ImageDependency,
   ImageFlag,
   type ImageVersion,
   TLV_INFO_MAGIC,
@@ -33,6 +35,8 @@ export interface ImageSpec {
   readonly flags?: number;
   /** Load address. @default {0} */
   readonly loadAddress?: number;
+  /** Versions of other images it needs (protected DEPENDENCY TLVs). */
+  readonly dependencies?: readonly ImageDependency[];
 }
 
 /** Who signs. */
@@ -65,10 +69,13 @@ export function hashedRegion(spec: ImageSpec): Uint8Array {
     );
   }
   viewOf(counter).setUint32(0, spec.securityCounter, true);
-  const protectedArea = encodeTlvArea(TLV_PROTECTED_INFO_MAGIC, [{
-    type: TlvType.SEC_CNT,
-    value: counter,
-  }]);
+  const protectedArea = encodeTlvArea(TLV_PROTECTED_INFO_MAGIC, [
+    ...(spec.dependencies ?? []).map((d) => ({
+      type: TlvType.DEPENDENCY,
+      value: encodeDependency(d),
+    })),
+    { type: TlvType.SEC_CNT, value: counter },
+  ]);
   const headerSize = spec.headerSize ?? IMAGE_HEADER_SIZE;
   if (!Number.isInteger(headerSize) || headerSize < IMAGE_HEADER_SIZE || headerSize > 0xffff) {
     throw new RangeError(

@@ -26,6 +26,8 @@ import {
   bytesSource,
   decodeImage,
   formatVersion,
+  type ImageDependency,
+  ImageId,
   isEncrypted,
   parseVersion,
   TlvType,
@@ -119,6 +121,13 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
         help: "bytes before the payload",
         range: [32, 0xffff],
         default: "32",
+      },
+      {
+        name: "depends-on",
+        value: "IMAGE:X.Y.Z",
+        multiple: true,
+        help: "the image needs this version or later of another image of the device " +
+          "(application or second-stage; MCUboot's DEPENDENCY TLV): refused until it runs",
       },
       {
         name: "encrypt-to",
@@ -304,8 +313,25 @@ async function sign(args: string[], out: Output): Promise<number> {
     if (!key.ok) throw new UsageError(`Cannot use --encrypt-to '${encryptTo}': ${key.reason}`);
     recipient = key.value;
   }
+  const dependencies: ImageDependency[] = [];
+  for (const text of (values["depends-on"] as string[] | undefined) ?? []) {
+    const match = /^(application|second-stage|0|1):(.+)$/.exec(text);
+    const minVersion = match ? parseVersion(match[2]!) : null;
+    if (!match || !minVersion) {
+      throw new UsageError(
+        `Invalid --depends-on: expected application|second-stage:X.Y.Z[+B]: current value is '${text}'`,
+      );
+    }
+    const imageId = match[1] === "application" || match[1] === "0"
+      ? ImageId.APPLICATION
+      : ImageId.SECOND_STAGE;
+    if (dependencies.some((d) => d.imageId === imageId)) {
+      throw new UsageError(`Invalid --depends-on: '${match[1]}' is given twice`);
+    }
+    dependencies.push({ imageId, minVersion });
+  }
   const image = await signImage(
-    { payload, version, securityCounter, headerSize },
+    { payload, version, securityCounter, headerSize, dependencies },
     { privateKey: keys.privateKey, certificate },
     recipient ? { encryptTo: recipient } : {},
   );
@@ -432,6 +458,12 @@ async function inspect(args: string[], out: Output): Promise<number> {
     const name = TLV_NAMES[tlv.type] ?? `0x${tlv.type.toString(16)}`;
     let value = toHex(tlv.value);
     if (tlv.type === TlvType.SEC_CNT) value = String(decoded.image.securityCounter);
+    if (tlv.type === TlvType.DEPENDENCY) {
+      const dependency = decoded.image.dependencies.find((d) => d.imageId === tlv.value[0])!;
+      value = `${dependency.imageId === ImageId.APPLICATION ? "application" : "second-stage"} ${
+        formatVersion(dependency.minVersion)
+      } or later`;
+    }
     if (tlv.type === TlvType.SIGNER_CERT) {
       const cert = parseCertificate(tlv.value);
       value = cert.ok

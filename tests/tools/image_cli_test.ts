@@ -434,3 +434,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test("image CLI: sign --depends-on records what the image needs; inspect says it; a bad one is a usage error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-image-dep-" });
+  try {
+    assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
+    await cli(["firmware", "--firmware-version", "1.2.0", "--size", "2KiB", "--out", `${dir}/fw`]);
+    const sign = (...more: string[]) =>
+      cli([
+        ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.2.0"],
+        ...["--security-counter", "2", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`],
+        ...["--out", `${dir}/app.img`, ...more],
+      ]);
+    const signed = await sign("--depends-on", "second-stage:2.1.0");
+    assert.equal(signed.code, 0, signed.err);
+    const inspected = await cli(["inspect", `${dir}/app.img`, "--root", `${dir}/root.pem`]);
+    assert.equal(inspected.code, 0);
+    assert.match(
+      inspected.out,
+      /^TLV \(protected\) DEPENDENCY \[12\]: second-stage 2\.1\.0\+0 or later$/m,
+    );
+    for (
+      const [value, message] of [
+        ["radio:1.0.0", /Invalid --depends-on: expected application\|second-stage:X\.Y\.Z/],
+        ["second-stage:two", /Invalid --depends-on/],
+      ]
+    ) {
+      const bad = await sign("--depends-on", value as string);
+      assert.equal(bad.code, 2);
+      assert.match(bad.err, message as RegExp);
+    }
+    const twice = await sign("--depends-on", "application:1.0.0", "--depends-on", "0:1.1.0");
+    assert.equal(twice.code, 2);
+    assert.match(twice.err, /'0' is given twice/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
