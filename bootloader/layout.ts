@@ -8,6 +8,7 @@
 
 import { FlashArea } from "./flash_area.ts";
 import { type FlashGeometry, NorFlash } from "./flash.ts";
+import { swapStatusCapacity } from "./swap_status.ts";
 
 /** Sector counts of each area. */
 export interface LayoutOptions {
@@ -71,9 +72,6 @@ export interface DeviceAreas {
   readonly stage2State: FlashArea;
 }
 
-/** Fixed units written in the swap-status sector before the per-sector records. */
-export const SWAP_STATUS_HEADER_UNITS = 5;
-
 /**
  * Builds a layout and checks that the swap-status sector can record every image sector.
  *
@@ -94,8 +92,8 @@ export function deviceLayout(options: LayoutOptions = {}): DeviceLayout {
       `Cannot build layout: 'slotSectors' must be a positive integer: current value is ${slotSectors}`,
     );
   }
-  const statusUnits = sectorSize / writeUnit;
-  const maxSlotSectors = Math.floor((statusUnits - SWAP_STATUS_HEADER_UNITS) / 3);
+  // What the swap-status sector records (its own layout says, cipher records included).
+  const maxSlotSectors = swapStatusCapacity(sectorSize, writeUnit);
   if (slotSectors > maxSlotSectors) {
     throw new RangeError(
       `Cannot build layout: ${slotSectors} sectors per slot need more swap-status records than one ${sectorSize}-byte sector holds (at most ${maxSlotSectors})`,

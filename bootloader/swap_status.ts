@@ -80,7 +80,7 @@ function positions(area: { readonly writeUnit: number; readonly sectorSize: numb
  * @example
  * ```ts
  * import { swapStatusCapacity } from "./swap_status.ts";
- * swapStatusCapacity(4096, 8); // 157
+ * swapStatusCapacity(4096, 8); // 158
  * ```
  */
 export function swapStatusCapacity(sectorSize: number, writeUnit: number): number {

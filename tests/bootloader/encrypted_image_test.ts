@@ -27,6 +27,13 @@ import { factoryDevice, smallLayout, testPki } from "../helpers/pki.ts";
 import { fileFor, installUpdate, writeAll } from "../helpers/update.ts";
 import { otaPalMain, OtaPalMainStatus } from "../../protocol/ota_pal_status.ts";
 import { PsaStatus } from "../../bootloader/psa_status.ts";
+import { deviceLayout } from "../../bootloader/layout.ts";
+import {
+  beginSwapStatus,
+  readSwapStatus,
+  recordSwapStep,
+  swapStatusCapacity,
+} from "../../bootloader/swap_status.ts";
 
 const pki = await testPki();
 
@@ -314,4 +321,28 @@ Deno.test("device: one boot at a time: resets and power-ons that come while a bo
     assert.equal(again.bootLogs.length, before + 1);
     assert.equal(again.running?.trial, true);
   }
+});
+
+Deno.test("layout: a slot may have as many sectors as the swap-status sector records, its cipher records included, and no more", async () => {
+  const most = swapStatusCapacity(4096, 8);
+  assert.equal(most, 158);
+  assert.equal(deviceLayout({ slotSectors: most }).slotSectors, most);
+  assert.throws(
+    () => deviceLayout({ slotSectors: most + 1 }),
+    /159 sectors per slot need more swap-status records than one 4096-byte sector holds \(at most 158\)/,
+  );
+  // The largest slot, swapped with both payloads encrypted: the last step record and the
+  // cipher records stay apart.
+  const { device } = await factoryDevice({ layout: deviceLayout({ slotSectors: most }) });
+  const status = device.areas.swapStatus;
+  const key = await wrapImageKey(new Uint8Array(16), product.publicKey);
+  const record = { start: 32, end: 1000, wrappedKey: key };
+  beginSwapStatus(status, "test", most, { primary: record, secondary: record });
+  for (let sector = 0; sector < most; sector++) {
+    for (let step = 0; step < 3; step++) recordSwapStep(status, sector, step);
+  }
+  const read = readSwapStatus(status, most);
+  assert.ok(read.state === "in-progress");
+  assert.ok(read.progress.every((steps) => steps === 3));
+  assert.deepEqual(read.ciphers, { primary: record, secondary: record });
 });
