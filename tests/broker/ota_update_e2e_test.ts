@@ -55,6 +55,18 @@ async function world(devices: number) {
   };
 }
 
+/** 1.1.0 as a payload the "release" profile signs, for the fleet group. */
+function releaseRequest() {
+  return {
+    payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
+    version: "1.1.0",
+    securityCounter: 2,
+    signingProfile: "release",
+    certFile: SIGNER_CERT_PATH,
+    targets: { groups: ["fleet"] },
+  };
+}
+
 async function profile(cloud: Cloud) {
   return await cloud.otaUpdates.createSigningProfile(await releaseProfile());
 }
@@ -80,13 +92,8 @@ Deno.test("OTA update over HTTP: a signing profile signs the payload and devices
   try {
     assert.ok((await profile(w.cloud)).ok);
     const created = await w.cloud.otaUpdates.createOtaUpdate({
+      ...releaseRequest(),
       otaUpdateId: "v1-1-0",
-      payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
-      version: "1.1.0",
-      securityCounter: 2,
-      signingProfile: "release",
-      certFile: SIGNER_CERT_PATH,
-      targets: { groups: ["fleet"] },
       protocols: ["HTTP"],
       presignedUrlExpirySeconds: 300,
     });
@@ -233,14 +240,7 @@ Deno.test("OTA update with extra files: a data file travels with the firmware, s
   try {
     assert.ok((await profile(w.cloud)).ok);
     const config = new TextEncoder().encode(JSON.stringify({ sampleRate: 50, region: "eu" }));
-    const base = {
-      payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
-      version: "1.1.0",
-      securityCounter: 2,
-      signingProfile: "release",
-      certFile: SIGNER_CERT_PATH,
-      targets: { groups: ["fleet"] },
-    };
+    const base = releaseRequest();
     for (
       const [extraFiles, reason] of [
         [[{ fileType: 0, filePath: "x", data: toBase64(config) }], /fileType must be 2\.\.255/],
