@@ -32,7 +32,13 @@ import { PsaStatus } from "./psa_status.ts";
 import { SecurityCounter } from "./security_counter.ts";
 import { decideBoot } from "./boot_decision.ts";
 import { continueSwap, performSwap, type SwapKeys } from "./swap.ts";
-import { readSwapStatus, type SwapCipherRecord, type SwapCipherRecords } from "./swap_status.ts";
+import {
+  readSwapStatus,
+  type SwapCipherRecord,
+  type SwapCipherRecords,
+  type SwapKind,
+} from "./swap_status.ts";
+import type { UnwrapResult } from "../protocol/image_encryption.ts";
 import {
   eraseTrailer,
   readTrailer,
@@ -151,22 +157,33 @@ async function swapCiphers(
   secondary: DecodedImage,
   log: string[],
 ): Promise<{ records: SwapCipherRecords; keys: SwapKeys }> {
-  const unwrap = async (record: SwapCipherRecord | null) => {
-    if (!record || !rom.imageKeys) return null;
-    const unwrapped = await rom.imageKeys.unwrapImageKey(record.wrappedKey);
-    return unwrapped.ok ? unwrapped.key : null;
-  };
   const incoming = cipherRecord(secondary);
   let outgoing = primary ? cipherRecord(primary) : null;
-  const primaryKey = await unwrap(outgoing);
-  if (outgoing && !primaryKey) {
+  const primaryKey = outgoing ? await unwrapRecord(rom, outgoing) : null;
+  if (outgoing && !primaryKey?.ok) {
     log.push("the running image's key cannot be unwrapped: it leaves the primary slot unencrypted");
     outgoing = null;
   }
+  const secondaryKey = incoming ? await unwrapRecord(rom, incoming) : null;
   return {
     records: { primary: outgoing, secondary: incoming },
-    keys: { primary: primaryKey, secondary: await unwrap(incoming) },
+    keys: {
+      primary: primaryKey?.ok ? primaryKey.key : null,
+      secondary: secondaryKey?.ok ? secondaryKey.key : null,
+    },
   };
+}
+
+/** The payload key of a recorded encrypted payload, as the secure element unwraps it. */
+function unwrapRecord(rom: BootRom, record: SwapCipherRecord): Promise<UnwrapResult> {
+  return rom.imageKeys
+    ? rom.imageKeys.unwrapImageKey(record.wrappedKey)
+    : Promise.resolve({ ok: false, reason: "no image key to decrypt the payload" });
+}
+
+/** How a staged image is read on this ROM: decrypted with its secure element's keys, if any. */
+export function stagedOn(rom: BootRom): { readonly keys?: ImageKeys } {
+  return rom.imageKeys ? { keys: rom.imageKeys } : {};
 }
 
 /**
@@ -175,7 +192,7 @@ async function swapCiphers(
  */
 async function swapIn(
   context: BootContext,
-  kind: "test" | "perm" | "revert",
+  kind: SwapKind,
   incoming: DecodedImage,
   running: DecodedImage | null,
   log: string[],
@@ -204,8 +221,7 @@ async function recordedKeys(
   for (const side of ["primary", "secondary"] as const) {
     const record = records[side];
     if (!record) continue;
-    if (!rom.imageKeys) return { ok: false, reason: "no image key to decrypt the payload" };
-    const unwrapped = await rom.imageKeys.unwrapImageKey(record.wrappedKey);
+    const unwrapped = await unwrapRecord(rom, record);
     if (!unwrapped.ok) return { ok: false, reason: unwrapped.reason };
     keys[side] = unwrapped.key;
   }
@@ -233,7 +249,7 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
       minimumSecurityCounter: fuses.read(),
       ...(rom.verificationCache ? { cache: rom.verificationCache } : {}),
       // An encrypted image is ciphertext in the secondary slot, plaintext once installed.
-      ...(area === areas.secondary ? { staged: rom.imageKeys ? { keys: rom.imageKeys } : {} } : {}),
+      ...(area === areas.secondary ? { staged: stagedOn(rom) } : {}),
       ...options,
     });
 
@@ -322,16 +338,9 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
           formatVersion(previous.image.header.version)
         } in the secondary slot`,
       );
-      // The corrupt primary image is erased from the secondary slot after: nothing to encrypt.
-      const ciphers = await swapCiphers(rom, null, previous.image, log);
-      performSwap(
-        areas,
-        "fallback",
-        slotSectors,
-        (line) => log.push(line),
-        ciphers.records,
-        ciphers.keys,
-      );
+      // Over the whole slot; the corrupt primary image is erased from the secondary slot after,
+      // so there is nothing to encrypt on its way out.
+      await swapIn(context, "fallback", previous.image, null, log);
       action = "fell-back";
       primary = await validate(areas.primary);
     }

@@ -12,7 +12,7 @@
 
 import type { Clock } from "../lib/clock.ts";
 import { alignUp, isFilledWith } from "../lib/bytes.ts";
-import { type BootRecord, type BootRom, slotImageSize } from "./bootloader.ts";
+import { type BootRecord, type BootRom, slotImageSize, stagedOn } from "./bootloader.ts";
 import { ERASED, FlashError, isPowerCut } from "./flash.ts";
 import {
   compareVersions,
@@ -342,7 +342,7 @@ export class FirmwareUpdateService {
           ? { cache: this.#context.rom.verificationCache }
           : {}),
         // Staged: an encrypted image is checked decrypted, with a key only the element unwraps.
-        staged: this.#context.rom.imageKeys ? { keys: this.#context.rom.imageKeys } : {},
+        staged: stagedOn(this.#context.rom),
       },
     );
     if (!result.ok) {

@@ -1,8 +1,8 @@
 /**
  * `deno task fleet --brokers K --processes M`: a whole cluster on this machine for one run —
- * redis-server and PostgreSQL (or the ones given; none for one node, which keeps SQLite), K broker
- * node processes on their own ports,
- * and M fleet processes each running its share of the devices (`--shard i/M`) against the nodes,
+ * redis-server and PostgreSQL (or the ones given; none for one node, which keeps SQLite), K
+ * broker node processes on their own ports, and M fleet processes each running its share of the
+ * devices (`--shard i/M`) against the nodes,
  * devices spread over every node. Their reports are merged into one, with what each node carried
  * and what every process used (CPU, the peak of their memory together).
  *

@@ -442,20 +442,21 @@ class FleetRun {
     await forEachLimited(devices, 16, async (device, index) => {
       const secret = await access.provisionThing(device.thing, index < initialDevices);
       devices[index] = { ...devices[index]!, secret };
+      // The factory step: a secure element holding the device's identity (a key born in it,
+      // certified by the fleet CA, registered) and the product's image key, or either.
+      let element: SecureElement | null = null;
       if (fleetCa && embedded) {
-        // The factory step: a key born in the element, certified by the fleet CA, registered.
-        const element = await SecureElement.generate();
+        element = await SecureElement.generate();
         const der = await provisionSecureElement(element, device.thing, fleetCa, fleetCa.validity);
         const registered = await embedded.registerDeviceCertificate(device.thing, der);
         if (!registered.ok) throw new Error(`${device.thing}: ${registered.reason}`);
-        if (images.imageKey) await element.installImageKey(images.imageKey.pkcs8);
-        devices[index] = { ...devices[index]!, element: element.toChip() };
-      } else if (images.imageKey) {
-        // An element for the image key alone: the device still logs in with its secret.
-        const element = await SecureElement.generate();
-        await element.installImageKey(images.imageKey.pkcs8);
-        devices[index] = { ...devices[index]!, element: element.toChip() };
       }
+      if (images.imageKey) {
+        // Without an identity in it the device still logs in with its secret.
+        element ??= await SecureElement.generate();
+        await element.installImageKey(images.imageKey.pkcs8);
+      }
+      if (element) devices[index] = { ...devices[index]!, element: element.toChip() };
     });
     const slotSectors = Math.ceil((options.imageSize + 4096) / 4096) + 1;
     let wireLog: WorkerInit["wireLog"] | undefined;

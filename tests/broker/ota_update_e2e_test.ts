@@ -13,9 +13,14 @@ import { operatorApi } from "../../broker/operator_api.ts";
 import { certificateDer } from "../../protocol/certificates.ts";
 import { exportPrivateKeyPem } from "../../pki/certificate_issuer.ts";
 import { pemEncode, signData } from "../../protocol/signatures.ts";
-import { buildFirmware } from "../../bootloader/firmware.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
-import { releaseProfile, SIGNER_CERT_PATH, testImage, testPki } from "../helpers/pki.ts";
+import {
+  releaseProfile,
+  releaseRequest,
+  SIGNER_CERT_PATH,
+  testImage,
+  testPki,
+} from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { OPENSSL } from "../helpers/openssl.ts";
 import { prometheusText } from "../../broker/metrics.ts";
@@ -52,18 +57,6 @@ async function world(devices: number) {
       await server.shutdown();
       await cloud.close();
     },
-  };
-}
-
-/** 1.1.0 as a payload the "release" profile signs, for the fleet group. */
-function releaseRequest() {
-  return {
-    payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
-    version: "1.1.0",
-    securityCounter: 2,
-    signingProfile: "release",
-    certFile: SIGNER_CERT_PATH,
-    targets: { groups: ["fleet"] },
   };
 }
 

@@ -13,10 +13,9 @@ import { operatorApi } from "../../broker/operator_api.ts";
 import { certificateDer } from "../../protocol/certificates.ts";
 import { generateSigningKeys, issueCodeSigningCertificate } from "../../pki/certificate_issuer.ts";
 import { pemEncode } from "../../protocol/signatures.ts";
-import { buildFirmware } from "../../bootloader/firmware.ts";
 import { provisionSecureElement } from "../../pki/provisioning.ts";
 import { SecureElement } from "../../bootloader/secure_element.ts";
-import { toBase64, toBase64Url } from "../../lib/base64.ts";
+import { toBase64Url } from "../../lib/base64.ts";
 import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import {
   brokerTls,
@@ -26,7 +25,7 @@ import {
   pem,
   testCa,
 } from "../helpers/tls_pki.ts";
-import { factoryDevice, releaseProfile, SIGNER_CERT_PATH, smallLayout } from "../helpers/pki.ts";
+import { factoryDevice, releaseProfile, releaseRequest, smallLayout } from "../helpers/pki.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 const validity = NOW_VALIDITY;
@@ -259,13 +258,8 @@ Deno.test("a device whose identity lives in its secure element updates over TLS,
     const profile = await cloud.otaUpdates.createSigningProfile(await releaseProfile());
     assert.ok(profile.ok);
     const created = await cloud.otaUpdates.createOtaUpdate({
+      ...releaseRequest({ things: ["dev-ota"] }),
       otaUpdateId: "se-update",
-      payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
-      version: "1.1.0",
-      securityCounter: 2,
-      signingProfile: "release",
-      certFile: SIGNER_CERT_PATH,
-      targets: { things: ["dev-ota"] },
     });
     assert.ok(created.ok);
     await waitUntil(

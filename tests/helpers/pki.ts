@@ -17,6 +17,7 @@ import { bytesSource, decodeImage, parseVersion, TlvType } from "../../protocol/
 import { signImage } from "../../protocol/image_sign.ts";
 import { createFlash, type DeviceLayout, deviceLayout } from "../../bootloader/layout.ts";
 import { ManualClock, systemClock } from "../../lib/clock.ts";
+import { toBase64 } from "../../lib/base64.ts";
 
 /** The test PKI. */
 export interface TestPki {
@@ -153,6 +154,23 @@ export async function factoryDevice(
     ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
   });
   return { device, clock, pki };
+}
+
+/**
+ * An OTA update request of 1.1.0 (16 KiB) as a payload the "release" profile signs, for `targets`
+ * (the "fleet" group by default); the caller adds its id and protocols.
+ */
+export function releaseRequest(
+  targets: { groups?: string[]; things?: string[] } = { groups: ["fleet"] },
+) {
+  return {
+    payload: toBase64(buildFirmware({ behavior: "ok", version: "1.1.0" }, 16 * 1024)),
+    version: "1.1.0",
+    securityCounter: 2,
+    signingProfile: "release",
+    certFile: SIGNER_CERT_PATH,
+    targets,
+  };
 }
 
 /** The "release" signing profile of the test PKI's signer, as an operator would create it. */
