@@ -350,6 +350,38 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
     }
   }
 
+  const components = context.components ?? new Map();
+  const unmet = unmetDependency(primary.image.dependencies, components);
+  if (unmet) {
+    // Installed together with a second stage that did not stay (it crashed on trial, or the
+    // power went between the two confirmations): the previous image, which the running second
+    // stage does meet, goes back in, so the two are never a mix of old and new.
+    const previous = await validate(areas.secondary);
+    const previousUnmet = previous.ok
+      ? unmetDependency(previous.image.dependencies, components)
+      : previous.reason;
+    if (previous.ok && !previousUnmet) {
+      log.push(
+        `${formatVersion(primary.image.header.version)} ${unmet}: going back to ${
+          formatVersion(previous.image.header.version)
+        }`,
+      );
+      await swapIn(context, "dependency", previous.image, primary.image, log);
+      action = "reverted";
+      primary = await validate(areas.primary);
+      if (!primary.ok) {
+        log.push(`no valid image left: entering recovery`);
+        return { kind: "recovery", reason: `no valid image: ${primary.reason}`, log };
+      }
+    } else {
+      // Nothing to go back to: an image with an unmet dependency still beats no image at all.
+      log.push(
+        `${formatVersion(primary.image.header.version)} ${unmet}, and no previous image ` +
+          `(${previousUnmet}): booting it`,
+      );
+    }
+  }
+
   const trailer = readTrailer(areas.primary);
   const trial = trailer.magic === "good" && trailer.imageOk === "unset" &&
     trailer.copyDone === "set";

@@ -28,7 +28,7 @@ import {
   type PowerCutPlan,
 } from "./flash.ts";
 import type { SecureElement } from "./secure_element.ts";
-import { FirmwareUpdateService, FwuState, fwuStateName } from "./fwu.ts";
+import { FirmwareUpdateService, FwuState, fwuStateName, type SecondStageComponent } from "./fwu.ts";
 import {
   compareVersions,
   formatVersion,
@@ -225,6 +225,41 @@ export class Device {
   async installSecondStage(
     image: Uint8Array,
   ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }> {
+    const written = await this.#writeSecondStage(image);
+    if (!written.ok) return written;
+    secondStageStore(this.areas).save({
+      active: written.active,
+      pending: written.target,
+      trial: null,
+    });
+    return { ok: true };
+  }
+
+  /**
+   * Writes and verifies a new second stage as {@linkcode Device.installSecondStage} does, but
+   * leaves it a candidate: the update service's install makes it pending together with the
+   * application candidate that depends on it (one reboot, both on trial, both confirmed or both
+   * reverted).
+   */
+  async stageSecondStage(
+    image: Uint8Array,
+  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }> {
+    const written = await this.#writeSecondStage(image);
+    if (!written.ok) return written;
+    secondStageStore(this.areas).save({
+      active: written.active,
+      pending: null,
+      trial: null,
+      candidate: written.target,
+    });
+    return { ok: true };
+  }
+
+  async #writeSecondStage(
+    image: Uint8Array,
+  ): Promise<
+    { ok: true; active: 0 | 1; target: 0 | 1 } | { ok: false; reason: string; downgrade: boolean }
+  > {
     const current = this.#secondStage;
     const refuse = (reason: string, downgrade = false) => ({
       ok: false as const,
@@ -238,6 +273,8 @@ export class Device {
     if (image.length > area.size) {
       return refuse(`${image.length} bytes exceed the ${area.size}-byte slot`);
     }
+    // The record first: a candidate or pending slot must never point at a half-written image.
+    this.cancelSecondStage();
     const eraseTarget = () => {
       for (let sector = 0; sector < area.sectorCount; sector++) area.eraseSectorIfNeeded(sector);
     };
@@ -267,14 +304,15 @@ export class Device {
         true,
       );
     }
-    secondStageStore(this.areas).save({ active: current.slot, pending: target, trial: null });
-    return { ok: true };
+    return { ok: true, active: current.slot, target };
   }
 
-  /** Forgets a second stage installed but not tried yet (its job went away). */
+  /** Forgets a second stage staged or installed but not tried yet (its job went away). */
   cancelSecondStage(): void {
     const current = this.#secondStage;
     if (!current || current.trial || this.#state !== "running") return;
+    const state = secondStageStore(this.areas).load();
+    if (state.pending === null && (state.candidate ?? null) === null) return;
     secondStageStore(this.areas).save({ active: current.slot, pending: null, trial: null });
   }
 
@@ -285,6 +323,33 @@ export class Device {
     secondStageStore(this.areas).save({ active: current.slot, pending: null, trial: null });
     this.#secondStage = { ...current, trial: false };
     return true;
+  }
+
+  /** The second stage as the update service's component 1 (nothing runs on a single-stage one). */
+  #secondStageComponent(): SecondStageComponent {
+    const store = secondStageStore(this.areas);
+    return {
+      running: () => this.#secondStage?.imageVersion ?? null,
+      candidate: () => {
+        if (!this.#secondStage) return null;
+        const state = store.load();
+        const slot = state.candidate ?? state.pending;
+        if (slot === null || slot === undefined) return null;
+        const decoded = decodeAreaImage(this.areas.stage2[slot], this.areas.stage2[slot].size);
+        return decoded.ok
+          ? { version: decoded.image.header.version, pending: state.pending !== null }
+          : null;
+      },
+      commit: () => {
+        if (!this.#secondStage) return;
+        const state = store.load();
+        if (state.candidate === null || state.candidate === undefined) return;
+        store.save({ active: state.active, pending: state.candidate, trial: null });
+      },
+      cancel: () => this.cancelSecondStage(),
+      onTrial: () => this.#secondStage?.trial === true,
+      confirm: () => this.confirmSecondStage(),
+    };
   }
 
   #startUpdateService(record: BootRecord | null): FirmwareUpdateService {
@@ -298,6 +363,7 @@ export class Device {
         new Map(
           this.#secondStage ? [[ImageId.SECOND_STAGE, this.#secondStage.imageVersion]] : [],
         ),
+      secondStage: this.#secondStageComponent(),
     });
     this.#fwu = fwu;
     this.#pal = new OtaPal({

@@ -62,6 +62,11 @@ export interface SecondStageState {
   readonly pending: 0 | 1 | null;
   /** A slot running once on trial, to confirm before the next reset. */
   readonly trial: 0 | 1 | null;
+  /**
+   * A slot written and verified to be installed together with the application (the update
+   * service's install makes it pending); the first stage does not try it by itself.
+   */
+  readonly candidate?: 0 | 1 | null;
 }
 
 /** A freshly provisioned chip: slot A active, nothing pending or on trial. */

@@ -1,7 +1,15 @@
 /**
- * Firmware-update service with the PSA Certified Firmware Update API 1.0 component model
- * (one component, id 0: the application image). Staging is non-volatile: WRITING and CANDIDATE
- * survive a reboot, which is what lets an agent resume a download after a power cut.
+ * Firmware-update service with the PSA Certified Firmware Update API 1.0 component model:
+ * component 0 is the application image; component 1, on a device that boots in two stages, its
+ * second-stage bootloader. Staging is non-volatile: WRITING and CANDIDATE survive a reboot, which
+ * is what lets an agent resume a download after a power cut.
+ *
+ * As the API specifies, `install` installs every candidate together, `accept` accepts and
+ * `reject` rejects every component on trial: an application and a second stage staged for one
+ * update come up on trial after one reboot and are both kept or both reverted. What holds them
+ * together across power cuts is the application's dependency on the second stage it comes with
+ * (MCUboot's DEPENDENCY TLV, which `install` requires): a bootloader that went back refuses, or
+ * reverts, an application it does not meet.
  *
  * The component state is never kept only in RAM (except REJECTED, which the spec makes
  * volatile): it is derived at start-up from the slot trailers and the boot record, so a reset at
@@ -17,6 +25,8 @@ import { ERASED, FlashError, isPowerCut } from "./flash.ts";
 import {
   compareVersions,
   formatVersion,
+  type ImageDependency,
+  ImageId,
   type ImageVersion,
   unmetDependency,
 } from "../protocol/image_format.ts";
@@ -148,8 +158,26 @@ export interface FwuComponentInfo {
   readonly candidateDigest: Uint8Array | null;
 }
 
-/** The one component. */
+/** The application image. */
 export const FIRMWARE_COMPONENT = 0;
+/** The second-stage bootloader (staged whole, by `Device.stageSecondStage`). */
+export const SECOND_STAGE_COMPONENT = 1;
+
+/** What the update service needs of the device's second stage, its component 1. */
+export interface SecondStageComponent {
+  /** The running second stage's version (null: the device boots in one stage). */
+  running(): ImageVersion | null;
+  /** A second stage staged to install with the application (pending once installed), or null. */
+  candidate(): { readonly version: ImageVersion; readonly pending: boolean } | null;
+  /** Makes the candidate pending: the first stage tries it at the next boot. */
+  commit(): void;
+  /** Forgets a candidate or pending second stage. */
+  cancel(): void;
+  /** Whether the running second stage is on trial. */
+  onTrial(): boolean;
+  /** Keeps the second stage on trial. */
+  confirm(): void;
+}
 /** Largest block one `write` takes. */
 export const FWU_MAX_WRITE_SIZE = 64 * 1024;
 
@@ -173,6 +201,8 @@ export interface FwuContext {
    * candidate's dependencies must be met by. None: the device has no other image.
    */
   readonly components?: () => ReadonlyMap<number, ImageVersion>;
+  /** Component 1, the second-stage bootloader (none: the device boots in one stage). */
+  readonly secondStage?: SecondStageComponent;
 }
 
 /**
@@ -227,6 +257,7 @@ export class FirmwareUpdateService {
 
   /** `psa_fwu_query`. */
   query(component: number): { status: number; info?: FwuComponentInfo } {
+    if (component === SECOND_STAGE_COMPONENT) return this.#querySecondStage();
     if (component !== FIRMWARE_COMPONENT) return { status: PsaStatus.ERROR_DOES_NOT_EXIST };
     const staging = readTrailer(this.#context.areas.secondary);
     const state = this.state;
@@ -246,6 +277,39 @@ export class FirmwareUpdateService {
         candidateDigest: state === S.CANDIDATE || state === S.STAGED ? this.#candidateDigest : null,
       },
     };
+  }
+
+  #querySecondStage(): { status: number; info?: FwuComponentInfo } {
+    const stage = this.#context.secondStage;
+    const running = stage?.running();
+    if (!stage || !running) return { status: PsaStatus.ERROR_DOES_NOT_EXIST };
+    const candidate = stage.candidate();
+    return {
+      status: PsaStatus.SUCCESS,
+      info: {
+        state: stage.onTrial()
+          ? S.TRIAL
+          : candidate?.pending
+          ? S.STAGED
+          : candidate
+          ? S.CANDIDATE
+          : S.READY,
+        error: PsaStatus.SUCCESS,
+        errorDetail: null,
+        version: running,
+        maxSize: this.#context.areas.stage2[0].size,
+        flags: 0,
+        candidateDigest: null,
+      },
+    };
+  }
+
+  /** The versions a candidate's dependencies are checked against: with a staged second stage. */
+  #componentsWithCandidates(): ReadonlyMap<number, ImageVersion> {
+    const components = new Map(this.#context.components?.() ?? []);
+    const staged = this.#context.secondStage?.candidate();
+    if (staged) components.set(ImageId.SECOND_STAGE, staged.version);
+    return components;
   }
 
   /** `psa_fwu_start`: READY -> WRITING, erasing the staging slot. */
@@ -351,18 +415,25 @@ export class FirmwareUpdateService {
         result.reason,
       );
     }
-    const unmet = unmetDependency(
-      result.image.dependencies,
-      this.#context.components?.() ?? new Map(),
-    );
+    const unmet = unmetDependency(result.image.dependencies, this.#componentsWithCandidates());
     if (unmet) return this.#fail(PsaStatus.ERROR_DEPENDENCY_NEEDED, unmet);
     const status = this.#storage(() => writeTrailerFlag(secondary, "candidate"));
     if (status === PsaStatus.SUCCESS) this.#candidateDigest = result.digest;
     return status;
   }
 
-  /** `psa_fwu_cancel`: WRITING/CANDIDATE -> FAILED. */
+  /**
+   * `psa_fwu_cancel`: WRITING/CANDIDATE -> FAILED; of component 1, a staged second stage is
+   * forgotten (CANDIDATE -> READY: it has no failure record of its own).
+   */
   cancel(component: number): number {
+    if (component === SECOND_STAGE_COMPONENT) {
+      const stage = this.#context.secondStage;
+      if (!stage?.running()) return PsaStatus.ERROR_DOES_NOT_EXIST;
+      const candidate = stage.candidate();
+      if (!candidate || candidate.pending) return PsaStatus.ERROR_BAD_STATE;
+      return this.#storage(() => stage.cancel());
+    }
     const guard = this.#guard(component, "cancel");
     if (guard !== PsaStatus.SUCCESS) return guard;
     return this.#storage(() =>
@@ -375,9 +446,10 @@ export class FirmwareUpdateService {
   }
 
   /**
-   * `psa_fwu_install`: CANDIDATE -> STAGED (returns PSA_SUCCESS_REBOOT). A candidate older than
-   * the running image, or below the security counter, fails here already (the bootloader would
-   * refuse it too).
+   * `psa_fwu_install`: CANDIDATE -> STAGED (returns PSA_SUCCESS_REBOOT), together with a staged
+   * second stage. A candidate older than the running image, or below the security counter, fails
+   * here already (the bootloader would refuse it too); so does an application staged with a
+   * second stage it does not depend on, which a power cut could leave running with the old one.
    */
   install(): number {
     const state = this.state;
@@ -401,15 +473,37 @@ export class FirmwareUpdateService {
         "candidate security counter is below the device's",
       );
     }
-    const status = this.#storage(() => writeTrailerMagic(secondary));
+    const stage = this.#context.secondStage;
+    const staged = stage?.candidate() ?? null;
+    if (staged) {
+      const unbound = unboundSecondStage(
+        candidate.image.dependencies,
+        staged.version,
+        stage!.running(),
+      );
+      if (unbound) return this.#fail(PsaStatus.ERROR_DEPENDENCY_NEEDED, unbound);
+    }
+    // The application's request first: were the power to go before the second stage's, the old
+    // second stage refuses the application it does not meet, and both stay old.
+    const status = this.#storage(() => {
+      writeTrailerMagic(secondary);
+      if (staged && !staged.pending) stage!.commit();
+    });
     return status === PsaStatus.SUCCESS ? PsaStatus.SUCCESS_REBOOT : status;
   }
 
-  /** `psa_fwu_accept`: TRIAL -> UPDATED; confirms the image and raises the security counter. */
+  /**
+   * `psa_fwu_accept`: TRIAL -> UPDATED; confirms the image and a second stage on trial with it,
+   * then raises the security counter. The application first: were the power to go between the
+   * two, the reverted second stage does not meet the confirmed application, and the bootloader
+   * puts the previous one back (which the counter, not raised yet, still allows).
+   */
   accept(): number {
     if (this.state !== S.TRIAL) return PsaStatus.ERROR_BAD_STATE;
     return this.#storage(() => {
       writeTrailerFlag(this.#context.areas.primary, "imageOk");
+      const stage = this.#context.secondStage;
+      if (stage?.onTrial()) stage.confirm();
       const counter = this.#context.bootRecord?.image.securityCounter ?? 0;
       this.#fuses.raiseTo(Math.min(counter, this.#fuses.capacity));
     });
@@ -422,13 +516,14 @@ export class FirmwareUpdateService {
   reject(error: number): number {
     const state = this.state;
     if (state === S.STAGED) {
-      return this.#storage(() =>
+      return this.#storage(() => {
         writeTrailerFailure(
           this.#context.areas.secondary,
           error || PsaStatus.ERROR_NOT_PERMITTED,
           "install rejected",
-        )
-      );
+        );
+        this.#context.secondStage?.cancel();
+      });
     }
     if (state === S.TRIAL) {
       this.#rejected = true;
@@ -505,4 +600,36 @@ export class FirmwareUpdateService {
       return PsaStatus.ERROR_STORAGE_FAILURE;
     }
   }
+}
+
+/**
+ * Why an application with `dependencies` may not be installed together with second stage
+ * `staged` over `running`, or null: it must need a second stage newer than the running one, which
+ * the staged one is. (Short: it is kept in the slot trailer's failure record.)
+ *
+ * @example
+ * ```ts
+ * import { unboundSecondStage } from "./fwu.ts";
+ * import { parseVersion } from "../protocol/image_format.ts";
+ * unboundSecondStage([], parseVersion("2.1.0")!, parseVersion("2.0.0")!);
+ * // "app does not depend on second stage 2.1.0+0"
+ * ```
+ */
+export function unboundSecondStage(
+  dependencies: readonly ImageDependency[],
+  staged: ImageVersion,
+  running: ImageVersion | null,
+): string | null {
+  const need = dependencies.find((d) => d.imageId === ImageId.SECOND_STAGE);
+  const unbound = `app does not depend on second stage ${formatVersion(staged)}`;
+  if (!need) return unbound;
+  if (compareVersions(need.minVersion, staged) > 0) {
+    return `app needs second stage ${formatVersion(need.minVersion)}, comes with ${
+      formatVersion(staged)
+    }`;
+  }
+  if (running && compareVersions(need.minVersion, running) <= 0) {
+    return `${unbound} (needs ${formatVersion(need.minVersion)}, met by the running one)`;
+  }
+  return null;
 }

@@ -182,6 +182,12 @@ function finalizeSwap(areas: DeviceAreas, kind: SwapKind): void {
       PsaStatus.ERROR_INVALID_SIGNATURE,
       "primary image failed validation: fell back",
     );
+  } else if (kind === "dependency") {
+    writeTrailerFailure(
+      secondary,
+      PsaStatus.ERROR_DEPENDENCY_NEEDED,
+      "the running components no longer met its dependencies: went back",
+    );
   }
   endSwapStatus(swapStatus);
 }

@@ -15,10 +15,19 @@ import { ERASED } from "./flash.ts";
 import type { FlashArea } from "./flash_area.ts";
 import { TRAILER_MAGIC } from "./trailer.ts";
 
-/** Kinds of swap. */
-export type SwapKind = "test" | "perm" | "revert" | "fallback";
+/**
+ * Kinds of swap: "dependency" is a revert of an image whose dependencies the running components
+ * no longer meet (a second stage that went back while the application it came with stayed).
+ */
+export type SwapKind = "test" | "perm" | "revert" | "fallback" | "dependency";
 
-const KIND_CODES: Record<SwapKind, number> = { test: 2, perm: 3, revert: 4, fallback: 6 };
+const KIND_CODES: Record<SwapKind, number> = {
+  test: 2,
+  perm: 3,
+  revert: 4,
+  fallback: 6,
+  dependency: 7,
+};
 
 /** What the swap-status sector says. */
 export type SwapStatus =
