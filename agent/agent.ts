@@ -477,6 +477,10 @@ export class OtaAgent {
       return "done";
     }
     const unfit = this.#unfitFiles(job);
+    // A component staged for a job that is gone must not go in with this job's application.
+    for (const component of this.#platform.components ?? []) {
+      if (!job.files.some((f) => f.fileType === component.fileType)) component.cancel();
+    }
     if (unfit !== null) {
       return await this.#refuseJob({
         kind: "invalid",
@@ -499,9 +503,21 @@ export class OtaAgent {
     }
     const component = this.#componentOf(job);
     if (component && job.files.length > 1) {
-      return `a ${component.name} update must be the only file of its job (it takes a reboot)`;
+      const components = job.files.filter((f) =>
+        this.#platform.components?.some((c) => c.fileType === f.fileType)
+      );
+      if (!job.files.some((f) => f.fileType === 0) || !component.stage) {
+        return `a ${component.name} update goes alone or with the application it is installed with`;
+      }
+      if (components.length > 1) return `a job updates one ${component.name} at most`;
     }
     return null;
+  }
+
+  /** The component installed together with the application of `job`, if it carries one. */
+  #bundledComponent(job: OtaJob): UpdatableComponent | null {
+    const component = this.#componentOf(job);
+    return component && job.files.some((f) => f.fileType === 0) ? component : null;
   }
 
   /** The component a job updates, if one of its files is of a component's type. */
@@ -541,6 +557,23 @@ export class OtaAgent {
     this.#onEvent({ type: "Activate", jobId });
     this.#platform.pal.resetDevice(null);
     return "done";
+  }
+
+  /** A verified component that goes in with the job's application: staged, then the next file. */
+  async #stageComponent(active: ActiveFile, component: UpdatableComponent): Promise<Outcome> {
+    const staged = await component.stage!(active.data!);
+    if (!staged.ok) {
+      return await this.#failActive(
+        stateReason(
+          "rejected",
+          staged.downgrade ? OtaErr.DowngradeNotAllowed : OtaErr.ImageStateMismatch,
+        ),
+        `${component.name}: ${staged.reason}`,
+        staged.downgrade ? "REJECTED" : "FAILED",
+      );
+    }
+    this.#log(`job ${active.job.jobId}: ${component.name} staged to go in with the application`);
+    return await this.#nextFile(active);
   }
 
   /**
@@ -699,8 +732,9 @@ export class OtaAgent {
     const job = this.#pendingSelfTestJob;
     this.#pendingSelfTestJob = null;
     if (!job) return { error: "no job to self-test" };
+    const bundled = this.#bundledComponent(job);
     const component = this.#componentOf(job);
-    if (component) return await this.#selfTestComponent(job, component);
+    if (component && !bundled) return await this.#selfTestComponent(job, component);
     const pal = this.#platform.pal;
     const running = this.#platform.runningVersion;
     if (pal.getPlatformImageState(null) !== OtaPalImageState.PendingCommit) {
@@ -744,6 +778,14 @@ export class OtaAgent {
     });
     if (versionProblem) {
       return await this.#failSelfTest(job, versionProblem.reason, versionProblem.detail);
+    }
+    if (bundled && !bundled.onTrial()) {
+      // The bootloader keeps the two together; this is the agent's own check of the pair.
+      return await this.#failSelfTest(
+        job,
+        stateReason("rejected", OtaErr.ImageStateMismatch),
+        `the new ${bundled.name} did not come up with the application`,
+      );
     }
     const test = this.#platform.selfTest();
     if (!test.passed) {
@@ -1050,6 +1092,9 @@ export class OtaAgent {
         );
       }
       const component = this.#componentOf(active.job);
+      if (component && this.#bundledComponent(active.job)) {
+        return await this.#stageComponent(active, component);
+      }
       if (component) return await this.#installComponent(active, component);
       this.#onEvent({
         type: "UpdateComplete",
@@ -1297,6 +1342,7 @@ export class OtaAgent {
     if (active.spec.fileType === 0 && active.opened) {
       this.#platform.pal.setPlatformImageState(active.palFile, OtaImageState.Aborted);
     }
+    this.#bundledComponent(active.job)?.cancel();
     this.#resume.clearRecord();
   }
 

@@ -79,6 +79,7 @@ export function secondStageComponent(device: Device): UpdatableComponent {
     name: "second-stage bootloader",
     version: () => running().imageVersion,
     install: (data) => device.installSecondStage(data),
+    stage: (data) => device.stageSecondStage(data),
     cancel: () => device.cancelSecondStage(),
     onTrial: () => device.secondStage?.trial === true,
     confirm: () => device.confirmSecondStage(),

@@ -39,7 +39,15 @@ export interface UpdatableComponent {
   install(
     data: Uint8Array,
   ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }>;
-  /** Forgets an installed component the device has not tried yet. */
+  /**
+   * Verifies and stores `data` to be installed together with the application of the same job
+   * (one reboot, both kept or both reverted; see the update service). None: this component
+   * updates only alone.
+   */
+  stage?(
+    data: Uint8Array,
+  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }>;
+  /** Forgets an installed or staged component the device has not tried yet. */
   cancel(): void;
   /** The running component booted once on trial and must be confirmed before the next reset. */
   onTrial(): boolean;

@@ -173,7 +173,11 @@ export class Device {
     this.#watchdogMs = options.watchdogMs ?? 30_000;
     // A cut can strike any flash operation the running software makes, not only the boot ROM's.
     this.flash.onPowerCut = () => {
-      if (this.#state === "off") return;
+      if (this.#state === "off") {
+        // A boot cut short: a second stage it had put on trial goes back at the next boot.
+        if (this.#boot) this.#noteTrialInterrupted();
+        return;
+      }
       this.#noteTrialInterrupted();
       this.#clearRam();
       this.#state = "off";
@@ -618,13 +622,17 @@ export class Device {
   }
 
   /**
-   * Power losses that struck while an image ran on trial, unconfirmed: the boot ROM reverts such
+   * Power losses that struck while an image ran on trial, unconfirmed, or a second stage did
+   * (from the moment the first stage chose to try it, boot included): the boot ROM reverts such
    * an image as it would one that crashed, so its update fails unless the cloud retries it.
    */
   trialsInterrupted = 0;
 
   #noteTrialInterrupted(): void {
-    if (this.#inspect(() => this.running?.trial === true)) this.trialsInterrupted++;
+    const onTrial = this.#inspect(() =>
+      this.running?.trial === true || secondStageStore(this.areas).load().trial !== null
+    );
+    if (onTrial) this.trialsInterrupted++;
   }
 
   /** Reads flash as the simulator, not the device: with the power back on for the read if off. */

@@ -4,6 +4,10 @@
  * signing profile or given by its external signer and checked here. The agent takes them before
  * the firmware and hands each, verified, to the application.
  *
+ * One of them may be the device's second-stage bootloader (file type 1, a signed image): the
+ * device installs it together with the firmware, which must depend on it (see
+ * {@linkcode secondStageBinding}).
+ *
  * @example
  * ```ts ignore
  * const extra = await prepareExtraFiles(request.extraFiles, { sign: (d) => signData(key, d) });
@@ -14,6 +18,14 @@
  */
 
 import { fromBase64 } from "../lib/base64.ts";
+import {
+  bytesSource,
+  compareVersions,
+  decodeImage,
+  formatVersion,
+  ImageId,
+  type ImageVersion,
+} from "../protocol/image_format.ts";
 
 /** At most this many files besides the firmware. */
 export const MAX_EXTRA_FILES = 8;
@@ -22,7 +34,10 @@ export const MAX_EXTRA_FILE_BYTES = 64 * 1024;
 
 /** One more file of an update, as the API takes it. */
 export interface ExtraFileRequest {
-  /** 2..255: what the device's application makes of it (0 and 1 are firmware, bootloader). */
+  /**
+   * 2..255: what the device's application makes of it; 1: a second-stage bootloader image
+   * installed together with the firmware.
+   */
   readonly fileType: number;
   /** Its name on the device (`filepath`), 1..128 characters of [A-Za-z0-9_./-]. */
   readonly filePath: string;
@@ -66,11 +81,14 @@ export async function prepareExtraFiles(
       string,
       unknown
     >;
-    if (!Number.isInteger(fileType) || (fileType as number) < 2 || (fileType as number) > 255) {
+    if (!Number.isInteger(fileType) || (fileType as number) < 1 || (fileType as number) > 255) {
       return {
         ok: false,
-        reason: `${where}.fileType must be 2..255 (0 firmware and 1 bootloader go alone)`,
+        reason: `${where}.fileType must be 1..255 (0 is the firmware itself)`,
       };
+    }
+    if (fileType === SECOND_STAGE_FILE && files.some((f) => f.fileType === SECOND_STAGE_FILE)) {
+      return { ok: false, reason: `${where}: one second-stage bootloader (fileType 1) at most` };
     }
     if (typeof filePath !== "string" || !/^[A-Za-z0-9_./-]{1,128}$/.test(filePath)) {
       return { ok: false, reason: `${where}.filePath must be 1..128 of [A-Za-z0-9_./-]` };
@@ -104,7 +122,62 @@ export async function prepareExtraFiles(
       }
       signature = given;
     }
+    if (fileType === SECOND_STAGE_FILE && !decodedVersion(data)) {
+      return { ok: false, reason: `${where}: a second-stage bootloader must be a signed image` };
+    }
     files.push({ fileType: fileType as number, filePath, data, signature });
   }
   return { ok: true, value: files };
+}
+
+/** The file type of a second-stage bootloader. */
+const SECOND_STAGE_FILE = 1;
+
+function decodedVersion(data: Uint8Array): ImageVersion | null {
+  const decoded = decodeImage(bytesSource(data));
+  return decoded.ok ? decoded.image.header.version : null;
+}
+
+/**
+ * The version of the second-stage bootloader among a request's extra files (base64 data of the
+ * entry of file type 1), or null when there is none or it is not an image ({@linkcode
+ * prepareExtraFiles} says why). The cloud makes the firmware it signs depend on it.
+ */
+export function bundledSecondStageVersion(given: unknown): ImageVersion | null {
+  if (!Array.isArray(given)) return null;
+  const entry = given.find((e) => e?.fileType === SECOND_STAGE_FILE);
+  const data = typeof entry?.data === "string" ? fromBase64(entry.data) : null;
+  return data ? decodedVersion(data) : null;
+}
+
+/**
+ * Why firmware `image` cannot go with the second stage of `files`, or null (also when there is
+ * none): a device installs the two together only when the firmware depends on that second stage
+ * (MCUboot's DEPENDENCY TLV, `image sign --depends-on second-stage:X.Y.Z`), which is what keeps
+ * them together across a power cut.
+ *
+ * @example
+ * ```ts ignore
+ * secondStageBinding(image, files); // "the firmware must depend on the second stage it comes with (2.1.0+0): ..."
+ * ```
+ */
+export function secondStageBinding(
+  image: Uint8Array,
+  files: readonly ExtraFile[],
+): string | null {
+  const stage = files.find((f) => f.fileType === SECOND_STAGE_FILE);
+  if (!stage) return null;
+  const staged = decodedVersion(stage.data)!;
+  const decoded = decodeImage(bytesSource(image));
+  const need = decoded.ok
+    ? decoded.image.dependencies.find((d) => d.imageId === ImageId.SECOND_STAGE)
+    : undefined;
+  const prefix = `the firmware must depend on the second stage it comes with (${
+    formatVersion(staged)
+  })`;
+  if (!need) return `${prefix}: it declares no second-stage dependency`;
+  if (compareVersions(need.minVersion, staged) > 0) {
+    return `${prefix}: it needs ${formatVersion(need.minVersion)}`;
+  }
+  return null;
 }

@@ -119,7 +119,9 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     value: "TYPE:PATH[:SIG]",
     multiple: true,
     help: "create: another file of the update (a data file for the device's application, type " +
-      "2..255), signed by --profile, or with SIG, its DER signature by the --image's signer",
+      "2..255; type 1, a signed second-stage bootloader image installed together with the " +
+      "firmware, which depends on it), signed by --profile, or with SIG, its DER signature by " +
+      "the --image's signer",
   },
   {
     name: "encrypt-to",

@@ -19,12 +19,20 @@ import {
   bytesSource,
   decodeImage,
   formatVersion,
+  ImageId,
+  type ImageVersion,
   isEncrypted,
   parseVersion,
 } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
 import { importImagePublicKeyPem } from "../protocol/image_encryption.ts";
-import { type ExtraFileRequest, type ExtraFileSigning, prepareExtraFiles } from "./extra_files.ts";
+import {
+  bundledSecondStageVersion,
+  type ExtraFileRequest,
+  type ExtraFileSigning,
+  prepareExtraFiles,
+  secondStageBinding,
+} from "./extra_files.ts";
 import type { FileService } from "./file_service.ts";
 import type { JobService } from "./job_service.ts";
 import { type HealthGate, type JobSpec } from "./job_spec.ts";
@@ -244,7 +252,12 @@ export class OtaUpdateManager {
     if (fileType === 1 && request.extraFiles !== undefined) {
       return { ok: false, reason: "extraFiles: a second-stage bootloader update goes alone" };
     }
-    const signed = await this.#signedFile(request);
+    const bundledStage = bundledSecondStageVersion(request.extraFiles);
+    if (bundledStage && fileType !== 0) {
+      return { ok: false, reason: "extraFiles: a second-stage bootloader goes with firmware" };
+    }
+    // Firmware the cloud signs depends on the second stage it comes with, as it must.
+    const signed = await this.#signedFile(request, bundledStage);
     if (!signed.ok) return signed;
     const { image, signature } = signed.value;
     const id = request.otaUpdateId;
@@ -252,6 +265,8 @@ export class OtaUpdateManager {
     if (!bases.ok) return bases;
     const extra = await prepareExtraFiles(request.extraFiles, signed.value.signing);
     if (!extra.ok) return extra;
+    const unbound = secondStageBinding(image, extra.value);
+    if (unbound) return { ok: false, reason: unbound };
     const patches = makeDeltaOffers(image, bases.value).map((offer, i) => ({
       ...offer,
       fileId: i + 1,
@@ -457,6 +472,7 @@ export class OtaUpdateManager {
 
   async #signedFile(
     request: OtaUpdateRequest,
+    secondStage: ImageVersion | null,
   ): Promise<Created<{ image: Uint8Array; signature: Uint8Array; signing: ExtraFileSigning }>> {
     if (request.image !== undefined) {
       const image = fromBase64(request.image);
@@ -513,7 +529,14 @@ export class OtaUpdateManager {
       encryptTo = key.value;
     }
     const image = await signImage(
-      { payload, version, securityCounter: counter! },
+      {
+        payload,
+        version,
+        securityCounter: counter!,
+        ...(secondStage
+          ? { dependencies: [{ imageId: ImageId.SECOND_STAGE, minVersion: secondStage }] }
+          : {}),
+      },
       { privateKey: keys.value.privateKey, certificate: cert.value },
       encryptTo ? { encryptTo } : {},
     );

@@ -31,6 +31,8 @@ export const SCENARIOS = [
   "late-joiners",
   "bad-wave",
   "factory-reset",
+  "two-components",
+  "bad-component",
 ] as const;
 export type Scenario = typeof SCENARIOS[number];
 

@@ -26,6 +26,11 @@ export interface FleetSummary {
   devices: number;
   /** Devices by the version they run ("none": no image running). */
   runningVersion: Record<string, number>;
+  /**
+   * Devices by what they run as application and second-stage bootloader together, e.g.
+   * "1.1.0+0 / 2.1.0+0" (what shows a mix of an update's two components).
+   */
+  runningPair: Record<string, number>;
   /** Devices whose flash no longer boots an image from the trusted signer. */
   bricked: number;
   /** Devices running an image that reached them encrypted (its header says ENCRYPTED_AES128). */
@@ -39,6 +44,12 @@ export interface FleetSummary {
    * reverted it, so their update may fail (unless the cloud retries it).
    */
   revertedByPowerCut: number;
+  /**
+   * Devices not on the expected version that lost power at any point: an update with a second
+   * stage goes back whole when the power goes during its install or its reboot, too (the first
+   * stage cannot tell a power cut from a crash of the second stage on trial).
+   */
+  offByPowerCut: number;
 }
 
 /** What a device contributes to a summary. */
@@ -47,6 +58,8 @@ export interface SummarizedDevice {
   readonly bootable: boolean;
   /** Whether the image it runs came encrypted. */
   readonly runsEncrypted: boolean;
+  /** The version of the second-stage bootloader it booted through (null: one stage, or none). */
+  readonly secondStage: string | null;
   readonly faults: ActorFaults;
   readonly wire: WireTraffic;
 }
@@ -56,11 +69,13 @@ export function emptySummary(): FleetSummary {
   return {
     devices: 0,
     runningVersion: {},
+    runningPair: {},
     bricked: 0,
     runningEncrypted: 0,
     faults: noFaults(),
     wire: { packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0 },
     revertedByPowerCut: 0,
+    offByPowerCut: 0,
   };
 }
 
@@ -73,12 +88,17 @@ export function addDevice(
   const version = device.telemetry.version ?? "none";
   summary.devices++;
   summary.runningVersion[version] = (summary.runningVersion[version] ?? 0) + 1;
+  const pair = `${version} / ${device.secondStage ?? "none"}`;
+  summary.runningPair[pair] = (summary.runningPair[pair] ?? 0) + 1;
   if (!device.bootable) summary.bricked++;
   if (device.runsEncrypted) summary.runningEncrypted++;
   addInto(summary.faults, device.faults);
   addInto(summary.wire, device.wire);
   if (device.faults.trialPowerCuts > 0 && device.telemetry.version !== expectedVersion) {
     summary.revertedByPowerCut++;
+  }
+  if (device.faults.powerCuts > 0 && device.telemetry.version !== expectedVersion) {
+    summary.offByPowerCut++;
   }
 }
 
@@ -90,11 +110,15 @@ export function mergeSummaries(parts: readonly FleetSummary[]): FleetSummary {
     for (const [version, count] of Object.entries(part.runningVersion)) {
       total.runningVersion[version] = (total.runningVersion[version] ?? 0) + count;
     }
+    for (const [pair, count] of Object.entries(part.runningPair)) {
+      total.runningPair[pair] = (total.runningPair[pair] ?? 0) + count;
+    }
     total.bricked += part.bricked;
     total.runningEncrypted += part.runningEncrypted;
     addInto(total.faults, part.faults);
     addInto(total.wire, part.wire);
     total.revertedByPowerCut += part.revertedByPowerCut;
+    total.offByPowerCut += part.offByPowerCut;
   }
   return total;
 }

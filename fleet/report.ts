@@ -31,6 +31,8 @@ export interface FleetReport {
   jobReason: string | null;
   bricked: number;
   runningVersion: Record<string, number>;
+  /** Devices by application and second stage together ("1.1.0+0 / 2.1.0+0"). */
+  runningPair: Record<string, number>;
   /** Devices running an image that reached them encrypted (`--encrypted`). */
   runningEncrypted?: number;
   faults: {
@@ -269,6 +271,9 @@ export function formatSummary(report: FleetReport, reportPath: string): string {
       ? ` (${report.runningEncrypted} of them from encrypted images)`
       : ""
   }
+  with bootloader    ${
+    Object.entries(report.runningPair ?? {}).map(([v, n]) => `${v}: ${n}`).join(", ")
+  }
   bricked            ${report.bricked}
   faults             disconnects ${report.faults.disconnects}, corrupted blocks ${report.faults.corruptedBlocks}, power cuts ${report.faults.powerCuts} (${report.faults.trialPowerCuts} during a trial), crashes ${report.faults.crashes}, lost messages ${report.faults.lostMessages}, wiped ${report.faults.wipes}, factory resets ${report.faults.factoryResets}, worker crashes ${report.faults.workerCrashes} (restarts ${report.faults.workerRestarts})
   delivered          ${
@@ -328,6 +333,8 @@ export interface RunFacts {
   readonly badDevices: number;
   /** Devices off the new version because their power went while it was on trial. */
   readonly revertedByPowerCut: number;
+  /** Devices off the new version that lost power at any point of the run. */
+  readonly offByPowerCut?: number;
   readonly trialPowerCuts: number;
   /** Devices reset to the factory image after the update. */
   readonly factoryResets?: number;
@@ -336,12 +343,51 @@ export interface RunFacts {
   /** How many updates the run rolled out. */
   readonly updates: number;
   readonly runningVersion: Readonly<Record<string, number>>;
+  /** Devices by application and second stage together ("1.1.0+0 / 2.1.0+0"). */
+  readonly runningPair: Readonly<Record<string, number>>;
   /** The last job's status and counts. */
   readonly jobStatus: string;
   readonly jobReason: string | null;
   readonly lastCounts: Readonly<Record<string, number>>;
   /** Counts summed over every update of the run. */
   readonly total: Readonly<Record<"SUCCEEDED" | "FAILED", number>>;
+}
+
+/** The second stage an update of the two-component scenarios ships with its firmware. */
+export const BUNDLED_SECOND_STAGE = "2.1.0";
+/** The second stage every fleet device is provisioned with. */
+export const FACTORY_SECOND_STAGE = "2.0.0";
+
+/**
+ * two-components: firmware and second stage installed together, both kept; bad-component: the
+ * second stage crashes, and the firmware goes back with it. Either way no device runs one new and
+ * one old.
+ */
+function judgeComponents(facts: RunFacts): { expected: string; asExpected: boolean } {
+  const { options, local, expectedVersion, runningPair } = facts;
+  const before = `1.0.0+0 / ${FACTORY_SECOND_STAGE}+0`;
+  const after = `${expectedVersion} / ${BUNDLED_SECOND_STAGE}+0`;
+  const onBefore = runningPair[before] ?? 0;
+  const onAfter = runningPair[after] ?? 0;
+  const common = facts.bricked === 0 && facts.finals === local && onBefore + onAfter === local;
+  if (options.scenario === "bad-component") {
+    return {
+      expected:
+        `every device back on ${before} (the new second stage crashes on trial: the firmware goes back with it), every execution FAILED, no device with one new and one old`,
+      asExpected: common && onBefore === local && facts.lastCounts.FAILED === options.devices,
+    };
+  }
+  return {
+    expected:
+      `every device on ${after} (firmware and second stage installed together after one reboot), every execution SUCCEEDED${
+        options.powerCutRate > 0
+          ? " (but those whose power went during the install, its reboot or the trial: FAILED, both back)"
+          : ""
+      }, no device with one new and one old`,
+    asExpected: common && onAfter + (facts.offByPowerCut ?? 0) === local &&
+      facts.total.SUCCEEDED + facts.total.FAILED === options.devices &&
+      (options.shard.count > 1 || facts.total.FAILED <= (facts.offByPowerCut ?? 0)),
+  };
 }
 
 /**
@@ -364,6 +410,9 @@ export function judgeRun(facts: RunFacts): { expected: string; asExpected: boole
         (runningVersion[expectedVersion] ?? 0) === local &&
         facts.lastCounts.SUCCEEDED === options.devices,
     };
+  }
+  if (options.scenario === "two-components" || options.scenario === "bad-component") {
+    return judgeComponents(facts);
   }
   if (options.scenario === "bad-wave") {
     const { waveSize, bad } = badWaveShape(options);

@@ -62,6 +62,10 @@ table { border-collapse: collapse; } td, th { padding: 0.2em 0.8em; border-botto
         "running versions",
         Object.entries(report.runningVersion).map(([v, n]) => `${v}: ${n}`).join(", "),
       ],
+      [
+        "application / second stage",
+        Object.entries(report.runningPair ?? {}).map(([v, n]) => `${v}: ${n}`).join(", "),
+      ],
       ["wall time", `${report.wallSeconds} s`],
     ])
   }</table>

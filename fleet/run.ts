@@ -19,7 +19,7 @@ import {
 } from "../pki/certificate_issuer.ts";
 import { provisionSecureElement } from "../pki/provisioning.ts";
 import { type Behavior, buildFirmware, evolveFirmware } from "../bootloader/firmware.ts";
-import { secondStagePayload } from "../bootloader/first_stage.ts";
+import { SECOND_STAGE_FILE_TYPE, secondStagePayload } from "../bootloader/first_stage.ts";
 import { SecureElement } from "../bootloader/secure_element.ts";
 import { compareVersions, formatVersion, parseVersion } from "../protocol/image_format.ts";
 import { signImage } from "../protocol/image_sign.ts";
@@ -35,7 +35,15 @@ import { type FleetDeviceSpec, settledTelemetry } from "./device_actor.ts";
 import { FleetSupervisor } from "./supervisor.ts";
 import type { WorkerInit } from "./worker_messages.ts";
 import { badWaveShape, blocksPerRequestFor, type Options } from "./fleet_args.ts";
-import { deltaSavings, type FleetReport, judgeRun, stageParts, stageTimes } from "./report.ts";
+import {
+  BUNDLED_SECOND_STAGE,
+  deltaSavings,
+  FACTORY_SECOND_STAGE,
+  type FleetReport,
+  judgeRun,
+  stageParts,
+  stageTimes,
+} from "./report.ts";
 import { planDeviceFaults, planWorkerCrashes } from "./fault_plan.ts";
 import { CODE_VERIFY_KEY } from "../protocol/job_document.ts";
 import { loadTrust, type Trust } from "./trust_inputs.ts";
@@ -131,6 +139,11 @@ interface FleetImages {
   readonly signerKeyPem: string;
   readonly factoryImage: Uint8Array;
   readonly secondStage: Uint8Array;
+  /**
+   * two-components and bad-component: the second stage each update ships with its firmware
+   * (one that boots, or one that crashes on trial).
+   */
+  readonly bundledSecondStage?: Uint8Array;
   /** The update as an image signed elsewhere (`--image`), when given. */
   readonly external?: Trust["external"];
   /**
@@ -181,9 +194,26 @@ async function makeImages(options: Options, token: string): Promise<FleetImages>
   );
   // Every device boots in two stages: the fleet's second-stage bootloader, signed the same way.
   const secondStage = await signImage(
-    { payload: secondStagePayload("2.0.0"), version: parseVersion("2.0.0")!, securityCounter: 1 },
+    {
+      payload: secondStagePayload(FACTORY_SECOND_STAGE),
+      version: parseVersion(FACTORY_SECOND_STAGE)!,
+      securityCounter: 1,
+    },
     { privateKey: signerKeys.privateKey, certificate: signer },
   );
+  const bundled = options.scenario === "two-components" || options.scenario === "bad-component"
+    ? await signImage(
+      {
+        payload: secondStagePayload(
+          BUNDLED_SECOND_STAGE,
+          options.scenario === "bad-component" ? "crashes" : "boots",
+        ),
+        version: parseVersion(BUNDLED_SECOND_STAGE)!,
+        securityCounter: 1,
+      },
+      { privateKey: signerKeys.privateKey, certificate: signer },
+    )
+    : null;
   return {
     root,
     signerKeys,
@@ -191,6 +221,7 @@ async function makeImages(options: Options, token: string): Promise<FleetImages>
     signerKeyPem,
     factoryImage,
     secondStage,
+    ...(bundled ? { bundledSecondStage: bundled } : {}),
     ...(trust?.external ? { external: trust.external } : {}),
     ...(options.encrypted ? { imageKey: await productImageKey(options, token) } : {}),
   };
@@ -271,11 +302,22 @@ export function updateRequestFor(
   certPath: string,
   delta?: { readonly payload: Uint8Array; readonly factoryImage: Uint8Array },
   encryptTo?: string,
+  secondStage?: Uint8Array,
 ): OtaUpdateRequest {
   const otaUpdateId = updateIdFor(options, version);
   return {
     otaUpdateId,
     ...(encryptTo ? { encryptTo } : {}),
+    // Installed together with the firmware, which the cloud makes depend on it.
+    ...(secondStage
+      ? {
+        extraFiles: [{
+          fileType: SECOND_STAGE_FILE_TYPE,
+          filePath: "second-stage.img",
+          data: toBase64(secondStage),
+        }],
+      }
+      : {}),
     payload: toBase64(delta?.payload ?? buildFirmware({ behavior, version }, options.imageSize)),
     // Patches from the factory image (devices that missed every update) and from each update
     // shipped before (the cloud keeps them).
@@ -656,6 +698,7 @@ class FleetRun {
             CERT_PATH,
             this.#delta(version),
             this.#images!.imageKey?.publicPem,
+            this.#images!.bundledSecondStage,
           ),
       );
     }
@@ -851,11 +894,13 @@ class FleetRun {
       // A power loss while the new image runs on trial reverts it, as a crash would: that
       // execution FAILS (unless --retries gives it another go). Only such devices may miss it.
       revertedByPowerCut: finals.revertedByPowerCut,
+      offByPowerCut: finals.offByPowerCut,
       trialPowerCuts: faults.trialPowerCuts,
       factoryResets: faults.factoryResets,
       expectedVersion,
       updates: versions.length,
       runningVersion,
+      runningPair: finals.runningPair,
       jobStatus,
       jobReason,
       lastCounts: counts,
@@ -895,6 +940,7 @@ class FleetRun {
       jobReason,
       bricked,
       runningVersion,
+      runningPair: finals.runningPair,
       ...(options.encrypted ? { runningEncrypted: finals.runningEncrypted } : {}),
       faults,
       cloudOutages: access.outages(),

@@ -190,6 +190,7 @@ async function handle(message: ToWorker): Promise<void> {
           bootable: await actor.bootable(),
           runsEncrypted: actor.device.bootRecord !== null &&
             isEncrypted(actor.device.bootRecord.image),
+          secondStage: actor.device.secondStage?.version ?? null,
           faults: actor.faults,
           wire: actor.runtime.wireTraffic(),
         }, message.expectedVersion);

@@ -6,13 +6,15 @@ import { buildFirmware, evolveFirmware } from "../../bootloader/firmware.ts";
 import {
   bytesSource,
   decodeImage,
+  formatVersion,
+  ImageId,
   isEncrypted,
   parseVersion,
 } from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
 import { pemEncode, sha256 } from "../../protocol/signatures.ts";
 import { ECDH_P256, payloadCipher, unwrapImageKey } from "../../protocol/image_encryption.ts";
-import { releaseProfile, testPki } from "../helpers/pki.ts";
+import { releaseProfile, secondStageImage, testPki } from "../helpers/pki.ts";
 
 const TOKEN = "cli-token-1234";
 
@@ -447,7 +449,59 @@ Deno.test("ota CLI: create --file TYPE:PATH adds a data file the profile signs; 
     assert.match(malformed.err, /Invalid --file: expected TYPE:PATH\[:SIGNATURE\]/);
     const firmwareAgain = await create("f112", "--file", `0:${s.dir}/app.json`);
     assert.equal(firmwareAgain.code, 1);
-    assert.match(firmwareAgain.err, /extraFiles\[0\]\.fileType must be 2\.\.255/);
+    assert.match(
+      firmwareAgain.err,
+      /extraFiles\[0\]\.fileType must be 1\.\.255 \(0 is the firmware itself\)/,
+    );
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("ota CLI: create --file 1:STAGE2 ships a second stage with firmware the cloud makes depend on it; anything else is refused", async () => {
+  const s = await setup();
+  try {
+    await Deno.writeFile(`${s.dir}/stage2.img`, await secondStageImage("2.1.0"));
+    await Deno.writeTextFile(`${s.dir}/app.json`, '{"sampleRate":50}');
+    const create = (id: string, ...more: string[]) =>
+      s.run(
+        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+        ...["--group", "fleet", ...more],
+      );
+    const created = await create("b110", "--file", `1:${s.dir}/stage2.img`);
+    assert.equal(created.code, 0, created.err);
+    const record = (await s.cloud.otaUpdates.describe("b110"))!;
+    assert.deepEqual(record.extraFiles?.map((f) => [f.filePath, f.fileType]), [["stage2.img", 1]]);
+    const firmware = decodeImage(bytesSource((await s.cloud.store.getFile(record.fileKey))!));
+    assert.ok(firmware.ok);
+    assert.deepEqual(
+      firmware.image.dependencies.map((d) => [d.imageId, formatVersion(d.minVersion)]),
+      [[ImageId.SECOND_STAGE, "2.1.0+0"]],
+      "the firmware the cloud signed depends on the second stage it comes with",
+    );
+    const notAnImage = await create("b111", "--file", `1:${s.dir}/app.json`);
+    assert.equal(notAnImage.code, 1);
+    assert.match(
+      notAnImage.err,
+      /extraFiles\[0\]: a second-stage bootloader must be a signed image/,
+    );
+    const two = await create(
+      "b112",
+      "--file",
+      `1:${s.dir}/stage2.img`,
+      "--file",
+      `1:${s.dir}/stage2.img`,
+    );
+    assert.equal(two.code, 1);
+    assert.match(two.err, /one second-stage bootloader \(fileType 1\) at most|given twice/);
+    const alone = await s.run(
+      ...["create", "--id", "b113", "--payload", `${s.dir}/fw.bin`, "--firmware-version", "2.2.0"],
+      ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+      ...["--group", "fleet", "--file-type", "1", "--file", `1:${s.dir}/stage2.img`],
+    );
+    assert.equal(alone.code, 1);
+    assert.match(alone.err, /a second-stage bootloader update goes alone/);
   } finally {
     await s.close();
   }

@@ -3,7 +3,10 @@
  * stream, the job document and the job, and real agents download over MQTT or over pre-signed
  * HTTP URLs served by the file service.
  */
-import { toBase64 } from "../../lib/base64.ts";
+import { fromBase64, toBase64 } from "../../lib/base64.ts";
+import { buildFirmware } from "../../bootloader/firmware.ts";
+import { type ImageDependency, ImageId, parseVersion } from "../../protocol/image_format.ts";
+import { signImage } from "../../protocol/image_sign.ts";
 import assert from "node:assert/strict";
 import { cloudDevice } from "../helpers/cloud_device.ts";
 import { DeviceRuntime } from "../../agent/device_runtime.ts";
@@ -17,6 +20,7 @@ import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
 import {
   releaseProfile,
   releaseRequest,
+  secondStageImage,
   SIGNER_CERT_PATH,
   testImage,
   testPki,
@@ -187,6 +191,69 @@ Deno.test("signing profiles refuse a key that does not match, or a certificate f
   }
 });
 
+Deno.test("OTA update with a second stage: firmware signed elsewhere must depend on it; the cloud refuses it otherwise, before any device downloads", async () => {
+  const w = await world(0);
+  // A target that never connects: the update only has to be created.
+  await w.cloud.provisionThing("idle", "secret-idle");
+  await w.cloud.jobs.addThingToGroup("fleet", "idle");
+  try {
+    const pki = await testPki();
+    const stage = toBase64(await secondStageImage("2.1.0"));
+    const external = async (image: Uint8Array) => ({
+      otaUpdateId: `ext-${Math.random().toString(36).slice(2)}`,
+      image: toBase64(image),
+      signature: toBase64(await signData(pki.signerKeys.privateKey, image)),
+      certificatePem: pemEncode("CERTIFICATE", certificateDer(pki.signer)),
+      rootPem: pemEncode("CERTIFICATE", certificateDer(pki.root)),
+      certFile: SIGNER_CERT_PATH,
+      targets: { groups: ["fleet"] },
+    });
+    const signedWith = (dependencies: ImageDependency[]) =>
+      signImage({
+        payload: buildFirmware({ behavior: "ok", version: "1.1.0" }, 4096),
+        version: parseVersion("1.1.0")!,
+        securityCounter: 2,
+        dependencies,
+      }, { privateKey: pki.signerKeys.privateKey, certificate: pki.signer });
+    const needs = (v: string) => [{ imageId: ImageId.SECOND_STAGE, minVersion: parseVersion(v)! }];
+    for (
+      const [dependencies, reason] of [
+        [[], /must depend on the second stage it comes with \(2\.1\.0\+0\): it declares no/],
+        [
+          needs("2.2.0"),
+          /must depend on the second stage it comes with \(2\.1\.0\+0\): it needs 2\.2\.0/,
+        ],
+      ] as const
+    ) {
+      const image = await signedWith([...dependencies]);
+      const refused = await w.cloud.otaUpdates.createOtaUpdate({
+        ...await external(image),
+        extraFiles: [{
+          fileType: 1,
+          filePath: "stage2.img",
+          data: stage,
+          signature: toBase64(await signData(pki.signerKeys.privateKey, fromBase64(stage)!)),
+        }],
+      });
+      assert.ok(!refused.ok && reason.test(refused.reason), JSON.stringify(refused));
+    }
+    const image = await signedWith(needs("2.1.0"));
+    const created = await w.cloud.otaUpdates.createOtaUpdate({
+      ...await external(image),
+      extraFiles: [{
+        fileType: 1,
+        filePath: "stage2.img",
+        data: stage,
+        signature: toBase64(await signData(pki.signerKeys.privateKey, fromBase64(stage)!)),
+      }],
+    });
+    assert.ok(created.ok, !created.ok ? created.reason : "");
+    assert.deepEqual(created.value.extraFiles?.map((f) => f.fileType), [1]);
+  } finally {
+    await w.close();
+  }
+});
+
 Deno.test({
   name:
     "OTA update from a file signed with openssl (key and detached DER signature made by openssl)",
@@ -236,7 +303,11 @@ Deno.test("OTA update with extra files: a data file travels with the firmware, s
     const base = releaseRequest();
     for (
       const [extraFiles, reason] of [
-        [[{ fileType: 0, filePath: "x", data: toBase64(config) }], /fileType must be 2\.\.255/],
+        [[{ fileType: 0, filePath: "x", data: toBase64(config) }], /fileType must be 1\.\.255/],
+        [
+          [{ fileType: 1, filePath: "stage2.img", data: toBase64(config) }],
+          /a second-stage bootloader must be a signed image/,
+        ],
         [[{ fileType: 3, filePath: "../../etc/x y", data: toBase64(config) }], /filePath must/],
         [[{ fileType: 3, filePath: "c.json", data: "" }], /data must be base64 of 1\.\.65536/],
         [

@@ -113,7 +113,7 @@ Deno.test("second stage OTA: power lost after the confirmation, before SUCCEEDED
   });
 });
 
-Deno.test("second stage OTA: a job that mixes a second stage with firmware is REJECTED before anything is downloaded", async () => {
+Deno.test("second stage OTA: a job that mixes a second stage with a data file and no firmware is REJECTED before anything is downloaded", async () => {
   await twoStageWorld(async (side, rig) => {
     const file = (fileid: number, fileType: number) => ({
       filepath: `file-${fileid}.bin`,
@@ -126,7 +126,7 @@ Deno.test("second stage OTA: a job that mixes a second stage with firmware is RE
     const created = await side.cloud.jobs.createJob({
       jobId: "mixed-files",
       document: {
-        afr_ota: { protocols: ["MQTT"], streamname: "nowhere", files: [file(0, 0), file(1, 1)] },
+        afr_ota: { protocols: ["MQTT"], streamname: "nowhere", files: [file(0, 1), file(1, 3)] },
       },
       targets: { things: [side.thing] },
     });
@@ -134,9 +134,128 @@ Deno.test("second stage OTA: a job that mixes a second stage with firmware is RE
     await waitUntil(ended(side, "mixed-files"), "the job to be refused", 60_000);
     const execution = (await side.execution("mixed-files"))!;
     assert.equal(execution.status, "REJECTED");
-    assert.match(String(execution.statusDetails.detail), /must be the only file of its job/);
+    assert.match(
+      String(execution.statusDetails.detail),
+      /goes alone or with the application it is installed with/,
+    );
     assert.equal(rig.device.secondStage?.version, "2.0.0+0");
     assert.equal(rig.device.running?.version, "1.0.0+0");
+  });
+});
+
+Deno.test("firmware and second stage together: one reboot, both on trial, both confirmed; the job SUCCEEDS and later boots keep both", async () => {
+  await twoStageWorld(async (side, rig) => {
+    const resetsBefore = rig.device.resets.length;
+    const jobId = await side.update("bundle-ok", {
+      version: "1.1.0",
+      securityCounter: 2,
+      withSecondStage: { version: "2.1.0" },
+    });
+    await waitUntil(ended(side, jobId), "the two-component update to end", 60_000);
+    const execution = (await side.execution(jobId))!;
+    assert.equal(execution.status, "SUCCEEDED", JSON.stringify(execution.statusDetails));
+    assert.deepEqual(
+      [rig.device.running?.version, rig.device.running?.trial],
+      ["1.1.0+0", false],
+    );
+    assert.deepEqual(
+      [
+        rig.device.secondStage?.version,
+        rig.device.secondStage?.slot,
+        rig.device.secondStage?.trial,
+      ],
+      ["2.1.0+0", 1, false],
+    );
+    assert.equal(rig.device.resets.length - resetsBefore, 1, "one reboot for both");
+    assert.ok(rig.logs.some((line) => line.includes("staged to go in with the application")));
+    await waitUntil(
+      async () =>
+        JSON.stringify((await side.cloud.shadows.get(side.thing))?.reported.bootloader) ===
+          JSON.stringify({ version: "2.1.0+0", slot: "B", trial: false }),
+      "the shadow to report the new bootloader",
+    );
+    await rig.device.reset("after the update");
+    assert.equal(
+      `${rig.device.running?.version}/${rig.device.secondStage?.version}`,
+      "1.1.0+0/2.1.0+0",
+    );
+  });
+});
+
+Deno.test("firmware and second stage together: a second stage that crashes takes the firmware back with it; the job FAILS with why", async () => {
+  await twoStageWorld(async (side, rig) => {
+    const jobId = await side.update("bundle-crash", {
+      version: "1.1.0",
+      securityCounter: 2,
+      withSecondStage: { version: "2.1.0", behavior: "crashes" },
+    });
+    await waitUntil(ended(side, jobId), "the two-component update to end", 60_000);
+    const execution = (await side.execution(jobId))!;
+    assert.equal(execution.status, "FAILED");
+    assert.match(
+      String(execution.statusDetails.detail),
+      /needs second-stage bootloader 2\.1\.0\+0 or later, runs 2\.0\.0\+0/,
+    );
+    assert.equal(
+      `${rig.device.running?.version}/${rig.device.secondStage?.version}`,
+      "1.0.0+0/2.0.0+0",
+    );
+    assert.equal(rig.device.running?.trial, false);
+    assert.equal(rig.device.secondStage?.trial, false);
+    await rig.device.reset("after the failed update");
+    assert.equal(
+      `${rig.device.running?.version}/${rig.device.secondStage?.version}`,
+      "1.0.0+0/2.0.0+0",
+    );
+  });
+});
+
+Deno.test("firmware and second stage together: SUCCEEDED lands but the power goes before the confirmation: both revert, then both are installed again", async () => {
+  await twoStageWorld(async (side, rig) => {
+    let jobId = "";
+    let cut = false;
+    const broker = side.cloud.broker!.broker;
+    broker.authorizePublish = ((original) =>
+    // deno-lint-ignore no-explicit-any
+    (client: any, packet: any, callback: (error?: Error | null) => void) => {
+      if (
+        !cut && packet.topic === `$aws/things/${side.thing}/jobs/${jobId}/update` &&
+        String(packet.payload).includes('"SUCCEEDED"')
+      ) {
+        // The report goes through; the device loses its power right after sending it.
+        cut = true;
+        queueMicrotask(() => rig.device.powerOff());
+      }
+      return original(client, packet, callback);
+    })(broker.authorizePublish);
+    jobId = await side.update("bundle-cut", {
+      version: "1.1.0",
+      securityCounter: 2,
+      withSecondStage: { version: "2.1.0" },
+    });
+    await waitUntil(() => cut && rig.device.state === "off", "the power to go with the report");
+    await waitUntil(
+      async () => (await side.execution(jobId))?.status === "SUCCEEDED",
+      "the report to land",
+    );
+    await rig.runtime.start();
+    await waitUntil(
+      () =>
+        rig.device.running?.version === "1.1.0+0" && rig.device.running.trial === false &&
+        rig.device.secondStage?.version === "2.1.0+0" && rig.device.secondStage.trial === false,
+      "both to be installed again and confirmed",
+      60_000,
+    );
+    assert.ok(
+      rig.device.bootLogs.flat().some((line) => line.includes("was not confirmed: back to A")),
+      "the unconfirmed pair went back first",
+    );
+    assert.ok(rig.logs.some((line) => line.includes("installing it again")));
+    await rig.device.reset("after the update");
+    assert.equal(
+      `${rig.device.running?.version}/${rig.device.secondStage?.version}`,
+      "1.1.0+0/2.1.0+0",
+    );
   });
 });
 

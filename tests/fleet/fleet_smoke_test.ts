@@ -458,6 +458,35 @@ Deno.test("fleet smoke: factory-reset: devices reset to the factory image after 
   assert.equal(report.outcome.succeeded, 10);
 });
 
+Deno.test("fleet smoke: two-components: firmware and second stage installed together on every device, through power cuts; no device runs one new and one old", async () => {
+  const report = await run(
+    ...["--devices", "16", "--workers", "1", "--scenario", "two-components"],
+    ...["--power-cut-rate", "0.5", "--seed", "3"],
+  );
+  assert.ok(
+    report.asExpected,
+    JSON.stringify([report.expected, report.runningPair, report.faults]),
+  );
+  assert.ok(report.faults.powerCuts > 0, "the power went on some devices");
+  assert.deepEqual(
+    Object.keys(report.runningPair).filter((pair) =>
+      pair !== "1.1.0+0 / 2.1.0+0" && pair !== "1.0.0+0 / 2.0.0+0"
+    ),
+    [],
+    "no mix",
+  );
+  assert.ok((report.runningPair["1.1.0+0 / 2.1.0+0"] ?? 0) > 0);
+  assert.equal(report.bricked, 0);
+});
+
+Deno.test("fleet smoke: bad-component: the new second stage crashes, the firmware goes back with it on every device; every execution FAILED", async () => {
+  const report = await run("--devices", "10", "--workers", "1", "--scenario", "bad-component");
+  assert.ok(report.asExpected, JSON.stringify([report.expected, report.runningPair]));
+  assert.deepEqual(report.runningPair, { "1.0.0+0 / 2.0.0+0": 10 });
+  assert.equal(report.outcome.failed, 10);
+  assert.equal(report.bricked, 0);
+});
+
 Deno.test("fleet as a process: an injected Worker crash is one line, not an uncaught error with a stack", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ota-crash-" });
   try {

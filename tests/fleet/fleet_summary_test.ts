@@ -14,13 +14,17 @@ const EXPECTED = "1.1.0+0";
 
 const device = fc.record({
   version: fc.constantFrom(EXPECTED, "1.0.0+0", null),
+  secondStage: fc.constantFrom("2.0.0+0", "2.1.0+0", null),
   bootable: fc.boolean(),
   trialPowerCuts: fc.nat(3),
   disconnects: fc.nat(5),
   bytesReceived: fc.nat(1_000_000),
-}).map(({ version, bootable, trialPowerCuts, disconnects, bytesReceived }): SummarizedDevice => ({
+}).map((
+  { version, secondStage, bootable, trialPowerCuts, disconnects, bytesReceived },
+): SummarizedDevice => ({
   telemetry: { thing: "t", version } as unknown as DeviceTelemetry,
   bootable,
+  secondStage,
   runsEncrypted: version === EXPECTED && bootable,
   faults: {
     ...emptySummary().faults,
@@ -61,11 +65,29 @@ Deno.test("fleet summary: property: however the devices are split over Workers, 
         devices.filter((d) => !d.telemetry.version).length,
       );
       assert.equal(merged.bricked, devices.filter((d) => !d.bootable).length);
+      // Each device counted once by its pair, under its application and its second stage.
+      for (const [pair, count] of Object.entries(merged.runningPair)) {
+        const [app, stage] = pair.split(" / ");
+        assert.equal(
+          count,
+          devices.filter((d) =>
+            (d.telemetry.version ?? "none") === app && (d.secondStage ?? "none") === stage
+          ).length,
+        );
+      }
+      assert.equal(
+        Object.values(merged.runningPair).reduce((a, b) => a + b, 0),
+        devices.length,
+      );
       assert.equal(merged.runningEncrypted, devices.filter((d) => d.runsEncrypted).length);
       assert.equal(
         merged.revertedByPowerCut,
         devices.filter((d) => d.faults.trialPowerCuts > 0 && d.telemetry.version !== EXPECTED)
           .length,
+      );
+      assert.equal(
+        merged.offByPowerCut,
+        devices.filter((d) => d.faults.powerCuts > 0 && d.telemetry.version !== EXPECTED).length,
       );
       assert.equal(
         merged.wire.bytesReceived,

@@ -22,6 +22,7 @@ function happyFacts(overrides: Partial<RunFacts> = {}): RunFacts {
     expectedVersion: "1.1.0+0",
     updates: 1,
     runningVersion: { "1.1.0+0": 10 },
+    runningPair: { "1.1.0+0 / 2.0.0+0": 10 },
     jobStatus: "COMPLETED",
     jobReason: null,
     lastCounts: { SUCCEEDED: 10, FAILED: 0 },
@@ -84,4 +85,38 @@ Deno.test("planWorkerCrashes(): sorted shares between 10% and 90%", () => {
   assert.equal(plan.length, 5);
   assert.deepEqual([...plan].sort((x, y) => x - y), plan);
   assert.ok(plan.every((share) => share >= 0.1 && share < 0.9));
+});
+
+Deno.test("judgeRun(): two components: every device on the new pair, or on the old one with a bad component; one mix and it is not", () => {
+  const components = (
+    scenario: "two-components" | "bad-component",
+    runningPair: Record<string, number>,
+    counts: { SUCCEEDED: number; FAILED: number },
+  ) =>
+    judgeRun(happyFacts({
+      options: { scenario, powerCutRate: 0, devices: 10, shard: { index: 1, count: 1 } },
+      runningPair,
+      lastCounts: counts,
+      total: counts,
+    }));
+  const done = { SUCCEEDED: 10, FAILED: 0 };
+  const failed = { SUCCEEDED: 0, FAILED: 10 };
+  assert.equal(components("two-components", { "1.1.0+0 / 2.1.0+0": 10 }, done).asExpected, true);
+  assert.match(
+    components("two-components", { "1.1.0+0 / 2.1.0+0": 10 }, done).expected,
+    /every device on 1\.1\.0\+0 \/ 2\.1\.0\+0/,
+  );
+  const mixed = { "1.1.0+0 / 2.1.0+0": 9, "1.1.0+0 / 2.0.0+0": 1 };
+  assert.equal(components("two-components", mixed, done).asExpected, false);
+  assert.equal(components("bad-component", { "1.0.0+0 / 2.0.0+0": 10 }, failed).asExpected, true);
+  assert.equal(
+    components("bad-component", { "1.0.0+0 / 2.0.0+0": 9, "1.1.0+0 / 2.0.0+0": 1 }, failed)
+      .asExpected,
+    false,
+  );
+  assert.equal(
+    components("bad-component", { "1.0.0+0 / 2.0.0+0": 10 }, done).asExpected,
+    false,
+    "a bad component cannot succeed",
+  );
 });

@@ -11,7 +11,7 @@ import { pemEncode, type SigningKeys } from "../../protocol/signatures.ts";
 import { type BootRom } from "../../bootloader/bootloader.ts";
 import type { SigningProfile } from "../../broker/ota_updates.ts";
 import { Device, flashFactoryImage, provisionBootChain } from "../../bootloader/device.ts";
-import { secondStagePayload } from "../../bootloader/first_stage.ts";
+import { type SecondStageBehavior, secondStagePayload } from "../../bootloader/first_stage.ts";
 import { type Behavior, buildFirmware } from "../../bootloader/firmware.ts";
 import { bytesSource, decodeImage, parseVersion, TlvType } from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
@@ -99,11 +99,16 @@ export async function testImage(options: TestImageOptions): Promise<Uint8Array> 
 export async function secondStageImage(
   version: string,
   signer: "trusted" | "rogue" = "trusted",
+  behavior: SecondStageBehavior = "boots",
 ): Promise<Uint8Array> {
   const pki = await testPki();
   const rogue = signer === "rogue";
   return await signImage(
-    { payload: secondStagePayload(version), version: parseVersion(version)!, securityCounter: 1 },
+    {
+      payload: secondStagePayload(version, behavior),
+      version: parseVersion(version)!,
+      securityCounter: 1,
+    },
     {
       privateKey: rogue ? pki.rogueKeys.privateKey : pki.signerKeys.privateKey,
       certificate: rogue ? pki.rogue : pki.signer,

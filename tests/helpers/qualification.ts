@@ -21,6 +21,7 @@ import { AGENT_TEST_CONFIG } from "./agent_rig.ts";
 import {
   factoryDevice,
   releaseProfile,
+  secondStageImage,
   SIGNER_CERT_PATH,
   smallLayout,
   testImage,
@@ -86,6 +87,8 @@ export interface QualificationCloud {
       inProgressTimeoutInMinutes?: number;
       /** Publish a second-stage bootloader that behaves so (file type 1) instead of firmware. */
       secondStage?: SecondStageBehavior;
+      /** Ship this second stage (signed by the test signer) with the firmware, installed together. */
+      withSecondStage?: { readonly version: string; readonly behavior?: SecondStageBehavior };
       /** Other targets than the qualification device. */
       targets?: OtaUpdateRequest["targets"];
       rollout?: OtaUpdateRequest["rollout"];
@@ -163,6 +166,21 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
             ),
         ),
         ...(options.secondStage ? { fileType: SECOND_STAGE_FILE_TYPE } : {}),
+        ...(options.withSecondStage
+          ? {
+            extraFiles: [{
+              fileType: SECOND_STAGE_FILE_TYPE,
+              filePath: "stage2.img",
+              data: toBase64(
+                await secondStageImage(
+                  options.withSecondStage.version,
+                  "trusted",
+                  options.withSecondStage.behavior,
+                ),
+              ),
+            }],
+          }
+          : {}),
         version: options.version,
         securityCounter: options.securityCounter ?? 1,
         signingProfile: "release",
