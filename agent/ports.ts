@@ -26,7 +26,8 @@ export interface HttpPort {
 /**
  * A part of the device other than the application image that is updated with its own
  * test/confirm/revert (the second-stage bootloader): a job file of `fileType` goes here instead
- * of to the PAL. It must be the only file of its job, since trying it takes a reboot.
+ * of to the PAL. It is the only file of its job (trying it takes a reboot), or comes with the
+ * application firmware it is installed together with (see `stage`).
  */
 export interface UpdatableComponent {
   /** The job document `fileType` of this component's files. */
