@@ -60,6 +60,11 @@ export interface BootRom {
    * an encrypted image (none: encrypted images are refused).
    */
   readonly imageKeys?: ImageKeys;
+  /**
+   * The board this chip is (a hardware id written at manufacture): a candidate built for another
+   * board (its HARDWARE_ID TLV) is refused. None: only images built for any board install.
+   */
+  readonly hardwareId?: string;
 }
 
 /** What the boot ROM hands to the running image (MCUboot's shared boot data). */
@@ -128,6 +133,7 @@ function refuseCandidate(areas: DeviceAreas, reason: number, detail: string): vo
 
 function failureCode(result: ValidationResult): number {
   if (result.ok) return PsaStatus.SUCCESS;
+  if (result.wrongHardware) return PsaStatus.ERROR_NOT_SUPPORTED;
   return /security counter|downgrade/.test(result.reason)
     ? PsaStatus.ERROR_NOT_PERMITTED
     : result.image
@@ -184,6 +190,11 @@ function unwrapRecord(rom: BootRom, record: SwapCipherRecord): Promise<UnwrapRes
 /** How a staged image is read on this ROM: decrypted with its secure element's keys, if any. */
 export function stagedOn(rom: BootRom): { readonly keys?: ImageKeys } {
   return rom.imageKeys ? { keys: rom.imageKeys } : {};
+}
+
+/** The board a staged image must be built for on this ROM (see `BootRom.hardwareId`). */
+export function boardOf(rom: BootRom): { readonly id: string | null } {
+  return { id: rom.hardwareId ?? null };
 }
 
 /**
@@ -249,7 +260,7 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
       minimumSecurityCounter: fuses.read(),
       ...(rom.verificationCache ? { cache: rom.verificationCache } : {}),
       // An encrypted image is ciphertext in the secondary slot, plaintext once installed.
-      ...(area === areas.secondary ? { staged: stagedOn(rom) } : {}),
+      ...(area === areas.secondary ? { staged: stagedOn(rom), hardware: boardOf(rom) } : {}),
       ...options,
     });
 

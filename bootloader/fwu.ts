@@ -20,7 +20,7 @@
 
 import type { Clock } from "../lib/clock.ts";
 import { alignUp, isFilledWith } from "../lib/bytes.ts";
-import { type BootRecord, type BootRom, slotImageSize, stagedOn } from "./bootloader.ts";
+import { boardOf, type BootRecord, type BootRom, slotImageSize, stagedOn } from "./bootloader.ts";
 import { ERASED, FlashError, isPowerCut } from "./flash.ts";
 import {
   compareVersions,
@@ -407,11 +407,17 @@ export class FirmwareUpdateService {
           : {}),
         // Staged: an encrypted image is checked decrypted, with a key only the element unwraps.
         staged: stagedOn(this.#context.rom),
+        // Built for this board: checked before anything is installed.
+        hardware: boardOf(this.#context.rom),
       },
     );
     if (!result.ok) {
       return this.#fail(
-        result.image ? PsaStatus.ERROR_INVALID_SIGNATURE : PsaStatus.ERROR_DATA_INVALID,
+        result.wrongHardware
+          ? PsaStatus.ERROR_NOT_SUPPORTED
+          : result.image
+          ? PsaStatus.ERROR_INVALID_SIGNATURE
+          : PsaStatus.ERROR_DATA_INVALID,
         result.reason,
       );
     }

@@ -17,6 +17,7 @@ import {
   decodeImage,
   type DecodeResult,
   isEncrypted,
+  wrongHardware,
 } from "../protocol/image_format.ts";
 import { payloadCipher, type UnwrapResult } from "../protocol/image_encryption.ts";
 
@@ -37,6 +38,11 @@ export interface ValidateOptions {
    * where an encrypted image's payload is already plaintext.
    */
   readonly staged?: { readonly keys?: ImageKeys };
+  /**
+   * The device's board (its boot ROM's hardware id): an image built for another board (its
+   * HARDWARE_ID TLV) is refused. Unset: the board is not checked (an installed image ran already).
+   */
+  readonly hardware?: { readonly id: string | null };
 }
 
 /** Who can unwrap an encrypted image's payload key: the device's secure element. */
@@ -75,7 +81,13 @@ export function decryptingSource(
 /** Outcome of {@linkcode validateImage}. */
 export type ValidationResult =
   | { readonly ok: true; readonly image: DecodedImage; readonly digest: Uint8Array }
-  | { readonly ok: false; readonly reason: string; readonly image?: DecodedImage };
+  | {
+    readonly ok: false;
+    readonly reason: string;
+    readonly image?: DecodedImage;
+    /** Set when the image is authentic but built for another board. */
+    readonly wrongHardware?: true;
+  };
 
 const READ_CHUNK = 16 * 1024;
 
@@ -197,5 +209,7 @@ async function validateDecoded(
       `image security counter ${image.securityCounter} is below the device's ${minimum}`,
     );
   }
+  const board = options.hardware ? wrongHardware(image.hardwareId, options.hardware.id) : null;
+  if (board) return { ok: false, reason: board, image, wrongHardware: true };
   return { ok: true, image, digest };
 }

@@ -124,6 +124,12 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
       "the --image's signer",
   },
   {
+    name: "hardware",
+    value: "BOARD",
+    help: "create: with --payload, the board the image is built for (HARDWARE_ID TLV): devices " +
+      "of other boards refuse it before installing",
+  },
+  {
     name: "encrypt-to",
     value: "FILE",
     help: "create: with --payload, encrypt the image for the devices holding this P-256 " +
@@ -164,6 +170,7 @@ Commands:
   create      --id ID --cert-file DEVICE_PATH (--group G | --thing T)...
               and either  --payload FILE --firmware-version X.Y.Z --security-counter N --profile NAME
                           [--encrypt-to FILE(PEM): encrypt it for the devices' image key]
+                          [--hardware BOARD: the board it is built for]
               or          --image FILE --signature FILE(DER) --certificate FILE(PEM)
                           [--root FILE(PEM): the root the devices trust; default: the
                           signing profiles' roots]
@@ -224,6 +231,7 @@ type OtaValues =
         | "on-gate-failure"
         | "file-type"
         | "encrypt-to"
+        | "hardware"
         | "status"
         | "secret"
         | "cert"
@@ -413,6 +421,14 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
               await file(values["encrypt-to"], "encrypt-to"),
             );
           }
+        }
+        if (values.hardware !== undefined) {
+          if (values.image) {
+            throw new UsageError(
+              "--hardware names the board of what the cloud signs (--payload): an --image carries its own",
+            );
+          }
+          request.hardwareId = values.hardware;
         }
         if (values.image && values["encrypt-to"] !== undefined) {
           throw new UsageError(

@@ -19,6 +19,7 @@ import {
   bytesSource,
   decodeImage,
   formatVersion,
+  HARDWARE_ID_PATTERN,
   ImageId,
   type ImageVersion,
   isEncrypted,
@@ -74,6 +75,12 @@ export interface OtaUpdateRequest {
    */
   readonly encryptTo?: string;
   /**
+   * With a payload: the board it is built for (a protected HARDWARE_ID TLV, 1..64 of
+   * [A-Za-z0-9._-]); devices of other boards refuse it before installing. An image signed
+   * elsewhere carries its own or none.
+   */
+  readonly hardwareId?: string;
+  /**
    * Files the update carries besides the firmware (data files for the device's application; see
    * broker/extra_files.ts), signed like it.
    */
@@ -119,6 +126,8 @@ export interface OtaUpdateRecord {
   readonly fileType?: number;
   /** Set when the image's payload is encrypted (ENC_EC256): for the devices' key only. */
   readonly encrypted?: true;
+  /** The board the image is built for (its HARDWARE_ID TLV), when it names one. */
+  readonly hardwareId?: string;
   /** The files it carries besides the firmware, with their stream file ids. */
   readonly extraFiles?: readonly {
     readonly fileId: number;
@@ -290,6 +299,7 @@ export class OtaUpdateManager {
       createdAt: this.#now(),
       fileType,
       ...(isEncryptedImage(image) ? { encrypted: true as const } : {}),
+      ...(hardwareOf(image) ? { hardwareId: hardwareOf(image)! } : {}),
       ...(extraFiles.length > 0
         ? {
           extraFiles: extraFiles.map((f) => ({
@@ -475,6 +485,9 @@ export class OtaUpdateManager {
     secondStage: ImageVersion | null,
   ): Promise<Created<{ image: Uint8Array; signature: Uint8Array; signing: ExtraFileSigning }>> {
     if (request.image !== undefined) {
+      if (request.hardwareId !== undefined) {
+        return { ok: false, reason: "hardwareId: an image signed elsewhere carries its own" };
+      }
       const image = fromBase64(request.image);
       const signature = fromBase64(request.signature);
       if (!image || image.length === 0) return { ok: false, reason: "image must be base64" };
@@ -520,6 +533,13 @@ export class OtaUpdateManager {
     const keys = await importPrivateKeyPem(profile.privateKeyPem);
     const cert = parseCertificate(profile.certificatePem);
     if (!keys.ok || !cert.ok) return { ok: false, reason: "the signing profile is unusable" };
+    const hardwareId = request.hardwareId;
+    if (
+      hardwareId !== undefined &&
+      (typeof hardwareId !== "string" || !HARDWARE_ID_PATTERN.test(hardwareId))
+    ) {
+      return { ok: false, reason: "hardwareId must be 1..64 of [A-Za-z0-9._-]" };
+    }
     let encryptTo: CryptoKey | undefined;
     if (request.encryptTo !== undefined) {
       const key = typeof request.encryptTo === "string"
@@ -533,6 +553,7 @@ export class OtaUpdateManager {
         payload,
         version,
         securityCounter: counter!,
+        ...(hardwareId !== undefined ? { hardwareId } : {}),
         ...(secondStage
           ? { dependencies: [{ imageId: ImageId.SECOND_STAGE, minVersion: secondStage }] }
           : {}),
@@ -548,6 +569,11 @@ export class OtaUpdateManager {
 function isEncryptedImage(image: Uint8Array): boolean {
   const decoded = decodeImage(bytesSource(image));
   return decoded.ok && isEncrypted(decoded.image);
+}
+
+function hardwareOf(image: Uint8Array): string | null {
+  const decoded = decodeImage(bytesSource(image));
+  return decoded.ok ? decoded.image.hardwareId : null;
 }
 
 function imageVersion(image: Uint8Array): string | null {

@@ -23,6 +23,9 @@ import { Semaphore } from "../lib/concurrency.ts";
 import { addDevice, emptySummary } from "./fleet_summary.ts";
 import { isEncrypted } from "../protocol/image_format.ts";
 
+/** The board every fleet device is (its boot ROM's hardware id; images may name it). */
+export const FLEET_BOARD = "ota-fleet-board";
+
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
   onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
@@ -105,7 +108,11 @@ async function handle(message: ToWorker): Promise<void> {
       const layout = deviceLayout({ slotSectors: init.slotSectors });
       environment = {
         layout,
-        rom: { root: root.value, certificates: new Map(init.certificates) },
+        rom: {
+          root: root.value,
+          certificates: new Map(init.certificates),
+          hardwareId: FLEET_BOARD,
+        },
         factory: factoryChip(
           layout,
           init.factoryImage,

@@ -44,7 +44,15 @@ export const TlvType = {
   SEC_CNT: 0x50,
   /** DER X.509 certificate of the signer (vendor type). */
   SIGNER_CERT: 0xa0,
+  /**
+   * The hardware the image is built for (protected, vendor type): a board id of 1..64 characters
+   * of [A-Za-z0-9._-]. A device refuses an image built for another board before installing it.
+   */
+  HARDWARE_ID: 0xa1,
 } as const;
+
+/** What a board id (the HARDWARE_ID TLV) may be. */
+export const HARDWARE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** The images of a device, as dependencies name them (the job document's file types). */
 export const ImageId = {
@@ -126,6 +134,8 @@ export interface DecodedImage {
   readonly encryptedKey: Uint8Array | null;
   /** The versions of other images it needs (DEPENDENCY TLVs), none for most. */
   readonly dependencies: readonly ImageDependency[];
+  /** The board it is built for (HARDWARE_ID TLV); null: any board. */
+  readonly hardwareId: string | null;
 }
 
 /** Whether `image`'s header says its payload is encrypted (see `DecodedImage.encryptedKey`). */
@@ -287,6 +297,7 @@ const TLV_RULES: Record<number, { name: string; protected: boolean; min: number;
   [TlvType.ECDSA_SIG]: { name: "ECDSA_SIG", protected: false, min: 8, max: 72 },
   [TlvType.SIGNER_CERT]: { name: "SIGNER_CERT", protected: false, min: 64, max: 4096 },
   [TlvType.ENC_EC256]: { name: "ENC_EC256", protected: false, min: 113, max: 113 },
+  [TlvType.HARDWARE_ID]: { name: "HARDWARE_ID", protected: true, min: 1, max: 64 },
 };
 
 function parseTlvArea(
@@ -470,6 +481,11 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
   if (!encrypted && encryptedKey) {
     return fail("image carries an ENC_EC256 TLV but its header does not say it is encrypted");
   }
+  const hardware = find(TlvType.HARDWARE_ID);
+  const hardwareId = hardware ? new TextDecoder().decode(hardware) : null;
+  if (hardwareId !== null && !HARDWARE_ID_PATTERN.test(hardwareId)) {
+    return fail("HARDWARE_ID TLV is not a board id (1..64 of [A-Za-z0-9._-])");
+  }
   const dependencies = tlvs.filter((tlv) => tlv.type === TlvType.DEPENDENCY).map((tlv) => {
     const view = viewOf(tlv.value);
     return {
@@ -497,8 +513,25 @@ function decodeUnchecked(source: ByteSource): DecodeResult {
       signerCertificate: find(TlvType.SIGNER_CERT),
       encryptedKey,
       dependencies,
+      hardwareId,
     },
   };
+}
+
+/**
+ * Why an image built for `built` (its HARDWARE_ID, null: any board) may not run on board
+ * `board`, or null.
+ *
+ * @example
+ * ```ts
+ * import { wrongHardware } from "./image_format.ts";
+ * wrongHardware("board-b", "board-a"); // "built for hardware board-b, this device is board-a"
+ * wrongHardware(null, "board-a"); // null
+ * ```
+ */
+export function wrongHardware(built: string | null, board: string | null): string | null {
+  if (built === null || built === board) return null;
+  return `built for hardware ${built}, this device is ${board ?? "unnamed"}`;
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   encodeDependency,
   encodeHeader,
   encodeTlvArea,
+  HARDWARE_ID_PATTERN,
   IMAGE_HEADER_SIZE,
   type ImageDependency,
   ImageFlag,
@@ -37,6 +38,17 @@ export interface ImageSpec {
   readonly loadAddress?: number;
   /** Versions of other images it needs (protected DEPENDENCY TLVs). */
   readonly dependencies?: readonly ImageDependency[];
+  /** The board it is built for (protected HARDWARE_ID TLV); none: any board. */
+  readonly hardwareId?: string;
+}
+
+function hardwareIdBytes(id: string): Uint8Array {
+  if (!HARDWARE_ID_PATTERN.test(id)) {
+    throw new RangeError(
+      `Cannot build image: 'hardwareId' must be 1..64 of [A-Za-z0-9._-]: current value is '${id}'`,
+    );
+  }
+  return new TextEncoder().encode(id);
 }
 
 /** Who signs. */
@@ -75,6 +87,9 @@ export function hashedRegion(spec: ImageSpec): Uint8Array {
       value: encodeDependency(d),
     })),
     { type: TlvType.SEC_CNT, value: counter },
+    ...(spec.hardwareId !== undefined
+      ? [{ type: TlvType.HARDWARE_ID, value: hardwareIdBytes(spec.hardwareId) }]
+      : []),
   ]);
   const headerSize = spec.headerSize ?? IMAGE_HEADER_SIZE;
   if (!Number.isInteger(headerSize) || headerSize < IMAGE_HEADER_SIZE || headerSize > 0xffff) {

@@ -26,6 +26,7 @@ import {
   bytesSource,
   decodeImage,
   formatVersion,
+  HARDWARE_ID_PATTERN,
   type ImageDependency,
   ImageId,
   isEncrypted,
@@ -128,6 +129,12 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
         multiple: true,
         help: "the image needs this version or later of another image of the device " +
           "(application or second-stage; MCUboot's DEPENDENCY TLV): refused until it runs",
+      },
+      {
+        name: "hardware",
+        value: "BOARD",
+        help: "the board the image is built for (1..64 of [A-Za-z0-9._-]; a protected TLV): " +
+          "devices of other boards refuse it before installing it",
       },
       {
         name: "encrypt-to",
@@ -330,8 +337,21 @@ async function sign(args: string[], out: Output): Promise<number> {
     }
     dependencies.push({ imageId, minVersion });
   }
+  const hardwareId = values.hardware as string | undefined;
+  if (hardwareId !== undefined && !HARDWARE_ID_PATTERN.test(hardwareId)) {
+    throw new UsageError(
+      `Invalid --hardware: expected 1..64 of [A-Za-z0-9._-]: current value is '${hardwareId}'`,
+    );
+  }
   const image = await signImage(
-    { payload, version, securityCounter, headerSize, dependencies },
+    {
+      payload,
+      version,
+      securityCounter,
+      headerSize,
+      dependencies,
+      ...(hardwareId !== undefined ? { hardwareId } : {}),
+    },
     { privateKey: keys.privateKey, certificate },
     recipient ? { encryptTo: recipient } : {},
   );
@@ -458,6 +478,7 @@ async function inspect(args: string[], out: Output): Promise<number> {
     const name = TLV_NAMES[tlv.type] ?? `0x${tlv.type.toString(16)}`;
     let value = toHex(tlv.value);
     if (tlv.type === TlvType.SEC_CNT) value = String(decoded.image.securityCounter);
+    if (tlv.type === TlvType.HARDWARE_ID) value = `built for ${decoded.image.hardwareId}`;
     if (tlv.type === TlvType.DEPENDENCY) {
       const dependency = decoded.image.dependencies.find((d) => d.imageId === tlv.value[0])!;
       value = `${dependency.imageId === ImageId.APPLICATION ? "application" : "second-stage"} ${

@@ -506,3 +506,34 @@ Deno.test("ota CLI: create --file 1:STAGE2 ships a second stage with firmware th
     await s.close();
   }
 });
+
+Deno.test("ota CLI: create --hardware BOARD signs the board into the image; a bad board id and --hardware with --image are refused", async () => {
+  const s = await setup();
+  try {
+    const create = (id: string, ...more: string[]) =>
+      s.run(
+        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+        ...["--group", "fleet", ...more],
+      );
+    const created = await create("h110", "--hardware", "board-a");
+    assert.equal(created.code, 0, created.err);
+    const record = (await s.cloud.otaUpdates.describe("h110"))!;
+    assert.equal(record.hardwareId, "board-a");
+    const firmware = decodeImage(bytesSource((await s.cloud.store.getFile(record.fileKey))!));
+    assert.ok(firmware.ok);
+    assert.equal(firmware.image.hardwareId, "board-a");
+    const bad = await create("h111", "--hardware", "no spaces allowed");
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /hardwareId must be 1\.\.64 of \[A-Za-z0-9\._-\]/);
+    const withImage = await s.run(
+      ...["create", "--id", "h112", "--image", `${s.dir}/fw.bin`, "--signature", `${s.dir}/fw.bin`],
+      ...["--certificate", `${s.dir}/fw.bin`, "--cert-file", "/c", "--group", "fleet"],
+      ...["--hardware", "board-a"],
+    );
+    assert.equal(withImage.code, 2);
+    assert.match(withImage.err, /--hardware names the board of what the cloud signs/);
+  } finally {
+    await s.close();
+  }
+});

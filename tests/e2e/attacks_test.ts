@@ -187,6 +187,28 @@ for (const protocol of ["MQTT", "HTTP"] as const) {
       await unharmed(world, "1.1.0+0", 2);
     }));
 
+  Deno.test(`attack (${protocol}): a validly signed image built for another board: refused before anything is installed, with the reason`, () =>
+    attack(protocol, async (world) => {
+      const jobId = await world.update("other-board", {
+        version: "1.1.0",
+        securityCounter: 2,
+        hardwareId: "other-board",
+      });
+      const execution = await world.ended(jobId, "FAILED");
+      assert.match(
+        String(execution.statusDetails.detail),
+        /built for hardware other-board, this device is ota-fleet-board/,
+      );
+      await unharmed(world, "1.0.0+0", 1);
+      // The same release built for this board installs.
+      const right = await world.update("this-board", {
+        version: "1.1.0",
+        securityCounter: 2,
+        hardwareId: "ota-fleet-board",
+      });
+      await world.ended(right, "SUCCEEDED");
+    }));
+
   Deno.test(`attack (${protocol}): an image signed with a key of the trusted CA whose certificate lacks the code-signing EKU (a leaked TLS key): refused by the device and by the cloud`, async () => {
     const pki = await testPki();
     // The device stores a certificate from its own CA that is not a code signer (its TLS server

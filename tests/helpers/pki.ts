@@ -59,11 +59,15 @@ export function testPki(): Promise<TestPki> {
     const rom: BootRom = {
       root,
       certificates: new Map([[SIGNER_CERT_PATH, pemEncode("CERTIFICATE", certificateDer(signer))]]),
+      hardwareId: TEST_BOARD,
     };
     return { rootKeys, root, signerKeys, signer, rogueKeys, rogue, rom };
   })();
   return cached;
 }
+
+/** The board every test device is (its boot ROM's hardware id). */
+export const TEST_BOARD = "ota-sim-board";
 
 /** Options of {@linkcode testImage}. */
 export interface TestImageOptions {

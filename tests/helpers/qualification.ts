@@ -87,6 +87,8 @@ export interface QualificationCloud {
       inProgressTimeoutInMinutes?: number;
       /** Publish a second-stage bootloader that behaves so (file type 1) instead of firmware. */
       secondStage?: SecondStageBehavior;
+      /** The board the image is built for (its HARDWARE_ID TLV). */
+      hardwareId?: string;
       /** Ship this second stage (signed by the test signer) with the firmware, installed together. */
       withSecondStage?: { readonly version: string; readonly behavior?: SecondStageBehavior };
       /** Other targets than the qualification device. */
@@ -166,6 +168,7 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
             ),
         ),
         ...(options.secondStage ? { fileType: SECOND_STAGE_FILE_TYPE } : {}),
+        ...(options.hardwareId !== undefined ? { hardwareId: options.hardwareId } : {}),
         ...(options.withSecondStage
           ? {
             extraFiles: [{

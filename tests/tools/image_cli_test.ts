@@ -471,3 +471,30 @@ Deno.test("image CLI: sign --depends-on records what the image needs; inspect sa
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("image CLI: sign --hardware names the board in a protected TLV; inspect says it; a bad board id is a usage error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ota-image-hw-" });
+  try {
+    assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
+    await cli(["firmware", "--firmware-version", "1.2.0", "--size", "2KiB", "--out", `${dir}/fw`]);
+    const sign = (...more: string[]) =>
+      cli([
+        ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.2.0"],
+        ...["--security-counter", "2", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`],
+        ...["--out", `${dir}/app.img`, ...more],
+      ]);
+    const signed = await sign("--hardware", "stm32-board.rev-B");
+    assert.equal(signed.code, 0, signed.err);
+    const inspected = await cli(["inspect", `${dir}/app.img`, "--root", `${dir}/root.pem`]);
+    assert.equal(inspected.code, 0);
+    assert.match(
+      inspected.out,
+      /^TLV \(protected\) HARDWARE_ID \[17\]: built for stm32-board\.rev-B$/m,
+    );
+    const bad = await sign("--hardware", "board/a");
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /Invalid --hardware: expected 1\.\.64 of \[A-Za-z0-9\._-\]/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
