@@ -78,6 +78,7 @@ import {
   usablePatch,
   versionRefusal,
 } from "./download.ts";
+import { RateWatch } from "./rate_floor.ts";
 
 /** An event in the mailbox: the two that carry input say what, the others carry nothing. */
 type QueuedEvent =
@@ -115,6 +116,8 @@ export class OtaAgent {
   #selfTestTimer: TimerId | null = null;
   #jobBackoff = 0;
   #active: ActiveFile | null = null;
+  /** The active download's rate against its job's floor (slow retrieval), if it has one. */
+  #rateWatch: RateWatch | null = null;
   readonly #reporter: JobReporter;
   readonly #resume: ResumeStore;
   #background = new Set<Promise<unknown>>();
@@ -884,6 +887,10 @@ export class OtaAgent {
     this.statistics.packetsProcessed = 0;
     this.statistics.packetsDropped = 0;
     active.momentum = 0;
+    // Measured afresh from each start or resume: a pause of the device's own is not the path's.
+    this.#rateWatch = active.job.minimumRate
+      ? new RateWatch(active.job.minimumRate, this.#clock.now())
+      : null;
     if (active.bitmap.remaining === 0) this.#signal({ type: "CloseFile" });
     else this.#signal({ type: "RequestFileBlock" });
     return "done";
@@ -898,6 +905,8 @@ export class OtaAgent {
         `no block arrived for ${active.momentum} requests`,
       );
     }
+    const slow = this.#rateWatch?.check(this.#clock.now());
+    if (slow) return await this.#failActive(failedReason(OtaErr.MomentumAbort, 0), slow);
     active.momentum++;
     this.#startRequestTimer(this.#config.requestTimeoutMs);
     const count = Math.min(this.#config.blocksPerRequest, active.bitmap.remaining);
@@ -1019,6 +1028,10 @@ export class OtaAgent {
     }
     active.bitmap.markReceived(blockId);
     active.momentum = 0;
+    const slow = this.#rateWatch?.received(payload.length, this.#clock.now());
+    if (slow && active.bitmap.remaining > 0) {
+      return await this.#failActive(failedReason(OtaErr.MomentumAbort, 0), slow);
+    }
     this.statistics.packetsProcessed++;
     const received = active.blockCount - active.bitmap.remaining;
     if (
@@ -1334,6 +1347,7 @@ export class OtaAgent {
   async #dropActive(): Promise<void> {
     const active = this.#active;
     this.#active = null;
+    this.#rateWatch = null;
     this.#stopRequestTimer();
     if (!active) return;
     if (active.protocol === "MQTT" && active.job.streamName) {

@@ -68,6 +68,20 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     range: [1, 1000],
   },
   {
+    name: "min-rate",
+    value: "SIZE",
+    help: "create: the slowest download devices accept, per second (e.g. 2KiB): one that stays " +
+      "below it for a whole --min-rate-window is abandoned (slow retrieval)",
+    sizeRange: [1, 1_000_000_000],
+  },
+  {
+    name: "min-rate-window",
+    value: "S",
+    help: "create: the window --min-rate is measured over, in seconds",
+    range: [1, 3600],
+    default: "60",
+  },
+  {
     name: "abort-failed-percent",
     value: "P",
     help: "create: cancel when this share of the executed failed",
@@ -175,6 +189,7 @@ Commands:
                           [--root FILE(PEM): the root the devices trust; default: the
                           signing profiles' roots]
               [--protocol MQTT|HTTP|both] [--max-per-minute N]
+              [--min-rate SIZE [--min-rate-window S]]  abandon downloads slower than SIZE/s
               [--abort-failed-percent P --abort-min N] [--timeout-minutes N] [--retries N]
               [--wave-size N [--min-success-percent P] [--on-gate-failure pause|cancel]]
                           health-gated waves: the next wave only when P% (default 100) of
@@ -222,6 +237,8 @@ type OtaValues =
         | "root"
         | "protocol"
         | "max-per-minute"
+        | "min-rate"
+        | "min-rate-window"
         | "abort-failed-percent"
         | "abort-min"
         | "timeout-minutes"
@@ -460,6 +477,12 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           request.delta = {
             ...(bases.length > 0 ? { bases } : {}),
             ...(flags.boolean("delta-shipped") ? { shipped: true } : {}),
+          };
+        }
+        if (flags.has("min-rate")) {
+          request.minimumRate = {
+            bytesPerSecond: flags.size("min-rate"),
+            windowSeconds: flags.int("min-rate-window"),
           };
         }
         if (flags.has("max-per-minute")) {

@@ -40,7 +40,12 @@ import { type HealthGate, type JobSpec } from "./job_spec.ts";
 import type { AbortCriterion, RetryCriterion, RolloutConfig } from "./rollout.ts";
 import type { CloudStore } from "./store.ts";
 import type { StreamService } from "./stream_service.ts";
-import { buildOtaDocument, MAX_DELTA_OFFERS } from "../protocol/job_document.ts";
+import {
+  buildOtaDocument,
+  MAX_DELTA_OFFERS,
+  RATE_FLOOR_LIMITS,
+  type RateFloor,
+} from "../protocol/job_document.ts";
 import { makeDeltaOffers } from "./delta_offers.ts";
 
 /** A signing profile: the device root, the code-signing certificate and its key (PEM). */
@@ -100,6 +105,11 @@ export interface OtaUpdateRequest {
   readonly timeout?: { readonly inProgressTimeoutInMinutes: number };
   readonly retry?: readonly RetryCriterion[];
   readonly healthGate?: HealthGate;
+  /**
+   * The slowest download devices accept (job document `minimumRate`): one whose rate stays below
+   * `bytesPerSecond` for a whole `windowSeconds` is abandoned (slow retrieval). None: no floor.
+   */
+  readonly minimumRate?: RateFloor;
   /** Pre-signed URL lifetime, 60..3600 s. @default {1800} */
   readonly presignedUrlExpirySeconds?: number;
   /**
@@ -254,6 +264,22 @@ export class OtaUpdateManager {
     if (!Number.isInteger(expiry) || expiry < 60 || expiry > 3600) {
       return { ok: false, reason: "presignedUrlExpirySeconds must be 60..3600" };
     }
+    const floor = request.minimumRate;
+    if (floor !== undefined) {
+      const within = (v: unknown, max: number) =>
+        typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= max;
+      if (
+        typeof floor !== "object" || floor === null ||
+        !within(floor.bytesPerSecond, RATE_FLOOR_LIMITS.bytesPerSecond) ||
+        !within(floor.windowSeconds, RATE_FLOOR_LIMITS.windowSeconds)
+      ) {
+        return {
+          ok: false,
+          reason: `minimumRate must be { bytesPerSecond: 1..${RATE_FLOOR_LIMITS.bytesPerSecond}, ` +
+            `windowSeconds: 1..${RATE_FLOOR_LIMITS.windowSeconds} }`,
+        };
+      }
+    }
     const fileType = request.fileType ?? 0;
     if (!Number.isInteger(fileType) || fileType < 0 || fileType > 255) {
       return { ok: false, reason: "fileType must be an integer 0..255" };
@@ -325,6 +351,11 @@ export class OtaUpdateManager {
     const presigned = (key: string) => `\${ota:presigned-url:${key}:${expiry}}`;
     const document = buildOtaDocument({
       protocols,
+      ...(floor !== undefined
+        ? {
+          minimumRate: { bytesPerSecond: floor.bytesPerSecond, windowSeconds: floor.windowSeconds },
+        }
+        : {}),
       ...(protocols.includes("MQTT") ? { streamName: record.streamId } : {}),
       files: [
         {

@@ -72,7 +72,24 @@ export interface OtaJob {
   readonly protocols: readonly DataProtocol[];
   readonly streamName: string | null;
   readonly files: readonly OtaFileSpec[];
+  /** The slowest download the job accepts (extension `minimumRate`), or null: no floor. */
+  readonly minimumRate: RateFloor | null;
 }
+
+/**
+ * A download-rate floor: a download whose rate stays below `bytesPerSecond` for a whole window of
+ * `windowSeconds` is abandoned (slow retrieval). In a job document: `afr_ota.minimumRate` as
+ * `{ "bytesPerSecond": N, "windowSeconds": W }` (our extension; AWS documents have none).
+ */
+export interface RateFloor {
+  /** 1..1,000,000,000. */
+  readonly bytesPerSecond: number;
+  /** 1..3600. */
+  readonly windowSeconds: number;
+}
+
+/** The largest `bytesPerSecond` and `windowSeconds` of a {@linkcode RateFloor}. */
+export const RATE_FLOOR_LIMITS = { bytesPerSecond: 1_000_000_000, windowSeconds: 3600 } as const;
 
 /** What a jobs message says. */
 export type JobMessage =
@@ -143,6 +160,7 @@ export function buildOtaDocument(spec: {
   readonly protocols: readonly DataProtocol[];
   readonly streamName?: string;
   readonly files: readonly OtaDocumentFile[];
+  readonly minimumRate?: RateFloor;
 }): { afr_ota: Record<string, unknown> } {
   const files = spec.files.map((f) => {
     const file: Record<string, unknown> = {
@@ -167,6 +185,7 @@ export function buildOtaDocument(spec: {
   });
   const ota: Record<string, unknown> = { protocols: [...spec.protocols], files };
   if (spec.streamName !== undefined) ota.streamname = spec.streamName;
+  if (spec.minimumRate !== undefined) ota.minimumRate = { ...spec.minimumRate };
   return { afr_ota: ota };
 }
 
@@ -480,7 +499,26 @@ function parseExecution(
     protocols,
     streamName,
     files,
+    minimumRate: parseRateFloor(ota.minimumRate),
   };
+}
+
+/** `afr_ota.minimumRate` (absent or null: no floor). */
+function parseRateFloor(raw: unknown): RateFloor | null {
+  if (raw === undefined || raw === null) return null;
+  const where = "afr_ota.minimumRate";
+  if (!isObject(raw)) throw malformed(`${where} must be an object`);
+  const bytesPerSecond = integerField(
+    raw,
+    "bytesPerSecond",
+    where,
+    RATE_FLOOR_LIMITS.bytesPerSecond,
+  );
+  const windowSeconds = integerField(raw, "windowSeconds", where, RATE_FLOOR_LIMITS.windowSeconds);
+  if (bytesPerSecond < 1 || windowSeconds < 1) {
+    throw malformed(`${where}: bytesPerSecond and windowSeconds must be at least 1`);
+  }
+  return { bytesPerSecond, windowSeconds };
 }
 
 /**

@@ -41,6 +41,7 @@ function job(
     protocols,
     streamName,
     files,
+    minimumRate: null,
   };
 }
 

@@ -14,7 +14,7 @@ import {
 import { signImage } from "../../protocol/image_sign.ts";
 import { pemEncode, sha256 } from "../../protocol/signatures.ts";
 import { ECDH_P256, payloadCipher, unwrapImageKey } from "../../protocol/image_encryption.ts";
-import { releaseProfile, secondStageImage, testPki } from "../helpers/pki.ts";
+import { releaseProfile, releaseRequest, secondStageImage, testPki } from "../helpers/pki.ts";
 
 const TOKEN = "cli-token-1234";
 
@@ -533,6 +533,47 @@ Deno.test("ota CLI: create --hardware BOARD signs the board into the image; a ba
     );
     assert.equal(withImage.code, 2);
     assert.match(withImage.err, /--hardware names the board of what the cloud signs/);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("ota CLI: create --min-rate SIZE --min-rate-window S puts the download-rate floor in the job document; a bad one is a usage error", async () => {
+  const s = await setup();
+  try {
+    const create = (id: string, ...more: string[]) =>
+      s.run(
+        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
+        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+        ...["--group", "fleet", ...more],
+      );
+    const created = await create("r110", "--min-rate", "2KiB", "--min-rate-window", "30");
+    assert.equal(created.code, 0, created.err);
+    const jobId = (await s.cloud.otaUpdates.describe("r110"))!.jobId;
+    const document = (await s.cloud.store.getJob(jobId))!.spec.document as {
+      afr_ota: { minimumRate?: unknown };
+    };
+    assert.deepEqual(document.afr_ota.minimumRate, { bytesPerSecond: 2048, windowSeconds: 30 });
+    const defaultWindow = await create("r111", "--min-rate", "100");
+    assert.equal(defaultWindow.code, 0, defaultWindow.err);
+    const job = (await s.cloud.store.getJob((await s.cloud.otaUpdates.describe("r111"))!.jobId))!;
+    assert.deepEqual(
+      (job.spec.document as { afr_ota: { minimumRate?: unknown } }).afr_ota.minimumRate,
+      { bytesPerSecond: 100, windowSeconds: 60 },
+    );
+    const bad = await create("r112", "--min-rate", "2KiB", "--min-rate-window", "0");
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--min-rate-window/);
+    const refused = await s.cloud.otaUpdates.createOtaUpdate({
+      ...releaseRequest(),
+      otaUpdateId: "r113",
+      protocols: ["MQTT"],
+      minimumRate: { bytesPerSecond: 1.5, windowSeconds: 10 },
+    });
+    assert.deepEqual(refused, {
+      ok: false,
+      reason: "minimumRate must be { bytesPerSecond: 1..1000000000, windowSeconds: 1..3600 }",
+    });
   } finally {
     await s.close();
   }

@@ -256,6 +256,34 @@ for (const protocol of ["MQTT", "HTTP"] as const) {
   });
 }
 
+Deno.test("attack (HTTP): slow retrieval: a path that trickles the image in below the job's rate floor is abandoned with the reason; the device keeps its image", () =>
+  attack("HTTP", async (world) => {
+    // The attacker sends every byte, in order, just too slowly: 64 bytes every 40 ms.
+    const trickle = (genuine: Uint8Array) => {
+      let at = 0;
+      return new ReadableStream<Uint8Array<ArrayBuffer>>({
+        async pull(controller) {
+          if (at >= genuine.length) return controller.close();
+          await new Promise((resolve) => setTimeout(resolve, 40));
+          controller.enqueue(genuine.slice(at, at + 64));
+          at += 64;
+        },
+      });
+    };
+    closers.set(world, httpMitm(world, (_range, genuine) => trickle(genuine)));
+    const jobId = await world.update("trickled", {
+      version: "1.1.0",
+      securityCounter: 2,
+      minimumRate: { bytesPerSecond: 20_000, windowSeconds: 2 },
+    });
+    const execution = await world.ended(jobId, "FAILED");
+    assert.match(
+      String(execution.statusDetails.detail),
+      /^download too slow: \d+ B\/s over the last \d+ s, below the job's floor of 20000 B\/s$/,
+    );
+    await unharmed(world, "1.0.0+0", 1);
+  }));
+
 Deno.test("attack (HTTP): a server that answers a range with an endless body: the device reads one byte past the range, drops the block and fetches it again", () =>
   attack("HTTP", async (world) => {
     let endless = 0;

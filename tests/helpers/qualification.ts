@@ -89,6 +89,8 @@ export interface QualificationCloud {
       secondStage?: SecondStageBehavior;
       /** The board the image is built for (its HARDWARE_ID TLV). */
       hardwareId?: string;
+      /** The job's download-rate floor (slow retrieval). */
+      minimumRate?: OtaUpdateRequest["minimumRate"];
       /** Ship this second stage (signed by the test signer) with the firmware, installed together. */
       withSecondStage?: { readonly version: string; readonly behavior?: SecondStageBehavior };
       /** Other targets than the qualification device. */
@@ -169,6 +171,7 @@ export async function qualificationCloud(protocol: DataProtocol): Promise<Qualif
         ),
         ...(options.secondStage ? { fileType: SECOND_STAGE_FILE_TYPE } : {}),
         ...(options.hardwareId !== undefined ? { hardwareId: options.hardwareId } : {}),
+        ...(options.minimumRate ? { minimumRate: options.minimumRate } : {}),
         ...(options.withSecondStage
           ? {
             extraFiles: [{

@@ -249,6 +249,24 @@ const corpus: [string, Uint8Array, "FAILED" | "REJECTED" | "none", RegExp][] = [
     "FAILED",
     /only a firmware file \(fileType 0\) may offer patches/,
   ],
+  [
+    "rate floor that is not an object",
+    message({ ...valid, minimumRate: 5 }),
+    "FAILED",
+    /afr_ota\.minimumRate must be an object/,
+  ],
+  [
+    "rate floor of zero",
+    message({ ...valid, minimumRate: { bytesPerSecond: 0, windowSeconds: 10 } }),
+    "FAILED",
+    /bytesPerSecond and windowSeconds must be at least 1/,
+  ],
+  [
+    "rate floor window too long",
+    message({ ...valid, minimumRate: { bytesPerSecond: 10, windowSeconds: 3601 } }),
+    "FAILED",
+    /afr_ota\.minimumRate\.windowSeconds must be an integer 0\.\.3600/,
+  ],
 ];
 for (const [name, bytes, status, detail] of corpus) {
   Deno.test(`parseJobMessage() refuses a malformed document: ${name}`, () => {
@@ -424,4 +442,29 @@ Deno.test("parseJobMessage() reads a firmware file's patch offers; buildOtaDocum
   // A document without offers (every AWS document) has none.
   const plain = parseJobMessage(message(valid), limits);
   assert.ok(plain.kind === "job" && plain.job.files[0]!.deltas.length === 0);
+});
+
+Deno.test("buildOtaDocument() and parseJobMessage(): a rate floor goes in afr_ota.minimumRate and back; none is null", () => {
+  const document = buildOtaDocument({
+    protocols: ["MQTT"],
+    streamName: "s1",
+    files: [{
+      filePath: "firmware.bin",
+      fileSize: 1024,
+      fileId: 0,
+      certFile: "c",
+      signature: new Uint8Array(70),
+    }],
+    minimumRate: { bytesPerSecond: 2048, windowSeconds: 30 },
+  });
+  assert.deepEqual(document.afr_ota.minimumRate, { bytesPerSecond: 2048, windowSeconds: 30 });
+  const parsed = parseJobMessage(
+    message({ ...valid, minimumRate: document.afr_ota.minimumRate }),
+    limits,
+  );
+  assert.equal(parsed.kind, "job");
+  if (parsed.kind !== "job") return;
+  assert.deepEqual(parsed.job.minimumRate, { bytesPerSecond: 2048, windowSeconds: 30 });
+  const without = parseJobMessage(message(valid), limits);
+  assert.ok(without.kind === "job" && without.job.minimumRate === null);
 });
