@@ -7,6 +7,7 @@
 
 import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
 import { UsageError } from "../lib/usage_error.ts";
+import { MIN_PROFILE_SECRET } from "./profile_keys.ts";
 
 /** The flags of `deno task broker`: the parser's options, the help text and the checked ranges. */
 export const BROKER_FLAGS: readonly FlagSpec[] = [
@@ -70,6 +71,13 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
     name: "service-secret",
     value: "S",
     help: "the cloud services' MQTT secret (or OTA_SERVICE_SECRET)",
+  },
+  {
+    name: "profile-key-file",
+    value: "FILE",
+    help: "a secret of 16 characters or more (or OTA_PROFILE_KEY) that signing profiles' private " +
+      "keys are stored encrypted with; the same for every node of a cluster and every restart",
+    defaultText: "DIR/profile-key, made at the first start (with --db: required)",
   },
   {
     name: "external",
@@ -144,6 +152,8 @@ export interface BrokerOptions {
   /** Base URL others reach the HTTP port at, when not http://host:port. */
   readonly publicUrl?: string;
   readonly httpPort: number;
+  /** The secret signing-profile keys are sealed with (absent: the data directory's own). */
+  readonly profileKey?: string;
   readonly dataDir: string;
   readonly timeScale: number;
   /** Where the scaled clock reads real time (epoch milliseconds); absent: at start. */
@@ -222,6 +232,22 @@ export function parseBrokerArgs(
     throw new UsageError("--tls-key, --tls-cert and --tls-ca need --tls-port");
   }
   const serviceSecret = values["service-secret"] ?? env("OTA_SERVICE_SECRET");
+  let profileKey: string | undefined = env("OTA_PROFILE_KEY");
+  const profileKeyFile = values["profile-key-file"];
+  if (profileKeyFile !== undefined) {
+    try {
+      profileKey = Deno.readTextFileSync(profileKeyFile).trim();
+    } catch (error) {
+      throw new UsageError(
+        `Cannot read --profile-key-file '${profileKeyFile}': ${(error as Error).message}`,
+      );
+    }
+  }
+  if (profileKey !== undefined && profileKey.length < MIN_PROFILE_SECRET) {
+    throw new UsageError(
+      `Invalid profile key: it must have at least ${MIN_PROFILE_SECRET} characters`,
+    );
+  }
   const { cluster, db } = values;
   if (cluster !== undefined && !/^redis:\/\/[^\s:/]+(:\d{1,5})?\/?$/.test(cluster)) {
     throw new UsageError(
@@ -240,6 +266,12 @@ export function parseBrokerArgs(
   }
   if (cluster !== undefined && values.external !== undefined) {
     throw new UsageError("--cluster and --external exclude each other: a node is its own broker");
+  }
+  if (db !== undefined && profileKey === undefined) {
+    throw new UsageError(
+      "--db needs --profile-key-file (or OTA_PROFILE_KEY), the same for every node: signing " +
+        "profiles' keys are stored encrypted with it",
+    );
   }
   if (db !== undefined && values.data !== undefined) {
     throw new UsageError("--db and --data exclude each other: the state is in one of them");
@@ -269,6 +301,7 @@ export function parseBrokerArgs(
     token,
     tokenGenerated: given === undefined,
     ...(serviceSecret ? { serviceSecret } : {}),
+    ...(profileKey !== undefined ? { profileKey } : {}),
     ...(values.external ? { external: values.external } : {}),
     ...(tls ? { tls } : {}),
     powerLossDurable: flags.boolean("power-loss-durable"),

@@ -31,6 +31,7 @@ import { aedesPublisher, bufferOf } from "./aedes_publisher.ts";
 import { classifyRequest, SERVICE_SUBSCRIPTIONS } from "../protocol/topics.ts";
 import { RateLimitedLog } from "../lib/rate_limited_log.ts";
 import { type OperatorLog, rateLimited } from "./operator_log.ts";
+import { ProfileKeyVault } from "./profile_keys.ts";
 
 /** Options of {@linkcode startCloud}. */
 export interface CloudOptions {
@@ -79,6 +80,11 @@ export interface CloudOptions {
   };
   /** Whether this cloud runs the rollout scheduler from the start. @default {true} */
   readonly scheduling?: boolean;
+  /**
+   * The secret signing-profile keys are sealed with (see broker/profile_keys.ts); absent: a key
+   * of this process only, whose seals die with it (an in-memory cloud).
+   */
+  readonly profileKey?: string;
 }
 
 /** How the services meet the devices: the embedded aedes, or an external broker. */
@@ -396,7 +402,16 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
       );
     }, options.cluster.changePollMs ?? 1000)
     : null;
-  const otaUpdates = new OtaUpdateManager({ store, jobs, streams, files, now: () => clock.now() });
+  const otaUpdates = new OtaUpdateManager({
+    store,
+    jobs,
+    streams,
+    files,
+    now: () => clock.now(),
+    vault: options.profileKey !== undefined
+      ? await ProfileKeyVault.fromSecret(options.profileKey)
+      : await ProfileKeyVault.ephemeral(),
+  });
   const shadows = new ShadowService({
     store,
     publisher,

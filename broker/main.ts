@@ -60,6 +60,11 @@ if (options.db) {
     cannot(`create the data directory '${dataDir}'`, error)
   );
 }
+// Signing profiles' keys are stored sealed with this secret: given, or the data directory's own
+// (made once, readable by this user only; keep it apart from the database's backups).
+const profileKey = options.profileKey ?? await dataDirProfileKey(dataDir).catch((error) =>
+  cannot(`read or make the profile key in '${dataDir}'`, error)
+);
 let cluster: ClusterAedes | undefined;
 if (options.cluster) {
   try {
@@ -82,6 +87,7 @@ const cloud = await startCloud({
     options.timeOrigin !== undefined ? { origin: options.timeOrigin } : {},
   ),
   ...(options.serviceSecret ? { serviceSecret: options.serviceSecret } : {}),
+  profileKey,
   // The cloud's own lines: refusals (already one line each, rate-limited) and trouble.
   log: (line) =>
     line.startsWith("refused: ")
@@ -148,3 +154,16 @@ const stop = async () => {
 };
 Deno.addSignalListener("SIGINT", stop);
 Deno.addSignalListener("SIGTERM", stop);
+
+/** The data directory's profile key: read, or made at the first start (mode 0600). */
+async function dataDirProfileKey(dir: string): Promise<string> {
+  const path = `${dir}/profile-key`;
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const secret = crypto.getRandomValues(new Uint8Array(32)).toBase64();
+  await Deno.writeTextFile(path, `${secret}\n`, { mode: 0o600, createNew: true });
+  return secret;
+}

@@ -47,13 +47,26 @@ import {
   type RateFloor,
 } from "../protocol/job_document.ts";
 import { makeDeltaOffers } from "./delta_offers.ts";
+import { ProfileKeyVault, type SealedKey } from "./profile_keys.ts";
 
-/** A signing profile: the device root, the code-signing certificate and its key (PEM). */
+/**
+ * A signing profile as an operator creates it: the device root, the code-signing certificate and
+ * its key (PEM). The key is write-only: it is stored sealed (see broker/profile_keys.ts).
+ */
 export interface SigningProfile {
   readonly name: string;
   readonly rootPem: string;
   readonly certificatePem: string;
   readonly privateKeyPem: string;
+}
+
+/** A signing profile as stored: its key sealed (or in clear in records made before sealing). */
+interface StoredSigningProfile {
+  readonly name: string;
+  readonly rootPem: string;
+  readonly certificatePem: string;
+  readonly sealedKey?: SealedKey;
+  readonly privateKeyPem?: string;
 }
 
 /** A CreateOTAUpdate request. */
@@ -204,8 +217,11 @@ export class OtaUpdateManager {
   readonly #jobs: JobService;
   readonly #streams: StreamService;
   readonly #now: () => number;
+  readonly #vault: Promise<ProfileKeyVault>;
+  /** Opened profile keys (non-extractable), by profile name and seal. */
+  readonly #keys = new Map<string, { sealed: string; key: CryptoKey }>();
 
-  /** Builds the manager. */
+  /** Builds the manager; profile keys are sealed by `vault` (default: one of this process). */
   constructor(
     options: {
       store: CloudStore;
@@ -213,12 +229,61 @@ export class OtaUpdateManager {
       streams: StreamService;
       files: FileService;
       now: () => number;
+      vault?: ProfileKeyVault;
     },
   ) {
     this.#store = options.store;
     this.#jobs = options.jobs;
     this.#streams = options.streams;
     this.#now = options.now;
+    this.#vault = options.vault ? Promise.resolve(options.vault) : ProfileKeyVault.ephemeral();
+  }
+
+  /**
+   * The signing key of a stored profile, non-extractable; a record from before sealing is sealed
+   * now (its clear key removed from the store).
+   */
+  async #profileKey(profile: StoredSigningProfile): Promise<Created<CryptoKey>> {
+    const vault = await this.#vault;
+    if (profile.sealedKey) {
+      const seal = profile.sealedKey.data;
+      const cached = this.#keys.get(profile.name);
+      if (cached?.sealed === seal) return { ok: true, value: cached.key };
+      const key = await vault.open(profile.name, profile.sealedKey);
+      if (!key) {
+        return {
+          ok: false,
+          reason: `signing profile '${profile.name}': its key does not open with this broker's ` +
+            "profile key (start it with the --profile-key-file it was made under, or create the " +
+            "profile again)",
+        };
+      }
+      this.#keys.set(profile.name, { sealed: seal, key });
+      return { ok: true, value: key };
+    }
+    const keys = await importPrivateKeyPem(profile.privateKeyPem ?? "");
+    if (!keys.ok) return { ok: false, reason: `signing profile '${profile.name}' is unusable` };
+    const sealed = await this.#seal(profile.name, keys.value.privateKey);
+    await this.#store.putRecord(
+      "signing-profile",
+      profile.name,
+      {
+        name: profile.name,
+        rootPem: profile.rootPem,
+        certificatePem: profile.certificatePem,
+        sealedKey: sealed,
+      } satisfies StoredSigningProfile,
+    );
+    return await this.#profileKey({ ...profile, sealedKey: sealed });
+  }
+
+  async #seal(name: string, privateKey: CryptoKey): Promise<SealedKey> {
+    const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", privateKey));
+    try {
+      return await (await this.#vault).seal(name, pkcs8);
+    } finally {
+      pkcs8.fill(0);
+    }
   }
 
   /** Checks and stores a signing profile: the key must match a code-signing certificate issued by the root. */
@@ -241,7 +306,18 @@ export class OtaUpdateManager {
     if (!(await verifySignature(signer.value.verifier, probe, sha256(probe), signature))) {
       return { ok: false, reason: "the private key does not belong to the certificate" };
     }
-    await this.#store.putRecord("signing-profile", profile.name, profile);
+    // The key is kept sealed, and opened only as a key that signs and cannot be read back.
+    await this.#store.putRecord(
+      "signing-profile",
+      profile.name,
+      {
+        name: profile.name,
+        rootPem: profile.rootPem,
+        certificatePem: profile.certificatePem,
+        sealedKey: await this.#seal(profile.name, keys.value.privateKey),
+      } satisfies StoredSigningProfile,
+    );
+    this.#keys.delete(profile.name);
     return { ok: true, value: { name: profile.name, subject: cert.value.subject } };
   }
 
@@ -554,16 +630,17 @@ export class OtaUpdateManager {
     if (!Number.isInteger(counter) || counter! < 0 || counter! > 0xffffffff) {
       return { ok: false, reason: "securityCounter must be a u32" };
     }
-    const profile = await this.#store.getRecord<SigningProfile>(
+    const profile = await this.#store.getRecord<StoredSigningProfile>(
       "signing-profile",
       request.signingProfile ?? "",
     );
     if (!profile) {
       return { ok: false, reason: `no signing profile '${request.signingProfile ?? ""}'` };
     }
-    const keys = await importPrivateKeyPem(profile.privateKeyPem);
+    const privateKey = await this.#profileKey(profile);
+    if (!privateKey.ok) return privateKey;
     const cert = parseCertificate(profile.certificatePem);
-    if (!keys.ok || !cert.ok) return { ok: false, reason: "the signing profile is unusable" };
+    if (!cert.ok) return { ok: false, reason: "the signing profile is unusable" };
     const hardwareId = request.hardwareId;
     if (
       hardwareId !== undefined &&
@@ -589,10 +666,10 @@ export class OtaUpdateManager {
           ? { dependencies: [{ imageId: ImageId.SECOND_STAGE, minVersion: secondStage }] }
           : {}),
       },
-      { privateKey: keys.value.privateKey, certificate: cert.value },
+      { privateKey: privateKey.value, certificate: cert.value },
       encryptTo ? { encryptTo } : {},
     );
-    const sign = (data: Uint8Array) => signData(keys.value.privateKey, data);
+    const sign = (data: Uint8Array) => signData(privateKey.value, data);
     return { ok: true, value: { image, signature: await sign(image), signing: { sign } } };
   }
 }

@@ -43,6 +43,11 @@ export async function startBrokerProcess(options: {
   readonly httpPort: number;
   readonly token: string;
   readonly serviceSecret: string;
+  /**
+   * The secret signing-profile keys are sealed with (OTA_PROFILE_KEY): the same for every node and
+   * restart. @default {derived from serviceSecret}
+   */
+  readonly profileKey?: string;
   readonly timeScale?: number;
   /** Where the scaled clocks read real time: the same for every node of a cluster. */
   readonly timeOrigin?: number;
@@ -67,6 +72,7 @@ export async function startBrokerProcess(options: {
       "--service-secret",
       options.serviceSecret,
     ],
+    env: { OTA_PROFILE_KEY: options.profileKey ?? `profile-key:${options.serviceSecret}` },
     stdout: "piped",
     stderr: options.onLog ? "piped" : "null",
   }).spawn();

@@ -207,7 +207,8 @@ Deno.test("CLI flags: property: ota and image commands answer any argument list 
 });
 
 Deno.test("broker flags: a cluster node needs PostgreSQL; the state is in --db or --data, never both; bad URLs and node ids are one line", () => {
-  const env = () => undefined;
+  const env = (name: string) =>
+    name === "OTA_PROFILE_KEY" ? "a-profile-key-of-the-cluster" : undefined;
   const parse = (...args: string[]) => parseBrokerArgs(["--token", "operator-1", ...args], env);
   const node = parse(
     "--cluster",
@@ -238,7 +239,17 @@ Deno.test("broker flags: a cluster node needs PostgreSQL; the state is in --db o
       /--cluster and --external exclude each other/,
     ],
     [["--node-id", "a b"], /Invalid --node-id/],
+    [["--profile-key-file", "/nonexistent/key"], /Cannot read --profile-key-file/],
   ];
+  assert.equal(node.profileKey, "a-profile-key-of-the-cluster");
+  assert.throws(
+    () => parseBrokerArgs(["--db", "postgres://h/d"], () => undefined),
+    /--db needs --profile-key-file \(or OTA_PROFILE_KEY\), the same for every node/,
+  );
+  assert.throws(
+    () => parseBrokerArgs([], (name) => (name === "OTA_PROFILE_KEY" ? "short" : undefined)),
+    /Invalid profile key: it must have at least 16 characters/,
+  );
   for (const [args, message] of refusals) {
     assert.throws(() => parse(...args), (error: Error) => {
       assert.ok(error instanceof UsageError, args.join(" "));
