@@ -31,6 +31,7 @@ import { thingTopics } from "../protocol/topics.ts";
 import { JobsDeviceApi, type UpdateOutcome } from "./jobs_device_api.ts";
 import { type JobSpec, jobSpecProblems, type ServiceResult } from "./job_spec.ts";
 import { compareVersions, parseVersion } from "../protocol/image_format.ts";
+import { actingOperator } from "./operator_context.ts";
 
 /** Counts per execution status, plus what is not rolled out yet. */
 export type JobCounts = Record<ExecutionStatus, number> & {
@@ -939,7 +940,15 @@ export class JobService {
     event: string,
     detail: Record<string, unknown>,
   ): Promise<void> {
-    await this.#store.audit({ at: this.#clock.now(), jobId, thing, event, detail });
+    // A row an operator's request caused names them.
+    const operator = actingOperator();
+    await this.#store.audit({
+      at: this.#clock.now(),
+      jobId,
+      thing,
+      event,
+      detail: operator !== null ? { ...detail, operator } : detail,
+    });
     if (thing === null && jobId !== null) this.#onJobEvent(jobId, event, detail);
   }
 

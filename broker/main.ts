@@ -62,9 +62,10 @@ if (options.db) {
 }
 // Signing profiles' keys are stored sealed with this secret: given, or the data directory's own
 // (made once, readable by this user only; keep it apart from the database's backups).
-const profileKey = options.profileKey ?? await dataDirProfileKey(dataDir).catch((error) =>
-  cannot(`read or make the profile key in '${dataDir}'`, error)
-);
+const profileKey = options.profileKey ??
+  await dataDirProfileKey(dataDir).catch((error) =>
+    cannot(`read or make the profile key in '${dataDir}'`, error)
+  );
 let cluster: ClusterAedes | undefined;
 if (options.cluster) {
   try {

@@ -1,13 +1,17 @@
 /**
- * The operator HTTP API: bearer-token authentication (device credentials do not work here), things
- * and groups, jobs (create, list, describe, cancel, pause, resume), executions by status,
- * per-device history with every statusDetails and reason, progress counts, and stream upload.
+ * The operator HTTP API: bearer-token authentication with roles (operator_tokens.ts,
+ * operator_roles.ts; device credentials do not work here), things and groups, jobs (create, list,
+ * describe, cancel, pause, resume), executions by status, per-device history with every
+ * statusDetails and reason, progress counts, stream upload, and the operators' own tokens.
  *
  * @module
  */
 
-import { timingSafeEqual } from "node:crypto";
 import type { Cloud } from "./cloud.ts";
+import { OperatorTokens } from "./operator_tokens.ts";
+import { allows, requiredRole } from "./operator_roles.ts";
+import { actingAs } from "./operator_context.ts";
+import type { OperatorIdentity } from "./operator_tokens.ts";
 import { EXECUTION_STATUSES, type ExecutionStatus } from "./job_execution.ts";
 import type { AuditEntry } from "./store.ts";
 import type { JobSpec } from "./job_spec.ts";
@@ -31,18 +35,7 @@ const json = (status: number, body: unknown) =>
   });
 const problem = (status: number, error: string) => json(status, { error });
 
-/** The credentials of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 9110). */
-export function bearerToken(header: string | null): string {
-  const match = /^bearer +(\S+) *$/i.exec(header ?? "");
-  return match ? match[1]! : "";
-}
-
-function tokenMatches(expected: string, header: string | null): boolean {
-  const given = bearerToken(header);
-  const a = new TextEncoder().encode(expected);
-  const b = new TextEncoder().encode(given);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
+export { bearerToken } from "./operator_tokens.ts";
 
 /**
  * Reads a request body of at most `limit` bytes, counting as it reads: a chunked body (no
@@ -119,6 +112,7 @@ export function operatorApi(
       "Cannot serve the operator API: the token must have at least 8 characters",
     );
   }
+  const tokens = new OperatorTokens(cloud.store, options.token, () => cloud.clock.now());
   return async (request) => {
     const url = new URL(request.url);
     // Pre-signed file URLs carry their own authorization (HMAC + expiry), not the operator token.
@@ -142,12 +136,47 @@ export function operatorApi(
     const page = serveDashboard(request);
     if (page) return page;
     if (!url.pathname.startsWith("/api/")) return problem(404, "not found");
-    if (!tokenMatches(options.token, request.headers.get("authorization"))) {
+    let operator: OperatorIdentity | null;
+    try {
+      operator = await tokens.authenticate(request.headers.get("authorization"));
+    } catch (error) {
       await request.body?.cancel();
-      return problem(401, "missing or wrong operator token");
+      return problem(503, `cannot check the token: ${(error as Error).message}`);
+    }
+    if (!operator) {
+      await request.body?.cancel();
+      return problem(401, "missing, wrong or revoked operator token");
+    }
+    const parts = pathSegments(url.pathname) ?? [];
+    const needed = requiredRole(request.method, parts);
+    if (!allows(operator.role, needed)) {
+      await request.body?.cancel();
+      return problem(
+        403,
+        `${operator.name} is a ${operator.role}: ${request.method} ${url.pathname} needs ${needed}`,
+      );
     }
     try {
-      const response = await route(cloud, request, url);
+      const response = await actingAs(
+        operator.name,
+        () => tokensRoute(tokens, operator, request, url) ?? route(cloud, request, url),
+      );
+      if (request.method !== "GET" && request.method !== "HEAD" && response.status < 400) {
+        // Every change an operator makes, with who made it (a device's page shows those to it).
+        await cloud.store.audit({
+          at: cloud.clock.now(),
+          jobId: parts[0] === "jobs" ? parts[1] ?? null : null,
+          thing: parts[0] === "things" ? parts[1] ?? null : null,
+          event: "operator-request",
+          detail: {
+            operator: operator.name,
+            role: operator.role,
+            method: request.method,
+            path: url.pathname,
+            status: response.status,
+          },
+        });
+      }
       // A change is reported done only once it is on disk (writes commit in groups).
       await cloud.store.committed();
       return response;
@@ -155,6 +184,39 @@ export function operatorApi(
       return problem(500, `internal error: ${(error as Error).message}`);
     }
   };
+}
+
+/** `/api/whoami` and `/api/tokens[/ID]`; null for any other path. */
+function tokensRoute(
+  tokens: OperatorTokens,
+  operator: OperatorIdentity,
+  request: Request,
+  url: URL,
+): Promise<Response> | null {
+  const parts = pathSegments(url.pathname) ?? [];
+  const [resource, id] = parts;
+  const method = request.method;
+  if (resource === "whoami" && parts.length === 1 && method === "GET") {
+    return Promise.resolve(json(200, { name: operator.name, role: operator.role }));
+  }
+  if (resource !== "tokens") return null;
+  return (async () => {
+    if (parts.length === 1 && method === "GET") return json(200, await tokens.list());
+    if (parts.length === 1 && method === "POST") {
+      const body = await readJson(request);
+      if (body instanceof Response) return body;
+      const made = await tokens.create({ name: body.name, role: body.role }, operator.name);
+      if (!made.ok) return problem(400, made.reason);
+      return json(201, made.value);
+    }
+    if (id && parts.length === 2 && method === "DELETE") {
+      if (!(await tokens.revoke(id, operator.name))) {
+        return problem(404, `no token '${id}' to revoke`);
+      }
+      return json(200, { id, revoked: true });
+    }
+    return problem(404, "not found");
+  })();
 }
 
 /** 200 when the store answers, 503 saying why not; which broker the services run on. */

@@ -173,6 +173,12 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     value: "S",
     help: "thing add: the thing's secret (default: one made, shown once)",
   },
+  {
+    name: "role",
+    value: "R",
+    help: "token create: what the token may do",
+    choices: ["viewer", "operator", "admin"],
+  },
   { name: "cert", value: "FILE", help: "profile create: the signer's certificate" },
   { name: "key", value: "FILE", help: "profile create: the signer's key" },
 ];
@@ -210,6 +216,9 @@ Commands:
   thing list | thing show NAME | thing remove NAME
   group list | group show GROUP | group add GROUP THING... | group remove GROUP THING...
   profile create NAME --root FILE --cert FILE --key FILE   | profile list
+  token create NAME --role viewer|operator|admin   (the token is shown once)
+  token list | token revoke ID                     (admin)
+  whoami                     the operator the token names, and its role
   watch ID [--fail-on-failed]
                              live progress until the update ends; with --fail-on-failed the
                              exit code is 1 when any execution FAILED, was REJECTED or TIMED_OUT
@@ -251,6 +260,7 @@ type OtaValues =
         | "hardware"
         | "status"
         | "secret"
+        | "role"
         | "cert"
         | "key"
     ]?: string;
@@ -622,6 +632,13 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
         return await groupCommand(target, more, call, show);
       case "profile":
         return await profileCommand(target, more, values, call, show);
+      case "token":
+        return await tokenCommand(target, more, values, call, show);
+      case "whoami":
+        return show(
+          await call("GET", "/whoami"),
+          (me: { name: string; role: string }) => [`${me.name} (${me.role})`],
+        );
       case "executions": {
         const update = await call("GET", `/ota-updates/${need("an OTA update id")}`);
         if (update.status >= 400) return show(update, () => []);
@@ -843,6 +860,67 @@ async function groupCommand(
     }
     default:
       throw new UsageError(`Unknown group action '${action ?? ""}' (list, show, add, remove)`);
+  }
+}
+
+async function tokenCommand(
+  action: string | undefined,
+  names: string[],
+  values: { role?: string | undefined },
+  call: Call,
+  show: Show,
+): Promise<number> {
+  switch (action) {
+    case "create": {
+      const name = names[0];
+      if (!name) throw new UsageError("token create needs the operator's name");
+      if (!values.role) throw new UsageError("Missing required option --role");
+      return show(
+        await call("POST", "/tokens", { name, role: values.role }),
+        (t: { id: string; name: string; role: string; token: string }) => [
+          `created token ${t.id} for ${t.name} (${t.role}); it is shown this once:`,
+          t.token,
+        ],
+      );
+    }
+    case "list":
+      return show(
+        await call("GET", "/tokens"),
+        (
+          list: {
+            id: string;
+            name: string;
+            role: string;
+            createdAt: number;
+            createdBy: string;
+            revokedAt?: number;
+            revokedBy?: string;
+          }[],
+        ) =>
+          list.length === 0 ? ["no tokens (the broker's --token is the bootstrap admin)"] : table(
+            ["id", "name", "role", "created", "by", "revoked"],
+            list.map((t) => [
+              t.id,
+              t.name,
+              t.role,
+              new Date(t.createdAt).toISOString(),
+              t.createdBy,
+              t.revokedAt !== undefined
+                ? `${new Date(t.revokedAt).toISOString()} by ${t.revokedBy}`
+                : "",
+            ]),
+          ),
+      );
+    case "revoke": {
+      const id = names[0];
+      if (!id) throw new UsageError("token revoke needs a token id (see token list)");
+      return show(
+        await call("DELETE", `/tokens/${encodeURIComponent(id)}`),
+        () => [`revoked token ${id}`],
+      );
+    }
+    default:
+      throw new UsageError(`Unknown token action '${action ?? ""}' (create, list, revoke)`);
   }
 }
 

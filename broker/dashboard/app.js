@@ -56,7 +56,7 @@ async function api(path, init = {}) {
     ...init,
     headers: { authorization: `Bearer ${token()}`, "content-type": "application/json" },
   });
-  if (response.status === 401) throw new Unauthorized("missing or wrong operator token");
+  if (response.status === 401) throw new Unauthorized("missing, wrong or revoked operator token");
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error ?? `HTTP ${response.status}`);
   return body;
@@ -360,7 +360,8 @@ async function updatePage(id) {
       header,
       h("h1", {}, `${id} `, update.version ? `(${update.version}) ` : "", badge(status)),
       update.job.reason ? h("p", { class: "muted" }, update.job.reason) : null,
-      h(
+      // A viewer sees the update, not the controls (the API refuses them to a viewer anyway).
+      !mayAct() ? null : h(
         "div",
         { class: "actions" },
         h("button", {
@@ -738,18 +739,39 @@ async function devicePage(thing) {
   leave = () => {};
 }
 
+/** Who the token names: `{ name, role }` (asked once per token). */
+let me = null;
+let meFor = null;
+
+async function whoAmI() {
+  if (meFor !== token()) {
+    me = await api("/whoami");
+    meFor = token();
+    document.getElementById("who").textContent = `${me.name} (${me.role})`;
+  }
+  return me;
+}
+
+/** Whether the operator may change updates (pause, resume, cancel): not a viewer. */
+function mayAct() {
+  return me !== null && me.role !== "viewer";
+}
+
 async function render() {
   leave();
   leave = () => {};
   if (!token()) return askForToken();
   const [, page, id] = location.hash.split("/").map(decodeURIComponent);
   try {
+    await whoAmI();
     if (page === "update" && id) await updatePage(id);
     else if (page === "device" && id) await devicePage(id);
     else await updatesPage();
   } catch (error) {
     if (error instanceof Unauthorized) {
       sessionStorage.removeItem("ota-operator-token");
+      meFor = null;
+      document.getElementById("who").textContent = "";
       return askForToken(error.message);
     }
     fill(view, h("p", { class: "error", role: "alert" }, error.message));

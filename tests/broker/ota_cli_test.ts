@@ -578,3 +578,38 @@ Deno.test("ota CLI: create --min-rate SIZE --min-rate-window S puts the download
     await s.close();
   }
 });
+
+Deno.test("ota CLI: token create/list/revoke and whoami; a viewer's change is refused with who and what, exit 1", async () => {
+  const s = await setup();
+  try {
+    const created = await s.run("token", "create", "vera", "--role", "viewer");
+    assert.equal(created.code, 0, created.err);
+    const token = created.out.split("\n")[1]!;
+    assert.match(token, /^ota_[0-9a-f]{16}_/);
+    const id = /created token ([0-9a-f]{16}) for vera \(viewer\)/.exec(created.out)![1]!;
+    const asVera = (...args: string[]) => s.run(...args, "--token", token);
+    assert.equal((await asVera("whoami")).out, "vera (viewer)");
+    assert.equal((await asVera("list")).code, 0, "a viewer reads");
+    const update = await s.run(
+      ...["create", "--id", "t110", "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
+      ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+      ...["--group", "fleet"],
+    );
+    assert.equal(update.code, 0, update.err);
+    const paused = await asVera("pause", "t110");
+    assert.equal(paused.code, 1);
+    assert.match(paused.err, /vera is a viewer: POST \/api\/jobs\/.* needs operator/);
+    const listed = await s.run("token", "list");
+    assert.match(listed.out, new RegExp(`${id}\\s+vera\\s+viewer`));
+    assert.ok(!listed.out.includes(token.slice(-20)), "the secret is not listed");
+    assert.equal((await asVera("token", "list")).code, 1, "tokens are an admin's to read");
+    const revoked = await s.run("token", "revoke", id);
+    assert.equal(revoked.code, 0, revoked.err);
+    assert.equal((await asVera("whoami")).code, 1);
+    const noRole = await s.run("token", "create", "x");
+    assert.equal(noRole.code, 2);
+    assert.match(noRole.err, /Missing required option --role/);
+  } finally {
+    await s.close();
+  }
+});

@@ -162,7 +162,7 @@ Deno.test({
       await page.fill("#token", "not-the-token");
       await page.click("#login button");
       await page.waitForSelector("#login:not([hidden])");
-      assert.match((await page.textContent("#login-error")) ?? "", /wrong operator token/);
+      assert.match((await page.textContent("#login-error")) ?? "", /wrong or revoked operator token/);
       await page.fill("#token", "qualification-token");
       await page.click("#login button");
       await page.click("#updates a");
@@ -188,6 +188,41 @@ Deno.test({
       );
       assert.equal(await page.textContent("#ended"), "2 / 2");
       await assertNotBlank(page, "canceled update");
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await side.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "dashboard in Chromium: a viewer's token shows who and the update, without pause, resume or cancel",
+  ignore: CHROMIUM.ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const side = await qualificationCloud("MQTT");
+    const browser = await launch();
+    try {
+      await side.update("watched", { version: "1.1.0", securityCounter: 2 });
+      const made = await fetch(`${side.cloud.files.baseUrl}/api/tokens`, {
+        method: "POST",
+        headers: { authorization: "Bearer qualification-token" },
+        body: JSON.stringify({ name: "vera", role: "viewer" }),
+      });
+      const { token } = await made.json();
+      const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      const errors = watchErrors(page);
+      await page.goto(`${side.cloud.files.baseUrl}/dashboard/#token=${token}`);
+      await page.click("#updates a");
+      await page.waitForSelector("h1 .badge");
+      assert.equal(await page.textContent("#who"), "vera (viewer)");
+      assert.equal(await page.$("#pause"), null);
+      assert.equal(await page.$("#resume"), null);
+      assert.equal(await page.$("#cancel"), null);
+      await assertNotBlank(page, "a viewer's update page");
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
