@@ -1109,6 +1109,14 @@ export class OtaAgent {
         return await this.#stageComponent(active, component);
       }
       if (component) return await this.#installComponent(active, component);
+      const installed = await this.#platform.installFile?.(active.spec.fileType, active.data!);
+      if (installed && !installed.ok) {
+        return await this.#failActive(
+          stateReason("rejected", OtaErr.ImageStateMismatch),
+          installed.reason,
+          "REJECTED",
+        );
+      }
       this.#onEvent({
         type: "UpdateComplete",
         jobId: active.job.jobId,

@@ -10,6 +10,7 @@ import mqtt, { type IClientOptions, type MqttClient, type Packet } from "mqtt";
 import { AgentStateStore } from "../bootloader/agent_store.ts";
 import type { Device } from "../bootloader/device.ts";
 import { SECOND_STAGE_FILE_TYPE } from "../bootloader/first_stage.ts";
+import { TRUST_STORE_FILE_TYPE } from "../protocol/trust_update.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import {
   type AgentCallbackEvent,
@@ -55,6 +56,9 @@ export function devicePlatform(device: Device): AgentPlatform {
     },
     // A device booted through two stages updates its second stage as a component of its own.
     components: device.secondStage ? [secondStageComponent(device)] : [],
+    // Its trust store takes root-signed updates of its own file type.
+    installFile: (fileType, data) =>
+      fileType === TRUST_STORE_FILE_TYPE ? device.applyTrustUpdate(data) : null,
   };
 }
 

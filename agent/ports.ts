@@ -121,4 +121,13 @@ export interface AgentPlatform {
    * are all firmware (file type 0) are taken.
    */
   readonly firmwareOnly?: boolean;
+  /**
+   * Takes a verified file of a type the device itself consumes (its trust store): null when the
+   * type is not one (the file goes to the application), else whether it was applied; a refusal
+   * fails the job with its reason.
+   */
+  installFile?(
+    fileType: number,
+    data: Uint8Array,
+  ): Promise<{ ok: true } | { ok: false; reason: string }> | null;
 }

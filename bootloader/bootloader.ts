@@ -65,6 +65,13 @@ export interface BootRom {
    * board (its HARDWARE_ID TLV) is refused. None: only images built for any board install.
    */
   readonly hardwareId?: string;
+  /**
+   * Signing keys refused even with a valid signature (SHA-256 of their SPKI, hex): the trust
+   * store's revocations (see trust_store.ts).
+   */
+  readonly revokedKeys?: ReadonlySet<string>;
+  /** Roots the trust store rotated away from, whose signers still verify (see trust_store.ts). */
+  readonly formerRoots?: readonly Certificate[];
 }
 
 /** What the boot ROM hands to the running image (MCUboot's shared boot data). */
@@ -258,6 +265,8 @@ export async function boot(context: BootContext): Promise<BootOutcome> {
     validateAreaImage(area, slotImageSize(area), {
       root: rom.root,
       minimumSecurityCounter: fuses.read(),
+      ...(rom.revokedKeys ? { revokedKeys: rom.revokedKeys } : {}),
+      ...(rom.formerRoots ? { formerRoots: rom.formerRoots } : {}),
       ...(rom.verificationCache ? { cache: rom.verificationCache } : {}),
       // An encrypted image is ciphertext in the secondary slot, plaintext once installed.
       ...(area === areas.secondary ? { staged: stagedOn(rom), hardware: boardOf(rom) } : {}),

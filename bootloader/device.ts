@@ -41,6 +41,7 @@ import { createFlash, type DeviceAreas, type DeviceLayout, openAreas } from "./l
 import { OtaPal } from "./ota_pal.ts";
 import { SecurityCounter } from "./security_counter.ts";
 import { readTrailer, type SlotTrailer } from "./trailer.ts";
+import { applyTrustUpdate, loadTrust, withTrust } from "./trust_store.ts";
 
 /** Power and run state. */
 export type DeviceState = "off" | "running" | "recovery" | "boot-loop" | "halted";
@@ -284,7 +285,8 @@ export class Device {
     };
     eraseTarget();
     programFrom0(area, image);
-    const checked = await verifySecondStage(area, this.rom.root, {
+    const checked = await verifySecondStage(area, this.trusted.root, {
+      ...(this.trusted.revokedKeys ? { revokedKeys: this.trusted.revokedKeys } : {}),
       at: new Date(this.clock.now()),
     });
     if (!checked.ok) {
@@ -356,10 +358,39 @@ export class Device {
     };
   }
 
+  /** The boot ROM as the trust store changes it (root, signers, revoked keys): read at each boot. */
+  #trusted: BootRom | null = null;
+
+  /** What this device trusts now: its boot ROM, as its trust store changes it. */
+  get trusted(): BootRom {
+    return this.#trusted ?? this.rom;
+  }
+
+  /**
+   * Applies a trust-store update (see trust_store.ts) and trusts what it says from now on; refused
+   * with a reason when it is not newer, not signed by the device's root, or revokes the key that
+   * signed the running firmware.
+   */
+  async applyTrustUpdate(bytes: Uint8Array): Promise<{ ok: true } | { ok: false; reason: string }> {
+    if (this.#state !== "running") return { ok: false, reason: "no firmware is running" };
+    const keyHash = this.#record?.image.keyHash;
+    const applied = await applyTrustUpdate(this.areas.trustStore, this.rom.root, bytes, {
+      at: new Date(this.clock.now()),
+      runningKeyHash: keyHash ? keyHash.toHex() : null,
+    });
+    if (!applied.ok) return applied;
+    this.#trusted = withTrust(this.rom, applied.trust);
+    return { ok: true };
+  }
+
   #startUpdateService(record: BootRecord | null): FirmwareUpdateService {
+    // The services read the trust at each use: a trust-store update applies at once.
+    const trusted = () => this.trusted;
     const fwu = new FirmwareUpdateService({
       areas: this.areas,
-      rom: this.rom,
+      get rom() {
+        return trusted();
+      },
       clock: this.clock,
       bootRecord: record,
       requestReboot: () => this.#scheduleReset("reboot requested by software"),
@@ -372,7 +403,9 @@ export class Device {
     this.#fwu = fwu;
     this.#pal = new OtaPal({
       fwu,
-      rom: this.rom,
+      get rom() {
+        return trusted();
+      },
       clock: this.clock,
       erasePreviousImage: this.#erasePreviousImage,
     });
@@ -462,7 +495,8 @@ export class Device {
       try {
         // Two stages when the chip was provisioned so: the first verifies the second, which
         // verifies the firmware against the root the first read from the boot ROM region.
-        const chain = await bootChain({ areas: this.areas, rom: this.rom, clock: this.clock });
+        this.#trusted = withTrust(this.rom, await loadTrust(this.areas.trustStore, this.rom.root));
+        const chain = await bootChain({ areas: this.areas, rom: this.trusted, clock: this.clock });
         // The power went while the boot waited (on the secure element, on a signature check):
         // what it decided is void, as a chip's boot stops with its power.
         if (!this.flash.poweredOn) throw new PowerCutError(this.flash.stats.operations, false);

@@ -27,6 +27,7 @@ import {
   type ImageVersion,
 } from "../protocol/image_format.ts";
 import { validateAreaImage } from "./image_validate.ts";
+import { loadTrust } from "./trust_store.ts";
 import type { DeviceAreas } from "./layout.ts";
 import { viewOf } from "../lib/bytes.ts";
 
@@ -81,8 +82,15 @@ export type FirstStageOutcome =
     readonly imageVersion: ImageVersion;
     readonly behavior: SecondStageBehavior;
     readonly trial: boolean;
-    /** The root the second stage verifies firmware against (read from the boot ROM region). */
+    /**
+     * The root the second stage verifies firmware against: the boot ROM region's, or the one the
+     * trust store's root links lead to from it.
+     */
     readonly root: Certificate;
+    /** Signing keys the trust store revokes. */
+    readonly revoked: ReadonlySet<string>;
+    /** Roots rotated away from, whose signers still verify. */
+    readonly formerRoots: readonly Certificate[];
     readonly log: readonly string[];
   }
   | { readonly kind: "halt"; readonly reason: string; readonly log: readonly string[] }
@@ -159,7 +167,12 @@ export function secondStageStore(areas: DeviceAreas): {
 export async function verifySecondStage(
   area: FlashArea,
   root: Certificate,
-  options: { at?: Date; cache?: VerificationCache } = {},
+  options: {
+    at?: Date;
+    cache?: VerificationCache;
+    revokedKeys?: ReadonlySet<string>;
+    formerRoots?: readonly Certificate[];
+  } = {},
 ): Promise<
   | { ok: true; stage: SecondStageFacts }
   | { ok: false; reason: string }
@@ -168,6 +181,8 @@ export async function verifySecondStage(
     root,
     ...(options.at ? { at: options.at } : {}),
     ...(options.cache ? { cache: options.cache } : {}),
+    ...(options.revokedKeys ? { revokedKeys: options.revokedKeys } : {}),
+    ...(options.formerRoots ? { formerRoots: options.formerRoots } : {}),
   });
   if (!validated.ok) return { ok: false, reason: validated.reason };
   const image = validated.image;
@@ -202,7 +217,7 @@ export async function verifySecondStage(
  */
 export async function firstStage(
   areas: DeviceAreas,
-  options: { at?: Date; cache?: VerificationCache } = {},
+  options: { at?: Date; cache?: VerificationCache; revokedKeys?: ReadonlySet<string> } = {},
 ): Promise<FirstStageOutcome> {
   const der = readBootRom(areas.bootRom);
   if (!der) return { kind: "unprovisioned" };
@@ -211,7 +226,12 @@ export async function firstStage(
   if (!parsed.ok) {
     return { kind: "halt", reason: `boot ROM root certificate: ${parsed.reason}`, log };
   }
-  const root = parsed.value;
+  // The trust store may have rotated the root and revoked keys; it is checked from the ROM's root.
+  const trust = await loadTrust(areas.trustStore, parsed.value);
+  const root = trust.root;
+  const revoked = trust.revoked;
+  const formerRoots = trust.formerRoots;
+  const checks = { ...options, revokedKeys: revoked, formerRoots };
   const store = secondStageStore(areas);
   let state = store.load();
   const name = (slot: 0 | 1) => (slot === 0 ? "A" : "B");
@@ -226,28 +246,37 @@ export async function firstStage(
   }
   if (state.pending !== null) {
     const pending = state.pending;
-    const checked = await verifySecondStage(areas.stage2[pending], root, options);
+    const checked = await verifySecondStage(areas.stage2[pending], root, checks);
     if (checked.ok) {
       state = { active: state.active, pending: null, trial: pending };
       store.save(state);
       log.push(
         `stage 1: new second stage ${checked.stage.version} in ${name(pending)}: trial boot`,
       );
-      return { kind: "run", slot: pending, ...checked.stage, trial: true, root, log };
+      return {
+        kind: "run",
+        slot: pending,
+        ...checked.stage,
+        trial: true,
+        root,
+        revoked,
+        formerRoots,
+        log,
+      };
     }
     log.push(`stage 1: new second stage in ${name(pending)} refused: ${checked.reason}`);
     state = { active: state.active, pending: null, trial: null };
     store.save(state);
   }
   for (const slot of [state.active, state.active === 0 ? 1 : 0] as const) {
-    const checked = await verifySecondStage(areas.stage2[slot], root, options);
+    const checked = await verifySecondStage(areas.stage2[slot], root, checks);
     if (checked.ok) {
       if (slot !== state.active) {
         log.push(`stage 1: falling back to second stage ${name(slot)}`);
         store.save({ active: slot, pending: null, trial: null });
       }
       log.push(`stage 1: second stage ${checked.stage.version} from ${name(slot)} verified`);
-      return { kind: "run", slot, ...checked.stage, trial: false, root, log };
+      return { kind: "run", slot, ...checked.stage, trial: false, root, revoked, formerRoots, log };
     }
     log.push(`stage 1: second stage ${name(slot)} refused: ${checked.reason}`);
   }
@@ -289,7 +318,12 @@ export async function bootChain(
     ...options,
     ...(stage.kind === "run"
       ? {
-        rom: { ...options.rom, root: stage.root },
+        rom: {
+          ...options.rom,
+          root: stage.root,
+          revokedKeys: stage.revoked,
+          formerRoots: stage.formerRoots,
+        },
         components: new Map([[ImageId.SECOND_STAGE, stage.imageVersion]]),
       }
       : {}),

@@ -400,6 +400,8 @@ export class FirmwareUpdateService {
       this.maxSize,
       {
         root: this.#context.rom.root,
+        ...(this.#context.rom.revokedKeys ? { revokedKeys: this.#context.rom.revokedKeys } : {}),
+        ...(this.#context.rom.formerRoots ? { formerRoots: this.#context.rom.formerRoots } : {}),
         minimumSecurityCounter: this.#fuses.read(),
         at: new Date(this.#context.clock.now()),
         ...(this.#context.rom.verificationCache

@@ -43,6 +43,13 @@ export interface ValidateOptions {
    * HARDWARE_ID TLV) is refused. Unset: the board is not checked (an installed image ran already).
    */
   readonly hardware?: { readonly id: string | null };
+  /** Signing keys refused even with a valid signature (SHA-256 of their SPKI, hex). */
+  readonly revokedKeys?: ReadonlySet<string>;
+  /**
+   * Roots the trust store rotated away from: their signers' images still verify (the firmware a
+   * device runs was signed before the rotation) until their keys are revoked.
+   */
+  readonly formerRoots?: readonly Certificate[];
 }
 
 /** Who can unwrap an encrypted image's payload key: the device's secure element. */
@@ -184,10 +191,10 @@ async function validateDecoded(
   if (!image.signerCertificate) return refuse("image has no SIGNER_CERT TLV");
   const cert = parseCertificate(image.signerCertificate);
   if (!cert.ok) return refuse(`signer certificate: ${cert.reason}`);
-  const signer = await checkCodeSigner(
+  const signer = await checkSignerUnder(
     cert.value,
-    options.root,
-    options.at ? { at: options.at } : {},
+    [options.root, ...(options.formerRoots ?? [])],
+    options.at,
   );
   if (!signer.ok) return refuse(signer.reason);
   if (!bytesEqual(signer.value.verifier.keyHash, image.keyHash)) {
@@ -202,6 +209,9 @@ async function validateDecoded(
     options.cache,
   );
   if (!valid) return refuse("image signature does not verify");
+  if (options.revokedKeys?.has(signer.value.verifier.keyHash.toHex())) {
+    return refuse("image is signed by a revoked key");
+  }
   if (image.securityCounter === null) return refuse("image has no security counter");
   const minimum = options.minimumSecurityCounter ?? 0;
   if (image.securityCounter < minimum) {
@@ -212,4 +222,22 @@ async function validateDecoded(
   const board = options.hardware ? wrongHardware(image.hardwareId, options.hardware.id) : null;
   if (board) return { ok: false, reason: board, image, wrongHardware: true };
   return { ok: true, image, digest };
+}
+
+/**
+ * `cert` checked as a code signer under the first of `roots` it chains to; the reason the first
+ * root gives when none does.
+ */
+export async function checkSignerUnder(
+  cert: Certificate,
+  roots: readonly Certificate[],
+  at?: Date,
+): Promise<Awaited<ReturnType<typeof checkCodeSigner>>> {
+  let first: Awaited<ReturnType<typeof checkCodeSigner>> | null = null;
+  for (const root of roots) {
+    const checked = await checkCodeSigner(cert, root, at ? { at } : {});
+    if (checked.ok) return checked;
+    first ??= checked;
+  }
+  return first!;
 }

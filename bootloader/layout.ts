@@ -45,6 +45,8 @@ export interface DeviceLayout {
   ];
   /** Two sectors, A/B, recording which second stage is active, pending or on trial. */
   readonly stage2State: { firstSector: number; sectorCount: number };
+  /** The trust store's two sectors (see trust_store.ts). */
+  readonly trustStore: { firstSector: number; sectorCount: number };
 }
 
 /** Sectors of each second-stage bootloader slot. */
@@ -70,6 +72,8 @@ export interface DeviceAreas {
   readonly stage2: readonly [FlashArea, FlashArea];
   /** Which second stage is active, pending or on trial. */
   readonly stage2State: FlashArea;
+  /** The trust store: signers, revoked keys, root links. */
+  readonly trustStore: FlashArea;
 }
 
 /**
@@ -115,6 +119,7 @@ export function deviceLayout(options: LayoutOptions = {}): DeviceLayout {
   const bootRom = take(1);
   const stage2 = [take(STAGE2_SECTORS), take(STAGE2_SECTORS)] as const;
   const stage2State = take(2);
+  const trustStore = take(2);
   const geometry: FlashGeometry = {
     sectorSize,
     writeUnit,
@@ -133,6 +138,7 @@ export function deviceLayout(options: LayoutOptions = {}): DeviceLayout {
     bootRom,
     stage2,
     stage2State,
+    trustStore,
   };
 }
 
@@ -179,6 +185,7 @@ export function openAreas(flash: NorFlash, layout: DeviceLayout): DeviceAreas {
     bootRom: open("boot-rom", layout.bootRom),
     stage2: [open("stage2-a", layout.stage2[0]), open("stage2-b", layout.stage2[1])],
     stage2State: open("stage2-state", layout.stage2State),
+    trustStore: open("trust-store", layout.trustStore),
   };
 }
 

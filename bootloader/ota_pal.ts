@@ -6,7 +6,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { checkCodeSigner, parseCertificate } from "../protocol/certificates.ts";
+import { parseCertificate } from "../protocol/certificates.ts";
+import { checkSignerUnder } from "./image_validate.ts";
 import { verifySignature } from "../protocol/signatures.ts";
 import { FIRMWARE_COMPONENT, type FirmwareUpdateService, FwuState } from "./fwu.ts";
 import { PsaStatus, psaStatusName } from "./psa_status.ts";
@@ -274,10 +275,16 @@ export class OtaPal {
     const text = new TextDecoder().decode(stored.certificate);
     const parsed = parseCertificate(text.includes("-----BEGIN") ? text : stored.certificate);
     if (!parsed.ok) return this.#error(OtaPalMainStatus.BadSignerCert, parsed.reason);
-    const signer = await checkCodeSigner(parsed.value, this.#context.rom.root, {
-      at: new Date(this.#context.clock.now()),
-    });
+    const rom = this.#context.rom;
+    const signer = await checkSignerUnder(
+      parsed.value,
+      [rom.root, ...(rom.formerRoots ?? [])],
+      new Date(this.#context.clock.now()),
+    );
     if (!signer.ok) return this.#error(OtaPalMainStatus.BadSignerCert, signer.reason);
+    if (this.#context.rom.revokedKeys?.has(signer.value.verifier.keyHash.toHex())) {
+      return this.#error(OtaPalMainStatus.BadSignerCert, "the signer's key is revoked");
+    }
     if (!signature || signature.length === 0) {
       return this.#error(OtaPalMainStatus.SignatureCheckFailed, "no signature in the file context");
     }

@@ -18,6 +18,7 @@
  */
 
 import { fromBase64 } from "../lib/base64.ts";
+import { parseTrustUpdate, TRUST_STORE_FILE_TYPE } from "../protocol/trust_update.ts";
 import {
   bytesSource,
   compareVersions,
@@ -35,8 +36,8 @@ export const MAX_EXTRA_FILE_BYTES = 64 * 1024;
 /** One more file of an update, as the API takes it. */
 export interface ExtraFileRequest {
   /**
-   * 2..255: what the device's application makes of it; 1: a second-stage bootloader image
-   * installed together with the firmware.
+   * 3..255: what the device's application makes of it; 1: a second-stage bootloader image
+   * installed together with the firmware; 2: a trust-store update (protocol/trust_update.ts).
    */
   readonly fileType: number;
   /** Its name on the device (`filepath`), 1..128 characters of [A-Za-z0-9_./-]. */
@@ -121,6 +122,10 @@ export async function prepareExtraFiles(
         };
       }
       signature = given;
+    }
+    if (fileType === TRUST_STORE_FILE_TYPE) {
+      const update = parseTrustUpdate(data);
+      if (!update.ok) return { ok: false, reason: `${where}: ${update.reason}` };
     }
     if (fileType === SECOND_STAGE_FILE && !decodedVersion(data)) {
       return { ok: false, reason: `${where}: a second-stage bootloader must be a signed image` };

@@ -133,9 +133,9 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     value: "TYPE:PATH[:SIG]",
     multiple: true,
     help: "create: another file of the update (a data file for the device's application, type " +
-      "2..255; type 1, a signed second-stage bootloader image installed together with the " +
-      "firmware, which depends on it), signed by --profile, or with SIG, its DER signature by " +
-      "the --image's signer",
+      "3..255; type 1, a signed second-stage bootloader image installed together with the " +
+      "firmware, which depends on it; type 2, a trust-store update), signed by --profile, or " +
+      "with SIG, its DER signature by the --image's signer",
   },
   {
     name: "hardware",
@@ -200,7 +200,8 @@ Commands:
               [--wave-size N [--min-success-percent P] [--on-gate-failure pause|cancel]]
                           health-gated waves: the next wave only when P% (default 100) of
                           the last one succeeded; else the update pauses (or is canceled)
-              [--file-type N]  0 firmware (default), 1 second-stage bootloader
+              [--file-type N]  0 firmware (default), 1 second-stage bootloader, 2 trust-store
+                          update (a root-signed file: no --firmware-version or --security-counter)
               [--file TYPE:PATH[:SIG]]...  more files: data for the device's application
               [--delta-base FILE]... [--delta-shipped]
                           offer patches from these images / from earlier updates' firmware:
@@ -433,14 +434,18 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
           }
         } else {
           request.payload = toBase64(await file(values.payload, "payload"));
-          if (!values["firmware-version"]) {
+          // A trust-store update (file type 2) is no image: no version or counter of its own.
+          const image = !flags.has("file-type") || flags.int("file-type") !== 2;
+          if (image && !values["firmware-version"]) {
             throw new UsageError("Missing required option --firmware-version");
           }
-          request.version = values["firmware-version"];
-          if (!flags.has("security-counter")) {
+          if (values["firmware-version"]) request.version = values["firmware-version"];
+          if (image && !flags.has("security-counter")) {
             throw new UsageError("Missing required option --security-counter");
           }
-          request.securityCounter = flags.int("security-counter");
+          if (flags.has("security-counter")) {
+            request.securityCounter = flags.int("security-counter");
+          }
           if (!values.profile) throw new UsageError("Missing required option --profile");
           request.signingProfile = values.profile;
           if (values["encrypt-to"] !== undefined) {

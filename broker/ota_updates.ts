@@ -48,6 +48,7 @@ import {
 } from "../protocol/job_document.ts";
 import { makeDeltaOffers } from "./delta_offers.ts";
 import { ProfileKeyVault, type SealedKey } from "./profile_keys.ts";
+import { parseTrustUpdate, TRUST_STORE_FILE_TYPE } from "../protocol/trust_update.ts";
 
 /**
  * A signing profile as an operator creates it: the device root, the code-signing certificate and
@@ -624,9 +625,11 @@ export class OtaUpdateManager {
           "give either image + signature + certificatePem, or payload + version + securityCounter + signingProfile",
       };
     }
-    const version = parseVersion(request.version ?? "");
+    // A trust-store update is no image: it has no version or security counter of its own.
+    const trustUpdate = request.fileType === TRUST_STORE_FILE_TYPE;
+    const version = parseVersion(request.version ?? (trustUpdate ? "0.0.0" : ""));
     if (!version) return { ok: false, reason: "version must be X.Y.Z[+B]" };
-    const counter = request.securityCounter;
+    const counter = request.securityCounter ?? (trustUpdate ? 0 : undefined);
     if (!Number.isInteger(counter) || counter! < 0 || counter! > 0xffffffff) {
       return { ok: false, reason: "securityCounter must be a u32" };
     }
@@ -639,6 +642,16 @@ export class OtaUpdateManager {
     }
     const privateKey = await this.#profileKey(profile);
     if (!privateKey.ok) return privateKey;
+    if (trustUpdate) {
+      // Signed by the device's root already; the profile signs the file as it is.
+      const update = parseTrustUpdate(payload);
+      if (!update.ok) return { ok: false, reason: `payload: ${update.reason}` };
+      const sign = (data: Uint8Array) => signData(privateKey.value, data);
+      return {
+        ok: true,
+        value: { image: payload, signature: await sign(payload), signing: { sign } },
+      };
+    }
     const cert = parseCertificate(profile.certificatePem);
     if (!cert.ok) return { ok: false, reason: "the signing profile is unusable" };
     const hardwareId = request.hardwareId;

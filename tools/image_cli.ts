@@ -9,7 +9,12 @@
 
 import { flagLines, type FlagSpec, parseFlags, wrapped } from "../lib/flags.ts";
 import { toArrayBuffer, toHex } from "../lib/bytes.ts";
-import { type Certificate, certificateDer, parseCertificate } from "../protocol/certificates.ts";
+import {
+  type Certificate,
+  certificateDer,
+  checkCodeSigner,
+  parseCertificate,
+} from "../protocol/certificates.ts";
 import { createSigningPki, exportPrivateKeyPem } from "../pki/certificate_issuer.ts";
 import {
   ECDSA_P256,
@@ -44,6 +49,7 @@ import {
 } from "../protocol/image_encryption.ts";
 import { UsageError } from "../lib/usage_error.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
+import { parseTrustUpdate, signRootLink, signTrustUpdate } from "../protocol/trust_update.ts";
 
 /** A usage error: message shown, exit code 2. */
 export { UsageError };
@@ -75,6 +81,38 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
     flags: [
       { name: "out-dir", value: "DIR", help: "where the keys go (required)" },
       { name: "force", help: "overwrite existing keys" },
+    ],
+  },
+  "trust-update": {
+    args: "",
+    about: "Make a trust-store update for devices (job file type 2; `ota create --file-type 2 " +
+      "--payload FILE`): the whole store, signed by the root the devices trust. Rotating the " +
+      "root: give --new-root and --new-root-key; the old root signs the link, the new root the " +
+      "update.",
+    flags: [
+      { name: "root-key", value: "FILE", help: "the devices' current root key, PEM (required)" },
+      { name: "root-cert", value: "FILE", help: "its certificate, PEM (required)" },
+      {
+        name: "store-version",
+        value: "N",
+        help: "the store's version: higher than the devices' (required)",
+        range: [1, 0xffffffff],
+      },
+      {
+        name: "signer",
+        value: "LABEL=CERT",
+        multiple: true,
+        help: "a code-signer certificate (PEM) the devices find by LABEL (a job's certfile)",
+      },
+      {
+        name: "revoke",
+        value: "CERT|HASH",
+        multiple: true,
+        help: "a signing key to refuse: its certificate (PEM) or SHA-256 of its SPKI (hex)",
+      },
+      { name: "new-root", value: "FILE", help: "rotate to this root certificate (PEM)" },
+      { name: "new-root-key", value: "FILE", help: "the new root's key (PEM)" },
+      { name: "out", value: "FILE", help: "where the update goes (required)" },
     ],
   },
   firmware: {
@@ -268,6 +306,77 @@ async function keygen(args: string[], out: Output): Promise<number> {
   await Deno.writeTextFile(`${dir}/signer.pem`, pemEncode("CERTIFICATE", certificateDer(signer)));
   out(
     `wrote ${dir}/root.key, ${dir}/root.pem, ${dir}/signer.key, ${dir}/signer.pem (valid ${days} days)`,
+  );
+  return 0;
+}
+
+async function trustUpdate(args: string[], out: Output): Promise<number> {
+  const flags = flagsOf("trust-update", args);
+  const values = flags.values;
+  const key = async (path: string, what: string) => {
+    const parsed = await importPrivateKeyPem(new TextDecoder().decode(await readFile(path, what)));
+    if (!parsed.ok) throw new UsageError(`Cannot use --${what} '${path}': ${parsed.reason}`);
+    return parsed.value.privateKey;
+  };
+  const rootKey = await key(required(values, "root-key"), "root-key");
+  const rootCert = await loadCertificate(required(values, "root-cert"));
+  if (!flags.has("store-version")) throw new UsageError("Missing required option --store-version");
+  const signers = [];
+  for (const spec of (values.signer as string[] | undefined) ?? []) {
+    const at = spec.indexOf("=");
+    if (at < 1) {
+      throw new UsageError(`Invalid --signer: expected LABEL=CERT: current value is '${spec}'`);
+    }
+    const certificate = await loadCertificate(spec.slice(at + 1));
+    signers.push({ label: spec.slice(0, at), certificate: certificateDer(certificate) });
+  }
+  const revoked = [];
+  for (const spec of (values.revoke as string[] | undefined) ?? []) {
+    if (/^[0-9a-fA-F]{64}$/.test(spec)) {
+      revoked.push(spec.toLowerCase());
+      continue;
+    }
+    const certificate = await loadCertificate(spec);
+    revoked.push(sha256(new Uint8Array(certificate.publicKey.rawData)).toHex());
+  }
+  const newRootPath = values["new-root"] as string | undefined;
+  const newRootKeyPath = values["new-root-key"] as string | undefined;
+  if ((newRootPath === undefined) !== (newRootKeyPath === undefined)) {
+    throw new UsageError("--new-root and --new-root-key go together");
+  }
+  let signer = rootKey;
+  let rootLink;
+  if (newRootPath !== undefined) {
+    const newRoot = certificateDer(await loadCertificate(newRootPath));
+    rootLink = { certificate: newRoot, signature: await signRootLink(newRoot, rootKey) };
+    signer = await key(newRootKeyPath!, "new-root-key");
+  }
+  const body = {
+    version: flags.int("store-version"),
+    signers,
+    revoked,
+    ...(rootLink ? { rootLink } : {}),
+  };
+  const bytes = await signTrustUpdate(body, (data) => signData(signer, data));
+  // What a device will check, checked here first: a tool must not make an update devices refuse.
+  const parsed = parseTrustUpdate(bytes);
+  if (!parsed.ok) throw new UsageError(`Cannot make the update: ${parsed.reason}`);
+  const underRoot = rootLink
+    ? parseCertificate(rootLink.certificate)
+    : { ok: true as const, value: rootCert };
+  if (!underRoot.ok) throw new UsageError(`--new-root: ${underRoot.reason}`);
+  for (const s of signers) {
+    const cert = parseCertificate(s.certificate);
+    const checked = cert.ok
+      ? await checkCodeSigner(cert.value, underRoot.value, { at: new Date() })
+      : cert;
+    if (!checked.ok) throw new UsageError(`--signer ${s.label}: ${checked.reason}`);
+  }
+  const path = required(values, "out");
+  await Deno.writeFile(path, bytes);
+  out(
+    `wrote ${path}: trust store version ${body.version}, ${signers.length} signers, ` +
+      `${revoked.length} revoked${rootLink ? ", root rotated" : ""} (${bytes.length} bytes)`,
   );
   return 0;
 }
@@ -596,6 +705,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
   const commands: Record<string, (args: string[], out: Output) => Promise<number>> = {
     keygen,
     "encryption-keygen": encryptionKeygen,
+    "trust-update": trustUpdate,
     firmware,
     sign,
     "sign-detached": signDetached,
@@ -610,7 +720,7 @@ export async function runImageCli(args: string[], out: Output, err: Output): Pro
   if (!command) {
     err(
       usageLine(
-        "Missing the command (keygen, encryption-keygen, firmware, sign, sign-detached, inspect, verify)",
+        "Missing the command (keygen, encryption-keygen, trust-update, firmware, sign, sign-detached, inspect, verify)",
       ),
     );
     return 2;

@@ -4,12 +4,16 @@
  * codes of the final edition. The "file" is a real signed image, because this PAL verifies the
  * image as the bootloader will when it closes the file.
  *
- * Not applicable: otaPal_CloseFile_ValidSignatureKeyInFlash (needs a PKCS#11 module; our
- * verification certificates live in the boot ROM's certificate store instead).
+ * otaPal_CloseFile_ValidSignatureKeyInFlash takes the verification certificate from the device's
+ * key store in flash (its trust store, under the PKCS#11 label "Code Verify Key"), not from the
+ * boot ROM's certificates: all 25 cases run.
  */
 import assert from "node:assert/strict";
 import { signData } from "../../protocol/signatures.ts";
-import type { Device } from "../../bootloader/device.ts";
+import { Device } from "../../bootloader/device.ts";
+import { CODE_VERIFY_KEY } from "../../protocol/job_document.ts";
+import { signTrustUpdate } from "../../protocol/trust_update.ts";
+import { certificateDer } from "../../protocol/certificates.ts";
 import { FwuState } from "../../bootloader/fwu.ts";
 import { type OtaFileContext } from "../../bootloader/ota_pal.ts";
 import {
@@ -56,6 +60,36 @@ palCase("otaPal_CloseFile_ValidSignature", async (device, file) => {
   assert.equal(device.pal.createFileForRx(file), SUCCESS);
   writeAll(device, file, image);
   assert.equal(await device.pal.closeFile(file), SUCCESS);
+});
+
+Deno.test("otaPal_CloseFile_ValidSignatureKeyInFlash", async () => {
+  const pki = await testPki();
+  const { device: factory } = await factoryDevice();
+  // A chip whose boot ROM holds the root only: the signer's certificate is provisioned into the
+  // key store in flash, as the suite's PKCS#11 provisioning does.
+  const device = new Device({
+    layout: factory.layout,
+    rom: { root: pki.root },
+    flash: factory.flash,
+  });
+  await device.powerOn();
+  const file = { ...await fileFor(image), certFilePath: CODE_VERIFY_KEY };
+  assert.equal(device.pal.readAndAssumeCertificate(CODE_VERIFY_KEY), null, "not in the boot ROM");
+  const provisioned = await device.applyTrustUpdate(
+    await signTrustUpdate(
+      {
+        version: 1,
+        signers: [{ label: CODE_VERIFY_KEY, certificate: certificateDer(pki.signer) }],
+        revoked: [],
+      },
+      (bytes) => signData(pki.rootKeys.privateKey, bytes),
+    ),
+  );
+  assert.deepEqual(provisioned, { ok: true });
+  assert.equal(device.pal.createFileForRx(file), SUCCESS);
+  writeAll(device, file, image);
+  assert.equal(await device.pal.closeFile(file), SUCCESS);
+  assert.equal(device.pal.abort(file), SUCCESS);
 });
 
 palCase("otaPal_CloseFile_InvalidSignatureBlockWritten", async (device, file) => {

@@ -162,7 +162,10 @@ Deno.test({
       await page.fill("#token", "not-the-token");
       await page.click("#login button");
       await page.waitForSelector("#login:not([hidden])");
-      assert.match((await page.textContent("#login-error")) ?? "", /wrong or revoked operator token/);
+      assert.match(
+        (await page.textContent("#login-error")) ?? "",
+        /wrong or revoked operator token/,
+      );
       await page.fill("#token", "qualification-token");
       await page.click("#login button");
       await page.click("#updates a");

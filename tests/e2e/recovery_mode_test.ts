@@ -82,7 +82,7 @@ Deno.test("recovery mode: data and bootloader files are REJECTED, an image below
   await recoveryWorld(async (side, rig) => {
     const data = await side.rawJob("data-file", new Uint8Array(64), (file) => ({
       ...file,
-      fileType: 2,
+      fileType: 3,
       "sig-sha256-ecdsa": PLACEHOLDER_SIGNATURE,
     }));
     await waitUntil(ended(side, data), "the data job to be refused", 60_000);
