@@ -79,6 +79,7 @@ import {
   versionRefusal,
 } from "./download.ts";
 import { RateWatch } from "./rate_floor.ts";
+import { staleDocument } from "../protocol/job_metadata.ts";
 
 /** An event in the mailbox: the two that carry input say what, the others carry nothing. */
 type QueuedEvent =
@@ -473,6 +474,16 @@ export class OtaAgent {
       this.#platform.pal.resetDevice(null);
       return "stay";
     }
+    const stale = await this.#staleDocument(job);
+    if (stale !== null) {
+      return await this.#refuseJob({
+        kind: "invalid",
+        jobId: job.jobId,
+        status: "REJECTED",
+        reason: stateReason("rejected", OtaErr.JobParserError),
+        detail: stale,
+      });
+    }
     if (this.#active && this.#active.job.jobId === job.jobId) {
       // The download we were doing before a suspend: continue from the bitmap.
       this.#refreshUrls(job);
@@ -497,6 +508,35 @@ export class OtaAgent {
     this.#active = this.#open(job, this.#firstFileIndex(job));
     this.#signal({ type: "CreateFile" });
     return "done";
+  }
+
+  /**
+   * Why a job document must not be acted on (freeze and replay: protocol/job_metadata.ts), or
+   * null: its signed metadata verifies with the signer its first file names and has not expired
+   * at trusted time (the device's clock, never below the newest issue time it accepted, which it
+   * then raises). Without metadata, null unless `requireFreshDocuments`.
+   */
+  async #staleDocument(job: OtaJob): Promise<string | null> {
+    const metadata = job.metadata;
+    if (!metadata) {
+      return this.#config.requireFreshDocuments
+        ? "job document without signed metadata (issue time and expiry): refused"
+        : null;
+    }
+    const certFile = job.files[0]?.certFile ?? CODE_VERIFY_KEY;
+    const verified = await this.#platform.pal.checkDataSignature(
+      metadata.bodyBytes,
+      metadata.signature,
+      certFile,
+    );
+    if (otaPalMain(verified) !== OtaPalMainStatus.Success) {
+      return `job document metadata: ${this.#platform.pal.lastError ?? "signature check failed"}`;
+    }
+    const trustedNow = Math.max(this.#clock.now(), this.#resume.loadTimeFloor());
+    const stale = staleDocument(metadata.body, job.jobId, trustedNow);
+    if (stale !== null) return stale;
+    this.#resume.raiseTimeFloor(metadata.body.issued);
+    return null;
   }
 
   /** Why this device cannot take a job's set of files (a valid document), or null. */

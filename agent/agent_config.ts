@@ -55,6 +55,12 @@ export interface AgentConfig {
   readonly persistEveryBlocks: number;
   /** Accept the same or an older version. @default {false} */
   readonly allowDowngrade: boolean;
+  /**
+   * Refuse job documents without signed metadata (issue time and expiry, see
+   * protocol/job_metadata.ts). Documents that carry it are checked either way. @default {false}
+   * (AWS IoT's documents have none)
+   */
+  readonly requireFreshDocuments: boolean;
   /** Preferred data protocol when a job offers both. @default {"MQTT"} */
   readonly preferredProtocol: DataProtocol;
   /** Largest firmware file (the update slot). */
@@ -76,6 +82,7 @@ export const DEFAULT_AGENT_CONFIG: Omit<AgentConfig, "maxFirmwareSize"> = {
   maxStatusRetries: 10,
   persistEveryBlocks: 16,
   allowDowngrade: false,
+  requireFreshDocuments: false,
   preferredProtocol: "MQTT",
   maxDataFileSize: 65_536,
 };

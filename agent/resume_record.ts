@@ -49,6 +49,8 @@ export class ResumeStore {
   readonly #store: StateStore;
   /** The intent as last written (undefined: not read from flash yet this boot). */
   #intent: SuccessIntent | null | undefined = undefined;
+  /** The trusted-time floor as last written (undefined: not read yet this boot). */
+  #timeFloor: number | undefined = undefined;
 
   constructor(store: StateStore) {
     this.#store = store;
@@ -88,14 +90,45 @@ export class ResumeStore {
     return this.#intent;
   }
 
+  /**
+   * The newest issue time of a job document this device accepted (epoch ms; 0: none): its
+   * trusted time never goes below it (see protocol/job_metadata.ts).
+   */
+  loadTimeFloor(): number {
+    if (this.#timeFloor === undefined) {
+      const floor = this.#loadStored()?.timeFloor;
+      this.#timeFloor = typeof floor === "number" && Number.isSafeInteger(floor) && floor > 0
+        ? floor
+        : 0;
+    }
+    return this.#timeFloor;
+  }
+
+  /** Raises the trusted-time floor to `time` (a lower one changes nothing). */
+  raiseTimeFloor(time: number): void {
+    if (time <= this.loadTimeFloor()) return;
+    this.#timeFloor = time;
+    this.#write(this.loadRecord(), this.loadIntent());
+  }
+
   #write(resume: ResumeRecord | null, intent: SuccessIntent | null): void {
     this.#intent = intent;
-    if (!resume && !intent) {
+    const timeFloor = this.loadTimeFloor();
+    if (!resume && !intent && timeFloor === 0) {
       const bytes = this.#store.load();
       if (bytes !== null && bytes.length > 0) this.#store.save(new Uint8Array(0));
       return;
     }
-    const stored = { v: 1, ...resume, ...(intent ? { successReported: intent } : {}) };
+    // A record read back from flash carries the other fields too: each is written from its own.
+    const { successReported: _intent, timeFloor: _floor, ...record } = (resume ?? {}) as
+      & Partial<ResumeRecord>
+      & Record<string, unknown>;
+    const stored = {
+      v: 1,
+      ...record,
+      ...(intent ? { successReported: intent } : {}),
+      ...(timeFloor > 0 ? { timeFloor } : {}),
+    };
     this.#store.save(new TextEncoder().encode(JSON.stringify(stored)));
   }
 

@@ -68,6 +68,12 @@ export const OTA_FLAGS: readonly FlagSpec[] = [
     range: [1, 1000],
   },
   {
+    name: "document-ttl",
+    value: "S",
+    help: "create: how long devices may act on the job document, in seconds (its signed expiry)",
+    range: [60, 31_536_000],
+  },
+  {
     name: "min-rate",
     value: "SIZE",
     help: "create: the slowest download devices accept, per second (e.g. 2KiB): one that stays " +
@@ -196,6 +202,8 @@ Commands:
                           signing profiles' roots]
               [--protocol MQTT|HTTP|both] [--max-per-minute N]
               [--min-rate SIZE [--min-rate-window S]]  abandon downloads slower than SIZE/s
+              [--document-ttl S]  devices refuse the job document S seconds after it was made
+                          (signed issue time and expiry; default 30 days)
               [--abort-failed-percent P --abort-min N] [--timeout-minutes N] [--retries N]
               [--wave-size N [--min-success-percent P] [--on-gate-failure pause|cancel]]
                           health-gated waves: the next wave only when P% (default 100) of
@@ -248,6 +256,7 @@ type OtaValues =
         | "protocol"
         | "max-per-minute"
         | "min-rate"
+        | "document-ttl"
         | "min-rate-window"
         | "abort-failed-percent"
         | "abort-min"
@@ -494,6 +503,7 @@ export async function runOtaCli(args: string[], io: Io): Promise<number> {
             ...(flags.boolean("delta-shipped") ? { shipped: true } : {}),
           };
         }
+        if (flags.has("document-ttl")) request.documentTtlSeconds = flags.int("document-ttl");
         if (flags.has("min-rate")) {
           request.minimumRate = {
             bytesPerSecond: flags.size("min-rate"),

@@ -48,6 +48,11 @@ import {
 } from "../protocol/job_document.ts";
 import { makeDeltaOffers } from "./delta_offers.ts";
 import { ProfileKeyVault, type SealedKey } from "./profile_keys.ts";
+import {
+  DEFAULT_DOCUMENT_TTL_SECONDS,
+  MAX_DOCUMENT_TTL_SECONDS,
+  signJobMetadata,
+} from "../protocol/job_metadata.ts";
 import { parseTrustUpdate, TRUST_STORE_FILE_TYPE } from "../protocol/trust_update.ts";
 
 /**
@@ -124,6 +129,13 @@ export interface OtaUpdateRequest {
    * `bytesPerSecond` for a whole `windowSeconds` is abandoned (slow retrieval). None: no floor.
    */
   readonly minimumRate?: RateFloor;
+  /**
+   * How long devices may act on the job document, 60 s..1 year: the cloud signs its issue time
+   * and expiry (job document `signedMetadata`) with the signing profile, and a device refuses it
+   * past that (a replayed or frozen document). Documents of images signed elsewhere carry none.
+   * @default {2592000} (30 days)
+   */
+  readonly documentTtlSeconds?: number;
   /** Pre-signed URL lifetime, 60..3600 s. @default {1800} */
   readonly presignedUrlExpirySeconds?: number;
   /**
@@ -341,6 +353,13 @@ export class OtaUpdateManager {
     if (!Number.isInteger(expiry) || expiry < 60 || expiry > 3600) {
       return { ok: false, reason: "presignedUrlExpirySeconds must be 60..3600" };
     }
+    const ttl = request.documentTtlSeconds ?? DEFAULT_DOCUMENT_TTL_SECONDS;
+    if (!Number.isInteger(ttl) || ttl < 60 || ttl > MAX_DOCUMENT_TTL_SECONDS) {
+      return {
+        ok: false,
+        reason: `documentTtlSeconds must be an integer 60..${MAX_DOCUMENT_TTL_SECONDS}`,
+      };
+    }
     const floor = request.minimumRate;
     if (floor !== undefined) {
       const within = (v: unknown, max: number) =>
@@ -426,8 +445,17 @@ export class OtaUpdateManager {
         : {}),
     };
     const presigned = (key: string) => `\${ota:presigned-url:${key}:${expiry}}`;
+    const issued = this.#now();
+    const signing = signed.value.signing;
+    const signedMetadata = "sign" in signing
+      ? await signJobMetadata(
+        { jobId: record.jobId, issued, expires: issued + ttl * 1000 },
+        signing.sign,
+      )
+      : undefined;
     const document = buildOtaDocument({
       protocols,
+      ...(signedMetadata ? { signedMetadata } : {}),
       ...(floor !== undefined
         ? {
           minimumRate: { bytesPerSecond: floor.bytesPerSecond, windowSeconds: floor.windowSeconds },

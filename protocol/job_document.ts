@@ -15,6 +15,7 @@ import { failedReason, JobParseErr } from "./job_status.ts";
 import { OtaPalMainStatus } from "./ota_pal_status.ts";
 import { duplicateKey } from "./strict_json.ts";
 import { derSignatureToRaw } from "./signatures.ts";
+import { type JobMetadata, parseJobMetadata } from "./job_metadata.ts";
 
 /** Data protocols a job can offer. */
 export type DataProtocol = "MQTT" | "HTTP";
@@ -74,6 +75,8 @@ export interface OtaJob {
   readonly files: readonly OtaFileSpec[];
   /** The slowest download the job accepts (extension `minimumRate`), or null: no floor. */
   readonly minimumRate: RateFloor | null;
+  /** When the document was issued and until when it holds, signed (`signedMetadata`), or null. */
+  readonly metadata: JobMetadata | null;
 }
 
 /**
@@ -161,6 +164,8 @@ export function buildOtaDocument(spec: {
   readonly streamName?: string;
   readonly files: readonly OtaDocumentFile[];
   readonly minimumRate?: RateFloor;
+  /** Signed metadata (job_metadata.ts): issue time and expiry. */
+  readonly signedMetadata?: { readonly body: string; readonly signature: string };
 }): { afr_ota: Record<string, unknown> } {
   const files = spec.files.map((f) => {
     const file: Record<string, unknown> = {
@@ -186,6 +191,7 @@ export function buildOtaDocument(spec: {
   const ota: Record<string, unknown> = { protocols: [...spec.protocols], files };
   if (spec.streamName !== undefined) ota.streamname = spec.streamName;
   if (spec.minimumRate !== undefined) ota.minimumRate = { ...spec.minimumRate };
+  if (spec.signedMetadata !== undefined) ota.signedMetadata = { ...spec.signedMetadata };
   return { afr_ota: ota };
 }
 
@@ -500,7 +506,16 @@ function parseExecution(
     streamName,
     files,
     minimumRate: parseRateFloor(ota.minimumRate),
+    metadata: parseMetadataField(ota.signedMetadata),
   };
+}
+
+/** `afr_ota.signedMetadata` (absent or null: none). */
+function parseMetadataField(raw: unknown): JobMetadata | null {
+  if (raw === undefined || raw === null) return null;
+  const parsed = parseJobMetadata(raw);
+  if (!parsed.ok) throw malformed(`afr_ota.${parsed.reason}`);
+  return parsed.value;
 }
 
 /** `afr_ota.minimumRate` (absent or null: no floor). */

@@ -42,6 +42,7 @@ function job(
     streamName,
     files,
     minimumRate: null,
+    metadata: null,
   };
 }
 

@@ -375,7 +375,7 @@ export async function inProcessDevice(
     payload: Uint8Array,
     deliver: (bytes: Uint8Array) => void,
   ) => Uint8Array | null,
-  options: { readonly twoStage?: boolean } = {},
+  options: { readonly twoStage?: boolean; readonly agentConfig?: Partial<AgentConfig> } = {},
 ): Promise<InProcessDevice> {
   const layout = smallLayout(24);
   const { device, pki } = await factoryDevice({
@@ -389,7 +389,7 @@ export async function inProcessDevice(
     device,
     thingName: side.thing,
     brokerUrl: side.cloud.url,
-    agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: side.protocol },
+    agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: side.protocol, ...options.agentConfig },
     mqttOptions: { username: side.thing, password: side.secret, reconnectPeriod: 200 },
     http: fetchHttpPort,
     log: (line) => logs.push(line),
