@@ -31,6 +31,39 @@ export const fetchHttpPort: HttpPort = {
   },
 };
 
+/**
+ * The HTTP port over HTTPS only, with `caPem` (the fleet's CA) as the only trust anchor: a server
+ * whose certificate does not chain to it, or does not name the host the URL dials, fails the
+ * handshake, and a plain `http://` URL is refused before anything is sent. `close` releases the
+ * client's connections.
+ *
+ * @example
+ * ```ts ignore
+ * const https = httpsPort(fleetCaPem);
+ * await https.getRange("https://ota.example.net/files/fw.bin?...", 0, 4095);
+ * https.close();
+ * ```
+ */
+export function httpsPort(caPem: string): HttpPort & { close(): void } {
+  const client = Deno.createHttpClient({ caCerts: [caPem] });
+  return {
+    async getRange(url, start, end) {
+      if (!url.startsWith("https://")) {
+        throw new Error(`refused to fetch over plain HTTP: ${url.split("?")[0]}`);
+      }
+      const response = await fetch(url, {
+        client,
+        headers: { Range: `bytes=${start}-${end}` },
+        signal: AbortSignal.timeout(HTTP_REQUEST_TIMEOUT_MS),
+      });
+      return { status: response.status, body: await readAtMost(response, end - start + 2) };
+    },
+    close() {
+      client.close();
+    },
+  };
+}
+
 /** Reads up to `limit` bytes of the body and lets go of the rest (no connection leaks). */
 async function readAtMost(response: Response, limit: number): Promise<Uint8Array> {
   if (!response.body) return new Uint8Array();

@@ -91,8 +91,22 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
     help: "with --tls-key and --tls-cert: an MQTT over TLS listener",
     range: [0, 65535],
   },
-  { name: "tls-key", value: "FILE", help: "the TLS listener's private key (PEM)" },
-  { name: "tls-cert", value: "FILE", help: "the TLS listener's certificate (PEM)" },
+  {
+    name: "tls-key",
+    value: "FILE",
+    help: "the TLS private key (PEM): of the MQTT TLS listener, and of the operator API, " +
+      "dashboard, file links and MQTT over WebSocket, which then serve HTTPS and wss only",
+  },
+  { name: "tls-cert", value: "FILE", help: "the TLS certificate (PEM), for both listeners" },
+  {
+    name: "plain-http",
+    help: "with TLS: keep the operator API, dashboard and file links on plain HTTP",
+  },
+  {
+    name: "plain-mqtt",
+    help: "with TLS: keep the plain MQTT listener on --host (otherwise it listens on " +
+      "127.0.0.1 only, for tools on this machine)",
+  },
   {
     name: "tls-ca",
     value: "FILE",
@@ -163,6 +177,10 @@ export interface BrokerOptions {
   readonly tokenGenerated: boolean;
   readonly serviceSecret?: string;
   readonly external?: string;
+  /** With TLS: the operator API stays plain HTTP. */
+  readonly plainHttp: boolean;
+  /** With TLS: the plain MQTT listener stays on the listen address (else loopback only). */
+  readonly plainMqtt: boolean;
   readonly tls?: { port: number; key: string; cert: string; ca?: string };
   readonly powerLossDurable: boolean;
   /** The cluster's Redis (redis://HOST:PORT), when this broker is a node of one. */
@@ -230,6 +248,10 @@ export function parseBrokerArgs(
     tls = { port: tlsPort, key, cert, ...(ca ? { ca } : {}) };
   } else if (values["tls-key"] ?? values["tls-cert"] ?? values["tls-ca"]) {
     throw new UsageError("--tls-key, --tls-cert and --tls-ca need --tls-port");
+  } else if (flags.boolean("plain-http") || flags.boolean("plain-mqtt")) {
+    throw new UsageError(
+      "--plain-http and --plain-mqtt keep plain listeners next to TLS: give --tls-port",
+    );
   }
   const serviceSecret = values["service-secret"] ?? env("OTA_SERVICE_SECRET");
   let profileKey: string | undefined = env("OTA_PROFILE_KEY");
@@ -304,6 +326,8 @@ export function parseBrokerArgs(
     ...(profileKey !== undefined ? { profileKey } : {}),
     ...(values.external ? { external: values.external } : {}),
     ...(tls ? { tls } : {}),
+    plainHttp: flags.boolean("plain-http"),
+    plainMqtt: flags.boolean("plain-mqtt"),
     powerLossDurable: flags.boolean("power-loss-durable"),
     ...(cluster ? { cluster } : {}),
     ...(db ? { db } : {}),

@@ -23,6 +23,8 @@ export interface EmbeddedBroker {
 /** TLS listener settings (PEM); with `ca`, clients must present a certificate issued by it. */
 export interface BrokerTls {
   readonly port?: number;
+  /** The TLS listener's address. @default {the plain listener's} */
+  readonly host?: string;
   readonly key: string;
   readonly cert: string;
   readonly ca?: string;
@@ -151,13 +153,15 @@ export async function startEmbeddedBroker(
       tlsServer!.listen(
         {
           port: options.tls!.port ?? 0,
-          host: options.host ?? "127.0.0.1",
+          host: options.tls!.host ?? options.host ?? "127.0.0.1",
           backlog: LISTEN_BACKLOG,
         },
         () => resolve(),
       );
     });
-    tlsUrl = `mqtts://127.0.0.1:${(tlsServer.address() as { port: number }).port}`;
+    const tlsHost = options.tls.host ?? options.host ?? "127.0.0.1";
+    const reach = tlsHost === "0.0.0.0" || tlsHost === "::" ? "127.0.0.1" : tlsHost;
+    tlsUrl = `mqtts://${reach}:${(tlsServer.address() as { port: number }).port}`;
   }
   return {
     broker,

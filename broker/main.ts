@@ -80,7 +80,8 @@ const cloud = await startCloud({
   // With a shared database the scheduler runs where the lease is (below), nowhere before.
   scheduling: store === undefined,
   port: options.mqttPort,
-  host: options.host,
+  // With TLS, devices elsewhere meet TLS only; plain MQTT stays for this machine unless asked.
+  host: options.tls && !options.plainMqtt ? "127.0.0.1" : options.host,
   databasePath: `${dataDir}/cloud.db`,
   powerLossDurable: options.powerLossDurable,
   clock: scale === 1 ? systemClock : new ScaledClock(
@@ -96,7 +97,7 @@ const cloud = await startCloud({
       : events("problem", { message: line }),
   events,
   ...(options.external ? { external: options.external } : {}),
-  ...(options.tls ? { tls: options.tls } : {}),
+  ...(options.tls ? { tls: { ...options.tls, host: options.host } } : {}),
 }).catch((error) => cannot(`start the MQTT broker on port ${options.mqttPort}`, error));
 const lease = options.db
   ? await SchedulerLease.start(options.db, {
@@ -109,8 +110,11 @@ const lease = options.db
   : null;
 let server: Deno.HttpServer;
 try {
+  const https = options.tls && !options.plainHttp
+    ? { cert: options.tls.cert, key: options.tls.key }
+    : {};
   server = Deno.serve(
-    { port: options.httpPort, hostname: options.host, onListen: () => {} },
+    { port: options.httpPort, hostname: options.host, onListen: () => {}, ...https },
     operatorApi(cloud, { token }),
   );
 } catch (error) {
@@ -121,7 +125,8 @@ const apiPort = (server.addr as Deno.NetAddr).port;
 // What others are told to reach: the public URL when given, else this listener (every
 // interface's is reached locally through loopback).
 const local = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host;
-const base = options.publicUrl ?? `http://${local}:${apiPort}`;
+const scheme = options.tls && !options.plainHttp ? "https" : "http";
+const base = options.publicUrl ?? `${scheme}://${local}:${apiPort}`;
 cloud.files.baseUrl = base;
 console.log(
   JSON.stringify({

@@ -85,10 +85,10 @@ const COMMANDS: Record<string, { args: string; about: string; flags: readonly Fl
   },
   "trust-update": {
     args: "",
-    about: "Make a trust-store update for devices (job file type 2; `ota create --file-type 2 " +
-      "--payload FILE`): the whole store, signed by the root the devices trust. Rotating the " +
-      "root: give --new-root and --new-root-key; the old root signs the link, the new root the " +
-      "update.",
+    about: "Make a trust-store update for devices (job file type 2, shipped as an OTA update " +
+      "of that file type): the whole store, signed by the root the devices trust. Rotating " +
+      "the root: give the new root and its key; the old root signs the link, the new root " +
+      "the update.",
     flags: [
       { name: "root-key", value: "FILE", help: "the devices' current root key, PEM (required)" },
       { name: "root-cert", value: "FILE", help: "its certificate, PEM (required)" },
