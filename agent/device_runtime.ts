@@ -22,6 +22,7 @@ import { type AgentPlatform, type HttpPort, type UpdatableComponent } from "./po
 import { OtaAgent } from "./agent.ts";
 import { attachAgent, mqttPort, unreachableMqtt } from "./mqtt_transport.ts";
 import { thingTopics } from "../protocol/topics.ts";
+import { tokenServer } from "../protocol/login_token.ts";
 
 /**
  * What the agent needs from a running device: its PAL, running version, self-test and update
@@ -285,7 +286,12 @@ export class DeviceRuntime {
     if (!element) return Promise.reject(new Error("the device has no secure element"));
     // Stamped with the device's real-time clock: the broker checks it against wall time, whatever
     // pace a simulation runs its other clocks at.
-    return element.loginToken(this.#options.thingName, systemClock.now());
+    // Made for the server the device dials: a relaying impostor cannot use it with another.
+    return element.loginToken(
+      this.#options.thingName,
+      systemClock.now(),
+      tokenServer(this.#options.brokerUrl),
+    );
   }
 
   #connect(common: Omit<OtaAgentOptions, "mqtt">, password?: string): MqttClient {

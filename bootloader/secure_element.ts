@@ -149,14 +149,18 @@ export class SecureElement {
     return signData(this.#privateKey, data);
   }
 
-  /** A login token for `thing` at time `at` (ms): `se1.<cert>.<at>.<signature>`, base64url. */
-  async loginToken(thing: string, at: number): Promise<string> {
+  /**
+   * A login token for `thing` at time `at` (ms), for the broker named `server` (the host it
+   * dials): `se2.<cert>.<at>.<server>.<signature>`, base64url.
+   */
+  async loginToken(thing: string, at: number, server: string): Promise<string> {
     if (!this.#certificate) throw new Error("the secure element holds no certificate yet");
-    const signature = await this.sign(loginTokenMessage(thing, at));
+    const signature = await this.sign(loginTokenMessage(thing, at, server));
     return [
       LOGIN_TOKEN_PREFIX,
       toBase64Url(this.#certificate),
       String(at),
+      toBase64Url(new TextEncoder().encode(server)),
       toBase64Url(signature),
     ].join(".");
   }

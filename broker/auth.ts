@@ -211,7 +211,7 @@ function certificateThing(client: HookClient): { thing: string; der?: Uint8Array
 }
 
 /** Whether a password is a secure-element login token rather than a secret. */
-const LOGIN_TOKEN = /^se1\./;
+const LOGIN_TOKEN = /^se[12]\./;
 
 type ConnectCallback = (error: (Error & { returnCode?: number }) | null, success?: boolean) => void;
 

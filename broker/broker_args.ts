@@ -99,6 +99,13 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
   },
   { name: "tls-cert", value: "FILE", help: "the TLS certificate (PEM), for both listeners" },
   {
+    name: "server-name",
+    value: "NAME",
+    multiple: true,
+    help: "a host name devices dial this broker by (secure-element login tokens name it); " +
+      "--host, --public-url's host, 127.0.0.1 and localhost are always in",
+  },
+  {
     name: "plain-http",
     help: "with TLS: keep the operator API, dashboard and file links on plain HTTP",
   },
@@ -178,6 +185,8 @@ export interface BrokerOptions {
   readonly serviceSecret?: string;
   readonly external?: string;
   /** With TLS: the operator API stays plain HTTP. */
+  /** The names devices dial this broker by (a login token must name one). */
+  readonly serverNames: readonly string[];
   readonly plainHttp: boolean;
   /** With TLS: the plain MQTT listener stays on the listen address (else loopback only). */
   readonly plainMqtt: boolean;
@@ -327,6 +336,11 @@ export function parseBrokerArgs(
     ...(values.external ? { external: values.external } : {}),
     ...(tls ? { tls } : {}),
     plainHttp: flags.boolean("plain-http"),
+    serverNames: serverNamesOf(
+      (flags.values["server-name"] as string[] | undefined) ?? [],
+      host,
+      publicUrl,
+    ),
     plainMqtt: flags.boolean("plain-mqtt"),
     powerLossDurable: flags.boolean("power-loss-durable"),
     ...(cluster ? { cluster } : {}),
@@ -334,4 +348,23 @@ export function parseBrokerArgs(
     nodeId,
     ...(values["cpu-profile"] ? { cpuProfile: values["cpu-profile"] } : {}),
   };
+}
+
+/** The names a broker answers to: given ones, its address (unless a wildcard), its public host. */
+function serverNamesOf(
+  given: readonly string[],
+  host: string,
+  publicUrl: string | undefined,
+): string[] {
+  for (const name of given) {
+    if (!/^[A-Za-z0-9.:-]{1,253}$/.test(name)) {
+      throw new UsageError(
+        `Invalid --server-name: expected a host name: current value is '${name}'`,
+      );
+    }
+  }
+  const names = new Set(["127.0.0.1", "localhost", ...given.map((n) => n.toLowerCase())]);
+  if (host !== "0.0.0.0" && host !== "::") names.add(host.toLowerCase());
+  if (publicUrl) names.add(new URL(publicUrl).hostname.toLowerCase());
+  return [...names];
 }

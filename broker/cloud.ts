@@ -85,6 +85,11 @@ export interface CloudOptions {
    * of this process only, whose seals die with it (an in-memory cloud).
    */
   readonly profileKey?: string;
+  /**
+   * The names devices dial this broker by (host names, addresses): a secure-element login token
+   * must be made for one of them. @default {["127.0.0.1", "localhost"]}
+   */
+  readonly serverNames?: readonly string[];
 }
 
 /** How the services meet the devices: the embedded aedes, or an external broker. */
@@ -245,6 +250,7 @@ export async function startCloud(options: CloudOptions = {}): Promise<Cloud> {
   const deviceCa = options.deviceCa ?? options.tls?.ca ?? null;
   const identity = new DeviceIdentity({
     ca: deviceCa,
+    ...(options.serverNames ? { serverNames: options.serverNames } : {}),
     // Wall time, not the (possibly scaled) cloud clock: a login token is stamped by the device's
     // real-time clock, and certificates expire in real time.
     clock: systemClock,

@@ -65,11 +65,25 @@ export class DeviceIdentity {
   readonly #registry: CertificateRegistry;
   /** The time of each thing's last accepted token: an older or equal one is a replay. */
   readonly #lastLogin = new Map<string, number>();
+  /** The names this broker answers to: a token must be made for one of them. */
+  readonly #serverNames: ReadonlySet<string>;
 
-  /** `ca`: the fleet CA (PEM or DER); without one, nothing can be registered or log in so. */
+  /**
+   * `ca`: the fleet CA (PEM or DER); without one, nothing can be registered or log in so.
+   * `serverNames`: the host names and addresses devices dial this broker by. @default
+   * {["127.0.0.1", "localhost"]}
+   */
   constructor(
-    options: { ca: string | Uint8Array | null; clock: Clock; registry: CertificateRegistry },
+    options: {
+      ca: string | Uint8Array | null;
+      clock: Clock;
+      registry: CertificateRegistry;
+      serverNames?: readonly string[];
+    },
   ) {
+    this.#serverNames = new Set(
+      (options.serverNames ?? ["127.0.0.1", "localhost"]).map((name) => name.toLowerCase()),
+    );
     const parsed = options.ca ? parseCertificate(options.ca) : null;
     if (parsed && !parsed.ok) throw new Error(`device CA: ${parsed.reason}`);
     this.#ca = parsed?.ok ? parsed.value : null;
@@ -117,15 +131,28 @@ export class DeviceIdentity {
   /** Checks a login token for `thing`; the reason says what failed. */
   async verifyToken(thing: string, token: string): Promise<Checked<true>> {
     const parts = token.split(".");
-    if (parts.length !== 4 || parts[0] !== LOGIN_TOKEN_PREFIX) {
+    if (parts[0] === "se1" && parts.length === 4) {
+      return { ok: false, reason: "login token names no server (se1): refused" };
+    }
+    if (parts.length !== 5 || parts[0] !== LOGIN_TOKEN_PREFIX) {
       return { ok: false, reason: "not a login token" };
     }
     const der = fromBase64Url(parts[1]);
-    const signature = fromBase64Url(parts[3]);
-    if (!der || !signature || !/^\d{1,15}$/.test(parts[2]!)) {
+    const serverBytes = fromBase64Url(parts[3]);
+    const signature = fromBase64Url(parts[4]);
+    if (!der || !signature || !serverBytes || !/^\d{1,15}$/.test(parts[2]!)) {
       return { ok: false, reason: "malformed login token" };
     }
     const at = Number(parts[2]);
+    const server = new TextDecoder().decode(serverBytes);
+    if (!this.#serverNames.has(server.toLowerCase())) {
+      return {
+        ok: false,
+        reason: `token is for server '${server.slice(0, 64)}', not this one (${
+          [...this.#serverNames].join(", ")
+        })`,
+      };
+    }
     const registered = await this.#registry.get(thing);
     if (!registered) return { ok: false, reason: `no certificate is registered for '${thing}'` };
     if (toHex(sha256(der)) !== registered.sha256) {
@@ -143,7 +170,7 @@ export class DeviceIdentity {
     if (at <= (this.#lastLogin.get(thing) ?? -1)) {
       return { ok: false, reason: "token replayed (not newer than the last login)" };
     }
-    const message = loginTokenMessage(thing, at);
+    const message = loginTokenMessage(thing, at, server);
     const valid = await verifySignature(
       checked.value.verifier,
       message,

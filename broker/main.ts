@@ -90,6 +90,7 @@ const cloud = await startCloud({
   ),
   ...(options.serviceSecret ? { serviceSecret: options.serviceSecret } : {}),
   profileKey,
+  serverNames: options.serverNames,
   // The cloud's own lines: refusals (already one line each, rate-limited) and trouble.
   log: (line) =>
     line.startsWith("refused: ")

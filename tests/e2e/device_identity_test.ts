@@ -84,31 +84,49 @@ Deno.test("secure element: its key cannot be read; a token it signs logs the dev
       document: { afr_ota: {} },
       targets: { things: ["dev-se"] },
     });
-    const token = await element.loginToken("dev-se", Date.now());
+    const token = await element.loginToken("dev-se", Date.now(), "127.0.0.1");
     assert.equal(await nextJob(url, "dev-se", { password: token, ca: caPem }), "job-se");
 
     const base = { clientId: "dev-se", username: "dev-se", ca: caPem };
     assert.equal(await login(url, { ...base, password: token }), 4, "a token is good once");
     refusedBecause(cloud, /token replayed/);
 
-    const stale = await element.loginToken("dev-se", Date.now() - 10 * 60_000);
+    const stale = await element.loginToken("dev-se", Date.now() - 10 * 60_000, "127.0.0.1");
     assert.equal(await login(url, { ...base, password: stale }), 4);
     refusedBecause(cloud, /s off the broker's clock/);
 
     const intruder = await SecureElement.generate();
-    const forgedSignature = await intruder.sign(new TextEncoder().encode("se1|dev-se|1"));
-    const forged = ["se1", toBase64Url(element.certificate!), String(Date.now() + 1)]
-      .concat(toBase64Url(forgedSignature)).join(".");
+    const forgedAt = String(Date.now() + 1);
+    const forgedSignature = await intruder.sign(
+      new TextEncoder().encode(`se2|dev-se|${forgedAt}|127.0.0.1`),
+    );
+    const forged = ["se2", toBase64Url(element.certificate!), forgedAt]
+      .concat(toBase64Url(new TextEncoder().encode("127.0.0.1")), toBase64Url(forgedSignature))
+      .join(".");
     assert.equal(await login(url, { ...base, password: forged }), 4);
     refusedBecause(cloud, /token signature does not verify/);
 
     // Another device's genuine token does not log in as this one, nor this one's as the other.
     const other = await world.provision("dev-other");
-    const borrowed = await other.loginToken("dev-other", Date.now());
+    const borrowed = await other.loginToken("dev-other", Date.now(), "127.0.0.1");
     assert.equal(await login(url, { ...base, password: borrowed }), 4);
     refusedBecause(cloud, /not the certificate registered for 'dev-se'/);
-    assert.equal(await login(url, { ...base, password: "se1.garbage" }), 4);
+    assert.equal(await login(url, { ...base, password: "se2.garbage" }), 4);
     refusedBecause(cloud, /not a login token/);
+    // A token the device made for another server (a relaying impostor's) does not log in here.
+    const relayed = await element.loginToken("dev-se", Date.now() + 2, "impostor.example.net");
+    assert.equal(await login(url, { ...base, password: relayed }), 4);
+    refusedBecause(cloud, /token is for server 'impostor\.example\.net', not this one/);
+    // Nor an old-style token that names no server at all.
+    const oldAt = String(Date.now() + 3);
+    const oldStyle = [
+      "se1",
+      toBase64Url(element.certificate!),
+      oldAt,
+      toBase64Url(await element.sign(new TextEncoder().encode(`se1|dev-se|${oldAt}`))),
+    ].join(".");
+    assert.equal(await login(url, { ...base, password: oldStyle }), 4);
+    refusedBecause(cloud, /login token names no server \(se1\): refused/);
   } finally {
     await cloud.close();
   }
@@ -208,10 +226,10 @@ Deno.test("re-provisioning: a new key and certificate for the same thing; the ol
     });
     const second = await world.provision("dev-rp");
     const base = { clientId: "dev-rp", username: "dev-rp", ca: caPem };
-    const old = await first.loginToken("dev-rp", Date.now());
+    const old = await first.loginToken("dev-rp", Date.now(), "127.0.0.1");
     assert.equal(await login(url, { ...base, password: old }), 4, "the replaced element");
     refusedBecause(cloud, /not the certificate registered for 'dev-rp'/);
-    const fresh = await second.loginToken("dev-rp", Date.now());
+    const fresh = await second.loginToken("dev-rp", Date.now(), "127.0.0.1");
     assert.equal(await nextJob(url, "dev-rp", { password: fresh, ca: caPem }), "job-rp");
 
     // Mutual TLS for a key a TLS stack holds: the registered certificate only.
@@ -276,5 +294,102 @@ Deno.test("a device whose identity lives in its secure element updates over TLS,
   } finally {
     await runtime.stop();
     await cloud.close();
+  }
+});
+
+Deno.test("a device refuses an impostor broker whose certificate is self-signed, from another CA or for another name: no byte of MQTT (so no CONNECT, no login token, no job status) reaches it", async () => {
+  const world = await tlsWorld();
+  const { caPem } = world;
+  const { createServer } = await import("node:tls");
+  const { exportPrivateKeyPem, issueTlsCertificate, createRootCertificate } = await import(
+    "../../pki/certificate_issuer.ts"
+  );
+  // Three impostors: a self-signed certificate, one from another CA, and one from the fleet CA
+  // itself but for another name than the one the device dials.
+  const selfKeys = await generateSigningKeys();
+  const otherCa = await testCa("Other CA");
+  const wrongNameKeys = await generateSigningKeys();
+  const otherKeys = await generateSigningKeys();
+  const identities = [
+    {
+      key: await exportPrivateKeyPem(selfKeys.privateKey),
+      cert: pem(await createRootCertificate(selfKeys, { subject: "CN=127.0.0.1", ...validity })),
+    },
+    {
+      key: await exportPrivateKeyPem(otherKeys.privateKey),
+      cert: pem(
+        await issueTlsCertificate(otherCa.certificate, otherCa.privateKey, otherKeys.publicKey, {
+          kind: "server",
+          subject: "CN=broker",
+          ipAddresses: ["127.0.0.1"],
+          ...validity,
+        }),
+      ),
+    },
+    {
+      key: await exportPrivateKeyPem(wrongNameKeys.privateKey),
+      cert: pem(
+        await issueTlsCertificate(
+          world.ca.certificate,
+          world.ca.privateKey,
+          wrongNameKeys.publicKey,
+          {
+            kind: "server",
+            subject: "CN=broker",
+            ipAddresses: ["127.0.0.9"],
+            ...validity,
+          },
+        ),
+      ),
+    },
+  ];
+  const received: number[] = [];
+  const sockets = new Set<import("node:net").Socket>();
+  const impostors = await Promise.all(
+    identities.map((identity, i) =>
+      new Promise<import("node:tls").Server>((resolve) => {
+        received[i] = 0;
+        const server = createServer(identity, (socket) => {
+          sockets.add(socket);
+          socket.on("data", (bytes: Uint8Array) => (received[i]! += bytes.length));
+          socket.on("close", () => sockets.delete(socket));
+        });
+        server.on("tlsClientError", () => {});
+        server.listen({ port: 0, host: "127.0.0.1" }, () => resolve(server));
+      })
+    ),
+  );
+  const element = await world.provision("dev-wary");
+  const runtimes: DeviceRuntime[] = [];
+  try {
+    for (const [i, impostor] of impostors.entries()) {
+      const { device } = await factoryDevice({ layout: smallLayout(24), systemTime: true });
+      device.secureElement = element;
+      const log: string[] = [];
+      const runtime = new DeviceRuntime({
+        device,
+        thingName: "dev-wary",
+        brokerUrl: `mqtts://127.0.0.1:${(impostor.address() as { port: number }).port}`,
+        agentConfig: AGENT_TEST_CONFIG,
+        mqttOptions: { ca: caPem, reconnectPeriod: 50 },
+        login: "secure-element",
+        log: (line) => log.push(line),
+      });
+      runtimes.push(runtime);
+      await runtime.start();
+      // The device tries, and its TLS check fails, more than once.
+      await waitUntil(
+        () => log.filter((line) => /connection closed|error/i.test(line)).length >= 2,
+        `impostor ${i} to be refused`,
+      );
+      assert.equal(received[i], 0, `impostor ${i} received no byte of MQTT`);
+      assert.equal(runtime.client?.connected ?? false, false);
+      await runtime.stop();
+    }
+  } finally {
+    for (const runtime of runtimes) await runtime.stop();
+    for (const socket of sockets) socket.destroy();
+    for (const impostor of impostors) await new Promise((resolve) => impostor.close(resolve));
+    await world.cloud.close();
   }
 });
