@@ -15,7 +15,11 @@ import {
   issueTlsCertificate,
 } from "../../pki/certificate_issuer.ts";
 import { NOW_VALIDITY, pem, testCa } from "../helpers/tls_pki.ts";
-import { releaseProfile, releaseRequest } from "../helpers/pki.ts";
+import { factoryDevice, releaseProfile, releaseRequest, smallLayout } from "../helpers/pki.ts";
+import { OPENSSL } from "../helpers/openssl.ts";
+import { DeviceRuntime } from "../../agent/device_runtime.ts";
+import { AGENT_TEST_CONFIG } from "../helpers/agent_rig.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 const TOKEN = "https-test-token";
 /** A second loopback address: what "another interface" is on a machine with one. */
@@ -167,5 +171,104 @@ Deno.test("agent HTTPS port: fetches from a server the fleet CA names; refuses a
   } finally {
     port.close();
     for (const server of servers) await server.shutdown();
+  }
+});
+
+Deno.test({
+  name:
+    "TLS with certificates openssl made: the broker serves mqtts and HTTPS with them; a device updates over mqtts and HTTPS file links, checking both against the openssl CA",
+  ignore: OPENSSL.ignore,
+}, async () => {
+  const { openssl, opensslDir } = await import("../helpers/openssl.ts");
+  const dir = await opensslDir();
+  let api: Deno.HttpClient | null = null;
+  let broker: Awaited<ReturnType<typeof startBrokerProcess>> | null = null;
+  let runtime: DeviceRuntime | null = null;
+  try {
+    // An openssl CA and a server certificate for 127.0.0.1 it issued.
+    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+    await openssl(dir, [
+      ...["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=openssl fleet CA"],
+      ...["-days", "2", "-out", "ca.pem"],
+    ]);
+    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ec.key"]);
+    // PKCS#8, as the broker reads keys.
+    await openssl(dir, ["pkcs8", "-topk8", "-nocrypt", "-in", "ec.key", "-out", "server.key"]);
+    await openssl(dir, [
+      ...["req", "-new", "-key", "server.key", "-subj", "/CN=ota-broker", "-out", "server.csr"],
+    ]);
+    await dir.write(
+      "san.ext",
+      "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
+    );
+    await openssl(dir, [
+      ...["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key"],
+      ...["-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", "server.pem"],
+    ]);
+    const caPem = await dir.readText("ca.pem");
+    broker = await startBrokerProcess({
+      dataDir: `${dir.path}/data`,
+      mqttPort: await freePort(),
+      httpPort: await freePort(),
+      token: TOKEN,
+      serviceSecret: "https-service-secret",
+      extraArgs: [
+        ...["--tls-port", String(await freePort())],
+        ...["--tls-key", `${dir.path}/server.key`, "--tls-cert", `${dir.path}/server.pem`],
+      ],
+    });
+    api = Deno.createHttpClient({ caCerts: [caPem] });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const response = await fetch(`${broker!.api}${path}`, {
+        client: api!,
+        method,
+        headers: { authorization: `Bearer ${TOKEN}` },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      return { status: response.status, body: await response.json() };
+    };
+    assert.equal((await call("POST", "/signing-profiles", await releaseProfile())).status, 201);
+    assert.equal((await call("PUT", "/things/dev-1", { secret: "secret-dev-1-x" })).status, 201);
+    const { device } = await factoryDevice({
+      layout: smallLayout(24),
+      systemTime: true,
+      factory: { version: "1.0.0", securityCounter: 1 },
+    });
+    const https = httpsPort(caPem);
+    runtime = new DeviceRuntime({
+      device,
+      thingName: "dev-1",
+      brokerUrl: String(broker.ready.mqtts),
+      agentConfig: { ...AGENT_TEST_CONFIG, preferredProtocol: "HTTP" },
+      mqttOptions: {
+        username: "dev-1",
+        password: "secret-dev-1-x",
+        ca: caPem,
+        reconnectPeriod: 100,
+      },
+      http: https,
+    });
+    await runtime.start();
+    const created = await call("POST", "/ota-updates", {
+      ...releaseRequest({ things: ["dev-1"] }),
+      otaUpdateId: "over-openssl-tls",
+      protocols: ["HTTP"],
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    await waitUntil(
+      () => device.running?.version === "1.1.0+0" && device.running.trial === false,
+      "the update over mqtts and HTTPS",
+      60_000,
+    );
+    const execution = await call("GET", `/jobs/${created.body.jobId}/executions`);
+    assert.equal(JSON.stringify(execution.body).includes("SUCCEEDED"), true);
+    await runtime.stop();
+    runtime = null;
+    https.close();
+  } finally {
+    await runtime?.stop();
+    api?.close();
+    await broker?.stop();
+    await dir.dispose();
   }
 });
