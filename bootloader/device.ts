@@ -230,14 +230,7 @@ export class Device {
   async installSecondStage(
     image: Uint8Array,
   ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }> {
-    const written = await this.#writeSecondStage(image);
-    if (!written.ok) return written;
-    secondStageStore(this.areas).save({
-      active: written.active,
-      pending: written.target,
-      trial: null,
-    });
-    return { ok: true };
+    return await this.#writeSecondStage(image, "pending");
   }
 
   /**
@@ -249,22 +242,14 @@ export class Device {
   async stageSecondStage(
     image: Uint8Array,
   ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }> {
-    const written = await this.#writeSecondStage(image);
-    if (!written.ok) return written;
-    secondStageStore(this.areas).save({
-      active: written.active,
-      pending: null,
-      trial: null,
-      candidate: written.target,
-    });
-    return { ok: true };
+    return await this.#writeSecondStage(image, "candidate");
   }
 
+  /** Writes and verifies a second stage in the spare slot, then records it as `as`. */
   async #writeSecondStage(
     image: Uint8Array,
-  ): Promise<
-    { ok: true; active: 0 | 1; target: 0 | 1 } | { ok: false; reason: string; downgrade: boolean }
-  > {
+    as: "pending" | "candidate",
+  ): Promise<{ ok: true } | { ok: false; reason: string; downgrade: boolean }> {
     const current = this.#secondStage;
     const refuse = (reason: string, downgrade = false) => ({
       ok: false as const,
@@ -310,7 +295,12 @@ export class Device {
         true,
       );
     }
-    return { ok: true, active: current.slot, target };
+    secondStageStore(this.areas).save(
+      as === "pending"
+        ? { active: current.slot, pending: target, trial: null }
+        : { active: current.slot, pending: null, trial: null, candidate: target },
+    );
+    return { ok: true };
   }
 
   /** Forgets a second stage staged or installed but not tried yet (its job went away). */

@@ -276,27 +276,31 @@ export class OtaUpdateManager {
     }
     const keys = await importPrivateKeyPem(profile.privateKeyPem ?? "");
     if (!keys.ok) return { ok: false, reason: `signing profile '${profile.name}' is unusable` };
-    const sealed = await this.#seal(profile.name, keys.value.privateKey);
-    await this.#store.putRecord(
-      "signing-profile",
-      profile.name,
-      {
-        name: profile.name,
-        rootPem: profile.rootPem,
-        certificatePem: profile.certificatePem,
-        sealedKey: sealed,
-      } satisfies StoredSigningProfile,
-    );
-    return await this.#profileKey({ ...profile, sealedKey: sealed });
+    const sealed = await this.#storeSealed(profile, keys.value.privateKey);
+    return await this.#profileKey(sealed);
   }
 
-  async #seal(name: string, privateKey: CryptoKey): Promise<SealedKey> {
+  /** Stores `profile` with `privateKey` sealed (the only way a profile's key is stored). */
+  async #storeSealed(
+    profile: { name: string; rootPem: string; certificatePem: string },
+    privateKey: CryptoKey,
+  ): Promise<StoredSigningProfile> {
     const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", privateKey));
+    let sealedKey: SealedKey;
     try {
-      return await (await this.#vault).seal(name, pkcs8);
+      sealedKey = await (await this.#vault).seal(profile.name, pkcs8);
     } finally {
       pkcs8.fill(0);
     }
+    const record: StoredSigningProfile = {
+      name: profile.name,
+      rootPem: profile.rootPem,
+      certificatePem: profile.certificatePem,
+      sealedKey,
+    };
+    await this.#store.putRecord("signing-profile", profile.name, record);
+    this.#keys.delete(profile.name);
+    return record;
   }
 
   /** Checks and stores a signing profile: the key must match a code-signing certificate issued by the root. */
@@ -320,17 +324,7 @@ export class OtaUpdateManager {
       return { ok: false, reason: "the private key does not belong to the certificate" };
     }
     // The key is kept sealed, and opened only as a key that signs and cannot be read back.
-    await this.#store.putRecord(
-      "signing-profile",
-      profile.name,
-      {
-        name: profile.name,
-        rootPem: profile.rootPem,
-        certificatePem: profile.certificatePem,
-        sealedKey: await this.#seal(profile.name, keys.value.privateKey),
-      } satisfies StoredSigningProfile,
-    );
-    this.#keys.delete(profile.name);
+    await this.#storeSealed(profile, keys.value.privateKey);
     return { ok: true, value: { name: profile.name, subject: cert.value.subject } };
   }
 

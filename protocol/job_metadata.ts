@@ -101,7 +101,9 @@ export function parseJobMetadata(
  * ```
  */
 export function staleDocument(body: JobMetadataBody, jobId: string, now: number): string | null {
-  if (body.jobId !== jobId) return `job document metadata names job '${body.jobId}', not '${jobId}'`;
+  if (body.jobId !== jobId) {
+    return `job document metadata names job '${body.jobId}', not '${jobId}'`;
+  }
   if (body.expires < now) {
     return `job document expired at ${new Date(body.expires).toISOString()} (trusted time ${
       new Date(now).toISOString()

@@ -154,6 +154,11 @@ Deno.test("firmware and second stage together: one reboot, both on trial, both c
     await waitUntil(ended(side, jobId), "the two-component update to end", 60_000);
     const execution = (await side.execution(jobId))!;
     assert.equal(execution.status, "SUCCEEDED", JSON.stringify(execution.statusDetails));
+    // As for any firmware, the device confirms once the cloud has acknowledged SUCCEEDED.
+    await waitUntil(
+      () => rig.device.running?.trial === false && rig.device.secondStage?.trial === false,
+      "the pair to be confirmed",
+    );
     assert.deepEqual(
       [rig.device.running?.version, rig.device.running?.trial],
       ["1.1.0+0", false],
