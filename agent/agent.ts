@@ -119,6 +119,8 @@ export class OtaAgent {
   #active: ActiveFile | null = null;
   /** The active download's rate against its job's floor (slow retrieval), if it has one. */
   #rateWatch: RateWatch | null = null;
+  /** The job metadata last verified (signer, signature, body), not to check it again. */
+  #verifiedMetadata: string | null = null;
   readonly #reporter: JobReporter;
   readonly #resume: ResumeStore;
   #background = new Set<Promise<unknown>>();
@@ -524,13 +526,19 @@ export class OtaAgent {
         : null;
     }
     const certFile = job.files[0]?.certFile ?? CODE_VERIFY_KEY;
-    const verified = await this.#platform.pal.checkDataSignature(
-      metadata.bodyBytes,
-      metadata.signature,
-      certFile,
-    );
-    if (otaPalMain(verified) !== OtaPalMainStatus.Success) {
-      return `job document metadata: ${this.#platform.pal.lastError ?? "signature check failed"}`;
+    // A job's document comes several times (notification, $next, after a reboot): its metadata
+    // is verified once per boot; the expiry is checked every time.
+    const seen = `${certFile}|${metadata.signature.toHex()}|${metadata.bodyBytes.toHex()}`;
+    if (this.#verifiedMetadata !== seen) {
+      const verified = await this.#platform.pal.checkDataSignature(
+        metadata.bodyBytes,
+        metadata.signature,
+        certFile,
+      );
+      if (otaPalMain(verified) !== OtaPalMainStatus.Success) {
+        return `job document metadata: ${this.#platform.pal.lastError ?? "signature check failed"}`;
+      }
+      this.#verifiedMetadata = seen;
     }
     const trustedNow = Math.max(this.#clock.now(), this.#resume.loadTimeFloor());
     const stale = staleDocument(metadata.body, job.jobId, trustedNow);

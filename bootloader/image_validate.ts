@@ -209,7 +209,7 @@ async function validateDecoded(
     options.cache,
   );
   if (!valid) return refuse("image signature does not verify");
-  if (options.revokedKeys?.has(signer.value.verifier.keyHash.toHex())) {
+  if (options.revokedKeys?.size && options.revokedKeys.has(signer.value.verifier.keyHash.toHex())) {
     return refuse("image is signed by a revoked key");
   }
   if (image.securityCounter === null) return refuse("image has no security counter");

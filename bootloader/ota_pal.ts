@@ -282,7 +282,8 @@ export class OtaPal {
       new Date(this.#context.clock.now()),
     );
     if (!signer.ok) return this.#error(OtaPalMainStatus.BadSignerCert, signer.reason);
-    if (this.#context.rom.revokedKeys?.has(signer.value.verifier.keyHash.toHex())) {
+    const revoked = this.#context.rom.revokedKeys;
+    if (revoked?.size && revoked.has(signer.value.verifier.keyHash.toHex())) {
       return this.#error(OtaPalMainStatus.BadSignerCert, "the signer's key is revoked");
     }
     if (!signature || signature.length === 0) {
