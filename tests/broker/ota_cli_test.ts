@@ -12,7 +12,8 @@ import {
   parseVersion,
 } from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
-import { pemEncode, sha256 } from "../../protocol/signatures.ts";
+import { pemEncode, sha256, signData } from "../../protocol/signatures.ts";
+import { signTrustUpdate } from "../../protocol/trust_update.ts";
 import { ECDH_P256, payloadCipher, unwrapImageKey } from "../../protocol/image_encryption.ts";
 import { releaseProfile, releaseRequest, secondStageImage, testPki } from "../helpers/pki.ts";
 
@@ -609,6 +610,43 @@ Deno.test("ota CLI: token create/list/revoke and whoami; a viewer's change is re
     const noRole = await s.run("token", "create", "x");
     assert.equal(noRole.code, 2);
     assert.match(noRole.err, /Missing required option --role/);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("ota CLI: create --file-type 2 ships a trust-store update as it is, without a version or counter; anything else is refused", async () => {
+  const s = await setup();
+  try {
+    const pki = await testPki();
+    const update = await signTrustUpdate(
+      { version: 1, signers: [], revoked: ["ab".repeat(32)] },
+      (bytes) => signData(pki.rootKeys.privateKey, bytes),
+    );
+    await Deno.writeFile(`${s.dir}/trust.json`, update);
+    const ship = (id: string, payload: string, ...more: string[]) =>
+      s.run(
+        ...["create", "--id", id, "--payload", payload, "--file-type", "2"],
+        ...["--profile", "release", "--cert-file", "/certs/s.pem", "--group", "fleet", ...more],
+      );
+    const created = await ship("trust-1", `${s.dir}/trust.json`);
+    assert.equal(created.code, 0, created.err);
+    const record = (await s.cloud.otaUpdates.describe("trust-1"))!;
+    assert.equal(record.fileType, 2);
+    assert.deepEqual(await s.cloud.store.getFile(record.fileKey), update, "shipped byte for byte");
+    await Deno.writeTextFile(`${s.dir}/other.json`, '{"hello":"world"}');
+    const notAStore = await ship("trust-2", `${s.dir}/other.json`);
+    assert.equal(notAStore.code, 1);
+    assert.match(notAStore.err, /payload: trust update needs body and signature, base64/);
+    const tooBig = await ship("trust-3", `${s.dir}/fw.bin`);
+    assert.equal(tooBig.code, 1);
+    assert.match(tooBig.err, /payload: trust update must be 1\.\.3072 bytes/);
+    const firmwareNeedsVersion = await s.run(
+      ...["create", "--id", "fw-1", "--payload", `${s.dir}/fw.bin`, "--security-counter", "2"],
+      ...["--profile", "release", "--cert-file", "/certs/s.pem", "--group", "fleet"],
+    );
+    assert.equal(firmwareNeedsVersion.code, 2);
+    assert.match(firmwareNeedsVersion.err, /Missing required option --firmware-version/);
   } finally {
     await s.close();
   }
