@@ -198,13 +198,19 @@ export async function rootKey(root: Certificate): Promise<VerifyingKey> {
   return { key, keyHash: sha256(new Uint8Array(root.publicKey.rawData)) };
 }
 
-/** Whether `root` signed `bytes` with `signature`. */
+/** Whether `root` signed `bytes` with `signature` (false, never a throw, for a key of another kind). */
 export async function rootSigned(
   root: Certificate,
   bytes: Uint8Array,
   signature: Uint8Array,
 ): Promise<boolean> {
-  return await verifySignature(await rootKey(root), bytes, sha256(bytes), signature);
+  let key: VerifyingKey;
+  try {
+    key = await rootKey(root);
+  } catch {
+    return false; // not an ECDSA P-256 key: it signs nothing a device accepts
+  }
+  return await verifySignature(key, bytes, sha256(bytes), signature);
 }
 
 /** The certificate of a root link, parsed. */

@@ -310,3 +310,32 @@ Deno.test("trust store: power cut at every flash operation of an update: the old
     }
   }
 });
+
+Deno.test("trust store: a rotation to a root whose key is not P-256 is refused with a reason, never a throw", async () => {
+  await import("reflect-metadata");
+  const x509 = await import("@peculiar/x509");
+  const { device } = await factoryDevice();
+  await device.powerOn();
+  const algorithm = { name: "ECDSA", namedCurve: "P-384", hash: "SHA-384" };
+  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]);
+  const p384 = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "0a",
+    name: "CN=P-384 root",
+    ...VALIDITY,
+    signingAlgorithm: algorithm,
+    keys,
+  });
+  const der = new Uint8Array(p384.rawData);
+  const update = await signTrustUpdate({
+    version: 1,
+    signers: [],
+    revoked: [],
+    rootLink: { certificate: der, signature: await signRootLink(der, pki.rootKeys.privateKey) },
+  }, (bytes) => signData(pki.rootKeys.privateKey, bytes));
+  const refused = await device.applyTrustUpdate(update);
+  assert.equal(
+    refused.ok ? "" : refused.reason,
+    "the trust update is not signed by the device's root",
+  );
+  assert.equal((await loadTrust(device.areas.trustStore, pki.root)).version, 0);
+});
