@@ -8,7 +8,11 @@
 
 import { bytesEqual } from "../lib/bytes.ts";
 import { createHash } from "node:crypto";
-import { type Certificate, checkCodeSigner, parseCertificate } from "../protocol/certificates.ts";
+import {
+  type Certificate,
+  checkCodeSignerUnder,
+  parseCertificate,
+} from "../protocol/certificates.ts";
 import { type VerificationCache, verifySignature } from "../protocol/signatures.ts";
 import { type FlashArea, readMemo } from "./flash_area.ts";
 import {
@@ -191,7 +195,7 @@ async function validateDecoded(
   if (!image.signerCertificate) return refuse("image has no SIGNER_CERT TLV");
   const cert = parseCertificate(image.signerCertificate);
   if (!cert.ok) return refuse(`signer certificate: ${cert.reason}`);
-  const signer = await checkSignerUnder(
+  const signer = await checkCodeSignerUnder(
     cert.value,
     [options.root, ...(options.formerRoots ?? [])],
     options.at,
@@ -222,22 +226,4 @@ async function validateDecoded(
   const board = options.hardware ? wrongHardware(image.hardwareId, options.hardware.id) : null;
   if (board) return { ok: false, reason: board, image, wrongHardware: true };
   return { ok: true, image, digest };
-}
-
-/**
- * `cert` checked as a code signer under the first of `roots` it chains to; the reason the first
- * root gives when none does.
- */
-export async function checkSignerUnder(
-  cert: Certificate,
-  roots: readonly Certificate[],
-  at?: Date,
-): Promise<Awaited<ReturnType<typeof checkCodeSigner>>> {
-  let first: Awaited<ReturnType<typeof checkCodeSigner>> | null = null;
-  for (const root of roots) {
-    const checked = await checkCodeSigner(cert, root, at ? { at } : {});
-    if (checked.ok) return checked;
-    first ??= checked;
-  }
-  return first!;
 }

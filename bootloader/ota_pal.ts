@@ -6,8 +6,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { parseCertificate } from "../protocol/certificates.ts";
-import { checkSignerUnder } from "./image_validate.ts";
+import { checkCodeSignerUnder, parseCertificate } from "../protocol/certificates.ts";
 import { verifySignature } from "../protocol/signatures.ts";
 import { FIRMWARE_COMPONENT, type FirmwareUpdateService, FwuState } from "./fwu.ts";
 import { PsaStatus, psaStatusName } from "./psa_status.ts";
@@ -276,7 +275,7 @@ export class OtaPal {
     const parsed = parseCertificate(text.includes("-----BEGIN") ? text : stored.certificate);
     if (!parsed.ok) return this.#error(OtaPalMainStatus.BadSignerCert, parsed.reason);
     const rom = this.#context.rom;
-    const signer = await checkSignerUnder(
+    const signer = await checkCodeSignerUnder(
       parsed.value,
       [rom.root, ...(rom.formerRoots ?? [])],
       new Date(this.#context.clock.now()),

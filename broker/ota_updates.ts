@@ -11,6 +11,7 @@ import { fromBase64 } from "../lib/base64.ts";
 import {
   type Certificate,
   checkCodeSigner,
+  checkCodeSignerUnder,
   type CodeSigner,
   parseCertificate,
 } from "../protocol/certificates.ts";
@@ -601,13 +602,8 @@ export class OtaUpdateManager {
           "certificatePem: no root to check it against: give rootPem (the root the devices trust) or create a signing profile",
       };
     }
-    let first: string | null = null;
-    for (const root of roots) {
-      const checked = await checkCodeSigner(certificate, root, { at: new Date(this.#now()) });
-      if (checked.ok) return checked;
-      first ??= checked.reason;
-    }
-    return { ok: false, reason: `certificatePem: ${first}` };
+    const checked = await checkCodeSignerUnder(certificate, roots, new Date(this.#now()));
+    return checked.ok ? checked : { ok: false, reason: `certificatePem: ${checked.reason}` };
   }
 
   async #signedFile(

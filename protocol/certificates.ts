@@ -148,6 +148,30 @@ export async function checkCodeSigner(
 }
 
 /**
+ * `cert` checked as a code signer under the first of `roots` it chains to (a device's current
+ * root and those it rotated away from; a cloud's signing profiles' roots); the first root's
+ * reason when none does.
+ *
+ * @example
+ * ```ts ignore
+ * const signer = await checkCodeSignerUnder(cert, [root, formerRoot], new Date());
+ * ```
+ */
+export async function checkCodeSignerUnder(
+  cert: Certificate,
+  roots: readonly Certificate[],
+  at?: Date,
+): Promise<Checked<CodeSigner>> {
+  let first: Checked<CodeSigner> | null = null;
+  for (const root of roots) {
+    const checked = await checkCodeSigner(cert, root, at ? { at } : {});
+    if (checked.ok) return checked;
+    first ??= checked;
+  }
+  return first ?? { ok: false, reason: "no root to check the certificate against" };
+}
+
+/**
  * Checks a device's identity certificate against the fleet CA: issued and signed by it (ECDSA
  * P-256/SHA-256), an end entity with KeyUsage digitalSignature and ExtendedKeyUsage clientAuth,
  * an ECDSA P-256 key, and (when `at` is given) valid then. The thing it names is its subject CN.

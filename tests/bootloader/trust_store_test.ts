@@ -196,10 +196,9 @@ Deno.test("trust store: only the root signs updates; an older version, a code si
   assert.ok(trust.version === 0 || trust.version === 3, "never a forged trust");
 });
 
-Deno.test("trust store: the root rotates through an update signed under the old root; the new root's signers' images install and boot; the old root signs nothing more", async () => {
-  const { device } = await factoryDevice();
-  await device.powerOn();
-  const rotate = await signTrustUpdate({
+/** The rotation to root 2: its link signed by the test root, the update (adding C) by root 2. */
+async function rotationToRoot2(): Promise<Uint8Array> {
+  return await signTrustUpdate({
     version: 1,
     signers: [{ label: "signer-c", certificate: certificateDer(signerC) }],
     revoked: [],
@@ -208,6 +207,12 @@ Deno.test("trust store: the root rotates through an update signed under the old 
       signature: await signRootLink(certificateDer(root2), pki.rootKeys.privateKey),
     },
   }, (bytes) => signData(root2Keys.privateKey, bytes));
+}
+
+Deno.test("trust store: the root rotates through an update signed under the old root; the new root's signers' images install and boot; the old root signs nothing more", async () => {
+  const { device } = await factoryDevice();
+  await device.powerOn();
+  const rotate = await rotationToRoot2();
   assert.deepEqual(await device.applyTrustUpdate(rotate), { ok: true });
   await install(device, await image("1.1.0", 2, signerCKeys, signerC), signerCKeys, "signer-c");
   await device.reset("boots under the new root");
@@ -239,15 +244,7 @@ Deno.test("trust store: the root rotates through an update signed under the old 
 Deno.test("trust store: after a root rotation a two-stage device still boots what the old root's signers signed, until their keys are revoked", async () => {
   const { device } = await factoryDevice({ twoStage: true });
   await device.powerOn();
-  const rotate = await signTrustUpdate({
-    version: 1,
-    signers: [{ label: "signer-c", certificate: certificateDer(signerC) }],
-    revoked: [],
-    rootLink: {
-      certificate: certificateDer(root2),
-      signature: await signRootLink(certificateDer(root2), pki.rootKeys.privateKey),
-    },
-  }, (bytes) => signData(root2Keys.privateKey, bytes));
+  const rotate = await rotationToRoot2();
   assert.deepEqual(await device.applyTrustUpdate(rotate), { ok: true });
   await device.reset("second stage and firmware signed under the old root");
   assert.equal(device.state, "running");

@@ -45,9 +45,17 @@ async function setup() {
     });
     return { code, out: out.join("\n"), err: err.join("\n") };
   };
+  /** `ota create` of fw.bin as 1.1.0 (counter 2, profile "release", group "fleet") and `more`. */
+  const create = (id: string, ...more: string[]) =>
+    run(
+      ...["create", "--id", id, "--payload", `${dir}/fw.bin`, "--firmware-version", "1.1.0"],
+      ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
+      ...["--group", "fleet", ...more],
+    );
   return {
     cloud,
     run,
+    create,
     dir,
     async close() {
       await server.shutdown();
@@ -383,12 +391,7 @@ Deno.test("ota CLI: create --encrypt-to has the cloud encrypt the image it signs
     const pair = await crypto.subtle.generateKey(ECDH_P256, true, ["deriveBits"]);
     const spki = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
     await Deno.writeTextFile(`${s.dir}/enc.pub`, pemEncode("PUBLIC KEY", spki));
-    const create = (id: string, ...more: string[]) =>
-      s.run(
-        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
-        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
-        ...["--group", "fleet", ...more],
-      );
+    const { create } = s;
     const created = await create("e110", "--encrypt-to", `${s.dir}/enc.pub`);
     assert.equal(created.code, 0, created.err);
     const described = JSON.parse((await s.run("describe", "e110", "--json")).out);
@@ -428,12 +431,7 @@ Deno.test("ota CLI: create --file TYPE:PATH adds a data file the profile signs; 
   const s = await setup();
   try {
     await Deno.writeTextFile(`${s.dir}/app.json`, '{"sampleRate":50}');
-    const create = (id: string, ...more: string[]) =>
-      s.run(
-        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
-        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
-        ...["--group", "fleet", ...more],
-      );
+    const { create } = s;
     const created = await create("f110", "--file", `3:${s.dir}/app.json`);
     assert.equal(created.code, 0, created.err);
     const described = JSON.parse((await s.run("describe", "f110", "--json")).out);
@@ -464,12 +462,7 @@ Deno.test("ota CLI: create --file 1:STAGE2 ships a second stage with firmware th
   try {
     await Deno.writeFile(`${s.dir}/stage2.img`, await secondStageImage("2.1.0"));
     await Deno.writeTextFile(`${s.dir}/app.json`, '{"sampleRate":50}');
-    const create = (id: string, ...more: string[]) =>
-      s.run(
-        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
-        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
-        ...["--group", "fleet", ...more],
-      );
+    const { create } = s;
     const created = await create("b110", "--file", `1:${s.dir}/stage2.img`);
     assert.equal(created.code, 0, created.err);
     const record = (await s.cloud.otaUpdates.describe("b110"))!;
@@ -511,12 +504,7 @@ Deno.test("ota CLI: create --file 1:STAGE2 ships a second stage with firmware th
 Deno.test("ota CLI: create --hardware BOARD signs the board into the image; a bad board id and --hardware with --image are refused", async () => {
   const s = await setup();
   try {
-    const create = (id: string, ...more: string[]) =>
-      s.run(
-        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
-        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
-        ...["--group", "fleet", ...more],
-      );
+    const { create } = s;
     const created = await create("h110", "--hardware", "board-a");
     assert.equal(created.code, 0, created.err);
     const record = (await s.cloud.otaUpdates.describe("h110"))!;
@@ -542,12 +530,7 @@ Deno.test("ota CLI: create --hardware BOARD signs the board into the image; a ba
 Deno.test("ota CLI: create --min-rate SIZE --min-rate-window S puts the download-rate floor in the job document; a bad one is a usage error", async () => {
   const s = await setup();
   try {
-    const create = (id: string, ...more: string[]) =>
-      s.run(
-        ...["create", "--id", id, "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
-        ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
-        ...["--group", "fleet", ...more],
-      );
+    const { create } = s;
     const created = await create("r110", "--min-rate", "2KiB", "--min-rate-window", "30");
     assert.equal(created.code, 0, created.err);
     const jobId = (await s.cloud.otaUpdates.describe("r110"))!.jobId;
@@ -591,11 +574,7 @@ Deno.test("ota CLI: token create/list/revoke and whoami; a viewer's change is re
     const asVera = (...args: string[]) => s.run(...args, "--token", token);
     assert.equal((await asVera("whoami")).out, "vera (viewer)");
     assert.equal((await asVera("list")).code, 0, "a viewer reads");
-    const update = await s.run(
-      ...["create", "--id", "t110", "--payload", `${s.dir}/fw.bin`, "--firmware-version", "1.1.0"],
-      ...["--security-counter", "2", "--profile", "release", "--cert-file", "/certs/s.pem"],
-      ...["--group", "fleet"],
-    );
+    const update = await s.create("t110");
     assert.equal(update.code, 0, update.err);
     const paused = await asVera("pause", "t110");
     assert.equal(paused.code, 1);

@@ -3,7 +3,7 @@
  * stream, the job document and the job, and real agents download over MQTT or over pre-signed
  * HTTP URLs served by the file service.
  */
-import { fromBase64, toBase64 } from "../../lib/base64.ts";
+import { toBase64 } from "../../lib/base64.ts";
 import { buildFirmware } from "../../bootloader/firmware.ts";
 import { type ImageDependency, ImageId, parseVersion } from "../../protocol/image_format.ts";
 import { signImage } from "../../protocol/image_sign.ts";
@@ -198,7 +198,14 @@ Deno.test("OTA update with a second stage: firmware signed elsewhere must depend
   await w.cloud.jobs.addThingToGroup("fleet", "idle");
   try {
     const pki = await testPki();
-    const stage = toBase64(await secondStageImage("2.1.0"));
+    const stageImage = await secondStageImage("2.1.0");
+    // The second stage as the external signer ships it: signed like the firmware.
+    const stageFile = {
+      fileType: 1,
+      filePath: "stage2.img",
+      data: toBase64(stageImage),
+      signature: toBase64(await signData(pki.signerKeys.privateKey, stageImage)),
+    };
     const external = async (image: Uint8Array) => ({
       otaUpdateId: `ext-${Math.random().toString(36).slice(2)}`,
       image: toBase64(image),
@@ -228,24 +235,14 @@ Deno.test("OTA update with a second stage: firmware signed elsewhere must depend
       const image = await signedWith([...dependencies]);
       const refused = await w.cloud.otaUpdates.createOtaUpdate({
         ...await external(image),
-        extraFiles: [{
-          fileType: 1,
-          filePath: "stage2.img",
-          data: stage,
-          signature: toBase64(await signData(pki.signerKeys.privateKey, fromBase64(stage)!)),
-        }],
+        extraFiles: [stageFile],
       });
       assert.ok(!refused.ok && reason.test(refused.reason), JSON.stringify(refused));
     }
     const image = await signedWith(needs("2.1.0"));
     const created = await w.cloud.otaUpdates.createOtaUpdate({
       ...await external(image),
-      extraFiles: [{
-        fileType: 1,
-        filePath: "stage2.img",
-        data: stage,
-        signature: toBase64(await signData(pki.signerKeys.privateKey, fromBase64(stage)!)),
-      }],
+      extraFiles: [stageFile],
     });
     assert.ok(created.ok, !created.ok ? created.reason : "");
     assert.deepEqual(created.value.extraFiles?.map((f) => f.fileType), [1]);

@@ -435,17 +435,41 @@ Deno.test({
   },
 });
 
-Deno.test("image CLI: sign --depends-on records what the image needs; inspect says it; a bad one is a usage error", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ota-image-dep-" });
+/**
+ * A directory with keys and a 1.2.0 payload, and `sign` with extra flags into `app.img` there;
+ * removed after `body`.
+ */
+async function withSigning(
+  prefix: string,
+  body: (sign: (...more: string[]) => ReturnType<typeof cli>, dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
   try {
     assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
     await cli(["firmware", "--firmware-version", "1.2.0", "--size", "2KiB", "--out", `${dir}/fw`]);
-    const sign = (...more: string[]) =>
-      cli([
-        ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.2.0"],
-        ...["--security-counter", "2", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`],
-        ...["--out", `${dir}/app.img`, ...more],
-      ]);
+    await body(
+      (...more) =>
+        cli([
+          ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.2.0"],
+          ...[
+            "--security-counter",
+            "2",
+            "--key",
+            `${dir}/signer.key`,
+            "--cert",
+            `${dir}/signer.pem`,
+          ],
+          ...["--out", `${dir}/app.img`, ...more],
+        ]),
+      dir,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("image CLI: sign --depends-on records what the image needs; inspect says it; a bad one is a usage error", async () => {
+  await withSigning("ota-image-dep-", async (sign, dir) => {
     const signed = await sign("--depends-on", "second-stage:2.1.0");
     assert.equal(signed.code, 0, signed.err);
     const inspected = await cli(["inspect", `${dir}/app.img`, "--root", `${dir}/root.pem`]);
@@ -467,22 +491,11 @@ Deno.test("image CLI: sign --depends-on records what the image needs; inspect sa
     const twice = await sign("--depends-on", "application:1.0.0", "--depends-on", "0:1.1.0");
     assert.equal(twice.code, 2);
     assert.match(twice.err, /'0' is given twice/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("image CLI: sign --hardware names the board in a protected TLV; inspect says it; a bad board id is a usage error", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ota-image-hw-" });
-  try {
-    assert.equal((await cli(["keygen", "--out-dir", dir])).code, 0);
-    await cli(["firmware", "--firmware-version", "1.2.0", "--size", "2KiB", "--out", `${dir}/fw`]);
-    const sign = (...more: string[]) =>
-      cli([
-        ...["sign", "--payload", `${dir}/fw`, "--firmware-version", "1.2.0"],
-        ...["--security-counter", "2", "--key", `${dir}/signer.key`, "--cert", `${dir}/signer.pem`],
-        ...["--out", `${dir}/app.img`, ...more],
-      ]);
+  await withSigning("ota-image-hw-", async (sign, dir) => {
     const signed = await sign("--hardware", "stm32-board.rev-B");
     assert.equal(signed.code, 0, signed.err);
     const inspected = await cli(["inspect", `${dir}/app.img`, "--root", `${dir}/root.pem`]);
@@ -494,7 +507,5 @@ Deno.test("image CLI: sign --hardware names the board in a protected TLV; inspec
     const bad = await sign("--hardware", "board/a");
     assert.equal(bad.code, 2);
     assert.match(bad.err, /Invalid --hardware: expected 1\.\.64 of \[A-Za-z0-9\._-\]/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
