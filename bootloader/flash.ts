@@ -42,11 +42,11 @@ export interface NorFlashOptions extends Partial<FlashGeometry> {
   /** Seed of the generator that decides how a torn operation tears. @default {1} */
   readonly seed?: number;
   /**
-   * Keep sector buffers in SharedArrayBuffers and record which sectors change, so another
-   * thread can hold the chip's contents ({@linkcode NorFlash.takeChanges}) and outlive the
-   * thread that runs the device. @default {false}
+   * Record which sectors change, so their contents can be handed over
+   * ({@linkcode NorFlash.takeChanges}), such as to another thread that outlives the one running
+   * the device. @default {false}
    */
-  readonly sharedSectors?: boolean;
+  readonly trackChanges?: boolean;
 }
 
 /**
@@ -212,7 +212,7 @@ export class NorFlash {
     this.#versions = new Uint32Array(geometry.sectorCount);
     this.#protection = new Array(geometry.sectorCount).fill("none");
     this.#random = seededRandom(options.seed ?? 1);
-    this.#changed = options.sharedSectors ? new Set() : null;
+    this.#changed = options.trackChanges ? new Set() : null;
   }
 
   /** Total bytes. */
@@ -574,12 +574,12 @@ export class NorFlash {
    * A new chip with the same contents and wear, sharing every sector buffer copy-on-write.
    * Counters and power-cut plans are not copied.
    */
-  clone(options: { seed?: number; sharedSectors?: boolean } = {}): NorFlash {
+  clone(options: { seed?: number; trackChanges?: boolean } = {}): NorFlash {
     const copy = new NorFlash({
       ...this.geometry,
       strict: this.strict,
       seed: options.seed ?? 1,
-      sharedSectors: options.sharedSectors ?? false,
+      trackChanges: options.trackChanges ?? false,
     });
     copy.#sectors = [...this.#sectors];
     copy.#wear = [...this.#wear];
@@ -590,14 +590,14 @@ export class NorFlash {
   }
 
   /**
-   * The sectors that changed since the last call (only with `sharedSectors`). The buffers handed
+   * The sectors that changed since the last call (only with `trackChanges`). The buffers handed
    * out are frozen: the chip copies a sector before programming it again, so what the caller
    * holds stays the chip's state at this instant (a consistent cut, like a clean power loss).
    *
    * @example
    * ```ts
    * import { NorFlash } from "./flash.ts";
-   * const chip = new NorFlash({ sectorCount: 2, sharedSectors: true });
+   * const chip = new NorFlash({ sectorCount: 2, trackChanges: true });
    * chip.program(0, new Uint8Array(8));
    * const mirror = new NorFlash({ sectorCount: 2 });
    * mirror.applyChanges(chip.takeChanges());
@@ -768,9 +768,7 @@ export class NorFlash {
   /** A private sector buffer: a copy of `from`, or erased. */
   #newSector(from: Uint8Array | null): Uint8Array {
     const { sectorSize } = this.geometry;
-    const buffer = this.#changed
-      ? new Uint8Array(new SharedArrayBuffer(sectorSize))
-      : new Uint8Array(sectorSize);
+    const buffer = new Uint8Array(sectorSize);
     if (from) buffer.set(from);
     else buffer.fill(ERASED);
     return buffer;

@@ -263,7 +263,7 @@ export class DeviceActor {
   constructor(spec: FleetDeviceSpec, environment: ActorEnvironment) {
     this.thing = spec.thing;
     this.#environment = environment;
-    const flash = environment.factory.clone({ seed: spec.seed, sharedSectors: true });
+    const flash = environment.factory.clone({ seed: spec.seed, trackChanges: true });
     if (spec.flash) flash.applyChanges(spec.flash);
     this.device = new Device({
       layout: environment.layout,

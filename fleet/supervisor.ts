@@ -1,7 +1,7 @@
 /**
  * The fleet supervisor (main thread): spreads device actors over Web Workers, routes messages to
  * them, keeps the latest telemetry (batched by the Workers, never one message per device event),
- * and restarts the devices of a Worker that dies, flash included (held in shared memory).
+ * and restarts the devices of a Worker that dies, flash included (sent in its last words).
  *
  * @module
  */
@@ -32,8 +32,8 @@ interface WorkerSlot {
 }
 
 /**
- * How long a dead Worker's last words are waited for. A Worker killed from outside (out of
- * memory) says nothing: its devices come back with the flash of its last telemetry batch.
+ * How long a dead Worker's last words are waited for. A Worker terminated without them says
+ * nothing of its flash: its devices come back with the flash they had when it started them.
  */
 const LAST_WORDS_MS = 5_000;
 
@@ -58,7 +58,7 @@ export class FleetSupervisor {
   readonly #options: SupervisorOptions;
   readonly #slots: WorkerSlot[] = [];
   readonly #where = new Map<string, WorkerSlot>();
-  /** Each device's flash sectors that differ from the factory chip, as of its last batch. */
+  /** Each device's flash sectors that differ from the factory chip, as of its Worker's last death. */
   readonly #flash = new Map<string, Map<number, FlashChanges[number]>>();
   /** Reports and summaries asked of the Workers, by request. */
   readonly #answers = new Map<number, (answer: unknown) => void>();

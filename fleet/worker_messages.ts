@@ -85,8 +85,8 @@ export type FromWorker =
     /** The devices whose state changed since the last batch. */
     readonly states: readonly DeviceTelemetry[];
     /**
-     * Flash sectors each device changed since the last batch, in SharedArrayBuffers: the
-     * supervisor holds them so a device outlives its Worker with its flash as of this batch.
+     * Empty except in a dying Worker's last words: the flash sectors each device changed since the
+     * Worker started it, which the supervisor gives the device in the Worker that replaces it.
      */
     readonly flash: readonly (readonly [thing: string, changes: FlashChanges])[];
     /** Image bytes the Worker's devices received since the last batch. */

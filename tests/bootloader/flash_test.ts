@@ -222,7 +222,7 @@ Deno.test("NorFlash: property: taken changes rebuild the chip as it was when the
         sectorSize,
         strict: false,
         seed,
-        sharedSectors: true,
+        trackChanges: true,
       });
       const mirror = new NorFlash({ sectorCount: sectors, sectorSize });
       let taken = chip.read(0, size);
@@ -254,13 +254,13 @@ Deno.test("NorFlash: property: taken changes rebuild the chip as it was when the
   );
 });
 
-Deno.test("NorFlash with shared sectors keeps them in SharedArrayBuffers another thread can hold", () => {
-  const chip = new NorFlash({ sectorCount: 2, sharedSectors: true });
+Deno.test("NorFlash tracking changes hands out each changed sector once, frozen", () => {
+  const chip = new NorFlash({ sectorCount: 2, trackChanges: true });
   chip.program(8, new Uint8Array(8).fill(0x11));
-  const [change] = chip.takeChanges();
+  const [change, ...more] = chip.takeChanges();
   assert.ok(change);
+  assert.deepEqual(more, []);
   assert.equal(change[0], 0);
-  assert.ok(change[1]?.buffer instanceof SharedArrayBuffer);
   assert.deepEqual(chip.takeChanges(), [], "nothing changed since");
   chip.program(16, new Uint8Array(8).fill(0x22));
   assert.equal(change[1]?.[16], ERASED, "a frozen sector is copied before the next program");
@@ -471,7 +471,7 @@ Deno.test("NorFlash: property: digest() is the SHA-256 of read(), and a sector w
 
 Deno.test("sector pool: a sector's bytes at an unaligned offset find the pooled twin of the same content", () => {
   const content = new Uint8Array(4096).map((_, i) => (i * 7 + 3) & 0xff);
-  const first = new NorFlash({ sectorCount: 2, sharedSectors: true });
+  const first = new NorFlash({ sectorCount: 2, trackChanges: true });
   first.program(0, content);
   // A block inside a larger message, as the agent hands it over: offset 1, not a word boundary.
   const message = new Uint8Array(4096 + 5);
@@ -481,7 +481,7 @@ Deno.test("sector pool: a sector's bytes at an unaligned offset find the pooled 
   // The pool knows it as it is: no aligned copy needed to find it (nor made to be written).
   const twin = pooledTwin(unaligned);
   assert.ok(twin !== null && bytesEqual(twin, content), "the unaligned view finds its twin");
-  const second = new NorFlash({ sectorCount: 2, sharedSectors: true });
+  const second = new NorFlash({ sectorCount: 2, trackChanges: true });
   second.program(4096, unaligned);
   assert.deepEqual(second.read(4096, 4096), content);
   // Taken from the pool: the second chip's sector is the first chip's buffer, shared.
@@ -492,7 +492,7 @@ Deno.test("sector pool: a sector's bytes at an unaligned offset find the pooled 
   // A different content with the same sampled words is still told apart byte by byte.
   const other = content.slice();
   other[1001] = other[1001]! ^ 0xff; // in word 250, which the key does not sample
-  const third = new NorFlash({ sectorCount: 1, sharedSectors: true });
+  const third = new NorFlash({ sectorCount: 1, trackChanges: true });
   third.program(0, other);
   assert.equal(third.read(1001, 1)[0], other[1001]);
   assert.ok(!third.sharesSectorWith(0, first, 0));
