@@ -6,7 +6,6 @@
  * @module
  */
 
-import { sha256 } from "../protocol/signatures.ts";
 import { decodeStreamBlock } from "../protocol/stream_codec.ts";
 import { compareVersions, decodeHeader, type ImageVersion } from "../protocol/image_format.ts";
 import type { DataProtocol, DeltaOffer, OtaFileSpec, OtaJob } from "../protocol/job_document.ts";
@@ -14,6 +13,7 @@ import { OtaErr, stateReason } from "../protocol/job_status.ts";
 import { toBase64 } from "../lib/base64.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { BlockBitmap } from "./bitmap.ts";
+import { blockMatchesHash } from "./checked_blocks.ts";
 import type { ResumeRecord } from "./resume_record.ts";
 import { type PalFile } from "./ports.ts";
 
@@ -84,7 +84,7 @@ export function checkBlock(
         reason: `block size ${block.blockSize}, expected ${blockSize}`,
       };
     }
-    if (block.hash && !bytesEqual(sha256(block.payload), block.hash)) {
+    if (block.hash && !blockMatchesHash(block.payload, block.hash)) {
       return { ok: false, reason: `block ${block.blockId} fails its SHA-256 check` };
     }
     blockId = block.blockId;
