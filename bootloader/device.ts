@@ -206,7 +206,17 @@ export class Device {
   /** The running application, when there is one. */
   get running(): RunningFirmware | null {
     if (this.#state !== "running" || !this.#record) return null;
-    return {
+    // Asked for every device at every telemetry batch: the same answer while the boot record,
+    // the behavior and the flash (the trailer says whether the trial is over) did not move.
+    const generation = this.flash.generation;
+    const known = this.#running;
+    if (
+      known?.record === this.#record && known.generation === generation &&
+      known.value.behavior === this.#behavior
+    ) {
+      return known.value;
+    }
+    const value = {
       version: formatVersion(this.#record.image.header.version),
       behavior: this.#behavior,
       // Still on trial until the image confirms itself (the boot record only knows how it booted).
@@ -214,7 +224,15 @@ export class Device {
       securityCounter: this.#record.securityCounter,
       imageSha256: toHex(this.#record.image.sha256 ?? new Uint8Array()),
     };
+    this.#running = { record: this.#record, generation, value };
+    return value;
   }
+
+  #running: {
+    readonly record: BootRecord;
+    readonly generation: number;
+    readonly value: RunningFirmware;
+  } | null = null;
 
   #secondStage: RunningSecondStage | null = null;
 

@@ -172,8 +172,8 @@ export class NorFlash {
   readonly strict: boolean;
   #sectors: (Uint8Array | null)[];
   /** Sector buffers that may be referenced by other chips or the pool: copy before writing. */
-  #shared: boolean[];
-  #wear: number[];
+  #shared: Uint8Array;
+  #wear: Uint32Array;
   #versions: Uint32Array;
   #protection: SectorProtection[];
   readonly #refusals: ProtectionRefusal[] = [];
@@ -191,7 +191,8 @@ export class NorFlash {
   #poweredOn = true;
   #random: Random;
   /** Sectors changed since the last {@linkcode NorFlash.takeChanges}; null when not tracked. */
-  #changed: Set<number> | null;
+  #changed: Uint8Array | null;
+  #changedCount = 0;
   /** Told when a power cut strikes an operation (the device uses it to lose its RAM). */
   onPowerCut: (() => void) | null = null;
 
@@ -207,12 +208,12 @@ export class NorFlash {
     this.geometry = geometry;
     this.strict = options.strict ?? true;
     this.#sectors = new Array(geometry.sectorCount).fill(null);
-    this.#shared = new Array(geometry.sectorCount).fill(false);
-    this.#wear = new Array(geometry.sectorCount).fill(0);
+    this.#shared = new Uint8Array(geometry.sectorCount);
+    this.#wear = new Uint32Array(geometry.sectorCount);
     this.#versions = new Uint32Array(geometry.sectorCount);
     this.#protection = new Array(geometry.sectorCount).fill("none");
     this.#random = seededRandom(options.seed ?? 1);
-    this.#changed = options.trackChanges ? new Set() : null;
+    this.#changed = options.trackChanges ? new Uint8Array(geometry.sectorCount) : null;
   }
 
   /** Total bytes. */
@@ -267,6 +268,8 @@ export class NorFlash {
         );
       }
     }
+    // Clones share the array until one of them changes it (provisioning, before any clone).
+    this.#protection = [...this.#protection];
     for (let s = firstSector; s < firstSector + count; s++) this.#protection[s] = protection;
   }
 
@@ -369,7 +372,7 @@ export class NorFlash {
     this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
       const stored = this.#sectors[sector] ?? null;
       const bytes = this.#piece(sector, within, to - from);
-      memoizing &&= to - from === sectorSize && (stored === null || this.#shared[sector] === true);
+      memoizing &&= to - from === sectorSize && (stored === null || this.#shared[sector] === 1);
       if (!memoizing) {
         liveHash().update(bytes);
         return;
@@ -476,7 +479,7 @@ export class NorFlash {
     if (cut && !cut.torn) throw this.#powerCut(false);
     this.#wear[sector]!++;
     this.#versions[sector]!++;
-    this.#changed?.add(sector);
+    this.#markChanged(sector);
     if (cut) {
       // A torn erase pushes some bits towards 1: bytes end up erased, unchanged or in between.
       const old = this.#sectors[sector];
@@ -489,12 +492,12 @@ export class NorFlash {
             : torn[i]! | (this.#random.byte() & this.#random.byte());
         }
         this.#sectors[sector] = torn;
-        this.#shared[sector] = false;
+        this.#shared[sector] = 0;
       }
       throw this.#powerCut(true);
     }
     this.#sectors[sector] = null;
-    this.#shared[sector] = false;
+    this.#shared[sector] = 0;
   }
 
   /**
@@ -543,16 +546,16 @@ export class NorFlash {
     this.#stats.operations += programmed;
     this.#stats.bytesProgrammed += programmed * chunkSize;
     if (programmed === 0) return; // all erased: nothing was programmed, the target stays erased
-    this.#shared[from] = true;
+    this.#shared[from] = 1;
     this.#adopt(to, source!);
   }
 
   /** Makes `buffer`, which others may hold too (copy-on-write), the contents of `sector`. */
   #adopt(sector: number, buffer: Uint8Array): void {
     this.#sectors[sector] = buffer;
-    this.#shared[sector] = true;
+    this.#shared[sector] = 1;
     this.#versions[sector]!++;
-    this.#changed?.add(sector);
+    this.#markChanged(sector);
   }
 
   /** Erases every sector that overlaps `[offset, offset + length)`; both must be sector aligned. */
@@ -582,10 +585,11 @@ export class NorFlash {
       trackChanges: options.trackChanges ?? false,
     });
     copy.#sectors = [...this.#sectors];
-    copy.#wear = [...this.#wear];
-    copy.#protection = [...this.#protection];
-    copy.#shared = this.#sectors.map((data) => data !== null);
-    for (let s = 0; s < this.#sectors.length; s++) if (this.#sectors[s]) this.#shared[s] = true;
+    copy.#wear = this.#wear.slice();
+    copy.#protection = this.#protection;
+    for (let s = 0; s < this.#sectors.length; s++) {
+      if (this.#sectors[s]) this.#shared[s] = copy.#shared[s] = 1;
+    }
     return copy;
   }
 
@@ -605,14 +609,16 @@ export class NorFlash {
    * ```
    */
   takeChanges(): FlashChanges {
-    if (!this.#changed || this.#changed.size === 0) return [];
+    if (!this.#changed || this.#changedCount === 0) return [];
     const changes: [number, Uint8Array | null, number][] = [];
-    for (const sector of this.#changed) {
+    for (let sector = 0; sector < this.#changed.length; sector++) {
+      if (this.#changed[sector] === 0) continue;
       const data = this.#sectors[sector] ?? null;
-      if (data) this.#shared[sector] = true;
+      if (data) this.#shared[sector] = 1;
       changes.push([sector, data, this.#wear[sector]!]);
     }
-    this.#changed.clear();
+    this.#changed.fill(0);
+    this.#changedCount = 0;
     return changes;
   }
 
@@ -630,7 +636,7 @@ export class NorFlash {
         );
       }
       this.#sectors[sector] = data;
-      this.#shared[sector] = data !== null;
+      this.#shared[sector] = data === null ? 0 : 1;
       this.#wear[sector] = wear;
       this.#versions[sector]!++;
     }
@@ -760,8 +766,8 @@ export class NorFlash {
       return buffer;
     }
     this.#sectors[sector] = buffer;
-    this.#shared[sector] = false;
-    this.#changed?.add(sector);
+    this.#shared[sector] = 0;
+    this.#markChanged(sector);
     return buffer;
   }
 
@@ -779,8 +785,14 @@ export class NorFlash {
     if (!data || this.#shared[sector]) return;
     const pooled = internSector(data);
     this.#sectors[sector] = pooled;
-    this.#shared[sector] = true;
-    if (pooled !== data) this.#changed?.add(sector);
+    this.#shared[sector] = 1;
+    if (pooled !== data) this.#markChanged(sector);
+  }
+
+  #markChanged(sector: number): void {
+    if (!this.#changed || this.#changed[sector] === 1) return;
+    this.#changed[sector] = 1;
+    this.#changedCount++;
   }
 
   #checkPower(): void {
