@@ -292,6 +292,14 @@ const BENCH_FLAGS: readonly FlagSpec[] = [
   { name: "shards", value: "N", help: "fleet processes", range: [1, 64], default: "1" },
   { name: "out", value: "FILE", help: "where the results go", default: "bench/results.json" },
   { name: "floor-only", help: "measure the floor alone" },
+  {
+    name: "rounds",
+    value: "N",
+    help: "fleet and protocol floor measured N times each, interleaved (the machine's speed " +
+      "drifts); the ratios reported are the medians",
+    range: [1, 9],
+    default: "1",
+  },
 ];
 
 /** Help text of `deno task bench:fleet`. */
@@ -333,6 +341,7 @@ if (import.meta.main) {
       shards: flags.int("shards"),
       out: flags.string("out")!,
       floorOnly: flags.boolean("floor-only"),
+      rounds: flags.int("rounds"),
     };
   } catch (error) {
     console.error(usageLine((error as Error).message));
@@ -352,35 +361,50 @@ if (import.meta.main) {
       runs.push({ devices, floor });
       continue;
     }
-    const measured = await measureFleet({ ...shape, shards });
-    const { wireLog, ...fleet } = measured;
+    // Fleet and protocol floor in turns: a pair measured minutes apart on a machine whose speed
+    // drifts says less than the median of pairs measured back to back.
+    const rounds: {
+      fleet: Omit<FleetResult, "wireLog">;
+      protocol: ProtocolFloorResult;
+      ratios: ReturnType<typeof fleetOverFloor>;
+    }[] = [];
+    for (let round = 1; round <= values.rounds; round++) {
+      const label = values.rounds > 1 ? ` (round ${round} of ${values.rounds})` : "";
+      const measured = await measureFleet({ ...shape, shards });
+      const { wireLog, ...fleet } = measured;
+      console.log(
+        `${devices} devices${label}: fleet ${describe(fleet, devices)}; the update alone ${
+          fleet.updateSeconds.toFixed(1)
+        } s; ${fleet.asExpected ? "as expected" : "NOT as expected"}; wire per device ${
+          JSON.stringify(fleet.wirePerDevice)
+        }; phases ${JSON.stringify(fleet.phases)}; outcome ${
+          JSON.stringify(fleet.report.outcome)
+        }; versions ${JSON.stringify(fleet.report.runningVersion)}; stages ${
+          JSON.stringify(fleet.report.stages)
+        }; stage parts ${JSON.stringify(fleet.report.stageParts ?? {})}`,
+      );
+      // The same conversation with nothing behind it, from the device this fleet run logged.
+      const protocol = await measureProtocolFloor({ devices, workers, wireLog });
+      console.log(
+        `${devices} devices${label}: protocol floor ${
+          describe(protocol, devices)
+        }; wire per device ${JSON.stringify(protocol.wirePerDevice)}${
+          protocol.failed > 0 ? `; ${protocol.failed} clients FAILED` : ""
+        }${protocol.unmatched > 0 ? `; ${protocol.unmatched} actions unmatched` : ""}`,
+      );
+      rounds.push({ fleet, protocol, ratios: fleetOverFloor(fleet, protocol) });
+    }
+    const ratios = medianRatios(rounds.map((r) => r.ratios));
+    // The round whose CPU ratio is the median stands for the size (its stages, its figures).
+    const { fleet, protocol } = [...rounds].sort((a, b) => a.ratios.cpu - b.ratios.cpu)[
+      Math.floor((rounds.length - 1) / 2)
+    ]!;
     console.log(
-      `${devices} devices: fleet ${describe(fleet, devices)}; the update alone ${
-        fleet.updateSeconds.toFixed(1)
-      } s; ${fleet.asExpected ? "as expected" : "NOT as expected"}; wire per device ${
-        JSON.stringify(fleet.wirePerDevice)
-      }; phases ${JSON.stringify(fleet.phases)}; outcome ${
-        JSON.stringify(fleet.report.outcome)
-      }; versions ${JSON.stringify(fleet.report.runningVersion)}; stages ${
-        JSON.stringify(fleet.report.stages)
-      }; stage parts ${JSON.stringify(fleet.report.stageParts ?? {})}`,
-    );
-    // The same conversation with nothing behind it, from the device this fleet run logged.
-    const protocol = await measureProtocolFloor({ devices, workers, wireLog });
-    console.log(
-      `${devices} devices: protocol floor ${describe(protocol, devices)}; wire per device ${
-        JSON.stringify(protocol.wirePerDevice)
-      }${protocol.failed > 0 ? `; ${protocol.failed} clients FAILED` : ""}${
-        protocol.unmatched > 0 ? `; ${protocol.unmatched} actions unmatched` : ""
-      }`,
-    );
-    const ratios = fleetOverFloor(fleet, protocol);
-    console.log(
-      `${devices} devices: fleet / protocol floor: wall ${ratios.wall.toFixed(2)}x, cpu ${
-        ratios.cpu.toFixed(2)
-      }x, memory ${ratios.memory.toFixed(2)}x; fleet / download floor: wall ${
-        (fleet.seconds / floor.seconds).toFixed(1)
-      }x`,
+      `${devices} devices: fleet / protocol floor${
+        rounds.length > 1 ? ` (medians of ${rounds.length} rounds)` : ""
+      }: wall ${ratios.wall.toFixed(2)}x, cpu ${ratios.cpu.toFixed(2)}x, memory ${
+        ratios.memory.toFixed(2)
+      }x; fleet / download floor: wall ${(fleet.seconds / floor.seconds).toFixed(1)}x`,
     );
     runs.push({
       devices,
@@ -388,6 +412,23 @@ if (import.meta.main) {
       protocolFloor: protocol,
       fleet,
       fleetOverProtocolFloor: ratios,
+      ...(rounds.length > 1
+        ? {
+          rounds: rounds.map((r) => ({
+            fleet: {
+              seconds: r.fleet.seconds,
+              cpuSeconds: r.fleet.cpuSeconds,
+              peakRssBytes: r.fleet.peakRssBytes,
+            },
+            protocolFloor: {
+              seconds: r.protocol.seconds,
+              cpuSeconds: r.protocol.cpuSeconds,
+              peakRssBytes: r.protocol.peakRssBytes,
+            },
+            fleetOverProtocolFloor: r.ratios,
+          })),
+        }
+        : {}),
       fleetOverFloor: fleet.seconds / floor.seconds,
       updateOverFloor: fleet.updateSeconds / floor.seconds,
       memoryPerDeviceBytes: Math.round(fleet.peakRssBytes / devices),
@@ -441,6 +482,25 @@ export function fleetOverFloor(
     wall: round(fleet.seconds / floor.seconds),
     cpu: round(fleet.cpuSeconds / floor.cpuSeconds),
     memory: round(fleet.peakRssBytes / floor.peakRssBytes),
+  };
+}
+
+/** Each ratio's median over rounds (the mean of the middle two for an even count). */
+export function medianRatios(
+  all: readonly ReturnType<typeof fleetOverFloor>[],
+): ReturnType<typeof fleetOverFloor> {
+  const median = (values: number[]) => {
+    const sorted = values.toSorted((a, b) => a - b);
+    const middle = Math.floor(sorted.length / 2);
+    const value = sorted.length % 2 === 1
+      ? sorted[middle]!
+      : (sorted[middle - 1]! + sorted[middle]!) / 2;
+    return Math.round(value * 100) / 100;
+  };
+  return {
+    wall: median(all.map((r) => r.wall)),
+    cpu: median(all.map((r) => r.cpu)),
+    memory: median(all.map((r) => r.memory)),
   };
 }
 

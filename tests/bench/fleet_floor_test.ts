@@ -1,6 +1,6 @@
 /** The raw-floor harness of `deno task bench:fleet` moves exactly the bytes it claims. */
 import assert from "node:assert/strict";
-import { measureFloor } from "../../bench/fleet_floor.ts";
+import { measureFloor, medianRatios } from "../../bench/fleet_floor.ts";
 import { blocksPerRequestFor } from "../../fleet/fleet_args.ts";
 
 Deno.test("fleet floor: every client fetches the whole image through aedes, in Workers", async () => {
@@ -19,4 +19,12 @@ Deno.test("fleet floor: requests ask for as many blocks as the fleet's agents do
   assert.equal(blocksPerRequestFor(4096), 8);
   assert.equal(blocksPerRequestFor(256), 32);
   assert.equal(blocksPerRequestFor(65536), 1);
+});
+
+Deno.test("fleet benchmark: the ratios of several rounds are each their own median", () => {
+  const r = (wall: number, cpu: number, memory: number) => ({ wall, cpu, memory });
+  assert.deepEqual(medianRatios([r(2, 3, 4)]), r(2, 3, 4));
+  // Each ratio on its own: the round with the median wall time need not have the median CPU.
+  assert.deepEqual(medianRatios([r(3, 1, 5), r(1, 2, 9), r(2, 9, 1)]), r(2, 2, 5));
+  assert.deepEqual(medianRatios([r(1, 2, 3), r(2, 3, 5)]), r(1.5, 2.5, 4));
 });
