@@ -55,7 +55,8 @@ export function blockMatchesHash(payload: Uint8Array, hash: Uint8Array): boolean
     checked.clear();
     held = 0;
   }
-  const entry = { hash: hash.slice(), payload: payload.slice() };
+  // Copies whatever the views are (a Buffer's slice() would be another view).
+  const entry = { hash: new Uint8Array(hash), payload: new Uint8Array(payload) };
   const list = checked.get(key);
   if (list) list.push(entry);
   else checked.set(key, [entry]);

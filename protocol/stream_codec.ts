@@ -197,6 +197,69 @@ export function decodeCbor(bytes: Uint8Array): unknown {
   return decode(view, { ...DECODE_OPTIONS, tokenizer: new ViewingTokenizer(view, DECODE_OPTIONS) });
 }
 
+/**
+ * The fields of a data block in the shape every stream service sends, read without a CBOR
+ * library: a map of at most five entries whose keys are the one-letter texts `f`, `i`, `l`, `p`,
+ * `h` (each once) and whose values are unsigned integers or byte strings of up to four length
+ * bytes, in preferred encoding, ending exactly at the message's end. Null for anything else, which
+ * {@linkcode decodeCbor} then decodes (and refuses) as it always does: what this returns is what
+ * it would, byte strings included as views (a property test holds them together). Every device
+ * decodes every block: cborg's tokens and key strings were most of a block's decoding cost.
+ *
+ * @example
+ * ```ts
+ * import { blockFields, encodeStreamBlock } from "./stream_codec.ts";
+ * blockFields(encodeStreamBlock({ fileId: 1, blockId: 2, blockSize: 256, payload: new Uint8Array(3), hash: null }));
+ * // { f: 1, i: 2, l: 256, p: Uint8Array(3) }
+ * ```
+ */
+export function blockFields(message: Uint8Array): Record<string, number | Uint8Array> | null {
+  // A plain view, as decodeCbor makes: a Buffer's subarray would be a Buffer (whose slice() is
+  // no copy).
+  const bytes = new Uint8Array(message.buffer, message.byteOffset, message.length);
+  const head = bytes[0];
+  if (head === undefined || head >>> 5 !== 5) return null;
+  const entries = head & 31;
+  if (entries > 5) return null;
+  const fields: Record<string, number | Uint8Array> = {};
+  let at = 1;
+  for (let entry = 0; entry < entries; entry++) {
+    // A key: the text string of one byte, one of the five.
+    if (bytes[at] !== 0x61) return null;
+    const key = KEY_NAMES[bytes[at + 1]!];
+    if (key === undefined || key in fields) return null;
+    at += 2;
+    const item = bytes[at];
+    if (item === undefined) return null;
+    const major = item >>> 5;
+    if (major !== 0 && major !== 2) return null;
+    const minor = item & 31;
+    const size = minor < 24 ? 0 : LENGTH_BYTES[minor];
+    if (size === undefined || at + 1 + size > bytes.length) return null;
+    let argument = minor < 24 ? minor : 0;
+    for (let i = 1; i <= size; i++) argument = argument * 256 + bytes[at + i]!;
+    if (minor >= 24 && argument < LEAST_LENGTH[minor]!) return null;
+    at += 1 + size;
+    if (major === 0) {
+      fields[key] = argument;
+      continue;
+    }
+    if (at + argument > bytes.length) return null;
+    fields[key] = bytes.subarray(at, at + argument);
+    at += argument;
+  }
+  return at === bytes.length ? fields : null;
+}
+
+/** The keys a data block has, by their one byte. */
+const KEY_NAMES: Readonly<Record<number, string>> = {
+  0x66: "f",
+  0x69: "i",
+  0x6c: "l",
+  0x70: "p",
+  0x68: "h",
+};
+
 function decodeMap(bytes: Uint8Array): Decoded<Record<string, unknown>> {
   if (bytes.length === 0) return failure("InvalidCbor", "empty CBOR message");
   if (bytes.length > MAX_STREAM_MESSAGE) {
@@ -240,7 +303,8 @@ function uint(
  * ```
  */
 export function decodeStreamBlock(bytes: Uint8Array): Decoded<StreamBlock> {
-  const map = decodeMap(bytes);
+  const fields = bytes.length <= MAX_STREAM_MESSAGE ? blockFields(bytes) : null;
+  const map = fields ? { ok: true as const, value: fields } : decodeMap(bytes);
   if (!map.ok) return map;
   const fileId = uint(map.value, "f", 255);
   const blockId = uint(map.value, "i", 0xffffffff);

@@ -46,3 +46,16 @@ Deno.test("checked blocks: a block checked once, then corrupted in one bit, fail
   assert.ok(!blockMatchesHash(block, hash.subarray(0, 31)));
   assert.ok(!blockMatchesHash(new Uint8Array(0), new Uint8Array(0)));
 });
+
+Deno.test("checked blocks: a block handed over as a Buffer view of a message the transport reuses is remembered as a copy", () => {
+  const block = new Uint8Array(4096).map((_, i) => i * 13 + 5);
+  const hash = sha256(block);
+  const message = Buffer.alloc(4096 + 10);
+  message.set(block, 10);
+  assert.ok(blockMatchesHash(message.subarray(10), hash));
+  message.fill(0); // the transport's next message
+  const other = block.with(7, block[7]! ^ 1);
+  assert.ok(!blockMatchesHash(other, hash), "a different block does not match the remembered one");
+  assert.ok(blockMatchesHash(block.slice(), hash), "the remembered copy still matches the block");
+  assert.ok(!blockMatchesHash(message.subarray(10), hash), "nor does the zeroed message");
+});

@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { decode, encode } from "cborg";
 import { BlockBitmap } from "../../agent/bitmap.ts";
 import {
+  blockFields,
   decodeCbor,
   decodeGetStreamRequest,
   decodeStreamBlock,
@@ -219,4 +220,55 @@ Deno.test("topics: builders and classification of the Jobs and stream topics", (
   assert.deepEqual(classifyTopic("dev-9", "$aws/things/dev-9/jobs/$next/update/accepted"), {
     kind: "other",
   });
+});
+
+Deno.test("stream block fast path: whatever it reads is what strict CBOR decoding reads; blocks as services send them take it (fast-check prints the seed)", () => {
+  const key = fc.constantFrom("f", "i", "l", "p", "h", "x", "ff");
+  const value = fc.oneof(
+    fc.nat(),
+    fc.integer({ min: 0, max: 2 ** 32 + 5 }),
+    fc.integer({ min: -300, max: -1 }),
+    fc.uint8Array({ maxLength: 300 }),
+    fc.string({ maxLength: 3 }),
+    fc.constant(null),
+  );
+  const mutation = fc.option(
+    fc.record({ at: fc.nat(), to: fc.integer({ min: 0, max: 255 }), cut: fc.boolean() }),
+    { nil: undefined },
+  );
+  fc.assert(
+    fc.property(fc.dictionary(key, value, { maxKeys: 6 }), mutation, (map, change) => {
+      let bytes: Uint8Array = encode(map);
+      if (change) {
+        const at = change.at % bytes.length;
+        bytes = change.cut ? bytes.subarray(0, at) : bytes.with(at, change.to);
+      }
+      // Inside a Buffer, as a message arrives.
+      const message = Buffer.alloc(bytes.length + 4);
+      message.set(bytes, 2);
+      const view = message.subarray(2, 2 + bytes.length);
+      const fast = blockFields(view);
+      if (fast === null) return;
+      assert.deepEqual(fast, decodeCbor(view));
+      for (const field of Object.values(fast)) {
+        if (field instanceof Uint8Array) assert.ok(!Buffer.isBuffer(field), "plain views");
+      }
+    }),
+  );
+  fc.assert(
+    fc.property(
+      fc.record({
+        fileId: fc.integer({ min: 0, max: 255 }),
+        blockId: fc.integer({ min: 0, max: 0xffffffff }),
+        blockSize: fc.constantFrom(256, 1024, 4096, 131072),
+        payload: fc.uint8Array({ maxLength: 600 }),
+        hash: fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: null }),
+      }),
+      (block) => {
+        const bytes = encodeStreamBlock(block);
+        assert.ok(blockFields(bytes) !== null, "the fast path reads what we send");
+        assert.deepEqual(decodeStreamBlock(bytes), { ok: true, value: { ...block } });
+      },
+    ),
+  );
 });
