@@ -315,6 +315,12 @@ export const FLEET_FLAGS: readonly FlagSpec[] = [
     help: "write a V8 CPU profile of the main thread and of every Worker into DIR (summarize " +
       "with tools/cpu_profile.ts, or open in DevTools)",
   },
+  {
+    name: "heap-profile",
+    value: "DIR",
+    help: "write what every Worker allocated, sampled (collected objects included), into DIR " +
+      "(summarize with tools/heap_profile.ts, or open in DevTools)",
+  },
 ];
 
 export const USAGE = usage("Usage: deno task fleet [options]", FLEET_FLAGS);
@@ -356,6 +362,8 @@ export interface Options {
   reportHtml?: string;
   /** Directory for CPU profiles of the main thread and the Workers. */
   cpuProfile?: string;
+  /** Directory for the Workers' allocation profiles. */
+  heapProfile?: string;
   /** Devices whose own log lines are printed as they happen. */
   trace: readonly string[];
   /** Where the traced devices' MQTT packets go (fleet/wire_log.ts), if anywhere. */
@@ -528,6 +536,7 @@ export function parseFleetArgs(
     outageToleranceSeconds: flags.int("outage-tolerance"),
     ...(flags.has("cancel") ? { cancelAt: flags.number("cancel") } : {}),
     ...(v["cpu-profile"] !== undefined ? { cpuProfile: v["cpu-profile"] } : {}),
+    ...(v["heap-profile"] !== undefined ? { heapProfile: v["heap-profile"] } : {}),
     trace: traceList(v.trace),
     ...(v["wire-log"] !== undefined ? { wireLog: v["wire-log"] } : {}),
     badImageShare: flags.number("bad-image-share"),

@@ -553,6 +553,7 @@ class FleetRun {
         ...(options.erasePreviousImage ? { erasePreviousImage: true } : {}),
         ...(options.network ? { network: options.network } : {}),
         ...(options.cpuProfile ? { cpuProfileDir: options.cpuProfile } : {}),
+        ...(options.heapProfile ? { heapProfileDir: options.heapProfile } : {}),
         ...(options.trace.length > 0 ? { traceThings: options.trace } : {}),
         ...(wireLog ? { wireLog } : {}),
       },

@@ -19,6 +19,7 @@ import {
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import type { WireRecord } from "./wire_log.ts";
 import { startCpuProfile } from "../lib/cpu_profiler.ts";
+import { startHeapProfile } from "../lib/heap_profiler.ts";
 import { Semaphore } from "../lib/concurrency.ts";
 import { addDevice, emptySummary } from "./fleet_summary.ts";
 import { isEncrypted } from "../protocol/image_format.ts";
@@ -40,6 +41,7 @@ let telemetryTimer: ReturnType<typeof setTimeout> | undefined;
  */
 const telemetryPeriod = (base: number) => Math.max(base, Math.min(1000, actors.size / 5));
 let stopCpuProfile: (() => Promise<void>) | null = null;
+let stopHeapProfile: (() => Promise<void>) | null = null;
 /**
  * Connection attempts in flight per Worker: thousands of devices powering on at once overflowed
  * the broker's listen queue (the kernel drops what does not fit, and a dropped device waited out
@@ -154,6 +156,12 @@ async function handle(message: ToWorker): Promise<void> {
         const stop = await startCpuProfile();
         stopCpuProfile = () => stop(`${init.cpuProfileDir}/worker-${init.workerIndex}.cpuprofile`);
       }
+      if (init.heapProfileDir) {
+        await Deno.mkdir(init.heapProfileDir, { recursive: true });
+        const stop = await startHeapProfile();
+        stopHeapProfile = () =>
+          stop(`${init.heapProfileDir}/worker-${init.workerIndex}.heapprofile`);
+      }
       const scheduleTick = () => {
         telemetryTimer = setTimeout(() => {
           postTelemetry();
@@ -229,6 +237,7 @@ async function handle(message: ToWorker): Promise<void> {
       clearTimeout(telemetryTimer);
       await Promise.all([...actors.values()].map((a) => a.stop()));
       await stopCpuProfile?.();
+      await stopHeapProfile?.();
       post({ type: "stopped" });
       return;
   }

@@ -45,6 +45,8 @@ export interface WorkerInit {
   readonly traceThings?: readonly string[];
   /** Sample the Worker's CPU and write `worker-<index>.cpuprofile` here when it stops. */
   readonly cpuProfileDir?: string;
+  /** Sample the Worker's allocations and write `worker-<index>.heapprofile` here when it stops. */
+  readonly heapProfileDir?: string;
   /** Devices whose every MQTT packet is sent as a `wire` message, timed from `startedAt`. */
   readonly wireLog?: { readonly things: readonly string[]; readonly startedAt: number };
 }

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type FleetReport, stageParts, stageTimes } from "../../fleet/report.ts";
 import { parseFleetArgs } from "../../fleet/fleet_args.ts";
 import { runFleet } from "../../fleet/run.ts";
+import { allocationsBy, type HeapProfile } from "../../tools/heap_profile.ts";
 
 async function run(...args: string[]): Promise<FleetReport> {
   const lines: string[] = [];
@@ -81,6 +82,38 @@ Deno.test("fleet smoke: --cpu-profile writes V8 profiles of the main thread and 
       // The thread's own code is in it: the profile was taken where the work ran.
       assert.ok(profile.nodes.some((n) => n.callFrame.url.includes(ours)), `${file}: no ${ours}`);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fleet smoke: --heap-profile writes what every Worker allocated, which tools/heap_profile.ts sums per function and per stack", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "fleet-heap-profile-" });
+  try {
+    const report = await run("--devices", "8", "--workers", "2", "--heap-profile", dir);
+    accounted(report);
+    const files = [...Deno.readDirSync(dir)].map((entry) => entry.name).sort();
+    assert.deepEqual(files, ["worker-0.heapprofile", "worker-1.heapprofile"]);
+    const profiles = await Promise.all(
+      files.map(async (file) =>
+        JSON.parse(await Deno.readTextFile(`${dir}/${file}`)) as HeapProfile
+      ),
+    );
+    const byFunction = allocationsBy(profiles, 1);
+    const total = byFunction.reduce((sum, [, bytes]) => sum + bytes, 0);
+    // Eight devices each receive a 64 KiB image: megabytes go through the Workers' heaps.
+    assert.ok(total > 1_000_000, `only ${total} bytes sampled`);
+    assert.ok(
+      byFunction.some(([name]) => /agent\//.test(name)),
+      "the agent's allocations are in it",
+    );
+    const byStack = allocationsBy(profiles, 3);
+    assert.equal(
+      byStack.reduce((sum, [, bytes]) => sum + bytes, 0),
+      total,
+      "same bytes, per stack",
+    );
+    assert.ok(byStack.some(([name]) => name.split(" < ").length === 3));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
