@@ -12,26 +12,17 @@
  *
  * @module
  */
-import { Session } from "node:inspector";
+import { openInspector } from "./inspector_session.ts";
 
 /** Starts sampling (every 500 µs); the returned function stops and writes the profile. */
 export async function startCpuProfile(): Promise<(path: string) => Promise<void>> {
-  const session = new Session();
-  session.connect();
-  const post = (method: string, params: object = {}) =>
-    new Promise<unknown>((resolve, reject) =>
-      session.post(
-        method,
-        params,
-        (error: Error | null, result: unknown) => error ? reject(error) : resolve(result),
-      )
-    );
-  await post("Profiler.enable");
-  await post("Profiler.setSamplingInterval", { interval: 500 });
-  await post("Profiler.start");
+  const inspector = openInspector();
+  await inspector.post("Profiler.enable");
+  await inspector.post("Profiler.setSamplingInterval", { interval: 500 });
+  await inspector.post("Profiler.start");
   return async (path: string) => {
-    const { profile } = await post("Profiler.stop") as { profile: unknown };
-    session.disconnect();
+    const { profile } = await inspector.post("Profiler.stop") as { profile: unknown };
+    inspector.close();
     await Deno.writeTextFile(path, JSON.stringify(profile));
   };
 }

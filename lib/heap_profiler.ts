@@ -13,29 +13,20 @@
  *
  * @module
  */
-import { Session } from "node:inspector";
+import { openInspector } from "./inspector_session.ts";
 
 /** Starts sampling (one sample every 32 KiB allocated); the returned function writes the profile. */
 export async function startHeapProfile(): Promise<(path: string) => Promise<void>> {
-  const session = new Session();
-  session.connect();
-  const post = (method: string, params: object = {}) =>
-    new Promise<unknown>((resolve, reject) =>
-      session.post(
-        method,
-        params,
-        (error: Error | null, result: unknown) => error ? reject(error) : resolve(result),
-      )
-    );
-  await post("HeapProfiler.enable");
-  await post("HeapProfiler.startSampling", {
+  const inspector = openInspector();
+  await inspector.post("HeapProfiler.enable");
+  await inspector.post("HeapProfiler.startSampling", {
     samplingInterval: 32 * 1024,
     includeObjectsCollectedByMajorGC: true,
     includeObjectsCollectedByMinorGC: true,
   });
   return async (path: string) => {
-    const { profile } = await post("HeapProfiler.stopSampling") as { profile: unknown };
-    session.disconnect();
+    const { profile } = await inspector.post("HeapProfiler.stopSampling") as { profile: unknown };
+    inspector.close();
     await Deno.writeTextFile(path, JSON.stringify(profile));
   };
 }

@@ -63,12 +63,22 @@ Deno.test("fleet smoke: happy scenario, 16 devices in 2 Workers, all on 1.1.0", 
   }
 });
 
-Deno.test("fleet smoke: --cpu-profile writes V8 profiles of the main thread and of every Worker", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "fleet-cpu-profile-" });
+/** Runs 8 devices in 2 Workers with `flag DIR` (a temporary directory) and hands over DIR's files. */
+async function profiledRun(
+  flag: string,
+  check: (dir: string, files: string[]) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "fleet-profile-" });
   try {
-    const report = await run("--devices", "8", "--workers", "2", "--cpu-profile", dir);
-    accounted(report);
-    const files = [...Deno.readDirSync(dir)].map((entry) => entry.name).sort();
+    accounted(await run("--devices", "8", "--workers", "2", flag, dir));
+    await check(dir, [...Deno.readDirSync(dir)].map((entry) => entry.name).sort());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("fleet smoke: --cpu-profile writes V8 profiles of the main thread and of every Worker", async () => {
+  await profiledRun("--cpu-profile", async (dir, files) => {
     assert.deepEqual(files, ["main.cpuprofile", "worker-0.cpuprofile", "worker-1.cpuprofile"]);
     const expected = [["main", "fleet/"], ["worker-0", "agent/"], ["worker-1", "agent/"]] as const;
     for (const [file, ours] of expected) {
@@ -82,17 +92,11 @@ Deno.test("fleet smoke: --cpu-profile writes V8 profiles of the main thread and 
       // The thread's own code is in it: the profile was taken where the work ran.
       assert.ok(profile.nodes.some((n) => n.callFrame.url.includes(ours)), `${file}: no ${ours}`);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("fleet smoke: --heap-profile writes what every Worker allocated, which tools/heap_profile.ts sums per function and per stack", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "fleet-heap-profile-" });
-  try {
-    const report = await run("--devices", "8", "--workers", "2", "--heap-profile", dir);
-    accounted(report);
-    const files = [...Deno.readDirSync(dir)].map((entry) => entry.name).sort();
+  await profiledRun("--heap-profile", async (dir, files) => {
     assert.deepEqual(files, ["worker-0.heapprofile", "worker-1.heapprofile"]);
     const profiles = await Promise.all(
       files.map(async (file) =>
@@ -114,9 +118,7 @@ Deno.test("fleet smoke: --heap-profile writes what every Worker allocated, which
       "same bytes, per stack",
     );
     assert.ok(byStack.some(([name]) => name.split(" < ").length === 3));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("fleet smoke: --identity secure-element, devices log in with tokens their secure elements sign, through chaos and a Worker crash", async () => {
