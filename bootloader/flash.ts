@@ -403,6 +403,13 @@ export class NorFlash {
     this.#checkPower();
     this.#checkRange(offset, length, "blank-check");
     this.#stats.reads++;
+    const { sectorSize } = this.geometry;
+    const start = offset % sectorSize;
+    if (start + length <= sectorSize) {
+      // Inside one sector (a swap asks this of every sector it writes): no closure to make.
+      const stored = this.#sectors[(offset - start) / sectorSize];
+      return !stored || isFilledWith(stored, ERASED, start, start + length);
+    }
     let erased = true;
     this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
       const stored = this.#sectors[sector];

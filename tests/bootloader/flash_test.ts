@@ -497,3 +497,50 @@ Deno.test("sector pool: a sector's bytes at an unaligned offset find the pooled 
   assert.equal(third.read(1001, 1)[0], other[1001]);
   assert.ok(!third.sharesSectorWith(0, first, 0));
 });
+
+Deno.test("NorFlash.isErased says what reading the range says, within a sector or across several (fast-check prints the seed)", () => {
+  const sectorSize = 256;
+  const sectors = 4;
+  const size = sectorSize * sectors;
+  const write = fc.record({
+    unit: fc.integer({ min: 0, max: size / 8 - 1 }),
+    byte: fc.integer({ min: 0, max: 254 }),
+  });
+  const range = fc.record({
+    offset: fc.integer({ min: 0, max: size - 1 }),
+    length: fc.integer({ min: 0, max: size }),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(write, { maxLength: 12 }),
+      fc.array(range, { minLength: 1, maxLength: 20 }),
+      (writes, ranges) => {
+        const chip = new NorFlash({ sectorCount: sectors, sectorSize, strict: false });
+        for (const w of writes) {
+          try {
+            chip.program(w.unit * 8, new Uint8Array(8).fill(w.byte));
+          } catch (error) {
+            // A second program of a unit that would set a bit is refused: the chip is unchanged.
+            if (!(error instanceof FlashError)) throw error;
+          }
+        }
+        // Random ranges, and ranges that end or start right at a written unit's edge.
+        const edges = writes.flatMap((w) => [
+          { offset: Math.max(0, w.unit * 8 - 5), length: 6 },
+          { offset: Math.max(0, w.unit * 8 - 5), length: 5 },
+          { offset: w.unit * 8 + 7, length: 9 },
+          { offset: w.unit * 8 + 8, length: 9 },
+        ]);
+        for (const r of [...ranges, ...edges]) {
+          const length = Math.min(r.length, size - r.offset);
+          const read = chip.read(r.offset, length);
+          assert.equal(
+            chip.isErased(r.offset, length),
+            read.every((b) => b === ERASED),
+            JSON.stringify(r),
+          );
+        }
+      },
+    ),
+  );
+});
