@@ -4,6 +4,7 @@ import type { MqttClient } from "mqtt";
 import { EventEmitter } from "node:events";
 import mqtt from "mqtt";
 import { mqttPort } from "../../agent/mqtt_transport.ts";
+import { ManualClock } from "../../lib/clock.ts";
 import { startCloud } from "../../broker/cloud.ts";
 
 /** A client whose broker never answers (a PUBACK lost with its connection). */
@@ -22,6 +23,35 @@ Deno.test("mqttPort: a publish, subscribe or unsubscribe nobody answers fails af
   await assert.rejects(port.publish("t", "x", 1), /publish not acknowledged within 30 ms/);
   await assert.rejects(port.subscribe("t", 0), /subscribe not acknowledged within 30 ms/);
   await assert.rejects(port.unsubscribe("t"), /unsubscribe not acknowledged within 30 ms/);
+});
+
+Deno.test("mqttPort: each call fails at its own deadline, a later one not with an earlier one; nothing stays on the client", async () => {
+  const clock = new ManualClock();
+  const client = silentClient(true);
+  const port = mqttPort(client, { timeoutMs: 1_000, clock });
+  const outcomes: string[] = [];
+  const track = (name: string, call: Promise<void>) =>
+    call.then(
+      () => outcomes.push(`${name} ok`),
+      (e: Error) => outcomes.push(`${name}: ${e.message}`),
+    );
+  const first = track("first", port.publish("t", "1", 1));
+  clock.advance(600);
+  const second = track("second", port.subscribe("t", 1));
+  clock.advance(399);
+  await Promise.resolve();
+  assert.deepEqual(outcomes, [], "nothing is due yet");
+  clock.advance(1);
+  await first;
+  assert.deepEqual(outcomes, ["first: publish not acknowledged within 1000 ms"]);
+  clock.advance(599);
+  await Promise.resolve();
+  assert.equal(outcomes.length, 1, "the later call still waits");
+  clock.advance(1);
+  await second;
+  assert.deepEqual(outcomes.slice(1), ["second: subscribe not acknowledged within 1000 ms"]);
+  assert.equal(client.listenerCount("close"), 0, "no listener left behind");
+  assert.equal(clock.pendingTimers, 0, "no timer left behind");
 });
 
 Deno.test("mqttPort: a connection that closes under a pending call fails it at once, not at the timeout", async () => {
