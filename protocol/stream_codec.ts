@@ -149,22 +149,36 @@ class ViewingTokenizer extends Tokenizer {
     const at = this._pos;
     const head = data[at]!;
     if (head >>> 5 === 2) {
-      const minor = head & 31;
-      const argument = minor < 24 ? 0 : LENGTH_BYTES[minor];
-      if (argument !== undefined && at + 1 + argument <= data.length) {
-        let length = minor < 24 ? minor : 0;
-        for (let i = 1; i <= argument; i++) length = length * 256 + data[at + i]!;
-        const start = at + 1 + argument;
-        if (
-          (minor < 24 || length >= LEAST_LENGTH[minor]!) && start + length <= data.length
-        ) {
-          this._pos = start + length;
-          return new Token(Type.bytes, data.subarray(start, start + length), 1 + argument + length);
-        }
+      const length = preferredArgument(data, at);
+      const start = at + headSize(head);
+      if (length >= 0 && start + length <= data.length) {
+        this._pos = start + length;
+        return new Token(Type.bytes, data.subarray(start, start + length), start - at + length);
       }
     }
     return super.next();
   }
+}
+
+/**
+ * The argument of the CBOR head at `at` (the minor itself, or the 1, 2 or 4 bytes after it), or
+ * -1 when the head is cut short, takes 8 bytes, or is not in preferred (shortest) encoding: what
+ * both of this module's own readers leave to cborg.
+ */
+function preferredArgument(data: Uint8Array, at: number): number {
+  const minor = data[at]! & 31;
+  if (minor < 24) return minor;
+  const size = LENGTH_BYTES[minor];
+  if (size === undefined || at + 1 + size > data.length) return -1;
+  let value = 0;
+  for (let i = 1; i <= size; i++) value = value * 256 + data[at + i]!;
+  return value >= LEAST_LENGTH[minor]! ? value : -1;
+}
+
+/** Bytes of a CBOR head whose argument {@linkcode preferredArgument} read. */
+function headSize(head: number): number {
+  const minor = head & 31;
+  return minor < 24 ? 1 : 1 + LENGTH_BYTES[minor]!;
 }
 
 /**
@@ -233,13 +247,9 @@ export function blockFields(message: Uint8Array): Record<string, number | Uint8A
     if (item === undefined) return null;
     const major = item >>> 5;
     if (major !== 0 && major !== 2) return null;
-    const minor = item & 31;
-    const size = minor < 24 ? 0 : LENGTH_BYTES[minor];
-    if (size === undefined || at + 1 + size > bytes.length) return null;
-    let argument = minor < 24 ? minor : 0;
-    for (let i = 1; i <= size; i++) argument = argument * 256 + bytes[at + i]!;
-    if (minor >= 24 && argument < LEAST_LENGTH[minor]!) return null;
-    at += 1 + size;
+    const argument = preferredArgument(bytes, at);
+    if (argument < 0) return null;
+    at += headSize(item);
     if (major === 0) {
       fields[key] = argument;
       continue;
