@@ -371,20 +371,20 @@ export class NorFlash {
     let memoizing = offset % sectorSize === 0;
     this.#forEachSectorSpan(offset, length, (sector, within, from, to) => {
       const stored = this.#sectors[sector] ?? null;
-      const bytes = this.#piece(sector, within, to - from);
       memoizing &&= to - from === sectorSize && (stored === null || this.#shared[sector] === 1);
       if (!memoizing) {
-        liveHash().update(bytes);
+        liveHash().update(this.#piece(sector, within, to - from));
         return;
       }
       const known = sectorDigests.lookup(run.node, stored);
       if (known && !run.live) {
+        // A run every device shares: its state is known, its bytes need not even be viewed.
         run.matched = known.state;
         run.node = known.node;
         return;
       }
       const live = liveHash();
-      live.update(bytes);
+      live.update(this.#piece(sector, within, to - from));
       run.node = sectorDigests.remember(run.node, stored, live.copy());
     });
     const final = run.live ?? run.matched?.copy() ?? createHash("sha256");
@@ -451,21 +451,18 @@ export class NorFlash {
       this.#stats.bytesProgrammed += data.length;
       return;
     }
-    let units = data.length / writeUnit;
-    let partialUnit = false;
     if (cut) {
       if (!cut.torn) throw this.#powerCut(false);
-      units = this.#random.below(units);
-      partialUnit = true;
-    }
-    this.#programBytes(offset, data.subarray(0, units * writeUnit), null);
-    this.#stats.bytesProgrammed += units * writeUnit;
-    if (partialUnit) {
-      // The unit being programmed when power went has a random subset of its 0 bits written.
+      const units = this.#random.below(data.length / writeUnit);
       const at = units * writeUnit;
+      this.#programBytes(offset, data.subarray(0, at), null);
+      this.#stats.bytesProgrammed += at;
+      // The unit being programmed when power went has a random subset of its 0 bits written.
       this.#programBytes(offset + at, data.subarray(at, at + writeUnit), this.#random);
       throw this.#powerCut(true);
     }
+    this.#programBytes(offset, data, null);
+    this.#stats.bytesProgrammed += data.length;
     const end = offset + data.length;
     if (end % sectorSize === 0) this.#internSector(end / sectorSize - 1);
   }
@@ -716,50 +713,95 @@ export class NorFlash {
   }
 
   #checkProgrammable(offset: number, next: Uint8Array): void {
-    const { writeUnit } = this.geometry;
+    const within = offset % this.geometry.sectorSize;
+    if (within + next.length > this.geometry.sectorSize) {
+      this.#checkProgrammableSpans(offset, next);
+      return;
+    }
+    // Inside one sector (a swap's step records, trailers, records): no closure to make.
+    this.#checkProgrammableSpan(offset, next, (offset - within) / this.geometry.sectorSize, within);
+  }
+
+  #checkProgrammableSpans(offset: number, next: Uint8Array): void {
     this.#forEachSectorSpan(offset, next.length, (sector, within, from, to) => {
-      const current = this.#sectors[sector];
-      if (!current) return;
-      // The common case, a blank target, checked a word at a time; the loop finds the culprit.
-      if (isFilledWith(current, ERASED, within, within + to - from)) return;
-      for (let i = from, c = within; i < to; i++, c++) {
-        const old = current[c]!;
-        if (this.strict && old !== ERASED) {
-          throw new FlashError(
-            "not-erased",
-            `Cannot program the write unit at 0x${
-              (offset + i - (i % writeUnit)).toString(16)
-            }: it was already programmed and strict mode refuses a second program`,
-          );
-        }
-        if ((next[i]! & ~old & 0xff) !== 0) {
-          throw new FlashError(
-            "bit-set",
-            `Cannot program 0x${(offset + i).toString(16)}: 0x${old.toString(16)} -> 0x${
-              next[i]!.toString(16)
-            } needs a 0->1 change, which only an erase can make`,
-          );
-        }
-      }
+      this.#checkProgrammableSpan(offset, next, sector, within, from, to);
     });
+  }
+
+  /** Checks `next[from..to)`, bound for sector `sector` from byte `within`. */
+  #checkProgrammableSpan(
+    offset: number,
+    next: Uint8Array,
+    sector: number,
+    within: number,
+    from = 0,
+    to: number = next.length,
+  ): void {
+    const current = this.#sectors[sector];
+    if (!current) return;
+    // The common case, a blank target, checked a word at a time; the loop finds the culprit.
+    if (isFilledWith(current, ERASED, within, within + to - from)) return;
+    const { writeUnit } = this.geometry;
+    for (let i = from, c = within; i < to; i++, c++) {
+      const old = current[c]!;
+      if (this.strict && old !== ERASED) {
+        throw new FlashError(
+          "not-erased",
+          `Cannot program the write unit at 0x${
+            (offset + i - (i % writeUnit)).toString(16)
+          }: it was already programmed and strict mode refuses a second program`,
+        );
+      }
+      if ((next[i]! & ~old & 0xff) !== 0) {
+        throw new FlashError(
+          "bit-set",
+          `Cannot program 0x${(offset + i).toString(16)}: 0x${old.toString(16)} -> 0x${
+            next[i]!.toString(16)
+          } needs a 0->1 change, which only an erase can make`,
+        );
+      }
+    }
   }
 
   /** Clears the 0 bits of `data` at `offset`; with `tear`, only a random subset of them. */
   #programBytes(offset: number, data: Uint8Array, tear: Random | null): void {
+    if (data.length === 0) return; // a cut before the first unit: nothing reaches the chip
+    const within = offset % this.geometry.sectorSize;
+    if (within + data.length > this.geometry.sectorSize) {
+      this.#programSpans(offset, data, tear);
+      return;
+    }
+    // Inside one sector (a swap's step records, trailers, records): no closure to make.
+    this.#programSpan(data, tear, (offset - within) / this.geometry.sectorSize, within);
+  }
+
+  #programSpans(offset: number, data: Uint8Array, tear: Random | null): void {
     this.#forEachSectorSpan(offset, data.length, (sector, within, from, to) => {
-      const blank = this.#sectors[sector] === null;
-      const buffer = this.#writableSector(sector);
-      this.#versions[sector]!++;
-      if (!tear && (blank || this.strict)) {
-        // Onto erased bytes (strict mode checked them all), programming is a copy.
-        buffer.set(data.subarray(from, to), within);
-        return;
-      }
-      for (let i = from, b = within; i < to; i++, b++) {
-        const clear = tear ? (~data[i]! & tear.byte()) & 0xff : ~data[i]! & 0xff;
-        buffer[b] = buffer[b]! & ~clear & 0xff;
-      }
+      this.#programSpan(data, tear, sector, within, from, to);
     });
+  }
+
+  /** Programs `data[from..to)` into sector `sector` from byte `within`. */
+  #programSpan(
+    data: Uint8Array,
+    tear: Random | null,
+    sector: number,
+    within: number,
+    from = 0,
+    to: number = data.length,
+  ): void {
+    const blank = this.#sectors[sector] === null;
+    const buffer = this.#writableSector(sector);
+    this.#versions[sector]!++;
+    if (!tear && (blank || this.strict)) {
+      // Onto erased bytes (strict mode checked them all), programming is a copy.
+      buffer.set(from === 0 && to === data.length ? data : data.subarray(from, to), within);
+      return;
+    }
+    for (let i = from, b = within; i < to; i++, b++) {
+      const clear = tear ? (~data[i]! & tear.byte()) & 0xff : ~data[i]! & 0xff;
+      buffer[b] = buffer[b]! & ~clear & 0xff;
+    }
   }
 
   /** The sector's own buffer, materialized from erased or copied from a shared one. */
