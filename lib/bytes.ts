@@ -82,6 +82,8 @@ export function isFilledWith(
   start = 0,
   end: number = bytes.length,
 ): boolean {
+  // Most ranges asked about hold data, which shows at once: no word view made for them.
+  if (start < end && (bytes[start] !== value || bytes[end - 1] !== value)) return false;
   let i = start;
   const length = end - start;
   if (length >= WORDWISE && (bytes.byteOffset + start) % 4 === 0 && value === (value & 0xff)) {
