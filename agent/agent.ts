@@ -41,7 +41,12 @@ import {
   versionWord,
 } from "../protocol/job_status.ts";
 import { blockSizeProblem, encodeGetStreamRequest } from "../protocol/stream_codec.ts";
-import { classifyTopic, type ThingTopics, thingTopics } from "../protocol/topics.ts";
+import {
+  classifyTopic,
+  type IncomingTopic,
+  type ThingTopics,
+  thingTopics,
+} from "../protocol/topics.ts";
 import {
   type AgentEventType,
   type AgentState,
@@ -100,6 +105,9 @@ type Outcome = "done" | "stay" | { readonly error: string };
  */
 export class OtaAgent {
   readonly #thing: string;
+  /** The last topic classified and what it is (topics are immutable strings: safe to keep). */
+  #lastTopic = "";
+  #lastKind: IncomingTopic = { kind: "other" };
   readonly #topics: ThingTopics;
   readonly #mqtt: MqttPort;
   readonly #http: HttpPort | undefined;
@@ -263,7 +271,12 @@ export class OtaAgent {
 
   /** Routes an incoming MQTT message. Never throws. */
   handleMessage(topic: string, payload: Uint8Array): void {
-    const kind = classifyTopic(this.#thing, topic);
+    // A download brings the same data topic again and again: classified once, not split each time.
+    if (topic !== this.#lastTopic) {
+      this.#lastTopic = topic;
+      this.#lastKind = classifyTopic(this.#thing, topic);
+    }
+    const kind = this.#lastKind;
     switch (kind.kind) {
       case "notify-next":
       case "next-get-accepted":
