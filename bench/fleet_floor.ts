@@ -33,6 +33,8 @@ export interface FloorResult {
   readonly mbPerSecond: number;
   /** CPU seconds of the broker and the clients (with clients in a process of their own). */
   readonly cpuSeconds?: number;
+  /** The same, process by process (`broker`, `clients`). */
+  readonly cpuByProcess?: Readonly<Record<string, number>>;
   /** Peak resident memory of this process (the broker) and the clients' process together. */
   readonly peakRssBytes?: number;
 }
@@ -84,12 +86,17 @@ export async function measureFloor(
     const before = cpuSeconds();
     const { seconds, bytes, peakRssBytes } = await floorClientsProcess(embedded.url, options);
     const after = cpuSeconds();
+    // The broker is this process: its share is this process's CPU over the run.
+    const cpuByProcess = {
+      broker: tenths(after.self - before.self),
+      clients: tenths(after.children - before.children),
+    };
     return {
       seconds,
       bytes,
       mbPerSecond: bytes / 1e6 / seconds,
-      // The broker is this process: its share is this process's CPU over the run.
       cpuSeconds: after.self - before.self + after.children - before.children,
+      cpuByProcess,
       peakRssBytes,
     };
   } finally {
@@ -126,6 +133,8 @@ export interface FleetResult {
   readonly peakRssBytes: number;
   /** CPU seconds of the broker and every fleet process together. */
   readonly cpuSeconds: number;
+  /** The same, process by process (`broker`, `fleet`, or `fleet-N` with several shards). */
+  readonly cpuByProcess: Readonly<Record<string, number>>;
   /** What a device's MQTT connections carried on average (the fleet's report). */
   readonly wirePerDevice: FleetReport["wirePerDevice"];
   /**
@@ -205,8 +214,18 @@ export async function measureFleet(
       ]));
     }
     const reports: FleetReport[] = [];
+    // A child's CPU joins this process's children's count once it is waited for: read between
+    // the waits, each difference is one process's, exactly (the broker goes last).
+    const cpuByProcess: Record<string, number> = {};
+    let cpuSoFar = cpuBefore;
+    const chargeTo = (name: string) => {
+      const now = cpuSeconds().children;
+      cpuByProcess[name] = tenths(now - cpuSoFar);
+      cpuSoFar = now;
+    };
     for (const [index, shard] of shards.entries()) {
       const status = await shard.status;
+      chargeTo(shards.length === 1 ? "fleet" : `fleet-${index + 1}`);
       try {
         reports.push(JSON.parse(await Deno.readTextFile(`${dir}/report-${index + 1}.json`)));
       } catch {
@@ -220,6 +239,7 @@ export async function measureFleet(
     const peakRssBytes = memory.stop();
     broker.kill();
     await broker.status;
+    chargeTo("broker");
     const seconds = Math.max(...reports.map((r) => r.wallSeconds));
     // Every shard sees the whole update's counts; the first one's figures stand for the run.
     const first = reports[0]!;
@@ -232,6 +252,7 @@ export async function measureFleet(
       asExpected: reports.every((r) => r.asExpected),
       peakRssBytes,
       cpuSeconds: cpuSeconds().children - cpuBefore,
+      cpuByProcess,
       wirePerDevice: first.wirePerDevice,
       wireLog,
       phases: first.phases,
@@ -418,11 +439,13 @@ if (import.meta.main) {
             fleet: {
               seconds: r.fleet.seconds,
               cpuSeconds: r.fleet.cpuSeconds,
+              cpuByProcess: r.fleet.cpuByProcess,
               peakRssBytes: r.fleet.peakRssBytes,
             },
             protocolFloor: {
               seconds: r.protocol.seconds,
               cpuSeconds: r.protocol.cpuSeconds,
+              cpuByProcess: r.protocol.cpuByProcess,
               peakRssBytes: r.protocol.peakRssBytes,
             },
             fleetOverProtocolFloor: r.ratios,
@@ -460,7 +483,12 @@ if (import.meta.main) {
 
 /** One measurement in a line: wall, CPU, peak memory in all and per device. */
 function describe(
-  m: { seconds: number; cpuSeconds?: number; peakRssBytes?: number },
+  m: {
+    seconds: number;
+    cpuSeconds?: number;
+    cpuByProcess?: Readonly<Record<string, number>>;
+    peakRssBytes?: number;
+  },
   devices: number,
 ): string {
   const memory = m.peakRssBytes === undefined
@@ -468,7 +496,12 @@ function describe(
     : `, peak RSS ${(m.peakRssBytes / 2 ** 20).toFixed(0)} MiB (${
       (m.peakRssBytes / devices / 1024).toFixed(0)
     } KiB per device)`;
-  const cpu = m.cpuSeconds === undefined ? "" : `, cpu ${m.cpuSeconds.toFixed(1)} s`;
+  const byProcess = m.cpuByProcess
+    ? ` (${
+      Object.entries(m.cpuByProcess).map(([name, s]) => `${name} ${s.toFixed(1)}`).join(", ")
+    })`
+    : "";
+  const cpu = m.cpuSeconds === undefined ? "" : `, cpu ${m.cpuSeconds.toFixed(1)} s${byProcess}`;
   return `${m.seconds.toFixed(1)} s${cpu}${memory}`;
 }
 
@@ -527,4 +560,9 @@ export function typicalDevice(wireLog: string): string {
   const median = byCount[Math.floor((byCount.length - 1) / 2)];
   if (!median) throw new Error("the fleet's wire log is empty");
   return median.join("\n") + "\n";
+}
+
+/** Seconds to a tenth, as `/proc` counts them (clock ticks of 10 ms) and the results keep them. */
+function tenths(seconds: number): number {
+  return Math.round(seconds * 10) / 10;
 }

@@ -17,6 +17,8 @@ export interface ProtocolFloorResult {
   readonly seconds: number;
   /** CPU seconds of the responder and client processes together. */
   readonly cpuSeconds: number;
+  /** The same, process by process (`clients`, `responder`). */
+  readonly cpuByProcess: Readonly<Record<string, number>>;
   /** Peak of the two processes' resident memory together. */
   readonly peakRssBytes: number;
   readonly wirePerDevice: ProtocolClientsResult["wirePerDevice"];
@@ -65,14 +67,19 @@ export async function measureProtocolFloor(
     ) as ProtocolClientsResult;
     const seconds = (performance.now() - started) / 1000;
     await clients.status;
+    // Read between the waits, the children's CPU count splits exactly by process.
+    const clientsCpu = cpuSeconds().children - cpuBefore;
     responder.kill("SIGTERM");
     const { unmatched } = JSON.parse(
       await responder.line((l) => l.startsWith('{"unmatched"'), "its count"),
     ) as { unmatched: number };
     await responder.status;
+    const cpu = cpuSeconds().children - cpuBefore;
+    const tenths = (n: number) => Math.round(n * 10) / 10;
     return {
       seconds,
-      cpuSeconds: cpuSeconds().children - cpuBefore,
+      cpuSeconds: cpu,
+      cpuByProcess: { clients: tenths(clientsCpu), responder: tenths(cpu - clientsCpu) },
       peakRssBytes: memory.stop(),
       wirePerDevice: result.wirePerDevice,
       failed: result.failed,

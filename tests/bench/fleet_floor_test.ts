@@ -15,6 +15,23 @@ Deno.test("fleet floor: every client fetches the whole image through aedes, in W
   assert.ok(result.seconds > 0 && result.mbPerSecond > 0);
 });
 
+Deno.test("fleet floor: with the clients in their own process, each process's CPU is told", async () => {
+  const result = await measureFloor({
+    devices: 5,
+    imageSize: 20 * 1024,
+    blockSize: 4096,
+    workers: 2,
+    clients: "process",
+  });
+  assert.equal(result.bytes, 5 * 5 * 4096);
+  // The broker (this process) and the clients' process, each on its own and together the run's.
+  const { broker, clients, ...others } = result.cpuByProcess!;
+  assert.deepEqual(others, {});
+  assert.ok(broker! >= 0 && clients! > 0, JSON.stringify(result.cpuByProcess));
+  assert.ok(Math.abs(broker! + clients! - result.cpuSeconds!) <= 0.1);
+  assert.ok(result.peakRssBytes! > 0);
+});
+
 Deno.test("fleet floor: requests ask for as many blocks as the fleet's agents do", () => {
   assert.equal(blocksPerRequestFor(4096), 8);
   assert.equal(blocksPerRequestFor(256), 32);

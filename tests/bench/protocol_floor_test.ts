@@ -63,6 +63,11 @@ Deno.test("protocol floor: clients in their own process replay a logged fleet de
       }`,
     );
     assert.ok(floor.seconds > 0 && floor.cpuSeconds > 0 && floor.peakRssBytes > 0);
+    // Each process's CPU, and together (to the tenths they are kept in) the run's.
+    const { clients, responder, ...others } = floor.cpuByProcess;
+    assert.deepEqual(others, {});
+    assert.ok(clients! > 0 && responder! >= 0, JSON.stringify(floor.cpuByProcess));
+    assert.ok(Math.abs(clients! + responder! - floor.cpuSeconds) <= 0.1);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
