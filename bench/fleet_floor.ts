@@ -133,7 +133,7 @@ export interface FleetResult {
   readonly peakRssBytes: number;
   /** CPU seconds of the broker and every fleet process together. */
   readonly cpuSeconds: number;
-  /** The same, process by process (`broker`, `fleet`, or `fleet-N` with several shards). */
+  /** The same by process: `broker`, and `fleet` (every fleet process together). */
   readonly cpuByProcess: Readonly<Record<string, number>>;
   /** What a device's MQTT connections carried on average (the fleet's report). */
   readonly wirePerDevice: FleetReport["wirePerDevice"];
@@ -214,18 +214,8 @@ export async function measureFleet(
       ]));
     }
     const reports: FleetReport[] = [];
-    // A child's CPU joins this process's children's count once it is waited for: read between
-    // the waits, each difference is one process's, exactly (the broker goes last).
-    const cpuByProcess: Record<string, number> = {};
-    let cpuSoFar = cpuBefore;
-    const chargeTo = (name: string) => {
-      const now = cpuSeconds().children;
-      cpuByProcess[name] = tenths(now - cpuSoFar);
-      cpuSoFar = now;
-    };
     for (const [index, shard] of shards.entries()) {
       const status = await shard.status;
-      chargeTo(shards.length === 1 ? "fleet" : `fleet-${index + 1}`);
       try {
         reports.push(JSON.parse(await Deno.readTextFile(`${dir}/report-${index + 1}.json`)));
       } catch {
@@ -237,9 +227,15 @@ export async function measureFleet(
       }
     }
     const peakRssBytes = memory.stop();
+    // A child's CPU joins this process's count of children once the runtime has reaped it, which
+    // it does as soon as the child ends: read once every fleet process has ended and again once
+    // the broker has, the two differences are theirs, exactly. (Shards end in any order, so they
+    // are counted together.)
+    const fleetCpu = cpuSeconds().children - cpuBefore;
     broker.kill();
     await broker.status;
-    chargeTo("broker");
+    const cpu = cpuSeconds().children - cpuBefore;
+    const cpuByProcess = { fleet: tenths(fleetCpu), broker: tenths(cpu - fleetCpu) };
     const seconds = Math.max(...reports.map((r) => r.wallSeconds));
     // Every shard sees the whole update's counts; the first one's figures stand for the run.
     const first = reports[0]!;
@@ -251,7 +247,7 @@ export async function measureFleet(
       mbPerSecond: bytes / 1e6 / seconds,
       asExpected: reports.every((r) => r.asExpected),
       peakRssBytes,
-      cpuSeconds: cpuSeconds().children - cpuBefore,
+      cpuSeconds: cpu,
       cpuByProcess,
       wirePerDevice: first.wirePerDevice,
       wireLog,

@@ -67,7 +67,8 @@ export async function measureProtocolFloor(
     ) as ProtocolClientsResult;
     const seconds = (performance.now() - started) / 1000;
     await clients.status;
-    // Read between the waits, the children's CPU count splits exactly by process.
+    // A child's CPU joins this process's count of children once it ends (the runtime reaps it at
+    // once): read now and after the responder ends, the count splits exactly by process.
     const clientsCpu = cpuSeconds().children - cpuBefore;
     responder.kill("SIGTERM");
     const { unmatched } = JSON.parse(
