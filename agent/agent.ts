@@ -52,6 +52,7 @@ import {
   type AgentState,
   findTransition,
   type HandlerName,
+  type TransitionRow,
 } from "./transition_table.ts";
 import { describeRequest } from "../protocol/jobs_api.ts";
 import type {
@@ -321,14 +322,17 @@ export class OtaAgent {
   async #drain(): Promise<void> {
     try {
       for (let event = this.#queue.shift(); event; event = this.#queue.shift()) {
-        await this.#dispatch(event);
+        // A handler that finished at once (a block written, the common case) is not awaited:
+        // three promises and three microtask turns a block, for nothing to wait for.
+        const pending = this.#dispatch(event);
+        if (pending) await pending;
       }
     } finally {
       this.#running = null;
     }
   }
 
-  async #dispatch(event: QueuedEvent): Promise<void> {
+  #dispatch(event: QueuedEvent): Promise<void> | undefined {
     const row = findTransition(this.#state, event.type);
     if (!row) {
       this.unexpected.push(`${this.#state}/${event.type}`);
@@ -339,12 +343,23 @@ export class OtaAgent {
       }
       return;
     }
-    let outcome: Outcome;
+    let outcome: Promise<Outcome> | Outcome;
     try {
-      outcome = await this.#run(row.handler, event);
+      outcome = this.#run(row.handler, event);
     } catch (error) {
       outcome = { error: (error as Error).message };
     }
+    if (!(outcome instanceof Promise)) {
+      this.#settle(row, event, outcome);
+      return undefined;
+    }
+    return outcome.then(
+      (settled) => this.#settle(row, event, settled),
+      (error) => this.#settle(row, event, { error: (error as Error).message }),
+    );
+  }
+
+  #settle(row: TransitionRow, event: QueuedEvent, outcome: Outcome): void {
     if (outcome === "done") {
       this.#state = row.next;
     } else if (outcome !== "stay") {
@@ -1032,7 +1047,8 @@ export class OtaAgent {
     this.#track(work);
   }
 
-  async #processDataHandler(input: BlockInput): Promise<Outcome> {
+  /** Not async: a block written is done at once; only a failure has a promise to wait for. */
+  #processDataHandler(input: BlockInput): Promise<Outcome> | Outcome {
     const active = this.#active;
     if (!active) {
       this.statistics.packetsDropped++;
@@ -1057,14 +1073,14 @@ export class OtaAgent {
       active.spec.fileType === 0 && blockId === 0 && !active.patch && !this.#config.allowDowngrade
     ) {
       const refusal = versionRefusal(payload, this.#platform.runningVersion);
-      if (refusal) return await this.#failActive(refusal.reason, refusal.detail, "REJECTED");
+      if (refusal) return this.#failActive(refusal.reason, refusal.detail, "REJECTED");
     }
     const offset = blockId * this.#config.blockSize;
     if (active.spec.fileType === 0) {
       let written = this.#platform.pal.writeBlock(active.palFile, offset, payload);
       if (written !== payload.length && active.patch) {
-        await this.#withoutPatch(active, this.#platform.pal.lastError ?? "write failed");
-        return "stay";
+        return this.#withoutPatch(active, this.#platform.pal.lastError ?? "write failed")
+          .then(() => "stay" as const);
       }
       if (written !== payload.length && !active.restarted) {
         // A block torn by a power cut cannot be rewritten in place: start the file over, once.
@@ -1075,11 +1091,11 @@ export class OtaAgent {
         active.bitmap = new BlockBitmap(active.blockCount);
         this.#resume.clearRecord();
         const reopened = this.#openStorage(active);
-        if (!reopened.ok) return await this.#failActive(reopened.reason, reopened.detail);
+        if (!reopened.ok) return this.#failActive(reopened.reason, reopened.detail);
         written = this.#platform.pal.writeBlock(active.palFile, offset, payload);
       }
       if (written !== payload.length) {
-        return await this.#failActive(
+        return this.#failActive(
           failedReason(OtaPalMainStatus.FileClose, 0),
           `cannot write block ${blockId}: ${this.#platform.pal.lastError}`,
         );
@@ -1091,7 +1107,7 @@ export class OtaAgent {
     active.momentum = 0;
     const slow = this.#rateWatch?.received(payload.length, this.#clock.now());
     if (slow && active.bitmap.remaining > 0) {
-      return await this.#failActive(failedReason(OtaErr.MomentumAbort, 0), slow);
+      return this.#failActive(failedReason(OtaErr.MomentumAbort, 0), slow);
     }
     this.statistics.packetsProcessed++;
     const received = active.blockCount - active.bitmap.remaining;
