@@ -19,7 +19,7 @@ import { startEmbeddedBroker, writeTogether } from "../broker/embedded.ts";
 import type { FleetReport } from "../fleet/report.ts";
 import { parseWireLog } from "../fleet/wire_log.ts";
 import { runFloorClients } from "./floor_clients.ts";
-import { cpuSeconds, sampleResidentMemory, spawnDeno } from "./processes.ts";
+import { cpuSeconds, sampleResidentMemory, spawnDeno, tenths } from "./processes.ts";
 import { measureProtocolFloor, type ProtocolFloorResult } from "./protocol_floor.ts";
 import { standardFlags, usageLine } from "../lib/cli.ts";
 import { type FlagSpec, parseFlags, usage } from "../lib/flags.ts";
@@ -556,9 +556,4 @@ export function typicalDevice(wireLog: string): string {
   const median = byCount[Math.floor((byCount.length - 1) / 2)];
   if (!median) throw new Error("the fleet's wire log is empty");
   return median.join("\n") + "\n";
-}
-
-/** Seconds to a tenth, as `/proc` counts them (clock ticks of 10 ms) and the results keep them. */
-function tenths(seconds: number): number {
-  return Math.round(seconds * 10) / 10;
 }

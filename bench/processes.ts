@@ -153,6 +153,19 @@ export function cpuSeconds(): { self: number; children: number } {
 }
 
 /**
+ * Seconds to a tenth, as `/proc` counts CPU time (ticks of 10 ms) and the results keep it.
+ *
+ * @example
+ * ```ts
+ * import { tenths } from "./processes.ts";
+ * tenths(12.3400001); // 12.3
+ * ```
+ */
+export function tenths(seconds: number): number {
+  return Math.round(seconds * 10) / 10;
+}
+
+/**
  * A child script's `--name` option as a positive integer; otherwise says why on one line and
  * exits with status 2 (the benchmark's child processes take their options from it).
  *

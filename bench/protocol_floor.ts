@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { cpuSeconds, sampleResidentMemory, spawnDeno } from "./processes.ts";
+import { cpuSeconds, sampleResidentMemory, spawnDeno, tenths } from "./processes.ts";
 import type { ProtocolClientsResult } from "./protocol_clients.ts";
 
 /** What one protocol floor run measured. */
@@ -76,7 +76,6 @@ export async function measureProtocolFloor(
     ) as { unmatched: number };
     await responder.status;
     const cpu = cpuSeconds().children - cpuBefore;
-    const tenths = (n: number) => Math.round(n * 10) / 10;
     return {
       seconds,
       cpuSeconds: cpu,
