@@ -3,26 +3,18 @@ import assert from "node:assert/strict";
 import { measureFloor, medianRatios } from "../../bench/fleet_floor.ts";
 import { blocksPerRequestFor } from "../../fleet/fleet_args.ts";
 
+/** Five clients, each fetching 20 KiB in 4 KiB blocks through two Workers. */
+const SMALL = { devices: 5, imageSize: 20 * 1024, blockSize: 4096, workers: 2 } as const;
+
 Deno.test("fleet floor: every client fetches the whole image through aedes, in Workers", async () => {
-  const result = await measureFloor({
-    devices: 5,
-    imageSize: 20 * 1024,
-    blockSize: 4096,
-    workers: 2,
-  });
+  const result = await measureFloor(SMALL);
   // 20 KiB in 4 KiB blocks is 5 blocks per client, the last one whole (the floor sends full blocks).
   assert.equal(result.bytes, 5 * 5 * 4096);
   assert.ok(result.seconds > 0 && result.mbPerSecond > 0);
 });
 
 Deno.test("fleet floor: with the clients in their own process, each process's CPU is told", async () => {
-  const result = await measureFloor({
-    devices: 5,
-    imageSize: 20 * 1024,
-    blockSize: 4096,
-    workers: 2,
-    clients: "process",
-  });
+  const result = await measureFloor({ ...SMALL, clients: "process" });
   assert.equal(result.bytes, 5 * 5 * 4096);
   // The broker (this process) and the clients' process, each on its own and together the run's.
   const { broker, clients, ...others } = result.cpuByProcess!;
