@@ -730,16 +730,7 @@ export class NorFlash {
     offset: number,
     data: Uint8Array,
     tear: Random | null,
-    span: (
-      this: NorFlash,
-      offset: number,
-      data: Uint8Array,
-      tear: Random | null,
-      sector: number,
-      within: number,
-      from: number,
-      to: number,
-    ) => void,
+    span: SpanVisit,
   ): void {
     const { sectorSize } = this.geometry;
     for (let from = 0; from < data.length;) {
@@ -878,6 +869,20 @@ export class NorFlash {
     }
   }
 }
+
+/** One sector's piece of a program: `data[from..to)` (at chip `offset`) into `sector` from `within`. */
+type SpanVisit = (
+  this: NorFlash,
+  ...piece: [
+    offset: number,
+    data: Uint8Array,
+    tear: Random | null,
+    sector: number,
+    within: number,
+    from: number,
+    to: number,
+  ]
+) => void;
 
 function validateGeometry(g: FlashGeometry): void {
   const positive = (name: string, value: number) => {
